@@ -1,0 +1,2 @@
+"""fleetdeck console package."""
+__version__ = "0.1.0"
