@@ -1,0 +1,71 @@
+"""Errors meant for people: one clear line, no traceback.
+
+Every package raises these for bad input; the CLI prints `str(err)` and exits with `exit_code`.
+They live in `collectors` because it is the lowest layer every other package may import.
+"""
+
+from __future__ import annotations
+
+
+class FleetdeckError(Exception):
+    """An error whose message is fit to show a user as is."""
+
+    exit_code = 1
+
+
+class InputError(FleetdeckError):
+    """Bad input (config, job spec, CLI flag, trace file): names the source, the key and
+    what was expected. Exit code 2.
+
+    >>> str(InputError("config.toml", "nodes[2].port", "an integer 1-65535", got="22a"))
+    'config.toml: nodes[2].port: expected an integer 1-65535, got "22a"'
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        source: str,
+        key: str | None,
+        expected: str,
+        *,
+        got: object = None,
+        has_got: bool | None = None,
+    ) -> None:
+        self.source = source
+        self.key = key
+        self.expected = expected
+        self.got = got
+        self.has_got = got is not None if has_got is None else has_got
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = f"{self.source}: {self.key}" if self.key else self.source
+        msg = f"{where}: expected {self.expected}"
+        if self.has_got:
+            msg += f", got {_show(self.got)}"
+        return msg
+
+
+class NotFoundError(FleetdeckError):
+    """A named thing (job, node, report) does not exist. Exit code 2."""
+
+    exit_code = 2
+
+
+class EngineError(FleetdeckError):
+    """The engine refused or failed a request; the message says why."""
+
+    exit_code = 1
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)

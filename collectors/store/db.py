@@ -1,0 +1,185 @@
+"""Opening the DuckDB store: migrations, the single-writer lock, batched frame writes.
+
+Only the engine opens the store for writing; it holds an exclusive `flock` on `<path>.lock`
+for its whole life, so a second engine on the same store is refused with the holder's pid.
+Read-only openers (CLI commands with no engine running) need no lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from collectors.errors import FleetdeckError
+from collectors.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES
+
+
+class StoreError(FleetdeckError):
+    """The store cannot be opened or used as asked."""
+
+
+class StoreLockedError(StoreError):
+    """Another engine owns the store."""
+
+
+class Store:
+    """A DuckDB store. Use `Store.open(path)` for the engine's writer, `read_only=True` else."""
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, lock_fd: int | None) -> None:
+        self.path = path
+        self.con = con
+        self._lock_fd = lock_fd
+        self.read_only = lock_fd is None
+
+    # -- lifetime -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Store:
+        p = Path(path).expanduser()
+        if read_only:
+            if not p.exists():
+                raise StoreError(f"{p}: no store here yet (start `fleetdeck serve` to create one)")
+            try:
+                con = duckdb.connect(str(p), read_only=True)
+            except duckdb.IOException as e:
+                raise StoreLockedError(f"{p}: cannot open read-only: {_first_line(e)}") from None
+            store = cls(p, con, None)
+            store._check_version(upgrade=False)
+            return store
+        p.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _acquire_lock(p)
+        try:
+            con = duckdb.connect(str(p))
+        except duckdb.Error as e:
+            os.close(lock_fd)
+            raise StoreError(f"{p}: cannot open: {_first_line(e)}") from None
+        store = cls(p, con, lock_fd)
+        try:
+            store._check_version(upgrade=True)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        try:
+            rows = self.con.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchall()
+        except duckdb.CatalogException:
+            return 0
+        return int(rows[0][0]) if rows else 0
+
+    def _check_version(self, *, upgrade: bool) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: store schema version {version} is newer than this fleetdeck "
+                f"supports ({SCHEMA_VERSION}); upgrade fleetdeck"
+            )
+        if version < SCHEMA_VERSION:
+            if not upgrade:
+                raise StoreError(
+                    f"{self.path}: store schema version {version} is older than "
+                    f"{SCHEMA_VERSION}; start `fleetdeck serve` once to upgrade it"
+                )
+            self.migrate(version)
+
+    def migrate(self, from_version: int, to_version: int = SCHEMA_VERSION) -> None:
+        """Apply migrations `from_version` -> `to_version`, each in its own transaction."""
+        for v in range(from_version, to_version):
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(MIGRATIONS[v])
+                self.con.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(v + 1)]
+                )
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+
+    # -- writes ---------------------------------------------------------------------------
+    def append(self, table: str, frame: pa.Table | Any) -> int:
+        """Append an Arrow table (or anything DuckDB can scan: Polars frame) by column name."""
+        if table not in TABLES:
+            raise StoreError(f"unknown table {table!r}")
+        n = int(frame.num_rows if isinstance(frame, pa.Table) else len(frame))
+        if n == 0:
+            return 0
+        self.con.register("_fd_batch", frame)
+        try:
+            self.con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _fd_batch')
+        finally:
+            self.con.unregister("_fd_batch")
+        return n
+
+    def append_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append dict rows as one Arrow batch (never row by row)."""
+        if not rows:
+            return 0
+        return self.append(table, pa.Table.from_pylist(list(rows)))
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    # -- reads ----------------------------------------------------------------------------
+    def row_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in TABLES:
+            rows = self.con.execute(f'SELECT count(*) FROM "{t}"').fetchall()
+            out[t] = int(rows[0][0])
+        return out
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for another thread (DuckDB connections are not shared across threads)."""
+        return self.con.cursor()
+
+
+def _acquire_lock(path: Path) -> int:
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreLockedError(
+            f"{path}: store is in use by another fleetdeck engine (pid {holder}); "
+            "attach to it instead (`fleetdeck status`)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
