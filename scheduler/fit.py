@@ -1,0 +1,54 @@
+"""Per-task node/GPU selection policies and the fleet state they read.
+
+Placement (`scheduler.placement`) decides *which* task goes next; a `FitPolicy` decides *where*
+it goes: one node and concrete GPU indices. Policies are pure with respect to the state:
+`select` never mutates it; the caller applies the returned `Assignment`.
+
+    state = FleetState.from_snapshot(snapshot)
+    policy = make_policy("fleetdeck", workload=WorkloadMix.from_requests(history))
+    a = policy.select(state, request)
+    if a is not None:
+        state.apply(a)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from scheduler.fit_policies import BestFit, FirstFit, RandomFit
+from scheduler.fit_state import FleetState
+from scheduler.fit_workload import TaskShape, WorkloadMix
+from scheduler.models import Assignment, ResourceRequest
+
+__all__ = [
+    "POLICY_NAMES",
+    "FitPolicy",
+    "FleetState",
+    "TaskShape",
+    "WorkloadMix",
+    "make_policy",
+]
+
+
+class FitPolicy(Protocol):
+    name: str
+
+    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None: ...
+
+
+POLICY_NAMES: tuple[str, ...] = ("first-fit", "random-fit", "best-fit")
+
+
+def make_policy(
+    name: str = "fleetdeck", *, seed: int = 0, workload: WorkloadMix | None = None
+) -> FitPolicy:
+    """A policy by name (see `POLICY_NAMES`); `seed` drives random choices and tie-breaks,
+    `workload` is the task mix fragmentation-aware policies optimize for."""
+    key = name.strip().lower()
+    if key == "first-fit":
+        return FirstFit()
+    if key == "random-fit":
+        return RandomFit(seed)
+    if key in ("best-fit", "fleetdeck"):
+        return BestFit(seed)
+    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}")

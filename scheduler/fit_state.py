@@ -1,0 +1,304 @@
+"""Numpy-backed fleet state for per-job node/GPU selection.
+
+`FleetState` holds what placement policies look at for every task: per node free CPU and
+memory, and per GPU free milli-GPU, as dense arrays (nodes x max GPUs per node). Static facts
+(pools, labels, GPU models and memory, health) are shared between copies; only the free
+counters are copied. Per request "GPU classes" (allowed models and minimum GPU memory) cache a
+static eligible-GPU mask plus per node aggregates (fully free GPUs, largest free share, free
+total) that `apply`/`release` keep current by recomputing just the touched node's row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.models import MILLI_PER_GPU, Assignment, FleetSnapshot, ResourceRequest
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+ClassKey = tuple[frozenset[str], int]
+NodeKey = tuple[str | None, str | None, tuple[tuple[str, str], ...]]
+
+
+@dataclass(slots=True)
+class GpuClass:
+    """GPUs a request shape may use, with per node aggregates kept current."""
+
+    gpu_ok: BoolArray  # (N, G) static: exists, healthy, model and memory allowed
+    n_full: IntArray  # (N,) eligible GPUs with all 1000 milli free
+    max_free: IntArray  # (N,) largest free milli on one eligible GPU
+    sum_free: IntArray  # (N,) free milli over eligible GPUs
+    n_gpus: IntArray  # (N,) static: eligible GPUs
+
+    def copy(self) -> GpuClass:
+        return GpuClass(
+            self.gpu_ok, self.n_full.copy(), self.max_free.copy(), self.sum_free.copy(), self.n_gpus
+        )
+
+
+class _Static:
+    """Facts that never change with allocation; shared by all copies of a state."""
+
+    def __init__(self, snap: FleetSnapshot) -> None:
+        nodes = snap.nodes
+        n = len(nodes)
+        g = max((len(nd.gpus) for nd in nodes), default=0)
+        self.names = [nd.name for nd in nodes]
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.pools = [nd.pool for nd in nodes]
+        self.labels: list[Mapping[str, str]] = [nd.labels for nd in nodes]
+        self.schedulable = np.array([nd.schedulable for nd in nodes], dtype=np.bool_)
+        self.cpu_cap = np.array([nd.cpu_milli for nd in nodes], dtype=np.int64)
+        self.mem_cap = np.array([nd.mem_bytes for nd in nodes], dtype=np.int64)
+        self.model_names: list[str] = []
+        model_ids: dict[str, int] = {}
+        self.gpu_model = np.full((n, g), -1, dtype=np.int64)
+        self.gpu_mem = np.zeros((n, g), dtype=np.int64)
+        self.gpu_exists = np.zeros((n, g), dtype=np.bool_)
+        self.gpu_healthy = np.zeros((n, g), dtype=np.bool_)
+        self.gpu_index = np.full((n, g), -1, dtype=np.int64)
+        self.pos: list[dict[int, int]] = []
+        for i, nd in enumerate(nodes):
+            pos: dict[int, int] = {}
+            for j, slot in enumerate(nd.gpus):
+                mid = model_ids.get(slot.model)
+                if mid is None:
+                    mid = model_ids[slot.model] = len(self.model_names)
+                    self.model_names.append(slot.model)
+                self.gpu_model[i, j] = mid
+                self.gpu_mem[i, j] = slot.mem_total_bytes
+                self.gpu_exists[i, j] = True
+                self.gpu_healthy[i, j] = slot.healthy
+                self.gpu_index[i, j] = slot.index
+                pos[slot.index] = j
+            self.pos.append(pos)
+        self.model_ids = model_ids
+        self.n_gpus = self.gpu_exists.sum(axis=1).astype(np.int64)
+        # The dominant model of each node (most GPUs), -1 for GPU-less nodes.
+        self.node_model = np.full(n, -1, dtype=np.int64)
+        for i in range(n):
+            row = self.gpu_model[i][self.gpu_exists[i]]
+            if row.size:
+                vals, counts = np.unique(row, return_counts=True)
+                self.node_model[i] = int(vals[int(np.argmax(counts))])
+        self.gpu_cap_total_milli = int(self.gpu_exists.sum()) * MILLI_PER_GPU
+        self.max_cpu_milli = int(self.cpu_cap.max()) if n else 0
+        self.max_gpus = int(self.n_gpus.max()) if n else 0
+        self.node_masks: dict[NodeKey, BoolArray] = {}
+        self.class_gpu_ok: dict[ClassKey, BoolArray] = {}
+
+    def node_mask(self, req: ResourceRequest) -> BoolArray:
+        key: NodeKey = (req.pool, req.node, tuple(sorted(req.labels.items())))
+        mask = self.node_masks.get(key)
+        if mask is None:
+            mask = self.schedulable.copy()
+            for i in range(len(self.names)):
+                if mask[i]:
+                    mask[i] = self._matches(i, req)
+            mask.setflags(write=False)
+            self.node_masks[key] = mask
+        return mask
+
+    def _matches(self, i: int, req: ResourceRequest) -> bool:
+        if req.pool is not None and self.pools[i] != req.pool:
+            return False
+        if req.node is not None and self.names[i] != req.node:
+            return False
+        return all(self.labels[i].get(k) == v for k, v in req.labels.items())
+
+    def gpu_ok(self, key: ClassKey) -> BoolArray:
+        ok = self.class_gpu_ok.get(key)
+        if ok is None:
+            models, min_mem = key
+            ok = self.gpu_exists & self.gpu_healthy
+            if models:
+                ids = [self.model_ids[m] for m in models if m in self.model_ids]
+                ok = ok & np.isin(self.gpu_model, np.array(ids, dtype=np.int64))
+            if min_mem > 0:
+                ok = ok & (self.gpu_mem >= min_mem)
+            ok.setflags(write=False)
+            self.class_gpu_ok[key] = ok
+        return ok
+
+
+class FleetState:
+    """Free resources of a fleet, fast to query per task and cheap to copy."""
+
+    __slots__ = ("_classes", "_s", "cpu_free", "gpu_free", "mem_free", "node_names")
+
+    def __init__(
+        self, static: _Static, cpu_free: IntArray, mem_free: IntArray, gpu_free: IntArray
+    ) -> None:
+        self._s = static
+        self.node_names: list[str] = static.names
+        self.cpu_free = cpu_free
+        self.mem_free = mem_free
+        self.gpu_free = gpu_free  # (N, G) milli free; 0 for absent or unhealthy GPUs
+        self._classes: dict[ClassKey, GpuClass] = {}
+
+    @classmethod
+    def from_snapshot(cls, snap: FleetSnapshot) -> FleetState:
+        s = _Static(snap)
+        cpu_free = np.array([nd.cpu_free_milli for nd in snap.nodes], dtype=np.int64)
+        mem_free = np.array([nd.mem_free_bytes for nd in snap.nodes], dtype=np.int64)
+        gpu_free = np.zeros_like(s.gpu_model)
+        for i, nd in enumerate(snap.nodes):
+            for j, slot in enumerate(nd.gpus):
+                gpu_free[i, j] = max(0, slot.free_milli)
+        return cls(s, cpu_free, mem_free, gpu_free)
+
+    def copy(self) -> FleetState:
+        out = FleetState(self._s, self.cpu_free.copy(), self.mem_free.copy(), self.gpu_free.copy())
+        out._classes = {k: c.copy() for k, c in self._classes.items()}
+        return out
+
+    # ---- static facts -------------------------------------------------------------------
+
+    @property
+    def static(self) -> _Static:
+        return self._s
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self._s.names)
+
+    @property
+    def gpu_capacity_milli(self) -> int:
+        """Milli-GPU of all GPUs (healthy or not)."""
+        return self._s.gpu_cap_total_milli
+
+    def node_index(self, name: str) -> int:
+        return self._s.index[name]
+
+    def gpu_indices(self, node: int, positions: npt.ArrayLike) -> tuple[int, ...]:
+        """Map array columns of `node` to the GPUs' own indices."""
+        return tuple(int(x) for x in self._s.gpu_index[node, np.asarray(positions)])
+
+    # ---- allocation ---------------------------------------------------------------------
+
+    def apply(self, a: Assignment) -> None:
+        """Take the resources of `a`; raises ValueError instead of over-committing."""
+        self._change(a, -1)
+
+    def release(self, a: Assignment) -> None:
+        """Give back the resources of `a` (taken earlier with `apply`)."""
+        self._change(a, +1)
+
+    def _change(self, a: Assignment, sign: int) -> None:
+        s = self._s
+        i = s.index.get(a.node)
+        if i is None:
+            raise ValueError(f"unknown node {a.node!r}")
+        cols = []
+        for idx in a.gpu_indices:
+            j = s.pos[i].get(idx)
+            if j is None:
+                raise ValueError(f"node {a.node!r} has no GPU {idx}")
+            cols.append(j)
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"duplicate GPU index in {a.gpu_indices}")
+        cpu = int(self.cpu_free[i]) + sign * a.cpu_milli
+        mem = int(self.mem_free[i]) + sign * a.mem_bytes
+        if sign < 0 and (cpu < 0 or mem < 0):
+            raise ValueError(f"node {a.node!r}: not enough CPU or memory free for {a}")
+        new_gpu = [int(self.gpu_free[i, j]) + sign * a.gpu_milli for j in cols]
+        for j, v in zip(cols, new_gpu, strict=True):
+            if v < 0:
+                raise ValueError(f"node {a.node!r} GPU {s.gpu_index[i, j]}: over-committed")
+            if v > MILLI_PER_GPU:
+                raise ValueError(f"node {a.node!r} GPU {s.gpu_index[i, j]}: released too much")
+        self.cpu_free[i] = cpu
+        self.mem_free[i] = mem
+        for j, v in zip(cols, new_gpu, strict=True):
+            self.gpu_free[i, j] = v
+        if cols:
+            self._refresh_row(i)
+
+    def _refresh_row(self, i: int) -> None:
+        row = self.gpu_free[i]
+        for c in self._classes.values():
+            ok = c.gpu_ok[i]
+            vals = row[ok]
+            c.n_full[i] = int(np.count_nonzero(vals == MILLI_PER_GPU))
+            c.max_free[i] = int(vals.max()) if vals.size else 0
+            c.sum_free[i] = int(vals.sum())
+
+    # ---- queries ------------------------------------------------------------------------
+
+    def gpu_class(self, req: ResourceRequest) -> GpuClass:
+        key: ClassKey = (req.gpu_models, req.min_gpu_mem_bytes)
+        c = self._classes.get(key)
+        if c is None:
+            ok = self._s.gpu_ok(key)
+            free = np.where(ok, self.gpu_free, 0)
+            c = GpuClass(
+                gpu_ok=ok,
+                n_full=np.count_nonzero(free == MILLI_PER_GPU, axis=1).astype(np.int64),
+                max_free=free.max(axis=1, initial=0).astype(np.int64),
+                sum_free=free.sum(axis=1).astype(np.int64),
+                n_gpus=ok.sum(axis=1).astype(np.int64),
+            )
+            self._classes[key] = c
+        return c
+
+    def static_mask(self, req: ResourceRequest) -> BoolArray:
+        """Nodes `req` could use on an empty fleet: placement constraints and GPU capacity."""
+        mask = self._s.node_mask(req)
+        if req.gpu_count > 0:
+            c = self.gpu_class(req)
+            mask = mask & (c.n_gpus >= req.gpu_count)
+        mask = mask & (self._s.cpu_cap >= req.cpu_milli) & (self._s.mem_cap >= req.mem_bytes)
+        return mask
+
+    def feasible(self, req: ResourceRequest) -> BoolArray:
+        """Nodes where `req` fits now."""
+        mask = self._s.node_mask(req) & (self.cpu_free >= req.cpu_milli)
+        if req.mem_bytes > 0:
+            mask &= self.mem_free >= req.mem_bytes
+        if req.gpu_count > 0:
+            c = self.gpu_class(req)
+            if req.fractional:
+                mask &= c.max_free >= req.gpu_milli
+            else:
+                mask &= c.n_full >= req.gpu_count
+        return mask
+
+    def can_ever_fit(self, req: ResourceRequest) -> bool:
+        return bool(self.static_mask(req).any())
+
+    def largest_free_block(self, req: ResourceRequest) -> tuple[int, str | None]:
+        """Most GPUs (milli for fractional requests) free on one node eligible for `req`."""
+        mask = self._s.node_mask(req)
+        if req.gpu_count == 0:
+            return 0, None
+        c = self.gpu_class(req)
+        vals = c.max_free if req.fractional else c.n_full
+        vals = np.where(mask, vals, -1)
+        if vals.size == 0:
+            return 0, None
+        i = int(np.argmax(vals))
+        if vals[i] <= 0:
+            return 0, None
+        return int(vals[i]), self._s.names[i]
+
+    def eligible_gpus(self, i: int, req: ResourceRequest) -> npt.NDArray[np.intp]:
+        """Columns of node `i`'s GPUs that could take one GPU's share of `req` now."""
+        c = self.gpu_class(req)
+        need = req.gpu_milli if req.fractional else MILLI_PER_GPU
+        return np.flatnonzero(c.gpu_ok[i] & (self.gpu_free[i] >= need))
+
+    def assignment(self, i: int, cols: Any, req: ResourceRequest) -> Assignment:
+        gpu_milli = req.gpu_milli if req.gpu_count > 0 else 0
+        return Assignment(
+            node=self._s.names[i],
+            gpu_indices=self.gpu_indices(i, cols) if req.gpu_count > 0 else (),
+            gpu_milli=gpu_milli,
+            cpu_milli=req.cpu_milli,
+            mem_bytes=req.mem_bytes,
+        )
