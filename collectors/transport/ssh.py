@@ -1,0 +1,383 @@
+"""The SSH transport: one persistent asyncssh connection per node.
+
+Keys (`identity_file`), ssh-agent and the OpenSSH client config are honoured; host keys are
+checked against the configured known_hosts (re-read on every connect, so `fleetdeck nodes
+trust` takes effect without a restart). Handshakes share a semaphore so a large fleet does not
+exceed sshd's `MaxStartups`. Keepalives detect a dead peer on an idle connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from collectors.transport.base import (
+    CommandResult,
+    CommandTimeout,
+    ConnectError,
+    Disconnected,
+    HostKeyError,
+    NodeLike,
+    TransportError,
+    address,
+    quote_argv,
+    tail,
+)
+from collectors.transport.hostkeys import fingerprint, key_status
+
+DEFAULT_CONNECT_CONCURRENCY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SshOptions:
+    """Client settings shared by every node (the config's `[ssh]` and `[collect]` keys)."""
+
+    known_hosts: Path = field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
+    config_file: Path | None = None  # None: ~/.ssh/config when readable
+    use_agent: bool = True
+    keepalive_s: float = 15.0
+    keepalive_count_max: int = 3
+    connect_timeout_s: float = 10.0
+
+
+class _Client(asyncssh.SSHClient):
+    """Remembers the host key the server offered, so a refusal can show its fingerprint."""
+
+    def __init__(self) -> None:
+        self.offered_key: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self.offered_key = key
+        return False
+
+
+class SshTransport:
+    """`Transport` over SSH for one node. See `collectors.transport.base.Transport`."""
+
+    def __init__(
+        self,
+        node: NodeLike,
+        options: SshOptions | None = None,
+        *,
+        connect_limit: asyncio.Semaphore | None = None,
+    ) -> None:
+        self._node = node
+        self.options = options or SshOptions()
+        self._limit = connect_limit or asyncio.Semaphore(DEFAULT_CONNECT_CONCURRENCY)
+        self._lock = asyncio.Lock()
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._forwards: dict[str, tuple[asyncssh.SSHListener, str]] = {}
+        self._tmpdir: str | None = None
+
+    @property
+    def node(self) -> NodeLike:
+        return self._node
+
+    @property
+    def where(self) -> str:
+        """`name (host:port)` for messages."""
+        return f"node {self._node.name} ({address(self._node)}:{self._node.port})"
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    # -- connection ------------------------------------------------------------------------
+    async def connect(self) -> None:
+        if self.connected:
+            return
+        async with self._lock:
+            if self.connected:
+                return
+            self._drop_forwards()
+            async with self._limit:
+                self._conn = await self._open()
+
+    async def _open(self) -> asyncssh.SSHClientConnection:
+        node, opts = self._node, self.options
+        clients: list[_Client] = []
+
+        def factory() -> _Client:
+            clients.append(_Client())
+            return clients[-1]
+
+        kwargs = self._connect_kwargs(factory)
+        host = address(node)
+        try:
+            async with asyncio.timeout(opts.connect_timeout_s + 1.0):
+                conn: asyncssh.SSHClientConnection = await asyncssh.connect(
+                    host, node.port, **kwargs
+                )
+        except asyncssh.HostKeyNotVerifiable:
+            raise self._host_key_error(clients[-1].offered_key if clients else None) from None
+        except TimeoutError:
+            raise ConnectError(
+                f"{self.where}: no SSH answer within {opts.connect_timeout_s:g} s"
+            ) from None
+        except asyncssh.PermissionDenied:
+            who = node.user or "the default user"
+            keys = f"key {node.identity_file}" if node.identity_file else "the default keys"
+            raise ConnectError(
+                f"{self.where}: authentication failed for {who} with {keys}"
+            ) from None
+        except asyncssh.KeyExchangeFailed as e:
+            raise ConnectError(f"{self.where}: key exchange failed: {e.reason}") from None
+        except (OSError, asyncssh.Error, ValueError) as e:
+            raise ConnectError(f"{self.where}: {_reason(e)}") from None
+        return conn
+
+    def _connect_kwargs(self, factory: Callable[[], _Client]) -> dict[str, Any]:
+        node, opts = self._node, self.options
+        known = Path(opts.known_hosts).expanduser()
+        kwargs: dict[str, Any] = {
+            # A missing file trusts nothing (asyncssh would fail on the path).
+            "known_hosts": str(known) if known.exists() else asyncssh.import_known_hosts(""),
+            "keepalive_interval": opts.keepalive_s,
+            "keepalive_count_max": opts.keepalive_count_max,
+            "connect_timeout": opts.connect_timeout_s,
+            "client_factory": factory,
+        }
+        if node.user:
+            kwargs["username"] = node.user
+        if node.identity_file:
+            kwargs["client_keys"] = [str(Path(node.identity_file).expanduser())]
+        if opts.config_file is not None:
+            kwargs["config"] = [str(Path(opts.config_file).expanduser())]
+        if not opts.use_agent:
+            kwargs["agent_path"] = None
+        return kwargs
+
+    def _host_key_error(self, key: asyncssh.SSHKey | None) -> HostKeyError:
+        node, known = self._node, Path(self.options.known_hosts).expanduser()
+        trust = f"fleetdeck nodes trust {node.name}"
+        if key is None:
+            return HostKeyError(
+                f"{self.where}: host key not trusted by {known}; to trust it run: {trust}",
+                node=node.name, fingerprint=None, changed=False,
+            )
+        fp = f"{key.get_algorithm()} {fingerprint(key)}"
+        status = key_status(known, address(node), node.port, key)
+        if status == "changed":
+            return HostKeyError(
+                f"{self.where}: host key CHANGED, the node now offers {fp} which differs from "
+                f"{known}; if the change is expected run: {trust}",
+                node=node.name, fingerprint=fingerprint(key), changed=True,
+            )
+        return HostKeyError(
+            f"{self.where}: unknown host key {fp} (not in {known}); to trust it run: {trust}",
+            node=node.name, fingerprint=fingerprint(key), changed=False,
+        )
+
+    async def close(self) -> None:
+        self._drop_forwards()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await conn.wait_closed()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    async def wait_closed(self) -> None:
+        """Return when the current connection closes (at once when there is none)."""
+        if self._conn is not None:
+            await self._conn.wait_closed()
+
+    def _live(self) -> asyncssh.SSHClientConnection:
+        if self._conn is None or self._conn.is_closed():
+            raise Disconnected(f"{self.where}: connection lost")
+        return self._conn
+
+    # -- commands --------------------------------------------------------------------------
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float,
+    ) -> CommandResult:
+        return await self._run(quote_argv(argv), input, timeout)
+
+    async def run_shell(
+        self,
+        script: str,
+        *,
+        input: bytes | None = None,
+        timeout: float,
+    ) -> CommandResult:
+        return await self._run(quote_argv(["sh", "-c", script]), input, timeout)
+
+    async def _run(self, command: str, input: bytes | None, limit_s: float) -> CommandResult:
+        await self.connect()
+        conn = self._live()
+        try:
+            async with asyncio.timeout(limit_s + 5.0):
+                done = await conn.run(command, input=input, encoding=None, timeout=limit_s)
+        except (asyncssh.TimeoutError, TimeoutError):
+            raise CommandTimeout(
+                f"{self.where}: `{_short(command)}` did not finish within {limit_s:g} s"
+            ) from None
+        except (asyncssh.Error, OSError) as e:
+            raise Disconnected(f"{self.where}: `{_short(command)}`: {_reason(e)}") from None
+        status = done.returncode
+        if status is None:
+            raise Disconnected(f"{self.where}: `{_short(command)}`: connection lost")
+        return CommandResult(status, _as_bytes(done.stdout), _as_bytes(done.stderr))
+
+    def stream(self, argv: Sequence[str], *, input: bytes | None = None) -> SshLineStream:
+        return SshLineStream(self, quote_argv(argv), input)
+
+    # -- forwarding ------------------------------------------------------------------------
+    async def forward_unix(self, remote_path: str) -> str:
+        await self.connect()
+        conn = self._live()
+        known = self._forwards.get(remote_path)
+        if known is not None:
+            return known[1]
+        if self._tmpdir is None:
+            tag = re.sub(r"[^A-Za-z0-9_.-]", "_", self._node.name)[:24]
+            self._tmpdir = tempfile.mkdtemp(prefix=f"fleetdeck-{tag}-")  # mode 0700
+        local = _fresh_socket_path(self._tmpdir, len(self._forwards))
+        try:
+            listener = await conn.forward_local_path(local, remote_path)
+        except (asyncssh.Error, OSError) as e:
+            raise TransportError(
+                f"{self.where}: cannot forward {remote_path}: {_reason(e)}"
+            ) from None
+        self._forwards[remote_path] = (listener, local)
+        return local
+
+    def _drop_forwards(self) -> None:
+        for listener, local in self._forwards.values():
+            listener.close()
+            with contextlib.suppress(OSError):
+                Path(local).unlink(missing_ok=True)
+        self._forwards.clear()
+
+
+class SshLineStream:
+    """`LineStream` over an SSH exec channel (see `collectors.transport.base.LineStream`)."""
+
+    def __init__(self, transport: SshTransport, command: str, input: bytes | None) -> None:
+        self._transport = transport
+        self._command = command
+        self._input = input
+        self._proc: asyncssh.SSHClientProcess[bytes] | None = None
+        self._stderr = bytearray()
+        self._stderr_task: asyncio.Task[None] | None = None
+        self.exit_status: int | None = None
+        self.stderr_tail = b""
+
+    async def __aenter__(self) -> SshLineStream:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _start(self) -> None:
+        t = self._transport
+        await t.connect()
+        conn = t._live()
+        try:
+            proc = await conn.create_process(self._command, encoding=None)
+            if self._input:
+                proc.stdin.write(self._input)
+            proc.stdin.write_eof()
+        except (asyncssh.Error, OSError) as e:
+            raise Disconnected(f"{t.where}: `{_short(self._command)}`: {_reason(e)}") from None
+        self._proc = proc
+        self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr(proc))
+
+    async def _drain_stderr(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
+        with contextlib.suppress(asyncssh.Error, OSError):
+            while chunk := await proc.stderr.read(4096):
+                self._stderr += chunk
+                if len(self._stderr) > 16384:
+                    del self._stderr[:-4096]
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._proc is None:
+            await self._start()
+        proc = self._proc
+        assert proc is not None
+        readline = proc.stdout.readline
+        try:
+            while True:
+                line = await readline()
+                if not line:
+                    break
+                yield line[:-1] if line.endswith(b"\n") else line
+        except (asyncssh.Error, OSError) as e:
+            await self._finish()
+            raise Disconnected(f"{self._transport.where}: stream: {_reason(e)}") from None
+        await self._finish()
+        if self.exit_status is None and not self._transport.connected:
+            raise Disconnected(f"{self._transport.where}: connection lost")
+
+    async def _finish(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await proc.wait_closed()
+        self.exit_status = proc.returncode
+        if self._stderr_task is not None:
+            with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._stderr_task
+        self.stderr_tail = tail(bytes(self._stderr))
+
+    async def aclose(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(asyncssh.Error, OSError):
+                proc.send_signal("TERM")
+            proc.close()
+        self._proc = proc
+        await self._finish()
+        self._proc = None
+        if self._stderr_task is not None and not self._stderr_task.done():
+            self._stderr_task.cancel()
+
+
+def _fresh_socket_path(folder: str, n: int) -> str:
+    path = Path(folder) / f"fwd{n}.sock"
+    path.unlink(missing_ok=True)
+    return str(path)
+
+
+def _as_bytes(data: object) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, bytes):
+        return data
+    return str(data).encode()
+
+
+def _short(command: str, limit: int = 60) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, asyncssh.Error):
+        return e.reason or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower() if e.strerror.startswith("Connection") else e.strerror
+    return str(e) or type(e).__name__
