@@ -177,7 +177,8 @@ CREATE TABLE jobs (
     kind          VARCHAR,            -- batch | notebook | service
     executor      VARCHAR NOT NULL,   -- docker | process | slurm
     spec          JSON NOT NULL,      -- the full job spec as submitted
-    state         VARCHAR NOT NULL,   -- queued | starting | running | succeeded | failed | stopped | lost
+    -- queued | starting | running | succeeded | failed | stopped | lost
+    state         VARCHAR NOT NULL,
     reason        VARCHAR,            -- pending reason or end reason
     priority      INTEGER DEFAULT 0,
     pool          VARCHAR,
@@ -217,7 +218,8 @@ CREATE TABLE actions (
     id          BIGINT PRIMARY KEY DEFAULT nextval('action_id_seq'),
     ts          TIMESTAMP NOT NULL,
     actor       VARCHAR NOT NULL,      -- a user name, or policy:<name>
-    action      VARCHAR NOT NULL,      -- submit | stop | idle_warn | idle_stop | snooze | burst_provision | ...
+    -- submit | stop | idle_warn | idle_stop | snooze | burst_provision | cordon | ...
+    action      VARCHAR NOT NULL,
     target_kind VARCHAR NOT NULL,      -- job | node | gpu | instance | config
     target      VARCHAR NOT NULL,
     reason      VARCHAR,

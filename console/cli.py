@@ -1,0 +1,71 @@
+"""The `fleetdeck` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from collectors.errors import FleetdeckError, InputError
+from console import __version__
+from console.commands import core
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="fleetdeck",
+        description="Keyboard-driven operations console for GPU/CPU fleets. "
+                    "With no command, opens the console.",
+    )
+    parser.add_argument("--version", action="version", version=f"fleetdeck {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $FLEETDECK_CONFIG, then "
+                             "~/.config/fleetdeck/config.toml, else the embedded default)")
+    parser.add_argument("--store", metavar="PATH",
+                        help="DuckDB store path (overrides [store] path)")
+    parser.add_argument("--readonly", action="store_true",
+                        help="console: start a session that cannot change anything")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    core.register(sub)  # type: ignore[arg-type]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command is None:
+            from console.app import run_console
+
+            return run_console(args)
+        return int(args.func(args))
+    except InputError as e:
+        sys.stderr.write(f"{e}\n")
+        return e.exit_code
+    except FleetdeckError as e:
+        sys.stderr.write(f"fleetdeck: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""CLI commands: each module registers its subcommands on the parser."""

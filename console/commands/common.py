@@ -1,0 +1,105 @@
+"""Shared CLI plumbing: output formats, engine-or-store access, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from collectors.store import Store
+from console.config import Loaded, load
+from console.engine.client import EngineClient, NoEngine
+
+T = TypeVar("T")
+
+
+def shared_options() -> argparse.ArgumentParser:
+    """--config and --store accepted after the subcommand too."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                   help="config file (see `fleetdeck --help`)")
+    p.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
+                   help="DuckDB store path (overrides [store] path)")
+    return p
+
+
+SHARED = shared_options()
+
+
+def subcommand(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+               help: str, **kw: Any) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, parents=[SHARED], **kw)
+
+
+def add_format(parser: argparse.ArgumentParser, *choices: str) -> None:
+    opts = choices or ("table", "json")
+    parser.add_argument("--format", choices=opts, default=opts[0],
+                        help=f"output format ({', '.join(opts)}; default {opts[0]})")
+
+
+def loaded_config(args: argparse.Namespace) -> Loaded:
+    flags = {"store.path": ("--store", getattr(args, "store", None))}
+    return load(getattr(args, "config", None), flags=flags)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=_json_default, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def _json_default(o: object) -> Any:
+    iso = getattr(o, "isoformat", None)
+    if callable(iso):
+        return iso()
+    return str(o)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cols = list(columns or rows[0].keys())
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    if isinstance(v, list | tuple):
+        return ",".join(str(x) for x in v) or "-"
+    iso = getattr(v, "isoformat", None)
+    if callable(iso):
+        return str(iso(sep=" ", timespec="seconds"))
+    return str(v)
+
+
+def run_async(coro: Awaitable[T]) -> T:
+    return asyncio.run(_wrap(coro))
+
+
+async def _wrap(coro: Awaitable[T]) -> T:
+    return await coro
+
+
+async def call_engine(loaded: Loaded, method: str, **params: Any) -> Any:
+    async with await EngineClient.connect(loaded.config.socket_path) as client:
+        return await client.call(method, **params)
+
+
+def engine_or_store(loaded: Loaded, method: str, local: Callable[[Store], T],
+                    **params: Any) -> T:
+    """Ask the running engine; with none running, open the store read-only."""
+    try:
+        return run_async(call_engine(loaded, method, **params))
+    except NoEngine:
+        with Store.open(loaded.config.store.path, read_only=True) as store:
+            return local(store)

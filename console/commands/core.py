@@ -1,0 +1,131 @@
+"""config check, db info, serve, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from console.commands.common import (
+    add_format,
+    engine_or_store,
+    loaded_config,
+    print_json,
+    print_table,
+    run_async,
+    subcommand,
+)
+from console.config import Config
+from console.engine.client import EngineClient, NoEngine
+from console.engine.host import db_info, serve
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subcommand(sub, "config", "inspect the configuration")
+    csub = p.add_subparsers(dest="config_cmd", metavar="COMMAND", required=True,
+                            parser_class=type(p))
+    chk = subcommand(csub, "check", "validate the config and show where each value came from")
+    add_format(chk)
+    chk.set_defaults(func=config_check)
+
+    p = subcommand(sub, "db", "inspect the store")
+    dsub = p.add_subparsers(dest="db_cmd", metavar="COMMAND", required=True,
+                            parser_class=type(p))
+    info = subcommand(dsub, "info", "store path, schema version and row counts")
+    add_format(info)
+    info.set_defaults(func=db_info_cmd)
+
+    p = subcommand(sub, "serve", "run the engine without a UI (for tmux or systemd)")
+    p.set_defaults(func=serve_cmd)
+
+    p = subcommand(sub, "status", "ask the running engine how it is")
+    add_format(p)
+    p.set_defaults(func=status_cmd)
+
+
+def config_check(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    values = _flatten(loaded.config)
+    rows = []
+    for key, value in values:
+        generic = key.split("[")[0] + ("[]." + key.split("].", 1)[1] if "]." in key else "")
+        origin = loaded.origins.get(key) or loaded.origins.get(generic, "default")
+        if loaded.embedded and key.startswith("nodes["):
+            origin = "embedded default"
+        rows.append({"key": key, "value": value, "from": origin})
+    if args.format == "json":
+        print_json({"source": loaded.source, "valid": True, "embedded": loaded.embedded,
+                    "values": rows})
+        return 0
+    print(f"config: {loaded.source} (valid)")
+    print_table([{**r, "value": _show(r["value"])} for r in rows], ["key", "value", "from"])
+    return 0
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            out.extend(_flatten(v, f"{key}."))
+        elif isinstance(v, tuple) and v and dataclasses.is_dataclass(v[0]):
+            for i, item in enumerate(v):
+                out.extend(_flatten(item, f"{key}[{i}]."))
+        else:
+            out.append((key, str(v) if isinstance(v, Path) else v))
+    return out
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={x}" for k, x in v.items()) or "{}"
+    if isinstance(v, tuple | list | frozenset):
+        return ", ".join(str(x) for x in v) or "[]"
+    return str(v)
+
+
+def db_info_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    info = engine_or_store(loaded, "db_info", db_info)
+    if args.format == "json":
+        print_json(info)
+        return 0
+    print(f"store:   {info['path']}")
+    print(f"schema:  version {info['schema_version']}")
+    print(f"size:    {info['size_bytes'] / 1e6:.1f} MB")
+    print_table([{"table": t, "rows": n} for t, n in info["tables"].items()])
+    return 0
+
+
+def serve_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    return asyncio.run(serve(loaded))
+
+
+def status_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+
+    async def ask() -> dict[str, Any]:
+        async with await EngineClient.connect(loaded.config.socket_path) as c:
+            return await c.call("status")
+
+    try:
+        info = run_async(ask())
+    except NoEngine as e:
+        if args.format == "json":
+            print_json({"running": False, "message": str(e)})
+        else:
+            print(str(e))
+        return 3
+    if args.format == "json":
+        print_json({"running": True, **info})
+        return 0
+    for k, v in info.items():
+        print(f"{k + ':':<20} {v}")
+    return 0
+
+
+__all__ = ["Config", "register"]

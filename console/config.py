@@ -1,0 +1,342 @@
+"""fleetdeck's one typed configuration model, loaded from TOML.
+
+Where the file comes from: `--config PATH`, then `$FLEETDECK_CONFIG`, then
+`~/.config/fleetdeck/config.toml` (`$XDG_CONFIG_HOME` honoured). With no file at all fleetdeck
+runs on the embedded default: this machine as the only node (local transport) and a store
+under the XDG data folder.
+
+Scalar keys of single tables can also come from the environment as
+`FLEETDECK__SECTION__KEY` (e.g. `FLEETDECK__COLLECT__INTERVAL_S=2`), and a few from flags.
+`Loaded.origins` says, for every key path, where its value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from collectors.errors import InputError
+from console.typed import build, doc, field_paths
+
+
+def xdg_data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
+def xdg_config_home() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def default_store_path() -> Path:
+    return xdg_data_home() / "fleetdeck" / "fleetdeck.duckdb"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    path: Path = field(
+        default_factory=default_store_path,
+        metadata=doc("DuckDB file holding history, jobs and the audit trail"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CollectConfig:
+    interval_s: float = field(
+        default=5.0, metadata=doc("seconds between samples on every node", min=0.2, max=3600)
+    )
+    raw_retention_s: float = field(
+        default=2 * 86400.0, metadata=doc("keep raw samples this long, then only rollups", min=60)
+    )
+    minute_retention_s: float = field(
+        default=30 * 86400.0, metadata=doc("keep 1-minute rollups this long", min=3600)
+    )
+    hour_retention_s: float = field(
+        default=5 * 365 * 86400.0, metadata=doc("keep 1-hour rollups this long", min=86400)
+    )
+    disk_paths: tuple[str, ...] = field(
+        default=("/",), metadata=doc("paths whose disk use each node reports")
+    )
+    connect_timeout_s: float = field(
+        default=10.0, metadata=doc("SSH connect timeout per node", min=0.5, max=600)
+    )
+    max_concurrent_connects: int = field(
+        default=32, metadata=doc("SSH handshakes in flight at once (sshd MaxStartups)", min=1)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SshConfig:
+    known_hosts: Path = field(
+        default_factory=lambda: Path.home() / ".ssh" / "known_hosts",
+        metadata=doc("host keys nodes are verified against"),
+    )
+    config_file: Path | None = field(
+        default=None, metadata=doc("OpenSSH client config to honour (default ~/.ssh/config)")
+    )
+    use_agent: bool = field(default=True, metadata=doc("offer keys from ssh-agent"))
+    keepalive_s: float = field(
+        default=15.0, metadata=doc("keepalive interval on node connections", min=1)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    socket: Path | None = field(
+        default=None,
+        metadata=doc("control socket (default: next to the store, `<store>.sock`)"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str = field(metadata=doc("unique node name", nonempty=True))
+    host: str = field(default="", metadata=doc("address or ssh config alias (default: name)"))
+    port: int = field(default=22, metadata=doc("SSH port", min=1, max=65535))
+    user: str | None = field(default=None, metadata=doc("SSH user (default: ssh config/$USER)"))
+    identity_file: Path | None = field(default=None, metadata=doc("private key file"))
+    transport: Literal["ssh", "local"] = field(
+        default="ssh", metadata=doc("ssh, or local for the machine fleetdeck runs on")
+    )
+    labels: dict[str, str] = field(
+        default_factory=dict, metadata=doc("free-form labels jobs can select on")
+    )
+    pool: str = field(default="default", metadata=doc("pool this node belongs to"))
+    docker_socket: str = field(
+        default="/var/run/docker.sock", metadata=doc("Docker socket path on the node")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    name: str = field(metadata=doc("pool name nodes refer to", nonempty=True))
+    kind: Literal["static", "slurm", "burst"] = field(
+        default="static", metadata=doc("static nodes, a Slurm cluster, or cloud burst nodes")
+    )
+    login_node: str | None = field(
+        default=None, metadata=doc("slurm: node name (from [[nodes]]) to run Slurm commands on")
+    )
+    partition: str | None = field(default=None, metadata=doc("slurm: partition for jobs"))
+    description: str = field(default="", metadata=doc("shown in the console"))
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    name: str = field(metadata=doc("login name", nonempty=True))
+    team: str | None = field(default=None, metadata=doc("team the user belongs to"))
+    projects: tuple[str, ...] = field(default=(), metadata=doc("projects the user works on"))
+    default_project: str | None = field(
+        default=None, metadata=doc("project jobs are charged to when none is given")
+    )
+    gpu_quota: float | None = field(
+        default=None, metadata=doc("GPUs the user may hold at once", min=0)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectConfig:
+    name: str = field(metadata=doc("project name", nonempty=True))
+    team: str | None = field(default=None, metadata=doc("team that owns the project"))
+    gpu_quota: float | None = field(
+        default=None, metadata=doc("GPUs the project may hold at once", min=0)
+    )
+    gpu_guaranteed: float = field(
+        default=0.0, metadata=doc("GPUs reserved for the project when it asks", min=0)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TeamConfig:
+    name: str = field(metadata=doc("team name", nonempty=True))
+    gpu_quota: float | None = field(
+        default=None, metadata=doc("GPUs the team may hold at once", min=0)
+    )
+    gpu_guaranteed: float = field(
+        default=0.0, metadata=doc("GPUs reserved for the team when it asks", min=0)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    policy: str = field(default="fleetdeck", metadata=doc("GPU placement policy"))
+    backfill: bool = field(default=True, metadata=doc("let short jobs run ahead of a blocked head"))
+    borrowing: bool = field(
+        default=True, metadata=doc("let quota holders borrow idle, unguaranteed GPUs")
+    )
+    cycle_s: float = field(default=1.0, metadata=doc("seconds between placement cycles", min=0.05))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    store: StoreConfig = field(default_factory=StoreConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    ssh: SshConfig = field(default_factory=SshConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    nodes: tuple[NodeConfig, ...] = ()
+    pools: tuple[PoolConfig, ...] = ()
+    users: tuple[UserConfig, ...] = ()
+    projects: tuple[ProjectConfig, ...] = ()
+    teams: tuple[TeamConfig, ...] = ()
+
+    @property
+    def socket_path(self) -> Path:
+        if self.engine.socket is not None:
+            return self.engine.socket
+        return self.store.path.with_name(self.store.path.name + ".sock")
+
+
+SINGLE_SECTIONS = ("store", "collect", "ssh", "engine", "scheduler")
+ENV_PREFIX = "FLEETDECK__"
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A config and where it came from."""
+
+    config: Config
+    source: str  # the file, or "embedded default"
+    origins: Mapping[str, str]  # key path -> default | file | env NAME | flag --NAME
+    embedded: bool
+
+
+def locate(explicit: str | None) -> Path | None:
+    """The config file to read, or None for the embedded default."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("FLEETDECK_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    default = xdg_config_home() / "fleetdeck" / "config.toml"
+    return default if default.exists() else None
+
+
+def load(explicit: str | None = None, *,
+         flags: Mapping[str, tuple[str, Any]] | None = None) -> Loaded:
+    """Load, validate and finish the config. Raises InputError (exit 2) on bad input.
+
+    `flags` maps key paths to (flag name, value) for command-line overrides.
+    """
+    path = locate(explicit)
+    data: dict[str, Any] = {}
+    source = "embedded default"
+    if path is not None:
+        source = explicit or str(path)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(str(path), None, "a readable config file (not found)") from None
+        except OSError as e:
+            raise InputError(str(path), None, f"a readable config file ({e.strerror})") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InputError(str(path), None, "UTF-8 text") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(str(path), None, f"valid TOML ({e})") from None
+    origins = {p: "default" for p in field_paths(Config)}
+    for key in _leaf_paths(data):
+        origins[key] = "file"
+    _apply_env(data, origins, source)
+    for key, (flag, value) in (flags or {}).items():
+        if value is None:
+            continue
+        section, name = key.split(".", 1)
+        data.setdefault(section, {})[name] = value
+        origins[key] = f"flag {flag}"
+    config = build(Config, data, source=source)
+    _check_references(config, source)
+    embedded = not config.nodes
+    if embedded:
+        config = dataclasses.replace(config, nodes=(embedded_node(),))
+    return Loaded(config=config, source=source, origins=origins, embedded=embedded)
+
+
+def embedded_node() -> NodeConfig:
+    """This machine, collected without SSH."""
+    return NodeConfig(name=socket.gethostname() or "localhost", host="localhost",
+                      transport="local", pool="local")
+
+
+def _leaf_paths(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for k, v in data.items():
+        if isinstance(v, Mapping) and k != "labels":
+            out.extend(_leaf_paths(v, f"{prefix}{k}."))
+        elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            for item in v:
+                out.extend(_leaf_paths(item, f"{prefix}{k}[]."))
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _apply_env(data: dict[str, Any], origins: dict[str, str], source: str) -> None:
+    for name, raw in os.environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) != 2 or parts[0] not in SINGLE_SECTIONS:
+            raise InputError(f"environment {name}", None,
+                             "FLEETDECK__<SECTION>__<KEY> with SECTION one of "
+                             + ", ".join(SINGLE_SECTIONS))
+        section, key = parts
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # bare strings need no quotes
+        data.setdefault(section, {})[key] = value
+        origins[f"{section}.{key}"] = f"env {name}"
+
+
+def _check_references(config: Config, source: str) -> None:
+    seen: dict[str, int] = {}
+    for i, node in enumerate(config.nodes):
+        if node.name in seen:
+            raise InputError(source, f"nodes[{i}].name",
+                             f'a unique node name (nodes[{seen[node.name]}] is also "{node.name}")',
+                             got=node.name)
+        seen[node.name] = i
+    pool_names = {p.name for p in config.pools}
+    named: dict[str, list[str]] = {
+        "pools": [p.name for p in config.pools], "users": [u.name for u in config.users],
+        "projects": [p.name for p in config.projects], "teams": [t.name for t in config.teams],
+    }
+    for kind, item_names in named.items():
+        names: set[str] = set()
+        for i, name in enumerate(item_names):
+            if name in names:
+                raise InputError(source, f"{kind}[{i}].name", f"a unique {kind[:-1]} name",
+                                 got=name)
+            names.add(name)
+    for i, pool in enumerate(config.pools):
+        if pool.kind == "slurm" and pool.login_node is None:
+            raise InputError(source, f"pools[{i}].login_node",
+                             "a node name for a slurm pool's login node")
+        if pool.login_node is not None and pool.login_node not in seen:
+            raise InputError(source, f"pools[{i}].login_node",
+                             "the name of a node in [[nodes]]", got=pool.login_node)
+    if config.pools:
+        for i, node in enumerate(config.nodes):
+            if node.pool not in pool_names and node.pool != "default":
+                raise InputError(source, f"nodes[{i}].pool",
+                                 "the name of a pool in [[pools]]", got=node.pool)
+    team_names = {t.name for t in config.teams}
+    project_names = {p.name for p in config.projects}
+    for i, u in enumerate(config.users):
+        if team_names and u.team is not None and u.team not in team_names:
+            raise InputError(source, f"users[{i}].team", "the name of a team in [[teams]]",
+                             got=u.team)
+        for j, pr in enumerate(u.projects):
+            if project_names and pr not in project_names:
+                raise InputError(source, f"users[{i}].projects[{j}]",
+                                 "the name of a project in [[projects]]", got=pr)
+    for i, p in enumerate(config.projects):
+        if team_names and p.team is not None and p.team not in team_names:
+            raise InputError(source, f"projects[{i}].team", "the name of a team in [[teams]]",
+                             got=p.team)

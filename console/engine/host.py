@@ -1,0 +1,216 @@
+"""The engine: one asyncio loop hosting collectors, scheduler and policies.
+
+It owns the store's only write connection (used from one dedicated thread, so the loop never
+waits on DuckDB) and serves the control socket. Services plug in by registering handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from collectors.store import Store
+from console import __version__
+from console.config import Loaded
+from console.engine.server import Caller, ControlServer, Handler, StreamHandler
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StoreWorker:
+    """Runs every store operation on one thread: DuckDB connections are not thread-safe."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetdeck-store")
+        self.store: Store | None = None
+
+    async def run(self, fn: Callable[[Store], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call, fn)
+
+    def _call(self, fn: Callable[[Store], T]) -> T:
+        assert self.store is not None, "store not open"
+        return fn(self.store)
+
+    async def open(self, path: os.PathLike[str]) -> Store:
+        loop = asyncio.get_running_loop()
+        self.store = await loop.run_in_executor(self._pool, Store.open, path)
+        return self.store
+
+    async def close(self) -> None:
+        if self.store is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pool, self.store.close)
+            self.store = None
+        self._pool.shutdown(wait=True)
+
+
+class Engine:
+    """The headless core. `await engine.start()`, then `await engine.wait_stopped()`."""
+
+    def __init__(self, loaded: Loaded, *, clock: Callable[[], float] = time.time) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.clock = clock
+        self.started_at = clock()
+        self.db = StoreWorker()
+        self.handlers: dict[str, Handler] = {}
+        self.streams: dict[str, StreamHandler] = {}
+        self._server: ControlServer | None = None
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closers: list[Callable[[], Any]] = []
+        self.status_parts: dict[str, Callable[[], Any]] = {}
+        self.handlers.update(status=self._status, db_info=self._db_info, shutdown=self._shutdown)
+
+    # -- lifetime -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the store (refusing if another engine owns it) and serve the socket."""
+        await self.db.open(self.config.store.path)
+        try:
+            from console.engine import services
+
+            await services.attach_all(self)
+            self._server = ControlServer(self.config.socket_path, self.handlers, self.streams)
+            await self._server.start()
+        except BaseException:
+            await self._close()
+            raise
+        log.info("engine serving on %s", self.config.socket_path)
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run a service loop for the engine's life; a crash is logged, not fatal."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    def on_close(self, fn: Callable[[], Any]) -> None:
+        self._closers.append(fn)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("service %s crashed", task.get_name(), exc_info=task.exception())
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for fn in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                res = fn()
+                if asyncio.iscoroutine(res):
+                    await res
+        await self.db.close()
+
+    # -- built-in handlers ------------------------------------------------------------------
+    async def _status(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "engine": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(self.clock() - self.started_at, 1),
+            "store": str(self.config.store.path),
+            "socket": str(self.config.socket_path),
+            "config": self.loaded.source,
+            "nodes_configured": len(self.config.nodes),
+            "caller": caller.user,
+        }
+        for name, fn in self.status_parts.items():
+            info[name] = await fn()
+        return info
+
+    async def _db_info(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.db.run(db_info)
+
+    async def _shutdown(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        if caller.uid != os.getuid():
+            from console.engine.protocol import RequestError
+
+            raise RequestError("refused", "only the engine's owner may shut it down")
+        asyncio.get_running_loop().call_soon(self.request_stop)
+        return {"stopping": True}
+
+
+def db_info(store: Store) -> dict[str, Any]:
+    """Path, schema version and row counts of a store (also used without an engine)."""
+    size = store.path.stat().st_size if store.path.exists() else 0
+    return {
+        "path": str(store.path),
+        "schema_version": store.schema_version(),
+        "size_bytes": size,
+        "tables": store.row_counts(),
+    }
+
+
+async def serve(loaded: Loaded) -> int:
+    """`fleetdeck serve`: run until SIGINT/SIGTERM or a shutdown request."""
+    engine = Engine(loaded)
+    await engine.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, engine.request_stop)
+    await engine.wait_stopped()
+    return 0
+
+
+class EmbeddedEngine:
+    """An engine on its own thread and loop, for the console when none runs yet."""
+
+    def __init__(self, loaded: Loaded) -> None:
+        self.loaded = loaded
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._engine: Engine | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread = threading.Thread(target=self._main, name="fleetdeck-engine", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("embedded engine did not start in time")
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._engine = Engine(self.loaded)
+            try:
+                await self._engine.start()
+            except BaseException as e:
+                self._error = e
+                self._ready.set()
+                return
+            self._ready.set()
+            await self._engine.wait_stopped()
+
+        asyncio.run(run())
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is not None and self._engine is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._engine.request_stop)
+        if self._thread is not None:
+            self._thread.join(timeout)

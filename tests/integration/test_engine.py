@@ -1,0 +1,107 @@
+"""The engine: one per store, a versioned protocol, CLI processes talking to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from console.engine.client import EngineClient, RemoteError
+from console.engine.protocol import encode
+from tests.helpers import FLEETDECK, REPO, cli, one_line_error, serve, write_config
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "config.toml", tmp_path / "store.duckdb")
+
+
+def test_status_without_engine(config: Path) -> None:
+    res = cli("--config", str(config), "status", "--format", "json")
+    assert res.returncode == 3
+    assert json.loads(res.stdout)["running"] is False
+
+
+def test_two_cli_processes_talk_to_one_engine(config: Path) -> None:
+    with serve(config) as proc:
+        def ask(_: int) -> dict[str, object]:
+            res = cli("--config", str(config), "status", "--format", "json")
+            assert res.returncode == 0, res.stderr
+            return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(ask, range(2)))
+        assert {a["pid"] for a in answers} == {proc.pid}
+        assert all(a["caller"] == "root" or a["caller"] for a in answers)
+        # read-only commands go through the engine while it holds the store
+        res = cli("--config", str(config), "db", "info", "--format", "json")
+        assert res.returncode == 0, res.stderr
+        info = json.loads(res.stdout)
+        assert info["schema_version"] >= 1
+        assert info["tables"]["nodes"] == 1  # the embedded local node
+
+
+def test_second_engine_on_same_store_is_refused(config: Path) -> None:
+    with serve(config) as proc:
+        res = subprocess.run([*FLEETDECK, "--config", str(config), "serve"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1
+        line = one_line_error(res)
+        assert "store is in use by another fleetdeck engine" in line
+        assert f"pid {proc.pid}" in line
+        # the first engine is unharmed
+        assert cli("--config", str(config), "status").returncode == 0
+
+
+def test_socket_is_owner_only(config: Path, tmp_path: Path) -> None:
+    with serve(config):
+        mode = stat.S_IMODE((tmp_path / "store.duckdb.sock").stat().st_mode)
+        assert mode == 0o600
+
+
+def test_protocol_mismatch_is_refused(config: Path, tmp_path: Path) -> None:
+    async def talk() -> dict[str, object]:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "store.duckdb.sock"))
+        writer.write(encode({"id": 1, "method": "hello", "params": {"protocol": 99}}))
+        await writer.drain()
+        reply = json.loads(await reader.readline())
+        eof = await reader.readline()
+        writer.close()
+        return {"reply": reply, "closed": eof == b""}
+
+    with serve(config):
+        out = asyncio.run(talk())
+    err = out["reply"]["error"]  # type: ignore[index]
+    assert err["code"] == "protocol_mismatch"
+    assert "engine speaks protocol 1" in err["message"]
+    assert "client speaks 99" in err["message"]
+    assert out["closed"]
+
+
+def test_unknown_method_is_a_bad_request(config: Path, tmp_path: Path) -> None:
+    async def talk() -> None:
+        client = await EngineClient.connect(tmp_path / "store.duckdb.sock")
+        try:
+            with pytest.raises(RemoteError) as e:
+                await client.call("no_such_method")
+            assert e.value.code == "bad_request"
+            assert (await client.call("status"))["engine"]  # connection still usable
+        finally:
+            await client.close()
+
+    with serve(config):
+        asyncio.run(talk())
+
+
+def test_engine_stops_on_sigterm_and_frees_the_store(config: Path, tmp_path: Path) -> None:
+    with serve(config) as proc:
+        proc.terminate()
+        assert proc.wait(20) == 0
+    assert not (tmp_path / "store.duckdb.sock").exists()
+    res = cli("--config", str(config), "db", "info", "--format", "json")
+    assert res.returncode == 0, res.stderr
