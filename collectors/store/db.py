@@ -123,23 +123,11 @@ class Store:
     # -- writes ---------------------------------------------------------------------------
     def append(self, table: str, frame: pa.Table | Any) -> int:
         """Append an Arrow table (or anything DuckDB can scan: Polars frame) by column name."""
-        if table not in TABLES:
-            raise StoreError(f"unknown table {table!r}")
-        n = int(frame.num_rows if isinstance(frame, pa.Table) else len(frame))
-        if n == 0:
-            return 0
-        self.con.register("_fd_batch", frame)
-        try:
-            self.con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _fd_batch')
-        finally:
-            self.con.unregister("_fd_batch")
-        return n
+        return insert_frame(self.con, table, frame)
 
     def append_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Append dict rows as one Arrow batch (never row by row)."""
-        if not rows:
-            return 0
-        return self.append(table, pa.Table.from_pylist(list(rows)))
+        return insert_rows(self.con, table, rows)
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -162,6 +150,29 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for another thread (DuckDB connections are not shared across threads)."""
         return self.con.cursor()
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pa.Table | Any) -> int:
+    """INSERT an Arrow table / Polars frame by column name, as one batch."""
+    if table not in TABLES:
+        raise StoreError(f"unknown table {table!r}")
+    n = int(frame.num_rows if isinstance(frame, pa.Table) else len(frame))
+    if n == 0:
+        return 0
+    con.register("_fd_batch", frame)
+    try:
+        con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _fd_batch')
+    finally:
+        con.unregister("_fd_batch")
+    return n
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str,
+                rows: Sequence[Mapping[str, Any]]) -> int:
+    """INSERT dict rows as one Arrow batch (never row by row)."""
+    if not rows:
+        return 0
+    return insert_frame(con, table, pa.Table.from_pylist(list(rows)))
 
 
 def _acquire_lock(path: Path) -> int:
