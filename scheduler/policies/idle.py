@@ -1,0 +1,465 @@
+"""Idle GPU jobs: detect from several signals, then warn -> stop -> optional requeue.
+
+A job is idle at `now` when, over `[now - window_s, now]`:
+- every utilization sample of every GPU it holds is under `gpu_util_threshold_pct` (the max,
+  not the mean: one busy sample makes it busy),
+- it holds GPUs (an allocation) or GPU memory,
+- its CPU stays under `cpu_util_threshold_pct` (max again; `check_cpu = false` skips this for
+  jobs without CPU samples, e.g. Slurm), and
+- the samples cover the window (at least `min_samples`, no gap over `max_gap_s`, first and last
+  within `max_gap_s` of the edges). Missing data is never idleness.
+
+Exempt: jobs within `grace_s` of their start, jobs with the protect label (or `protect`),
+jobs an owner snoozed (until the snooze ends), and rules with `enabled = false`.
+
+Per job a small state machine is carried between evaluations in `IdleState`:
+`idle` (since) -> `warned` (at, evidence) -> `stopped`. Any busy window clears it
+(`idle_clear` is audited when a warning was shown). The stop comes `stop_after_s` after the
+warning, only if idleness held without a break since then.
+
+Rules (`[[policies.idle.rules]]`) match on pool, project and job kind; every matching rule is
+applied from least to most specific (number of matchers; ties: project > pool > kind, then
+config order), so the most specific value wins and unset fields inherit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+
+from scheduler.policies.audit import (
+    IDLE_ACTOR,
+    Action,
+    Snooze,
+    fmt_bytes,
+    fmt_duration,
+    to_epoch_s,
+)
+from scheduler.providers.base import doc
+
+JobKind = Literal["batch", "notebook", "service"]
+_EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class IdleSettings:
+    """Idle settings that apply to one job (the `[policies.idle]` defaults, after rules)."""
+
+    enabled: bool = field(default=False, metadata=doc("run the idle policy for these jobs"))
+    window_s: float = field(default=1800.0, metadata=doc(
+        "observation window: idle means idle for all of it", min=1))
+    gpu_util_threshold_pct: float = field(default=5.0, metadata=doc(
+        "a GPU sample at or above this utilization makes the job busy", min=0, max=100))
+    check_cpu: bool = field(default=True, metadata=doc(
+        "require job CPU samples under cpu_util_threshold_pct (false: GPU signals only)"))
+    cpu_util_threshold_pct: float = field(default=20.0, metadata=doc(
+        "a job CPU sample at or above this (100 = one core) makes the job busy", min=0))
+    grace_s: float = field(default=900.0, metadata=doc(
+        "never idle within this long after the job started", min=0))
+    warn_after_s: float = field(default=0.0, metadata=doc(
+        "continuous idle time before the warning (at least window_s)", min=0))
+    stop_after_s: float = field(default=1800.0, metadata=doc(
+        "delay between the warning and the stop", min=0))
+    stop_timeout_s: float = field(default=30.0, metadata=doc(
+        "grace between SIGTERM/docker stop and SIGKILL", min=0))
+    requeue: bool = field(default=False, metadata=doc("requeue the job after stopping it"))
+    dry_run: bool = field(default=False, metadata=doc(
+        "record what would happen (warn/stop marked dry_run), change nothing"))
+    min_samples: int = field(default=3, metadata=doc(
+        "fewest samples per GPU in the window to judge it", min=1))
+    max_gap_s: float = field(default=120.0, metadata=doc(
+        "a longer gap between samples means not enough data", min=1))
+
+
+@dataclass(frozen=True, slots=True)
+class IdleRule:
+    """One `[[policies.idle.rules]]` entry: matchers (unset matches all) and overrides
+    (unset inherits)."""
+
+    name: str = field(default="", metadata=doc("label shown in evidence"))
+    pool: str | None = field(default=None, metadata=doc("match jobs in this pool"))
+    project: str | None = field(default=None, metadata=doc("match jobs of this project"))
+    kind: JobKind | None = field(default=None, metadata=doc(
+        "match jobs of this kind: batch, notebook or service"))
+    enabled: bool | None = field(default=None, metadata=doc("override enabled"))
+    window_s: float | None = field(default=None, metadata=doc("override window_s", min=1))
+    gpu_util_threshold_pct: float | None = field(default=None, metadata=doc(
+        "override gpu_util_threshold_pct", min=0, max=100))
+    check_cpu: bool | None = field(default=None, metadata=doc("override check_cpu"))
+    cpu_util_threshold_pct: float | None = field(default=None, metadata=doc(
+        "override cpu_util_threshold_pct", min=0))
+    grace_s: float | None = field(default=None, metadata=doc("override grace_s", min=0))
+    warn_after_s: float | None = field(default=None, metadata=doc("override warn_after_s",
+                                                                  min=0))
+    stop_after_s: float | None = field(default=None, metadata=doc("override stop_after_s",
+                                                                  min=0))
+    stop_timeout_s: float | None = field(default=None, metadata=doc(
+        "override stop_timeout_s", min=0))
+    requeue: bool | None = field(default=None, metadata=doc("override requeue"))
+    dry_run: bool | None = field(default=None, metadata=doc("override dry_run"))
+    min_samples: int | None = field(default=None, metadata=doc("override min_samples", min=1))
+    max_gap_s: float | None = field(default=None, metadata=doc("override max_gap_s", min=1))
+
+    def matches(self, job: IdleJob) -> bool:
+        return ((self.pool is None or self.pool == job.pool)
+                and (self.project is None or self.project == job.project)
+                and (self.kind is None or self.kind == job.kind))
+
+    def specificity(self) -> tuple[int, int]:
+        set_ = (self.project is not None, self.pool is not None, self.kind is not None)
+        return sum(set_), 4 * set_[0] + 2 * set_[1] + set_[2]
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        parts = [f"{k}={v}" for k, v in (("pool", self.pool), ("project", self.project),
+                                          ("kind", self.kind)) if v is not None]
+        return ",".join(parts) or "all"
+
+
+_SETTING_NAMES = tuple(f.name for f in dataclasses.fields(IdleSettings))
+
+
+@dataclass(frozen=True, slots=True)
+class IdleConfig(IdleSettings):
+    """`[policies.idle]`: default settings (fields of `IdleSettings`) plus rules."""
+
+    protect_label: str = field(default="fleetdeck.protect", metadata=doc(
+        "job label that exempts a job when set to anything but false/0/no"))
+    rules: tuple[IdleRule, ...] = field(default=(), metadata=doc(
+        "per pool / project / kind overrides, most specific wins"))
+
+    def settings_for(self, job: IdleJob) -> tuple[IdleSettings, tuple[str, ...]]:
+        """Resolved settings for a job and the labels of the rules applied."""
+        values: dict[str, Any] = {n: getattr(self, n) for n in _SETTING_NAMES}
+        matching = [(r.specificity(), i, r) for i, r in enumerate(self.rules) if r.matches(job)]
+        matching.sort(key=lambda t: (t[0], t[1]))
+        for _, _, rule in matching:
+            for n in _SETTING_NAMES:
+                v = getattr(rule, n)
+                if v is not None:
+                    values[n] = v
+        return IdleSettings(**values), tuple(r.label() for _, _, r in matching)
+
+
+@dataclass(frozen=True, slots=True)
+class IdleJob:
+    """A running job as the idle policy sees it (a `jobs` row plus labels)."""
+
+    job_id: str
+    node: str
+    gpu_indices: tuple[int, ...]
+    started_at: float
+    user: str = ""
+    project: str | None = None
+    pool: str | None = None
+    kind: str = "batch"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    protect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSeries:
+    """Samples of one GPU, sorted by time; rows with unknown utilization are left out."""
+
+    gpu_index: int
+    ts: tuple[float, ...]
+    util_pct: tuple[float, ...]
+    mem_used_bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobUsageWindow:
+    """What a job's GPUs and CPU did recently: one series per held GPU, plus job CPU."""
+
+    job_id: str
+    gpus: tuple[GpuSeries, ...]
+    cpu_ts: tuple[float, ...] = ()
+    cpu_util_pct: tuple[float, ...] = ()  # 100 = one core busy
+
+
+@dataclass(frozen=True, slots=True)
+class IdleJobState:
+    """Where one job is in warn -> stop; carried between evaluations."""
+
+    phase: Literal["idle", "warned", "stopped"]
+    idle_since: float  # start of proven continuous idleness
+    checked_until: float  # end of the last window evaluated
+    warned_at: float | None = None
+    stopped_at: float | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IdleState:
+    """Immutable map job id -> `IdleJobState`."""
+
+    jobs: Mapping[str, IdleJobState] = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, job_id: str) -> IdleJobState | None:
+        return self.jobs.get(job_id)
+
+    def warned(self) -> dict[str, IdleJobState]:
+        """Jobs showing an idle warning now (the console's idle warnings)."""
+        return {j: s for j, s in self.jobs.items() if s.phase == "warned"}
+
+
+@dataclass(frozen=True, slots=True)
+class IdleVerdict:
+    """What the policy saw for one job: status idle | busy | grace | protected | snoozed |
+    disabled | no_data | no_gpu, with the reason and evidence."""
+
+    job_id: str
+    status: str
+    reason: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IdleResult:
+    actions: tuple[Action, ...]
+    state: IdleState
+    verdicts: Mapping[str, IdleVerdict]
+
+
+# -- feeding from the store -------------------------------------------------------------------
+
+def build_usage_windows(
+    jobs: Sequence[IdleJob],
+    gpu_rows: Iterable[Sequence[Any]],
+    cpu_rows: Iterable[Sequence[Any]] = (),
+    *,
+    since: float | None = None,
+) -> dict[str, JobUsageWindow]:
+    """Usage windows from store rows.
+
+    `gpu_rows`: `(node, gpu_index, ts, util_pct, mem_used_bytes)` as `SELECT node, gpu_index,
+    ts, util_pct, mem_used_bytes FROM gpu_samples WHERE ts >= ?` returns them.
+    `cpu_rows`: `(job_id, ts, cpu_util_pct)`, e.g. from `container_samples`.
+    Samples before a job's start (or before `since`) are left out.
+    """
+    wanted = {(j.node, g) for j in jobs for g in j.gpu_indices}
+    by_gpu: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+    for node, gpu_index, ts, util, mem in gpu_rows:
+        key = (str(node), int(gpu_index))
+        if key not in wanted or util is None:
+            continue
+        by_gpu.setdefault(key, []).append((to_epoch_s(ts), float(util), int(mem or 0)))
+    by_job_cpu: dict[str, list[tuple[float, float]]] = {}
+    for job_id, ts, cpu in cpu_rows:
+        if cpu is not None:
+            by_job_cpu.setdefault(str(job_id), []).append((to_epoch_s(ts), float(cpu)))
+    out: dict[str, JobUsageWindow] = {}
+    for job in jobs:
+        lo = max(job.started_at, since) if since is not None else job.started_at
+        series = []
+        for g in job.gpu_indices:
+            rows = sorted(r for r in by_gpu.get((job.node, g), ()) if r[0] >= lo)
+            series.append(GpuSeries(g, tuple(r[0] for r in rows), tuple(r[1] for r in rows),
+                                    tuple(r[2] for r in rows)))
+        cpu = sorted(r for r in by_job_cpu.get(job.job_id, ()) if r[0] >= lo)
+        out[job.job_id] = JobUsageWindow(job.job_id, tuple(series), tuple(r[0] for r in cpu),
+                                         tuple(r[1] for r in cpu))
+    return out
+
+
+# -- detection ----------------------------------------------------------------------------------
+
+def _coverage(ts: np.ndarray, start: float, end: float, s: IdleSettings) -> str | None:
+    if ts.size < s.min_samples:
+        return f"{ts.size} samples in the window, need {s.min_samples}"
+    edges = np.concatenate(([start], ts, [end]))
+    gap = float(np.max(np.diff(edges)))
+    if gap > s.max_gap_s + _EPS:
+        return f"a {fmt_duration(gap)} gap in the samples (max_gap_s {s.max_gap_s:g})"
+    return None
+
+
+def _in_window(ts: tuple[float, ...], start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(ts, dtype=np.float64)
+    mask = (a >= start - _EPS) & (a <= end + _EPS)
+    return a, mask
+
+
+def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
+                now: float) -> tuple[str, str, dict[str, Any]]:
+    """(status, reason, evidence) for one job over `[now - window_s, now]`.
+
+    Status is idle, busy, no_data or no_gpu. Pure; exemptions are checked by the caller.
+    """
+    start = now - s.window_s
+    ev: dict[str, Any] = {"window_s": s.window_s, "window_start": start, "window_end": now,
+                          "node": job.node, "gpus": list(job.gpu_indices),
+                          "gpu_util_threshold_pct": s.gpu_util_threshold_pct}
+    if window is None or not window.gpus:
+        if not job.gpu_indices:
+            return "no_gpu", "holds no GPU", ev
+        return "no_data", "no GPU samples", ev
+    utils: list[np.ndarray] = []
+    mems: list[np.ndarray] = []
+    for g in window.gpus:
+        ts, mask = _in_window(g.ts, start, now)
+        problem = _coverage(ts[mask], start, now, s)
+        if problem is not None:
+            ev["missing"] = f"GPU {g.gpu_index}: {problem}"
+            return "no_data", f"not enough data: GPU {g.gpu_index}: {problem}", ev
+        utils.append(np.asarray(g.util_pct, dtype=np.float64)[mask])
+        mems.append(np.asarray(g.mem_used_bytes, dtype=np.float64)[mask])
+    util = np.concatenate(utils)
+    mem = np.concatenate(mems)
+    ev.update({
+        "samples": int(util.size),
+        "gpu_util_mean_pct": round(float(util.mean()), 3),
+        "gpu_util_max_pct": round(float(util.max()), 3),
+        "gpu_mem_held_bytes": int(mem.max()),
+        "gpu_mem_mean_bytes": int(mem.mean()),
+    })
+    held = bool(job.gpu_indices) or int(mem.max()) > 0
+    if not held:
+        return "no_gpu", "holds no GPU and no GPU memory", ev
+    umax = float(util.max())
+    if umax >= s.gpu_util_threshold_pct:
+        return "busy", (f"GPU util reached {umax:.1f}% >= {s.gpu_util_threshold_pct:g}% "
+                        f"in the last {fmt_duration(s.window_s)}"), ev
+    if s.check_cpu:
+        ts, mask = _in_window(window.cpu_ts, start, now)
+        problem = _coverage(ts[mask], start, now, s)
+        if problem is not None:
+            ev["missing"] = f"CPU: {problem}"
+            return "no_data", f"not enough data: CPU: {problem}", ev
+        cpu = np.asarray(window.cpu_util_pct, dtype=np.float64)[mask]
+        cmax = float(cpu.max())
+        ev.update({"cpu_util_mean_pct": round(float(cpu.mean()), 3),
+                   "cpu_util_max_pct": round(cmax, 3),
+                   "cpu_util_threshold_pct": s.cpu_util_threshold_pct})
+        if cmax >= s.cpu_util_threshold_pct:
+            return "busy", (f"CPU reached {cmax:.1f}% >= {s.cpu_util_threshold_pct:g}% "
+                            f"in the last {fmt_duration(s.window_s)}"), ev
+    reason = (f"GPU util max {umax:.1f}% (mean {ev['gpu_util_mean_pct']:.1f}%) < "
+              f"{s.gpu_util_threshold_pct:g}% over {fmt_duration(s.window_s)}, "
+              f"{fmt_bytes(ev['gpu_mem_held_bytes'])} GPU memory held")
+    if s.check_cpu:
+        reason += f", CPU max {ev['cpu_util_max_pct']:.1f}% < {s.cpu_util_threshold_pct:g}%"
+    return "idle", reason, ev
+
+
+def _protected(job: IdleJob, label: str) -> bool:
+    if job.protect:
+        return True
+    v = job.labels.get(label)
+    return v is not None and v.strip().lower() not in ("false", "0", "no", "")
+
+
+# -- the staged state machine -----------------------------------------------------------------
+
+def evaluate_idle(
+    jobs: Sequence[IdleJob],
+    windows: Mapping[str, JobUsageWindow],
+    config: IdleConfig,
+    state: IdleState,
+    now: float,
+    snoozes: Mapping[str, Snooze] | None = None,
+) -> IdleResult:
+    """One evaluation: decisions for running `jobs` and the state to pass next time.
+
+    `windows` must reach back at least `window_s` before `now` (see `build_usage_windows`).
+    Jobs no longer running drop out of the state silently.
+    """
+    snoozes = snoozes or {}
+    actions: list[Action] = []
+    verdicts: dict[str, IdleVerdict] = {}
+    new: dict[str, IdleJobState] = {}
+    for job in jobs:
+        s, rules = config.settings_for(job)
+        prev = state.get(job.job_id)
+        snooze = snoozes.get(job.job_id)
+        exempt: tuple[str, str] | None = None
+        if not s.enabled:
+            exempt = ("disabled", "idle policy disabled for this job")
+        elif _protected(job, config.protect_label):
+            exempt = ("protected", f"protected ({config.protect_label})")
+        elif snooze is not None and snooze.active(now):
+            until = datetime.fromtimestamp(snooze.until, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            exempt = ("snoozed", f"snoozed by {snooze.user} until {until}: {snooze.reason}")
+        elif now - job.started_at < s.grace_s:
+            exempt = ("grace", f"started {fmt_duration(now - job.started_at)} ago, grace "
+                               f"{fmt_duration(s.grace_s)}")
+        if exempt is not None:
+            verdicts[job.job_id] = IdleVerdict(job.job_id, exempt[0], exempt[1],
+                                               {"rules": list(rules)})
+            if prev is not None and prev.phase in ("warned", "stopped"):
+                actions.append(_clear(job, prev, exempt[1], {"rules": list(rules)}, now))
+            continue
+        status, reason, ev = detect_idle(job, windows.get(job.job_id), s, now)
+        ev["rules"] = list(rules)
+        verdicts[job.job_id] = IdleVerdict(job.job_id, status, reason, ev)
+        if status == "no_data":
+            if prev is not None:
+                new[job.job_id] = prev  # missing data neither advances nor clears
+            continue
+        if status != "idle":
+            if prev is not None and prev.phase in ("warned", "stopped"):
+                actions.append(_clear(job, prev, reason, ev, now))
+            continue
+        st = _advance(job, prev, s, ev, reason, now, actions)
+        new[job.job_id] = st
+    return IdleResult(tuple(actions), IdleState(MappingProxyType(new)),
+                      MappingProxyType(verdicts))
+
+
+def _advance(job: IdleJob, prev: IdleJobState | None, s: IdleSettings, ev: dict[str, Any],
+             reason: str, now: float, actions: list[Action]) -> IdleJobState:
+    window_start = now - s.window_s
+    if prev is None:
+        st = IdleJobState("idle", idle_since=window_start, checked_until=now, evidence=ev)
+    else:
+        idle_since = prev.idle_since
+        warned_at = prev.warned_at
+        if prev.checked_until < window_start - _EPS:
+            # evaluations skipped more than a window: continuity is only proven from here
+            idle_since = window_start
+            if warned_at is not None and warned_at < idle_since:
+                warned_at = idle_since
+        st = dataclasses.replace(prev, idle_since=idle_since, warned_at=warned_at,
+                                 checked_until=now, evidence=ev)
+    idle_for = now - st.idle_since
+    ev["idle_since"] = st.idle_since
+    ev["idle_for_s"] = idle_for
+    if st.phase == "idle" and idle_for + _EPS >= max(s.warn_after_s, s.window_s):
+        ev_w = {**ev, "stop_after_s": s.stop_after_s, "stop_at": now + s.stop_after_s}
+        actions.append(Action(
+            "idle_warn", "job", job.job_id,
+            f"idle {fmt_duration(idle_for)}: {reason}; stop in {fmt_duration(s.stop_after_s)}",
+            IDLE_ACTOR, now, ev_w, dry_run=s.dry_run))
+        st = dataclasses.replace(st, phase="warned", warned_at=now, evidence=ev_w,
+                                 dry_run=s.dry_run)
+    if (st.phase == "warned" and st.warned_at is not None
+            and now - st.warned_at + _EPS >= s.stop_after_s):
+        ev_s = {**ev, "warned_at": st.warned_at, "stop_timeout_s": s.stop_timeout_s,
+                "requeue": s.requeue}
+        actions.append(Action(
+            "idle_stop", "job", job.job_id,
+            f"idle {fmt_duration(idle_for)}, warned {fmt_duration(now - st.warned_at)} ago: "
+            f"{reason}", IDLE_ACTOR, now, ev_s, dry_run=s.dry_run))
+        if s.requeue:
+            actions.append(Action("idle_requeue", "job", job.job_id,
+                                  "requeued after idle stop (policy requeue = true)",
+                                  IDLE_ACTOR, now, {"warned_at": st.warned_at},
+                                  dry_run=s.dry_run))
+        st = dataclasses.replace(st, phase="stopped", stopped_at=now, evidence=ev_s,
+                                 dry_run=s.dry_run)
+    return st
+
+
+def _clear(job: IdleJob, prev: IdleJobState, why: str, ev: Mapping[str, Any],
+           now: float) -> Action:
+    return Action("idle_clear", "job", job.job_id, f"idle warning cleared: {why}", IDLE_ACTOR,
+                  now, {**ev, "warned_at": prev.warned_at, "phase": prev.phase},
+                  dry_run=prev.dry_run)
