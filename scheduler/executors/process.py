@@ -1,0 +1,312 @@
+"""Process executor: a plain program started over SSH, detached from the session.
+
+Each job attempt owns a directory on the node, `<jobs_dir>/<job_id>-<attempt>` (default
+`~/.fleetdeck/jobs`). `start` creates it with an atomic `mkdir` (a second `start` finds it and
+adopts the job) and launches a small POSIX sh wrapper with `setsid`, its output sent to
+/dev/null and SIGHUP ignored (nohup style), so the job survives the SSH connection closing.
+The wrapper starts the job in its own session and process group (the group `stop` signals),
+under `timeout` when the job has a max runtime, and records in the directory:
+
+- `runner_pid`: the wrapper's pid; `pid`: the job's pid, which is also its process group id;
+- `boot_id`: the node's boot id at start (after a reboot the pids mean nothing);
+- `started_at`, `ended_at`: epoch seconds;
+- `output.log`: the job's stdout and stderr together;
+- `exit_code`: written when the job ends (128 + N when killed by signal N; 124 when its max
+  runtime ran out and it obeyed SIGTERM, 137 when it had to be killed).
+
+The job gets `CUDA_VISIBLE_DEVICES` set to its GPUs (empty when it holds none) and the
+`FLEETDECK_*` variables. Every value placed in a script is quoted with `shlex.quote`.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from collectors.transport.base import Transport
+from scheduler.executors.base import (
+    Discovered,
+    ExecutorError,
+    ExecutorKind,
+    Handle,
+    Launch,
+    Status,
+    check,
+    jobs_dir_expr,
+    parse_tag,
+    sh_exports,
+    sh_words,
+)
+
+DEFAULT_JOBS_DIR = "~/.fleetdeck/jobs"
+
+# Prints one tab-separated line per job directory: tag, pid, exit code, alive, started, ended.
+_DESCRIBE = r"""
+boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
+describe() {
+  d=$1
+  pid=$(cat "$d/pid" 2>/dev/null); rp=$(cat "$d/runner_pid" 2>/dev/null)
+  ec=$(cat "$d/exit_code" 2>/dev/null); b=$(cat "$d/boot_id" 2>/dev/null)
+  st=$(cat "$d/started_at" 2>/dev/null); en=$(cat "$d/ended_at" 2>/dev/null)
+  alive=0
+  if [ -z "$ec" ] && [ "$b" = "$boot" ]; then
+    if [ -n "$rp" ] && kill -0 "$rp" 2>/dev/null; then alive=1
+    elif [ -n "$pid" ] && kill -0 -"$pid" 2>/dev/null; then alive=1
+    fi
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${d##*/}" "$pid" "$ec" "$alive" "$st" "$en"
+}
+"""
+
+
+def runner_script(launch: Launch, *, kill_after_s: float = 10.0) -> str:
+    """The wrapper run as `sh -c RUNNER fleetdeck-runner JOBDIR` (detached, in its own session).
+
+    It starts the job (in a new session: its pid is its process group id), records pid, times
+    and the exit code in JOBDIR, and sends the job's output to JOBDIR/output.log.
+    """
+    gpus = ",".join(str(i) for i in launch.gpu_indices)
+    env = launch.merged_env({"CUDA_VISIBLE_DEVICES": gpus})
+    cmd = ["setsid", "--"]
+    if launch.max_runtime_s is not None:
+        cmd += ["timeout", "-k", f"{kill_after_s:g}", f"{launch.max_runtime_s:g}"]
+    cmd += launch.command
+    cd = f"cd -- {shlex.quote(launch.workdir)} || exit 127; " if launch.workdir else ""
+    return "\n".join(
+        [
+            'd=$1',
+            'echo "$$" > "$d/runner_pid"',
+            'date +%s > "$d/started_at"',
+            sh_exports(env),
+            f'({cd}exec {sh_words(cmd)}) > "$d/output.log" 2>&1 < /dev/null &',
+            "pid=$!",
+            'echo "$pid" > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"',
+            'wait "$pid"; rc=$?',
+            'date +%s > "$d/ended_at"',
+            'echo "$rc" > "$d/exit_code.tmp" && mv -f "$d/exit_code.tmp" "$d/exit_code"',
+        ]
+    )
+
+
+def start_script(
+    launch: Launch,
+    jobs_dir: str = DEFAULT_JOBS_DIR,
+    *,
+    kill_after_s: float = 10.0,
+    wait_s: float = 10.0,
+) -> str:
+    """Create the job directory atomically and launch the wrapper, or adopt an existing one.
+
+    Prints `1 PID` (started now) or `0 PID` (adopted); exits 4 when an existing directory got
+    no pid within `wait_s` (a start that died half-way).
+    """
+    runner = runner_script(launch, kill_after_s=kill_after_s)
+    ticks = max(1, math.ceil(wait_s * 10))
+    return "\n".join(
+        [
+            "trap '' HUP",
+            f"base={jobs_dir_expr(jobs_dir)}",
+            'mkdir -p -- "$base" || exit 3',
+            f'd="$base"/{launch.tag}',
+            'if mkdir -- "$d" 2>/dev/null; then',
+            "  new=1",
+            '  cat /proc/sys/kernel/random/boot_id > "$d/boot_id" 2>/dev/null',
+            f'  setsid sh -c {shlex.quote(runner)} fleetdeck-runner "$d"'
+            " < /dev/null > /dev/null 2>&1 &",
+            "else",
+            '  [ -d "$d" ] || exit 3',
+            "  new=0",
+            "fi",
+            "i=0",
+            'while [ ! -s "$d/pid" ]; do',
+            f'  if [ "$i" -ge {ticks} ]; then echo "no pid in $d" >&2; exit 4; fi',
+            "  sleep 0.1; i=$((i+1))",
+            "done",
+            'echo "$new $(cat "$d/pid")"',
+        ]
+    )
+
+
+def stop_script(jobs_dir: str, tag: str, grace_s: float) -> str:
+    """SIGTERM the job's process group, SIGKILL it after `grace_s`, wait for the exit code."""
+    ticks = max(0, math.ceil(grace_s * 10))
+    return "\n".join(
+        [
+            f'd={jobs_dir_expr(jobs_dir)}/{shlex.quote(tag)}',
+            'pid=$(cat "$d/pid" 2>/dev/null)',
+            '[ -n "$pid" ] || exit 0',
+            '[ -e "$d/exit_code" ] && exit 0',
+            'b=$(cat "$d/boot_id" 2>/dev/null)',
+            '[ "$b" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] || exit 0',
+            'kill -TERM -"$pid" 2>/dev/null && kill -CONT -"$pid" 2>/dev/null',
+            "i=0",
+            'while kill -0 -"$pid" 2>/dev/null; do',
+            f'  if [ "$i" -ge {ticks} ]; then kill -KILL -"$pid" 2>/dev/null; break; fi',
+            "  sleep 0.1; i=$((i+1))",
+            "done",
+            "j=0",
+            'while [ ! -e "$d/exit_code" ] && [ "$j" -lt 50 ]; do sleep 0.1; j=$((j+1)); done',
+        ]
+    )
+
+
+def _status_from(fields: list[str]) -> Status:
+    _tag, _pid, ec, alive, st, en = fields
+    started = float(st) if st.strip().isdigit() else None
+    ended = float(en) if en.strip().isdigit() else None
+    if ec.strip().lstrip("-").isdigit():
+        return Status("exited", int(ec), started, ended, detail="exited")
+    if alive == "1":
+        return Status("running", None, started, None, detail="running")
+    return Status(
+        "exited",
+        None,
+        started,
+        ended,
+        detail="the job's wrapper ended without recording an exit code "
+        "(node rebooted or wrapper killed)",
+    )
+
+
+@dataclass
+class ProcessExecutor:
+    """`Executor` for plain processes over SSH. See the module docstring for the layout."""
+
+    jobs_dir: str = DEFAULT_JOBS_DIR
+    kill_after_s: float = 10.0  # max runtime: SIGKILL this long after SIGTERM
+    start_wait_s: float = 10.0
+    command_timeout_s: float = 30.0
+    poll_s: float = 0.5
+    kind: ExecutorKind = "process"
+
+    def __post_init__(self) -> None:
+        jobs_dir_expr(self.jobs_dir)  # validates
+
+    def _dir(self, tag: str) -> str:
+        return f"{jobs_dir_expr(self.jobs_dir)}/{shlex.quote(tag)}"
+
+    async def start(self, launch: Launch, transport: Transport) -> Handle:
+        script = start_script(
+            launch, self.jobs_dir, kill_after_s=self.kill_after_s, wait_s=self.start_wait_s
+        )
+        res = check(
+            await transport.run_shell(script, timeout=self.start_wait_s + self.command_timeout_s),
+            transport,
+            f"start job {launch.tag}",
+        )
+        parts = res.text().split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise ExecutorError(
+                f"node {transport.node.name}: start job {launch.tag}: unexpected reply "
+                f"{res.text()[:80]!r}"
+            )
+        return Handle("process", transport.node.name, parts[1], launch.job_id, launch.attempt)
+
+    async def status(self, handle: Handle, transport: Transport) -> Status:
+        tag = f"{handle.job_id}-{handle.attempt}"
+        script = f'{_DESCRIBE}\nd={self._dir(tag)}\n[ -d "$d" ] && describe "$d"\nexit 0'
+        res = check(
+            await transport.run_shell(script, timeout=self.command_timeout_s),
+            transport,
+            f"status of job {tag}",
+        )
+        line = res.text().rstrip("\n")
+        if not line:
+            return Status("missing", detail=f"no directory for job {tag} on the node")
+        return _status_from(line.split("\t"))
+
+    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float) -> None:
+        tag = f"{handle.job_id}-{handle.attempt}"
+        check(
+            await transport.run_shell(
+                stop_script(self.jobs_dir, tag, grace_s),
+                timeout=grace_s + self.command_timeout_s,
+            ),
+            transport,
+            f"stop job {tag}",
+        )
+
+    async def logs(
+        self,
+        handle: Handle,
+        transport: Transport,
+        *,
+        tail_lines: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[bytes]:
+        tag = f"{handle.job_id}-{handle.attempt}"
+        n = "+1" if tail_lines is None else str(max(0, tail_lines))
+        head = f'd={self._dir(tag)}\n[ -d "$d" ] || {{ echo "no job directory $d" >&2; exit 3; }}\n'
+        once = head + f'[ -e "$d/output.log" ] || exit 0\nexec tail -n {n} -- "$d/output.log"'
+        if not follow:
+            res = check(
+                await transport.run_shell(once, timeout=self.command_timeout_s),
+                transport,
+                f"logs of job {tag}",
+            )
+            if res.stdout:
+                yield res.stdout
+            return
+        # Follow until the wrapper ends (GNU tail --pid), or print once if it already has.
+        script = head + "\n".join(
+            [
+                'rp=$(cat "$d/runner_pid" 2>/dev/null)',
+                'if [ -e "$d/exit_code" ] || [ -z "$rp" ] || ! kill -0 "$rp" 2>/dev/null; then',
+                f'  [ -e "$d/output.log" ] || exit 0; exec tail -n {n} -- "$d/output.log"',
+                "fi",
+                f'exec tail -n {n} -F --pid="$rp" -s {self.poll_s:g} -- "$d/output.log"'
+                " 2>/dev/null",
+            ]
+        )
+        async with transport.stream(["sh", "-c", script]) as lines:
+            async for line in lines:
+                yield line + b"\n"
+            if lines.exit_status not in (0, None):
+                raise ExecutorError(
+                    f"node {transport.node.name}: logs of job {tag}: "
+                    f"{lines.stderr_tail.decode('utf-8', 'replace').strip()}"
+                )
+
+    async def discover(self, transport: Transport) -> list[Discovered]:
+        script = "\n".join(
+            [
+                _DESCRIBE,
+                f"base={jobs_dir_expr(self.jobs_dir)}",
+                'for d in "$base"/*-*; do [ -d "$d" ] && describe "$d"; done',
+                "exit 0",
+            ]
+        )
+        res = check(
+            await transport.run_shell(script, timeout=self.command_timeout_s),
+            transport,
+            "discover process jobs",
+        )
+        found = []
+        for line in res.text().splitlines():
+            fields = line.split("\t")
+            if len(fields) != 6:
+                continue
+            key = parse_tag(fields[0])
+            if key is None:
+                continue
+            handle = Handle("process", transport.node.name, fields[1], key[0], key[1])
+            found.append(Discovered(handle, _status_from(fields)))
+        return sorted(found, key=lambda d: (d.job_id, d.attempt))
+
+    async def cleanup(self, handle: Handle, transport: Transport) -> None:
+        status = await self.status(handle, transport)
+        if status.state == "running":
+            raise ExecutorError(
+                f"node {transport.node.name}: job {handle.job_id}-{handle.attempt} still runs; "
+                "stop it before cleaning up"
+            )
+        tag = f"{handle.job_id}-{handle.attempt}"
+        check(
+            await transport.run_shell(
+                f"rm -rf -- {self._dir(tag)}", timeout=self.command_timeout_s
+            ),
+            transport,
+            f"clean up job {tag}",
+        )

@@ -1,0 +1,271 @@
+"""Process executor on real sshd bed nodes: exit codes, logs, stop, idempotence, discovery,
+surviving a dropped SSH connection, and hostile arguments that must not inject commands."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from collectors.transport import NodeTarget, SshOptions, SshTransport
+from scheduler.executors import Handle, Launch, ProcessExecutor, Status
+from tests.bed.ssh import SshNode
+
+pytestmark = [pytest.mark.ssh]
+
+HOSTILE = (
+    '"; touch {m} #',
+    "'; touch {m}; '",
+    "$(touch {m})",
+    "`touch {m}`",
+    "a\ntouch {m}\n",
+    "x && touch {m}",
+    "| touch {m}",
+    "$HOME ${{IFS}} * ?",
+    "  spaces  inside  ",
+    "",
+    "-n",
+    "--",
+    "\\\"'\\''",
+    "unicode ☃ 日本語 é",
+)
+
+
+def transport_for(node: SshNode) -> SshTransport:
+    target = NodeTarget(
+        name=node.name,
+        host=node.host,
+        port=node.port,
+        user=node.user,
+        identity_file=node.identity_file,
+        docker_socket=str(node.docker_socket or "/var/run/docker.sock"),
+    )
+    return SshTransport(target, SshOptions(known_hosts=node.known_hosts, use_agent=False))
+
+
+@pytest.fixture
+def node(ssh_nodes) -> SshNode:  # type: ignore[no-untyped-def]
+    return ssh_nodes(1)[0]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def transport(node: SshNode) -> AsyncIterator[SshTransport]:
+    t = transport_for(node)
+    yield t
+    await t.close()
+
+
+@pytest.fixture
+def executor(tmp_path: Path) -> ProcessExecutor:
+    # Bed nodes all log in as root on this machine: a private jobs dir per test.
+    return ProcessExecutor(jobs_dir=str(tmp_path / "jobs"), kill_after_s=1.0)
+
+
+def launch(job_id: int, argv: tuple[str, ...], **kw: object) -> Launch:
+    return Launch(job_id=job_id, attempt=0, name=f"job{job_id}", user="alice",
+                  project="vision", argv=argv, **kw)  # type: ignore[arg-type]
+
+
+async def wait_done(ex: ProcessExecutor, h: Handle, t: SshTransport,
+                    timeout_s: float = 20.0) -> Status:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = await ex.status(h, t)
+        if st.state != "running" or time.monotonic() > deadline:
+            return st
+        await asyncio.sleep(0.2)
+
+
+async def read_logs(ex: ProcessExecutor, h: Handle, t: SshTransport, **kw: object) -> bytes:
+    return b"".join([c async for c in ex.logs(h, t, **kw)])  # type: ignore[arg-type]
+
+
+async def wait_log(ex: ProcessExecutor, h: Handle, t: SshTransport, text: bytes) -> None:
+    deadline = time.monotonic() + 10
+    while text not in await read_logs(ex, h, t):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in the log"
+        await asyncio.sleep(0.1)
+
+
+async def test_exit_codes_and_logs(executor: ProcessExecutor, transport: SshTransport,
+                                   node: SshNode) -> None:
+    ok = await executor.start(
+        launch(1, ("sh", "-c", 'echo out; echo err >&2; echo "gpus=$CUDA_VISIBLE_DEVICES '
+                               'job=$FLEETDECK_JOB_ID $MY_VAR"; pwd'),
+               gpu_indices=(1, 3), env={"MY_VAR": "hello"}, workdir="/tmp"),
+        transport)
+    bad = await executor.start(launch(2, ("sh", "-c", "echo failing; exit 3")), transport)
+    assert ok.kind == "process" and ok.node == node.name and ok.external_id.isdigit()
+
+    st_ok, st_bad = await wait_done(executor, ok, transport), await wait_done(executor, bad, transport)
+    assert (st_ok.state, st_ok.exit_code) == ("exited", 0)
+    assert (st_bad.state, st_bad.exit_code) == ("exited", 3)
+    assert st_ok.started_at is not None and st_ok.ended_at is not None
+    assert st_ok.ended_at >= st_ok.started_at
+    out = await read_logs(executor, ok, transport)
+    assert out.splitlines() == [b"out", b"err", b"gpus=1,3 job=1 hello", b"/tmp"]
+    assert await read_logs(executor, ok, transport, tail_lines=1) == b"/tmp\n"
+    assert await read_logs(executor, bad, transport) == b"failing\n"
+    # follow on a finished job prints the log and ends
+    assert await read_logs(executor, bad, transport, follow=True) == b"failing\n"
+
+
+async def test_follow_streams_until_the_job_ends(executor: ProcessExecutor,
+                                                 transport: SshTransport) -> None:
+    h = await executor.start(
+        launch(3, ("sh", "-c", "for i in 1 2 3 4; do echo tick$i; sleep 0.3; done")), transport)
+    got: list[tuple[float, bytes]] = []
+    t0 = time.monotonic()
+    async for chunk in executor.logs(h, transport, follow=True):
+        got.append((time.monotonic() - t0, chunk))
+    assert b"".join(c for _, c in got) == b"tick1\ntick2\ntick3\ntick4\n"
+    assert got[0][0] < got[-1][0] - 0.5  # chunks arrived over time, not all at the end
+    assert (await executor.status(h, transport)).exit_code == 0
+
+
+async def test_hostile_arguments_cannot_inject(executor: ProcessExecutor, transport: SshTransport,
+                                               tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    args = tuple(a.format(m=marker) for a in HOSTILE)
+    name = f'"; touch {marker} # $(touch {marker}) `touch {marker}`'
+    # The program receives the exact argv: printf prints each argument NUL-terminated.
+    h = await executor.start(
+        Launch(job_id=4, attempt=0, name=name, user="a;b", project="$(id)",
+               argv=("printf", "%s\\0", *args), env={"HOSTILE": args[0], "H2": args[2]},
+               workdir=str(tmp_path)),
+        transport)
+    assert (await wait_done(executor, h, transport)).exit_code == 0
+    out = await read_logs(executor, h, transport)
+    assert out.split(b"\0")[:-1] == [a.encode() for a in args]
+    # Env values and the job name reach a shell script as data, not code.
+    h2 = await executor.start(
+        Launch(job_id=5, attempt=0, name=name, user="u", project="p",
+               argv=('printf "%s\\0" "$FLEETDECK_JOB_NAME" "$HOSTILE" "$H2"',), shell=True,
+               env={"HOSTILE": args[0], "H2": args[2]}),
+        transport)
+    assert (await wait_done(executor, h2, transport)).exit_code == 0
+    out2 = await read_logs(executor, h2, transport)
+    assert out2.split(b"\0")[:-1] == [name.encode(), args[0].encode(), args[2].encode()]
+    assert not marker.exists()
+
+
+async def test_stop_graceful_then_forced(executor: ProcessExecutor,
+                                         transport: SshTransport) -> None:
+    polite = await executor.start(
+        launch(6, ("sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; "
+                               "while :; do sleep 0.1; done")), transport)
+    stubborn = await executor.start(
+        launch(7, ("sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done")),
+        transport)
+    await wait_log(executor, polite, transport, b"ready")
+    await wait_log(executor, stubborn, transport, b"ready")
+
+    t0 = time.monotonic()
+    await executor.stop(polite, transport, grace_s=10.0)
+    polite_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    await executor.stop(stubborn, transport, grace_s=1.5)
+    stubborn_s = time.monotonic() - t0
+
+    st = await executor.status(polite, transport)
+    assert (st.state, st.exit_code) == ("exited", 0)
+    assert b"got TERM" in await read_logs(executor, polite, transport)
+    assert polite_s < 5.0
+    st = await executor.status(stubborn, transport)
+    assert (st.state, st.exit_code) == ("exited", 137)  # SIGKILL
+    assert 1.5 <= stubborn_s < 10.0
+    # stopping a finished job is a no-op
+    await executor.stop(polite, transport, grace_s=1.0)
+
+
+async def test_max_runtime_is_enforced(executor: ProcessExecutor,
+                                       transport: SshTransport) -> None:
+    h = await executor.start(launch(8, ("sleep", "30"), max_runtime_s=1.0), transport)
+    st = await wait_done(executor, h, transport)
+    assert (st.state, st.exit_code) == ("exited", 124)  # timeout's code after SIGTERM
+
+
+async def test_start_is_idempotent(executor: ProcessExecutor, transport: SshTransport,
+                                   node: SshNode, tmp_path: Path) -> None:
+    counter = tmp_path / "runs"
+    job = launch(9, ("sh", "-c", f"echo run >> {counter}; sleep 2"))
+    first, second = await asyncio.gather(executor.start(job, transport),
+                                         executor.start(job, transport))
+    assert first == second
+    third = await executor.start(job, transport)  # later, e.g. after a restart
+    assert third == first
+    st = await wait_done(executor, first, transport)
+    assert st.exit_code == 0
+    assert await executor.start(job, transport) == first  # finished: adopted, not rerun
+    assert counter.read_text() == "run\n"
+    # a new attempt is a new run
+    again = await executor.start(
+        Launch(job_id=9, attempt=1, name="job9", user="alice", project="vision",
+               argv=job.argv), transport)
+    assert again.external_id != first.external_id
+    assert (await wait_done(executor, again, transport)).exit_code == 0
+    assert counter.read_text() == "run\nrun\n"
+
+
+async def test_discover_after_restart(tmp_path: Path, node: SshNode) -> None:
+    jobs_dir = str(tmp_path / "jobs")
+    t1 = transport_for(node)
+    ex1 = ProcessExecutor(jobs_dir=jobs_dir)
+    running = await ex1.start(launch(10, ("sleep", "30")), t1)
+    done = await ex1.start(launch(11, ("sh", "-c", "exit 5")), t1)
+    assert (await wait_done(ex1, done, t1)).exit_code == 5
+    await t1.close()
+
+    # A fresh executor and connection, as after fleetdeck restarts, knows nothing else.
+    t2 = transport_for(node)
+    ex2 = ProcessExecutor(jobs_dir=jobs_dir)
+    try:
+        found = {(d.job_id, d.attempt): d for d in await ex2.discover(t2)}
+        assert set(found) == {(10, 0), (11, 0)}
+        assert found[(10, 0)].handle == running
+        assert found[(10, 0)].status.state == "running"
+        assert (found[(11, 0)].status.state, found[(11, 0)].status.exit_code) == ("exited", 5)
+        assert found[(11, 0)].external_id == done.external_id
+        # starting the running one again adopts it
+        assert await ex2.start(launch(10, ("sleep", "30")), t2) == running
+        await ex2.stop(found[(10, 0)].handle, t2, grace_s=2.0)
+        assert (await ex2.status(running, t2)).exit_code == 143  # sleep died of SIGTERM
+        await ex2.cleanup(running, t2)
+        assert (await ex2.status(running, t2)).state == "missing"
+        assert [d.job_id for d in await ex2.discover(t2)] == [11]
+    finally:
+        await t2.close()
+
+
+async def test_job_survives_the_ssh_connection_dropping(executor: ProcessExecutor,
+                                                        node: SshNode) -> None:
+    t1 = transport_for(node)
+    h = await executor.start(
+        launch(12, ("sh", "-c", "for i in 1 2 3 4 5 6; do echo tick$i; sleep 0.4; done")), t1)
+    await t1.close()
+    node.stop()  # kill sshd and every session under it, like a crash
+    await asyncio.sleep(0.5)
+    node.start()
+    t2 = transport_for(node)
+    try:
+        st = await executor.status(h, t2)
+        assert st.state == "running", st
+        st = await wait_done(executor, h, t2)
+        assert (st.state, st.exit_code) == ("exited", 0)
+        out = await read_logs(executor, h, t2)
+        assert out == b"".join(b"tick%d\n" % i for i in range(1, 7))
+    finally:
+        await t2.close()
+
+
+async def test_cleanup_refuses_a_running_job(executor: ProcessExecutor,
+                                             transport: SshTransport) -> None:
+    h = await executor.start(launch(13, ("sleep", "30")), transport)
+    with pytest.raises(Exception, match="still runs"):
+        await executor.cleanup(h, transport)
+    await executor.stop(h, transport, grace_s=1.0)
+    await executor.cleanup(h, transport)
+    assert await executor.discover(transport) == []
