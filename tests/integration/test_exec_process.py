@@ -100,7 +100,8 @@ async def test_exit_codes_and_logs(executor: ProcessExecutor, transport: SshTran
     bad = await executor.start(launch(2, ("sh", "-c", "echo failing; exit 3")), transport)
     assert ok.kind == "process" and ok.node == node.name and ok.external_id.isdigit()
 
-    st_ok, st_bad = await wait_done(executor, ok, transport), await wait_done(executor, bad, transport)
+    st_ok = await wait_done(executor, ok, transport)
+    st_bad = await wait_done(executor, bad, transport)
     assert (st_ok.state, st_ok.exit_code) == ("exited", 0)
     assert (st_bad.state, st_bad.exit_code) == ("exited", 3)
     assert st_ok.started_at is not None and st_ok.ended_at is not None
