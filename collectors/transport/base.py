@@ -172,8 +172,23 @@ class Transport(Protocol):
         """Run `script` with the node's `sh` (the only way fleetdeck runs a shell string)."""
         ...
 
-    def stream(self, argv: Sequence[str], *, input: bytes | None = None) -> LineStream:
-        """Start `argv`, feed it `input` then EOF, and yield its stdout lines as they come."""
+    def stream(
+        self, argv: Sequence[str], *, input: bytes | None = None, keep_stdin_open: bool = False
+    ) -> LineStream:
+        """Start `argv`, feed it `input` (then EOF unless `keep_stdin_open`), and yield its
+        stdout lines as they come. With stdin kept open, the command sees EOF when the stream
+        is closed or the connection drops (the probe uses that to exit at once).
+        """
+        ...
+
+    def stream_shell(
+        self, command: str, *, input: bytes | None = None, keep_stdin_open: bool = False
+    ) -> LineStream:
+        """`stream` for a shell command line built by fleetdeck itself (the probe launcher).
+
+        The line goes to the node's login shell as is over SSH (`sh -c` locally), so it must
+        be POSIX and self-contained, like `collectors.probe.launch_command`'s `sh -c '...'`.
+        """
         ...
 
     async def forward_unix(self, remote_path: str) -> str:

@@ -96,9 +96,16 @@ class LocalTransport:
         assert proc.returncode is not None
         return CommandResult(proc.returncode, out, err)
 
-    def stream(self, argv: Sequence[str], *, input: bytes | None = None) -> LocalLineStream:
+    def stream(
+        self, argv: Sequence[str], *, input: bytes | None = None, keep_stdin_open: bool = False
+    ) -> LocalLineStream:
         quote_argv(argv)
-        return LocalLineStream(self, list(argv), input)
+        return LocalLineStream(self, list(argv), input, keep_stdin_open)
+
+    def stream_shell(
+        self, command: str, *, input: bytes | None = None, keep_stdin_open: bool = False
+    ) -> LocalLineStream:
+        return LocalLineStream(self, ["sh", "-c", command], input, keep_stdin_open)
 
     async def forward_unix(self, remote_path: str) -> str:
         return remote_path
@@ -107,10 +114,12 @@ class LocalTransport:
 class LocalLineStream:
     """`LineStream` over a local subprocess."""
 
-    def __init__(self, transport: LocalTransport, argv: list[str], input: bytes | None) -> None:
+    def __init__(self, transport: LocalTransport, argv: list[str], input: bytes | None,
+                 keep_stdin_open: bool = False) -> None:
         self._transport = transport
         self._argv = argv
         self._input = input
+        self._keep_open = keep_stdin_open
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr = bytearray()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -147,7 +156,8 @@ class LocalLineStream:
             if self._input:
                 proc.stdin.write(self._input)
                 await proc.stdin.drain()
-            proc.stdin.close()
+            if not self._keep_open:
+                proc.stdin.close()
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
@@ -191,6 +201,8 @@ class LocalLineStream:
         if proc is None:
             return
         if proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
             _kill_group(proc, signal.SIGTERM)
         await self._finish()
         self._proc = None

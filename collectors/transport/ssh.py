@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +38,11 @@ from collectors.transport.base import (
 from collectors.transport.hostkeys import fingerprint, key_status
 
 DEFAULT_CONNECT_CONCURRENCY = 32
+
+# asyncssh logs every channel (with full command lines) at INFO; keep it to warnings unless
+# the application configured that logger itself.
+if logging.getLogger("asyncssh").level == logging.NOTSET:
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +245,15 @@ class SshTransport:
             raise Disconnected(f"{self.where}: `{_short(command)}`: connection lost")
         return CommandResult(status, _as_bytes(done.stdout), _as_bytes(done.stderr))
 
-    def stream(self, argv: Sequence[str], *, input: bytes | None = None) -> SshLineStream:
-        return SshLineStream(self, quote_argv(argv), input)
+    def stream(
+        self, argv: Sequence[str], *, input: bytes | None = None, keep_stdin_open: bool = False
+    ) -> SshLineStream:
+        return SshLineStream(self, quote_argv(argv), input, keep_stdin_open)
+
+    def stream_shell(
+        self, command: str, *, input: bytes | None = None, keep_stdin_open: bool = False
+    ) -> SshLineStream:
+        return SshLineStream(self, command, input, keep_stdin_open)
 
     # -- forwarding ------------------------------------------------------------------------
     async def forward_unix(self, remote_path: str) -> str:
@@ -271,10 +286,12 @@ class SshTransport:
 class SshLineStream:
     """`LineStream` over an SSH exec channel (see `collectors.transport.base.LineStream`)."""
 
-    def __init__(self, transport: SshTransport, command: str, input: bytes | None) -> None:
+    def __init__(self, transport: SshTransport, command: str, input: bytes | None,
+                 keep_stdin_open: bool = False) -> None:
         self._transport = transport
         self._command = command
         self._input = input
+        self._keep_open = keep_stdin_open
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
         self._stderr = bytearray()
         self._stderr_task: asyncio.Task[None] | None = None
@@ -296,7 +313,8 @@ class SshLineStream:
             proc = await conn.create_process(self._command, encoding=None)
             if self._input:
                 proc.stdin.write(self._input)
-            proc.stdin.write_eof()
+            if not self._keep_open:
+                proc.stdin.write_eof()
         except (asyncssh.Error, OSError) as e:
             raise Disconnected(f"{t.where}: `{_short(self._command)}`: {_reason(e)}") from None
         self._proc = proc
@@ -378,6 +396,10 @@ def _short(command: str, limit: int = 60) -> str:
 def _reason(e: BaseException) -> str:
     if isinstance(e, asyncssh.Error):
         return e.reason or type(e).__name__
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror.lower() if e.strerror.startswith("Connection") else e.strerror
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the host name ({e.strerror or e})"
+    if isinstance(e, OSError) and e.errno:
+        return os.strerror(e.errno).lower()
     return str(e) or type(e).__name__
