@@ -1,0 +1,260 @@
+"""Docker executor against a bed node's own dockerd, reached through the SSH-forwarded socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from collectors.transport import NodeTarget, SshOptions, SshTransport
+from scheduler.executors import DockerExecutor, ExecutorError, Handle, Launch, Status
+from tests.bed.ssh import SshNode
+
+pytestmark = [pytest.mark.ssh, pytest.mark.docker]
+
+HOSTILE = (
+    '"; touch /tmp/pwned #',
+    "'; touch /tmp/pwned; '",
+    "$(touch /tmp/pwned)",
+    "`touch /tmp/pwned`",
+    "a\ntouch /tmp/pwned\n",
+    "x && touch /tmp/pwned",
+    "$HOME ${IFS} * ?",
+    "  spaces  ",
+    "",
+    "--",
+    "unicode ☃ 日本語 é",
+)
+
+
+def transport_for(node: SshNode) -> SshTransport:
+    target = NodeTarget(
+        name=node.name,
+        host=node.host,
+        port=node.port,
+        user=node.user,
+        identity_file=node.identity_file,
+        docker_socket=str(node.docker_socket),
+    )
+    return SshTransport(target, SshOptions(known_hosts=node.known_hosts, use_agent=False))
+
+
+@pytest.fixture
+def node(ssh_nodes) -> SshNode:  # type: ignore[no-untyped-def]
+    n: SshNode = ssh_nodes(1, docker=True)[0]
+    assert n.docker is not None
+    n.docker.remove_all_containers()
+    return n
+
+
+@pytest.fixture
+def image(node: SshNode, docker_image: Callable[[SshNode], str]) -> str:
+    return docker_image(node)
+
+
+@pytest.fixture
+async def transport(node: SshNode) -> AsyncIterator[SshTransport]:
+    t = transport_for(node)
+    yield t
+    await t.close()
+
+
+@pytest.fixture
+def executor() -> DockerExecutor:
+    ex = DockerExecutor(gpu_runtime=False)
+    yield ex  # type: ignore[misc]
+    ex.close()
+
+
+def launch(job_id: int, argv: tuple[str, ...], image: str, **kw: Any) -> Launch:
+    return Launch(job_id=job_id, attempt=0, name=f"job{job_id}", user="alice",
+                  project="vision", argv=argv, image=image, **kw)
+
+
+async def wait_done(ex: DockerExecutor, h: Handle, t: SshTransport,
+                    timeout_s: float = 30.0) -> Status:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = await ex.status(h, t)
+        if st.state not in ("running", "pending") or time.monotonic() > deadline:
+            return st
+        await asyncio.sleep(0.2)
+
+
+async def read_logs(ex: DockerExecutor, h: Handle, t: SshTransport, **kw: Any) -> bytes:
+    return b"".join([c async for c in ex.logs(h, t, **kw)])
+
+
+async def wait_log(ex: DockerExecutor, h: Handle, t: SshTransport, text: bytes) -> None:
+    deadline = time.monotonic() + 20
+    while text not in await read_logs(ex, h, t):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in the log"
+        await asyncio.sleep(0.1)
+
+
+async def test_exit_codes_logs_labels_and_limits(executor: DockerExecutor, transport: SshTransport,
+                                                 node: SshNode, image: str) -> None:
+    ok = await executor.start(
+        launch(1, ("sh", "-c", 'echo out; echo err >&2; echo "job=$FLEETDECK_JOB_ID '
+                               'gpus=$NVIDIA_VISIBLE_DEVICES $MY_VAR"; pwd'),
+               image, env={"MY_VAR": "hello"}, workdir="/tmp", gpu_indices=(0, 2),
+               cpu_milli=500, mem_bytes=64 * 2**20, max_runtime_s=3600),
+        transport)
+    bad = await executor.start(launch(2, ("sh", "-c", "echo failing; exit 3"), image), transport)
+    assert ok.kind == "docker" and ok.node == node.name
+    st_ok = await wait_done(executor, ok, transport)
+    st_bad = await wait_done(executor, bad, transport)
+    assert (st_ok.state, st_ok.exit_code) == ("exited", 0)
+    assert (st_bad.state, st_bad.exit_code) == ("exited", 3)
+    assert st_ok.started_at is not None and st_ok.ended_at is not None
+    assert st_ok.started_at <= st_ok.ended_at
+    assert abs(st_ok.started_at - time.time()) < 300
+
+    out = await read_logs(executor, ok, transport)
+    assert sorted(out.splitlines()) == sorted([b"out", b"err", b"job=1 gpus=0,2 hello", b"/tmp"])
+    # stdout and stderr are separate pipes, so their relative order may vary between runs
+    assert await read_logs(executor, ok, transport, tail_lines=2) == b"".join(
+        line + b"\n" for line in out.splitlines()[-2:])
+    assert await read_logs(executor, bad, transport) == b"failing\n"
+
+    assert node.docker is not None
+    c = node.docker.client().containers.get(ok.external_id)
+    assert c.name == "fleetdeck-1-0"
+    assert c.labels["fleetdeck.job"] == "1" and c.labels["fleetdeck.attempt"] == "0"
+    assert c.labels["fleetdeck.user"] == "alice" and c.labels["fleetdeck.project"] == "vision"
+    assert c.labels["fleetdeck.gpus"] == "0,2" and c.labels["fleetdeck.gpu_mode"] == "env"
+    assert c.attrs["HostConfig"]["NanoCpus"] == 500_000_000
+    assert c.attrs["HostConfig"]["Memory"] == 64 * 2**20
+    assert c.attrs["HostConfig"]["Init"] is True
+
+
+async def test_gpu_device_request_reaches_dockerd(transport: SshTransport, image: str) -> None:
+    # This dockerd has no NVIDIA runtime: the device request is refused, proving it was sent.
+    ex = DockerExecutor(gpu_runtime=True)
+    try:
+        with pytest.raises(ExecutorError, match="nvidia"):
+            await ex.start(launch(3, ("true",), image, gpu_indices=(1,)), transport)
+        # a job without GPUs needs no device request and runs
+        h = await ex.start(launch(4, ("true",), image), transport)
+        assert (await wait_done(ex, h, transport)).exit_code == 0
+    finally:
+        ex.close()
+
+
+async def test_follow_streams_until_the_container_ends(executor: DockerExecutor,
+                                                       transport: SshTransport, image: str) -> None:
+    h = await executor.start(
+        launch(5, ("sh", "-c", "for i in 1 2 3 4; do echo tick$i; sleep 0.3; done"), image),
+        transport)
+    got: list[tuple[float, bytes]] = []
+    t0 = time.monotonic()
+    async for chunk in executor.logs(h, transport, follow=True):
+        got.append((time.monotonic() - t0, chunk))
+    assert b"".join(c for _, c in got) == b"tick1\ntick2\ntick3\ntick4\n"
+    assert got[0][0] < got[-1][0] - 0.5
+    assert (await executor.status(h, transport)).exit_code == 0
+
+
+async def test_hostile_arguments_reach_the_program_verbatim(
+    executor: DockerExecutor, transport: SshTransport, image: str
+) -> None:
+    name = '"; touch /tmp/pwned # $(touch /tmp/pwned)'
+    # argv is passed as a list: printf gets every argument as is; then check the marker.
+    script = 'printf "%s\\0" "$@"; [ -e /tmp/pwned ] && echo PWNED; exit 0'
+    h = await executor.start(
+        Launch(job_id=6, attempt=0, name=name, user="a;b", project="$(id)",
+               argv=("sh", "-c", script, "sh", *HOSTILE), image=image,
+               env={"HOSTILE": HOSTILE[0]}),
+        transport)
+    assert (await wait_done(executor, h, transport)).exit_code == 0
+    out = await read_logs(executor, h, transport)
+    assert out.split(b"\0")[:-1] == [a.encode() for a in HOSTILE]
+    assert b"PWNED" not in out
+    h2 = await executor.start(
+        Launch(job_id=7, attempt=0, name=name, user="u", project="p",
+               argv=('printf "%s\\0" "$FLEETDECK_JOB_NAME" "$HOSTILE"; '
+                     "[ -e /tmp/pwned ] && echo PWNED; exit 0",),
+               shell=True, image=image, env={"HOSTILE": HOSTILE[0]}),
+        transport)
+    assert (await wait_done(executor, h2, transport)).exit_code == 0
+    assert (await read_logs(executor, h2, transport)).split(b"\0") == [
+        name.encode(), HOSTILE[0].encode(), b""]
+
+
+async def test_stop_graceful_then_forced(executor: DockerExecutor, transport: SshTransport,
+                                         image: str) -> None:
+    polite = await executor.start(
+        launch(8, ("sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; "
+                               "while :; do sleep 0.1; done"), image), transport)
+    stubborn = await executor.start(
+        launch(9, ("sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"), image),
+        transport)
+    await wait_log(executor, polite, transport, b"ready")
+    await wait_log(executor, stubborn, transport, b"ready")
+    t0 = time.monotonic()
+    await executor.stop(polite, transport, grace_s=10.0)
+    polite_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    await executor.stop(stubborn, transport, grace_s=2.0)
+    stubborn_s = time.monotonic() - t0
+    st = await executor.status(polite, transport)
+    assert (st.state, st.exit_code) == ("exited", 0)
+    assert b"got TERM" in await read_logs(executor, polite, transport)
+    assert polite_s < 6.0
+    st = await executor.status(stubborn, transport)
+    assert (st.state, st.exit_code) == ("exited", 137)
+    assert 2.0 <= stubborn_s < 15.0
+
+
+async def test_start_is_idempotent(executor: DockerExecutor, transport: SshTransport,
+                                   node: SshNode, image: str) -> None:
+    job = launch(10, ("sh", "-c", "echo run; sleep 1"), image)
+    first, second = await asyncio.gather(executor.start(job, transport),
+                                         executor.start(job, transport))
+    assert first == second
+    assert (await wait_done(executor, first, transport)).exit_code == 0
+    assert await executor.start(job, transport) == first  # finished: adopted, not restarted
+    await asyncio.sleep(0.5)
+    assert (await executor.status(first, transport)).state == "exited"
+    assert await read_logs(executor, first, transport) == b"run\n"
+    assert node.docker is not None
+    mine = node.docker.client().containers.list(all=True, filters={"label": "fleetdeck.job=10"})
+    assert len(mine) == 1
+
+
+async def test_discover_after_restart_and_cleanup(node: SshNode, image: str) -> None:
+    t1 = transport_for(node)
+    ex1 = DockerExecutor(gpu_runtime=False)
+    running = await ex1.start(launch(11, ("sleep", "60"), image, max_runtime_s=600), t1)
+    done = await ex1.start(launch(12, ("sh", "-c", "exit 5"), image), t1)
+    assert (await wait_done(ex1, done, t1)).exit_code == 5
+    ex1.close()
+    await t1.close()
+
+    t2 = transport_for(node)
+    ex2 = DockerExecutor(gpu_runtime=False)
+    try:
+        found = {(d.job_id, d.attempt): d for d in await ex2.discover(t2)}
+        assert set(found) == {(11, 0), (12, 0)}
+        assert found[(11, 0)].handle == running
+        st = found[(11, 0)].status
+        assert st.state == "running"
+        assert st.started_at is not None and st.deadline_at == pytest.approx(st.started_at + 600)
+        assert (found[(12, 0)].status.state, found[(12, 0)].status.exit_code) == ("exited", 5)
+        assert await ex2.start(launch(11, ("sleep", "60"), image), t2) == running
+        await ex2.stop(running, t2, grace_s=1.0)
+        assert (await ex2.status(running, t2)).state == "exited"
+        with pytest.raises(ExecutorError, match="still runs"):
+            still = await ex2.start(launch(13, ("sleep", "60"), image), t2)
+            await ex2.cleanup(still, t2)
+        await ex2.stop(still, t2, grace_s=0)
+        for d in found.values():
+            await ex2.cleanup(d.handle, t2)
+        assert (await ex2.status(running, t2)).state == "missing"
+        assert [d.job_id for d in await ex2.discover(t2)] == [13]
+    finally:
+        ex2.close()
+        await t2.close()
