@@ -32,7 +32,7 @@ from scheduler.policies.spend import BudgetUse, BurstInstance, Period, ScopeKey,
 from scheduler.providers.base import Offer, doc
 from scheduler.providers.config import ProviderConfig
 
-_PERIOD_WORD: dict[Period, str] = {"daily": "daily", "monthly": "monthly"}
+_PERIODS: tuple[Period, ...] = ("daily", "monthly")
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,8 +346,7 @@ def evaluate_burst(
 
 def _scopes(job: WaitingJob) -> list[ScopeKey]:
     keys: list[ScopeKey] = []
-    for period in ("daily", "monthly"):
-        p: Period = "daily" if period == "daily" else "monthly"
+    for p in _PERIODS:
         keys.append(("global", "", p))
         if job.team:
             keys.append(("team", job.team, p))
@@ -365,11 +364,11 @@ def _refusal(offer: Offer, job: WaitingJob, config: BurstConfig, unavailable: Ma
         return f"fit:{offer.name}", f"offer {offer.name}: {misfit}", False
     if offer.name in unavailable:
         return f"unavailable:{offer.name}", f"offer {offer.name}: {unavailable[offer.name]}", True
+    if total_nodes >= config.max_nodes:
+        return "max", f"burst is at max_nodes {config.max_nodes}", True
     if per_offer.get(offer.name, 0) >= offer.max_nodes:
         return (f"max:{offer.name}", f"offer {offer.name} is at its max_nodes "
                 f"{offer.max_nodes}", True)
-    if total_nodes >= config.max_nodes:
-        return "max", f"burst is at max_nodes {config.max_nodes}", True
     checks: list[tuple[str, str, BudgetLimits | None]] = [("global", "", config.budget)]
     if job.team is None:
         if config.require_team_budget:
@@ -385,10 +384,9 @@ def _refusal(offer: Offer, job: WaitingJob, config: BurstConfig, unavailable: Ma
     for kind, name, limits in checks:
         if limits is None:
             continue
-        for period, limit in (("daily", limits.per_day), ("monthly", limits.per_month)):
+        for p, limit in zip(_PERIODS, (limits.per_day, limits.per_month), strict=True):
             if limit is None:
                 continue
-            p: Period = "daily" if period == "daily" else "monthly"
             key: ScopeKey = (kind, name, p)
             u = use.get(key, BudgetUse())
             spent = u.spent
@@ -399,8 +397,8 @@ def _refusal(offer: Offer, job: WaitingJob, config: BurstConfig, unavailable: Ma
                 if config.min_billed_hours != 1.0:
                     price += f" x {config.min_billed_hours:g} h minimum"
                 extra = f", committed {committed:.2f}" if committed > 0 else ""
-                return (f"budget:{kind}:{name}:{period}",
-                        f"{who} {_PERIOD_WORD[p]} budget {limit:.2f} would be exceeded "
+                return (f"budget:{kind}:{name}:{p}",
+                        f"{who} {p} budget {limit:.2f} would be exceeded "
                         f"(spent {spent:.2f}{extra}, {price})", True)
     return None, "", True
 

@@ -298,9 +298,12 @@ def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
     ev: dict[str, Any] = {"window_s": s.window_s, "window_start": start, "window_end": now,
                           "node": job.node, "gpus": list(job.gpu_indices),
                           "gpu_util_threshold_pct": s.gpu_util_threshold_pct}
+    if not job.gpu_indices:
+        return "no_gpu", "holds no GPU", ev
+    if start < job.started_at - _EPS:
+        return "no_data", (f"running {fmt_duration(now - job.started_at)}, less than the "
+                           f"{fmt_duration(s.window_s)} window"), ev
     if window is None or not window.gpus:
-        if not job.gpu_indices:
-            return "no_gpu", "holds no GPU", ev
         return "no_data", "no GPU samples", ev
     utils: list[np.ndarray] = []
     mems: list[np.ndarray] = []
@@ -321,9 +324,6 @@ def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
         "gpu_mem_held_bytes": int(mem.max()),
         "gpu_mem_mean_bytes": int(mem.mean()),
     })
-    held = bool(job.gpu_indices) or int(mem.max()) > 0
-    if not held:
-        return "no_gpu", "holds no GPU and no GPU memory", ev
     umax = float(util.max())
     if umax >= s.gpu_util_threshold_pct:
         return "busy", (f"GPU util reached {umax:.1f}% >= {s.gpu_util_threshold_pct:g}% "
