@@ -240,6 +240,7 @@ class FleetCollector:
         st = self._status[name]
         attempt = 0
         while True:
+            fresh = not t.connected
             try:
                 await t.connect()
             except TransportError as e:
@@ -248,8 +249,9 @@ class FleetCollector:
                 await asyncio.sleep(self.backoff.delay_s(attempt))
                 attempt += 1
                 continue
-            st.awaiting_sample = True
-            self._update(name, connects=self._views[name].connects + 1)
+            if fresh:
+                st.awaiting_sample = True
+                self._update(name, connects=self._views[name].connects + 1)
             records = 0
             try:
                 records, status, err = await self._probe_session(name, t)

@@ -1,6 +1,6 @@
 """Slurm pools: nodes, partitions, GRES and jobs from the pool's login node, once per interval.
 
-One SSH exec per interval runs `scontrol show node -o` and `squeue` (two controller RPCs for
+One SSH exec per interval runs `scontrol show node -o -d` and `squeue` (two controller RPCs for
 the whole pool, never one per node) and the output is parsed here into `slurm_node_samples`
 and `slurm_job_samples` rows. A fleetdeck job submitted through Slurm is recognised by the
 comment `fleetdeck.job=<id>` (or a job name `fleetdeck-<id>`).
@@ -78,7 +78,7 @@ def query_script() -> str:
     fmt = ",".join(f"{f}:0{_SEP}" for f in _JOB_FIELDS)
     squeue = shlex.join(["squeue", "--noheader", "--all", "--states=all", f"--Format={fmt}"])
     return (
-        f"echo '{_MARK} nodes'; scontrol show node --oneliner; echo \"{_MARK} rc $?\"; "
+        f"echo '{_MARK} nodes'; scontrol show node --oneliner --details; echo \"{_MARK} rc $?\"; "
         f"echo '{_MARK} jobs'; {squeue}; echo \"{_MARK} rc $?\""
     )
 
@@ -179,8 +179,9 @@ def parse_jobs(text: str, pool: str, ts: float) -> list[SlurmJobSample]:
         f = dict(zip(_JOB_FIELDS, (p.strip() for p in parts[:n]), strict=True))
         state = f["State"]
         running = state in ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED")
+        # tres-alloc lists gres/gpu only where accounting tracks it; else use the request.
         gpus = _tres_gpus(f["tres-alloc"])
-        if gpus is None and not running:
+        if gpus is None:
             gpus = _requested_gpus(f["tres-per-node"], f["tres-per-job"], _int(f["NumNodes"]))
         comment = _none(f["Comment"]) or ""
         tag = _JOB_TAG.search(comment) or _JOB_NAME.match(f["Name"])

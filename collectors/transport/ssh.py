@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
+import shlex
 import shutil
 import socket
 import tempfile
@@ -217,7 +219,7 @@ class SshTransport:
         input: bytes | None = None,
         timeout: float,
     ) -> CommandResult:
-        return await self._run(quote_argv(argv), input, timeout)
+        return await self._run(_with_deadline(argv, timeout), input, timeout)
 
     async def run_shell(
         self,
@@ -226,23 +228,34 @@ class SshTransport:
         input: bytes | None = None,
         timeout: float,
     ) -> CommandResult:
-        return await self._run(quote_argv(["sh", "-c", script]), input, timeout)
+        return await self._run(_with_deadline(["sh", "-c", script], timeout), input, timeout)
 
     async def _run(self, command: str, input: bytes | None, limit_s: float) -> CommandResult:
         await self.connect()
         conn = self._live()
+        what = f"{self.where}: `{_short(command)}`"
         try:
             async with asyncio.timeout(limit_s + 5.0):
-                done = await conn.run(command, input=input, encoding=None, timeout=limit_s)
-        except (asyncssh.TimeoutError, TimeoutError):
-            raise CommandTimeout(
-                f"{self.where}: `{_short(command)}` did not finish within {limit_s:g} s"
-            ) from None
+                proc = await conn.create_process(command, input=input, encoding=None)
+        except TimeoutError:
+            raise CommandTimeout(f"{what}: no channel within {limit_s + 5.0:g} s") from None
         except (asyncssh.Error, OSError) as e:
-            raise Disconnected(f"{self.where}: `{_short(command)}`: {_reason(e)}") from None
+            raise Disconnected(f"{what}: {_reason(e)}") from None
+        try:
+            async with asyncio.timeout(limit_s):
+                done = await proc.wait()
+        except TimeoutError:
+            # Closing the channel alone leaves a command that neither reads nor writes running.
+            _kill(proc)
+            raise CommandTimeout(f"{what} did not finish within {limit_s:g} s") from None
+        except BaseException as e:
+            _kill(proc)
+            if isinstance(e, (asyncssh.Error, OSError)):
+                raise Disconnected(f"{what}: {_reason(e)}") from None
+            raise
         status = done.returncode
         if status is None:
-            raise Disconnected(f"{self.where}: `{_short(command)}`: connection lost")
+            raise Disconnected(f"{what}: connection lost")
         return CommandResult(status, _as_bytes(done.stdout), _as_bytes(done.stderr))
 
     def stream(
@@ -365,14 +378,32 @@ class SshLineStream:
         if proc is None:
             return
         if proc.returncode is None:
-            with contextlib.suppress(asyncssh.Error, OSError):
-                proc.send_signal("TERM")
-            proc.close()
+            _kill(proc, "TERM")
         self._proc = proc
         await self._finish()
         self._proc = None
         if self._stderr_task is not None and not self._stderr_task.done():
             self._stderr_task.cancel()
+
+
+# Runs "$@" under coreutils/busybox `timeout` when the node has it, so a command that outlives
+# its deadline dies on the node even where sshd refuses signal requests (root logins).
+_DEADLINE = (
+    'if command -v timeout >/dev/null 2>&1; then exec timeout -s KILL "$0" "$@"; '
+    'else exec "$@"; fi'
+)
+
+
+def _with_deadline(argv: Sequence[str], limit_s: float) -> str:
+    quote_argv(argv)  # argument checks
+    return shlex.join(["sh", "-c", _DEADLINE, f"{math.ceil(limit_s) + 1}", *argv])
+
+
+def _kill(proc: asyncssh.SSHClientProcess[Any], signal: str = "KILL") -> None:
+    """Signal the remote command (sshd delivers it to the session's process) and close."""
+    with contextlib.suppress(asyncssh.Error, OSError):
+        proc.send_signal(signal)
+    proc.close()
 
 
 def _fresh_socket_path(folder: str, n: int) -> str:
