@@ -10,11 +10,14 @@ if [ "$#" -ge 2 ]; then shift 2; else shift "$#"; fi
 [ "$#" -eq 0 ] && set -- /
 
 # Drain stdin (the launcher may send the Python payload); in link mode its EOF stops the probe.
+# A background job's stdin would be /dev/null, so hand it over on fd 3.
+exec 3<&0 </dev/null
 if [ "$mode" = link ]; then
-    (cat >/dev/null 2>&1; kill "$$" 2>/dev/null) &
+    (cat <&3 >/dev/null 2>&1; kill "$$" 2>/dev/null) &
 else
-    (cat >/dev/null 2>&1) &
+    (cat <&3 >/dev/null 2>&1) &
 fi
+exec 3<&-
 
 esc() { printf '%s' "$1" | awk 'BEGIN{ORS=""} {gsub(/\\/,"\\\\"); gsub(/"/,"\\\""); gsub(/\t/," "); if (NR>1) print " "; print}'; }
 

@@ -107,6 +107,8 @@ def _sample(node: str, obj: dict[str, Any], ts_override: float | None) -> ProbeR
     if h.__class__ is not dict:
         raise TypeError("host is not an object")
     per_core = h.get("per_core_util_pct") or ()
+    if per_core.__class__ is not list and per_core != ():
+        raise TypeError("per_core_util_pct is not a list")
     host = NodeSample(
         ts, node, _str(h.get("hostname")), _str(h.get("kernel")), _num(h.get("uptime_s")),
         _str(h.get("cpu_model")), _int(h.get("cpu_count")), _num(h.get("cpu_util_pct")),
@@ -161,6 +163,8 @@ def _sample(node: str, obj: dict[str, Any], ts_override: float | None) -> ProbeR
         for d in obj.get("disks") or ()
     ]
     errors = obj.get("errors") or ()
+    if errors.__class__ is not list and errors != ():
+        raise TypeError("errors is not a list")
     return ProbeRecord(
         node=node,
         ts=ts,
