@@ -23,7 +23,13 @@ import pytest
 
 from tests.bed.dockerd import DockerDaemon, busybox_tarball
 from tests.bed.fake_nvml import FakeGpu, FakeNvml, FakeNvmlState, build
-from tests.bed.procs import make_bed_dir, reap_stale_beds, remove_tree, stop_all
+from tests.bed.procs import (
+    kill_mentioning,
+    make_bed_dir,
+    reap_stale_beds,
+    remove_tree,
+    stop_all,
+)
 from tests.bed.require import (
     require_busybox,
     require_docker,
@@ -58,6 +64,7 @@ def bed_root() -> Iterator[Path]:
         yield root
     finally:
         stop_all()
+        kill_mentioning(root)  # stragglers, e.g. containerd shims of a dockerd that crashed
         if not os.environ.get("FDBED_KEEP"):
             remove_tree(root)
 

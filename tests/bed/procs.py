@@ -237,24 +237,49 @@ def make_bed_dir() -> Path:
     return root
 
 
+def _ancestors() -> set[int]:
+    pids = {os.getpid()}
+    pid = os.getpid()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        pids.add(pid)
+    return pids
+
+
+def kill_mentioning(path: Path) -> list[int]:
+    """SIGKILL every process (and its descendants) whose command line or environment mentions
+    `path`: daemons by their config paths, session processes by the SetEnv markers, Slurm
+    steps by SLURM_CONF. The calling process and its ancestors are spared."""
+    marker = str(path).encode()
+    spared = _ancestors()
+    killed: list[int] = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit() or int(proc_dir.name) in spared:
+            continue
+        try:
+            mentions = marker in (proc_dir / "cmdline").read_bytes() or (
+                marker in (proc_dir / "environ").read_bytes()
+            )
+        except OSError:
+            continue
+        if mentions:
+            kill_tree(int(proc_dir.name))
+            killed.append(int(proc_dir.name))
+    return killed
+
+
 def reap_stale_beds(tmp: Path = Path("/tmp")) -> list[Path]:
-    """Kill daemons of bed dirs whose owning test process is gone and remove the dirs."""
+    """Kill the daemons of bed dirs whose owning test process is gone; remove the dirs."""
     reaped: list[Path] = []
     for bed in tmp.glob(BED_PREFIX + "*"):
         owner = read_pidfile(bed / "owner.pid")
         if owner is None or pid_alive(owner):
             continue
-        marker = str(bed)
-        for pidfile in bed.rglob("*.pid"):
-            pid = read_pidfile(pidfile)
-            if pid is None or not pid_alive(pid):
-                continue
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                kill_tree(pid)
+        kill_mentioning(bed)
         remove_tree(bed)
         reaped.append(bed)
     return reaped

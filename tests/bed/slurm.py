@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.bed.procs import Daemon, free_port, wait_for
+from tests.bed.procs import Daemon, free_port, kill_mentioning, wait_for
 
 PARTITION = "debug"
 FINISHED_STATES = frozenset(
@@ -100,9 +100,13 @@ class SlurmCluster:
         self.wait_job(job_id, timeout_s=timeout_s)
 
     def stop(self) -> None:
+        """Cancel all jobs, stop the daemons and kill leftover job steps."""
+        if self._slurmctld is not None and self._slurmctld.is_running:
+            self.cancel_all()
         for daemon in (self._slurmd, self._slurmctld, self._munged):
             if daemon is not None:
                 daemon.stop(graceful_s=5.0)
+        kill_mentioning(self.root)  # slurmstepd and job processes carry SLURM_CONF
 
     @property
     def is_running(self) -> bool:

@@ -3,7 +3,7 @@
 Each node has its own ed25519 host key, port, PidFile and sshd_config; one client key logs in
 as root everywhere and one known_hosts file lists every node as `[127.0.0.x]:port key`.
 Sessions get per-node environment through sshd_config `SetEnv`:
-  FLEETDECK_BED_NODE=<name>                         always
+  FLEETDECK_BED_NODE=<name> FDBED_NODE_DIR=<dir>    always
   DOCKER_HOST=unix://<socket>                       nodes with docker=True
   LD_LIBRARY_PATH=<fake NVML dir> FAKE_NVML_STATE   nodes with fake GPUs
   SLURM_CONF=<conf> SBATCH_OUTPUT=<jobs dir>/...    nodes created with a Slurm cluster
@@ -22,7 +22,14 @@ from typing import Any
 
 from tests.bed.dockerd import DockerDaemon
 from tests.bed.fake_nvml import FakeGpu, FakeNvml, FakeNvmlState, as_state
-from tests.bed.procs import Daemon, free_port, port_accepts, remove_tree, wait_for
+from tests.bed.procs import (
+    Daemon,
+    free_port,
+    kill_mentioning,
+    port_accepts,
+    remove_tree,
+    wait_for,
+)
 from tests.bed.slurm import SlurmCluster
 
 SSHD = "/usr/sbin/sshd"
@@ -71,7 +78,12 @@ class SshNode:
         self.docker: DockerDaemon | None = None
         self.nvml: FakeNvml | None = None
         self.slurm = slurm
-        self.env: dict[str, str] = {"FLEETDECK_BED_NODE": self.name}
+        # FDBED_NODE_DIR marks every process started through this node, so destroy() and the
+        # session teardown can find even detached ones.
+        self.env: dict[str, str] = {
+            "FLEETDECK_BED_NODE": self.name,
+            "FDBED_NODE_DIR": str(self.dir),
+        }
         if docker:
             self.docker = DockerDaemon(self.dir / "d", self.name)
             self.env.update(self.docker.env)
@@ -178,10 +190,11 @@ Subsystem sftp internal-sftp
         self.sshd.kill()
 
     def destroy(self) -> None:
-        """Stop sshd and dockerd and remove the node's directory."""
+        """Stop sshd and dockerd, kill whatever was started through the node, remove its dir."""
         self.stop()
         if self.docker is not None:
             self.docker.stop()
+        kill_mentioning(self.dir)
         remove_tree(self.dir)
 
     @property
