@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from scheduler.fit_policies import BestFit, FirstFit, RandomFit
+from scheduler.fit_fgd import FGD, Fleetdeck
+from scheduler.fit_policies import (
+    BestFit,
+    DotProduct,
+    FirstFit,
+    GpuClustering,
+    GpuPacking,
+    RandomFit,
+)
 from scheduler.fit_state import FleetState
 from scheduler.fit_workload import TaskShape, WorkloadMix
 from scheduler.models import Assignment, ResourceRequest
@@ -36,7 +44,16 @@ class FitPolicy(Protocol):
     def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None: ...
 
 
-POLICY_NAMES: tuple[str, ...] = ("first-fit", "random-fit", "best-fit")
+POLICY_NAMES: tuple[str, ...] = (
+    "fleetdeck",
+    "fgd",
+    "best-fit",
+    "gpu-packing",
+    "gpu-clustering",
+    "dot-product",
+    "random-fit",
+    "first-fit",
+)
 
 
 def make_policy(
@@ -49,6 +66,16 @@ def make_policy(
         return FirstFit()
     if key == "random-fit":
         return RandomFit(seed)
-    if key in ("best-fit", "fleetdeck"):
+    if key == "fleetdeck":
+        return Fleetdeck(seed, workload)
+    if key == "best-fit":
         return BestFit(seed)
+    if key == "dot-product":
+        return DotProduct(seed)
+    if key == "gpu-packing":
+        return GpuPacking(seed)
+    if key == "gpu-clustering":
+        return GpuClustering(seed)
+    if key == "fgd":
+        return FGD(seed, workload)
     raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}")

@@ -73,14 +73,19 @@ class RandomFit:
         if idx.size == 0:
             return None
         i = int(idx[self.rng.integers(idx.size)])
-        return state.assignment(i, pick_gpus_first(state, i, req), req)
+        cols = pick_gpus_first(state, i, req)
+        if req.fractional:
+            ok = state.eligible_gpus(i, req)
+            cols = ok[[int(self.rng.integers(ok.size))]]
+        return state.assignment(i, cols, req)
 
 
 class BestFit:
     """The node left with the least free resource after placing the request.
 
-    Score (lower is better): 0.5 * (cpu_free - cpu_req) / max_cpu + 0.5 * (gpu_free -
-    gpu_req) / max_gpu_milli, with free GPU milli summed over the node's eligible GPUs.
+    As in the artifact: score int(100 * (1 - 0.5 * (cpu_free - cpu_req) / max_cpu - 0.5 *
+    (gpu_free - gpu_req) / max_gpu)), normalizers the largest node's CPU and GPUs, ties at
+    random; a GPU share goes on the tightest GPU that fits.
     """
 
     name = "best-fit"
@@ -96,10 +101,102 @@ class BestFit:
         max_cpu = max(s.max_cpu_milli, 1)
         max_gpu = max(s.max_gpus * MILLI_PER_GPU, 1)
         cpu_left = (state.cpu_free[idx] - req.cpu_milli) / max_cpu
-        if req.gpu_count > 0:
-            gpu_left = (state.gpu_class(req).sum_free[idx] - req.total_gpu_milli) / max_gpu
-        else:
-            gpu_left = state.gpu_free[idx].sum(axis=1) / max_gpu
+        gpu_left = (_gpu_free(state, req)[idx] - req.total_gpu_milli) / max_gpu
         score = np.floor((1.0 - 0.5 * cpu_left - 0.5 * gpu_left) * 100.0)
         i = int(idx[argbest(score, self.rng)])
         return state.assignment(i, pick_gpus_packed(state, i, req), req)
+
+
+class DotProduct:
+    """Tetris-style alignment (artifact: merged GPU dimension, normalized by the largest node).
+
+    Score int(100 * (1 - (cpu_free/max_cpu * cpu_req/max_cpu + gpu_free/max_gpu * gpu_req/max_gpu)
+    / 2)): the node whose free vector aligns least with the request, i.e. the fullest one.
+    """
+
+    name = "dot-product"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
+        idx = np.flatnonzero(state.feasible(req))
+        if idx.size == 0:
+            return None
+        s = state.static
+        max_cpu = float(max(s.max_cpu_milli, 1))
+        max_gpu = float(max(s.max_gpus * MILLI_PER_GPU, 1))
+        free_gpu = _gpu_free(state, req)[idx]
+        dot = (state.cpu_free[idx] / max_cpu) * (req.cpu_milli / max_cpu) + (
+            free_gpu / max_gpu
+        ) * (req.total_gpu_milli / max_gpu)
+        score = np.floor(100.0 * (1.0 - dot / 2.0))
+        i = int(idx[argbest(score, self.rng)])
+        return state.assignment(i, pick_gpus_packed(state, i, req), req)
+
+
+class GpuPacking:
+    """The artifact's GPU packing: prefer shared GPUs already in use, then free GPUs on used
+    nodes, then idle nodes (fewest GPUs first)."""
+
+    name = "gpu-packing"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
+        idx = np.flatnonzero(state.feasible(req))
+        if idx.size == 0:
+            return None
+        if req.gpu_count == 0:
+            score = np.zeros(idx.size)
+        else:
+            n_gpus = state.static.n_gpus[idx]
+            full = state.full_total()[idx]
+            idle_node = full == n_gpus
+            score = np.where(idle_node, np.maximum(33 - full, full), 0).astype(np.float64)
+            if req.fractional:
+                ok = state.gpu_class(req).gpu_ok[idx] & (state.gpu_free[idx] >= req.gpu_milli)
+                tight = np.where(ok, state.gpu_free[idx], MILLI_PER_GPU + 1).min(axis=1)
+                shared = np.maximum(100 - (tight * 100 // MILLI_PER_GPU) // 10, 50)
+                used = np.where(tight >= MILLI_PER_GPU, 49, shared)
+            else:
+                used = np.full(idx.size, max(50 - req.gpu_count, 33))
+            score = np.where(idle_node, score, used).astype(np.float64)
+        i = int(idx[argbest(score, self.rng)])
+        return state.assignment(i, pick_gpus_packed(state, i, req), req)
+
+
+class GpuClustering:
+    """The artifact's GPU clustering: keep tasks of the same GPU shape together.
+
+    Nodes already running only this shape score highest, then nodes mixing it with others, then
+    idle nodes, then nodes running other shapes; within a class, fuller nodes first.
+    """
+
+    name = "gpu-clustering"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
+        idx = np.flatnonzero(state.feasible(req))
+        if idx.size == 0:
+            return None
+        if req.gpu_count == 0:
+            score = np.zeros(idx.size)
+        else:
+            max_gpu = max(state.static.max_gpus * MILLI_PER_GPU, 1)
+            tag = 0 if req.fractional else min(req.gpu_count, state.affinity.shape[1] - 1)
+            aff = state.affinity[idx]
+            kinds = np.count_nonzero(aff, axis=1)
+            same = aff[:, tag] > 0
+            base = 25 * (max_gpu - state.free_total()[idx]) // max_gpu
+            bonus = np.where(same, np.where(kinds == 1, 75, 50), np.where(kinds == 0, 25, 0))
+            score = (base + bonus).astype(np.float64)
+        i = int(idx[argbest(score, self.rng)])
+        return state.assignment(i, pick_gpus_packed(state, i, req), req)
+
+
+def _gpu_free(state: FleetState, req: ResourceRequest) -> npt.NDArray[np.int64]:
+    return state.gpu_class(req).sum_free if req.gpu_count > 0 else state.free_total()

@@ -42,6 +42,19 @@ class GpuClass:
         )
 
 
+class Memo:
+    """A policy's per-node cache on a state: values valid for the node versions in `seen`."""
+
+    __slots__ = ("arrays", "seen")
+
+    def __init__(self, seen: IntArray, arrays: dict[str, npt.NDArray[Any]]) -> None:
+        self.seen = seen
+        self.arrays = arrays
+
+    def copy(self) -> Memo:
+        return Memo(self.seen.copy(), {k: v.copy() for k, v in self.arrays.items()})
+
+
 class _Static:
     """Facts that never change with allocation; shared by all copies of a state."""
 
@@ -127,19 +140,44 @@ class _Static:
         return ok
 
 
+_ANY_GPU = ResourceRequest(cpu_milli=0, gpu_count=1)
+
+
 class FleetState:
     """Free resources of a fleet, fast to query per task and cheap to copy."""
 
-    __slots__ = ("_classes", "_s", "cpu_free", "gpu_free", "mem_free", "node_names")
+    __slots__ = (
+        "_classes",
+        "_s",
+        "affinity",
+        "cpu_free",
+        "gpu_free",
+        "mem_free",
+        "memo",
+        "node_names",
+        "node_version",
+    )
 
     def __init__(
-        self, static: _Static, cpu_free: IntArray, mem_free: IntArray, gpu_free: IntArray
+        self,
+        static: _Static,
+        cpu_free: IntArray,
+        mem_free: IntArray,
+        gpu_free: IntArray,
+        affinity: IntArray,
+        node_version: IntArray,
     ) -> None:
         self._s = static
         self.node_names: list[str] = static.names
         self.cpu_free = cpu_free
         self.mem_free = mem_free
         self.gpu_free = gpu_free  # (N, G) milli free; 0 for absent or unhealthy GPUs
+        # (N, max GPUs + 1) tasks per node by GPU shape: column 0 shared GPUs, k whole k GPUs.
+        self.affinity = affinity
+        # Bumped whenever a node's free resources change; policies' memo entries compare it to
+        # recompute only the nodes that changed since they last looked.
+        self.node_version = node_version
+        self.memo: dict[object, Memo] = {}
         self._classes: dict[ClassKey, GpuClass] = {}
 
     @classmethod
@@ -151,11 +189,23 @@ class FleetState:
         for i, nd in enumerate(snap.nodes):
             for j, slot in enumerate(nd.gpus):
                 gpu_free[i, j] = max(0, slot.free_milli)
-        return cls(s, cpu_free, mem_free, gpu_free)
+        affinity = np.zeros((len(s.names), s.max_gpus + 1), dtype=np.int64)
+        state = cls(s, cpu_free, mem_free, gpu_free, affinity, np.zeros(len(s.names), np.int64))
+        for ra in snap.running:
+            state._count_affinity(state.node_index(ra.assignment.node), ra.assignment, +1)
+        return state
 
     def copy(self) -> FleetState:
-        out = FleetState(self._s, self.cpu_free.copy(), self.mem_free.copy(), self.gpu_free.copy())
+        out = FleetState(
+            self._s,
+            self.cpu_free.copy(),
+            self.mem_free.copy(),
+            self.gpu_free.copy(),
+            self.affinity.copy(),
+            self.node_version.copy(),
+        )
         out._classes = {k: c.copy() for k, c in self._classes.items()}
+        out.memo = {k: m.copy() for k, m in self.memo.items()}
         return out
 
     # ---- static facts -------------------------------------------------------------------
@@ -217,8 +267,17 @@ class FleetState:
         self.mem_free[i] = mem
         for j, v in zip(cols, new_gpu, strict=True):
             self.gpu_free[i, j] = v
+        self.node_version[i] += 1
+        self._count_affinity(i, a, -sign)
         if cols:
             self._refresh_row(i)
+
+    def _count_affinity(self, i: int, a: Assignment, delta: int) -> None:
+        n = len(a.gpu_indices)
+        if n == 0 or a.gpu_milli <= 0:
+            return
+        col = 0 if a.gpu_milli < MILLI_PER_GPU else min(n, self.affinity.shape[1] - 1)
+        self.affinity[i, col] = max(0, int(self.affinity[i, col]) + delta)
 
     def _refresh_row(self, i: int) -> None:
         row = self.gpu_free[i]
@@ -286,6 +345,21 @@ class FleetState:
         if vals[i] <= 0:
             return 0, None
         return int(vals[i]), self._s.names[i]
+
+    def free_total(self) -> IntArray:
+        """(N,) free milli-GPU per node over all healthy GPUs."""
+        return self.gpu_class(_ANY_GPU).sum_free
+
+    def full_total(self) -> IntArray:
+        """(N,) fully free healthy GPUs per node."""
+        return self.gpu_class(_ANY_GPU).n_full
+
+    def stale_rows(self, key: object) -> tuple[Memo | None, npt.NDArray[np.intp]]:
+        """The memo entry under `key` and the nodes changed since it was last refreshed."""
+        m = self.memo.get(key)
+        if m is None:
+            return None, np.arange(self.n_nodes)
+        return m, np.flatnonzero(m.seen != self.node_version)
 
     def eligible_gpus(self, i: int, req: ResourceRequest) -> npt.NDArray[np.intp]:
         """Columns of node `i`'s GPUs that could take one GPU's share of `req` now."""

@@ -64,7 +64,7 @@ class WorkloadMix:
         cls,
         requests: Iterable[ResourceRequest],
         *,
-        include_cpu_only: bool = False,
+        include_cpu_only: bool = True,
         with_mem: bool = False,
         coverage: float = 1.0,
     ) -> WorkloadMix:
