@@ -5,6 +5,8 @@ copies; about 1,000 nodes x 8 GPUs every 5 s go through here.
 from __future__ import annotations
 
 import json
+import operator
+from collections.abc import Callable
 from typing import Any
 
 from collectors.errors import FleetdeckError
@@ -57,6 +59,47 @@ def _str(v: Any) -> str | None:
     raise TypeError(f"expected a string, got {v!r}")
 
 
+def _floats(v: Any) -> tuple[float, ...] | None:
+    if v is None:
+        return None
+    if v.__class__ is not list:
+        raise TypeError(f"expected a list of numbers, got {_short(v)}")
+    sum(v)  # a C-speed type check: raises TypeError on strings, nulls, lists
+    return tuple(map(float, v))
+
+
+def _index(v: Any) -> int:
+    if v.__class__ is not int:
+        raise TypeError(f"{v!r} is not an integer")
+    return v
+
+
+def _event_kind(v: Any) -> str:
+    if v not in _EVENT_KINDS:
+        raise ValueError(f"unknown GPU event kind {v!r}")
+    return v
+
+
+def _path(v: Any) -> str:
+    if v.__class__ is not str:
+        raise TypeError(f"expected a path, got {_short(v)}")
+    return v
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _list(obj: dict[str, Any], key: str) -> list[Any]:
+    v = obj.get(key)
+    if v is None:
+        return []
+    if v.__class__ is not list:
+        raise TypeError(f"{key} is not a list")
+    return v
+
+
 def parse_line(node: str, line: bytes | str, *, ts: float | None = None) -> ProbeMessage:
     """One probe line as a `ProbeRecord` (sample) or `ProbeHello` (start line).
 
@@ -98,70 +141,90 @@ def parse_line(node: str, line: bytes | str, *, ts: float | None = None) -> Prob
     raise ProbeFormatError(f"{node}: unknown probe line type {kind!r}")
 
 
+class _Shape:
+    """Reads a fixed set of keys from a JSON object and checks their types.
+
+    The common case is cheap: one C-level `itemgetter`, then the tuple of value types is
+    looked up among signatures already known to be valid (their None patterns repeat).
+    Anything else goes through the per-field converters, which coerce ints to floats where a
+    float is expected and raise `TypeError` naming the field.
+    """
+
+    def __init__(self, fields: tuple[tuple[str, Callable[[Any], Any]], ...]) -> None:
+        self.keys = tuple(k for k, _ in fields)
+        self.convs = tuple(c for _, c in fields)
+        self.get = operator.itemgetter(*self.keys)
+        self.valid: set[tuple[type, ...]] = set()
+
+    def values(self, obj: Any) -> tuple[Any, ...]:
+        if obj.__class__ is not dict:
+            raise TypeError(f"expected an object, got {_short(obj)}")
+        try:
+            vals: tuple[Any, ...] = self.get(obj)
+        except KeyError:
+            vals = tuple(obj.get(k) for k in self.keys)
+        sig = tuple(map(type, vals))
+        if sig in self.valid:
+            return vals
+        out = []
+        for key, conv, v in zip(self.keys, self.convs, vals, strict=True):
+            try:
+                out.append(conv(v))
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"{key}: {e}") from None
+        if len(self.valid) < 4096 and tuple(map(type, out)) == sig:
+            self.valid.add(sig)  # nothing needed converting: trust this signature next time
+        return tuple(out)
+
+
+_HOST = _Shape((
+    ("hostname", _str), ("kernel", _str), ("uptime_s", _num), ("cpu_model", _str),
+    ("cpu_count", _int), ("cpu_util_pct", _num), ("load1", _num), ("load5", _num),
+    ("load15", _num), ("mem_total_bytes", _int),
+    ("mem_used_bytes", _int), ("mem_available_bytes", _int), ("swap_total_bytes", _int),
+    ("swap_used_bytes", _int), ("net_rx_bytes", _int), ("net_tx_bytes", _int),
+))
+_GPU = _Shape((
+    ("index", _index), ("uuid", _str), ("model", _str), ("mem_total_bytes", _int),
+    ("mem_used_bytes", _int), ("util_pct", _num), ("mem_util_pct", _num), ("temp_c", _num),
+    ("power_w", _num), ("power_limit_w", _num), ("sm_clock_mhz", _int),
+    ("ecc_corrected", _int), ("ecc_uncorrected", _int), ("retired_pages", _int),
+    ("retired_pending", _bool), ("remap_failure", _bool), ("mig_mode", _bool),
+))
+_PROC = _Shape((
+    ("gpu_index", _int), ("uuid", _str), ("pid", _index), ("gpu_mem_used_bytes", _int),
+    ("command", _str), ("container_id", _str), ("job_id", _int),
+))
+_EVENT = _Shape((
+    ("gpu_index", _int), ("uuid", _str), ("kind", _event_kind), ("code", _int),
+    ("detail", _str),
+))
+_DISK = _Shape((("path", _path), ("used_bytes", _int), ("total_bytes", _int)))
+
+
 def _sample(node: str, obj: dict[str, Any], ts_override: float | None) -> ProbeRecord:
     node_ts = _num(obj["ts"])
     if node_ts is None:
         raise TypeError("ts is null")
     ts = node_ts if ts_override is None else ts_override
-    h = obj["host"]
-    if h.__class__ is not dict:
+    if obj["host"].__class__ is not dict:
         raise TypeError("host is not an object")
-    per_core = h.get("per_core_util_pct") or ()
-    if per_core.__class__ is not list and per_core != ():
-        raise TypeError("per_core_util_pct is not a list")
-    host = NodeSample(
-        ts, node, _str(h.get("hostname")), _str(h.get("kernel")), _num(h.get("uptime_s")),
-        _str(h.get("cpu_model")), _int(h.get("cpu_count")), _num(h.get("cpu_util_pct")),
-        tuple(float(v) for v in per_core),
-        _num(h.get("load1")), _num(h.get("load5")), _num(h.get("load15")),
-        _int(h.get("mem_total_bytes")), _int(h.get("mem_used_bytes")),
-        _int(h.get("mem_available_bytes")), _int(h.get("swap_total_bytes")),
-        _int(h.get("swap_used_bytes")), _int(h.get("net_rx_bytes")),
-        _int(h.get("net_tx_bytes")),
-    )
-    gpus = []
-    index_of_uuid: dict[str, int] = {}
-    for g in obj.get("gpus") or ():
-        idx = g["index"]
-        if idx.__class__ is not int:
-            raise TypeError(f"gpu index {idx!r} is not an integer")
-        uuid = _str(g.get("uuid"))
-        if uuid is not None:
-            index_of_uuid[uuid] = idx
-        gpus.append(GpuSample(
-            ts, node, idx, uuid, _str(g.get("model")),
-            _int(g.get("mem_total_bytes")), _int(g.get("mem_used_bytes")),
-            _num(g.get("util_pct")), _num(g.get("mem_util_pct")), _num(g.get("temp_c")),
-            _num(g.get("power_w")), _num(g.get("power_limit_w")), _int(g.get("sm_clock_mhz")),
-            _int(g.get("ecc_corrected")), _int(g.get("ecc_uncorrected")),
-            _int(g.get("retired_pages")), _bool(g.get("retired_pending")),
-            _bool(g.get("remap_failure")), _bool(g.get("mig_mode")),
-        ))
+    h = _HOST.values(obj["host"])
+    try:
+        per_core = _floats(obj["host"].get("per_core_util_pct")) or ()
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"per_core_util_pct: {e}") from None
+    host = NodeSample(ts, node, *h[:6], per_core, *h[6:])  # type: ignore[call-arg]
+    gpus = tuple([GpuSample(ts, node, *_GPU.values(g)) for g in _list(obj, "gpus")])
+    index_of_uuid = {g.uuid: g.gpu_index for g in gpus if g.uuid is not None}
     procs = []
-    for p in obj.get("procs") or ():
-        pid = p["pid"]
-        if pid.__class__ is not int:
-            raise TypeError(f"process pid {pid!r} is not an integer")
-        uuid = _str(p.get("uuid"))
-        gi = _int(p.get("gpu_index"))
+    for p in _list(obj, "procs"):
+        gi, uuid, *rest = _PROC.values(p)
         if gi is None and uuid is not None:
             gi = index_of_uuid.get(uuid)  # the shell probe knows only the uuid
-        procs.append(GpuProcess(
-            ts, node, gi, uuid, pid, _int(p.get("gpu_mem_used_bytes")), _str(p.get("command")),
-            _str(p.get("container_id")), _int(p.get("job_id")),
-        ))
-    events = []
-    for e in obj.get("events") or ():
-        kind = e["kind"]
-        if kind not in _EVENT_KINDS:
-            raise ValueError(f"unknown GPU event kind {kind!r}")
-        events.append(GpuEvent(ts, node, _int(e.get("gpu_index")), _str(e.get("uuid")), kind,
-                               _int(e.get("code")), _str(e.get("detail"))))
-    disks = [
-        DiskSample(ts, node, str(d["path"]), _int(d.get("used_bytes")),
-                   _int(d.get("total_bytes")))
-        for d in obj.get("disks") or ()
-    ]
+        procs.append(GpuProcess(ts, node, gi, uuid, *rest))
+    events = tuple([GpuEvent(ts, node, *_EVENT.values(e)) for e in _list(obj, "events")])
+    disks = tuple([DiskSample(ts, node, *_DISK.values(d)) for d in _list(obj, "disks")])
     errors = obj.get("errors") or ()
     if errors.__class__ is not list and errors != ():
         raise TypeError("errors is not a list")
@@ -172,10 +235,10 @@ def _sample(node: str, obj: dict[str, Any], ts_override: float | None) -> ProbeR
         gpu_source=_str(obj.get("gpu_source")) or "none",
         driver_version=_str(obj.get("driver_version")),
         host=host,
-        gpus=tuple(gpus),
+        gpus=gpus,
         processes=tuple(procs),
-        events=tuple(events),
-        disks=tuple(disks),
+        events=events,
+        disks=disks,
         errors=tuple(str(x) for x in errors),
     )
 
