@@ -31,7 +31,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
 IDLE_ACTOR = "policy:idle"
@@ -53,8 +52,8 @@ class Action:
     dry_run: bool = False  # would-do only: the engine records it and changes nothing
 
     def __post_init__(self) -> None:
-        if not isinstance(self.evidence, MappingProxyType):
-            object.__setattr__(self, "evidence", MappingProxyType(dict(self.evidence)))
+        # a private copy: the caller's dict may change later (typed Mapping: read-only by contract)
+        object.__setattr__(self, "evidence", dict(self.evidence))
 
     def audit_row(self) -> dict[str, Any]:
         """The `actions` row (without id): ts as naive UTC datetime, evidence as JSON text."""

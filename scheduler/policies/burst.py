@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from scheduler.models import FleetSnapshot, NodeCapacity, ResourceRequest
@@ -146,7 +145,7 @@ class TerminateDecision:
 class BurstState:
     """Announced decisions: key -> code (refusal reason code, or 'dry-run')."""
 
-    announced: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    announced: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +340,7 @@ def evaluate_burst(
     actions.extend(requeues)
     return BurstResult(
         tuple(provisions), () if config.dry_run else tuple(terminations), tuple(requeues),
-        tuple(actions), MappingProxyType(verdicts), BurstState(MappingProxyType(ann)))
+        tuple(actions), dict(verdicts), BurstState(dict(ann)))
 
 
 def _scopes(job: WaitingJob) -> list[ScopeKey]:

@@ -23,7 +23,6 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any, Literal
 
 from scheduler.models import FleetSnapshot, NodeCapacity
@@ -103,7 +102,7 @@ class GpuHealthRecord:
 @dataclass(frozen=True, slots=True)
 class HealthState:
     gpus: Mapping[GpuKey, GpuHealthRecord] = field(
-        default_factory=lambda: MappingProxyType({}))
+        default_factory=dict)
     drained: frozenset[str] = frozenset()  # nodes drained by this policy
     events_until: float = float("-inf")  # events at or before this were handled
 
@@ -302,7 +301,7 @@ def _finish(run: _Run, snapshot: FleetSnapshot, config: HealthConfig,
             undrain.append(node)
             run.actions.append(Action("undrain", "node", node, "no unhealthy GPU left",
                                       actor, run.now, {}))
-    state = HealthState(MappingProxyType(run.gpus), frozenset(run.drained), carry.events_until)
+    state = HealthState(dict(run.gpus), frozenset(run.drained), carry.events_until)
     return HealthResult(tuple(run.actions), state, tuple(run.opened), tuple(run.closed),
                         tuple(drain), tuple(undrain), tuple(requeue))
 
@@ -363,3 +362,17 @@ def snapshot_gpu_state(state: HealthState) -> Mapping[str, list[int]]:
         if r.broken:
             out.setdefault(node, []).append(idx)
     return out
+
+
+def restore_health_state(open_intervals: Iterable[GpuHealthInterval], drained: Iterable[str],
+                         events_until: float) -> HealthState:
+    """Rebuild the state after an engine restart: open `gpu_health` rows (broken_until NULL),
+    the nodes whose `drained_reason` is set, and the time up to which `gpu_events` were
+    handled (e.g. the latest event at restart), so old events are not acted on again.
+    Error counters restart from the next sample."""
+    gpus: dict[GpuKey, GpuHealthRecord] = {}
+    for iv in open_intervals:
+        gpus[(iv.node, iv.gpu_index)] = GpuHealthRecord(
+            iv.node, iv.gpu_index, iv.uuid, iv.broken_from, broken_from=iv.broken_from,
+            reason=iv.reason)
+    return HealthState(gpus, frozenset(drained), events_until)

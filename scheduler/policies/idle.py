@@ -25,10 +25,10 @@ config order), so the most specific value wins and unset fields inherit.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -201,7 +201,7 @@ class IdleJobState:
 class IdleState:
     """Immutable map job id -> `IdleJobState`."""
 
-    jobs: Mapping[str, IdleJobState] = field(default_factory=lambda: MappingProxyType({}))
+    jobs: Mapping[str, IdleJobState] = field(default_factory=dict)
 
     def get(self, job_id: str) -> IdleJobState | None:
         return self.jobs.get(job_id)
@@ -410,8 +410,8 @@ def evaluate_idle(
             continue
         st = _advance(job, prev, s, ev, reason, now, actions)
         new[job.job_id] = st
-    return IdleResult(tuple(actions), IdleState(MappingProxyType(new)),
-                      MappingProxyType(verdicts))
+    return IdleResult(tuple(actions), IdleState(dict(new)),
+                      dict(verdicts))
 
 
 def _advance(job: IdleJob, prev: IdleJobState | None, s: IdleSettings, ev: dict[str, Any],
@@ -463,3 +463,28 @@ def _clear(job: IdleJob, prev: IdleJobState, why: str, ev: Mapping[str, Any],
     return Action("idle_clear", "job", job.job_id, f"idle warning cleared: {why}", IDLE_ACTOR,
                   now, {**ev, "warned_at": prev.warned_at, "phase": prev.phase},
                   dry_run=prev.dry_run)
+
+
+def restore_idle_state(rows: Iterable[Sequence[Any]]) -> IdleState:
+    """Rebuild the state after an engine restart from audit rows `(target, action, ts,
+    evidence, dry_run)` of actor policy:idle, e.g. `SELECT target, action, ts, evidence,
+    dry_run FROM actions WHERE actor = 'policy:idle' ORDER BY ts`.
+
+    A job whose last idle action is a warning is warned again in the state (no new row); its
+    stop delay restarts from the idleness proven after the restart (see the gap rule).
+    """
+    last: dict[str, tuple[str, float, Mapping[str, Any], bool]] = {}
+    for target, action, ts, evidence, dry_run in rows:
+        ev = json.loads(evidence) if isinstance(evidence, str) else dict(evidence or {})
+        last[str(target)] = (str(action), to_epoch_s(ts), ev, bool(dry_run))
+    jobs: dict[str, IdleJobState] = {}
+    for job_id, (action, ts, ev, dry_run) in last.items():
+        idle_since = float(ev.get("idle_since", ts))
+        if action == "idle_warn":
+            jobs[job_id] = IdleJobState("warned", idle_since, ts, warned_at=ts, evidence=ev,
+                                        dry_run=dry_run)
+        elif action in ("idle_stop", "idle_requeue") and dry_run:
+            jobs[job_id] = IdleJobState("stopped", idle_since, ts,
+                                        warned_at=ev.get("warned_at"), stopped_at=ts,
+                                        evidence=ev, dry_run=True)
+    return IdleState(jobs)

@@ -22,6 +22,7 @@ from scheduler.policies.health import (
     cordon,
     evaluate_health,
     events_from_rows,
+    restore_health_state,
     samples_from_rows,
     uncordon,
 )
@@ -191,3 +192,17 @@ def test_rows_from_the_store() -> None:
     assert s == [GpuHealthSample("n1", 2, T0, "GPU-x", 3, False, None)]
     e = events_from_rows([(dt, "n1", None, None, "xid", 79, None)])
     assert e == [GpuEvent(T0, "n1", "xid", None, 79, "", None)]
+
+
+def test_state_restored_after_a_restart_keeps_drains_and_ignores_old_events() -> None:
+    old = GpuEvent(T0 - 50, "n1", "xid", 1, 79, "")
+    iv = evaluate_health([], [old], SNAP, HealthConfig(), HealthState(), T0 - 40).opened[0]
+    st = restore_health_state([iv], ["n1"], events_until=T0 - 50)
+    assert set(st.broken()) == {("n1", 1)} and st.drained == frozenset({"n1"})
+    # the old event is re-read from the store: nothing new; a counter reset later recovers
+    res = evaluate_health([sample(1, T0, ecc=4)], [old], SNAP, HealthConfig(), st, T0)
+    assert res.actions == ()
+    res = evaluate_health([sample(1, T0 + 60, ecc=0)], [old], SNAP, HealthConfig(), res.state,
+                          T0 + 60)
+    assert [a.kind for a in res.actions] == ["gpu_recovered", "undrain"]
+    assert res.closed[0].broken_from == T0 - 50

@@ -17,6 +17,7 @@ from scheduler.policies.idle import (
     IdleState,
     build_usage_windows,
     evaluate_idle,
+    restore_idle_state,
 )
 
 GIB = 1024**3
@@ -318,3 +319,18 @@ def test_build_usage_windows_from_store_rows() -> None:
     assert w.gpus[0].ts == (base, base + 20)  # sorted; NULL and pre-start rows dropped
     assert w.gpus[0].util_pct == (2.0, 1.0)
     assert w.cpu_ts == (base + 5,) and w.cpu_util_pct == (3.0,)
+
+
+def test_state_restored_from_the_audit_trail_after_a_restart() -> None:
+    tr = trace(lambda t: 0.0, 4 * 3600)
+    warned = drive(tr, cfg(), 1800.0, t0=1800.0)
+    rows = [(a.target, a.kind, a.audit_row()["ts"], a.audit_row()["evidence"], a.dry_run)
+            for a in warned.actions]
+    restored = restore_idle_state(rows)
+    assert restored.jobs["7"].phase == "warned" and restored.jobs["7"].warned_at == 1800.0
+    # the engine is back 10 minutes later: no second warning; its first window (600-2400)
+    # still reaches back past the warning, so idleness is proven and the stop comes on time
+    run = drive(tr, cfg(), 3 * 3600, t0=2400.0, state=restored)
+    assert kinds(run) == [("idle_stop", 3600.0)]
+    cleared = restore_idle_state([*rows, ("7", "idle_clear", 1900.0, "{}", False)])
+    assert dict(cleared.jobs) == {}
