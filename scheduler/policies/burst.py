@@ -105,7 +105,8 @@ class WaitingJob:
 
     @property
     def request_id(self) -> str:
-        """Idempotency key of the node this job would trigger."""
+        """Idempotency key of the node this job would trigger (`.N` is appended when an
+        earlier node for the same key ended)."""
         return f"fd-{self.job_id}-{self.attempt}"
 
 
@@ -251,6 +252,7 @@ def evaluate_burst(
     total_nodes = len(active)
     provisions: list[ProvisionDecision] = []
     verdicts: dict[str, BurstVerdict] = {}
+    used_rids = {i.request_id for i in instances if i.request_id}
 
     for job in sorted(waiting, key=lambda j: (j.waiting_since, j.job_id)):
         req = job.request
@@ -305,7 +307,8 @@ def evaluate_burst(
             announce(f"refuse:{job.job_id}", code,
                      Action("burst_refuse", "job", job.job_id, reason, BURST_ACTOR, now, ev))
             continue
-        rid = job.request_id
+        rid = _fresh_request_id(job, used_rids)
+        used_rids.add(rid)
         cost = chosen.price_per_hour * config.min_billed_hours
         for key in _scopes(job):
             planned_cost[key] = planned_cost.get(key, 0.0) + cost
@@ -341,6 +344,18 @@ def evaluate_burst(
     return BurstResult(
         tuple(provisions), () if config.dry_run else tuple(terminations), tuple(requeues),
         tuple(actions), dict(verdicts), BurstState(dict(ann)))
+
+
+def _fresh_request_id(job: WaitingJob, used: set[str]) -> str:
+    """`fd-<job>-<attempt>`, or with `.N` when that request already has an (ended) instance:
+    providers are idempotent by request id and would hand back the old one."""
+    base = job.request_id
+    if base not in used:
+        return base
+    n = 1
+    while f"{base}.{n}" in used:
+        n += 1
+    return f"{base}.{n}"
 
 
 def _scopes(job: WaitingJob) -> list[ScopeKey]:
@@ -423,8 +438,9 @@ def _slots(active: Sequence[BurstInstance], snapshot: FleetSnapshot,
 
 def _take_slot(slots: list[_Slot], job: WaitingJob) -> _Slot | None:
     req = job.request
+    own = job.request_id
     for s in slots:  # the node this very job asked for comes first
-        if s.request_id and s.request_id == job.request_id:
+        if s.request_id and (s.request_id == own or s.request_id.startswith(own + ".")):
             s.free_gpus -= min(s.free_gpus, req.gpu_count)
             s.used = True
             return s

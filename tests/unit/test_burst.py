@@ -281,3 +281,15 @@ def test_config_validation() -> None:
     prov = ProviderConfig("a", "command", command=CommandSettings(("up",), ("down",)))
     with pytest.raises(ValueError, match="configured provider"):
         BurstConfig(offers=(A_SPOT, B_SPOT), providers=(prov,))
+
+
+def test_a_new_node_for_the_same_job_gets_a_new_request_id() -> None:
+    # the first node for job 42 never became ready and was terminated; the job still waits
+    dead = inst("i-1", A_SPOT, launched=NOW - 3000, state="terminated", terminated=NOW - 1000,
+                request_id="fd-42-0")
+    res = evaluate_burst([waiting()], FULL, [dead], config(), BurstState(), NOW)
+    assert [p.request_id for p in res.provisions] == ["fd-42-0.1"]
+    pending = inst("i-2", A_SPOT, launched=NOW, state="provisioning", request_id="fd-42-0.1",
+                   team="other", project="x")
+    res = evaluate_burst([waiting()], FULL, [dead, pending], config(), BurstState(), NOW + 30)
+    assert res.provisions == () and res.verdicts["42"].reason == "waiting for burst node i-2"
