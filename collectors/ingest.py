@@ -8,6 +8,8 @@ may hold `ts` as epoch seconds or `datetime`, JSON columns as dicts, list column
 GPU processes carry the host pid's container id; the buffer maps it to a fleetdeck job from
 (in order) the process's own FLEETDECK_JOB_ID, `map_container`, `container_samples` rows seen
 (`job_id` or the `fleetdeck.job` label) and the `job_for_container` hook.
+
+Not thread-safe: fill and flush from one thread (the engine's loop owns the writer).
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ Contract with the transports and the fleet collector
 ----------------------------------------------------
 Starting it (nothing is installed or written on the node):
 
-- ``bundle(interval_s, *, disk_paths=("/",), once=False) -> bytes``: self-contained Python
-  source (3.6+) with the probe, its parsers and the pynvml module of the installed nvidia-ml-py
-  embedded (zlib + base64, loaded from a string). Run it as ``python3 -u -`` with the bundle on
-  stdin **followed by EOF** (Python reads the whole script before running it). The probe exits
-  on the first write after its reader went away (EPIPE), i.e. within one interval.
+- ``bundle(interval_s, *, disk_paths=("/",), once=False, stdin_link=False) -> bytes``:
+  self-contained Python source (3.6+) with the probe, its parsers and the pynvml module of the
+  installed nvidia-ml-py embedded (zlib + base64, loaded from a string; about 90 kB). Run it as
+  ``python3 -u -`` with the bundle on stdin **followed by EOF** (Python reads the whole script
+  before running it). The probe exits on the first write after its reader went away (EPIPE),
+  i.e. within one interval.
 - Or, to stop the probe the moment the channel closes: run ``python_command()`` (``python3 -u -c
   BOOTSTRAP``) and write ``stdin_payload(..., stdin_link=True)`` to its stdin, then keep stdin
   open: the probe exits as soon as stdin reaches EOF (a reader thread watches it). With
@@ -37,8 +38,15 @@ Line format (UTF-8 JSON, one object per line, units in names, null = unknown):
   event = gpu_index, uuid, kind (xid | ecc_uncorrected | retired_pending | remap_failure),
   code, detail.
 
+Samples start after min(interval, 1 s) (CPU utilization needs two readings), then follow a
+fixed cadence; a late tick is skipped, never bunched. ``seq`` counts samples from 1 per probe
+process (a restart starts again at 1). GPU events are edges seen by this probe process: Xid
+and double-bit ECC events from NVML where the device lets us register, new uncorrected ECC
+counts between two samples, and retired-pages-pending / remap-failure when first seen true.
+
 Parsing: ``parse_line(node, line, *, ts=None) -> ProbeRecord | ProbeHello`` (frozen samples from
 `collectors.models`), raising ``ProbeFormatError`` (one line, names the node) on bad input.
+``ts`` replaces the node's clock with the caller's (e.g. receive time) in every sample.
 """
 
 from __future__ import annotations

@@ -103,9 +103,8 @@ def _list(obj: dict[str, Any], key: str) -> list[Any]:
 def parse_line(node: str, line: bytes | str, *, ts: float | None = None) -> ProbeMessage:
     """One probe line as a `ProbeRecord` (sample) or `ProbeHello` (start line).
 
-    `ts`, when given, replaces the node's timestamp in every sample (e.g. the collector's
-    receive time, when node clocks are not trusted); the node's own time stays in `record.ts`
-    only when `ts` is None.
+    `ts`, when given, replaces the node's timestamp in every sample of the record (e.g. the
+    collector's receive time, when node clocks are not trusted).
     """
     if len(line) > MAX_LINE_BYTES:
         raise ProbeFormatError(f"{node}: probe line too long ({len(line)} bytes)")
