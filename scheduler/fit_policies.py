@@ -127,9 +127,9 @@ class DotProduct:
         max_cpu = float(max(s.max_cpu_milli, 1))
         max_gpu = float(max(s.max_gpus * MILLI_PER_GPU, 1))
         free_gpu = _gpu_free(state, req)[idx]
-        dot = (state.cpu_free[idx] / max_cpu) * (req.cpu_milli / max_cpu) + (
-            free_gpu / max_gpu
-        ) * (req.total_gpu_milli / max_gpu)
+        dot = (state.cpu_free[idx] / max_cpu) * (req.cpu_milli / max_cpu) + (free_gpu / max_gpu) * (
+            req.total_gpu_milli / max_gpu
+        )
         score = np.floor(100.0 * (1.0 - dot / 2.0))
         i = int(idx[argbest(score, self.rng)])
         return state.assignment(i, pick_gpus_packed(state, i, req), req)
