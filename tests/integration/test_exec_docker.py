@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from collectors.transport import NodeTarget, SshOptions, SshTransport
 from scheduler.executors import DockerExecutor, ExecutorError, Handle, Launch, Status
+from tests.bed.plugin import NodeFactory
 from tests.bed.ssh import SshNode
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
@@ -43,7 +44,7 @@ def transport_for(node: SshNode) -> SshTransport:
 
 
 @pytest.fixture
-def node(ssh_nodes) -> SshNode:  # type: ignore[no-untyped-def]
+def node(ssh_nodes: NodeFactory) -> SshNode:
     n: SshNode = ssh_nodes(1, docker=True)[0]
     assert n.docker is not None
     n.docker.remove_all_containers()
@@ -63,9 +64,9 @@ async def transport(node: SshNode) -> AsyncIterator[SshTransport]:
 
 
 @pytest.fixture
-def executor() -> DockerExecutor:
+def executor() -> Iterator[DockerExecutor]:
     ex = DockerExecutor(gpu_runtime=False)
-    yield ex  # type: ignore[misc]
+    yield ex
     ex.close()
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from collectors.transport import NodeTarget, SshOptions, SshTransport
 from scheduler.executors import Handle, Launch, ProcessExecutor, Status
+from tests.bed.plugin import NodeFactory
 from tests.bed.ssh import SshNode
 
 pytestmark = [pytest.mark.ssh]
@@ -47,8 +48,8 @@ def transport_for(node: SshNode) -> SshTransport:
 
 
 @pytest.fixture
-def node(ssh_nodes) -> SshNode:  # type: ignore[no-untyped-def]
-    return ssh_nodes(1)[0]  # type: ignore[no-any-return]
+def node(ssh_nodes: NodeFactory) -> SshNode:
+    return ssh_nodes(1)[0]
 
 
 @pytest.fixture
