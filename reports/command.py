@@ -26,7 +26,7 @@ import duckdb
 
 from collectors.errors import InputError
 from reports.chargeback import BY_KEYS
-from reports.export import BINARY, EXTENSIONS, FORMATS, render
+from reports.export import BINARY, EXTENSIONS, FORMATS, SINGLE_TABLE, render
 from reports.ledger import build_ledger
 from reports.model import Report
 from reports.pack import REPORTS, build_all, build_report
@@ -109,12 +109,14 @@ def render_report(
 ) -> str | bytes:
     """Build report `name` (or `all`) from a store connection and render it in `fmt`; write it
     to `output_path` when given (atomically) and return it either way."""
+    if fmt not in FORMATS:
+        raise InputError(SOURCE, "--format", "one of " + ", ".join(FORMATS), got=fmt)
+    if name == "all" and fmt in SINGLE_TABLE:
+        raise InputError(SOURCE, "--format", "table, xlsx, html, md or json for the all pack "
+                         "(csv and parquet hold one table)", got=fmt)
     reports = build_reports(name, con, start=start, end=end, by=by, rates=rates, now=now,
                             every=every, months=months, ceiling_pct=ceiling_pct)
-    try:
-        out = render(reports, fmt)
-    except ValueError as e:
-        raise InputError(SOURCE, "--format", str(e), got=fmt) from None
+    out = render(reports, fmt)
     if output_path is not None:
         _write_atomic(Path(output_path), out)
     return out

@@ -317,7 +317,7 @@ def _explain(plan: dict[str, object], month_list: list[date], hist_pct: list[flo
             note = (f"The last month moved {last_change:+.1f} pp against that trend: growth "
                     "may have paused, or allocation is capped by capacity")
             recent = [w for m, w in waits if m >= month_list[-2]]
-            if len(recent) == 2:
+            if len(recent) == 2 and max(recent) >= 60:
                 note += (f" (queue wait p95 went from {recent[0] / 60:.0f} to "
                          f"{recent[1] / 60:.0f} min)")
             out.append(note + "; one month cannot tell which, hence the wide band.")
@@ -347,9 +347,12 @@ def _explain(plan: dict[str, object], month_list: list[date], hist_pct: list[flo
                    f"through {future[-1]:%Y-%m} (upper band: {plan['buy_gpus_high']} GPUs).")
     if t.errors:
         naive = plan["naive_mae_pp"]
-        out.append(f"Backtest, one month ahead over {len(t.errors)} month(s): mean error "
-                   f"{plan['backtest_mae_pp']:.1f} pp (\"same as last month\": "
-                   f"{naive:.1f} pp).")
+        txt = (f"Backtest, one month ahead over {len(t.errors)} month(s): mean error "
+               f"{plan['backtest_mae_pp']:.1f} pp (\"same as last month\": {naive:.1f} pp)")
+        mae = plan["backtest_mae_pp"]
+        worse = isinstance(naive, float) and isinstance(mae, float) and naive < mae
+        out.append(txt + ("; the trend did worse than no change on this history, so read the "
+                          "band, not the line." if worse else "."))
     else:
         out.append("Too little history to backtest (needs three months): the band is a "
                    "rough guess.")

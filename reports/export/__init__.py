@@ -38,4 +38,4 @@ def render(reports: Sequence[Report], fmt: str) -> str | bytes:
     return render_xlsx(reports)
 
 
-__all__ = ["BINARY", "EXTENSIONS", "FORMATS", "render"]
+__all__ = ["BINARY", "EXTENSIONS", "FORMATS", "SINGLE_TABLE", "render"]
