@@ -250,21 +250,24 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def kill_mentioning(path: Path) -> list[int]:
+def kill_mentioning(path: Path, *, spare_env: str | None = None) -> list[int]:
     """SIGKILL every process (and its descendants) whose command line or environment mentions
     `path`: daemons by their config paths, session processes by the SetEnv markers, Slurm
-    steps by SLURM_CONF. The calling process and its ancestors are spared."""
+    steps by SLURM_CONF. The calling process and its ancestors are spared, and so are
+    processes whose environment has a variable named `spare_env`."""
     marker = str(path).encode()
+    spare = f"\0{spare_env}=".encode() if spare_env else None
     spared = _ancestors()
     killed: list[int] = []
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit() or int(proc_dir.name) in spared:
             continue
         try:
-            mentions = marker in (proc_dir / "cmdline").read_bytes() or (
-                marker in (proc_dir / "environ").read_bytes()
-            )
+            environ = b"\0" + (proc_dir / "environ").read_bytes()
+            mentions = marker in (proc_dir / "cmdline").read_bytes() or marker in environ
         except OSError:
+            continue
+        if spare is not None and spare in environ:
             continue
         if mentions:
             kill_tree(int(proc_dir.name))

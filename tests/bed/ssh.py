@@ -55,7 +55,7 @@ def _toml_str(value: str) -> str:
 
 
 class SshNode:
-    """One bed node. `stop()` kills its sshd and every session under it (like a node crash)."""
+    """One bed node: its own sshd (and dockerd / fake GPUs / Slurm client env when asked)."""
 
     def __init__(self, bed: SshBed, octet: int, *, docker: bool,
                  nvml: FakeNvmlState | None, slurm: SlurmCluster | None) -> None:
@@ -186,8 +186,19 @@ Subsystem sftp internal-sftp
         self.sshd.ensure_alive()
 
     def stop(self) -> None:
-        """Kill sshd and all its sessions (SIGKILL, like a crash). dockerd keeps running."""
+        """SIGKILL sshd and its current descendants (open sessions). Processes already detached
+        from their session (parent gone) and dockerd keep running, as on a host whose sshd
+        died; see crash() for losing everything."""
         self.sshd.kill()
+
+    def crash(self) -> None:
+        """Like a node crash: SIGKILL sshd, dockerd (and its containers) and every process
+        started through this node, detached ones included. Slurm job processes are spared (they
+        run on the cluster's node, not here). start() brings sshd and dockerd back."""
+        self.sshd.kill()
+        if self.docker is not None:
+            self.docker.daemon.kill()
+        kill_mentioning(self.dir, spare_env="SLURM_JOB_ID")
 
     def destroy(self) -> None:
         """Stop sshd and dockerd, kill whatever was started through the node, remove its dir."""

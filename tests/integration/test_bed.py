@@ -366,6 +366,26 @@ def test_pynvml_xid_events(fake_nvml: FakeNvml) -> None:
     assert run_python(code, fake_nvml.env) == "1 8 79\n1 8 48\ntimeout\n"
 
 
+def test_pynvml_events_without_replay_start_at_registration(fake_nvml: FakeNvml) -> None:
+    fake_nvml.set(event_replay=False)
+    fake_nvml.xid(0, 31)  # queued before the event set exists: not delivered
+    code = (
+        "import pynvml as n, sys\n"
+        "n.nvmlInit(); es = n.nvmlEventSetCreate()\n"
+        "n.nvmlDeviceRegisterEvents(n.nvmlDeviceGetHandleByIndex(0),"
+        " n.nvmlEventTypeXidCriticalError, es)\n"
+        "print('registered', flush=True); sys.stdin.readline()\n"
+        "print(n.nvmlEventSetWait(es, 5000).eventData)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **fake_nvml.env},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "registered\n"
+    fake_nvml.xid(0, 94)
+    out, _ = proc.communicate("go\n", timeout=30)
+    assert out == "94\n"
+
+
 def test_no_library_without_fake_env() -> None:
     code = (
         "import pynvml as n\n"
@@ -428,3 +448,27 @@ def test_stale_bed_daemons_are_reaped() -> None:
     while bed.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not bed.exists()
+
+
+@pytest.mark.ssh
+@pytest.mark.docker
+def test_crash_kills_detached_processes_and_containers(
+    ssh_nodes: NodeFactory, docker_image: ImageLoader
+) -> None:
+    (node,) = ssh_nodes(1, docker=True, fresh=True)
+    assert node.docker is not None
+    image = docker_image(node)
+    started = node.run("setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!")
+    detached = int(started.stdout.strip())
+    container = node.docker.cli("run", "-d", image, "sleep", "300").strip()
+    container_pid = int(node.docker.cli("inspect", "-f", "{{.State.Pid}}", container))
+    node.stop()
+    assert pid_alive(detached) and pid_alive(container_pid)  # sshd died, the host did not
+    node.crash()
+    deadline = time.monotonic() + 10
+    while (pid_alive(detached) or pid_alive(container_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(detached) and not pid_alive(container_pid)
+    node.start()
+    assert node.is_running and node.docker.is_running
+    assert node.run("echo up").stdout == "up\n"
