@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from collectors.errors import InputError
-from console.typed import build, doc, field_paths
+from console.typed import build, doc, field_paths, present_paths
+from scheduler.policies import PoliciesConfig
 
 
 def xdg_data_home() -> Path:
@@ -90,6 +91,12 @@ class EngineConfig:
     socket: Path | None = field(
         default=None,
         metadata=doc("control socket (default: next to the store, `<store>.sock`)"),
+    )
+    collect: bool = field(
+        default=True, metadata=doc("collect telemetry from nodes (false: serve stored data)")
+    )
+    schedule: bool = field(
+        default=True, metadata=doc("place and start queued jobs, run policies")
     )
 
 
@@ -183,6 +190,7 @@ class Config:
     users: tuple[UserConfig, ...] = ()
     projects: tuple[ProjectConfig, ...] = ()
     teams: tuple[TeamConfig, ...] = ()
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
 
     @property
     def socket_path(self) -> Path:
@@ -192,6 +200,7 @@ class Config:
 
 
 SINGLE_SECTIONS = ("store", "collect", "ssh", "engine", "scheduler")
+# [policies.*] tables are too deep for FLEETDECK__SECTION__KEY; set them in the file.
 ENV_PREFIX = "FLEETDECK__"
 
 
@@ -240,7 +249,7 @@ def load(explicit: str | None = None, *,
         except tomllib.TOMLDecodeError as e:
             raise InputError(str(path), None, f"valid TOML ({e})") from None
     origins = {p: "default" for p in field_paths(Config)}
-    for key in _leaf_paths(data):
+    for key in present_paths(Config, data):
         origins[key] = "file"
     _apply_env(data, origins, source)
     for key, (flag, value) in (flags or {}).items():
@@ -261,19 +270,6 @@ def embedded_node() -> NodeConfig:
     """This machine, collected without SSH."""
     return NodeConfig(name=socket.gethostname() or "localhost", host="localhost",
                       transport="local", pool="local")
-
-
-def _leaf_paths(data: Mapping[str, Any], prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for k, v in data.items():
-        if isinstance(v, Mapping) and k != "labels":
-            out.extend(_leaf_paths(v, f"{prefix}{k}."))
-        elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
-            for item in v:
-                out.extend(_leaf_paths(item, f"{prefix}{k}[]."))
-        else:
-            out.append(f"{prefix}{k}")
-    return out
 
 
 def _apply_env(data: dict[str, Any], origins: dict[str, str], source: str) -> None:

@@ -41,6 +41,27 @@ def field_paths(cls: type, prefix: str = "") -> list[str]:
     return out
 
 
+def present_paths(cls: type, data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The `field_paths` of `cls` that `data` sets (same spelling: `nodes[].port`)."""
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in names:
+            continue
+        path = f"{prefix}{key}"
+        inner = _dataclass_in(hints[key])
+        if inner is None:
+            out.append(path)
+        elif inner[1] and isinstance(value, list):
+            for item in value:
+                if isinstance(item, Mapping):
+                    out.extend(present_paths(inner[0], item, f"{path}[]."))
+        elif isinstance(value, Mapping):
+            out.extend(present_paths(inner[0], value, f"{path}."))
+    return out
+
+
 def _dataclass_in(tp: Any) -> tuple[type, bool] | None:
     tp = _strip_optional(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):

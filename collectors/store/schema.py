@@ -292,7 +292,14 @@ CREATE TABLE spend (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Version 3: burst request ids (idempotent provisioning), remap-pending GPUs, driver version.
+_V3 = """
+ALTER TABLE burst_instances ADD COLUMN request_id VARCHAR;
+ALTER TABLE gpu_samples ADD COLUMN remap_pending BOOLEAN;
+ALTER TABLE nodes ADD COLUMN driver_version VARCHAR;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Tables listed by `fleetdeck db info`, in display order.
