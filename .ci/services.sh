@@ -10,7 +10,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGES=(openssh-server openssh-client docker.io slurm-wlm munge busybox-static tmux gcc libc6-dev
           chromium)
 LIB_DIR="$REPO/.bed/lib"
-NVML_SRC="$REPO/tests/bed/fake_nvml/fake_nvml.c"
+NVML_DIR="$REPO/tests/bed/fake_nvml"
 
 die() { echo "services.sh: error: $*" >&2; exit 1; }
 say() { echo "services.sh: $*"; }
@@ -58,10 +58,12 @@ chmod 755 /run/sshd
 
 # Fake libnvidia-ml.so.1; the stamp lets tests/bed/fake_nvml.build() skip rebuilding.
 mkdir -p "$LIB_DIR"
-digest="$(sha256sum "$NVML_SRC" | cut -d' ' -f1)"
+# Same digest as tests/bed/fake_nvml.build(): sha256 over fake_nvml.c, state.c, fake_nvml.h.
+digest="$(cat "$NVML_DIR/fake_nvml.c" "$NVML_DIR/state.c" "$NVML_DIR/fake_nvml.h" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$LIB_DIR/libnvidia-ml.so.1" ] || [ "$(cat "$LIB_DIR/fake_nvml.sha256" 2>/dev/null)" != "$digest" ]; then
     tmp="$(mktemp "$LIB_DIR/.libnvml-XXXXXX.so")"
-    gcc -shared -fPIC -O2 -Wall -Wextra -fvisibility=hidden -o "$tmp" "$NVML_SRC" -lpthread \
+    gcc -shared -fPIC -O2 -Wall -Wextra -fvisibility=hidden -o "$tmp" \
+        "$NVML_DIR/fake_nvml.c" "$NVML_DIR/state.c" -lpthread \
         || { rm -f "$tmp"; die "building the fake NVML failed"; }
     chmod 755 "$tmp"
     mv -f "$tmp" "$LIB_DIR/libnvidia-ml.so.1"

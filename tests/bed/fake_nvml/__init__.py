@@ -1,6 +1,7 @@
 """Fake NVML: a C library (`libnvidia-ml.so.1`) that real pynvml loads, fed by a state file.
 
-`build()` compiles fake_nvml.c into `<repo>/.bed/lib/` when stale and returns that directory.
+`build()` compiles fake_nvml.c + state.c into `<repo>/.bed/lib/` when stale and returns that
+directory.
 A process sees the fake GPUs when its environment has `LD_LIBRARY_PATH=<lib dir>` and
 `FAKE_NVML_STATE=<state file>`; `FakeNvml.env` gives both. The library re-reads the state file
 whenever it changes, so `FakeNvml.set(...)` is visible to an already running process.
@@ -19,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SOURCE = Path(__file__).with_name("fake_nvml.c")
+HERE = Path(__file__).parent
+SOURCES = (HERE / "fake_nvml.c", HERE / "state.c", HERE / "fake_nvml.h")  # hashed in this order
+C_FILES = SOURCES[:2]
 LIB_DIR = REPO_ROOT / ".bed" / "lib"
 LIB_NAME = "libnvidia-ml.so.1"
-STAMP_NAME = "fake_nvml.sha256"  # sha256 of fake_nvml.c the library was built from
+STAMP_NAME = "fake_nvml.sha256"  # sha256 of the SOURCES the library was built from
 GCC_FLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-fvisibility=hidden")
 
 # Event type bits (nvmlEventType*).
@@ -264,7 +267,7 @@ def build(lib_dir: Path = LIB_DIR) -> Path:
     """Compile the fake library into `lib_dir` unless it was built from this source."""
     lib = lib_dir / LIB_NAME
     stamp = lib_dir / STAMP_NAME
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    digest = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES)).hexdigest()
     if lib.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return lib_dir
     lib_dir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +276,7 @@ def build(lib_dir: Path = LIB_DIR) -> Path:
     tmp = Path(name)
     try:
         result = subprocess.run(
-            ["gcc", *GCC_FLAGS, "-o", str(tmp), str(SOURCE), "-lpthread"],
+            ["gcc", *GCC_FLAGS, "-o", str(tmp), *map(str, C_FILES), "-lpthread"],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
