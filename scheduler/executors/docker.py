@@ -165,7 +165,7 @@ class DockerExecutor:
     init: bool = True
     api_timeout_s: float = 60.0
     adopt_wait_s: float = 3.0
-    kind: ExecutorKind = "docker"
+    kind: ExecutorKind = field(default="docker", init=False)
     _clients: dict[str, docker.DockerClient] = field(default_factory=dict, repr=False)
 
     async def _client(self, transport: Transport) -> docker.DockerClient:

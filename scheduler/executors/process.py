@@ -11,8 +11,9 @@ under `timeout` when the job has a max runtime, and records in the directory:
 - `boot_id`: the node's boot id at start (after a reboot the pids mean nothing);
 - `started_at`, `ended_at`: epoch seconds;
 - `output.log`: the job's stdout and stderr together;
-- `exit_code`: written when the job ends (128 + N when killed by signal N; 124 when its max
-  runtime ran out and it obeyed SIGTERM, 137 when it had to be killed).
+- `exit_code`: written when the job's main process ends (128 + N when killed by signal N; 124
+  when its max runtime ran out and it obeyed SIGTERM, 137 when it had to be killed); whatever
+  it left running in its process group is killed first, as Docker and Slurm do.
 
 The job gets `CUDA_VISIBLE_DEVICES` set to its GPUs (empty when it holds none) and the
 `FLEETDECK_*` variables. Every value placed in a script is quoted with `shlex.quote`.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 import shlex
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from collectors.transport.base import Transport
 from scheduler.executors.base import (
@@ -84,6 +85,8 @@ def runner_script(launch: Launch, *, kill_after_s: float = 10.0) -> str:
             "pid=$!",
             'echo "$pid" > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"',
             'wait "$pid"; rc=$?',
+            # Like a container or a Slurm job: what the job left running in its group ends too.
+            'kill -KILL -"$pid" 2>/dev/null',
             'date +%s > "$d/ended_at"',
             'echo "$rc" > "$d/exit_code.tmp" && mv -f "$d/exit_code.tmp" "$d/exit_code"',
         ]
@@ -179,7 +182,7 @@ class ProcessExecutor:
     start_wait_s: float = 10.0
     command_timeout_s: float = 30.0
     poll_s: float = 0.5
-    kind: ExecutorKind = "process"
+    kind: ExecutorKind = field(default="process", init=False)
 
     def __post_init__(self) -> None:
         jobs_dir_expr(self.jobs_dir)  # validates

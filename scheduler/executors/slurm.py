@@ -24,7 +24,7 @@ import contextlib
 import math
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from collectors.transport.base import Transport
@@ -248,7 +248,7 @@ class SlurmExecutor:
     start_wait_s: float = 10.0
     command_timeout_s: float = 30.0
     poll_s: float = 1.0
-    kind: ExecutorKind = "slurm"
+    kind: ExecutorKind = field(default="slurm", init=False)
 
     def __post_init__(self) -> None:
         jobs_dir_expr(self.jobs_dir)

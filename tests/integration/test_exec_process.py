@@ -271,3 +271,15 @@ async def test_cleanup_refuses_a_running_job(executor: ProcessExecutor,
     await executor.stop(h, transport, grace_s=1.0)
     await executor.cleanup(h, transport)
     assert await executor.discover(transport) == []
+
+
+async def test_leftover_processes_end_with_the_job(executor: ProcessExecutor,
+                                                   transport: SshTransport,
+                                                   tmp_path: Path) -> None:
+    child = tmp_path / "child.pid"
+    h = await executor.start(launch(14, ("sh", "-c", f"sleep 60 & echo $! > {child}; exit 0")),
+                             transport)
+    assert (await wait_done(executor, h, transport)).exit_code == 0
+    pid = int(child.read_text())
+    ps = await transport.run(["ps", "-o", "stat=", "-p", str(pid)], timeout=10)
+    assert ps.text().strip() in ("", "Z")  # gone (or a zombie about to be reaped)
