@@ -1,0 +1,3 @@
+"""Shared fixtures: the test bed of real services (sshd, dockerd, Slurm, fake NVML)."""
+
+pytest_plugins = ["tests.bed.plugin"]
