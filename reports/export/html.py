@@ -17,7 +17,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 6px;border-bott
 h3{font-size:15px;margin:18px 0 6px}.meta{color:#555;margin:0 0 12px}
 nav a{margin-right:14px}ul.notes{color:#333;max-width:1100px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:12.5px}
-th,td{border:1px solid #d6d9e0;padding:3px 7px;vertical-align:top}
+th,td{border:1px solid #d6d9e0;padding:3px 7px;vertical-align:top;white-space:nowrap}
+td.w{white-space:normal;min-width:24em}.scroll{overflow-x:auto;max-width:100%}
 th{background:#eef2f8;text-align:left;position:sticky;top:0}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr:nth-child(even) td{background:#fafbfd}.more{color:#666;font-style:italic}
@@ -64,18 +65,22 @@ def _table(t: Table) -> str:
     frame = t.frame.drop([c for c in t.frame.columns if c == "explanation"])
     ks = kinds(frame)
     num = [is_numeric(k) for k in ks]
-    out = [f"<h3>{escape(t.title)}</h3>", "<table><thead><tr>"]
+    out = [f"<h3>{escape(t.title)}</h3>", '<div class="scroll"><table><thead><tr>']
     out += [f"<th>{escape(c)}</th>" for c in frame.columns]
     out.append("</tr></thead><tbody>")
     for row in frame.head(MAX_ROWS).iter_rows():
-        cells = [f'<td class="n">{escape(display(v, k))}</td>' if n
-                 else f"<td>{escape(display(v, k))}</td>"
-                 for v, k, n in zip(row, ks, num, strict=True)]
+        cells = [_td(display(v, k), n) for v, k, n in zip(row, ks, num, strict=True)]
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     if frame.height == 0:
         out.append('<p class="more">no rows</p>')
     elif frame.height > MAX_ROWS:
         out.append(f'<p class="more">First {MAX_ROWS} of {frame.height} rows; export csv or '
                    "xlsx for all.</p>")
     return "".join(out)
+
+
+def _td(text: str, numeric: bool) -> str:
+    if numeric:
+        return f'<td class="n">{escape(text)}</td>'
+    return f'<td class="w">{escape(text)}</td>' if len(text) > 40 else f"<td>{escape(text)}</td>"

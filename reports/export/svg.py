@@ -74,10 +74,12 @@ def _line(c: LineChart) -> str:
                    f"{_fmt_num(t)}</text>")
     out.append(f'<text x="14" y="{MT + ph / 2}" class="yl" transform="rotate(-90 14 '
                f'{MT + ph / 2})">{escape(c.y_label)}</text>')
-    n_x = 6
-    for i in range(n_x + 1):
-        t = x0 + (x1 - x0) * i / n_x
-        out.append(f'<text x="{px(t):.1f}" y="{H - MB + 16}" class="xl">'
+    distinct = sorted(set(xs))
+    ticks_x = distinct if len(distinct) <= 13 else [x0 + (x1 - x0) * i / 6 for i in range(7)]
+    for i, t in enumerate(ticks_x):
+        anchor = ' style="text-anchor:end"' if t >= x1 and i else (
+            ' style="text-anchor:start"' if t <= x0 else "")
+        out.append(f'<text x="{px(t):.1f}" y="{H - MB + 16}" class="xl"{anchor}>'
                    f"{_time_label(t, x1 - x0)}</text>")
     for i, b in enumerate(c.bands):
         pts = [f"{px(x):.1f},{py(v):.1f}" for x, v in zip(b.x, b.low, strict=True)]
