@@ -55,7 +55,13 @@ class FillRun:
 
     @property
     def unallocated_pct_at_100(self) -> float:
-        return 100.0 - self.curve.get(100, float("nan"))
+        """100 minus the bin-100 allocation; on fleets too small for every bin to hold a job,
+        the allocation interpolated at arrived = 100%."""
+        if 100 in self.curve:
+            return 100.0 - self.curve[100]
+        if self.arrived_pct.size == 0 or self.arrived_pct[-1] < 100.0:
+            return float("nan")
+        return 100.0 - float(np.interp(100.0, self.arrived_pct, self.alloc_pct))
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,8 +128,7 @@ class _Reader:
                             self.source,
                             f"row {line}",
                             f"{len(self.columns)} columns",
-                            got=f"{len(cells)} columns",
-                            has_got=True,
+                            got=len(cells),
                         )
                     yield line, {k: v.strip() for k, v in zip(self.columns, cells, strict=True)}
             except UnicodeDecodeError as e:
