@@ -122,9 +122,12 @@ class FleetCollector:
         base = ssh or SshOptions()
         if known_hosts is not None:
             base = dataclasses.replace(base, known_hosts=Path(known_hosts))
-        # A silent connection is declared dead after about two intervals.
+        # Keepalives only go out on a connection silent for 1.5 intervals (a streaming probe
+        # never is), so a silently dead peer is dropped about three intervals after its last
+        # line; a crashed node's closed TCP connection is seen at once.
         self.ssh = dataclasses.replace(
-            base, keepalive_s=min(base.keepalive_s, max(interval_s, 1.0)), keepalive_count_max=2
+            base, keepalive_s=min(base.keepalive_s, max(1.5 * interval_s, 1.0)),
+            keepalive_count_max=2,
         )
         self._limit = asyncio.Semaphore(max_concurrent_connects)
         given = dict(transports or {})

@@ -8,6 +8,7 @@ probe exits the moment the channel closes.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping, Sequence
 
 from collectors.models import ProbeHello, ProbeRecord
@@ -27,10 +28,18 @@ def probe_command(
     """(shell command line, stdin payload) that start the probe on any node.
 
     Streaming (`once=False`) links the probe to its stdin: keep stdin open after the payload.
+    Built once per distinct setting (the payload is a compressed bundle, not cheap to make).
     """
+    return _probe_command(float(interval_s), tuple(disk_paths), once,
+                          tuple(sorted((env or {}).items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _probe_command(interval_s: float, disk_paths: tuple[str, ...], once: bool,
+                   env: tuple[tuple[str, str], ...]) -> tuple[str, bytes]:
     link = not once
     command = launch_command(interval_s, disk_paths=disk_paths, once=once, stdin_link=link,
-                             env=env)
+                             env=dict(env) or None)
     payload = stdin_payload(interval_s, disk_paths=disk_paths, once=once, stdin_link=link)
     return command, payload
 
