@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from collectors.errors import FleetdeckError, InputError
 from console import __version__
-from console.commands import core
+from console.commands import core, jobs
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     core.register(sub)  # type: ignore[arg-type]
+    jobs.register(sub)  # type: ignore[arg-type]
     return parser
 
 

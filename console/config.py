@@ -117,6 +117,11 @@ class NodeConfig:
     docker_socket: str = field(
         default="/var/run/docker.sock", metadata=doc("Docker socket path on the node")
     )
+    docker_gpu_runtime: bool = field(
+        default=True,
+        metadata=doc("pass GPUs to containers as device requests (needs the NVIDIA runtime); "
+                     "false: only NVIDIA_VISIBLE_DEVICES is set"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

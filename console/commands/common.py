@@ -23,6 +23,8 @@ def shared_options() -> argparse.ArgumentParser:
                    help="config file (see `fleetdeck --help`)")
     p.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
                    help="DuckDB store path (overrides [store] path)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="log to stderr")
     return p
 
 

@@ -70,6 +70,8 @@ class Engine:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[Callable[[], Any]] = []
         self.status_parts: dict[str, Callable[[], Any]] = {}
+        self.runner: Any = None  # the scheduler's JobRunner, once attached
+        self.policies: Any = None  # the policy service, once attached
         self.handlers.update(status=self._status, db_info=self._db_info, shutdown=self._shutdown)
 
     # -- lifetime -------------------------------------------------------------------------

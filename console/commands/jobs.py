@@ -1,0 +1,260 @@
+"""submit, jobs, stop, logs, explain, audit: thin clients of the engine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from collectors.errors import InputError
+from console.commands.common import (
+    add_format,
+    call_engine,
+    engine_or_store,
+    loaded_config,
+    print_json,
+    print_table,
+    run_async,
+    subcommand,
+)
+from console.engine.client import EngineClient
+from console.engine.services import list_actions
+from scheduler import journal
+from scheduler.jobspec import CLI_FLAGS, JobSpec
+
+SOURCE = "command line"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subcommand(sub, "submit", "queue a job: fleetdeck submit [OPTIONS] -- COMMAND ARGS...")
+    p.add_argument("-f", "--file", metavar="JOB.toml", help="read the job from a TOML file; "
+                   "flags override its keys")
+    p.add_argument("--name")
+    p.add_argument("--user", help="submit as this user (default: you)")
+    p.add_argument("--project")
+    p.add_argument("--team")
+    p.add_argument("--executor", help="docker | process | slurm | auto (default auto)")
+    p.add_argument("--image", help="container image (docker executor)")
+    p.add_argument("--gpus", help="GPUs: a whole number, or a fraction of one GPU (0.25)")
+    p.add_argument("--gpu-model", action="append", dest="gpu_models", metavar="MODEL",
+                   help="allowed GPU model (repeat for several)")
+    p.add_argument("--min-gpu-mem", metavar="SIZE", help="minimum GPU memory, e.g. 40GiB")
+    p.add_argument("--cpus", help="CPUs (may be fractional)")
+    p.add_argument("--mem", metavar="SIZE", help="memory, e.g. 16GiB")
+    p.add_argument("--label", action="append", dest="labels", metavar="K=V",
+                   help="only nodes with this label (repeat for several)")
+    p.add_argument("--pool")
+    p.add_argument("--node")
+    p.add_argument("--priority", help="higher runs first (integer)")
+    p.add_argument("--max-runtime", metavar="DURATION", help="e.g. 2h; enables backfill")
+    p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
+    p.add_argument("--workdir")
+    p.add_argument("--retries", help="times to retry after a lost node or failed start")
+    p.add_argument("--array", metavar="N", help="N tasks with ${FLEETDECK_ARRAY_INDEX}")
+    p.add_argument("--kind", help="batch | notebook | service (idle rules differ)")
+    p.add_argument("--protect", action="store_true", default=None,
+                   help="exempt from idle stopping")
+    p.add_argument("--shell", action="store_true", default=None,
+                   help="run COMMAND as one shell string")
+    p.add_argument("--dry-run", action="store_true", help="validate and print, queue nothing")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    add_format(p)
+    p.set_defaults(func=submit_cmd)
+
+    p = subcommand(sub, "jobs", "list jobs")
+    p.add_argument("--state", action="append", choices=journal.STATES,
+                   help="only jobs in this state (repeat for several)")
+    p.add_argument("--user")
+    p.add_argument("--limit", type=int, default=200)
+    add_format(p)
+    p.set_defaults(func=jobs_cmd)
+
+    p = subcommand(sub, "stop", "stop a job (graceful, then forced)")
+    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("--reason", default="", help="recorded in the audit trail")
+    add_format(p)
+    p.set_defaults(func=stop_cmd)
+
+    p = subcommand(sub, "logs", "a job's output")
+    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    p.set_defaults(func=logs_cmd)
+
+    p = subcommand(sub, "explain", "why a job waits, or where it runs")
+    p.add_argument("job", type=int, metavar="JOB")
+    add_format(p)
+    p.set_defaults(func=explain_cmd)
+
+    p = subcommand(sub, "audit", "the action log: who did what, why, when")
+    p.add_argument("--since", metavar="TIME", help="ISO time, e.g. 2026-11-01 or 2026-11-01T12:00")
+    p.add_argument("--limit", type=int, default=200)
+    add_format(p)
+    p.set_defaults(func=audit_cmd)
+
+
+def _pairs(flag: str, items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(SOURCE, flag, "KEY=VALUE", got=item)
+        out[key] = value
+    return out
+
+
+def spec_mapping(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The job as a mapping from a job file and flags, and the source to name in errors."""
+    data: dict[str, Any] = {}
+    source = SOURCE
+    if args.file:
+        path = Path(args.file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(args.file, None, "a readable job file (not found)") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(args.file, None, f"valid TOML ({e})") from None
+        source = args.file
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    flags: dict[str, Any] = {
+        "name": args.name, "user": args.user, "project": args.project, "team": args.team,
+        "executor": args.executor, "image": args.image, "gpus": _num(args.gpus, "--gpus"),
+        "gpu_models": args.gpu_models, "min_gpu_mem": args.min_gpu_mem,
+        "cpus": _num(args.cpus, "--cpus"), "mem": args.mem,
+        "labels": _pairs("--label", args.labels), "pool": args.pool, "node": args.node,
+        "priority": _int(args.priority, "--priority"), "max_runtime": args.max_runtime,
+        "env": _pairs("--env", args.env), "workdir": args.workdir,
+        "retries": _int(args.retries, "--retries"), "array": _int(args.array, "--array"),
+        "kind": args.kind, "protect": args.protect, "shell": args.shell,
+    }
+    if command:
+        flags["command"] = " ".join(command) if (args.shell or data.get("shell")) else command
+    for k, v in flags.items():
+        if v is not None:
+            data[k] = v
+            source = SOURCE if source == SOURCE else f"{source} + flags"
+    if "command" not in data:
+        raise InputError(source, "COMMAND", "a command after -- (or `command` in the job file)")
+    return data, source
+
+
+def _num(v: str | None, flag: str) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        raise InputError(SOURCE, flag, "a number", got=v) from None
+    return int(f) if f.is_integer() else f
+
+
+def _int(v: str | None, flag: str) -> int | None:
+    if v is None:
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise InputError(SOURCE, flag, "an integer", got=v) from None
+
+
+def submit_cmd(args: argparse.Namespace) -> int:
+    data, source = spec_mapping(args)
+    flags = CLI_FLAGS if source == SOURCE else None
+    spec = JobSpec.from_mapping(data, source, flags=flags)  # validate before anything is sent
+    if args.dry_run:
+        print_json({"valid": True, "spec": spec.to_dict()})
+        return 0
+    loaded = loaded_config(args)
+    res = run_async(call_engine(loaded, "submit", spec=spec.to_dict()))
+    if args.format == "json":
+        print_json(res["ids"])
+    else:
+        ids = res["ids"]
+        shown = str(ids[0]) if len(ids) == 1 else f"{ids[0]}-{ids[-1]} ({len(ids)} tasks)"
+        print(f"submitted job {shown}")
+    return 0
+
+
+JOB_COLUMNS = ["id", "name", "state", "user", "project", "gpus", "node", "gpu_indices",
+               "executor", "exit_code", "reason"]
+
+
+def jobs_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    states = args.state or []
+
+    def local(store: Any) -> list[dict[str, Any]]:
+        return [r.to_json() for r in journal.list_jobs(
+            store, states=states, user=args.user, limit=args.limit, newest_first=True)]
+
+    rows = engine_or_store(loaded, "jobs", local, states=states, user=args.user,
+                           limit=args.limit)
+    if args.format == "json":
+        print_json([{k: v for k, v in r.items() if k != "spec"} for r in rows])
+    else:
+        print_table(rows, JOB_COLUMNS)
+    return 0
+
+
+def stop_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    row = run_async(call_engine(loaded, "stop", job=args.job, reason=args.reason))
+    if args.format == "json":
+        print_json({k: v for k, v in row.items() if k != "spec"})
+    else:
+        print(f"job {row['id']} {row['state']}: {row['reason']}")
+    return 0
+
+
+def logs_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+
+    async def stream() -> None:
+        async with await EngineClient.connect(loaded.config.socket_path) as c:
+            chunks: AsyncIterator[Any] = c.stream("logs", job=args.job, tail=args.tail,
+                                                  follow=args.follow)
+            async for chunk in chunks:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+
+    run_async(stream())
+    return 0
+
+
+def explain_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    info = run_async(call_engine(loaded, "explain", job=args.job))
+    if args.format == "json":
+        print_json(info)
+        return 0
+    print(f"job {info['id']} ({info['name']}): {info['state']}")
+    print(f"  {info['reason']}")
+    if info.get("placement"):
+        p = info["placement"]
+        gpus = ",".join(str(i) for i in p["gpu_indices"]) or "-"
+        print(f"  on {p['node']} GPUs {gpus} via {p['executor']}")
+    for e in info.get("burst", []):
+        print(f"  burst: {e}")
+    print("events:")
+    print_table(info["events"], ["ts", "from_state", "to_state", "reason", "actor"])
+    return 0
+
+
+def audit_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    rows = engine_or_store(
+        loaded, "audit", lambda s: list_actions(s, since=args.since, limit=args.limit),
+        since=args.since, limit=args.limit)
+    if args.format == "json":
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "ts", "actor", "action", "target_kind", "target", "reason"])
+    return 0

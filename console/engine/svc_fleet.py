@@ -1,0 +1,87 @@
+"""The console's fleet questions: `fleet` (every node, live) and `summary` (header totals)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from collectors.store import Store
+from console.engine.server import Caller
+from console.engine.svc_telemetry import node_json, stored_fleet
+from scheduler import journal
+from scheduler.journal import JobRow
+
+if TYPE_CHECKING:
+    from console.engine.host import Engine
+    from console.engine.svc_telemetry import Telemetry
+
+
+def _active(store: Store) -> tuple[list[JobRow], int]:
+    rows = journal.list_jobs(store, states=journal.ACTIVE)
+    queued = int(store.con.execute(
+        "SELECT count(*) FROM jobs WHERE state = 'queued'").fetchall()[0][0])
+    return rows, queued
+
+
+def fleet_json(telemetry: Telemetry, rows: list[JobRow],
+               idle_jobs: set[int]) -> list[dict[str, Any]]:
+    alloc: dict[str, dict[int, int]] = {}
+    by_gpu: dict[str, dict[int, list[int]]] = {}
+    by_node: dict[str, list[int]] = {}
+    for r in rows:
+        if r.node is None:
+            continue
+        by_node.setdefault(r.node, []).append(r.id)
+        for i in r.gpu_indices:
+            alloc.setdefault(r.node, {})[i] = alloc.get(r.node, {}).get(i, 0) + r.gpu_milli
+            by_gpu.setdefault(r.node, {}).setdefault(i, []).append(r.id)
+    view = telemetry.view()
+    return [node_json(v, cordoned=telemetry.cordoned.get(name),
+                      drained=telemetry.drained.get(name), alloc=alloc.get(name, {}),
+                      jobs_by_gpu=by_gpu.get(name, {}), node_jobs=by_node.get(name, []),
+                      idle_jobs=idle_jobs)
+            for name, v in sorted(view.nodes.items())]
+
+
+def summarize(nodes: list[dict[str, Any]], rows: list[JobRow], queued: int) -> dict[str, Any]:
+    gpus = [g for n in nodes for g in n["gpus"]]
+    utils = [g["util_pct"] for g in gpus if g["util_pct"] is not None]
+    cpu_total = sum(n["cpu_count"] or 0 for n in nodes)
+    cpu_used = sum((n["cpu_util_pct"] or 0) * (n["cpu_count"] or 0) / 100 for n in nodes)
+    states = [n["state"] for n in nodes]
+    return {
+        "gpus_total": len(gpus),
+        "gpus_allocated": round(sum(r.gpu_count * r.gpu_milli for r in rows) / 1000, 3),
+        "gpu_util_pct": round(sum(utils) / len(utils), 1) if utils else None,
+        "cpus_total": cpu_total,
+        "cpus_allocated": round(sum((r.cpu_milli or 0) for r in rows) / 1000, 3),
+        "cpu_util_pct": round(100 * cpu_used / cpu_total, 1) if cpu_total else None,
+        "nodes_up": states.count("up"),
+        "nodes_degraded": states.count("degraded"),
+        "nodes_unreachable": states.count("unreachable"),
+        "queue_len": queued,
+        "running_jobs": sum(1 for r in rows if r.state == "running"),
+        "idle_warnings": sum(1 for g in gpus if g["idle"]),
+    }
+
+
+def attach(engine: Engine, telemetry: Telemetry) -> None:
+    def idle_jobs() -> set[int]:
+        return set(engine.policies.idle_job_ids()) if engine.policies else set()
+
+    async def fleet(caller: Caller, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if not engine.config.engine.collect:
+            return await engine.db.run(stored_fleet)
+        rows, _ = await engine.db.run(_active)
+        return fleet_json(telemetry, rows, idle_jobs())
+
+    async def summary(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        rows, queued = await engine.db.run(_active)
+        nodes = (await engine.db.run(stored_fleet) if not engine.config.engine.collect
+                 else fleet_json(telemetry, rows, idle_jobs()))
+        out = summarize(nodes, rows, queued)
+        out.update(engine.policies.burst_summary() if engine.policies
+                   else {"burst_spend_today": 0.0, "burst_budget_today": None})
+        return out
+
+    engine.handlers.update(fleet=fleet, summary=summary)

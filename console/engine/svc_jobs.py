@@ -1,0 +1,233 @@
+"""Jobs in the engine: the runner loop and the submit/jobs/stop/logs/explain handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from collectors.errors import FleetdeckError, InputError, NotFoundError
+from collectors.transport.base import Transport
+from console.config import Config
+from console.engine.protocol import RequestError
+from console.engine.server import Caller
+from scheduler import journal
+from scheduler.executors import DockerExecutor, ProcessExecutor, SlurmExecutor
+from scheduler.executors.base import Executor
+from scheduler.fit import make_policy
+from scheduler.jobspec import JobSpec
+from scheduler.placement import QueuedTask, plan
+from scheduler.quota import Quota, QuotaBook
+from scheduler.runner import JobRunner, RunnerSettings, allocations, snapshot
+
+if TYPE_CHECKING:
+    from console.engine.host import Engine
+    from console.engine.svc_telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+def quota_book(config: Config) -> QuotaBook | None:
+    users = {u.name: Quota.of_gpus(u.gpu_quota) for u in config.users if u.gpu_quota is not None}
+    projects = {p.name: Quota.of_gpus(p.gpu_quota, p.gpu_guaranteed)
+                for p in config.projects if p.gpu_quota is not None or p.gpu_guaranteed}
+    teams = {t.name: Quota.of_gpus(t.gpu_quota, t.gpu_guaranteed)
+             for t in config.teams if t.gpu_quota is not None or t.gpu_guaranteed}
+    book = QuotaBook(users=users, projects=projects, teams=teams,
+                     borrowing=config.scheduler.borrowing)
+    return None if book.empty else book
+
+
+def membership(config: Config, user: str) -> tuple[str | None, str | None]:
+    """The user's default project and team from the config."""
+    for u in config.users:
+        if u.name == user:
+            project = u.default_project or (u.projects[0] if u.projects else None)
+            team = u.team
+            if team is None and project is not None:
+                team = next((p.team for p in config.projects if p.name == project), None)
+            return project, team
+    return None, None
+
+
+class Executors:
+    """One executor object per kind and Docker GPU mode, shared by all nodes."""
+
+    def __init__(self, config: Config) -> None:
+        self.gpu_runtime = {n.name: n.docker_gpu_runtime for n in config.nodes}
+        self.process = ProcessExecutor()
+        self.slurm = SlurmExecutor()
+        self.docker = {True: DockerExecutor(gpu_runtime=True),
+                       False: DockerExecutor(gpu_runtime=False)}
+
+    def by_kind(self) -> Mapping[str, Executor]:
+        return _Dispatch(self)
+
+    def close(self) -> None:
+        for d in self.docker.values():
+            d.close()
+
+
+class _Dispatch(Mapping[str, Executor]):
+    """`executors["docker"]` picks the Docker executor by the node being acted on, lazily."""
+
+    def __init__(self, ex: Executors) -> None:
+        self.ex = ex
+
+    def __getitem__(self, kind: str) -> Executor:
+        if kind == "process":
+            return self.ex.process
+        if kind == "slurm":
+            return self.ex.slurm
+        if kind == "docker":
+            return _NodeDocker(self.ex)  # type: ignore[return-value]
+        raise KeyError(kind)
+
+    def __iter__(self) -> Any:
+        return iter(("docker", "process", "slurm"))
+
+    def __len__(self) -> int:
+        return 3
+
+
+class _NodeDocker:
+    """Routes each call to the Docker executor matching the node's GPU runtime setting."""
+
+    kind = "docker"
+
+    def __init__(self, ex: Executors) -> None:
+        self.ex = ex
+
+    def _for(self, transport: Transport) -> DockerExecutor:
+        return self.ex.docker[self.ex.gpu_runtime.get(transport.node.name, True)]
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kw: Any) -> Any:
+            transport = next(a for a in (*args, *kw.values()) if hasattr(a, "node")
+                             and hasattr(a, "run"))
+            return getattr(self._for(transport), name)(*args, **kw)
+        return call
+
+
+async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
+    cfg = engine.config
+    executors = Executors(cfg)
+    engine.on_close(executors.close)
+    slurm_pools = {p.name: p.login_node for p in cfg.pools if p.kind == "slurm" and p.login_node}
+    runner = JobRunner(
+        db=engine.db, executors=executors.by_kind(), transport=telemetry.transport,
+        inventory=telemetry.inventory, policy=make_policy(cfg.scheduler.policy),
+        quotas=quota_book(cfg),
+        settings=RunnerSettings(backfill=cfg.scheduler.backfill, slurm_pools=slurm_pools,
+                                slurm_partitions={p.name: p.partition for p in cfg.pools}),
+        clock=engine.clock)
+    engine.runner = runner
+    engine.on_close(runner.close)
+
+    def ro(caller: Caller) -> None:
+        if caller.readonly:
+            raise RequestError("readonly", "this session is read-only")
+
+    def spec_for(caller: Caller, raw: Mapping[str, Any]) -> JobSpec:
+        try:
+            spec = JobSpec.from_dict(raw, source="submitted spec")
+        except InputError as e:
+            raise RequestError("bad_request", str(e)) from None
+        if spec.user and spec.user != caller.user and caller.uid not in (0, os.getuid()):
+            raise RequestError("refused", f"{caller.user} may not submit as {spec.user}")
+        project, team = membership(cfg, spec.user or caller.user)
+        return spec.with_defaults(user=caller.user, project=project, team=team)
+
+    async def submit(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        ro(caller)
+        spec = spec_for(caller, params["spec"])
+        ids = await runner.submit(spec, actor=caller.user)
+        runner_kick.set()
+        return {"ids": ids}
+
+    async def jobs(caller: Caller, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        states = tuple(params.get("states") or ())
+        user = params.get("user")
+        limit = params.get("limit")
+        rows = await engine.db.run(lambda s: journal.list_jobs(
+            s, states=states, user=user, limit=limit, newest_first=True))
+        return [r.to_json() for r in rows]
+
+    async def stop(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        ro(caller)
+        job_id = int(params["job"])
+        reason = str(params.get("reason") or f"stopped by {caller.user}")
+        try:
+            row = await runner.stop(job_id, actor=caller.user, reason=reason)
+        except NotFoundError as e:
+            raise RequestError("not_found", str(e)) from None
+        except journal.TransitionError as e:
+            raise RequestError("refused", str(e)) from None
+        return row.to_json()
+
+    async def logs(caller: Caller, params: Mapping[str, Any]) -> AsyncIterator[str]:
+        job_id = int(params["job"])
+        tail = params.get("tail")
+        try:
+            async for chunk in runner.logs(job_id, tail_lines=tail,
+                                           follow=bool(params.get("follow"))):
+                yield chunk.decode(errors="replace")
+        except NotFoundError as e:
+            raise RequestError("not_found", str(e)) from None
+        except FleetdeckError as e:
+            raise RequestError("failed", str(e)) from None
+
+    async def explain(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return await runner.explain(int(params["job"]))
+        except NotFoundError as e:
+            raise RequestError("not_found", str(e)) from None
+
+    async def preview(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        spec = spec_for(caller, params["spec"])
+        rows = await engine.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
+        snap = snapshot(telemetry.inventory(), allocations(rows), engine.clock())
+        task = QueuedTask(id="preview", request=spec.to_request(), user=spec.user,
+                          project=spec.project, team=spec.team, priority=spec.priority,
+                          submitted_at=engine.clock(), max_runtime_s=spec.max_runtime_s)
+        result = await asyncio.to_thread(plan, snap, [task], policy=runner.policy,
+                                         quotas=runner.quotas, now=engine.clock())
+        if result.assignments:
+            a = result.assignments[0][1]
+            return {"placeable": True, "node": a.node, "gpu_indices": list(a.gpu_indices),
+                    "reason": f"would start now on {a.node}"}
+        return {"placeable": False, "node": None, "gpu_indices": [],
+                "reason": result.pending.get("preview", "would wait")}
+
+    engine.handlers.update(submit=submit, jobs=jobs, stop=stop, explain=explain,
+                           preview=preview)
+    engine.streams["logs"] = logs
+
+    runner_kick = asyncio.Event()
+    if cfg.engine.schedule:
+        counts = await runner.reconcile([n.name for n in cfg.nodes])
+        if any(counts.values()):
+            log.info("reconciled jobs: %s", counts)
+        engine.spawn(_loop(runner, runner_kick, cfg.scheduler.cycle_s,
+                           cfg.collect.interval_s), "scheduler")
+    return runner
+
+
+async def _loop(runner: JobRunner, kick: asyncio.Event, cycle_s: float, poll_s: float) -> None:
+    last_poll = 0.0
+    while True:
+        try:
+            await runner.cycle()
+            now = runner.clock()
+            if now - last_poll >= min(poll_s, 2.0):
+                last_poll = now
+                await runner.poll()
+        except Exception:
+            log.exception("scheduler cycle failed")
+        kick.clear()
+        try:
+            await asyncio.wait_for(kick.wait(), cycle_s)
+        except TimeoutError:
+            pass

@@ -1,0 +1,287 @@
+"""Telemetry in the engine: the fleet collector, batched ingest, node states, rollups.
+
+Records arrive on the loop into an `IngestBuffer`; once per interval the buffer is swapped
+for an empty one and the full one is written on the store thread, so at most one interval of
+samples is at risk on a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from collectors.fleet import FleetCollector
+from collectors.health import FleetView, NodeView
+from collectors.ingest import IngestBuffer, IngestError, node_inventory
+from collectors.models import ProbeRecord
+from collectors.store import Store
+from collectors.store.audit import utc
+from collectors.store.rollup import rollup
+from collectors.transport import SshOptions, Transport
+from console.engine.server import Caller
+from scheduler.models import GpuSlot, NodeCapacity
+
+if TYPE_CHECKING:
+    from console.engine.host import Engine
+
+log = logging.getLogger(__name__)
+ROLLUP_EVERY_S = 60.0
+
+
+class Telemetry:
+    """Owns the collector and the ingest loop; answers fleet questions from its view."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        cfg = engine.config
+        self.buffer = IngestBuffer()
+        self.cordoned: dict[str, str] = {}  # node -> reason (manual cordon)
+        self.drained: dict[str, str] = {}  # node -> reason (health)
+        self.unhealthy_gpus: set[tuple[str, int]] = set()
+        slurm = {p.name: p.login_node for p in cfg.pools if p.kind == "slurm" and p.login_node}
+        ssh = SshOptions(known_hosts=cfg.ssh.known_hosts, config_file=cfg.ssh.config_file,
+                         use_agent=cfg.ssh.use_agent, keepalive_s=cfg.ssh.keepalive_s,
+                         connect_timeout_s=cfg.collect.connect_timeout_s)
+        self.collector = FleetCollector(
+            cfg.nodes, interval_s=cfg.collect.interval_s, ssh=ssh, slurm_pools=slurm,
+            disk_paths=cfg.collect.disk_paths,
+            max_concurrent_connects=cfg.collect.max_concurrent_connects,
+            on_record=self._on_record, on_rows=self._on_rows, clock=engine.clock)
+        self._last_states: dict[str, tuple[str, str | None]] = {}
+        self._inventory: dict[str, dict[str, Any]] = {}
+
+    def _on_record(self, record: ProbeRecord) -> None:
+        self.buffer.add(record)
+        self._inventory[record.node] = node_inventory(record)
+
+    def _on_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        self.buffer.add_rows(table, rows)
+
+    async def start(self) -> None:
+        await self.engine.db.run(self._load_flags)
+        if self.engine.config.engine.collect:
+            await self.collector.start()
+            self.engine.spawn(self._flush_loop(), "ingest")
+            self.engine.on_close(self.close)
+
+    async def close(self) -> None:
+        await self.collector.stop()
+        await self.flush()
+
+    def _load_flags(self, store: Store) -> None:
+        for name, cordoned, drained in store.con.execute(
+                "SELECT name, cordoned, drained_reason FROM nodes").fetchall():
+            if cordoned:
+                self.cordoned[name] = "cordoned"
+            if drained:
+                self.drained[name] = str(drained)
+
+    # -- ingest -----------------------------------------------------------------------------
+    async def flush(self) -> None:
+        full, self.buffer = self.buffer, IngestBuffer()
+        view = self.collector.view()
+        states = {name: (v.health.state, v.health.reason) for name, v in view.nodes.items()}
+        changed = {k: v for k, v in states.items() if self._last_states.get(k) != v}
+        inventory, self._inventory = self._inventory, {}
+        seen = {name: v.last_seen for name, v in view.nodes.items() if v.last_seen}
+
+        def write(store: Store) -> None:
+            try:
+                full.flush(store)
+            except IngestError as e:
+                log.warning("ingest: %s", e)
+            _update_nodes(store, changed, inventory, seen)
+
+        await self.engine.db.run(write)
+        self._last_states.update(changed)
+
+    async def _flush_loop(self) -> None:
+        interval = self.engine.config.collect.interval_s
+        last_rollup = 0.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("flush failed")
+            now = self.engine.clock()
+            if now - last_rollup >= ROLLUP_EVERY_S:
+                last_rollup = now
+                try:
+                    await self.engine.db.run(self._rollup)
+                except Exception:
+                    log.exception("rollup failed")
+
+    def _rollup(self, store: Store) -> None:
+        c = self.engine.config.collect
+        rollup(store, datetime.fromtimestamp(self.engine.clock(), UTC).replace(tzinfo=None),
+               raw_retention_s=c.raw_retention_s, minute_retention_s=c.minute_retention_s,
+               hour_retention_s=c.hour_retention_s)
+
+    # -- what the scheduler sees ---------------------------------------------------------------
+    def view(self) -> FleetView:
+        return self.collector.view()
+
+    async def transport(self, node: str) -> Transport | None:
+        """The node's connection when it is usable now."""
+        try:
+            t = self.collector.transport(node)
+        except KeyError:
+            return None
+        v = self.collector.view().nodes.get(node)
+        if v is None or v.health.state == "unreachable":
+            return None
+        if not t.connected:
+            try:
+                await t.connect()
+            except Exception:
+                return None
+        return t
+
+    def inventory(self) -> list[NodeCapacity]:
+        """Capacity of every node the probe has described, without allocations."""
+        out = []
+        for name, v in self.collector.view().nodes.items():
+            if v.record is None:
+                continue
+            out.append(capacity(v, schedulable=v.health.state != "unreachable"
+                                and name not in self.cordoned and name not in self.drained,
+                                unhealthy=self.unhealthy_gpus))
+        return out
+
+
+def capacity(v: NodeView, *, schedulable: bool,
+             unhealthy: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
+             ) -> NodeCapacity:
+    rec = v.record
+    assert rec is not None
+    gpus = tuple(GpuSlot(index=g.gpu_index, model=g.model or "unknown",
+                         mem_total_bytes=g.mem_total_bytes or 0,
+                         healthy=(v.name, g.gpu_index) not in unhealthy)
+                 for g in rec.gpus)
+    return NodeCapacity(name=v.name, pool=v.pool, cpu_milli=(rec.host.cpu_count or 1) * 1000,
+                        mem_bytes=rec.host.mem_total_bytes or 0, gpus=gpus,
+                        labels=dict(v.labels), schedulable=schedulable)
+
+
+def _update_nodes(store: Store, states: Mapping[str, tuple[str, str | None]],
+                  inventory: Mapping[str, Mapping[str, Any]],
+                  seen: Mapping[str, float]) -> None:
+    if not (states or inventory or seen):
+        return
+    with store.transaction() as con:
+        for name, (state, reason) in states.items():
+            con.execute("UPDATE nodes SET state = ?, state_reason = ? WHERE name = ?",
+                        [state, reason, name])
+        for name, inv in inventory.items():
+            cols = [k for k in inv if k in _NODE_FACTS]
+            if cols:
+                con.execute(f"UPDATE nodes SET {', '.join(f'{c} = ?' for c in cols)} "
+                            "WHERE name = ?", [*(inv[c] for c in cols), name])
+        for name, ts in seen.items():
+            con.execute("UPDATE nodes SET last_seen = ? WHERE name = ?", [utc(ts), name])
+
+
+_NODE_FACTS = ("hostname", "kernel", "cpu_model", "cpu_count", "mem_total_bytes", "gpu_count",
+               "gpu_model", "driver_version")
+
+
+def node_json(v: NodeView, *, cordoned: str | None, drained: str | None,
+              alloc: Mapping[int, int], jobs_by_gpu: Mapping[int, Sequence[int]],
+              node_jobs: Sequence[int], idle_jobs: set[int]) -> dict[str, Any]:
+    rec = v.record
+    host = rec.host if rec else None
+    gpus = []
+    for g in (rec.gpus if rec else ()):
+        jobs = list(jobs_by_gpu.get(g.gpu_index, ()))
+        gpus.append({
+            "index": g.gpu_index, "uuid": g.uuid, "model": g.model, "util_pct": g.util_pct,
+            "mem_used_bytes": g.mem_used_bytes, "mem_total_bytes": g.mem_total_bytes,
+            "temp_c": g.temp_c, "power_w": g.power_w, "power_limit_w": g.power_limit_w,
+            "ecc_uncorrected": g.ecc_uncorrected,
+            "healthy": not (g.retired_pending or g.remap_failure),
+            "alloc_milli": alloc.get(g.gpu_index, 0), "jobs": jobs,
+            "idle": any(j in idle_jobs for j in jobs)})
+    return {
+        "name": v.name, "pool": v.pool, "labels": dict(v.labels), "state": v.health.state,
+        "state_reason": v.health.reason, "cordoned": cordoned is not None,
+        "drained_reason": drained,
+        "cpu_count": host.cpu_count if host else None,
+        "cpu_util_pct": host.cpu_util_pct if host else None,
+        "mem_used_bytes": host.mem_used_bytes if host else None,
+        "mem_total_bytes": host.mem_total_bytes if host else None,
+        "load1": host.load1 if host else None, "last_seen": v.last_seen, "gpus": gpus,
+        "jobs": list(node_jobs),
+        "containers": [{"id": c.container_id, "name": c.name, "image": c.image,
+                        "state": c.state, "cpu_util_pct": c.cpu_util_pct,
+                        "mem_used_bytes": c.mem_used_bytes, "job_id": c.job_id}
+                       for c in (v.containers or ())],
+        "processes": [{"pid": p.pid, "gpu_index": p.gpu_index,
+                       "gpu_mem_used_bytes": p.gpu_mem_used_bytes, "command": p.command,
+                       "container_id": p.container_id, "job_id": p.job_id}
+                      for p in (rec.processes if rec else ())],
+    }
+
+
+def stored_fleet(store: Store) -> list[dict[str, Any]]:
+    """The fleet from the store alone (collection off): nodes and their latest GPU samples."""
+    nodes = store.con.execute(
+        "SELECT name, pool, labels, state, state_reason, cordoned, drained_reason, cpu_count, "
+        "mem_total_bytes, epoch(last_seen) FROM nodes ORDER BY name").fetchall()
+    gpu_rows = store.con.execute(
+        "SELECT node, gpu_index, uuid, model, util_pct, mem_used_bytes, mem_total_bytes, "
+        "temp_c, power_w, power_limit_w, ecc_uncorrected FROM gpu_samples "
+        "QUALIFY row_number() OVER (PARTITION BY node, gpu_index ORDER BY ts DESC) = 1 "
+        "ORDER BY node, gpu_index").fetchall()
+    host_rows = {r[0]: r[1:] for r in store.con.execute(
+        "SELECT node, cpu_util_pct, mem_used_bytes, load1 FROM node_samples "
+        "QUALIFY row_number() OVER (PARTITION BY node ORDER BY ts DESC) = 1").fetchall()}
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for r in gpu_rows:
+        by_node.setdefault(r[0], []).append({
+            "index": r[1], "uuid": r[2], "model": r[3], "util_pct": r[4],
+            "mem_used_bytes": r[5], "mem_total_bytes": r[6], "temp_c": r[7], "power_w": r[8],
+            "power_limit_w": r[9], "ecc_uncorrected": r[10], "healthy": True,
+            "alloc_milli": 0, "jobs": [], "idle": False})
+    out = []
+    for (name, pool, labels, state, reason, cordoned, drained, cpus, mem_total,
+         last_seen) in nodes:
+        cpu_util, mem_used, load1 = host_rows.get(name, (None, None, None))
+        out.append({"name": name, "pool": pool, "labels": json.loads(labels or "{}"),
+                    "state": state or "unknown", "state_reason": reason,
+                    "cordoned": bool(cordoned), "drained_reason": drained, "cpu_count": cpus,
+                    "cpu_util_pct": cpu_util, "mem_used_bytes": mem_used,
+                    "mem_total_bytes": mem_total, "load1": load1, "last_seen": last_seen,
+                    "gpus": by_node.get(name, []), "jobs": [], "containers": [],
+                    "processes": []})
+    return out
+
+
+async def attach(engine: Engine) -> Telemetry:
+    tel = Telemetry(engine)
+    await tel.start()
+
+    async def node_history(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        node = str(params["node"])
+        minutes = float(params.get("minutes", 60))
+        since = utc(engine.clock() - minutes * 60)
+        return await engine.db.run(lambda s: history(s, node, since))
+
+    engine.handlers["node_history"] = node_history
+    return tel
+
+
+def history(store: Store, node: str, since: datetime) -> dict[str, Any]:
+    gpus: dict[str, list[list[Any]]] = {}
+    for idx, ts, util, mem, power in store.con.execute(
+            "SELECT gpu_index, epoch(ts), util_pct, mem_used_bytes, power_w FROM gpu_samples "
+            "WHERE node = ? AND ts >= ? ORDER BY ts", [node, since]).fetchall():
+        gpus.setdefault(str(idx), []).append([ts, util, mem, power])
+    cpu = [list(r) for r in store.con.execute(
+        "SELECT epoch(ts), cpu_util_pct, mem_used_bytes FROM node_samples "
+        "WHERE node = ? AND ts >= ? ORDER BY ts", [node, since]).fetchall()]
+    return {"gpus": gpus, "cpu": cpu}

@@ -1,0 +1,402 @@
+"""The scheduler's acting loop: place queued jobs, start them, watch them, reconcile.
+
+Placement itself is pure (`scheduler.placement.plan`); this module is the edge that acts on
+its decisions. Crash safety: a job is marked `starting` (committed) before its executor is
+called, and executors' `start` is idempotent per (job id, attempt), so after a crash or
+`kill -9` a `starting` job is started again and the executor adopts what the first call
+started: nothing runs twice, nothing queued is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from collectors.errors import FleetdeckError, NotFoundError
+from collectors.store import Store
+from collectors.store.audit import AuditEntry
+from collectors.transport.base import Transport, TransportError
+from scheduler import journal
+from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, Status
+from scheduler.fit import FitPolicy
+from scheduler.jobspec import ARRAY_COUNT_ENV, ARRAY_INDEX_ENV, JobSpec
+from scheduler.journal import JobRow
+from scheduler.models import (
+    Assignment,
+    FleetSnapshot,
+    GpuSlot,
+    NodeCapacity,
+    RunningAllocation,
+)
+from scheduler.placement import PlacementPlan, QueuedTask, plan
+from scheduler.quota import QuotaBook
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StoreRunner(Protocol):
+    """Runs a function on the engine's store thread."""
+
+    async def run(self, fn: Callable[[Store], T]) -> T: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    backfill: bool = True
+    stop_grace_s: float = 10.0
+    slurm_pools: Mapping[str, str] = field(default_factory=dict)  # pool -> login node
+    slurm_partitions: Mapping[str, str | None] = field(default_factory=dict)
+
+
+def epoch(ts: datetime | None) -> float | None:
+    return None if ts is None else ts.replace(tzinfo=UTC).timestamp()
+
+
+def choose_executor(spec: JobSpec, pool: str | None, slurm_pools: Mapping[str, str]) -> str:
+    """`auto` resolves to slurm for Slurm pools, docker with an image, else process."""
+    if spec.executor != "auto":
+        return spec.executor
+    if pool is not None and pool in slurm_pools:
+        return "slurm"
+    return "docker" if spec.image else "process"
+
+
+def allocations(rows: Sequence[JobRow]) -> list[RunningAllocation]:
+    out = []
+    for r in rows:
+        if r.node is None or r.state not in journal.ACTIVE:
+            continue
+        a = Assignment(node=r.node, gpu_indices=r.gpu_indices, gpu_milli=r.gpu_milli,
+                       cpu_milli=r.cpu_milli or 0, mem_bytes=r.mem_bytes or 0)
+        out.append(RunningAllocation(
+            job_id=str(r.id), user=r.user, project=r.project or "", team=r.team or "",
+            assignment=a, started_at=epoch(r.started_at) or epoch(r.submitted_at) or 0.0,
+            max_runtime_s=r.max_runtime_s))
+    return out
+
+
+def snapshot(inventory: Sequence[NodeCapacity], running: Sequence[RunningAllocation],
+             now: float) -> FleetSnapshot:
+    """Capacity with what running jobs hold applied."""
+    by_node: dict[str, list[RunningAllocation]] = {}
+    for r in running:
+        by_node.setdefault(r.assignment.node, []).append(r)
+    nodes = []
+    for n in inventory:
+        held = by_node.get(n.name, [])
+        gpu_alloc: dict[int, int] = {}
+        for r in held:
+            for i in r.assignment.gpu_indices:
+                gpu_alloc[i] = gpu_alloc.get(i, 0) + r.assignment.gpu_milli
+        gpus = tuple(replace(g, alloc_milli=min(1000, g.alloc_milli + gpu_alloc.get(g.index, 0)))
+                     for g in n.gpus)
+        nodes.append(replace(
+            n, gpus=gpus,
+            cpu_alloc_milli=n.cpu_alloc_milli + sum(r.assignment.cpu_milli for r in held),
+            mem_alloc_bytes=n.mem_alloc_bytes + sum(r.assignment.mem_bytes for r in held)))
+    return FleetSnapshot(nodes=tuple(nodes), running=tuple(running), now=now)
+
+
+def launch_of(row: JobRow, *, partition: str | None = None) -> Launch:
+    spec = row.spec
+    env = dict(spec.env)
+    if row.array_index is not None:
+        env[ARRAY_INDEX_ENV] = str(row.array_index)
+        env[ARRAY_COUNT_ENV] = str(spec.array)
+    gpu_count = row.gpu_count
+    return Launch(
+        job_id=row.id, attempt=row.attempt, name=row.name, user=row.user,
+        project=row.project or "", argv=spec.command, shell=spec.shell, image=spec.image,
+        env=env, workdir=spec.workdir, gpu_indices=row.gpu_indices,
+        gpu_count=gpu_count if not row.gpu_indices else None,
+        gpu_milli=row.gpu_milli or 1000, cpu_milli=row.cpu_milli or 0,
+        mem_bytes=row.mem_bytes or 0, max_runtime_s=spec.max_runtime_s, partition=partition)
+
+
+def handle_of(row: JobRow) -> Handle | None:
+    if row.node is None or row.external_id is None:
+        return None
+    return Handle(kind=row.executor, node=row.node,  # type: ignore[arg-type]
+                  external_id=row.external_id, job_id=row.id, attempt=row.attempt)
+
+
+class JobRunner:
+    """Places and runs jobs; every effect is journaled before or as it happens."""
+
+    def __init__(
+        self,
+        *,
+        db: StoreRunner,
+        executors: Mapping[str, Executor],
+        transport: Callable[[str], Awaitable[Transport | None]],
+        inventory: Callable[[], Sequence[NodeCapacity]],
+        policy: FitPolicy,
+        quotas: QuotaBook | None,
+        settings: RunnerSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.db = db
+        self.executors = executors
+        self.transport = transport
+        self.inventory = inventory
+        self.policy = policy
+        self.quotas = quotas
+        self.settings = settings
+        self.clock = clock
+        self.last_plan: PlacementPlan | None = None
+        self._launching: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cycle_lock = asyncio.Lock()
+
+    # -- requests -----------------------------------------------------------------------
+    async def submit(self, spec: JobSpec, *, actor: str) -> list[int]:
+        return await self.db.run(lambda s: journal.submit(s, spec, actor=actor, now=self.clock()))
+
+    async def stop(self, job_id: int, *, actor: str, reason: str,
+                   action: str = "stop", evidence: Mapping[str, Any] | None = None,
+                   requeue: bool = False) -> JobRow:
+        """Stop a job (graceful, then forced), audited; `requeue` puts it back in the queue."""
+        row = await self.db.run(lambda s: journal.get(s, job_id))
+        audit = AuditEntry(actor, action, "job", str(job_id), reason, evidence or {})
+        now = self.clock()
+        if row.state == "queued":
+            return await self.db.run(lambda s: journal.transition(
+                s, job_id, "stopped", reason=reason, actor=actor, now=now, audit=audit))
+        if row.state not in journal.ACTIVE:
+            raise journal.TransitionError(f"job {job_id} is {row.state}; nothing to stop")
+        handle = handle_of(row)
+        if handle is not None:
+            transport = await self.transport(handle.node)
+            if transport is None:
+                raise FleetdeckError(f"job {job_id}: node {handle.node} is unreachable; "
+                                     "cannot stop it now")
+            await self.executors[row.executor].stop(handle, transport,
+                                                   grace_s=self.settings.stop_grace_s)
+        if requeue:
+            return await self.db.run(lambda s: journal.transition(
+                s, job_id, "queued", reason=reason, actor=actor, now=self.clock(), audit=audit,
+                attempt=row.attempt + 1, node=None, gpu_indices=None, external_id=None,
+                started_at=None))
+        return await self.db.run(lambda s: journal.transition(
+            s, job_id, "stopped", reason=reason, actor=actor, now=self.clock(), audit=audit))
+
+    async def logs(self, job_id: int, *, tail_lines: int | None,
+                   follow: bool) -> AsyncIterator[bytes]:
+        row = await self.db.run(lambda s: journal.get(s, job_id))
+        handle = handle_of(row)
+        if handle is None:
+            raise NotFoundError(f"job {job_id} has no output yet (it is {row.state})")
+        transport = await self.transport(handle.node)
+        if transport is None:
+            raise FleetdeckError(f"job {job_id}: node {handle.node} is unreachable")
+        async for chunk in self.executors[row.executor].logs(
+                handle, transport, tail_lines=tail_lines, follow=follow):
+            yield chunk
+
+    async def explain(self, job_id: int) -> dict[str, Any]:
+        row = await self.db.run(lambda s: journal.get(s, job_id))
+        events = await self.db.run(lambda s: journal.events(s, job_id))
+        out: dict[str, Any] = {"id": row.id, "name": row.name, "state": row.state,
+                               "reason": row.reason, "events": events}
+        if row.state in journal.ACTIVE or row.state in journal.TERMINAL:
+            out["placement"] = {"node": row.node, "gpu_indices": list(row.gpu_indices),
+                                "gpu_milli": row.gpu_milli, "executor": row.executor}
+        elif self.last_plan is not None:
+            key = str(job_id)
+            if key in self.last_plan.reservations:
+                out["reserved_start"] = self.last_plan.reservations[key]
+        return out
+
+    # -- the loop -----------------------------------------------------------------------
+    async def cycle(self) -> PlacementPlan:
+        """One placement cycle: plan, mark `starting`, launch in the background."""
+        async with self._cycle_lock:
+            now = self.clock()
+            rows = await self.db.run(lambda s: journal.list_jobs(
+                s, states=("queued", *journal.ACTIVE)))
+            active = [r for r in rows if r.state in journal.ACTIVE]
+            queued = [r for r in rows if r.state == "queued" and r.id not in self._launching]
+            slurm = [r for r in queued if self._slurm_pool(r) is not None]
+            placeable = [r for r in queued if self._slurm_pool(r) is None]
+            snap = snapshot(self.inventory(), allocations(active), now)
+            queue = [QueuedTask(id=str(r.id), request=r.spec.to_request(), user=r.user,
+                                project=r.project or "", team=r.team or "",
+                                priority=r.priority, submitted_at=epoch(r.submitted_at) or 0.0,
+                                max_runtime_s=r.max_runtime_s) for r in placeable]
+            result = await asyncio.to_thread(
+                plan, snap, queue, policy=self.policy, quotas=self.quotas, now=now,
+                backfill=self.settings.backfill)
+            self.last_plan = result
+            by_id = {r.id: r for r in placeable}
+            for task_id, a in result.assignments:
+                await self._place(by_id[int(task_id)], a, snap)
+            for r in slurm:
+                pool = self._slurm_pool(r)
+                assert pool is not None
+                await self._place(r, Assignment(node=self.settings.slurm_pools[pool]), snap,
+                                  pool=pool)
+            await self.db.run(lambda s: journal.set_reasons(
+                s, {int(k): v for k, v in result.pending.items()}))
+            return result
+
+    def _slurm_pool(self, row: JobRow) -> str | None:
+        if row.spec.executor == "slurm":
+            return row.pool if row.pool in self.settings.slurm_pools else next(
+                iter(self.settings.slurm_pools), None)
+        return row.pool if row.pool in self.settings.slurm_pools else None
+
+    async def _place(self, row: JobRow, a: Assignment, snap: FleetSnapshot, *,
+                     pool: str | None = None) -> None:
+        node = snap.node(a.node)
+        model = None
+        if node is not None and a.gpu_indices:
+            model = next((g.model for g in node.gpus if g.index == a.gpu_indices[0]), None)
+        executor = choose_executor(row.spec, pool or (node.pool if node else None),
+                                   self.settings.slurm_pools)
+        where = f"{a.node}" + (f" GPUs {','.join(map(str, a.gpu_indices))}"
+                               if a.gpu_indices else "")
+        placed = await self.db.run(lambda s: journal.transition(
+            s, row.id, "starting", reason=f"placed on {where}", actor="scheduler",
+            now=self.clock(), expect=("queued",), node=a.node,
+            gpu_indices=list(a.gpu_indices), gpu_model=model, executor=executor,
+            pool=pool or (node.pool if node else row.pool)))
+        self._spawn_launch(placed)
+
+    def _spawn_launch(self, row: JobRow) -> None:
+        self._launching.add(row.id)
+        task = asyncio.create_task(self._launch(row), name=f"launch-{row.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _launch(self, row: JobRow) -> None:
+        try:
+            assert row.node is not None
+            transport = await self.transport(row.node)
+            if transport is None:
+                raise TransportError(f"node {row.node} is unreachable")
+            pool = row.pool or ""
+            launch = launch_of(row, partition=self.settings.slurm_partitions.get(pool))
+            handle = await self.executors[row.executor].start(launch, transport)
+            await self.db.run(lambda s: journal.transition(
+                s, row.id, "running", reason=f"started on {row.node}", actor="scheduler",
+                now=self.clock(), expect=("starting",), external_id=handle.external_id,
+                started_at=journal.utc(self.clock())))
+        except (ExecutorError, TransportError, ValueError) as e:
+            await self._failed_start(row, str(e))
+        except journal.TransitionError:
+            pass  # stopped while starting
+        finally:
+            self._launching.discard(row.id)
+
+    async def _failed_start(self, row: JobRow, why: str) -> None:
+        retry = row.attempt < row.spec.retries
+        to = "queued" if retry else "failed"
+        reason = f"start failed on {row.node}: {why}" + (" (retrying)" if retry else "")
+        extra: dict[str, Any] = ({"attempt": row.attempt + 1, "node": None,
+                                  "gpu_indices": None} if retry else {})
+        with contextlib.suppress(journal.TransitionError):
+            await self.db.run(lambda s: journal.transition(
+                s, row.id, to, reason=reason, actor="scheduler", now=self.clock(), **extra))
+
+    async def poll(self) -> None:
+        """Ask executors about running jobs; record ends with exit codes."""
+        rows = await self.db.run(lambda s: journal.list_jobs(s, states=("running",)))
+        for row in rows:
+            handle = handle_of(row)
+            if handle is None or row.id in self._launching:
+                continue
+            transport = await self.transport(handle.node)
+            if transport is None:
+                continue  # unreachable: health decides when it is lost
+            try:
+                status = await self.executors[row.executor].status(handle, transport)
+            except (ExecutorError, TransportError) as e:
+                log.warning("status of job %s: %s", row.id, e)
+                continue
+            await self._settle(row, status)
+
+    async def _settle(self, row: JobRow, status: Status) -> None:
+        now = self.clock()
+        if status.state == "exited":
+            ok = status.exit_code == 0
+            to = "succeeded" if ok else "failed"
+            reason = f"exited with code {status.exit_code}" + (
+                f" ({status.detail})" if status.detail else "")
+            ended = journal.utc(status.ended_at) if status.ended_at else journal.utc(now)
+            with contextlib.suppress(journal.TransitionError):
+                await self.db.run(lambda s: journal.transition(
+                    s, row.id, to, reason=reason, actor="scheduler", now=now,
+                    exit_code=status.exit_code, ended_at=ended))
+        elif status.state == "missing":
+            await self.mark_lost(row, f"node {row.node} has no trace of it")
+        elif status.deadline_at is not None and now > status.deadline_at:
+            with contextlib.suppress(FleetdeckError, journal.TransitionError):
+                await self.stop(row.id, actor="scheduler", action="timeout",
+                                reason=f"max runtime {row.max_runtime_s:.0f}s reached")
+
+    async def mark_lost(self, row: JobRow, why: str) -> None:
+        retry = row.attempt < row.spec.retries
+        with contextlib.suppress(journal.TransitionError):
+            await self.db.run(lambda s: journal.transition(
+                s, row.id, "lost", reason=why, actor="scheduler", now=self.clock()))
+            if retry:
+                await self.db.run(lambda s: journal.transition(
+                    s, row.id, "queued", reason=f"requeued after loss: {why}",
+                    actor="scheduler", now=self.clock(), attempt=row.attempt + 1, node=None,
+                    gpu_indices=None, external_id=None, started_at=None, ended_at=None))
+
+    async def reconcile(self, nodes: Sequence[str]) -> dict[str, int]:
+        """After a restart: adopt what runs, finish what ended, restart `starting` jobs
+        idempotently. Nodes that cannot be reached are left for later."""
+        counts = {"adopted": 0, "finished": 0, "restarted": 0, "lost": 0}
+        rows = await self.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
+        known = set(nodes)
+        for row in rows:
+            if row.node is None:
+                continue
+            if row.node not in known and row.node not in self.settings.slurm_pools.values():
+                await self.mark_lost(row, f"node {row.node} is gone from the fleet")
+                counts["lost"] += 1
+                continue
+            if row.state == "starting" and row.id not in self._launching:
+                self._spawn_launch(row)  # start is idempotent: adopts if it already runs
+                counts["restarted"] += 1
+                continue
+            handle = handle_of(row)
+            transport = await self.transport(row.node)
+            if handle is None or transport is None:
+                continue
+            try:
+                status = await self.executors[row.executor].status(handle, transport)
+            except (ExecutorError, TransportError):
+                continue
+            if status.finished:
+                counts["finished" if status.state == "exited" else "lost"] += 1
+            else:
+                counts["adopted"] += 1
+            await self._settle(row, status)
+        return counts
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+def capacity_from(name: str, pool: str, *, cpu_count: int, mem_total_bytes: int,
+                  gpus: Sequence[tuple[int, str, int, bool]],
+                  labels: Mapping[str, str], schedulable: bool) -> NodeCapacity:
+    """NodeCapacity from telemetry: gpus as (index, model, mem_total_bytes, healthy)."""
+    return NodeCapacity(
+        name=name, pool=pool, cpu_milli=cpu_count * 1000, mem_bytes=mem_total_bytes,
+        gpus=tuple(GpuSlot(index=i, model=m, mem_total_bytes=mem, healthy=ok)
+                   for i, m, mem, ok in gpus),
+        labels=dict(labels), schedulable=schedulable)
