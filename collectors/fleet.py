@@ -107,17 +107,17 @@ class FleetCollector:
         if len(set(names)) != len(names):
             raise ValueError("node names must be unique")
         self.interval_s = interval_s
-        self.nodes = {n.name: n for n in nodes}
+        self.clock = clock
+        self.nodes: dict[str, NodeLike] = {}
         self.on_record = on_record
         self.on_rows = on_rows
         self.disk_paths = tuple(disk_paths)
         self.probe_env = {k: dict(v) for k, v in (probe_env or {}).items()}
         self.docker = docker
         self.backoff = backoff or Backoff(base_s=min(1.0, interval_s), max_s=60.0)
-        self.clock = clock
         self.slurm_pools = dict(slurm_pools or {})
         for pool, login in self.slurm_pools.items():
-            if login not in self.nodes:
+            if login not in names:
                 raise ValueError(f"slurm pool {pool}: login node {login!r} is not a fleet node")
         base = ssh or SshOptions()
         if known_hosts is not None:
@@ -130,20 +130,10 @@ class FleetCollector:
             keepalive_count_max=2,
         )
         self._limit = asyncio.Semaphore(max_concurrent_connects)
-        given = dict(transports or {})
-        self._transports: dict[str, Transport] = {
-            n.name: given.get(n.name) or make_transport(n, self.ssh, connect_limit=self._limit)
-            for n in nodes
-        }
-        now = clock()
-        self._status = {name: _Status(health=NodeHealth("unknown", "not contacted yet", now))
-                        for name in self.nodes}
-        self._views: dict[str, NodeView] = {
-            n.name: NodeView(name=n.name, pool=n.pool, transport=n.transport,
-                             labels=freeze(getattr(n, "labels", {}) or {}),
-                             health=self._status[n.name].health)
-            for n in nodes
-        }
+        self._given = dict(transports or {})
+        self._transports: dict[str, Transport] = {}
+        self._status: dict[str, _Status] = {}
+        self._views: dict[str, NodeView] = {}
         self._slurm: dict[str, SlurmPoolView] = {
             pool: SlurmPoolView(pool=pool, login_node=login)
             for pool, login in self.slurm_pools.items()
@@ -151,8 +141,23 @@ class FleetCollector:
         self._version = 0
         self._view: FleetView | None = None
         self._changed = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._tasks: list[asyncio.Task[None]] = []  # Slurm pools, staleness watch
+        self._node_tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._docker_sources: dict[str, DockerSource] = {}
+        for node in nodes:
+            self._register(node)
+
+    def _register(self, node: NodeLike) -> None:
+        self.nodes[node.name] = node
+        self._transports[node.name] = self._given.get(node.name) or make_transport(
+            node, self.ssh, connect_limit=self._limit)
+        self._status[node.name] = _Status(
+            health=NodeHealth("unknown", "not contacted yet", self.clock()))
+        self._views[node.name] = NodeView(
+            name=node.name, pool=node.pool, transport=node.transport,
+            labels=freeze(getattr(node, "labels", {}) or {}),
+            health=self._status[node.name].health)
 
     # -- lifetime --------------------------------------------------------------------------
     async def __aenter__(self) -> FleetCollector:
@@ -164,30 +169,68 @@ class FleetCollector:
 
     async def start(self) -> None:
         """Start one task per node (plus Docker, Slurm and the staleness watch)."""
-        if self._tasks:
+        if self._running:
             return
+        self._running = True
         loop = asyncio.get_running_loop()
         for name in self.nodes:
-            self._tasks.append(loop.create_task(self._node_loop(name), name=f"probe:{name}"))
-            node = self.nodes[name]
-            if self.docker and node.docker_socket:
-                self._tasks.append(loop.create_task(self._docker_loop(name),
-                                                    name=f"docker:{name}"))
+            self._start_node(name)
         for pool in self.slurm_pools:
             self._tasks.append(loop.create_task(self._slurm_loop(pool), name=f"slurm:{pool}"))
         self._tasks.append(loop.create_task(self._watch_stale(), name="stale-watch"))
 
+    def _start_node(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._node_loop(name), name=f"probe:{name}")]
+        if self.docker and self.nodes[name].docker_socket:
+            tasks.append(loop.create_task(self._docker_loop(name), name=f"docker:{name}"))
+        self._node_tasks[name] = tasks
+
     async def stop(self) -> None:
-        """Stop every task and close every connection this collector opened."""
-        tasks, self._tasks = self._tasks, []
+        """Stop every task and close the connections this collector made (transports passed
+        in through `transports` are left open for their owner)."""
+        self._running = False
+        tasks = self._tasks + [t for ts in self._node_tasks.values() for t in ts]
+        self._tasks, self._node_tasks = [], {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for source in self._docker_sources.values():
             source.close()
         self._docker_sources.clear()
-        await asyncio.gather(*(t.close() for t in self._transports.values()),
-                             return_exceptions=True)
+        await asyncio.gather(*(t.close() for name, t in self._transports.items()
+                               if name not in self._given), return_exceptions=True)
+
+    async def add_node(self, node: NodeLike, transport: Transport | None = None) -> None:
+        """Start collecting a node that joined the fleet (e.g. a burst instance)."""
+        if node.name in self.nodes:
+            raise ValueError(f"node {node.name} is already collected")
+        if transport is not None:
+            self._given[node.name] = transport
+        self._register(node)
+        self._publish()
+        if self._running:
+            self._start_node(node.name)
+
+    async def remove_node(self, name: str) -> None:
+        """Stop collecting a node (torn down, or removed from the config)."""
+        if name not in self.nodes:
+            raise KeyError(name)
+        if any(login == name for login in self.slurm_pools.values()):
+            raise ValueError(f"node {name} is a Slurm login node")
+        tasks = self._node_tasks.pop(name, [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        source = self._docker_sources.pop(name, None)
+        if source is not None:
+            source.close()
+        transport = self._transports.pop(name)
+        if name not in self._given:
+            await transport.close()
+        self._given.pop(name, None)
+        del self.nodes[name], self._status[name], self._views[name]
+        self._publish()
 
     # -- what others read ------------------------------------------------------------------
     def view(self) -> FleetView:
@@ -316,7 +359,7 @@ class FleetCollector:
         while True:
             await asyncio.sleep(max(self.interval_s / 2, 0.1))
             now = self.clock()
-            for name, st in self._status.items():
+            for name, st in list(self._status.items()):
                 view = self._views[name]
                 reason = stale_reason(view.last_seen, now, self.interval_s)
                 if st.conn_problem is None and reason != st.stale:

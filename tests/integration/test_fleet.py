@@ -38,6 +38,10 @@ def target(node: SshNode, *, docker: bool = False) -> NodeTarget:
     )
 
 
+def process_exists(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
 def state(view: FleetView, name: str) -> str:
     return view.nodes[name].health.state
 
@@ -206,3 +210,28 @@ async def test_collect_once_reports_every_node_and_formats(ssh_nodes) -> None:
     assert data["nodes"][up_b.name]["health"]["state"] == "up"
     assert data["nodes"][up_b.name]["record"]["host"]["mem_total_bytes"] == \
         view.nodes[up_b.name].record.host.mem_total_bytes  # type: ignore[union-attr]
+
+
+async def test_nodes_join_and_leave_while_running(ssh_nodes) -> None:
+    first, joiner = ssh_nodes(2)
+    fc = FleetCollector([target(first)], interval_s=INTERVAL_S, known_hosts=first.known_hosts,
+                        docker=False)
+    async with fc:
+        await fc.wait_for(all_up, 60)
+        await fc.add_node(target(joiner))
+        view = await fc.wait_for(lambda v: joiner.name in v.nodes and all_up(v), 60)
+        assert set(view.nodes) == {first.name, joiner.name}
+        with pytest.raises(ValueError):
+            await fc.add_node(target(joiner))
+        pid = view.nodes[joiner.name].hello.pid  # type: ignore[union-attr]
+        transport = fc.transport(joiner.name)
+        await fc.remove_node(joiner.name)
+        assert set(fc.view().nodes) == {first.name}
+        assert not transport.connected
+        for _ in range(50):  # the probe exits as soon as its channel closes
+            if pid is None or not process_exists(pid):
+                break
+            await asyncio.sleep(0.1)
+        assert pid is not None and not process_exists(pid)
+        await fc.wait_for(lambda v: (r := v.nodes[first.name].record) is not None
+                          and r.ts > time.time() - 2 * INTERVAL_S, 10)
