@@ -178,7 +178,6 @@ def parse_jobs(text: str, pool: str, ts: float) -> list[SlurmJobSample]:
             continue
         f = dict(zip(_JOB_FIELDS, (p.strip() for p in parts[:n]), strict=True))
         state = f["State"]
-        running = state in ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED")
         # tres-alloc lists gres/gpu only where accounting tracks it; else use the request.
         gpus = _tres_gpus(f["tres-alloc"])
         if gpus is None:
@@ -190,8 +189,9 @@ def parse_jobs(text: str, pool: str, ts: float) -> list[SlurmJobSample]:
             account=_none(f["Account"]), partition=_none(f["Partition"]), state=state,
             nodes=_none(f["NodeList"]),
             gpus=gpus if gpus is not None else 0, cpus=_int(f["NumCPUs"]),
-            submitted_at=_time(f["SubmitTime"]), started_at=_time(f["StartTime"]) if (
-                running or state not in ("PENDING", "CONFIGURING")) else None,
+            # A pending job's StartTime is the scheduler's estimate, not a start.
+            submitted_at=_time(f["SubmitTime"]),
+            started_at=None if state == "PENDING" else _time(f["StartTime"]),
             job_id=int(tag.group(1)) if tag else None,
         ))
     return out
