@@ -235,3 +235,29 @@ async def test_nodes_join_and_leave_while_running(ssh_nodes) -> None:
         assert pid is not None and not process_exists(pid)
         await fc.wait_for(lambda v: (r := v.nodes[first.name].record) is not None
                           and r.ts > time.time() - 2 * INTERVAL_S, 10)
+
+
+def path_without_python(folder: Path) -> str:
+    """A PATH holding only what the shell probe uses: a node without python3."""
+    folder.mkdir()
+    for tool in ("sh", "awk", "cat", "date", "df", "kill", "sleep", "uname", "stat"):
+        found = next((Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists()),
+                     None)
+        assert found is not None, tool
+        (folder / tool).symlink_to(found.resolve())
+    return str(folder)
+
+
+async def test_a_node_without_python3_gets_the_shell_probe(ssh_nodes, tmp_path: Path) -> None:
+    (node,) = ssh_nodes(1)
+    env = {"PATH": path_without_python(tmp_path / "bin")}
+    fc = FleetCollector([target(node)], interval_s=INTERVAL_S, known_hosts=node.known_hosts,
+                        docker=False, probe_env={node.name: env})
+    async with fc:
+        view = await fc.wait_for(lambda v: (r := v.nodes[node.name].record) is not None
+                                 and r.seq >= 2, 60)
+    got = view.nodes[node.name]
+    assert got.probe_mode == "shell" and got.hello is not None and got.hello.mode == "shell"
+    assert got.health.state == "up", got.health.reason
+    assert got.record is not None and got.record.host.mem_total_bytes
+    assert got.record.host.cpu_util_pct is not None and got.record.gpus == ()
