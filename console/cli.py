@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from collectors.errors import FleetdeckError, InputError
 from console import __version__
-from console.commands import core, jobs
+from console.commands import core, fleet, jobs
+from console.engine.client import RemoteError
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     core.register(sub)  # type: ignore[arg-type]
     jobs.register(sub)  # type: ignore[arg-type]
+    fleet.register(sub)  # type: ignore[arg-type]
     return parser
 
 
@@ -57,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except InputError as e:
         sys.stderr.write(f"{e}\n")
+        return e.exit_code
+    except RemoteError as e:
+        # the engine's words; a bad_request already names the source and key
+        prefix = "" if e.code == "bad_request" else "fleetdeck: "
+        sys.stderr.write(f"{prefix}{e}\n")
         return e.exit_code
     except FleetdeckError as e:
         sys.stderr.write(f"fleetdeck: {e}\n")

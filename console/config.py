@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from collectors.errors import InputError
 from console.typed import build, doc, field_paths, present_paths
+from reports.rates import Rates
 from scheduler.policies import PoliciesConfig
 
 
@@ -196,6 +197,7 @@ class Config:
     projects: tuple[ProjectConfig, ...] = ()
     teams: tuple[TeamConfig, ...] = ()
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
+    rates: Rates = field(default_factory=Rates)
 
     @property
     def socket_path(self) -> Path:

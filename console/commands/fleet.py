@@ -1,0 +1,184 @@
+"""collect --once, nodes, nodes trust, report, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+from collectors.errors import FleetdeckError, InputError
+from collectors.fleet import collect_once
+from collectors.health import format_view
+from collectors.store import Store
+from collectors.transport import SshOptions
+from collectors.transport.hostkeys import (
+    add_known_host,
+    fetch_host_key,
+    fingerprint,
+    key_status,
+)
+from console.commands.common import (
+    add_format,
+    engine_or_store,
+    loaded_config,
+    print_json,
+    print_table,
+    run_async,
+    subcommand,
+)
+from console.config import Config, NodeConfig
+from console.engine.services import list_nodes
+from reports import command as report_command
+from scheduler.sim import command as sim_command
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subcommand(sub, "collect", "collect telemetry from every node")
+    p.add_argument("--once", action="store_true", required=True,
+                   help="contact every node once and print the fleet (`serve` collects "
+                        "continuously)")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="S",
+                   help="seconds to wait for each node (default 20)")
+    add_format(p)
+    p.set_defaults(func=collect_cmd)
+
+    p = subcommand(sub, "nodes", "list nodes, or trust a node's SSH host key")
+    nsub = p.add_subparsers(dest="nodes_cmd", metavar="COMMAND", parser_class=type(p))
+    add_format(p)
+    p.set_defaults(func=nodes_cmd)
+    t = subcommand(nsub, "trust", "show a node's host key and record it in known_hosts")
+    t.add_argument("node", metavar="NODE")
+    t.add_argument("--yes", action="store_true", help="record without asking")
+    t.add_argument("--replace", action="store_true",
+                   help="replace a recorded key that changed (only when the change is expected)")
+    t.set_defaults(func=trust_cmd)
+
+    p = subcommand(sub, "report", "chargeback, usage, forecast, rightsizing or all")
+    report_command.add_arguments(p)
+    p.set_defaults(func=report_cmd)
+
+    p = subcommand(sub, "simulate", "run the real placement code on a fleet and job trace")
+    sim_command.add_arguments(p)
+    p.set_defaults(func=simulate_cmd)
+
+
+def collect_cmd(args: argparse.Namespace) -> int:
+    cfg = loaded_config(args).config
+    slurm = {p.name: p.login_node for p in cfg.pools if p.kind == "slurm" and p.login_node}
+    view = run_async(collect_once(cfg.nodes, timeout_s=args.timeout, ssh=ssh_options(cfg),
+                                  slurm_pools=slurm, disk_paths=cfg.collect.disk_paths,
+                                  max_concurrent_connects=cfg.collect.max_concurrent_connects))
+    sys.stdout.write(format_view(view, "json" if args.format == "json" else "table") + "\n")
+    return 0
+
+
+def ssh_options(cfg: Config) -> SshOptions:
+    return SshOptions(known_hosts=cfg.ssh.known_hosts, config_file=cfg.ssh.config_file,
+                      use_agent=cfg.ssh.use_agent, keepalive_s=cfg.ssh.keepalive_s,
+                      connect_timeout_s=cfg.collect.connect_timeout_s)
+
+
+def nodes_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    rows = engine_or_store(loaded, "nodes", list_nodes)
+    if args.format == "json":
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "host", "pool", "transport", "state", "gpu_count",
+                           "gpu_model", "cordoned", "state_reason"])
+    return 0
+
+
+def _node(cfg: Config, name: str) -> NodeConfig:
+    for n in cfg.nodes:
+        if n.name == name:
+            return n
+    known = ", ".join(n.name for n in cfg.nodes)
+    raise InputError("command line", "NODE", f"a node from the config ({known})", got=name)
+
+
+def trust_cmd(args: argparse.Namespace) -> int:
+    cfg = loaded_config(args).config
+    node = _node(cfg, args.node)
+    if node.transport != "ssh":
+        raise InputError("command line", "NODE", "an SSH node (this one uses the "
+                         f"{node.transport} transport)", got=node.name)
+    host = node.host or node.name
+    key = run_async(fetch_host_key(host, node.port, cfg.collect.connect_timeout_s,
+                                   config=cfg.ssh.config_file))
+    known = cfg.ssh.known_hosts
+    status = key_status(known, host, node.port, key)
+    print(f"node {node.name} ({host}:{node.port}) offers {key.get_algorithm()} key "
+          f"{fingerprint(key)}")
+    if status == "trusted":
+        print(f"already trusted in {known}")
+        return 0
+    if status == "changed" and not args.replace:
+        raise FleetdeckError(f"{known} holds a DIFFERENT key for {host}:{node.port}; if the "
+                             "node was reinstalled, run again with --replace")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise FleetdeckError("confirm with --yes (no terminal to ask on)")
+        answer = input(f"Record this key in {known}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("not recorded")
+            return 1
+    add_known_host(known, host, node.port, key, replace=args.replace)
+    print(f"recorded in {known}")
+    return 0
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+    rates = loaded.config.rates
+    if args.output:
+        args.output = str(Path(args.output).resolve())
+    params = {k: getattr(args, k) for k in REPORT_KEYS}
+
+    def local(store: Store) -> dict[str, Any]:
+        return run_report(params, store, rates)
+
+    result = engine_or_store(loaded, "report_cli", local, args=params)
+    if "b64" in result:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(base64.b64decode(result["b64"]))
+    else:
+        sys.stdout.write(result["text"])
+    return 0
+
+
+REPORT_KEYS = ("name", "start", "end", "by", "every", "months", "ceiling", "fmt", "output")
+
+
+def run_report(params: dict[str, Any], store: Store, rates: Any) -> dict[str, Any]:
+    """Run `fleetdeck report` on a store connection and capture what it printed."""
+    ns = argparse.Namespace(**params)
+    out = _Capture()
+    report_command.run(ns, store.cursor(), rates=rates, stdout=out)
+    data = out.binary.getvalue()
+    text = out.getvalue()
+    if data:
+        return {"b64": base64.b64encode(data).decode()}
+    return {"text": text}
+
+
+class _Capture(io.StringIO):
+    """A stdout stand-in that keeps binary output apart (xlsx, parquet to stdout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.binary = io.BytesIO()
+
+    @property
+    def buffer(self) -> io.BytesIO:
+        return self.binary
+
+    def isatty(self) -> bool:
+        return False
+
+
+def simulate_cmd(args: argparse.Namespace) -> int:
+    return sim_command.run(args)
