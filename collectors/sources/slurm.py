@@ -3,7 +3,8 @@
 One SSH exec per interval runs `scontrol show node -o -d` and `squeue` (two controller RPCs for
 the whole pool, never one per node) and the output is parsed here into `slurm_node_samples`
 and `slurm_job_samples` rows. A fleetdeck job submitted through Slurm is recognised by the
-comment `fleetdeck.job=<id>` (or a job name `fleetdeck-<id>`).
+comment `fleetdeck:<id>:<attempt>` and job name `fd-<id>-<attempt>` the Slurm executor sets
+(also `fleetdeck.job=<id>` / `fleetdeck-<id>` from hand-written scripts).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ _MARK = "@@fleetdeck"
 _KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/.]*)=")
 _GRES_GPU = re.compile(r"gpu(?::[^:(),]+)?:(\d+)")
 _TRES_GPU = re.compile(r"gres/gpu(?::[^=,]+)?=(\d+)")
-_JOB_TAG = re.compile(r"fleetdeck\.job=(\d+)")
-_JOB_NAME = re.compile(r"^fleetdeck-(\d+)$")
+_JOB_TAG = re.compile(r"fleetdeck(?:\.job=|:)(\d+)")
+_JOB_NAME = re.compile(r"^(?:fleetdeck-(\d+)|fd-(\d+)-\d+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,7 @@ def parse_jobs(text: str, pool: str, ts: float) -> list[SlurmJobSample]:
             # A pending job's StartTime is the scheduler's estimate, not a start.
             submitted_at=_time(f["SubmitTime"]),
             started_at=None if state == "PENDING" else _time(f["StartTime"]),
-            job_id=int(tag.group(1)) if tag else None,
+            job_id=int(next(g for g in tag.groups() if g)) if tag else None,
         ))
     return out
 
