@@ -179,8 +179,9 @@ async def serve(loaded: Loaded) -> int:
 class EmbeddedEngine:
     """An engine on its own thread and loop, for the console when none runs yet."""
 
-    def __init__(self, loaded: Loaded) -> None:
+    def __init__(self, loaded: Loaded, *, clock: Callable[[], float] = time.time) -> None:
         self.loaded = loaded
+        self.clock = clock  # tests pin it for deterministic snapshots
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._engine: Engine | None = None
@@ -198,7 +199,7 @@ class EmbeddedEngine:
     def _main(self) -> None:
         async def run() -> None:
             self._loop = asyncio.get_running_loop()
-            self._engine = Engine(self.loaded)
+            self._engine = Engine(self.loaded, clock=self.clock)
             try:
                 await self._engine.start()
             except BaseException as e:
