@@ -1,0 +1,226 @@
+"""Placement cycle speed: 1,000 nodes x 8 GPUs, 10,000 queued tasks.
+
+Mixed requests: whole 1/2/4/8 GPUs and fractional 0.25/0.5, half pinned to a GPU model, most
+with a max runtime (so backfill and reservations are exercised), project quotas. Two fleets:
+empty, and about half full with running jobs. Prints per policy: cycle time (wall min/median,
+and process CPU time, which a busy shared machine inflates less), tasks/s and placements/s from
+the CPU time, placed/pending, and the share of wall time spent in `policy.select`.
+
+    .venv/bin/python benchmarks/bench_placement.py [--repeat 5] [--policy fleetdeck first-fit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from dataclasses import replace
+
+from scheduler.fit import FitPolicy, FleetState, make_policy
+from scheduler.models import (
+    Assignment,
+    FleetSnapshot,
+    GpuSlot,
+    NodeCapacity,
+    ResourceRequest,
+    RunningAllocation,
+)
+from scheduler.placement import QueuedTask, plan
+from scheduler.quota import Quota, QuotaBook
+
+GIB = 1 << 30
+MODELS = (
+    ("A100", 80 * GIB, 0.4),
+    ("H100", 80 * GIB, 0.3),
+    ("L40S", 48 * GIB, 0.2),
+    ("V100", 32 * GIB, 0.1),
+)
+SHAPES = (
+    (250, 1, 0.15),
+    (500, 1, 0.15),
+    (1000, 1, 0.30),
+    (1000, 2, 0.15),
+    (1000, 4, 0.15),
+    (1000, 8, 0.10),
+)  # (gpu_milli, gpu_count, weight)
+NOW = 1_000_000.0
+
+
+def build_nodes(n_nodes: int, rng: random.Random) -> list[NodeCapacity]:
+    names = [m for m, _, _ in MODELS]
+    weights = [w for _, _, w in MODELS]
+    mem = {m: b for m, b, _ in MODELS}
+    nodes = []
+    for i in range(n_nodes):
+        model = rng.choices(names, weights)[0]
+        gpus = tuple(GpuSlot(j, model, mem[model]) for j in range(8))
+        nodes.append(
+            NodeCapacity(f"gpu{i:04d}", "onprem", 128_000, 1024 * GIB, gpus, {"rack": f"r{i % 20}"})
+        )
+    return nodes
+
+
+def make_requests(rng: random.Random) -> list[ResourceRequest]:
+    """The distinct request shapes tasks draw from (tasks of one shape share the object)."""
+    out = []
+    for milli, count, _ in SHAPES:
+        for model in (None, "A100", "H100", "L40S"):
+            cpu = max(1000, 8000 * count * milli // 1000)
+            out.append(
+                ResourceRequest(
+                    cpu_milli=cpu,
+                    mem_bytes=32 * GIB * count,
+                    gpu_count=count,
+                    gpu_milli=milli,
+                    gpu_models=frozenset([model]) if model else frozenset(),
+                )
+            )
+    return out
+
+
+def pick_request(reqs: list[ResourceRequest], rng: random.Random) -> ResourceRequest:
+    shape = rng.choices(range(len(SHAPES)), [w for _, _, w in SHAPES])[0]
+    model = 0 if rng.random() < 0.5 else rng.randrange(1, 4)
+    return reqs[shape * 4 + model]
+
+
+def build_queue(n: int, reqs: list[ResourceRequest], rng: random.Random) -> list[QueuedTask]:
+    queue = []
+    for i in range(n):
+        runtime = rng.choice((600.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0, None))
+        queue.append(
+            QueuedTask(
+                id=str(i),
+                request=pick_request(reqs, rng),
+                user=f"u{rng.randrange(50)}",
+                project=f"p{rng.randrange(20)}",
+                team=f"t{rng.randrange(5)}",
+                priority=10 if rng.random() < 0.05 else 0,
+                submitted_at=NOW - n + i,
+                max_runtime_s=runtime,
+            )
+        )
+    return queue
+
+
+def preload(
+    nodes: list[NodeCapacity], reqs: list[ResourceRequest], fill: float, rng: random.Random
+) -> FleetSnapshot:
+    """A snapshot with about `fill` of the GPUs held by running jobs (first-fit placed)."""
+    snap = FleetSnapshot(tuple(nodes), (), NOW)
+    if fill <= 0:
+        return snap
+    state = FleetState.from_snapshot(snap)
+    policy = make_policy("random-fit", seed=1)
+    target = fill * 8 * len(nodes)
+    taken = 0.0
+    running: list[RunningAllocation] = []
+    while taken < target:
+        req = pick_request(reqs, rng)
+        a = policy.select(state, req)
+        if a is None:
+            continue
+        state.apply(a)
+        taken += req.gpu_count * req.gpu_milli / 1000
+        started = NOW - rng.uniform(0, 3600)
+        runtime = rng.choice((3600.0, 4 * 3600.0, 24 * 3600.0, None))
+        running.append(
+            RunningAllocation(
+                str(len(running)),
+                f"u{rng.randrange(50)}",
+                f"p{rng.randrange(20)}",
+                f"t{rng.randrange(5)}",
+                a,
+                started,
+                runtime,
+            )
+        )
+    return FleetSnapshot(tuple(_with_alloc(nodes, running)), tuple(running), NOW)
+
+
+def _with_alloc(nodes: list[NodeCapacity], running: list[RunningAllocation]) -> list[NodeCapacity]:
+    by_node: dict[str, list[Assignment]] = {}
+    for r in running:
+        by_node.setdefault(r.assignment.node, []).append(r.assignment)
+    out = []
+    for nd in nodes:
+        held = by_node.get(nd.name, [])
+        milli = {g.index: 0 for g in nd.gpus}
+        for a in held:
+            for idx in a.gpu_indices:
+                milli[idx] += a.gpu_milli
+        gpus = tuple(replace(g, alloc_milli=milli[g.index]) for g in nd.gpus)
+        out.append(
+            replace(
+                nd,
+                gpus=gpus,
+                cpu_alloc_milli=sum(a.cpu_milli for a in held),
+                mem_alloc_bytes=sum(a.mem_bytes for a in held),
+            )
+        )
+    return out
+
+
+class TimedPolicy:
+    """Wraps a policy to measure the time spent selecting."""
+
+    def __init__(self, inner: FitPolicy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.spent_s = 0.0
+        self.calls = 0
+
+    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
+        t0 = time.perf_counter()
+        try:
+            return self.inner.select(state, req)
+        finally:
+            self.spent_s += time.perf_counter() - t0
+            self.calls += 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--tasks", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--policy", nargs="+", default=["fleetdeck", "first-fit"])
+    args = ap.parse_args()
+
+    rng = random.Random(7)
+    nodes = build_nodes(args.nodes, rng)
+    reqs = make_requests(rng)
+    queue = build_queue(args.tasks, reqs, rng)
+    quotas = QuotaBook(projects={"*": Quota.of_gpus(400)}, borrowing=True)
+    print(f"fleet: {args.nodes} nodes x 8 GPUs; queue: {args.tasks} tasks; repeat {args.repeat}")
+    for fill in (0.0, 0.5):
+        snap = preload(nodes, reqs, fill, random.Random(11))
+        print(f"\n-- fleet {fill:.0%} full ({len(snap.running)} running jobs)")
+        for name in args.policy:
+            walls, cpus, select_s = [], [], []
+            calls = 0
+            result = None
+            for r in range(args.repeat):
+                policy = TimedPolicy(make_policy(name, seed=r))
+                c0, t0 = time.process_time(), time.perf_counter()
+                result = plan(snap, queue, policy=policy, quotas=quotas, now=NOW)
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+                select_s.append(policy.spent_s / walls[-1])
+                calls = policy.calls
+            assert result is not None
+            cpu = statistics.median(cpus)
+            placed = len(result.assignments)
+            print(
+                f"{name:>10}: cycle wall min {min(walls) * 1e3:6.0f} ms, "
+                f"median {statistics.median(walls) * 1e3:6.0f} ms, CPU median {cpu * 1e3:6.0f} ms"
+                f" | {len(queue) / cpu:7,.0f} tasks/s, {placed / cpu:7,.0f} placements/s (CPU)"
+                f" | placed {placed}, pending {len(result.pending)}, "
+                f"backfilled {len(result.backfilled)}, reservations {len(result.reservations)}"
+                f" | select {statistics.median(select_s):4.0%} of cycle ({calls} calls)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""One placement cycle: which queued tasks start now, where, and why the others wait.
+
+`plan` is pure: a fleet snapshot, the queue, a fit policy, quotas and the clock in; a
+`PlacementPlan` out. Order is priority (high first), then submission time (FIFO), then id.
+
+- A task that cannot fit even on an empty fleet is skipped: "never fits: ...".
+- A task over its quota is skipped (it blocks nobody): "waiting: project vision over quota ...".
+- The first task that does not fit now gets a reservation (EASY backfill): the earliest time
+  its resources free up, from running allocations' expected ends and this cycle's placements.
+  Later tasks may start now only if they cannot delay that start (see `_placement_reserve`).
+  With `backfill=False` every later task waits behind it instead.
+
+Speed: a request shape that failed once is not tried again this cycle (nothing is released
+during a cycle, so it would fail again); quota checks are O(1); reasons for waiting tasks are
+written once per shape at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from scheduler._placement_reserve import Reservation, reserve
+from scheduler._placement_text import capacity_reason, duration_text, eta_text, never_reason
+from scheduler.fit import FitPolicy, FleetState
+from scheduler.models import Assignment, FleetSnapshot, ResourceRequest
+from scheduler.quota import QuotaBook, QuotaLedger
+
+if TYPE_CHECKING:
+    from scheduler.jobspec import TaskSpec
+
+__all__ = ["PlacementPlan", "QueuedTask", "plan"]
+
+ShapeKey = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTask:
+    """One task waiting to start (a job, or one task of an array job)."""
+
+    id: str
+    request: ResourceRequest
+    user: str = ""
+    project: str = ""
+    team: str = ""
+    priority: int = 0
+    submitted_at: float = 0.0
+    max_runtime_s: float | None = None
+
+    @classmethod
+    def from_task(cls, task_id: str, task: TaskSpec, submitted_at: float) -> QueuedTask:
+        spec = task.spec
+        return cls(
+            id=task_id,
+            request=spec.to_request(),
+            user=spec.user,
+            project=spec.project,
+            team=spec.team,
+            priority=spec.priority,
+            submitted_at=submitted_at,
+            max_runtime_s=spec.max_runtime_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementPlan:
+    """The outcome of one cycle.
+
+    `assignments` in placement order; `pending` a one-line reason per task that waits;
+    `reservations` the reserved start (epoch seconds) of the blocked head task, with its
+    planned assignment in `reserved`; `backfilled` the tasks placed ahead of a task that waits
+    for capacity.
+    """
+
+    assignments: list[tuple[str, Assignment]] = field(default_factory=list)
+    pending: dict[str, str] = field(default_factory=dict)
+    reservations: dict[str, float] = field(default_factory=dict)
+    reserved: dict[str, Assignment] = field(default_factory=dict)
+    backfilled: frozenset[str] = frozenset()
+
+
+def shape_key(req: ResourceRequest) -> ShapeKey:
+    """Hashable identity of a request (ResourceRequest itself holds an unhashable dict)."""
+    return (
+        req.cpu_milli,
+        req.mem_bytes,
+        req.gpu_count,
+        req.gpu_milli,
+        req.gpu_models,
+        req.min_gpu_mem_bytes,
+        req.pool,
+        req.node,
+        tuple(sorted(req.labels.items())) if req.labels else (),
+    )
+
+
+def _order_key(t: QueuedTask) -> tuple[int, float, str]:
+    return (-t.priority, t.submitted_at, t.id)
+
+
+def plan(
+    snapshot: FleetSnapshot,
+    queue: Sequence[QueuedTask],
+    *,
+    policy: FitPolicy,
+    quotas: QuotaBook | None = None,
+    now: float,
+    backfill: bool = True,
+) -> PlacementPlan:
+    """Decide which of `queue` start now and where; see the module docstring."""
+    state = FleetState.from_snapshot(snapshot)
+    ledger: QuotaLedger | None = None
+    if quotas is not None and not quotas.empty:
+        idle = int(state.gpu_free[state.static.schedulable].sum())
+        ledger = QuotaLedger(quotas, snapshot.running, idle)
+
+    assignments: list[tuple[str, Assignment]] = []
+    # Pending, by kind: resolved into reason strings at the end.
+    never: dict[str, ResourceRequest] = {}
+    waiting: dict[str, ResourceRequest] = {}  # capacity
+    quota_why: dict[str, str] = {}
+    behind: dict[str, QueuedTask] = {}  # would fit now, but not without delaying the reservation
+    stopped: list[str] = []  # backfill off: everything after the blocked head
+    unestimated: list[str] = []  # blocked, no start estimate
+    backfilled: list[str] = []
+
+    keys: dict[int, ShapeKey] = {}
+    never_fits: dict[ShapeKey, bool] = {}
+    fail_now: set[ShapeKey] = set()
+    fail_long: set[ShapeKey] = set()
+    ends: list[tuple[float, Assignment]] = []  # expected ends of this cycle's placements
+    res: Reservation | None = None
+    head: str | None = None  # first task blocked for capacity
+    select = policy.select
+    apply = state.apply
+
+    for t in sorted(queue, key=_order_key):
+        req = t.request
+        k = keys.get(id(req))
+        if k is None:
+            k = keys[id(req)] = shape_key(req)
+        nf = never_fits.get(k)
+        if nf is None:
+            nf = never_fits[k] = not state.can_ever_fit(req)
+        if nf:
+            never[t.id] = req
+            continue
+        if head is not None and not backfill:
+            stopped.append(t.id)
+            continue
+        milli = req.gpu_count * req.gpu_milli
+        if ledger is not None:
+            why = ledger.check(t.user, t.project, t.team, milli)
+            if why is not None:
+                quota_why[t.id] = why
+                continue
+        if k in fail_now:
+            waiting[t.id] = req
+            continue
+
+        if res is None:
+            a = select(state, req)
+            if a is None:
+                fail_now.add(k)
+                waiting[t.id] = req
+                if head is None:
+                    head = t.id
+                res = _try_reserve(state, policy, t, snapshot, ends, now)
+                if res is None:
+                    unestimated.append(t.id)
+                continue
+            apply(a)
+        else:
+            short = t.max_runtime_s is not None and now + t.max_runtime_s <= res.start
+            if not short and k in fail_long:
+                behind[t.id] = t
+                continue
+            a = select(state, req)
+            if a is None:
+                fail_now.add(k)
+                waiting[t.id] = req
+                continue
+            if short:
+                apply(a)
+                res.placed_short(a)
+            else:
+                if not res.allows(a):
+                    a = select(res.long_state(), req)
+                    if a is None:
+                        fail_long.add(k)
+                        behind[t.id] = t
+                        continue
+                apply(a)
+                res.placed_long(a)
+
+        assignments.append((t.id, a))
+        if head is not None:
+            backfilled.append(t.id)
+        if ledger is not None:
+            ledger.charge(t.user, t.project, t.team, milli)
+        if t.max_runtime_s is not None and res is None:
+            ends.append((now + t.max_runtime_s, a))
+
+    pending = _reasons(state, never, waiting, quota_why)
+    reservations: dict[str, float] = {}
+    reserved: dict[str, Assignment] = {}
+    if res is not None:
+        reservations[res.task_id] = res.start
+        reserved[res.task_id] = res.assignment
+        eta = eta_text(res.start - now)
+        pending[res.task_id] += f"; reserved on node {res.assignment.node}, starts {eta}"
+        for tid, task in behind.items():
+            pending[tid] = _behind_reason(res, task, now)
+    for tid in unestimated:
+        pending[tid] += "; no start estimate (what it needs is held by jobs without a max runtime)"
+    for tid in stopped:
+        pending[tid] = f"waiting: behind job {head} (backfill is off)"
+    return PlacementPlan(assignments, pending, reservations, reserved, frozenset(backfilled))
+
+
+def _try_reserve(
+    state: FleetState,
+    policy: FitPolicy,
+    t: QueuedTask,
+    snapshot: FleetSnapshot,
+    ends: list[tuple[float, Assignment]],
+    now: float,
+) -> Reservation | None:
+    events = list(ends)
+    for r in snapshot.running:
+        end = r.expected_end
+        if end is not None:
+            events.append((end, r.assignment))
+    return reserve(state, policy, t.id, t.request, events, now)
+
+
+def _reasons(
+    state: FleetState,
+    never: dict[str, ResourceRequest],
+    waiting: dict[str, ResourceRequest],
+    quota_why: dict[str, str],
+) -> dict[str, str]:
+    pending: dict[str, str] = {}
+    memo: dict[ShapeKey, str] = {}
+    for tid, req in never.items():
+        k = shape_key(req)
+        text = memo.get(k)
+        if text is None:
+            text = memo[k] = never_reason(state, req)
+        pending[tid] = text
+    memo.clear()
+    for tid, req in waiting.items():
+        k = shape_key(req)
+        text = memo.get(k)
+        if text is None:
+            text = memo[k] = "waiting: " + capacity_reason(state, req)
+        pending[tid] = text
+    for tid, why in quota_why.items():
+        pending[tid] = "waiting: " + why
+    return pending
+
+
+def _behind_reason(res: Reservation, task: QueuedTask, now: float) -> str:
+    left = res.start - now
+    text = f"waiting: behind reservation for job {res.task_id} (starts {eta_text(left)})"
+    if left >= 60 and (task.max_runtime_s is None or task.max_runtime_s > left):
+        text += f"; with a max runtime under {duration_text(left)} it could start now"
+    return text
