@@ -1,23 +1,39 @@
-"""The Textual console. Workers talk to the engine and post messages; handlers own state."""
+"""The Textual console. Workers talk to the engine and post messages; handlers own state.
+
+Screens (one key each): 1 Fleet, 2 Jobs, 3 Policies, 4 Reports, 5 Audit; Node and Job open
+from them with Enter; Submit (s) is a modal form. Each top-level screen is a Textual mode, so
+it keeps its own stack and only the visible one renders and polls.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.message import Message
-from textual.widgets import Footer, Header, Static
+from textual.command import Provider
+from textual.screen import Screen
 
+from collectors.errors import EngineError
 from collectors.store import StoreLockedError
 from console.commands.common import loaded_config
 from console.config import Loaded
-from console.engine.client import EngineClient, NoEngine
+from console.engine.client import EngineClient, NoEngine, RemoteError
 from console.engine.host import EmbeddedEngine
+from console.messages import ActionDone, EngineDown, EngineUp, RequestFailed, SummaryLoaded
+from console.widgets.summary import SummaryBar
+
+SUMMARY_POLL_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,72 +45,326 @@ class EngineLink:
     readonly: bool = False
 
 
+def unsupported(err: BaseException) -> bool:
+    """True when the engine answered "unknown method" (it does not have that feature yet)."""
+    return (isinstance(err, RemoteError) and err.code == "bad_request"
+            and "unknown method" in str(err))
+
+
+class Remote:
+    """The console's engine connections: one per channel (a screen's poll, actions, a report),
+    so a slow report never holds up the fleet poll. Streams get a connection of their own."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self._clients: dict[str, EngineClient] = {}
+
+    async def _client(self, channel: str) -> EngineClient:
+        client = self._clients.get(channel)
+        if client is None:
+            client = await EngineClient.connect(self.socket_path)
+            self._clients[channel] = client
+        return client
+
+    async def call(self, method: str, *, channel: str = "main", **params: Any) -> Any:
+        client = await self._client(channel)
+        try:
+            return await client.call(method, **params)
+        except RemoteError:
+            raise
+        except (EngineError, OSError, ValueError):
+            self._clients.pop(channel, None)
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise
+
+    async def stream(self, method: str, **params: Any) -> AsyncIterator[Any]:
+        client = await EngineClient.connect(self.socket_path)
+        try:
+            async for event in client.stream(method, **params):
+                yield event
+        finally:
+            await client.close()
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            with contextlib.suppress(Exception):
+                await c.close()
+
+
+def _modes() -> dict[str, Callable[[], Screen[Any]]]:
+    from console.screens.audit import AuditScreen
+    from console.screens.fleet import FleetScreen
+    from console.screens.jobs import JobsScreen
+    from console.screens.policies import PoliciesScreen
+    from console.screens.reports import ReportsScreen
+
+    return {"fleet": FleetScreen, "jobs": JobsScreen, "policies": PoliciesScreen,
+            "reports": ReportsScreen, "audit": AuditScreen}
+
+
+def _commands() -> type[Provider]:
+    from console.screens.palette import FleetdeckCommands
+
+    return FleetdeckCommands
+
+
+SCREEN_TITLES = {"fleet": "Fleet", "jobs": "Jobs", "policies": "Policies",
+                 "reports": "Reports", "audit": "Audit"}
+
+
+def _mode(name: str) -> Callable[[], Screen[Any]]:
+    def make() -> Screen[Any]:
+        return _modes()[name]()
+
+    return make
+
+
 class FleetdeckApp(App[int]):
     """fleetdeck's console."""
 
     TITLE = "fleetdeck"
+    CSS_PATH = "app.tcss"
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
+        m: _mode(m) for m in SCREEN_TITLES}
+    DEFAULT_MODE: ClassVar[str] = "fleet"
+    ENABLE_COMMAND_PALETTE = True
+    COMMANDS = {*App.COMMANDS, _commands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit", priority=True),
-        Binding("r", "refresh", "Refresh"),
+        Binding("q", "quit", "Quit"),
+        Binding("colon", "command_palette", "Go to"),
+        Binding("1,f1", "goto('fleet')", "Fleet"),
+        Binding("2,f2", "goto('jobs')", "Jobs"),
+        Binding("3,f3", "goto('policies')", "Policies"),
+        Binding("4,f4", "goto('reports')", "Reports"),
+        Binding("5,f5", "goto('audit')", "Audit"),
+        Binding("s", "submit", "Submit"),
+        Binding("question_mark", "keys", "Keys"),
+        Binding("ctrl+r", "refresh", "Refresh", show=False),
     ]
 
-    class StatusLoaded(Message):
-        """The engine answered a status poll."""
-
-        def __init__(self, status: dict[str, Any]) -> None:
-            super().__init__()
-            self.status = status
-
-    class EngineLost(Message):
-        """The engine did not answer."""
-
-        def __init__(self, reason: str) -> None:
-            super().__init__()
-            self.reason = reason
-
-    def __init__(self, link: EngineLink) -> None:
+    def __init__(self, link: EngineLink, *, clock: Callable[[], float] = time.time,
+                 start: str = "fleet", user: str | None = None) -> None:
         super().__init__()
+        self.start_mode = start
         self.link = link
-        self._client: EngineClient | None = None
+        self.clock = clock
+        self.remote = Remote(link.loaded.config.socket_path)
+        self.summary: dict[str, Any] | None = None
+        self.engine_down: str = ""
+        self.user = user or getpass.getuser()
+        self._user_fixed = user is not None
+        self.last_fleet: list[dict[str, Any]] = []
+        self.last_jobs: list[dict[str, Any]] = []
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("connecting to engine...", id="status")
-        yield Footer()
+    @property
+    def readonly(self) -> bool:
+        return self.link.readonly
+
+    @property
+    def mode_text(self) -> str:
+        where = "embedded engine" if self.link.embedded else "attached"
+        source = self.link.loaded.source
+        name = Path(source).name if "/" in source else source
+        return f"{name} · {where}" + (" · read-only" if self.readonly else "")
 
     def on_mount(self) -> None:
-        mode = "embedded engine" if self.link.embedded else "attached"
-        self.sub_title = f"{self.link.loaded.source} · {mode}"
-        self.poll_status()
-        self.set_interval(2.0, self.poll_status)
+        if self.start_mode != self.current_mode:
+            self.switch_mode(self.start_mode)
+        self.sub_title = self.mode_text
+        self.poll_summary()
+        if not self._user_fixed:
+            self.load_identity()
+        self.set_interval(SUMMARY_POLL_S, self.poll_summary)
+
+    # -- polling ---------------------------------------------------------------------------
+    @work(exclusive=True, group="summary")
+    async def poll_summary(self) -> None:
+        try:
+            summary = await self.remote.call("summary", channel="summary")
+        except RemoteError as e:
+            self.post_message(RequestFailed("summary", e.code, str(e)))
+            return
+        except Exception as e:  # the engine may be gone; show it, keep the UI alive
+            self.post_message(EngineDown(str(e)))
+            return
+        self.post_message(SummaryLoaded(summary or {}))
+
+    @work(exclusive=True, group="identity")
+    async def load_identity(self) -> None:
+        with contextlib.suppress(Exception):
+            status = await self.remote.call("status", channel="summary")
+            if isinstance(status, dict) and status.get("caller"):
+                self.user = str(status["caller"])
+
+    def bars(self) -> Iterable[SummaryBar]:
+        for screen in self.screen_stack:
+            yield from screen.query(SummaryBar)
+
+    @on(SummaryLoaded)
+    def _summary(self, message: SummaryLoaded) -> None:
+        self.summary = message.summary
+        if self.engine_down:
+            self.engine_down = ""
+            self.post_message(EngineUp())
+        for bar in self.bars():
+            bar.notice = ""
+            bar.summary = message.summary
+
+    @on(RequestFailed)
+    def _request_failed(self, message: RequestFailed) -> None:
+        if message.method == "summary":
+            note = ("engine does not support summary yet" if "unknown method" in message.text
+                    else f"summary: {message.text}")
+            for bar in self.bars():
+                bar.notice = note
+            return
+        self.notify(f"{message.method}: {message.text}", severity="error", timeout=6)
+
+    @on(EngineDown)
+    def _engine_down(self, message: EngineDown) -> None:
+        self.engine_down = message.reason
+        for bar in self.bars():
+            bar.notice = f"engine unreachable: {message.reason}"
+
+    @on(ActionDone)
+    def _action_done(self, message: ActionDone) -> None:
+        self.notify(message.text, title=message.action, timeout=4)
+        self.refresh_screen()
+
+    def refresh_screen(self) -> None:
+        refresh = getattr(self.screen, "refresh_data", None)
+        if callable(refresh):
+            refresh()
+        self.poll_summary()
+
+    # -- navigation and shared actions --------------------------------------------------------
+    def action_goto(self, mode: str) -> None:
+        """Show a top-level screen (Fleet, Jobs, Policies, Reports, Audit)."""
+        if self.current_mode != mode:
+            self.switch_mode(mode)
 
     def action_refresh(self) -> None:
-        self.poll_status()
+        """Ask the engine again now."""
+        self.refresh_screen()
 
-    @work(exclusive=True, group="status")
-    async def poll_status(self) -> None:
-        try:
-            if self._client is None:
-                self._client = await EngineClient.connect(self.link.loaded.config.socket_path)
-            status = await self._client.call("status")
-        except Exception as e:  # the engine may be gone; show it, keep the UI alive
-            self._client = None
-            self.post_message(self.EngineLost(str(e)))
+    def action_keys(self) -> None:
+        """Show every key of this screen with what it does."""
+        from console.screens.help import KeysScreen
+
+        if not isinstance(self.screen, KeysScreen):
+            self.push_screen(KeysScreen(self.screen))
+
+    def guard(self, what: str) -> bool:
+        """True (and a notice) when this console is read-only and `what` would change things."""
+        if self.readonly:
+            self.notify(f"read-only console: {what} is disabled", severity="warning", timeout=4)
+            return True
+        return False
+
+    def action_submit(self) -> None:
+        """Open the submit form (a new job)."""
+        if self.guard("submit"):
             return
-        self.post_message(self.StatusLoaded(status))
+        from console.screens.submit import SubmitScreen
 
-    @on(StatusLoaded)
-    def show_status(self, message: StatusLoaded) -> None:
-        lines = [f"{k:<20} {v}" for k, v in message.status.items()]
-        self.query_one("#status", Static).update("\n".join(lines))
+        if not isinstance(self.screen, SubmitScreen):
+            self.push_screen(SubmitScreen())
 
-    @on(EngineLost)
-    def show_lost(self, message: EngineLost) -> None:
-        self.query_one("#status", Static).update(f"engine unreachable: {message.reason}")
+    def open_node(self, node: str) -> None:
+        from console.screens.node import NodeScreen
+
+        self.push_screen(NodeScreen(node))
+
+    def open_job(self, job_id: int | str, *, section: str = "spec") -> None:
+        from console.screens.job import JobScreen
+
+        self.push_screen(JobScreen(int(job_id), section=section))
+
+    def open_jobs_filtered(self, text: str) -> None:
+        self.switch_mode("jobs") if self.current_mode != "jobs" else None
+        set_filter = getattr(self.screen, "apply_filter", None)
+        if callable(set_filter):
+            set_filter(text)
+
+    def ask_stop(self, job_id: int, name: str) -> None:
+        """Confirm, then stop the job (graceful, then forced by the engine)."""
+        if self.guard("stop"):
+            return
+        from console.screens.confirm import ConfirmScreen
+
+        def done(reason: str | None) -> None:
+            if reason is not None:
+                self.run_action_call("stop", f"stopped job {job_id}", job=job_id,
+                                     reason=reason or "stopped from the console")
+
+        self.push_screen(ConfirmScreen(
+            f"Stop job {job_id} ({name})?",
+            "It gets SIGTERM, then SIGKILL after the grace period.",
+            confirm="Stop job", ask_reason="reason (optional)"), done)
+
+    def ask_cordon(self, node: str, cordoned: bool) -> None:
+        """Cordon (no new placements) or uncordon a node, with a reason."""
+        if self.guard("cordon"):
+            return
+        from console.screens.confirm import ConfirmScreen
+
+        if cordoned:
+            def undo(reason: str | None) -> None:
+                if reason is not None:
+                    self.run_action_call("uncordon", f"uncordoned {node}", node=node)
+
+            self.push_screen(ConfirmScreen(f"Uncordon {node}?", "New jobs may be placed there.",
+                                           confirm="Uncordon"), undo)
+            return
+
+        def do(reason: str | None) -> None:
+            if reason is not None:
+                self.run_action_call("cordon", f"cordoned {node}", node=node,
+                                     reason=reason or "cordoned from the console")
+
+        self.push_screen(ConfirmScreen(
+            f"Cordon {node}?", "No new jobs will be placed there; running jobs keep running.",
+            confirm="Cordon", ask_reason="reason"), do)
+
+    def ask_snooze(self, job_id: int, name: str) -> None:
+        """Snooze idle stopping for a job, for some hours, with a reason."""
+        if self.guard("snooze"):
+            return
+        from console.screens.confirm import SnoozeScreen
+
+        def done(result: tuple[float, str] | None) -> None:
+            if result is not None:
+                hours, reason = result
+                self.run_action_call("snooze", f"snoozed job {job_id} for {hours:g}h",
+                                     job=job_id, hours=hours, reason=reason)
+
+        self.push_screen(SnoozeScreen(job_id, name), done)
+
+    @work(group="actions")
+    async def run_action_call(self, method: str, text: str, **params: Any) -> None:
+        try:
+            result = await self.remote.call(method, channel="actions", **params)
+        except RemoteError as e:
+            note = (f"engine does not support {method} yet" if unsupported(e) else str(e))
+            self.post_message(RequestFailed(method, e.code, note))
+            return
+        except Exception as e:
+            self.post_message(EngineDown(str(e)))
+            return
+        self.post_message(ActionDone(method, text, result))
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, title in SCREEN_TITLES.items():
+            yield SystemCommand(title, f"Show the {title} screen",
+                                partial(self.action_goto, mode))
+        if not self.readonly:
+            yield SystemCommand("Submit", "Submit a job (form)", self.action_submit)
 
     async def on_unmount(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        await self.remote.close()
 
 
 async def open_link(loaded: Loaded, *, readonly: bool = False) -> EngineLink:

@@ -1,13 +1,15 @@
-"""The console starts on an embedded engine, shows its status and quits with q."""
+"""The console starts on an embedded engine with no fleet config, shows the header and the
+local node, and quits with q, taking the engine's socket with it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import Static
-
 from console.app import FleetdeckApp, open_link
 from console.config import load
+from console.widgets.keyed_table import KeyedTable
+from console.widgets.summary import SummaryBar
+from tests.console.conftest import wait_for
 from tests.helpers import write_config
 
 
@@ -18,13 +20,13 @@ async def test_console_starts_and_quits(tmp_path: Path) -> None:
     assert link.embedded is not None
     try:
         app = FleetdeckApp(link)
-        async with app.run_test() as pilot:
-            for _ in range(50):
-                await pilot.pause(0.1)
-                text = str(app.query_one("#status", Static).render())
-                if "engine" in text and "uptime_s" in text:
-                    break
-            assert str(tmp_path / "store.duckdb") in text
+        async with app.run_test(size=(140, 36)) as pilot:
+            bar = app.screen.query_one(SummaryBar)
+            await wait_for(pilot, lambda: bar.summary is not None, what="the first summary")
+            assert bar.where == "Fleet"
+            assert "embedded engine" in bar.mode
+            table = app.screen.query_one(KeyedTable)
+            await wait_for(pilot, lambda: table.row_count == 1, what="the local node")
             await pilot.press("q")
         assert app.return_code in (0, None)
     finally:

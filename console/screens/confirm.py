@@ -1,0 +1,131 @@
+"""Confirmation dialogs for changing actions: stop, cordon, uncordon, snooze.
+
+`ConfirmScreen` answers the reason typed (possibly "") on confirm, None on cancel. Enter or `y`
+confirms (when no text box has focus), Esc or `n` cancels.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+
+class ConfirmScreen(ModalScreen[str | None]):
+    """Ask before doing something that changes the fleet."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,n", "cancel", "Cancel"),
+        Binding("y", "confirm", "Confirm"),
+    ]
+
+    def __init__(self, title: str, detail: str = "", *, confirm: str = "Confirm",
+                 ask_reason: str = "") -> None:
+        super().__init__()
+        self.title_text = title
+        self.detail = detail
+        self.confirm_label = confirm
+        self.ask_reason = ask_reason
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title", id="confirm-title")
+            if self.detail:
+                yield Static(self.detail, classes="dialog-detail")
+            if self.ask_reason:
+                yield Input(placeholder=self.ask_reason, id="reason")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.confirm_label, variant="error", id="yes")
+                yield Button("Cancel", id="no")
+
+    def on_mount(self) -> None:
+        if self.ask_reason:
+            self.query_one("#reason", Input).focus()
+        else:
+            self.query_one("#yes", Button).focus()
+
+    def action_confirm(self) -> None:
+        """Do it."""
+        reason = self.query_one("#reason", Input).value.strip() if self.ask_reason else ""
+        self.dismiss(reason)
+
+    def action_cancel(self) -> None:
+        """Don't."""
+        self.dismiss(None)
+
+    @on(Input.Submitted, "#reason")
+    def _enter(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_confirm()
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.action_confirm()
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.action_cancel()
+
+
+class SnoozeScreen(ModalScreen[tuple[float, str] | None]):
+    """Snooze idle stopping of one job: hours and a reason (both required)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, job_id: int, name: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.job_name = name
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(f"Snooze idle stopping of job {self.job_id} ({self.job_name})",
+                        classes="dialog-title")
+            yield Input(value="4", placeholder="hours", id="hours")
+            yield Input(placeholder="reason (required), e.g. debugging in the notebook",
+                        id="reason")
+            yield Label("", id="snooze-error", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Snooze", variant="warning", id="yes")
+                yield Button("Cancel", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    def action_confirm(self) -> None:
+        """Snooze with these hours and reason."""
+        error = self.query_one("#snooze-error", Label)
+        try:
+            hours = float(self.query_one("#hours", Input).value)
+        except ValueError:
+            hours = -1.0
+        reason = self.query_one("#reason", Input).value.strip()
+        if not 0 < hours <= 24 * 14:
+            error.update("hours: expected a number of hours > 0 (at most 336)")
+            return
+        if not reason:
+            error.update("reason: expected why the job may sit idle")
+            return
+        self.dismiss((hours, reason))
+
+    def action_cancel(self) -> None:
+        """Don't snooze."""
+        self.dismiss(None)
+
+    @on(Input.Submitted)
+    def _enter(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_confirm()
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.action_confirm()
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.action_cancel()

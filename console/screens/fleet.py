@@ -1,0 +1,190 @@
+"""Fleet: one row per node, or (h) a GPU heatmap with one cell per GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import Static
+
+from console.screens.base import MISSING, FleetdeckScreen
+from console.widgets import fmt
+from console.widgets.heatmap import GpuHeatmap, HeatCell, HeatRow
+from console.widgets.keyed_table import Column, KeyedTable, Row
+
+COLUMNS = (
+    Column("node", "Node", 16),
+    Column("state", "State", 11),
+    Column("pool", "Pool", 8),
+    Column("labels", "Labels", 14),
+    Column("cpu", "CPU%", 4),
+    Column("mem", "Memory", 11),
+    Column("gpus", "GPUs", 6),
+    Column("util", "GPU util", 8),
+    Column("gpumem", "GPU mem", 11),
+    Column("power", "Power", 10),
+    Column("jobs", "Jobs", 4),
+    Column("seen", "Seen", 7),
+)
+LEGEND = ("[b]GPU heatmap[/b]  colour = utilization  "
+          "[on #3a4a6b]  [/] <5%  [on #2f7fbf]  [/] <30%  [on #3fae5a]  [/] <60%  "
+          "[on #d6a21e]  [/] <85%  [on #d9442b]  [/] hot   "
+          "▪ allocated   [b #ffd54a]![/] allocated but idle   [b white on #b00020]✕[/] unhealthy")
+
+
+def node_state(n: Mapping[str, Any]) -> Text:
+    state = str(n.get("state") or "unknown")
+    extra = " ⊘" if n.get("cordoned") else (" ⚕" if n.get("drained_reason") else "")
+    return fmt.state_text(state, extra)
+
+
+def node_row(n: Mapping[str, Any], now: float) -> Row:
+    """One Fleet table row from a `fleet` node (or an inventory `nodes` row)."""
+    gpus: Sequence[Mapping[str, Any]] = n.get("gpus") or []
+    count = len(gpus) or int(n.get("gpu_count") or 0)
+    alloc = sum(float(g.get("alloc_milli") or 0) for g in gpus) / 1000
+    mem_used = sum(int(g.get("mem_used_bytes") or 0) for g in gpus)
+    mem_total = sum(int(g.get("mem_total_bytes") or 0) for g in gpus)
+    power = sum(float(g.get("power_w") or 0) for g in gpus)
+    limit = sum(float(g.get("power_limit_w") or 0) for g in gpus)
+    cpu = n.get("cpu_util_pct")
+    last_seen = fmt.epoch(n.get("last_seen"))
+    return (
+        str(n["name"]),
+        node_state(n),
+        str(n.get("pool") or ""),
+        fmt.labels_text(n.get("labels")),
+        Text(fmt.pct(cpu, 4), style=fmt.util_style(cpu)),
+        f"{fmt.size(n.get('mem_used_bytes'))}/{fmt.size(n.get('mem_total_bytes'))}",
+        f"{fmt.num(alloc)}/{count}" if count else "-",
+        fmt.gpu_spark([g.get("util_pct") for g in gpus]) if gpus else Text("-"),
+        f"{fmt.size(mem_used)}/{fmt.size(mem_total)}" if gpus else "-",
+        f"{power:.0f}/{limit:.0f}W" if gpus else "-",
+        str(len(n.get("jobs") or [])),
+        fmt.duration(now - last_seen) if last_seen is not None else "-",
+    )
+
+
+def heat_row(n: Mapping[str, Any]) -> HeatRow:
+    cells = tuple(
+        HeatCell(
+            util_pct=g.get("util_pct"),
+            allocated=bool(g.get("alloc_milli")),
+            idle=bool(g.get("idle")),
+            healthy=g.get("healthy", True) is not False,
+        )
+        for g in n.get("gpus") or []
+    )
+    return HeatRow(str(n["name"]), str(n.get("state") or "unknown"), cells)
+
+
+class FleetScreen(FleetdeckScreen):
+    """Every node with its CPU, memory and GPU use; Enter opens the node."""
+
+    TITLE_TEXT = "Fleet"
+    CHANNEL = "fleet"
+    CHANGING = frozenset({"cordon"})
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open node"),
+        Binding("h", "heatmap", "Heatmap"),
+        Binding("c", "cordon", "Cordon"),
+    ]
+
+    class FleetLoaded(Message):
+        """The engine's `fleet` (or, from an older engine, `nodes`) reply."""
+
+        def __init__(self, nodes: list[dict[str, Any]], full: bool) -> None:
+            super().__init__()
+            self.nodes = nodes
+            self.full = full
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.heatmap_mode = False
+
+    def compose_body(self) -> ComposeResult:
+        yield KeyedTable(COLUMNS, id="fleet-table")
+        yield Static(LEGEND, id="legend")
+        yield GpuHeatmap(id="heatmap")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#legend").display = False
+        self.query_one(GpuHeatmap).display = False
+        self.query_one(KeyedTable).focus()
+
+    def refresh_data(self) -> None:
+        self.poll()
+
+    @work(exclusive=True, group="fleet-poll")
+    async def poll(self) -> None:
+        nodes = await self.fetch_fleet()
+        if nodes is not MISSING:
+            self.post_message(self.FleetLoaded(nodes[0], nodes[1]))
+
+    @on(FleetLoaded)
+    def show_fleet(self, message: FleetLoaded) -> None:
+        if message.full:
+            self.show_notice("")
+        else:
+            self.show_notice("engine does not support fleet yet: showing the node inventory")
+        self.nodes = {str(n["name"]): n for n in message.nodes}
+        self.fd.last_fleet = message.nodes
+        self.render_view()
+
+    def render_view(self) -> None:
+        if self.heatmap_mode:
+            self.query_one(GpuHeatmap).rows = tuple(heat_row(n) for n in self.nodes.values())
+        else:
+            now = self.fd.clock()
+            self.query_one(KeyedTable).sync(
+                {name: node_row(n, now) for name, n in self.nodes.items()})
+
+    def current_node(self) -> str | None:
+        if self.heatmap_mode:
+            return self.query_one(GpuHeatmap).current_node
+        return self.query_one(KeyedTable).current_key
+
+    def action_open(self) -> None:
+        """Open the node under the cursor."""
+        node = self.current_node()
+        if node is not None:
+            self.fd.open_node(node)
+
+    @on(KeyedTable.Drill)
+    def _drill(self, message: KeyedTable.Drill) -> None:
+        self.fd.open_node(message.key)
+
+    @on(GpuHeatmap.Drill)
+    def _drill_heat(self, message: GpuHeatmap.Drill) -> None:
+        self.fd.open_node(message.node)
+
+    def action_heatmap(self) -> None:
+        """Switch between the node table and the GPU heatmap."""
+        node = self.current_node()
+        self.heatmap_mode = not self.heatmap_mode
+        table, heat = self.query_one(KeyedTable), self.query_one(GpuHeatmap)
+        table.display = not self.heatmap_mode
+        heat.display = self.heatmap_mode
+        self.query_one("#legend").display = self.heatmap_mode
+        self.render_view()
+        if self.heatmap_mode:
+            heat.focus()
+            if node:
+                heat.select_node(node)
+        else:
+            table.focus()
+            if node:
+                table.select_key(node)
+
+    def action_cordon(self) -> None:
+        """Cordon the node under the cursor (or uncordon it), with a reason."""
+        node = self.current_node()
+        if node is not None:
+            self.fd.ask_cordon(node, bool(self.nodes.get(node, {}).get("cordoned")))

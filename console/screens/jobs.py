@@ -1,0 +1,217 @@
+"""Jobs: the queue, running and finished jobs; filter by user, project, state, pool with `/`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import Static
+
+from console.screens.base import MISSING, FleetdeckScreen
+from console.widgets import fmt
+from console.widgets.keyed_table import Column, KeyedTable, Row
+
+VIEWS: dict[str, tuple[str, ...]] = {
+    "all": (),
+    "queue": ("queued", "starting"),
+    "running": ("starting", "running"),
+    "finished": ("succeeded", "failed", "stopped", "lost"),
+}
+JOBS_LIMIT = 10_000
+COLUMNS = (
+    Column("id", "ID", 5), Column("name", "Name", 18), Column("user", "User", 8),
+    Column("project", "Project", 9), Column("state", "State", 9), Column("gpus", "GPUs", 4),
+    Column("node", "Node", 10), Column("pool", "Pool", 7), Column("runtime", "Runtime", 8),
+    Column("util", "Util", 4), Column("idle", "Idle", 8), Column("reason", "Reason", 24),
+)
+GpuUtil = Mapping[tuple[str, int], float]
+
+
+def runtime(job: Mapping[str, Any], now: float) -> Text:
+    """Running: time since start; finished: start to end; waiting: time queued (dim)."""
+    started = fmt.epoch(job.get("started_at"))
+    ended = fmt.epoch(job.get("ended_at"))
+    if started is not None:
+        return Text(fmt.duration((ended if ended is not None else now) - started))
+    submitted = fmt.epoch(job.get("submitted_at"))
+    if submitted is not None and ended is None:
+        return Text(fmt.duration(now - submitted), style="dim italic")
+    return Text("-")
+
+
+def job_util(job: Mapping[str, Any], util: GpuUtil) -> float | None:
+    node = str(job.get("node") or "")
+    indices = job.get("gpu_indices") or []
+    values = [util[(node, int(i))] for i in indices if (node, int(i)) in util]
+    return sum(values) / len(values) if values else None
+
+
+def job_gpus(job: Mapping[str, Any]) -> str:
+    gpus = job.get("gpus")
+    if gpus is None:
+        count = int(job.get("gpu_count") or 0)
+        milli = int(job.get("gpu_milli") or 1000)
+        gpus = count * milli / 1000
+    return fmt.num(float(gpus)) if gpus else "-"
+
+
+def job_row(job: Mapping[str, Any], now: float, util: GpuUtil, idle: Mapping[str, str]) -> Row:
+    state = str(job.get("state") or "")
+    u = job_util(job, util) if state == "running" else None
+    warn = idle.get(str(job.get("id")))
+    reason = str(job.get("reason") or "")
+    code = job.get("exit_code")
+    if state in ("succeeded", "failed") and code is not None and reason != f"exit {code}":
+        reason = f"exit {code}" + (f": {reason}" if reason else "")
+    return (
+        str(job["id"]),
+        str(job.get("name") or ""),
+        str(job.get("user") or ""),
+        str(job.get("project") or ""),
+        fmt.state_text(state),
+        job_gpus(job),
+        str(job.get("node") or "-"),
+        str(job.get("pool") or ""),
+        runtime(job, now),
+        Text(fmt.pct(u, 4), style=fmt.util_style(u)) if u is not None else Text("-"),
+        Text("⚠ " + warn, style=fmt.STATE_STYLE.get(warn, "yellow")) if warn else Text(""),
+        reason,
+    )
+
+
+def gpu_util_index(nodes: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    return {(str(n.get("name")), int(g.get("index", 0))): float(g.get("util_pct") or 0)
+            for n in nodes for g in n.get("gpus") or [] if g.get("util_pct") is not None}
+
+
+class JobsScreen(FleetdeckScreen):
+    """All jobs; t cycles all/queue/running/finished, Enter opens a job."""
+
+    TITLE_TEXT = "Jobs"
+    CHANNEL = "jobs"
+    CHANGING = frozenset({"stop"})
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open"),
+        Binding("t", "view", "View"),
+        Binding("l", "logs", "Logs"),
+        Binding("e", "explain", "Explain"),
+        Binding("x", "stop", "Stop"),
+    ]
+
+    class JobsLoaded(Message):
+        """`jobs` rows, plus GPU utilization and idle warnings when the engine has them."""
+
+        def __init__(self, jobs: list[dict[str, Any]], util: dict[tuple[str, int], float],
+                     idle: dict[str, str]) -> None:
+            super().__init__()
+            self.jobs = jobs
+            self.util = util
+            self.idle = idle
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view = "all"
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self._util: dict[tuple[str, int], float] = {}
+        self._idle: dict[str, str] = {}
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(self._tabs_text(), id="job-views")
+        yield KeyedTable(COLUMNS, id="jobs-table")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one(KeyedTable).focus()
+
+    def _tabs_text(self) -> Text:
+        t = Text()
+        for name in VIEWS:
+            t.append(f" {name} ", style="reverse bold" if name == self.view else "dim")
+            t.append(" ")
+        t.append("   t: next view   /: filter (user:NAME project: state: pool:)", style="dim")
+        return t
+
+    def refresh_data(self) -> None:
+        self.poll()
+
+    @work(exclusive=True, group="jobs-poll")
+    async def poll(self) -> None:
+        params: dict[str, Any] = {"limit": JOBS_LIMIT}
+        if VIEWS[self.view]:
+            params["states"] = list(VIEWS[self.view])
+        jobs = await self.fetch("jobs", **params)
+        if jobs is MISSING:
+            return
+        util: dict[tuple[str, int], float] = {}
+        idle: dict[str, str] = {}
+        if any(j.get("state") == "running" for j in jobs):
+            fleet = await self.fetch_fleet()
+            if fleet is not MISSING and fleet[1]:
+                util = gpu_util_index(fleet[0])
+            policies = await self.fetch_quiet("policies")
+            if isinstance(policies, dict):
+                idle = {str(w.get("job")): str(w.get("state") or "warned")
+                        for w in policies.get("idle") or []}
+        self.post_message(self.JobsLoaded(jobs, util, idle))
+
+    async def fetch_quiet(self, method: str, **params: Any) -> Any:
+        """Like fetch, but an engine without `method` just means no data for that column."""
+        try:
+            return await self.fd.remote.call(method, channel=self.CHANNEL, **params)
+        except Exception:
+            return MISSING
+
+    @on(JobsLoaded)
+    def show_jobs(self, message: JobsLoaded) -> None:
+        self.show_notice("")
+        ordered = sorted(message.jobs, key=lambda j: -int(j["id"]))
+        self.jobs = {str(j["id"]): j for j in ordered}
+        self.fd.last_jobs = ordered
+        self._util, self._idle = message.util, message.idle
+        now = self.fd.clock()
+        self.query_one(KeyedTable).sync(
+            {k: job_row(j, now, message.util, message.idle) for k, j in self.jobs.items()})
+
+    def action_view(self) -> None:
+        """Cycle the view: all, queue, running, finished."""
+        names = list(VIEWS)
+        self.view = names[(names.index(self.view) + 1) % len(names)]
+        self.query_one("#job-views", Static).update(self._tabs_text())
+        self.refresh_data()
+
+    def current(self) -> dict[str, Any] | None:
+        key = self.query_one(KeyedTable).current_key
+        return self.jobs.get(key) if key is not None else None
+
+    def action_open(self) -> None:
+        """Open the job under the cursor (spec, events, logs)."""
+        job = self.current()
+        if job is not None:
+            self.fd.open_job(job["id"])
+
+    @on(KeyedTable.Drill)
+    def _drill(self, message: KeyedTable.Drill) -> None:
+        self.fd.open_job(message.key)
+
+    def action_logs(self) -> None:
+        """Open the job's live logs."""
+        job = self.current()
+        if job is not None:
+            self.fd.open_job(job["id"], section="logs")
+
+    def action_explain(self) -> None:
+        """Why the job is where it is: events, placement or pending reason."""
+        job = self.current()
+        if job is not None:
+            self.fd.open_job(job["id"], section="events")
+
+    def action_stop(self) -> None:
+        """Stop the job under the cursor (asks first)."""
+        job = self.current()
+        if job is not None:
+            self.fd.ask_stop(int(job["id"]), str(job.get("name") or ""))

@@ -1,0 +1,172 @@
+"""Policies: idle GPU jobs with their evidence (snooze, stop now), burst nodes with their cost,
+and cordoned or drained nodes (uncordon)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import Label
+
+from console.screens.base import MISSING, FleetdeckScreen
+from console.widgets import fmt
+from console.widgets.keyed_table import Column, KeyedTable, Row
+
+IDLE_COLUMNS = (
+    Column("job", "Job", 6), Column("name", "Name", 18), Column("user", "User", 10),
+    Column("node", "Node", 14), Column("state", "State", 9), Column("since", "Since", 10),
+    Column("window", "Window", 7), Column("mean", "Mean", 5), Column("max", "Max", 5),
+    Column("mem", "GPU mem held", 12), Column("cpu", "CPU%", 5),
+)
+BURST_COLUMNS = (
+    Column("instance", "Instance", 20), Column("provider", "Provider", 10),
+    Column("node", "Node", 14), Column("state", "State", 12), Column("gpus", "GPUs", 10),
+    Column("price", "$/hour", 8), Column("cost", "Cost", 10), Column("age", "Up", 9),
+)
+CORDON_COLUMNS = (Column("node", "Node", 18), Column("reason", "Reason"))
+
+
+def idle_row(w: Mapping[str, Any], now: float) -> Row:
+    ev: Mapping[str, Any] = w.get("evidence") or {}
+    since = fmt.epoch(w.get("since"))
+    return (
+        str(w.get("job")), str(w.get("name") or ""), str(w.get("user") or ""),
+        str(w.get("node") or ""), fmt.state_text(str(w.get("state") or "warned")),
+        fmt.duration(now - since) if since is not None else "-",
+        fmt.duration(ev.get("window_s")), fmt.pct(ev.get("mean_util_pct"), 4),
+        fmt.pct(ev.get("max_util_pct"), 4), fmt.size(ev.get("mem_held_bytes")),
+        fmt.pct(ev.get("cpu_util_pct"), 4),
+    )
+
+
+def burst_row(b: Mapping[str, Any], now: float) -> Row:
+    launched = fmt.epoch(b.get("launched_at"))
+    count = b.get("gpu_count") or 0
+    return (
+        str(b.get("instance_id")), str(b.get("provider") or ""), str(b.get("node") or "-"),
+        fmt.state_text(str(b.get("state") or "")),
+        f"{count} x {b.get('gpu_model') or '?'}" if count else "-",
+        fmt.money(b.get("price_per_hour")), fmt.money(b.get("cost")),
+        fmt.duration(now - launched) if launched is not None else "-",
+    )
+
+
+class PoliciesScreen(FleetdeckScreen):
+    """What the policies are doing: idle warnings, burst nodes, cordoned nodes."""
+
+    TITLE_TEXT = "Policies"
+    CHANNEL = "policies"
+    CHANGING = frozenset({"snooze", "stop", "uncordon"})
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open"),
+        Binding("z", "snooze", "Snooze"),
+        Binding("x", "stop", "Stop now"),
+        Binding("u", "uncordon", "Uncordon"),
+    ]
+
+    class PoliciesLoaded(Message):
+        """The engine's `policies` reply."""
+
+        def __init__(self, policies: dict[str, Any]) -> None:
+            super().__init__()
+            self.policies = policies
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idle: dict[str, dict[str, Any]] = {}
+        self.burst: dict[str, dict[str, Any]] = {}
+
+    def compose_body(self) -> ComposeResult:
+        yield Label("Idle GPU jobs  [dim]z snooze · x stop now · Enter open[/]",
+                    classes="section", id="idle-label")
+        yield KeyedTable(IDLE_COLUMNS, id="idle")
+        yield Label("Burst nodes", classes="section", id="burst-label")
+        yield KeyedTable(BURST_COLUMNS, id="burst")
+        yield Label("Cordoned and drained nodes  [dim]u uncordon[/]", classes="section",
+                    id="cordon-label")
+        yield KeyedTable(CORDON_COLUMNS, id="cordoned")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#idle", KeyedTable).focus()
+
+    def refresh_data(self) -> None:
+        self.poll()
+
+    @work(exclusive=True, group="policies-poll")
+    async def poll(self) -> None:
+        data = await self.fetch("policies")
+        if data is not MISSING and isinstance(data, dict):
+            self.post_message(self.PoliciesLoaded(data))
+
+    @on(PoliciesLoaded)
+    def show(self, message: PoliciesLoaded) -> None:
+        self.show_notice("")
+        p = message.policies
+        now = self.fd.clock()
+        self.idle = {str(w.get("job")): w for w in p.get("idle") or []}
+        self.burst = {str(b.get("instance_id")): b for b in p.get("burst") or []}
+        self.query_one("#idle", KeyedTable).sync(
+            {k: idle_row(w, now) for k, w in self.idle.items()})
+        self.query_one("#burst", KeyedTable).sync(
+            {k: burst_row(b, now) for k, b in self.burst.items()})
+        self.query_one("#cordoned", KeyedTable).sync(
+            {str(c.get("node")): (str(c.get("node")), Text(str(c.get("reason") or "")))
+             for c in p.get("cordoned") or []})
+        total = sum(float(b.get("cost") or 0) for b in self.burst.values())
+        self.query_one("#burst-label", Label).update(
+            f"Burst nodes  [dim]{len(self.burst)} instances, {fmt.money(total)} so far[/]")
+
+    def _table_key(self, table_id: str) -> str | None:
+        table = self.main_table()
+        if table is None or table.id != table_id:
+            return None
+        return table.current_key
+
+    def action_open(self) -> None:
+        """Open the job (idle) or node (burst, cordoned) under the cursor."""
+        table = self.main_table()
+        if table is None or (key := table.current_key) is None:
+            return
+        if table.id == "idle":
+            self.fd.open_job(key)
+        elif table.id == "burst":
+            node = self.burst.get(key, {}).get("node")
+            if node:
+                self.fd.open_node(str(node))
+        else:
+            self.fd.open_node(key)
+
+    @on(KeyedTable.Drill)
+    def _drill(self, message: KeyedTable.Drill) -> None:
+        message.table.focus()
+        self.action_open()
+
+    def action_snooze(self) -> None:
+        """Snooze idle stopping of the job under the cursor (hours and a reason)."""
+        key = self._table_key("idle")
+        if key is None:
+            self.notify("select an idle job first", timeout=3)
+            return
+        self.fd.ask_snooze(int(key), str(self.idle.get(key, {}).get("name") or ""))
+
+    def action_stop(self) -> None:
+        """Stop the idle job under the cursor now (asks first)."""
+        key = self._table_key("idle")
+        if key is None:
+            self.notify("select an idle job first", timeout=3)
+            return
+        self.fd.ask_stop(int(key), str(self.idle.get(key, {}).get("name") or ""))
+
+    def action_uncordon(self) -> None:
+        """Uncordon the node under the cursor (in the cordoned table)."""
+        key = self._table_key("cordoned")
+        if key is None:
+            self.notify("select a cordoned node first", timeout=3)
+            return
+        self.fd.ask_cordon(key, True)

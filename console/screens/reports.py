@@ -1,0 +1,226 @@
+"""Reports: chargeback, usage, forecast and right-sizing previews (table, chart, notes), and
+export to a file in any format (w asks for the path)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from console.screens.base import MISSING, FleetdeckScreen
+from console.widgets.bar_chart import BarChart
+
+PERIODS_D = (7, 30, 90, 365)
+# which numeric column the preview chart shows, by preference
+CHART_PREFERENCE = ("cost", "gpu_h_allocated", "gpu_h", "gpus", "util")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def cell(v: Any) -> str | Text:
+    if v is None:
+        return Text("-", style="dim")
+    if isinstance(v, float):
+        return Text(f"{v:,.2f}", justify="right")
+    if isinstance(v, int) and not isinstance(v, bool):
+        return Text(f"{v:,}", justify="right")
+    return str(v)
+
+
+def chart_from(report: Mapping[str, Any]) -> tuple[str, list[tuple[str, float]]]:
+    """A bar chart for the preview: the report's own bar chart if it has one, else its first
+    numeric column by its first text column."""
+    for chart in report.get("charts") or []:
+        if isinstance(chart, dict) and chart.get("labels") and chart.get("values"):
+            pairs = [(str(lab), float(v or 0))
+                     for lab, v in zip(chart["labels"], chart["values"], strict=False)]
+            return str(chart.get("title") or ""), pairs
+    columns: Sequence[str] = report.get("columns") or []
+    rows: Sequence[Sequence[Any]] = report.get("rows") or []
+    if not rows:
+        return "", []
+    label_i = next((i for i, v in enumerate(rows[0]) if isinstance(v, str)), None)
+    numeric = [i for i, v in enumerate(rows[0])
+               if isinstance(v, int | float) and not isinstance(v, bool)]
+    if label_i is None or not numeric:
+        return "", []
+    value_i = numeric[0]
+    for wanted in CHART_PREFERENCE:
+        match = next((i for i in numeric if wanted in str(columns[i])), None)
+        if match is not None:
+            value_i = match
+            break
+    pairs = [(str(r[label_i]), float(r[value_i] or 0)) for r in rows
+             if isinstance(r[value_i], int | float)]
+    return f"{columns[value_i]} by {columns[label_i]}", pairs
+
+
+class ReportsScreen(FleetdeckScreen):
+    """Report previews; n next report, b group by, p period, w export."""
+
+    TITLE_TEXT = "Reports"
+    CHANNEL = "reports"
+    POLL_S = 0.0  # reports are computed on demand, not polled
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "next_report", "Report"),
+        Binding("b", "next_by", "Group by"),
+        Binding("p", "next_period", "Period"),
+        Binding("t", "next_table", "Table"),
+        Binding("w", "export", "Export"),
+    ]
+
+    class ReportLoaded(Message):
+        """The engine's `report` reply for the current choice."""
+
+        def __init__(self, key: tuple[str, str, int], report: dict[str, Any]) -> None:
+            super().__init__()
+            self.key = key
+            self.report = report
+
+    def __init__(self) -> None:
+        super().__init__()
+        from reports.chargeback import BY_KEYS
+        from reports.pack import REPORTS
+
+        self.report_names: tuple[str, ...] = tuple(REPORTS)
+        self.by_keys: tuple[str, ...] = tuple(BY_KEYS)
+        self.report_name = self.report_names[0]
+        self.by = self.by_keys[0]
+        self.days = 30
+        self.loaded_key: tuple[str, str, int] | None = None
+        self.report: dict[str, Any] = {}
+        self.table_i = 0
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="report-choice")
+        with Horizontal(id="report-main"):
+            yield DataTable(id="report-table", cursor_type="row")
+            yield BarChart(id="report-chart")
+        yield VerticalScroll(Static("", id="report-notes"), id="report-notes-box")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._choice()
+        self.query_one("#report-table", DataTable).focus()
+
+    def period(self) -> tuple[str, str]:
+        end = self.fd.clock()
+        return iso(end - self.days * 86400), iso(end)
+
+    def _choice(self, loading: bool = False, extra: str = "") -> None:
+        t = Text()
+        for n in self.report_names:
+            t.append(f" {n} ", style="reverse bold" if n == self.report_name else "dim")
+        start, end = self.period()
+        t.append(f"   by {self.by}   last {self.days} days ({start[:10]} to {end[:10]})")
+        if loading:
+            t.append("   loading...", style="dim")
+        if extra:
+            t.append("   " + extra, style="dim")
+        self.query_one("#report-choice", Static).update(t)
+
+    def refresh_data(self) -> None:
+        key = (self.report_name, self.by, self.days)
+        if key != self.loaded_key:
+            self._choice(loading=True)
+            start, end = self.period()
+            self.load(key, start, end)
+
+    def action_refresh_report(self) -> None:
+        self.loaded_key = None
+        self.refresh_data()
+
+    @work(exclusive=True, group="report")
+    async def load(self, key: tuple[str, str, int], start: str, end: str) -> None:
+        name, by, _days = key
+        report = await self.fetch("report", name=name, by=by, **{"from": start, "to": end})
+        if report is not MISSING and isinstance(report, dict):
+            self.post_message(self.ReportLoaded(key, report))
+
+    @on(ReportLoaded)
+    def show(self, message: ReportLoaded) -> None:
+        self.show_notice("")
+        self.loaded_key = message.key
+        self.report = message.report
+        self.table_i = 0
+        self._choice()
+        self.show_table()
+        notes = [str(n) for n in self.report.get("notes") or []]
+        self.query_one("#report-notes", Static).update(
+            Text("\n".join(notes), style="dim") if notes else "")
+
+    def tables(self) -> list[dict[str, Any]]:
+        tables = [t for t in self.report.get("tables") or [] if isinstance(t, dict)]
+        return tables or [self.report]
+
+    def show_table(self) -> None:
+        """Show table `table_i` of the report and its chart (a new report replaces columns)."""
+        tables = self.tables()
+        current = tables[self.table_i % len(tables)]
+        table = self.query_one("#report-table", DataTable)
+        with self.app.batch_update():
+            table.clear(columns=True)
+            for col in current.get("columns") or []:
+                table.add_column(str(col), key=str(col))
+            for i, row in enumerate(current.get("rows") or []):
+                table.add_row(*(cell(v) for v in row), key=str(i))
+        title, pairs = chart_from({**current, "charts": self.report.get("charts")})
+        chart = self.query_one(BarChart)
+        chart.title = title
+        chart.bars = tuple(pairs)
+        if len(tables) > 1:
+            name = current.get("title") or current.get("name") or ""
+            self._choice(extra=f"table {self.table_i % len(tables) + 1}/{len(tables)}: {name}")
+
+    def action_next_table(self) -> None:
+        """Show the report's next table (forecast and usage have several)."""
+        if len(self.tables()) > 1:
+            self.table_i = (self.table_i + 1) % len(self.tables())
+            self.show_table()
+
+    def action_next_report(self) -> None:
+        """Show the next report: chargeback, usage, forecast, rightsizing."""
+        names = self.report_names
+        self.report_name = names[(names.index(self.report_name) + 1) % len(names)]
+        self.refresh_data()
+
+    def action_next_by(self) -> None:
+        """Group by the next key: user, project, team, pool, model."""
+        self.by = self.by_keys[(self.by_keys.index(self.by) + 1) % len(self.by_keys)]
+        self.refresh_data()
+
+    def action_next_period(self) -> None:
+        """Cycle the period: last 7, 30, 90 or 365 days."""
+        self.days = PERIODS_D[(PERIODS_D.index(self.days) + 1) % len(PERIODS_D)]
+        self.refresh_data()
+
+    def action_export(self) -> None:
+        """Export this report to a file (asks for the path; the extension picks the format)."""
+        from console.screens.export import ExportScreen
+
+        start, end = self.period()
+        stamp = end[:10]
+
+        def done(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                path, fmt_name = answer
+                self.fd.run_action_call("export", f"exported {self.report_name} to {path}",
+                                        name=self.report_name, by=self.by, format=fmt_name,
+                                        path=path, **{"from": start, "to": end})
+
+        self.app.push_screen(ExportScreen(f"fleetdeck-{self.report_name}-{stamp}.csv"), done)
+
+    def action_filter(self) -> None:
+        """Reports are not filtered; use b (group by) and p (period)."""
+        self.notify("reports: b groups by, p changes the period", timeout=3)
+

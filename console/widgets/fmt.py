@@ -1,0 +1,157 @@
+"""Formatting for the console's cells: sizes, percentages, bars, ages. Pure functions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from rich.text import Text
+
+SPARK = "▁▂▃▄▅▆▇█"
+BAR_FULL = "█"
+BAR_PARTS = " ▏▎▍▌▋▊▉"
+STATE_STYLE = {
+    "up": "green",
+    "degraded": "yellow",
+    "unreachable": "bold red",
+    "unknown": "dim",
+    "queued": "cyan",
+    "starting": "bright_cyan",
+    "running": "green",
+    "succeeded": "dim green",
+    "failed": "red",
+    "stopped": "yellow",
+    "lost": "bold red",
+    "warned": "yellow",
+    "stop_due": "bold red",
+}
+
+
+def util_style(pct: float | None) -> str:
+    """A colour for a utilization percentage: blue idle, through green, to red saturated."""
+    if pct is None:
+        return "dim"
+    if pct < 5:
+        return "#3a4a6b"
+    if pct < 30:
+        return "#2f7fbf"
+    if pct < 60:
+        return "#3fae5a"
+    if pct < 85:
+        return "#d6a21e"
+    return "#d9442b"
+
+
+def size(n: float | None) -> str:
+    """Bytes as a short binary size: 512B, 1.5K, 80.0G."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T", "P"):
+        if abs(value) < 1024 or unit == "P":
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+        value /= 1024
+    return f"{value:.0f}P"  # pragma: no cover - loop always returns
+
+
+def pct(p: float | None, width: int = 0) -> str:
+    if p is None:
+        return "-".rjust(width)
+    return f"{p:.0f}%".rjust(width)
+
+
+def num(x: float | None, digits: int = 2) -> str:
+    """A number without trailing zeros: 2, 0.25, 12.5."""
+    if x is None:
+        return "-"
+    if float(x).is_integer():
+        return str(int(x))
+    return f"{x:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def money(x: float | None) -> str:
+    return "-" if x is None else f"${x:,.2f}"
+
+
+def duration(seconds: float | None) -> str:
+    """3s, 4m05s, 2h13m, 3d04h."""
+    if seconds is None or seconds < 0 or math.isnan(seconds):
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def epoch(value: object) -> float | None:
+    """Epoch seconds from an ISO string (naive means UTC), a number, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    return None
+
+
+def clock_text(ts: float | None) -> str:
+    """UTC time of day for a timestamp: 2024-05-01 12:03:04."""
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    return duration(max(0.0, now - ts)) + " ago"
+
+
+def bar(fraction: float | None, width: int, style: str = "") -> Text:
+    """A horizontal bar `width` cells wide, filled to `fraction` (0..1) with eighth blocks."""
+    if fraction is None:
+        return Text(" " * width)
+    f = min(1.0, max(0.0, fraction))
+    eighths = round(f * width * 8)
+    full, part = divmod(eighths, 8)
+    body = BAR_FULL * full + (BAR_PARTS[part] if part and full < width else "")
+    return Text(body.ljust(width), style=style or util_style(f * 100))
+
+
+def spark_char(p: float | None) -> str:
+    if p is None:
+        return "·"
+    i = min(len(SPARK) - 1, max(0, int(p / 100 * len(SPARK))))
+    return SPARK[i]
+
+
+def gpu_spark(utils: Sequence[float | None]) -> Text:
+    """One block per GPU, its height and colour the GPU's utilization."""
+    text = Text()
+    for u in utils:
+        text.append(spark_char(u), style=util_style(u))
+    return text
+
+
+def state_text(state: str | None, extra: str = "") -> Text:
+    s = state or "unknown"
+    return Text(s + extra, style=STATE_STYLE.get(s, ""))
+
+
+def labels_text(labels: object) -> str:
+    if isinstance(labels, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return "" if labels is None else str(labels)

@@ -1,0 +1,82 @@
+"""Engines for the console tests.
+
+- `fixed_link`: one engine for the whole session on the fixed fleet (collection and scheduling
+  off, engine clock pinned to FIXED_NOW); snapshot tests share it.
+- `live_link`: a fresh engine per test on the embedded default node (this machine, local
+  transport), collecting and scheduling for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from console.app import EngineLink, FleetdeckApp
+from console.config import load
+from console.engine.host import EmbeddedEngine
+from tests.console import fixed_fleet
+from tests.helpers import write_config
+
+SNAP_SIZE = (140, 36)
+
+
+@pytest.fixture(scope="session")
+def fixed_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineLink]:
+    root = tmp_path_factory.mktemp("fixed")
+    store = fixed_fleet.build(root / "store.duckdb")
+    cfg = root / "config.toml"
+    cfg.write_text(fixed_fleet.config_text(store))
+    loaded = load(str(cfg))
+    engine = EmbeddedEngine(loaded, clock=lambda: fixed_fleet.FIXED_NOW)
+    engine.start()
+    try:
+        yield EngineLink(loaded, engine)
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def live_link(tmp_path: Path) -> Iterator[EngineLink]:
+    cfg = write_config(tmp_path / "config.toml", tmp_path / "store.duckdb",
+                       "[collect]\ninterval_s = 1.0\n[scheduler]\ncycle_s = 0.2\n")
+    loaded = load(str(cfg))
+    engine = EmbeddedEngine(loaded)
+    engine.start()
+    try:
+        yield EngineLink(loaded, engine)
+    finally:
+        engine.stop()
+
+
+def fixed_app(link: EngineLink, start: str = "fleet", *, readonly: bool = False,
+              ) -> FleetdeckApp:
+    if readonly:
+        link = EngineLink(link.loaded, link.embedded, True)
+    return FleetdeckApp(link, clock=lambda: fixed_fleet.FIXED_NOW, start=start)
+
+
+async def wait_for(pilot: Pilot[int], cond: Callable[[], bool], *, timeout: float = 15.0,
+                   what: str = "condition") -> None:
+    """Let the app run until `cond()` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def settle(*steps: Callable[[Pilot[int]], Awaitable[None]]) -> Callable[[Pilot[int]],
+                                                                       Awaitable[None]]:
+    """A snapshot `run_before` running `steps` in order, then letting the screen settle."""
+    async def run(pilot: Pilot[int]) -> None:
+        for step in steps:
+            await step(pilot)
+        await pilot.pause(0.3)
+        await pilot.wait_for_scheduled_animations()
+
+    return run
