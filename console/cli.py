@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from collectors.errors import FleetdeckError, InputError
 from console import __version__
-from console.commands import core, fleet, jobs
+from console.commands import core, fleet, jobs, policies
 from console.engine.client import RemoteError
 
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     core.register(sub)  # type: ignore[arg-type]
     jobs.register(sub)  # type: ignore[arg-type]
     fleet.register(sub)  # type: ignore[arg-type]
+    policies.register(sub)  # type: ignore[arg-type]
     return parser
 
 

@@ -160,8 +160,9 @@ class JobRunner:
 
     async def stop(self, job_id: int, *, actor: str, reason: str,
                    action: str = "stop", evidence: Mapping[str, Any] | None = None,
-                   requeue: bool = False) -> JobRow:
-        """Stop a job (graceful, then forced), audited; `requeue` puts it back in the queue."""
+                   requeue: bool = False, grace_s: float | None = None) -> JobRow:
+        """Stop a job (graceful, then forced after `grace_s`, default the runner's), audited;
+        `requeue` puts it back in the queue."""
         row = await self.db.run(lambda s: journal.get(s, job_id))
         audit = AuditEntry(actor, action, "job", str(job_id), reason, evidence or {})
         now = self.clock()
@@ -176,8 +177,9 @@ class JobRunner:
             if transport is None:
                 raise FleetdeckError(f"job {job_id}: node {handle.node} is unreachable; "
                                      "cannot stop it now")
-            await self.executors[row.executor].stop(handle, transport,
-                                                   grace_s=self.settings.stop_grace_s)
+            await self.executors[row.executor].stop(
+                handle, transport,
+                grace_s=self.settings.stop_grace_s if grace_s is None else grace_s)
         if requeue:
             return await self.db.run(lambda s: journal.transition(
                 s, job_id, "queued", reason=reason, actor=actor, now=self.clock(), audit=audit,

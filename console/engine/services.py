@@ -15,12 +15,13 @@ if TYPE_CHECKING:
 
 
 async def attach_all(engine: Engine) -> None:
-    from console.engine import svc_fleet, svc_jobs, svc_reports, svc_telemetry
+    from console.engine import svc_fleet, svc_jobs, svc_policies, svc_reports, svc_telemetry
 
     await attach_inventory(engine)
     await attach_audit(engine)
     telemetry = await svc_telemetry.attach(engine)
     await svc_jobs.attach(engine, telemetry)
+    await svc_policies.attach(engine, telemetry)
     svc_fleet.attach(engine, telemetry)
     svc_reports.attach(engine)
 

@@ -181,9 +181,12 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
 
     async def explain(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            return await runner.explain(int(params["job"]))
+            out = await runner.explain(int(params["job"]))
         except NotFoundError as e:
             raise RequestError("not_found", str(e)) from None
+        if engine.policies is not None:  # burst verdicts and decisions, the idle verdict
+            out.update(await engine.policies.explain(int(params["job"])))
+        return out
 
     async def preview(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         spec = spec_for(caller, params["spec"])
@@ -207,7 +210,10 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
 
     runner_kick = asyncio.Event()
     if cfg.engine.schedule:
-        counts = await runner.reconcile([n.name for n in cfg.nodes])
+        burst_nodes = await engine.db.run(lambda s: [str(r[0]) for r in s.con.execute(
+            "SELECT node FROM burst_instances WHERE node IS NOT NULL AND state IN "
+            "('provisioning', 'ready', 'terminating')").fetchall()])  # rejoin after a restart
+        counts = await runner.reconcile([n.name for n in cfg.nodes] + burst_nodes)
         if any(counts.values()):
             log.info("reconciled jobs: %s", counts)
         engine.spawn(_loop(runner, runner_kick, cfg.scheduler.cycle_s,

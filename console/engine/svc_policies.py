@@ -1,0 +1,475 @@
+"""Policies in the engine: idle GPU jobs, GPU health, cordon/snooze handlers, and bursting
+(`svc_burst`).
+
+The pure policies (`scheduler.policies`) decide; this service feeds them from the store and the
+live fleet view, executes what they decide and writes one audit row per action:
+
+- idle (every collect interval): the running jobs' GPU samples (and their containers' CPU)
+  over the window -> `evaluate_idle`; warn/clear are audit rows, a stop goes through
+  `JobRunner.stop` (which audits it), dry-run actions are only rows marked `dry_run`.
+- health (every collect interval): new `gpu_samples` health columns and `gpu_events` ->
+  `evaluate_health`; `gpu_health` intervals, `nodes.drained_reason`, and the telemetry flags
+  placement honours (`Telemetry.drained`, `Telemetry.unhealthy_gpus`).
+- handlers: `policies` (what is warned, rented, cordoned), `snooze`, `cordon`, `uncordon`.
+
+State survives a restart: idle warnings and snoozes from the audit trail, broken GPUs from
+open `gpu_health` rows, drains and cordons from `nodes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from collectors.errors import FleetdeckError, NotFoundError
+from collectors.store import Store
+from collectors.store.audit import utc
+from collectors.store.db import insert_rows
+from console.engine.protocol import RequestError
+from console.engine.server import Caller
+from console.engine.svc_burst import BurstManager
+from scheduler import journal
+from scheduler.journal import JobRow
+from scheduler.models import FleetSnapshot
+from scheduler.policies import health as hp
+from scheduler.policies.audit import HEALTH_ACTOR, IDLE_ACTOR, Action, Snooze, snooze_action
+from scheduler.policies.idle import (
+    IdleJob,
+    IdleJobState,
+    IdleSettings,
+    IdleState,
+    IdleVerdict,
+    build_usage_windows,
+    evaluate_idle,
+    restore_idle_state,
+)
+from scheduler.runner import allocations, epoch, snapshot
+
+if TYPE_CHECKING:
+    from console.engine.host import Engine
+    from console.engine.svc_telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+NEG_INF = float("-inf")
+HEALTH_LOOKBACK_S = 600.0  # a node silent longer than this restarts its health watermark
+MAX_SNOOZE_HOURS = 24.0 * 30
+
+
+def write_actions(con: Any, actions: Iterable[Action]) -> None:
+    """One `actions` row per action (in the caller's transaction)."""
+    insert_rows(con, "actions", [a.audit_row() for a in actions])
+
+
+class PolicyService:
+    """Runs the idle and health policies, owns the burst manager, answers policy requests."""
+
+    def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
+        self.engine = engine
+        self.telemetry = telemetry
+        self.cfg = engine.config.policies
+        self.interval_s = max(0.2, engine.config.collect.interval_s)
+        self.idle_state = IdleState()
+        self.idle_verdicts: dict[str, IdleVerdict] = {}
+        self.snoozes: dict[str, Snooze] = {}
+        self.health_state = hp.HealthState()
+        self._sample_marks: dict[str, float] = {}  # node -> newest health sample handled
+        self._event_marks: dict[str, float] = {}  # node -> newest GPU event handled
+        self._health_start = engine.clock()
+        self._health_lock = asyncio.Lock()
+        self.burst = BurstManager(engine, telemetry)
+
+    # -- what other services read ------------------------------------------------------------
+    def idle_job_ids(self) -> set[int]:
+        """Jobs showing an idle warning (dry-run ones included)."""
+        return {int(j) for j, s in self.idle_state.jobs.items()
+                if s.phase == "warned" or (s.phase == "stopped" and s.dry_run)}
+
+    def burst_summary(self) -> dict[str, Any]:
+        return self.burst.summary()
+
+    async def explain(self, job_id: int) -> dict[str, Any]:
+        """Extra `fleetdeck explain` lines: burst verdicts and decisions, the idle verdict."""
+        out: dict[str, Any] = {"burst": await self.burst.explain_lines(job_id)}
+        v = self.idle_verdicts.get(str(job_id))
+        if v is not None:
+            out["idle"] = f"{v.status}: {v.reason}"
+        return out
+
+    # -- lifetime -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        restored = await self.engine.db.run(_restore)
+        self.idle_state = restored["idle"]
+        self.snoozes = restored["snoozes"]
+        self.health_state = restored["health"]
+        self._sample_marks = restored["sample_marks"]
+        self._event_marks = restored["event_marks"]
+        self.telemetry.unhealthy_gpus.update(self.health_state.broken())
+        for node, reason in restored["cordon_reasons"].items():
+            if node in self.telemetry.cordoned:
+                self.telemetry.cordoned[node] = reason
+        await self.burst.start()
+        if self.engine.config.engine.schedule:
+            self.engine.spawn(self._every(self.idle_tick, "idle"), "policy:idle")
+            self.engine.spawn(self._every(self.health_tick, "health"), "policy:health")
+            if self.engine.config.engine.collect:
+                self.engine.spawn(self._every(self.burst.tick, "burst",
+                                              max(self.interval_s, 0.5)), "policy:burst")
+        self.engine.on_close(self.burst.close)
+
+    async def _every(self, fn: Any, what: str, period_s: float | None = None) -> None:
+        period = period_s or self.interval_s
+        while True:
+            try:
+                await fn()
+            except Exception:
+                log.exception("%s policy pass failed", what)
+            await asyncio.sleep(period)
+
+    # -- idle ---------------------------------------------------------------------------------
+    async def idle_tick(self) -> None:
+        cfg = self.cfg.idle
+        now = self.engine.clock()
+        rows = await self.engine.db.run(lambda s: journal.list_jobs(s, states=("running",)))
+        jobs = [idle_job(r) for r in rows if r.node is not None and r.gpu_indices]
+        settings = {j.job_id: cfg.settings_for(j)[0] for j in jobs}
+        if not any(s.enabled for s in settings.values()):
+            if self.idle_state.jobs or self.idle_verdicts:
+                result = evaluate_idle(jobs, {}, cfg, self.idle_state, now, self.snoozes)
+                await self._idle_actions(result.actions, settings, dict(result.state.jobs))
+                self.idle_verdicts = dict(result.verdicts)
+            return
+        since = now - max(s.window_s for s in settings.values() if s.enabled) - 1.0
+        gpu_rows, cpu_rows = await self.engine.db.run(
+            lambda s: usage_rows(s, jobs, since))
+        windows = build_usage_windows(jobs, gpu_rows, cpu_rows, since=since)
+        result = evaluate_idle(jobs, windows, cfg, self.idle_state, now, self.snoozes)
+        self.idle_verdicts = dict(result.verdicts)
+        await self._idle_actions(result.actions, settings, dict(result.state.jobs))
+
+    async def _idle_actions(self, actions: Sequence[Action], settings: Mapping[str, IdleSettings],
+                            state: dict[str, IdleJobState]) -> None:
+        pending: list[Action] = []
+        failed: set[str] = set()
+        for a in actions:
+            if a.kind == "idle_stop" and not a.dry_run:
+                await self._write(pending)
+                pending = []
+                if not await self._idle_stop(a, settings[a.target]):
+                    failed.add(a.target)
+                    prev = self.idle_state.get(a.target) or state.get(a.target)
+                    if prev is not None:  # warned still: the stop is tried again next pass
+                        state[a.target] = dataclasses.replace(prev, phase="warned",
+                                                              stopped_at=None)
+            elif a.kind == "idle_requeue" and not a.dry_run and a.target in failed:
+                continue
+            else:
+                pending.append(a)
+        await self._write(pending)
+        self.idle_state = IdleState(state)
+
+    async def _idle_stop(self, a: Action, s: IdleSettings) -> bool:
+        try:
+            await self.engine.runner.stop(
+                int(a.target), actor=IDLE_ACTOR, reason=a.reason, action="idle_stop",
+                evidence=json.loads(a.audit_row()["evidence"]), requeue=s.requeue,
+                grace_s=s.stop_timeout_s)
+        except (NotFoundError, journal.TransitionError):
+            return True  # ended meanwhile: nothing left to stop
+        except FleetdeckError as e:
+            log.warning("idle stop of job %s failed: %s", a.target, e)
+            return False
+        return True
+
+    async def _write(self, actions: Sequence[Action]) -> None:
+        if actions:
+            rows = list(actions)
+
+            def write(store: Store) -> None:
+                with store.transaction() as con:
+                    write_actions(con, rows)
+
+            await self.engine.db.run(write)
+
+    # -- health -------------------------------------------------------------------------------
+    async def health_tick(self) -> None:
+        cfg = self.cfg.health
+        if not cfg.enabled:
+            return
+        async with self._health_lock:
+            now = self.engine.clock()
+            floor = now - HEALTH_LOOKBACK_S
+            since = max(floor, min([self._health_start, *self._sample_marks.values(),
+                                    *self._event_marks.values()]))
+            sample_rows, event_rows = await self.engine.db.run(lambda s: health_rows(s, since))
+            samples = [x for x in hp.samples_from_rows(sample_rows)
+                       if x.ts > max(self._sample_marks.get(x.node, self._health_start), floor)]
+            events = [e for e in hp.events_from_rows(event_rows)
+                      if e.ts > max(self._event_marks.get(e.node, self._health_start), floor)]
+            if not samples and not events:
+                return
+            for x in samples:
+                self._sample_marks[x.node] = max(self._sample_marks.get(x.node, NEG_INF), x.ts)
+            for e in events:
+                self._event_marks[e.node] = max(self._event_marks.get(e.node, NEG_INF), e.ts)
+            snap = await self._snapshot(now)
+            state = dataclasses.replace(self.health_state, events_until=NEG_INF)
+            result = hp.evaluate_health(samples, events, snap, cfg, state, now)
+            await self._apply_health(result)
+
+    async def _snapshot(self, now: float) -> FleetSnapshot:
+        rows = await self.engine.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
+        return snapshot(self.telemetry.inventory(), allocations(rows), now)
+
+    async def _apply_health(self, result: hp.HealthResult, *,
+                            cordon: tuple[str, bool] | None = None) -> None:
+        """Store intervals, drains, the cordon flag and audit rows in one transaction, then
+        update what placement sees and requeue jobs on broken GPUs."""
+        self.health_state = dataclasses.replace(result.state, events_until=NEG_INF)
+        reasons = {a.target: a.reason for a in result.actions if a.kind == "drain"}
+        audited = [a for a in result.actions if a.kind != "health_requeue"]
+
+        def write(store: Store) -> None:
+            with store.transaction() as con:
+                insert_rows(con, "gpu_health", [i.store_row() for i in result.opened])
+                for iv in result.closed:
+                    con.execute("UPDATE gpu_health SET broken_until = ? WHERE node = ? AND "
+                                "gpu_index = ? AND broken_until IS NULL",
+                                [utc(iv.broken_until or iv.broken_from), iv.node, iv.gpu_index])
+                for node in result.drain:
+                    con.execute("UPDATE nodes SET drained_reason = ? WHERE name = ?",
+                                [reasons.get(node, "drained"), node])
+                for node in result.undrain:
+                    con.execute("UPDATE nodes SET drained_reason = NULL WHERE name = ?", [node])
+                if cordon is not None:
+                    con.execute("UPDATE nodes SET cordoned = ? WHERE name = ?",
+                                [cordon[1], cordon[0]])
+                write_actions(con, audited)
+
+        await self.engine.db.run(write)
+        for node in result.drain:
+            self.telemetry.drained[node] = reasons.get(node, "drained")
+        for node in result.undrain:
+            self.telemetry.drained.pop(node, None)
+        self.telemetry.unhealthy_gpus.clear()
+        self.telemetry.unhealthy_gpus.update(self.health_state.broken())
+        by_job = {a.target: a for a in result.actions if a.kind == "health_requeue"}
+        for job_id in result.requeue:
+            a = by_job.get(job_id)
+            try:
+                await self.engine.runner.stop(
+                    int(job_id), actor=a.actor if a else HEALTH_ACTOR,
+                    reason=a.reason if a else "GPU unhealthy", action="health_requeue",
+                    evidence=dict(a.evidence) if a else {}, requeue=True)
+            except (NotFoundError, journal.TransitionError):
+                pass
+            except FleetdeckError as e:
+                log.warning("requeue of job %s after a GPU failure failed: %s", job_id, e)
+
+    # -- handlers -----------------------------------------------------------------------------
+    def _known_node(self, node: str) -> bool:
+        return (node in self.telemetry.view().nodes
+                or any(n.name == node for n in self.engine.config.nodes))
+
+    async def cordon(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        _writable(caller)
+        node = str(params.get("node") or "")
+        if not self._known_node(node):
+            raise RequestError("not_found", f"no node {node!r} in the fleet")
+        reason = str(params.get("reason") or "").strip() or f"cordoned by {caller.user}"
+        act = hp.cordon(node, caller.user, reason, self.engine.clock())
+
+        def write(store: Store) -> None:
+            with store.transaction() as con:
+                con.execute("UPDATE nodes SET cordoned = true WHERE name = ?", [node])
+                write_actions(con, [act])
+
+        async with self._health_lock:
+            await self.engine.db.run(write)
+            self.telemetry.cordoned[node] = reason
+        return {"node": node, "cordoned": True, "reason": reason}
+
+    async def uncordon(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        _writable(caller)
+        node = str(params.get("node") or "")
+        if not self._known_node(node):
+            raise RequestError("not_found", f"no node {node!r} in the fleet")
+        broken = [k for k in self.health_state.broken() if k[0] == node]
+        if (node not in self.telemetry.cordoned and node not in self.telemetry.drained
+                and not broken):
+            raise RequestError("refused", f"node {node} is not cordoned or drained")
+        reason = str(params.get("reason") or "").strip() or f"uncordoned by {caller.user}"
+        async with self._health_lock:
+            now = self.engine.clock()
+            snap = await self._snapshot(now)
+            result = hp.uncordon(node, caller.user, reason, snap, self.cfg.health,
+                                 self.health_state, now)
+            await self._apply_health(result, cordon=(node, False))
+            self.telemetry.cordoned.pop(node, None)
+            self.telemetry.drained.pop(node, None)
+        return {"node": node, "cordoned": False, "reason": reason,
+                "recovered_gpus": sorted(i for _, i in broken)}
+
+    async def snooze(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        _writable(caller)
+        try:
+            job_id = int(params["job"])
+            hours = float(params["hours"])
+        except (KeyError, TypeError, ValueError):
+            raise RequestError("bad_request", "snooze needs job (an id) and hours (a number)"
+                               ) from None
+        reason = str(params.get("reason") or "").strip()
+        if not reason:
+            raise RequestError("bad_request", "a snooze needs a reason (--reason)")
+        if not 0 < hours <= MAX_SNOOZE_HOURS:
+            raise RequestError("bad_request",
+                               f"hours must be above 0 and at most {MAX_SNOOZE_HOURS:g}")
+        try:
+            row = await self.engine.db.run(lambda s: journal.get(s, job_id))
+        except NotFoundError as e:
+            raise RequestError("not_found", str(e)) from None
+        if row.state not in ("queued", *journal.ACTIVE):
+            raise RequestError("refused", f"job {job_id} is {row.state}; nothing to snooze")
+        if row.user != caller.user and caller.uid not in (0, os.getuid()):
+            raise RequestError("refused", f"{caller.user} may not snooze {row.user}'s job "
+                                          f"{job_id}")
+        now = self.engine.clock()
+        sn = Snooze(str(job_id), caller.user, reason, now + hours * 3600.0)
+        await self._write([snooze_action(sn, now)])
+        self.snoozes[sn.job_id] = sn
+        return {"job": job_id, "user": caller.user, "reason": reason,
+                "until": datetime.fromtimestamp(sn.until, UTC).isoformat()}
+
+    async def policies(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        now = self.engine.clock()
+        ids = [int(j) for j in self.idle_state.jobs]
+        rows = {r.id: r for r in await self.engine.db.run(
+            lambda s: [journal.get(s, i) for i in ids if _exists(s, i)])}
+        idle = []
+        for job_id, st in sorted(self.idle_state.jobs.items(), key=lambda kv: int(kv[0])):
+            entry = idle_entry(job_id, st, rows.get(int(job_id)), now)
+            if entry is not None:
+                idle.append(entry)
+        snoozed = [{"job": int(s.job_id), "user": s.user, "reason": s.reason,
+                    "until": datetime.fromtimestamp(s.until, UTC).isoformat()}
+                   for s in self.snoozes.values() if s.active(now)]
+        return {
+            "idle": idle,
+            "snoozed": snoozed,
+            "burst": await self.burst.instances_json(),
+            "cordoned": [{"node": n, "reason": r} for n, r in sorted(
+                self.telemetry.cordoned.items())],
+            "drained": [{"node": n, "reason": r,
+                         "gpus": sorted(i for (k, i) in self.health_state.broken() if k == n)}
+                        for n, r in sorted(self.telemetry.drained.items())],
+        }
+
+
+def _writable(caller: Caller) -> None:
+    if caller.readonly:
+        raise RequestError("readonly", "this session is read-only")
+
+
+def _exists(store: Store, job_id: int) -> bool:
+    return bool(store.con.execute("SELECT count(*) FROM jobs WHERE id = ?",
+                                  [job_id]).fetchall()[0][0])
+
+
+def idle_job(r: JobRow) -> IdleJob:
+    assert r.node is not None
+    return IdleJob(job_id=str(r.id), node=r.node, gpu_indices=tuple(r.gpu_indices),
+                   started_at=epoch(r.started_at) or epoch(r.submitted_at) or 0.0,
+                   user=r.user, project=r.project, pool=r.pool, kind=r.kind or "batch",
+                   labels=dict(r.spec.labels), protect=r.spec.protect)
+
+
+def idle_entry(job_id: str, st: IdleJobState, row: JobRow | None,
+               now: float) -> dict[str, Any] | None:
+    """One `policies` idle line: warned, or stop_due (stop time passed / dry-run stop)."""
+    if st.phase == "idle" or row is None or (st.phase == "stopped" and not st.dry_run):
+        return None
+    ev = st.evidence
+    stop_at = ev.get("stop_at")
+    due = st.phase == "stopped" or (stop_at is not None and now >= float(stop_at))
+    return {
+        "job": int(job_id), "name": row.name, "user": row.user, "node": row.node,
+        "state": "stop_due" if due else "warned", "dry_run": st.dry_run,
+        "since": st.idle_since, "warned_at": st.warned_at, "stop_at": stop_at,
+        "evidence": {"window_s": ev.get("window_s"),
+                     "mean_util_pct": ev.get("gpu_util_mean_pct"),
+                     "max_util_pct": ev.get("gpu_util_max_pct"),
+                     "mem_held_bytes": ev.get("gpu_mem_held_bytes"),
+                     "cpu_util_pct": ev.get("cpu_util_max_pct")},
+    }
+
+
+# -- store reads (on the store thread) ---------------------------------------------------------
+
+def usage_rows(store: Store, jobs: Sequence[IdleJob], since: float,
+               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """GPU samples of the jobs' nodes and container CPU of the jobs, since `since`."""
+    nodes = sorted({j.node for j in jobs})
+    ids = [int(j.job_id) for j in jobs]
+    gpu = store.con.execute(
+        "SELECT node, gpu_index, ts, util_pct, mem_used_bytes FROM gpu_samples "
+        "WHERE ts >= ? AND list_contains(?, node)", [utc(since), nodes]).fetchall()
+    cpu = store.con.execute(
+        "SELECT job_id, ts, cpu_util_pct FROM container_samples "
+        "WHERE ts >= ? AND job_id IS NOT NULL AND list_contains(?, job_id)",
+        [utc(since), ids]).fetchall()
+    return gpu, cpu
+
+
+def health_rows(store: Store, since: float) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    samples = store.con.execute(
+        "SELECT node, gpu_index, ts, uuid, ecc_uncorrected, retired_pending, remap_failure "
+        "FROM gpu_samples WHERE ts > ? ORDER BY ts", [utc(since)]).fetchall()
+    events = store.con.execute(
+        "SELECT ts, node, gpu_index, uuid, kind, code, detail FROM gpu_events WHERE ts > ? "
+        "ORDER BY ts", [utc(since)]).fetchall()
+    return samples, events
+
+
+def _restore(store: Store) -> dict[str, Any]:
+    con = store.con
+    idle = restore_idle_state(con.execute(
+        "SELECT target, action, ts, evidence, dry_run FROM actions WHERE actor = ? "
+        "ORDER BY id", [IDLE_ACTOR]).fetchall())
+    snoozes: dict[str, Snooze] = {}
+    for target, actor, reason, evidence in con.execute(
+            "SELECT target, actor, reason, evidence FROM actions WHERE action = 'snooze' "
+            "ORDER BY id").fetchall():
+        ev = json.loads(evidence or "{}")
+        if ev.get("until") is not None:
+            snoozes[str(target)] = Snooze(str(target), str(actor), str(reason or ""),
+                                          float(ev["until"]))
+    intervals = [hp.GpuHealthInterval(str(n), int(i), u, epoch(f) or 0.0, None, str(r or ""))
+                 for n, i, u, f, r in con.execute(
+                     "SELECT node, gpu_index, uuid, broken_from, reason FROM gpu_health "
+                     "WHERE broken_until IS NULL").fetchall()]
+    drained = [str(r[0]) for r in con.execute(
+        "SELECT name FROM nodes WHERE drained_reason IS NOT NULL").fetchall()]
+    health = hp.restore_health_state(intervals, drained, NEG_INF)
+    sample_marks = {str(n): epoch(t) or NEG_INF for n, t in con.execute(
+        "SELECT node, max(ts) FROM gpu_samples GROUP BY node").fetchall()}
+    event_marks = {str(n): epoch(t) or NEG_INF for n, t in con.execute(
+        "SELECT node, max(ts) FROM gpu_events GROUP BY node").fetchall()}
+    cordon_reasons = {str(t): str(r or "cordoned") for t, r in con.execute(
+        "SELECT target, arg_max(reason, id) FROM actions WHERE action = 'cordon' "
+        "GROUP BY target").fetchall()}
+    return {"idle": idle, "snoozes": snoozes, "health": health, "sample_marks": sample_marks,
+            "event_marks": event_marks, "cordon_reasons": cordon_reasons}
+
+
+async def attach(engine: Engine, telemetry: Telemetry) -> PolicyService:
+    svc = PolicyService(engine, telemetry)
+    await svc.start()
+    engine.policies = svc
+    engine.handlers.update(policies=svc.policies, snooze=svc.snooze, cordon=svc.cordon,
+                           uncordon=svc.uncordon)
+    return svc
