@@ -17,7 +17,7 @@ import statistics
 import time
 from dataclasses import replace
 
-from scheduler.fit import FitPolicy, FleetState, make_policy
+from scheduler.fit import FitPolicy, FleetState, WorkloadMix, make_policy
 from scheduler.models import (
     Assignment,
     FleetSnapshot,
@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--tasks", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--policy", nargs="+", default=["fleetdeck", "first-fit"])
+    ap.add_argument("--policy", nargs="+", default=["fleetdeck", "best-fit", "first-fit"])
     args = ap.parse_args()
 
     rng = random.Random(7)
@@ -193,6 +193,7 @@ def main() -> None:
     reqs = make_requests(rng)
     queue = build_queue(args.tasks, reqs, rng)
     quotas = QuotaBook(projects={"*": Quota.of_gpus(400)}, borrowing=True)
+    workload = WorkloadMix.from_requests(t.request for t in queue)
     print(f"fleet: {args.nodes} nodes x 8 GPUs; queue: {args.tasks} tasks; repeat {args.repeat}")
     for fill in (0.0, 0.5):
         snap = preload(nodes, reqs, fill, random.Random(11))
@@ -202,7 +203,7 @@ def main() -> None:
             calls = 0
             result = None
             for r in range(args.repeat):
-                policy = TimedPolicy(make_policy(name, seed=r))
+                policy = TimedPolicy(make_policy(name, seed=r, workload=workload))
                 c0, t0 = time.process_time(), time.perf_counter()
                 result = plan(snap, queue, policy=policy, quotas=quotas, now=NOW)
                 walls.append(time.perf_counter() - t0)

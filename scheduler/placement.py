@@ -10,6 +10,10 @@
   Later tasks may start now only if they cannot delay that start (see `_placement_reserve`).
   With `backfill=False` every later task waits behind it instead.
 
+Reasons describe the fleet as this cycle leaves it ("largest free block is 2 on node gpu03").
+A blocked task whose resources are held by jobs without a max runtime gets no reservation
+("no start estimate"); the next blocked task may then get it.
+
 Speed: a request shape that failed once is not tried again this cycle (nothing is released
 during a cycle, so it would fail again); quota checks are O(1); reasons for waiting tasks are
 written once per shape at the end.
@@ -78,6 +82,21 @@ class PlacementPlan:
     reservations: dict[str, float] = field(default_factory=dict)
     reserved: dict[str, Assignment] = field(default_factory=dict)
     backfilled: frozenset[str] = frozenset()
+
+    def explain(self, task_id: str) -> str | None:
+        """One line on what this cycle decided for `task_id` (None if it was not queued)."""
+        why = self.pending.get(task_id)
+        if why is not None:
+            return why
+        for tid, a in self.assignments:
+            if tid == task_id:
+                gpus = ", ".join(str(i) for i in a.gpu_indices)
+                where = f"node {a.node}" + (f" GPU {gpus}" if gpus else "")
+                if a.gpu_milli and a.gpu_milli < 1000:
+                    where += f" ({a.gpu_milli / 1000:g} of it)"
+                extra = " (backfilled)" if tid in self.backfilled else ""
+                return f"starts now on {where}{extra}"
+        return None
 
 
 def shape_key(req: ResourceRequest) -> ShapeKey:

@@ -144,6 +144,7 @@ def test_four_quarter_jobs_share_one_gpu_and_a_fifth_waits() -> None:
     got = placed(p)
     assert sorted(got) == ["q0", "q1", "q2", "q3"]
     assert {(a.node, a.gpu_indices, a.gpu_milli) for a in got.values()} == {("solo", (0,), 250)}
+    assert p.explain("q0") == "starts now on node solo GPU 0 (0.25 of it)"
     assert p.pending == {
         "q4": "waiting: needs 0.25 GPU, no eligible GPU has any share free; "
         "reserved on node solo, starts in ~1h"
@@ -295,6 +296,9 @@ def test_backfill_short_job_runs_long_job_waits_behind_the_reservation() -> None
     )
     assert p.pending["long"] == behind
     assert p.pending["unbounded"] == behind
+    assert p.explain("short") == "starts now on node gpu01 GPU 2 (backfilled)"
+    assert p.explain("long") == behind
+    assert p.explain("nope") is None
 
 
 def test_long_job_backfills_onto_resources_the_reservation_does_not_need() -> None:
