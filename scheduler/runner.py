@@ -87,6 +87,11 @@ def snapshot(inventory: Sequence[NodeCapacity], running: Sequence[RunningAllocat
     by_node: dict[str, list[RunningAllocation]] = {}
     for r in running:
         by_node.setdefault(r.assignment.node, []).append(r)
+    known = {n.name for n in inventory}
+    # Jobs on nodes without telemetry (unreachable, not sampled yet) still count for quotas
+    # and reservations: such a node appears unschedulable, holding exactly what they hold.
+    inventory = [*inventory, *(_held_only(name, held) for name, held in by_node.items()
+                               if name not in known)]
     nodes = []
     for n in inventory:
         held = by_node.get(n.name, [])
@@ -101,6 +106,15 @@ def snapshot(inventory: Sequence[NodeCapacity], running: Sequence[RunningAllocat
             cpu_alloc_milli=n.cpu_alloc_milli + sum(r.assignment.cpu_milli for r in held),
             mem_alloc_bytes=n.mem_alloc_bytes + sum(r.assignment.mem_bytes for r in held)))
     return FleetSnapshot(nodes=tuple(nodes), running=tuple(running), now=now)
+
+
+def _held_only(name: str, held: Sequence[RunningAllocation]) -> NodeCapacity:
+    indices = sorted({i for r in held for i in r.assignment.gpu_indices})
+    return NodeCapacity(
+        name=name, pool="", schedulable=False,
+        cpu_milli=sum(r.assignment.cpu_milli for r in held),
+        mem_bytes=sum(r.assignment.mem_bytes for r in held),
+        gpus=tuple(GpuSlot(index=i, model="unknown", mem_total_bytes=0) for i in indices))
 
 
 def launch_of(row: JobRow, *, partition: str | None = None) -> Launch:
