@@ -22,6 +22,19 @@ from scheduler.models import Assignment, ResourceRequest
 FloatArray = npt.NDArray[np.float64]
 _tokens = itertools.count(1)
 _MEMO_LIMIT = 2048
+_SCORE_LIMIT = 1 << 20
+
+
+def _fit_key(req: ResourceRequest) -> tuple[object, ...]:
+    """What decides a node's score for a request, given the node's state."""
+    return (
+        req.cpu_milli,
+        req.mem_bytes,
+        req.gpu_count,
+        req.gpu_milli if req.gpu_count else 0,
+        req.gpu_models,
+        req.min_gpu_mem_bytes,
+    )
 
 
 def _shape_key(req: ResourceRequest) -> tuple[object, ...]:
@@ -42,6 +55,7 @@ class _FragPolicy:
     """Shared machinery: workload model, memoized per-node scores, seeded tie-breaks."""
 
     name: str = ""
+    score_cache = True  # reuse scores across nodes in equal states (see FleetState.node_key)
 
     def __init__(self, seed: int = 0, workload: WorkloadMix | None = None) -> None:
         self.rng = np.random.default_rng(seed)
@@ -51,6 +65,9 @@ class _FragPolicy:
         self._next_rebuild = 1
         self._model: FragModel | None = None
         self._token = next(_tokens)
+        # (request shape, node key) -> (score, tie, GPU column): nodes in equal states score
+        # equally, so a node that reaches a state seen before costs one lookup.
+        self._scores: dict[tuple[object, ...], tuple[float, float, int]] = {}
 
     # ---- workload ------------------------------------------------------------------------
 
@@ -62,14 +79,16 @@ class _FragPolicy:
         if model is None or model.static is not static:
             model = self._model = FragModel(static, self._current_mix())
             self._token = next(_tokens)
+            self._scores = {}
         return model
 
     def _observe(self, req: ResourceRequest) -> None:
-        """Without a given mix, learn it from the requests seen (rebuilt at 1, 2, 4, ...)."""
+        """Without a given mix, learn it from the requests seen (rebuilt after 1, 4, 16, 128,
+        1024, ... requests: each rebuild drops the cached scores)."""
         self._seen[TaskShape.of(req)] += 1
         self._seen_n += 1
         if self._seen_n >= self._next_rebuild:
-            self._next_rebuild *= 2
+            self._next_rebuild *= 4 if self._next_rebuild < 16 else 8
             self._model = None
 
     def _current_mix(self) -> WorkloadMix:
@@ -109,12 +128,54 @@ class _FragPolicy:
             )
             state.memo[key] = memo
         if rows.size:
-            a = memo.arrays
-            a["score"][rows] = -np.inf
-            a["col"][rows] = -1
-            self._refresh(model, state, req, rows, a)
+            self._rescore(model, state, req, rows, memo.arrays)
             memo.seen[rows] = state.node_version[rows]
         return memo.arrays
+
+    def _rescore(
+        self,
+        model: FragModel,
+        state: FleetState,
+        req: ResourceRequest,
+        rows: npt.NDArray[np.intp],
+        a: dict[str, npt.NDArray[np.generic]],
+    ) -> None:
+        score, tie, col = a["score"], a["tie"], a["col"]
+        if rows.size > 64 or not self.score_cache:
+            score[rows] = -np.inf
+            col[rows] = -1
+            self._refresh(model, state, req, rows, a)
+            return
+        mask = state.static.node_mask(req)
+        cache = self._scores
+        share = req.gpu_count > 0 and req.fractional
+        ok_cols = state.gpu_class(req).gpu_ok if share else None
+        if len(cache) > _SCORE_LIMIT:
+            cache.clear()
+        sk = _fit_key(req)
+        pending: list[int] = []
+        for i in rows.tolist():
+            if not mask[i]:
+                score[i] = -np.inf
+                continue
+            hit = cache.get((sk, state.node_key(i)))
+            if hit is None:
+                pending.append(i)
+                continue
+            score[i], tie[i], col[i] = hit
+            if ok_cols is not None and hit[2] >= 0:
+                # the cache holds the chosen GPU's free milli; find that GPU on this node
+                row = state.gpu_free[i]
+                col[i] = int(np.flatnonzero((row == hit[2]) & ok_cols[i])[0])
+        if pending:
+            pr = np.array(pending, dtype=np.intp)
+            score[pr] = -np.inf
+            col[pr] = -1
+            self._refresh(model, state, req, pr, a)
+            for i in pending:
+                c = int(col[i])
+                v = int(state.gpu_free[i, c]) if share and c >= 0 else -1
+                cache[(sk, state.node_key(i))] = (float(score[i]), float(tie[i]), v)
 
     def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
         a = self._arrays(state, req)
@@ -154,6 +215,8 @@ class FGD(_FragPolicy):
     """
 
     name = "fgd"
+    # the artifact breaks ties between GPUs by index, which equal-state reuse would not keep
+    score_cache = False
 
     def _refresh(
         self,

@@ -41,6 +41,8 @@ class _Group:
     uidx: npt.NDArray[np.intp]  # (S,) index into milli
     weight: FloatArray  # (S,)
     use_mem: bool
+    node_any: BoolArray  # (N,) the node has a GPU these shapes may use
+    node_all: BoolArray  # (N,) every GPU of the node is one these shapes may use
 
 
 class FragModel:
@@ -61,9 +63,10 @@ class FragModel:
             shapes = [mix.shapes[i] for i in idx]
             milli_all = np.array([s.gpu_milli for s in shapes], dtype=np.int64)
             milli = np.unique(milli_all)
+            ok = static.gpu_ok(key)
             groups.append(
                 _Group(
-                    ok=static.gpu_ok(key),
+                    ok=ok,
                     milli=milli,
                     cpu_milli=np.array([s.cpu_milli for s in shapes], dtype=np.int64),
                     mem_bytes=np.array([s.mem_bytes for s in shapes], dtype=np.int64),
@@ -71,6 +74,8 @@ class FragModel:
                     uidx=np.searchsorted(milli, milli_all),
                     weight=np.array([mix.weights[i] for i in idx], dtype=np.float64),
                     use_mem=any(s.mem_bytes > 0 for s in shapes),
+                    node_any=np.asarray(ok.any(axis=1), dtype=np.bool_),
+                    node_all=(ok == (static.gpu_exists & static.gpu_healthy)).all(axis=1),
                 )
             )
         self.groups = tuple(groups)
@@ -89,22 +94,49 @@ class FragModel:
         tot = free.sum(axis=1).astype(np.float64)
         out = (self.w_no_gpu * (1.0 + fill_weight)) * tot
         for g in self.groups:
+            usable = g.node_any[rows]
+            if not usable.all():
+                # nodes without a GPU these shapes may use: all their free GPU is fragment
+                out += np.where(usable, 0.0, g.weight.sum() * (1.0 + fill_weight) * tot)
+                if not usable.any():
+                    continue
+                sub = np.flatnonzero(usable)
+                out[sub] += self._group(g, rows[sub], cpu[sub], mem[sub], free[sub], fill_weight)
+            else:
+                out += self._group(g, rows, cpu, mem, free, fill_weight)
+        return out
+
+    def _group(
+        self,
+        g: _Group,
+        rows: npt.NDArray[np.intp],
+        cpu: IntArray,
+        mem: IntArray,
+        free: IntArray,
+        fill_weight: float,
+    ) -> FloatArray:
+        tot = free.sum(axis=1).astype(np.float64)
+        if g.node_all[rows].all():
+            fe = free
+            elig = tot
+            inel: FloatArray | float = 0.0
+        else:
             ok = g.ok[rows]
             fe = np.where(ok, free, -1)
-            elig = np.where(ok, free, 0).sum(axis=1)
+            elig = np.where(ok, free, 0).sum(axis=1).astype(np.float64)
             inel = tot - elig
-            cmp = fe[None, :, :] >= g.milli[:, None, None]  # (U, C, G)
-            ge = cmp.sum(axis=2)
-            small = elig[None, :] - np.where(cmp, fe[None, :, :], 0).sum(axis=2)
-            fits = ge[g.uidx] >= g.gpu_count[:, None]
-            cpu_ok = cpu[None, :] >= g.cpu_milli[:, None]
-            if g.use_mem:
-                cpu_ok &= mem[None, :] >= g.mem_bytes[:, None]
-            f = np.where(fits & cpu_ok, small[g.uidx] + inel[None, :], tot[None, :])
-            if fill_weight:
-                f = f + fill_weight * self._fill(g, cpu, mem, np.maximum(fe, 0), tot)
-            out += g.weight @ f
-        return out
+        cmp = fe[None, :, :] >= g.milli[:, None, None]  # (U, C, G)
+        ge = cmp.sum(axis=2)
+        small = elig[None, :] - np.where(cmp, fe[None, :, :], 0).sum(axis=2)
+        fits = ge[g.uidx] >= g.gpu_count[:, None]
+        cpu_ok = cpu[None, :] >= g.cpu_milli[:, None]
+        if g.use_mem:
+            cpu_ok &= mem[None, :] >= g.mem_bytes[:, None]
+        f = np.where(fits & cpu_ok, small[g.uidx] + inel, tot[None, :])
+        if fill_weight:
+            f = f + fill_weight * self._fill(g, cpu, mem, np.maximum(fe, 0), tot)
+        result: FloatArray = g.weight @ f
+        return result
 
     @staticmethod
     def _fill(g: _Group, cpu: IntArray, mem: IntArray, fe: IntArray, tot: FloatArray) -> FloatArray:
@@ -169,7 +201,6 @@ def candidates(
     cpu0 = state.cpu_free[rf]
     mem0 = state.mem_free[rf]
     free0 = state.gpu_free[rf]
-    before = model.frag(rf, cpu0, mem0, free0, fill_weight)
     if req.gpu_count > 0 and req.fractional:
         ok = state.gpu_class(req).gpu_ok[rf] & (free0 >= req.gpu_milli)
         cr, cc = np.nonzero(ok)
@@ -184,8 +215,15 @@ def candidates(
             take = full & (np.cumsum(full, axis=1) <= req.gpu_count)
             free1[take] = 0
     cpu1 = cpu0[cr] - req.cpu_milli
-    after = model.frag(rf[cr], cpu1, mem0[cr] - req.mem_bytes, free1, fill_weight)
-    return Candidates(rf, cr, cc, after - before[cr], free1, cpu1)
+    n = rf.size
+    both = model.frag(
+        np.concatenate([rf, rf[cr]]),
+        np.concatenate([cpu0, cpu1]),
+        np.concatenate([mem0, mem0[cr] - req.mem_bytes]),
+        np.concatenate([free0, free1]),
+        fill_weight,
+    )
+    return Candidates(rf, cr, cc, both[n:] - both[:n][cr], free1, cpu1)
 
 
 def best_per_row(

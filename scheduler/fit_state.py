@@ -92,6 +92,25 @@ class _Static:
                 pos[slot.index] = j
             self.pos.append(pos)
         self.model_ids = model_ids
+        # Nodes with the same GPU layout (model and memory per column) share a signature;
+        # on a node whose GPUs are all alike, which column holds which free share is moot.
+        sigs: dict[tuple[tuple[int, int], ...], int] = {}
+        self.sig = np.array(
+            [
+                sigs.setdefault(
+                    tuple(
+                        (int(self.gpu_model[i, j]), int(self.gpu_mem[i, j]))
+                        for j in range(len(nodes[i].gpus))
+                    ),
+                    len(sigs),
+                )
+                for i in range(n)
+            ],
+            dtype=np.int64,
+        )
+        self.uniform = [
+            len({(slot.model, slot.mem_total_bytes) for slot in nd.gpus}) <= 1 for nd in nodes
+        ]
         self.n_gpus = self.gpu_exists.sum(axis=1).astype(np.int64)
         # The dominant model of each node (most GPUs), -1 for GPU-less nodes.
         self.node_model = np.full(n, -1, dtype=np.int64)
@@ -148,6 +167,7 @@ class FleetState:
 
     __slots__ = (
         "_classes",
+        "_keys",
         "_s",
         "affinity",
         "cpu_free",
@@ -179,6 +199,7 @@ class FleetState:
         self.node_version = node_version
         self.memo: dict[object, Memo] = {}
         self._classes: dict[ClassKey, GpuClass] = {}
+        self._keys: list[tuple[int, tuple[int, ...]] | None] = [None] * len(static.names)
 
     @classmethod
     def from_snapshot(cls, snap: FleetSnapshot) -> FleetState:
@@ -206,6 +227,7 @@ class FleetState:
         )
         out._classes = {k: c.copy() for k, c in self._classes.items()}
         out.memo = {k: m.copy() for k, m in self.memo.items()}
+        out._keys = list(self._keys)
         return out
 
     # ---- static facts -------------------------------------------------------------------
@@ -268,6 +290,7 @@ class FleetState:
         for j, v in zip(cols, new_gpu, strict=True):
             self.gpu_free[i, j] = v
         self.node_version[i] += 1
+        self._keys[i] = None
         self._count_affinity(i, a, -sign)
         if cols:
             self._refresh_row(i)
@@ -353,6 +376,21 @@ class FleetState:
     def full_total(self) -> IntArray:
         """(N,) fully free healthy GPUs per node."""
         return self.gpu_class(_ANY_GPU).n_full
+
+    def node_key(self, i: int) -> tuple[int, tuple[int, ...]]:
+        """Hashable free state of node `i`: layout signature, CPU and memory free, free milli
+        per GPU column (sorted when the node's GPUs are all alike). Nodes with equal keys
+        score equally for any request."""
+        k = self._keys[i]
+        if k is None:
+            free = self.gpu_free[i].tolist()
+            if self._s.uniform[i]:
+                free.sort()
+            k = self._keys[i] = (
+                int(self._s.sig[i]),
+                (int(self.cpu_free[i]), int(self.mem_free[i]), *free),
+            )
+        return k
 
     def stale_rows(self, key: object) -> tuple[Memo | None, npt.NDArray[np.intp]]:
         """The memo entry under `key` and the nodes changed since it was last refreshed."""
