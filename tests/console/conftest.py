@@ -40,7 +40,12 @@ def fixed_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineLink]
 
 
 @pytest.fixture
-def live_link(tmp_path: Path) -> Iterator[EngineLink]:
+def live_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EngineLink]:
+    # The process executor keeps job directories under ~/.fleetdeck/jobs/<id>-<attempt> on the
+    # node; every engine numbers jobs from 1, so each test gets its own home for the local node.
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
     cfg = write_config(tmp_path / "config.toml", tmp_path / "store.duckdb",
                        "[collect]\ninterval_s = 1.0\n[scheduler]\ncycle_s = 0.2\n")
     loaded = load(str(cfg))
@@ -60,13 +65,13 @@ def fixed_app(link: EngineLink, start: str = "fleet", *, readonly: bool = False,
 
 
 async def wait_for(pilot: Pilot[int], cond: Callable[[], bool], *, timeout: float = 15.0,
-                   what: str = "condition") -> None:
-    """Let the app run until `cond()` holds."""
+                   what: str | Callable[[], str] = "condition") -> None:
+    """Let the app run until `cond()` holds; `what` (or what it returns) names it on failure."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not cond():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         await pilot.pause(0.05)
 
 
