@@ -1,0 +1,77 @@
+"""`fleetdeck --demo`: the console on a simulated fleet with live work and generated history.
+
+Only the nodes are simulated (`collectors.transport.sim`): the fleet collector, ingest,
+scheduler, executors, policies and reports are the real code, on a temporary store that is
+deleted at exit. Modules: `fleet` (48 nodes, teams, quotas, rates, policies, config file),
+`history*` (six months of consistent history), `workload` (the live job mix), `cloud` (the
+burst provider's scripts), `session` (`Demo`: one run's folder, threads and cleanup).
+
+Entry points: `run_demo(args)` (console) and `serve_demo(args)` (headless engine, like
+`fleetdeck serve`). Both print nothing to the user's store or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from collectors.store import Store
+
+
+def _seed(args: argparse.Namespace) -> int:
+    seed = getattr(args, "demo_seed", None)
+    return int(seed) if seed is not None else 7
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Open the console on a fresh demo fleet; everything is removed at exit."""
+    from console.app import FleetdeckApp, open_link
+    from console.demo.session import Demo, embedded_store_runner
+
+    with Demo(seed=_seed(args)) as demo:
+        loaded = demo.prepare()
+        link = asyncio.run(open_link(loaded, readonly=bool(getattr(args, "readonly", False))))
+        try:
+            demo.start(embedded_store_runner(link.embedded) if link.embedded else None)
+            FleetdeckApp(link).run()
+        finally:
+            demo.stop_workload()
+            if link.embedded is not None:
+                link.embedded.stop()
+    return 0
+
+
+def serve_demo(args: argparse.Namespace) -> int:
+    """The demo engine without a console, until SIGINT/SIGTERM (prints its socket)."""
+    from console.demo.session import Demo
+    from console.engine.host import Engine
+
+    async def main(demo: Demo) -> None:
+        engine = Engine(demo.prepare())
+        await engine.start()
+        loop = asyncio.get_running_loop()
+
+        def on_store(fn: Callable[[Store], Any]) -> Any:
+            return asyncio.run_coroutine_threadsafe(engine.db.run(fn), loop).result()
+
+        demo.start(on_store)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, engine.request_stop)
+        sys.stdout.write(f"fleetdeck demo engine on {demo.config.socket_path} "
+                         f"(config {demo.root / 'config.toml'}); Ctrl-C stops it\n")
+        sys.stdout.flush()
+        try:
+            await engine.wait_stopped()
+        finally:
+            demo.stop_workload()
+
+    with Demo(seed=_seed(args)) as demo:
+        asyncio.run(main(demo))
+    return 0
+
+
+__all__ = ["run_demo", "serve_demo"]

@@ -1,0 +1,205 @@
+"""One demo run: a temporary folder with the sim fleet, its config, history and workload.
+
+    with Demo() as demo:
+        loaded = demo.prepare()          # config, sandboxes, jobs/audit history (fast part)
+        engine = EmbeddedEngine(loaded); engine.start()
+        demo.start(embedded_store_runner(engine))   # hourly rollups + live workload, background
+        ...
+        demo.stop_workload(); engine.stop()
+    # leaving the block kills what the demo's jobs still run and deletes the folder
+
+The bulk of the history (six months of hourly rollups, about 1.4 million rows) is computed in a
+background thread and written on the engine's own store thread, so the fleet is live on screen
+before it is in: the engine stays the store's only writer. Without a store runner, `prepare`
+writes everything itself before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from collectors.store import Store
+from collectors.transport.sim import stop_sandbox_jobs
+from console.config import Config, Loaded, load
+from console.demo import fleet
+from console.demo.history_tables import (
+    History,
+    plan,
+    rollup_tables,
+    write_rollups,
+    write_small,
+)
+from console.demo.workload import drive, engine_submit
+from console.engine.client import EngineClient
+from console.engine.host import EmbeddedEngine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+StoreRunner = Callable[[Callable[[Store], Any]], Any]  # runs fn(store) on the engine's thread
+
+
+def embedded_store_runner(engine: EmbeddedEngine) -> StoreRunner:
+    """Run `fn(store)` on an embedded engine's store thread and wait for it."""
+    def run(fn: Callable[[Store], T]) -> T:
+        # EmbeddedEngine keeps its loop and engine private; the demo needs the store thread.
+        loop: asyncio.AbstractEventLoop | None = getattr(engine, "_loop", None)
+        core = getattr(engine, "_engine", None)
+        if loop is None or core is None:
+            raise RuntimeError("the embedded engine is not running")
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(core.db.run(fn), loop)
+        return fut.result()
+    return run
+
+
+class Demo:
+    """See the module docstring. `root` defaults to a new temporary folder, deleted at close."""
+
+    def __init__(self, root: Path | None = None, *, seed: int = 7, interval_s: float = 2.0,
+                 history_days: int = 182, burst: bool = True,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._own_root = root is None
+        self.root = root or Path(tempfile.mkdtemp(prefix="fleetdeck-demo-"))
+        self.seed = seed
+        self.interval_s = interval_s
+        self.history_days = history_days
+        self.burst = burst
+        self.clock = clock
+        self.loaded: Loaded | None = None
+        self.history: History | None = None
+        self.history_done = threading.Event()
+        self.history_error: BaseException | None = None
+        self.timings: dict[str, float] = {}
+        self.submitted = 0
+        self._threads: list[threading.Thread] = []
+        self._driver_loop: asyncio.AbstractEventLoop | None = None
+        self._driver_stop: asyncio.Event | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def config(self) -> Config:
+        assert self.loaded is not None, "prepare() first"
+        return self.loaded.config
+
+    def __enter__(self) -> Demo:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- setup ------------------------------------------------------------------------------
+    def prepare(self, *, defer_rollups: bool = True) -> Loaded:
+        """Write the config and sandboxes, and the history the scheduler needs first.
+
+        With `defer_rollups=False` the hourly rollups are written too (no engine needed)."""
+        t0 = time.perf_counter()
+        path = fleet.write_demo(self.root, interval_s=self.interval_s, burst=self.burst)
+        self.loaded = load(str(path))
+        t1 = time.perf_counter()
+        self.history = plan(self.clock(), days=self.history_days, seed=self.seed)
+        with Store.open(self.loaded.config.store.path) as store:
+            write_small(store, self.history)
+            if not defer_rollups:
+                write_rollups(store, rollup_tables(self.history))
+                self.history_done.set()
+        t2 = time.perf_counter()
+        self.timings.update(config_s=t1 - t0, history_jobs_s=t2 - t1)
+        return self.loaded
+
+    def start(self, store_runner: StoreRunner | None, *, workload: bool = True) -> None:
+        """Background work once the engine runs: the rollups (through `store_runner`, the
+        engine's store thread) and the live workload submitted to the engine's socket."""
+        if not self.history_done.is_set():
+            if store_runner is None:
+                raise ValueError("rollups still to write: pass the engine's store runner")
+            self._spawn(self._write_rollups, "demo-history", store_runner)
+        if workload:
+            self._spawn(self._drive, "demo-workload")
+
+    def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _write_rollups(self, store_runner: StoreRunner) -> None:
+        assert self.history is not None
+        t0 = time.perf_counter()
+        try:
+            tables = rollup_tables(self.history)
+            t1 = time.perf_counter()
+            if not self._stopping.is_set():
+                store_runner(lambda store: write_rollups(store, tables))
+            self.timings.update(rollups_generate_s=t1 - t0,
+                                rollups_write_s=time.perf_counter() - t1)
+        except BaseException as e:  # reported by wait_history(); the demo goes on without it
+            self.history_error = e
+            log.warning("demo history: %s", e)
+        finally:
+            self.history_done.set()
+
+    def wait_history(self, timeout_s: float) -> bool:
+        """True once the whole history is written (raises what writing it raised)."""
+        done = self.history_done.wait(timeout_s)
+        if self.history_error is not None:
+            raise self.history_error
+        return done
+
+    # -- workload ---------------------------------------------------------------------------
+    def _drive(self) -> None:
+        async def main() -> None:
+            self._driver_loop = asyncio.get_running_loop()
+            self._driver_stop = asyncio.Event()
+            if self._stopping.is_set():
+                return
+            client = await EngineClient.connect(self.config.socket_path)
+            try:
+                self.submitted = await drive(engine_submit(client.call),
+                                             random.Random(self.seed), self._driver_stop)
+            finally:
+                await client.close()
+
+        try:
+            asyncio.run(main())
+        except Exception as e:
+            log.warning("demo workload stopped: %s", e)
+
+    def stop_workload(self) -> None:
+        """Stop submitting (call before stopping the engine)."""
+        self._stopping.set()
+        loop, ev = self._driver_loop, self._driver_stop
+        if loop is not None and ev is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(ev.set)
+
+    # -- teardown ---------------------------------------------------------------------------
+    def sandboxes(self) -> list[Path]:
+        out = []
+        for parent in (self.root / "nodes", self.root / "cloud" / "nodes"):
+            if parent.is_dir():
+                out += [p for p in parent.iterdir() if p.is_dir()]
+        return out
+
+    def stop_jobs(self) -> int:
+        """Kill what the demo's jobs still run on every sim node (the engine does not)."""
+        return sum(stop_sandbox_jobs(p) for p in self.sandboxes())
+
+    def close(self) -> None:
+        """Stop the workload, kill leftover job processes, delete the folder if it is ours."""
+        self.stop_workload()
+        for t in self._threads:
+            t.join(timeout=30.0)
+        self.stop_jobs()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
