@@ -30,9 +30,14 @@ def make_transport(
     *,
     connect_limit: asyncio.Semaphore | None = None,
 ) -> Transport:
-    """The transport for `node`: local for `transport = "local"`, SSH otherwise."""
+    """The transport for `node`: local for `transport = "local"`, a simulated node for
+    `"sim"` (`collectors.transport.sim`), SSH otherwise."""
     if node.transport == "local":
         return LocalTransport(node)
+    if node.transport == "sim":
+        from collectors.transport.sim import SimTransport
+
+        return SimTransport(node)
     if node.transport != "ssh":
         raise ValueError(f"node {node.name}: unknown transport {node.transport!r}")
     return SshTransport(node, options, connect_limit=connect_limit)
