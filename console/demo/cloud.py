@@ -34,7 +34,7 @@ def provision(root: Path, request_id: str, offer: str) -> dict[str, object]:
     set_down(sandbox, False)
     return {"instance_id": iid, "host": str(sandbox), "port": 22, "user": "demo",
             "price_per_hour": BURST_PRICE_PER_HOUR, "state": "running", "transport": "sim",
-            "offer": offer}
+            "node_name": f"burst-{iid[2:10]}", "offer": offer}
 
 
 def terminate(root: Path, iid: str) -> None:

@@ -1,0 +1,118 @@
+"""`fleetdeck --demo` headless: the real engine on the demo config (48 sim nodes), the live
+workload through the engine protocol, the history written on the engine's store thread."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from collectors.transport.sim import sandbox_pids
+from console.demo import fleet
+from console.demo.session import Demo, embedded_store_runner
+from console.engine.client import EngineClient
+from console.engine.host import EmbeddedEngine
+from scheduler.jobspec import JobSpec
+
+NODES = len(fleet.nodes())
+GPUS = sum(n.profile.gpu_count for n in fleet.nodes())
+
+
+async def until(client: EngineClient, method: str, pred: Any, timeout_s: float,
+                **params: Any) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = await client.call(method, **params)
+        if pred(last):
+            return last
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{method} never satisfied the condition; last answer: {last}")
+
+
+async def check_live_fleet(socket: Path, history_jobs: int) -> None:
+    c = await EngineClient.connect(socket)
+    try:
+        status = await c.call("status")
+        assert status["nodes_configured"] == NODES
+        summary = await until(c, "summary", lambda s: s["nodes_up"] == NODES
+                              and s["running_jobs"] > 0, 90)
+        assert summary["gpus_total"] == GPUS
+        nodes = await c.call("nodes")
+        assert {n["name"] for n in nodes} == {n.name for n in fleet.nodes()}
+        assert {n["transport"] for n in nodes} == {"sim"}
+        # the workload lands on GPUs, and the simulated GPUs show it
+        busy = await until(c, "fleet", lambda f: any(
+            g["jobs"] and (g["util_pct"] or 0) > 5 for n in f for g in n["gpus"]), 60)
+        by_name = {n["name"]: n for n in busy}
+        assert len(by_name["h100-01"]["gpus"]) == 8 and len(by_name["l40s-01"]["gpus"]) == 4
+        assert by_name["cpu-01"]["gpus"] == []
+        running = await c.call("jobs", states=["running"], limit=500)
+        assert running and all(j["id"] > history_jobs for j in running)
+        assert all(j["node"] in by_name for j in running)
+        # a job of our own, through the same protocol as the workload
+        spec = JobSpec(name="demo-test-probe", command=("sleep", "30"), user="heidi",
+                       project="evals", team="platform", executor="process", gpus=1.0,
+                       pool="interactive", labels={"gpu": "l40s"}, max_runtime_s=120.0)
+        ids = (await c.call("submit", spec=spec.to_dict()))["ids"]
+        mine = await until(c, "jobs", lambda js: any(
+            j["id"] == ids[0] and j["state"] == "running" for j in js), 60, limit=200)
+        job = next(j for j in mine if j["id"] == ids[0])
+        assert job["node"].startswith("l40s-") and len(job["gpu_indices"]) == 1
+    finally:
+        await c.close()
+
+
+def test_demo_engine_runs_the_sim_fleet(tmp_path: Path) -> None:
+    with Demo(root=tmp_path / "demo", interval_s=1.0) as demo:
+        loaded = demo.prepare()
+        assert demo.history is not None
+        history_jobs = demo.history.job_count
+        assert all(n.transport == "sim" for n in loaded.config.nodes)
+        engine = EmbeddedEngine(loaded)
+        engine.start()
+        try:
+            demo.start(embedded_store_runner(engine))
+            asyncio.run(check_live_fleet(loaded.config.socket_path, history_jobs))
+            assert demo.wait_history(300)
+            counts = asyncio.run(_db_counts(loaded.config.socket_path))
+            assert counts["gpu_samples_1h"] >= GPUS * 182 * 24
+            assert counts["jobs"] > history_jobs
+        finally:
+            demo.stop_workload()
+            engine.stop()
+        pids = [p for box in demo.sandboxes() for p in sandbox_pids(box)]
+        assert pids
+    # leaving the block killed what the demo's jobs still ran
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() and _home_in(p, tmp_path) for p in pids):
+        assert time.monotonic() < deadline, "demo job processes survived close()"
+        time.sleep(0.1)
+
+
+def test_demo_without_root_removes_its_folder() -> None:
+    demo = Demo(history_days=2)
+    root = demo.root
+    with demo:
+        demo.prepare(defer_rollups=False)
+        assert demo.wait_history(1)
+        assert (root / "config.toml").exists()
+    assert not root.exists()
+
+
+async def _db_counts(socket: Path) -> dict[str, int]:
+    c = await EngineClient.connect(socket)
+    try:
+        info = await c.call("db_info")
+        return dict(info["tables"])
+    finally:
+        await c.close()
+
+
+def _home_in(pid: int, root: Path) -> bool:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"HOME={root}".encode() in env
