@@ -92,11 +92,11 @@ def chargeback_lines(ledger: Ledger, rates: Rates) -> pl.DataFrame:
     )
     parts = [lines, _burst_idle_lines(lines, instances), _unattributed_spend(f.spend, instances)]
     cols = ["job_id", *KEYS, *SUM_COLUMNS]
-    out = pl.concat([_with_total(p).select(cols) for p in parts if p.height], how="vertical")
-    if out.height == 0:
+    present = [_with_total(p).select(cols) for p in parts if p.height]
+    if not present:
         return pl.DataFrame(schema={"job_id": pl.Int64, **{k: pl.String for k in KEYS},
                                     **{c: pl.Float64 for c in SUM_COLUMNS}})
-    return out
+    return pl.concat(present, how="vertical")
 
 
 def _with_total(lines: pl.DataFrame) -> pl.DataFrame:

@@ -61,7 +61,7 @@ class Frames:
     n_buckets: int
     resolution: str
     gpus: pl.LazyFrame
-    """gid u32, node, gpu_index i16, uuid, model, mem_total_bytes i64, pool."""
+    """gid u32, node, gpu_index i16, model, mem_total_bytes i64, pool."""
     gpu_samples: pl.LazyFrame
     """gid u32, bucket i32, util_pct f32, mem_used_bytes_max f32."""
     jobs: pl.LazyFrame
@@ -179,14 +179,13 @@ def _sample_parts(
         where = f"ts >= TIMESTAMP '{_iso(lo)}' AND ts < TIMESTAMP '{_iso(min(hi, cut))}'"
         if native_s == bucket_s:
             parts.append(
-                f"SELECT ts, node, gpu_index, uuid, model, util_pct_mean AS util_pct, "
+                f"SELECT ts, node, gpu_index, model, util_pct_mean AS util_pct, "
                 f"mem_used_bytes_max, mem_total_bytes FROM {table} WHERE {where}"
             )
         else:
             parts.append(
-                f"SELECT {b} AS ts, node, gpu_index, arg_max(uuid, ts) AS uuid, "
-                f"arg_max(model, ts) AS model, {aggs} FROM {table} WHERE {where} "
-                f"GROUP BY ALL"
+                f"SELECT {b} AS ts, node, gpu_index, any_value(model) AS model, {aggs} "
+                f"FROM {table} WHERE {where} GROUP BY ALL"
             )
     return parts
 
@@ -199,19 +198,19 @@ def _gpu_frames(
     cur: duckdb.DuckDBPyConnection, parts: list[str], origin: datetime, bucket_s: int
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     gpu_schema = {"gid": pl.UInt32, "node": pl.String, "gpu_index": pl.Int16,
-                  "uuid": pl.String, "model": pl.String, "mem_total_bytes": pl.Int64,
-                  "pool": pl.String}
+                  "model": pl.String, "mem_total_bytes": pl.Int64, "pool": pl.String}
     sample_schema = {"gid": pl.UInt32, "bucket": pl.Int32, "util_pct": pl.Float32,
                      "mem_used_bytes_max": pl.Float32}
     if not parts:
         return pl.LazyFrame(schema=gpu_schema), pl.LazyFrame(schema=sample_schema)
     src = " UNION ALL ".join(parts)
+    # any_value: a GPU slot keeps its model (a mid-period swap reports one of the two)
     gpus_sql = f"""
         SELECT (row_number() OVER (ORDER BY s.node, s.gpu_index) - 1)::UINTEGER AS gid,
-               s.node, s.gpu_index::SMALLINT AS gpu_index, s.uuid,
+               s.node, s.gpu_index::SMALLINT AS gpu_index,
                coalesce(s.model, n.gpu_model, '(unknown)') AS model, s.mem_total_bytes,
                coalesce(n.pool, jp.pool, '{_NONE}') AS pool
-        FROM (SELECT node, gpu_index, arg_max(uuid, ts) AS uuid, arg_max(model, ts) AS model,
+        FROM (SELECT node, gpu_index, any_value(model) AS model,
                      max(mem_total_bytes)::BIGINT AS mem_total_bytes
               FROM ({src}) GROUP BY node, gpu_index) s
         LEFT JOIN nodes n ON n.name = s.node

@@ -120,3 +120,37 @@ def test_rates_amortization_and_matching() -> None:
     assert rates.cpu_rate("inf") == 0.01 and rates.mem_rate("inf") == 0.5
     with pytest.raises(ValueError):
         GpuRate(lifetime_years=0)
+
+
+def test_every_report_and_format_on_an_empty_store(tmp_path: Path) -> None:
+    Store.open(tmp_path / "e.duckdb").close()
+    with Store.open(tmp_path / "e.duckdb", read_only=True) as store:
+        for name in ("chargeback", "usage", "forecast", "rightsizing", "all"):
+            for fmt in ("table", "md", "json", "html", "xlsx", "csv", "parquet"):
+                if name == "all" and fmt in ("csv", "parquet"):
+                    continue
+                out = render_report(name, store.con, now=NOW, fmt=fmt)
+                assert out, (name, fmt)
+        body = json.loads(render_report("chargeback", store.con, now=NOW, fmt="json"))
+    assert body["tables"]["chargeback"] == []
+
+
+def test_jobs_without_telemetry_are_allocated_but_unmeasured(tmp_path: Path) -> None:
+    """A Slurm job with no GPU samples: billed, counted as unmeasured, never as used."""
+    store = Store.open(tmp_path / "s.duckdb")
+    try:
+        store.append_rows("jobs", [
+            {"id": 1, "name": "j", "user": "u", "executor": "slurm", "spec": "{}",
+             "state": "succeeded", "pool": "hpc", "node": "c1", "gpu_indices": None,
+             "gpu_count": 4, "gpu_milli": 0, "gpu_model": "H100", "submitted_at": START,
+             "started_at": START, "ended_at": datetime(2024, 3, 1, 10)}])
+    finally:
+        store.close()
+    with Store.open(tmp_path / "s.duckdb", read_only=True) as store:
+        body = json.loads(render_report("chargeback", store.con, start=START, end=END,
+                                        now=NOW, fmt="json", rates=RATES, by="pool"))
+    row = body["tables"]["chargeback"][0]
+    assert row["pool"] == "hpc"
+    assert row["gpu_h_allocated"] == pytest.approx(40.0)
+    assert row["gpu_h_unmeasured"] == pytest.approx(40.0)
+    assert row["gpu_h_used"] == 0.0
