@@ -133,7 +133,7 @@ class FleetdeckApp(App[int]):
     COMMANDS = {*App.COMMANDS, _commands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
-        Binding("colon", "command_palette", "Go to"),
+        Binding("colon", "goto_palette", "Go to"),
         Binding("1,f1", "goto('fleet')", "Fleet"),
         Binding("2,f2", "goto('jobs')", "Jobs"),
         Binding("3,f3", "goto('policies')", "Policies"),
@@ -241,9 +241,13 @@ class FleetdeckApp(App[int]):
 
     # -- navigation and shared actions --------------------------------------------------------
     def action_goto(self, mode: str) -> None:
-        """Show a top-level screen (Fleet, Jobs, Policies, Reports, Audit)."""
+        """Show this top-level screen."""
         if self.current_mode != mode:
             self.switch_mode(mode)
+
+    def action_goto_palette(self) -> None:
+        """Go to a node, job or user by name, or run a command (the command palette)."""
+        self.action_command_palette()
 
     def action_refresh(self) -> None:
         """Ask the engine again now."""

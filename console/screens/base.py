@@ -81,7 +81,7 @@ class FleetdeckScreen(Screen[None]):
             yield from self.compose_body()
         yield FilterInput(placeholder="filter: words, or column:value (Esc clears)",
                           id="filter")
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=False)
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -19,6 +19,10 @@ EXTRA = (
 )
 
 
+# Textual's own screen bindings (focus moves, copy) and quit aliases: not worth a line
+SKIP = frozenset({"", "noop", "focus_next", "focus_previous", "copy_text", "help_quit"})
+
+
 def key_name(app: Any, key: str) -> str:
     return str(app.get_key_display(Binding(key, "")))
 
@@ -50,24 +54,27 @@ class KeysScreen(ModalScreen[None]):
         table.add_column("Key", style="bold cyan", no_wrap=True)
         table.add_column("Does")
         table.add_column("Where", style="dim")
-        seen: set[str] = set()
-        for key, active in sorted(self.under.active_bindings.items(),
-                                  key=lambda kv: isinstance(kv[1].node, App)):
+        # one line per (where, action); keys bound to the same action share it
+        lines: dict[tuple[bool, str, str], tuple[list[str], str]] = {}
+        for key, active in self.under.active_bindings.items():
             binding = active.binding
-            shown = key_name(self.app, key)
-            if not isinstance(active.node, Screen | App) or binding.action.startswith("focus_"):
-                continue  # widget navigation: summarised below
-            if shown in seen or binding.action in ("", "noop", "copy_text", "help_quit"):
-                continue
-            seen.add(shown)
-            where = ("everywhere" if isinstance(active.node, App)
+            if (not isinstance(active.node, Screen | App)
+                    or binding.action.split(".")[-1] in SKIP):
+                continue  # widget navigation is summarised below
+            everywhere = isinstance(active.node, App)
+            where = ("everywhere" if everywhere
                      else type(active.node).__name__.removesuffix("Screen"))
             text = describe(active.node, binding.action, binding.description)
+            if "(" in binding.action and binding.description:
+                text = f"{binding.description}: {text}"
             if not active.enabled:
                 text += " (disabled here)"
-            table.add_row(shown, text, where)
+            entry = lines.setdefault((everywhere, where, binding.action), ([], text))
+            entry[0].append(key_name(self.app, key))
+        for (_, where, _action), (keys, text) in sorted(lines.items(), key=lambda kv: kv[0][0]):
+            table.add_row(" ".join(keys), text, where)
         for key, text in EXTRA:
-            table.add_row(key, text, "everywhere")
+            table.add_row(key, text, "tables")
         with Vertical(id="keys-dialog"):
             yield Label("Keys   [dim]Esc or ? closes[/]", classes="dialog-title")
             yield VerticalScroll(Static(table))

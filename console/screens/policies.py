@@ -11,7 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import Label
+from textual.widgets import Label, Static
 
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
@@ -28,7 +28,8 @@ BURST_COLUMNS = (
     Column("node", "Node", 14), Column("state", "State", 12), Column("gpus", "GPUs", 10),
     Column("price", "$/hour", 8), Column("cost", "Cost", 10), Column("age", "Up", 9),
 )
-CORDON_COLUMNS = (Column("node", "Node", 18), Column("reason", "Reason"))
+CORDON_COLUMNS = (Column("node", "Node", 18), Column("state", "State", 9),
+                  Column("reason", "Reason"))
 
 
 def idle_row(w: Mapping[str, Any], now: float) -> Row:
@@ -48,7 +49,8 @@ def burst_row(b: Mapping[str, Any], now: float) -> Row:
     launched = fmt.epoch(b.get("launched_at"))
     count = b.get("gpu_count") or 0
     return (
-        str(b.get("instance_id")), str(b.get("provider") or ""), str(b.get("node") or "-"),
+        str(b.get("instance_id") or b.get("request_id")), str(b.get("provider") or ""),
+        str(b.get("node") or "-"),
         fmt.state_text(str(b.get("state") or "")),
         f"{count} x {b.get('gpu_model') or '?'}" if count else "-",
         fmt.money(b.get("price_per_hour")), fmt.money(b.get("cost")),
@@ -85,6 +87,7 @@ class PoliciesScreen(FleetdeckScreen):
         yield Label("Idle GPU jobs  [dim]z snooze · x stop now · Enter open[/]",
                     classes="section", id="idle-label")
         yield KeyedTable(IDLE_COLUMNS, id="idle")
+        yield Static("", id="snoozed")
         yield Label("Burst nodes", classes="section", id="burst-label")
         yield KeyedTable(BURST_COLUMNS, id="burst")
         yield Label("Cordoned and drained nodes  [dim]u uncordon[/]", classes="section",
@@ -93,6 +96,7 @@ class PoliciesScreen(FleetdeckScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
+        self.query_one("#snoozed").display = False
         self.query_one("#idle", KeyedTable).focus()
 
     def refresh_data(self) -> None:
@@ -110,14 +114,28 @@ class PoliciesScreen(FleetdeckScreen):
         p = message.policies
         now = self.fd.clock()
         self.idle = {str(w.get("job")): w for w in p.get("idle") or []}
-        self.burst = {str(b.get("instance_id")): b for b in p.get("burst") or []}
+        self.burst = {str(b.get("instance_id") or b.get("request_id")): b
+                      for b in p.get("burst") or []}
         self.query_one("#idle", KeyedTable).sync(
             {k: idle_row(w, now) for k, w in self.idle.items()})
         self.query_one("#burst", KeyedTable).sync(
             {k: burst_row(b, now) for k, b in self.burst.items()})
-        self.query_one("#cordoned", KeyedTable).sync(
-            {str(c.get("node")): (str(c.get("node")), Text(str(c.get("reason") or "")))
-             for c in p.get("cordoned") or []})
+        nodes: dict[str, Row] = {}
+        for c in p.get("cordoned") or []:
+            nodes[str(c.get("node"))] = (str(c.get("node")), Text("cordoned", style="yellow"),
+                                         str(c.get("reason") or ""))
+        for d in p.get("drained") or []:
+            gpus = ",".join(str(g) for g in d.get("gpus") or [])
+            reason = str(d.get("reason") or "") + (f" (GPUs {gpus})" if gpus else "")
+            nodes[str(d.get("node"))] = (str(d.get("node")), Text("drained", style="bold red"),
+                                         reason)
+        self.query_one("#cordoned", KeyedTable).sync(nodes)
+        snoozed = [f"job {z.get('job')} by {z.get('user')} until "
+                   f"{fmt.clock_text(fmt.epoch(z.get('until')))} ({z.get('reason')})"
+                   for z in p.get("snoozed") or []]
+        box = self.query_one("#snoozed", Static)
+        box.update("snoozed: " + "; ".join(snoozed) if snoozed else "")
+        box.display = bool(snoozed)
         total = sum(float(b.get("cost") or 0) for b in self.burst.values())
         self.query_one("#burst-label", Label).update(
             f"Burst nodes  [dim]{len(self.burst)} instances, {fmt.money(total)} so far[/]")

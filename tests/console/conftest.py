@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from console.app import EngineLink, FleetdeckApp
 from console.config import load
@@ -61,7 +62,7 @@ def fixed_app(link: EngineLink, start: str = "fleet", *, readonly: bool = False,
               ) -> FleetdeckApp:
     if readonly:
         link = EngineLink(link.loaded, link.embedded, True)
-    return FleetdeckApp(link, clock=lambda: fixed_fleet.FIXED_NOW, start=start)
+    return FleetdeckApp(link, clock=lambda: fixed_fleet.FIXED_NOW, start=start, user="ann")
 
 
 async def wait_for(pilot: Pilot[int], cond: Callable[[], bool], *, timeout: float = 15.0,
@@ -81,6 +82,8 @@ def settle(*steps: Callable[[Pilot[int]], Awaitable[None]]) -> Callable[[Pilot[i
     async def run(pilot: Pilot[int]) -> None:
         for step in steps:
             await step(pilot)
+        for box in pilot.app.screen.query(Input):
+            box.cursor_blink = False  # a blinking cursor would make the picture flaky
         await pilot.pause(0.3)
         await pilot.wait_for_scheduled_animations()
 

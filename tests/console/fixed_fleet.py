@@ -139,8 +139,9 @@ def _actions(store: Store) -> None:
     with store.transaction() as con:
         record(con, [AuditEntry("policy:idle", "idle_warn", "job", "2",
                                 "GPU idle for 45 min",
-                                {"window_s": 2700, "mean_util_pct": 0.4, "max_util_pct": 3.0,
-                                 "mem_held_bytes": 9 * GIB})], now=FIXED_NOW - 300)
+                                {"window_s": 2700, "gpu_util_mean_pct": 0.4,
+                                 "gpu_util_max_pct": 3.0, "gpu_mem_held_bytes": 9 * GIB,
+                                 "cpu_util_max_pct": 1.5})], now=FIXED_NOW - 300)
         record(con, [AuditEntry("ann", "cordon", "node", "gpu-a02", "swap fan")],
                now=FIXED_NOW - 200)
         record(con, [AuditEntry("policy:burst", "burst_provision", "instance", "i-0abc",
