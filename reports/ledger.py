@@ -315,7 +315,9 @@ def _per_job(jobs: pl.DataFrame, job_gpus: pl.DataFrame, gpus: pl.DataFrame,
     dim = gpus.select(pl.col("gid").cast(pl.Int64).alias("first_gid"),
                       pl.col("model").alias("gpu_dim_model"), "mem_total_bytes")
     gpu_model = pl.when(pl.col("gpu_count") <= 0).then(pl.lit("(none)")).otherwise(
-        pl.coalesce("gpu_dim_model", "gpu_model", pl.lit("(unknown)")))
+        pl.coalesce("gpu_dim_model", "fleet_model", "gpu_model", pl.lit("(unknown)")))
+    jobs = jobs.join(_fleet_models(jobs, gpus), on=["pool", "gpu_model"], how="left",
+                     maintain_order="left")
     return (
         jobs.with_columns(
             pl.Series("gpu_h_allocated", alloc), pl.Series("gpu_h_used", used),
@@ -332,7 +334,7 @@ def _per_job(jobs: pl.DataFrame, job_gpus: pl.DataFrame, gpus: pl.DataFrame,
         )
         .join(dim, on="first_gid", how="left", maintain_order="left")
         .with_columns(model=gpu_model)
-        .drop("gpu_dim_model")
+        .drop("gpu_dim_model", "fleet_model")
         .with_columns(
             cpu_core_h=pl.col("cpu_milli") / 1000.0 * pl.col("run_h"),
             mem_gb_h=pl.col("mem_bytes") / 2**30 * pl.col("run_h"),
@@ -340,6 +342,19 @@ def _per_job(jobs: pl.DataFrame, job_gpus: pl.DataFrame, gpus: pl.DataFrame,
             ran=pl.col("run_h") > 0,
         )
     )
+
+
+def _fleet_models(jobs: pl.DataFrame, gpus: pl.DataFrame) -> pl.DataFrame:
+    """Requested model names ("A100") resolved to the one fleet model of the pool whose name
+    contains them ("NVIDIA A100-SXM4-80GB"), for jobs that never ran on a known GPU."""
+    fleet = gpus.select("pool", "model").unique()
+    rows: list[tuple[str, str, str]] = []
+    for pool, want in jobs.select("pool", "gpu_model").unique().drop_nulls().iter_rows():
+        hits = [m for p, m in fleet.iter_rows() if p == pool and want.lower() in m.lower()]
+        if len(hits) == 1:
+            rows.append((pool, want, hits[0]))
+    return pl.DataFrame(rows, schema={"pool": pl.String, "gpu_model": pl.String,
+                                      "fleet_model": pl.String}, orient="row")
 
 
 def _buckets(frames: Frames, gpus: pl.DataFrame, grid: _Grid, jobs: pl.DataFrame,

@@ -162,7 +162,7 @@ def test_usage_by_day_every_number(ledger: Ledger) -> None:
     assert r["queue_wait_median_s"] == approx(0.0)
     r = rows[(d2, "(burst)", "(none)")]
     assert r["burst_cost"] == approx(5.0)
-    r = rows[(d3, "train", "A100")]  # the queued job: its GPU model as requested
+    r = rows[(d3, "train", a100)]  # the queued job: "A100" as requested, in the fleet's name
     assert (r["jobs_submitted"], r["jobs_started"]) == (1, 0)
     assert r["queue_wait_median_s"] is None
     r = rows[(d2, "train", "(none)")]  # erin's CPU job waited 30 minutes
