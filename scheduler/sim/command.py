@@ -251,7 +251,7 @@ def print_replay(replays: list[ReplaySummary], inputs: SimInputs, out: TextIO) -
     out.write(
         f"replay mode: {inputs.fleet_label} x {inputs.jobs_label}: {run0.jobs} jobs "
         f"({run0.skipped} skipped without a run time, {run0.never_fit} larger than any node), "
-        "FIFO queue, no reservations\n\n"
+        "FIFO queue with EASY backfill (scheduler.placement.plan)\n\n"
     )
     rows = [
         [

@@ -1,10 +1,12 @@
 """Replay mode: jobs arrive at their submit time and run for their duration, in simulated time.
 
 An event-driven simulation: arrivals and completions are processed in time order (completions
-first at equal times); after each batch of events the queue is offered to placement in FIFO
-order. A job that does not fit stays queued; later jobs may still start if they fit (no
-reservations), and once a request shape failed in a pass, identical shapes behind it are not
-tried again in that pass. Jobs without a known duration are skipped and counted.
+first at equal times). While nobody waits, an arriving job goes straight to the selection
+policy. Once jobs wait, every batch of events runs the real placement cycle,
+`scheduler.placement.plan`, on a snapshot of the simulated fleet: FIFO by submit time with EASY
+backfill, each job's trace run time standing in for its max runtime (so reservations are
+exact). Jobs without a known duration are skipped and counted; jobs larger than any node are
+counted and never started.
 
 Queueing delay = start - submit; JCT (job completion time) = end - submit.
 """
@@ -13,15 +15,14 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from scheduler.fit import FleetState, WorkloadMix, make_policy
-from scheduler.fit_fgd import _shape_key
-from scheduler.models import Assignment, FleetSnapshot
+from scheduler.models import Assignment, FleetSnapshot, GpuSlot, NodeCapacity, RunningAllocation
+from scheduler.placement import QueuedTask, plan
 from scheduler.sim.traces import TraceJob
 
 ALLOC_SAMPLES = 24
@@ -134,55 +135,61 @@ def run_replay(
     events: list[tuple[float, int, int]] = [(t, 1, k) for k, t in enumerate(submit)]
     heapq.heapify(events)
     running: dict[int, Assignment] = {}
-    queue: dict[tuple[object, ...], deque[int]] = {}  # per request shape, FIFO
+    waiting: list[int] = []  # FIFO by submit time
     start = np.full(len(runnable), np.nan)
     used = 0
     first = submit[0] if submit else 0.0
     trace_t: list[float] = [first]
     trace_alloc: list[float] = [0.0]
+    snap = _Snapshots(snapshot, state)
 
-    def offer(shapes: list[tuple[object, ...]], now: float) -> None:
-        """Start queued jobs in FIFO order; a shape that fails is not tried again now."""
+    def launch(k: int, a: Assignment, now: float) -> None:
         nonlocal used
-        heads = [(queue[key][0], key) for key in shapes if key in queue]
-        heapq.heapify(heads)
-        while heads:
-            k, key = heapq.heappop(heads)
-            job = runnable[k]
-            a = pol.select(state, job.request)
-            if a is None:
-                continue
-            state.apply(a)
-            running[k] = a
-            used += a.gpu_milli * len(a.gpu_indices)
-            start[k] = now
-            heapq.heappush(events, (now + float(job.duration_s or 0.0), 0, k))
-            dq = queue[key]
-            dq.popleft()
-            if dq:
-                heapq.heappush(heads, (dq[0], key))
-            else:
-                del queue[key]
+        state.apply(a)
+        running[k] = a
+        used += a.gpu_milli * len(a.gpu_indices)
+        start[k] = now
+        heapq.heappush(events, (now + float(runnable[k].duration_s or 0.0), 0, k))
 
     while events:
         now = events[0][0]
-        released = False
-        fresh: list[tuple[object, ...]] = []
+        arrived: list[int] = []
         while events and events[0][0] == now:
             _, kind, k = heapq.heappop(events)
             if kind == 0:
-                a = running.pop(k)
-                state.release(a)
-                used -= a.gpu_milli * len(a.gpu_indices)
-                released = True
+                done = running.pop(k)
+                state.release(done)
+                used -= done.gpu_milli * len(done.gpu_indices)
             else:
-                key = _shape_key(runnable[k].request)
-                if key not in queue:
-                    queue[key] = deque()
-                    fresh.append(key)
-                queue[key].append(k)
-        # Nothing freed: only shapes that had nobody waiting can start now.
-        offer(list(queue) if released else fresh, now)
+                arrived.append(k)
+        if not waiting:
+            # nobody waits: arrivals go straight to the policy, in order, until one waits
+            for n, k in enumerate(arrived):
+                picked = pol.select(state, runnable[k].request)
+                if picked is None:
+                    waiting.extend(arrived[n:])
+                    break
+                launch(k, picked, now)
+        else:
+            waiting.extend(arrived)
+            queue = [
+                QueuedTask(
+                    id=str(k),
+                    request=runnable[k].request,
+                    user=runnable[k].user,
+                    project=runnable[k].project,
+                    submitted_at=submit[k],
+                    max_runtime_s=runnable[k].duration_s,
+                )
+                for k in waiting
+            ]
+            result = plan(snap.build(running, start, runnable), queue, policy=pol, now=now)
+            started = set()
+            for task_id, a in result.assignments:
+                k = int(task_id)
+                launch(k, a, now)
+                started.add(k)
+            waiting = [k for k in waiting if k not in started]
         trace_t.append(now)
         trace_alloc.append(used * 100.0 / capacity)
     elapsed = time.perf_counter() - t0
@@ -205,6 +212,52 @@ def run_replay(
         alloc_samples=_samples(trace_t, trace_alloc, first, end),
         mean_alloc_pct=_time_weighted(trace_t, trace_alloc, end),
         elapsed_s=elapsed,
+    )
+
+
+class _Snapshots:
+    """FleetSnapshots of the simulated fleet for `plan`; unchanged nodes are reused."""
+
+    def __init__(self, base: FleetSnapshot, state: FleetState) -> None:
+        self.base = base.nodes
+        self.state = state
+        self.nodes: list[NodeCapacity] = list(base.nodes)
+        self.seen = state.node_version.copy()
+
+    def build(
+        self, running: dict[int, Assignment], start: np.ndarray, jobs: Sequence[TraceJob]
+    ) -> FleetSnapshot:
+        st = self.state
+        for i in np.flatnonzero(st.node_version != self.seen).tolist():
+            nd = self.base[i]
+            free = st.gpu_free[i].tolist()
+            gpus = tuple(
+                replace(g, alloc_milli=1000 - free[j]) if g.healthy else g
+                for j, g in enumerate(nd.gpus)
+            )
+            self.nodes[i] = _with(nd, gpus, st, i)
+            self.seen[i] = st.node_version[i]
+        allocs = tuple(
+            RunningAllocation(
+                job_id=str(k),
+                user=jobs[k].user,
+                project=jobs[k].project,
+                team="",
+                assignment=a,
+                started_at=float(start[k]),
+                max_runtime_s=jobs[k].duration_s,
+            )
+            for k, a in running.items()
+        )
+        return FleetSnapshot(nodes=tuple(self.nodes), running=allocs)
+
+
+def _with(nd: NodeCapacity, gpus: tuple[GpuSlot, ...], st: FleetState, i: int) -> NodeCapacity:
+    return replace(
+        nd,
+        gpus=gpus,
+        cpu_alloc_milli=nd.cpu_milli - int(st.cpu_free[i]),
+        mem_alloc_bytes=nd.mem_bytes - int(st.mem_free[i]),
     )
 
 
