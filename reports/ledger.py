@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -60,33 +59,30 @@ def _us(t: datetime) -> int:
 
 class _Grid:
     """Dense GPU x bucket arrays, GPU-major and flattened so a GPU's buckets are contiguous,
-    with a sentinel at the end for `reduceat`. Samples arrive in time order, so they are
-    scattered time-major (sequential writes) and transposed once."""
+    with a sentinel at the end for `reduceat` (float32: sums accumulate in float64)."""
 
     def __init__(self, samples: pl.DataFrame, n_gpus: int, n_buckets: int) -> None:
         self.g, self.b = n_gpus, n_buckets
         size = n_gpus * n_buckets
-        util = np.zeros(size, np.float32)
-        cov = np.zeros(size, np.float32)
-        mem = np.full(size, -1.0, np.float32)
+        self.util = np.zeros(size + 1, np.float32)
+        self.cov = np.zeros(size + 1, np.float32)
+        self.mem = np.full(size + 1, -1.0, np.float32)
         if samples.height:
             if samples["util_pct"].null_count():
                 samples = samples.filter(pl.col("util_pct").is_not_null())
             bkt = samples["bucket"].to_numpy()
-            flat = bkt.astype(np.int64) * n_gpus
-            flat += samples["gid"].to_numpy()
+            flat = samples["gid"].to_numpy().astype(np.int64)
+            flat *= n_buckets
+            flat += bkt
             vals = samples["util_pct"].to_numpy()
             mem_col = samples["mem_used_bytes_max"]
             mem_vals = (mem_col.fill_null(-1.0) if mem_col.null_count() else mem_col).to_numpy()
             if bkt.size and (bkt.min() < 0 or bkt.max() >= n_buckets):
                 keep = (bkt >= 0) & (bkt < n_buckets)
                 flat, vals, mem_vals = flat[keep], vals[keep], mem_vals[keep]
-            util[flat] = vals
-            cov[flat] = 1.0
-            mem[flat] = mem_vals
-        self.util = _gpu_major(util, n_buckets, n_gpus, np.float64, 0.0)
-        self.cov = _gpu_major(cov, n_buckets, n_gpus, np.float32, 0.0)
-        self.mem = _gpu_major(mem, n_buckets, n_gpus, np.float32, -1.0)
+            self.util[flat] = vals
+            self.cov[flat] = 1.0
+            self.mem[flat] = mem_vals
 
     def interval_stats(self, gid: I64, xs: F64, xe: F64) -> tuple[F64, F64, F64]:
         """Per interval [xs, xe) of a GPU (bucket units): sum of util x covered fraction of
@@ -104,7 +100,7 @@ class _Grid:
         idx = np.empty(2 * n, np.int64)
         idx[0::2], idx[1::2] = lo[order], hi[order]
         u, w, mem = np.empty(n), np.empty(n), np.empty(n)
-        u[order] = np.add.reduceat(self.util, idx)[0::2]
+        u[order] = np.add.reduceat(self.util, idx, dtype=np.float64)[0::2]
         w[order] = np.add.reduceat(self.cov, idx)[0::2]
         mem[order] = np.maximum.reduceat(self.mem, idx)[0::2]
         head = xs - k0  # fraction of the first bucket before the interval
@@ -114,25 +110,24 @@ class _Grid:
         return np.maximum(u, 0.0), np.maximum(w, 0.0), mem
 
     def group_sums(self, group_of_gpu: I64, n_groups: int) -> tuple[F64, F64]:
-        """(GPUs present, GPUs used) per group and bucket."""
-        onehot = np.zeros((n_groups, self.g), np.float32)
-        if self.g:
-            onehot[group_of_gpu, np.arange(self.g)] = 1.0
+        """(GPUs present, GPUs used) per group and bucket. Sources order GPUs by pool and
+        model, so groups are runs of rows and one `reduceat` pass sums them."""
+        present = np.zeros((n_groups, self.b))
+        used = np.zeros((n_groups, self.b))
+        if self.g == 0 or self.b == 0:
+            return present, used
         size = self.g * self.b
         cov = self.cov[:size].reshape(self.g, self.b)
         util = self.util[:size].reshape(self.g, self.b)
-        present = (onehot @ cov).astype(np.float64)
-        used: F64 = (onehot.astype(np.float64) @ util) / 100.0
-        return present, used
-
-
-def _gpu_major(a: npt.NDArray[np.float32], n_buckets: int, n_gpus: int,
-               dtype: type[np.floating[Any]], sentinel: float) -> npt.NDArray[Any]:
-    """Transpose a time-major flat grid to GPU-major (one pass, converting), plus a sentinel."""
-    out = np.empty(n_gpus * n_buckets + 1, dtype)
-    out[:-1].reshape(n_gpus, n_buckets)[...] = a.reshape(n_buckets, n_gpus).T
-    out[-1] = sentinel
-    return out
+        if np.all(np.diff(group_of_gpu) >= 0):
+            starts = np.flatnonzero(np.r_[True, np.diff(group_of_gpu) != 0])
+            rows = group_of_gpu[starts]
+            present[rows] = np.add.reduceat(cov, starts, axis=0, dtype=np.float64)
+            used[rows] = np.add.reduceat(util, starts, axis=0, dtype=np.float64) / 100.0
+            return present, used
+        onehot = np.zeros((n_groups, self.g))
+        onehot[group_of_gpu, np.arange(self.g)] = 1.0
+        return onehot @ cov, (onehot @ util.astype(np.float64)) / 100.0
 
 
 def add_intervals(n_rows: int, n_buckets: int, rows: I64, xs: F64, xe: F64, w: F64) -> F64:

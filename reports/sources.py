@@ -205,19 +205,25 @@ def _gpu_frames(
         return pl.LazyFrame(schema=gpu_schema), pl.LazyFrame(schema=sample_schema)
     src = " UNION ALL ".join(parts)
     # any_value: a GPU slot keeps its model (a mid-period swap reports one of the two)
+    # any_value: a GPU slot keeps its model (a mid-period swap reports one of the two).
+    # gid follows pool and model, so each pool/model group is a run of gids.
     gpus_sql = f"""
-        SELECT (row_number() OVER (ORDER BY s.node, s.gpu_index) - 1)::UINTEGER AS gid,
-               s.node, s.gpu_index::SMALLINT AS gpu_index,
-               coalesce(s.model, n.gpu_model, '(unknown)') AS model, s.mem_total_bytes,
-               coalesce(n.pool, jp.pool, '{_NONE}') AS pool
-        FROM (SELECT node, gpu_index, any_value(model) AS model,
-                     max(mem_total_bytes)::BIGINT AS mem_total_bytes
-              FROM ({src}) GROUP BY node, gpu_index) s
-        LEFT JOIN nodes n ON n.name = s.node
-        LEFT JOIN (SELECT node, mode(pool) AS pool FROM jobs
-                   WHERE node IS NOT NULL AND pool IS NOT NULL GROUP BY node) jp
-               ON jp.node = s.node
-        ORDER BY gid"""
+        WITH g AS (
+            SELECT node, gpu_index, any_value(model) AS model,
+                   max(mem_total_bytes)::BIGINT AS mem_total_bytes
+            FROM ({src}) GROUP BY node, gpu_index
+        ), jp AS (
+            SELECT node, mode(pool) AS pool FROM jobs
+            WHERE node IS NOT NULL AND pool IS NOT NULL GROUP BY node
+        ), d AS (
+            SELECT g.node, g.gpu_index::SMALLINT AS gpu_index,
+                   coalesce(g.model, n.gpu_model, '(unknown)') AS model, g.mem_total_bytes,
+                   coalesce(n.pool, jp.pool, '{_NONE}') AS pool
+            FROM g LEFT JOIN nodes n ON n.name = g.node LEFT JOIN jp ON jp.node = g.node
+        )
+        SELECT (row_number() OVER (ORDER BY pool, model, node, gpu_index) - 1)::UINTEGER
+                   AS gid, node, gpu_index, model, mem_total_bytes, pool
+        FROM d ORDER BY gid"""
     gpus = pl.from_arrow(cur.sql(gpus_sql).to_arrow_table())
     assert isinstance(gpus, pl.DataFrame)
     gpus = gpus.cast(gpu_schema)  # type: ignore[arg-type]
