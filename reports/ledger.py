@@ -28,6 +28,7 @@ import polars as pl
 from reports.sources import Frames
 
 IDLE_UTIL_PCT = 5.0
+_CHUNK = 1 << 21
 _EPOCH = datetime(1970, 1, 1)
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -70,19 +71,22 @@ class _Grid:
         if samples.height:
             if samples["util_pct"].null_count():
                 samples = samples.filter(pl.col("util_pct").is_not_null())
-            bkt = samples["bucket"].to_numpy()
-            flat = samples["gid"].to_numpy().astype(np.int64)
-            flat *= n_buckets
-            flat += bkt
-            vals = samples["util_pct"].to_numpy()
-            mem_col = samples["mem_used_bytes_max"]
-            mem_vals = (mem_col.fill_null(-1.0) if mem_col.null_count() else mem_col).to_numpy()
-            if bkt.size and (bkt.min() < 0 or bkt.max() >= n_buckets):
-                keep = (bkt >= 0) & (bkt < n_buckets)
-                flat, vals, mem_vals = flat[keep], vals[keep], mem_vals[keep]
-            self.util[flat] = vals
-            self.cov[flat] = 1.0
-            self.mem[flat] = mem_vals
+            if samples["mem_used_bytes_max"].null_count():
+                samples = samples.with_columns(pl.col("mem_used_bytes_max").fill_null(-1.0))
+            gid, bkt = samples["gid"].to_numpy(), samples["bucket"].to_numpy()
+            vals, mem = samples["util_pct"].to_numpy(), samples["mem_used_bytes_max"].to_numpy()
+            for i in range(0, samples.height, _CHUNK):  # small index temporaries, reused
+                b = bkt[i:i + _CHUNK]
+                flat = gid[i:i + _CHUNK].astype(np.int64)
+                flat *= n_buckets
+                flat += b
+                v, m = vals[i:i + _CHUNK], mem[i:i + _CHUNK]
+                if b.min() < 0 or b.max() >= n_buckets:
+                    keep = (b >= 0) & (b < n_buckets)
+                    flat, v, m = flat[keep], v[keep], m[keep]
+                self.util[flat] = v
+                self.cov[flat] = 1.0
+                self.mem[flat] = m
 
     def interval_stats(self, gid: I64, xs: F64, xe: F64) -> tuple[F64, F64, F64]:
         """Per interval [xs, xe) of a GPU (bucket units): sum of util x covered fraction of

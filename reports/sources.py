@@ -1,9 +1,9 @@
 """The only I/O of reports: the store's tables for one period, as Polars lazy frames.
 
 Period filters, column projection and the roll-up of finer samples to the report's bucket run in
-DuckDB; results cross over as Arrow. GPU telemetry comes as a star: `gpus` (one row per GPU, its
-`gid` the row number) and `gpu_samples` (gid, bucket index, utilization, peak memory), so the
-17-million-row fact table carries no strings.
+DuckDB; results cross over as Arrow (`.pl()`). GPU telemetry comes as a star: `gpus` (one row
+per GPU, its `gid` the row number) and `gpu_samples` (gid, bucket index, utilization, peak
+memory), so the 17-million-row fact table carries no strings.
 
 Resolution: periods longer than two days use 1-hour buckets (`gpu_samples_1h`, then
 `gpu_samples_1m` and raw `gpu_samples` for the hours not rolled up yet); shorter periods use
@@ -147,9 +147,7 @@ def from_store(
 def _q(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> pl.LazyFrame:
     used = {k: v for k, v in params.items() if f"${k}" in sql}
     rel = cur.sql(sql, params=used) if used else cur.sql(sql)
-    out = pl.from_arrow(rel.to_arrow_table())
-    assert isinstance(out, pl.DataFrame)
-    return out.lazy()
+    return rel.pl().lazy()
 
 
 def _floor(t: datetime, bucket_s: int) -> datetime:
@@ -224,21 +222,18 @@ def _gpu_frames(
         SELECT (row_number() OVER (ORDER BY pool, model, node, gpu_index) - 1)::UINTEGER
                    AS gid, node, gpu_index, model, mem_total_bytes, pool
         FROM d ORDER BY gid"""
-    gpus = pl.from_arrow(cur.sql(gpus_sql).to_arrow_table())
-    assert isinstance(gpus, pl.DataFrame)
-    gpus = gpus.cast(gpu_schema)  # type: ignore[arg-type]
+    gpus = cur.sql(gpus_sql).pl().cast(gpu_schema)
     name = f"_fd_report_gpus_{next(_counter)}"
     cur.register(name, gpus.select("gid", "node", "gpu_index").to_arrow())
     origin_us = int((origin - datetime(1970, 1, 1)).total_seconds()) * 1_000_000
     try:
-        samples = pl.from_arrow(cur.sql(f"""
+        samples = cur.sql(f"""
             SELECT d.gid, ((epoch_us(s.ts) - {origin_us}) // {bucket_s * 1_000_000})::INTEGER
                        AS bucket,
                    s.util_pct::FLOAT AS util_pct, s.mem_used_bytes_max::FLOAT
                        AS mem_used_bytes_max
             FROM ({src}) s JOIN {name} d ON d.node = s.node AND d.gpu_index = s.gpu_index
-            """).to_arrow_table())
+            """).pl()
     finally:
         cur.unregister(name)
-    assert isinstance(samples, pl.DataFrame)
-    return gpus.lazy(), samples.cast(sample_schema).lazy()  # type: ignore[arg-type]
+    return gpus.lazy(), samples.cast(sample_schema).lazy()
