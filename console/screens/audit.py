@@ -12,7 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
@@ -102,8 +102,8 @@ class AuditScreen(FleetdeckScreen):
         self.query_one(KeyedTable).sync({k: audit_row(a) for k, a in self.rows.items()})
         self._detail()
 
-    @on(DataTable.RowHighlighted)
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(KeyedTable.Highlighted)
+    def _highlighted(self, event: KeyedTable.Highlighted) -> None:
         self._detail()
 
     def _detail(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -14,7 +15,7 @@ from textual.widgets import Static
 
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
-from console.widgets.keyed_table import Column, KeyedTable, Row
+from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
 
 VIEWS: dict[str, tuple[str, ...]] = {
     "all": (),
@@ -34,14 +35,30 @@ GpuUtil = Mapping[tuple[str, int], float]
 
 def runtime(job: Mapping[str, Any], now: float) -> Text:
     """Running: time since start; finished: start to end; waiting: time queued (dim)."""
+    text, waiting = runtime_text(job, now)
+    return _runtime_cell(text, waiting) if waiting else Text(text)
+
+
+def runtime_text(job: Mapping[str, Any], now: float) -> tuple[str, bool]:
+    """(runtime, waiting): waiting means the time since submission of a job not started."""
     started = fmt.epoch(job.get("started_at"))
     ended = fmt.epoch(job.get("ended_at"))
     if started is not None:
-        return Text(fmt.duration((ended if ended is not None else now) - started))
+        return fmt.duration((ended if ended is not None else now) - started), False
     submitted = fmt.epoch(job.get("submitted_at"))
     if submitted is not None and ended is None:
-        return Text(fmt.duration(now - submitted), style="dim italic")
-    return Text("-")
+        return fmt.duration(now - submitted), True
+    return "-", False
+
+
+@lru_cache(maxsize=4096)
+def _runtime_cell(text: str, waiting: bool) -> Text:
+    return Text(text, style="dim italic" if waiting else "")
+
+
+@lru_cache(maxsize=64)
+def _idle_cell(warn: str) -> Text:
+    return Text("⚠ " + warn, style=fmt.STATE_STYLE.get(warn, "yellow")) if warn else Text("")
 
 
 def job_util(job: Mapping[str, Any], util: GpuUtil) -> float | None:
@@ -60,28 +77,28 @@ def job_gpus(job: Mapping[str, Any]) -> str:
     return fmt.num(float(gpus)) if gpus else "-"
 
 
-def job_row(job: Mapping[str, Any], now: float, util: GpuUtil, idle: Mapping[str, str]) -> Row:
+LIVE_COLUMNS = ("runtime", "util")
+
+
+def job_row(job: Mapping[str, Any], idle: Mapping[str, str]) -> Row:
+    """The job's row; its live cells (runtime, util) are placeholders, see `live_cells`."""
     state = str(job.get("state") or "")
-    u = job_util(job, util) if state == "running" else None
-    warn = idle.get(str(job.get("id")))
     reason = str(job.get("reason") or "")
     code = job.get("exit_code")
     if state in ("succeeded", "failed") and code is not None and reason != f"exit {code}":
         reason = f"exit {code}" + (f": {reason}" if reason else "")
-    return (
-        str(job["id"]),
-        str(job.get("name") or ""),
-        str(job.get("user") or ""),
-        str(job.get("project") or ""),
-        fmt.state_text(state),
-        job_gpus(job),
-        str(job.get("node") or "-"),
-        str(job.get("pool") or ""),
-        runtime(job, now),
-        Text(fmt.pct(u, 4), style=fmt.util_style(u)) if u is not None else Text("-"),
-        Text("⚠ " + warn, style=fmt.STATE_STYLE.get(warn, "yellow")) if warn else Text(""),
-        reason,
-    )
+    return (str(job["id"]), str(job.get("name") or ""), str(job.get("user") or ""),
+            str(job.get("project") or ""), fmt.state_text(state), job_gpus(job),
+            str(job.get("node") or "-"), str(job.get("pool") or ""), "", "",
+            _idle_cell(idle.get(str(job.get("id")), "")), reason)
+
+
+def live_cells(job: Mapping[str, Any], now: float, util: GpuUtil) -> tuple[Cell, Cell]:
+    """Runtime and GPU utilization: change on every refresh, drawn only when on screen."""
+    text, waiting = runtime_text(job, now)
+    u = job_util(job, util) if job.get("state") == "running" else None
+    return (_runtime_cell(text, waiting) if waiting else text,
+            fmt.pct_text(u) if u is not None else "-")
 
 
 def gpu_util_index(nodes: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
@@ -119,10 +136,12 @@ class JobsScreen(FleetdeckScreen):
         self.jobs: dict[str, dict[str, Any]] = {}
         self._util: dict[tuple[str, int], float] = {}
         self._idle: dict[str, str] = {}
+        # last job dict, idle state and row per job: an unchanged reply reuses the row
+        self._rows: dict[str, tuple[dict[str, Any], str, Row]] = {}
 
     def compose_body(self) -> ComposeResult:
         yield Static(self._tabs_text(), id="job-views")
-        yield KeyedTable(COLUMNS, id="jobs-table")
+        yield KeyedTable(COLUMNS, id="jobs-table", live_columns=LIVE_COLUMNS, live=self.live)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -173,9 +192,32 @@ class JobsScreen(FleetdeckScreen):
         self.jobs = {str(j["id"]): j for j in ordered}
         self.fd.last_jobs = ordered
         self._util, self._idle = message.util, message.idle
-        now = self.fd.clock()
-        self.query_one(KeyedTable).sync(
-            {k: job_row(j, now, message.util, message.idle) for k, j in self.jobs.items()})
+        table = self.query_one(KeyedTable)
+        table.sync(self.rows_for())
+        table.refresh_live()
+
+    def rows_for(self) -> dict[str, Row]:
+        """Rows for the jobs, reusing last refresh's row object when the engine's row and the
+        idle warning are unchanged (a dict comparison, no formatting)."""
+        old, new = self._rows, {}
+        rows: dict[str, Row] = {}
+        idle = self._idle
+        for key, job in self.jobs.items():
+            hit = old.get(key)
+            warn = idle.get(key, "")
+            if hit is not None and hit[1] == warn and hit[0] == job:
+                new[key] = hit
+            else:
+                new[key] = (job, warn, job_row(job, idle))
+            rows[key] = new[key][2]
+        self._rows = new
+        return rows
+
+    def live(self, key: str) -> tuple[Cell, ...]:
+        job = self.jobs.get(key)
+        if job is None:
+            return ("", "")
+        return live_cells(job, self.fd.clock(), self._util)
 
     def action_view(self) -> None:
         """Cycle the view: all, queue, running, finished."""

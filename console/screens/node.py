@@ -32,9 +32,9 @@ PROC_COLUMNS = (
     Column("job", "Job", 6), Column("container", "Container", 12), Column("command", "Command"),
 )
 CONTAINER_COLUMNS = (
-    Column("id", "Container", 12), Column("name", "Name", 18), Column("state", "State", 8),
-    Column("cpu", "CPU%", 5), Column("mem", "Memory", 8), Column("job", "Job", 6),
-    Column("image", "Image", 20),
+    Column("id", "Container", 12), Column("name", "Name", 12), Column("state", "State", 7),
+    Column("cpu", "CPU%", 4), Column("mem", "Memory", 6), Column("job", "Job", 5),
+    Column("image", "Image"),
 )
 
 

@@ -1,12 +1,18 @@
-"""Formatting for the console's cells: sizes, percentages, bars, ages. Pure functions."""
+"""Formatting for the console's cells: sizes, percentages, bars, ages. Pure functions.
+
+Helpers returning `Text` for table cells (`pct_text`, `state_text`, `gpu_spark`) hand out
+shared, cached objects: a refresh that changes nothing yields identical cells, which tables
+compare by identity first. Never mutate what they return.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 
-from rich.text import Text
+from rich.text import Span, Text
 
 SPARK = "▁▂▃▄▅▆▇█"
 BAR_FULL = "█"
@@ -97,14 +103,19 @@ def epoch(value: object) -> float | None:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        return dt.timestamp()
+        return _iso_epoch(value)
     return None
+
+
+@lru_cache(maxsize=65536)
+def _iso_epoch(value: str) -> float | None:
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
 
 
 def clock_text(ts: float | None) -> str:
@@ -139,14 +150,31 @@ def spark_char(p: float | None) -> str:
 
 
 def gpu_spark(utils: Sequence[float | None]) -> Text:
-    """One block per GPU, its height and colour the GPU's utilization."""
-    text = Text()
-    for u in utils:
-        text.append(spark_char(u), style=util_style(u))
-    return text
+    """One block per GPU, its height and colour the GPU's utilization (shared, cached)."""
+    return _spark(tuple((spark_char(u), util_style(u)) for u in utils))
 
 
+@lru_cache(maxsize=8192)
+def _spark(cells: tuple[tuple[str, str], ...]) -> Text:
+    return Text("".join(c for c, _ in cells),
+                spans=[Span(i, i + 1, style) for i, (_, style) in enumerate(cells)])
+
+
+def pct_text(p: float | None, width: int = 4) -> Text:
+    """A percentage coloured by utilization (shared, cached)."""
+    return _pct_text(None if p is None else round(p), width)
+
+
+@lru_cache(maxsize=1024)
+def _pct_text(p: int | None, width: int) -> Text:
+    if p is None:
+        return Text("-".rjust(width))
+    return Text(f"{p}%".rjust(width), style=util_style(p))
+
+
+@lru_cache(maxsize=256)
 def state_text(state: str | None, extra: str = "") -> Text:
+    """A state name in its colour (shared, cached)."""
     s = state or "unknown"
     return Text(s + extra, style=STATE_STYLE.get(s, ""))
 

@@ -1,9 +1,18 @@
-"""A DataTable whose rows are keyed by id and updated in place, cell by cell.
+"""A table whose rows are keyed by id and updated in place, cell by cell.
 
 Screens hand it the complete, current set of rows on every refresh (`sync`). The table works
 out what changed: new keys are added, vanished keys removed, and for rows that differ only the
-changed cells are updated with `update_cell`, all inside one `batch_update`. Nothing is rebuilt
-on a refresh; the only full rebuild is when the filter changes or most rows vanish at once.
+changed cells are updated (`update_cell`), all inside one `batch_update`. Nothing is rebuilt
+on a refresh; the view is rebuilt only when the filter changes.
+
+It is a Line API widget (like Textual's own DataTable, minus per-cell measuring): only the
+lines on screen are rendered, each cached until its row changes, so 10,000 rows cost what the
+visible 40 cost. Columns have fixed widths (a column without one takes the remaining width).
+
+Live columns: values that change on every refresh for every row (a running job's runtime, its
+GPUs' utilization) can be given as `live` (key -> those cells). They are computed only for the
+lines on screen when they are drawn, instead of being diffed for 10,000 rows per refresh;
+`refresh_live()` redraws the visible lines. Filters do not see live columns.
 
 A filter (set by `/`) is a list of words: `key:value` matches the column with that key, a bare
 word matches anywhere in the row; all words must match (case-insensitive substring).
@@ -11,26 +20,32 @@ word matches anywhere in the row; all words must match (case-insensitive substri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual._two_way_dict import TwoWayDict
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
 from textual.message import Message
-from textual.widgets import DataTable
-from textual.widgets.data_table import RowKey
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 Cell = str | Text
 Row = tuple[Cell, ...]
-REBUILD_FRACTION = 0.5  # more removals than this share of shown rows: rebuild instead
+Live = Callable[[str], tuple[Cell, ...]]
+PAD = 1  # blank cells each side of a column
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
     key: str
     label: str
-    width: int | None = None
+    width: int | None = None  # None: the remaining width (at least the label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +74,46 @@ def parse_filter(text: str) -> tuple[tuple[str | None, str], ...]:
     return tuple(terms)
 
 
-class KeyedTable(DataTable[Cell]):
+class KeyedTable(ScrollView, can_focus=True):
     """Rows keyed by id; `sync(rows)` applies a refresh incrementally."""
 
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "move(-1)", "Up", show=False),
+        Binding("down,j", "move(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "edge(0)", "First row", show=False),
+        Binding("end", "edge(1)", "Last row", show=False),
+        Binding("left", "scroll_left", "Scroll left", show=False),
+        Binding("right", "scroll_right", "Scroll right", show=False),
+        Binding("enter", "select_cursor", "Open", show=False),
+    ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "keyed-table--header", "keyed-table--cursor", "keyed-table--cursor-blurred"}
+    DEFAULT_CSS = """
+    KeyedTable { height: 1fr; background: $surface; }
+    KeyedTable > .keyed-table--header { text-style: bold; background: $panel; }
+    KeyedTable > .keyed-table--cursor { background: $block-cursor-background;
+        color: $block-cursor-foreground; text-style: bold; }
+    KeyedTable > .keyed-table--cursor-blurred { background: $block-cursor-blurred-background; }
+    """
+
+    cursor_row: reactive[int] = reactive(0, init=False)
+
     class Drill(Message):
-        """Enter on a row: the screen should open what the row stands for."""
+        """Enter (or a double click) on a row: the screen opens what the row stands for."""
+
+        def __init__(self, table: KeyedTable, key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> KeyedTable:
+            return self.table
+
+    class Highlighted(Message):
+        """The cursor moved to the row `key`."""
 
         def __init__(self, table: KeyedTable, key: str) -> None:
             super().__init__()
@@ -75,167 +125,298 @@ class KeyedTable(DataTable[Cell]):
             return self.table
 
     def __init__(self, columns: Sequence[Column], *, id: str | None = None,
-                 classes: str | None = None) -> None:
-        super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
+                 classes: str | None = None, live_columns: Sequence[str] = (),
+                 live: Live | None = None) -> None:
+        super().__init__(id=id, classes=classes)
         self.columns_spec = tuple(columns)
+        self.live = live
+        self._live_index = tuple(i for i, c in enumerate(columns) if c.key in live_columns)
         self._col_keys = tuple(c.key for c in columns)
+        self._col_index = {k: i for i, k in enumerate(self._col_keys)}
         self._all: dict[str, Row] = {}
         self._order: list[str] = []
-        self._shown: set[str] = set()
+        self._view: list[str] = []  # shown keys, in order
+        self._pos: dict[str, int] = {}  # shown key -> index in _view
         self._haystack: dict[str, tuple[str, ...]] = {}
         self._terms: tuple[tuple[str | None, str], ...] = ()
+        self._strips: dict[str, tuple[Row, bool, int, tuple[Cell, ...], Strip]] = {}
+        self._widths: tuple[int, ...] = ()
+        self._layout_version = 0
+        self._header: Strip | None = None
         self.filter_text = ""
         self.last_sync = SyncStats()
 
-    def on_mount(self) -> None:
-        for c in self.columns_spec:
-            self.add_column(c.label, key=c.key, width=c.width)
-
     # -- reading ---------------------------------------------------------------------------
+    @property
+    def row_count(self) -> int:
+        return len(self._view)
+
     @property
     def current_key(self) -> str | None:
         """Key of the row under the cursor, if any."""
-        if not self.row_count:
-            return None
-        try:
-            row_key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
-        except Exception:
-            return None
-        return row_key.value
+        if 0 <= self.cursor_row < len(self._view):
+            return self._view[self.cursor_row]
+        return None
 
     @property
     def shown_keys(self) -> list[str]:
         """Keys of the rows shown, in display order."""
-        return [k for k in self._order if k in self._shown]
+        return list(self._view)
 
     def row_cells(self, key: str) -> Row | None:
         return self._all.get(key)
 
+    def data_of(self, key: str) -> dict[str, Any]:
+        row = self._all.get(key, ())
+        return {k: plain(c) for k, c in zip(self._col_keys, row, strict=False)}
+
     def select_key(self, key: str) -> bool:
         """Move the cursor to the row `key`; False if it is not shown."""
-        if key not in self._shown:
+        index = self._pos.get(key)
+        if index is None:
             return False
-        self.move_cursor(row=self.get_row_index(key))
+        self.cursor_row = index
         return True
+
+    # -- filtering -------------------------------------------------------------------------
+    def set_filter(self, text: str) -> None:
+        """Show only rows matching `text` (see the module docstring)."""
+        if text == self.filter_text:
+            return
+        self.filter_text = text
+        self._terms = parse_filter(text)
+        cursor = self.current_key
+        self._set_view([k for k in self._order if self.matches(k, self._all[k])])
+        if cursor is None or not self.select_key(cursor):
+            self.cursor_row = 0
+        self.refresh()
+
+    def matches(self, key: str, row: Row) -> bool:
+        if not self._terms:
+            return True
+        hay = self._haystack.get(key)
+        if hay is None:
+            hay = tuple(plain(c).lower() for c in row)
+            self._haystack[key] = hay
+        for col, word in self._terms:
+            if col is None:
+                if not any(word in h for h in hay):
+                    return False
+            else:
+                i = self._col_index.get(col)
+                if i is None or word not in hay[i]:
+                    return False
+        return True
+
+    # -- writing ---------------------------------------------------------------------------
+    def update_cell(self, key: str, column: str, value: Cell) -> None:
+        """Set one cell; its line is redrawn on the next frame if it is on screen."""
+        row = self._all[key]
+        i = self._col_index[column]
+        self._all[key] = (*row[:i], value, *row[i + 1:])
+        self._haystack.pop(key, None)
+        index = self._pos.get(key)
+        if index is not None and self._on_screen(index):
+            self.refresh_line(index + 1)  # virtual line: the header is line 0
+
+    def sync(self, rows: Mapping[str, Row]) -> SyncStats:
+        """Make the table show `rows` (in their order), touching only what changed: rows
+        whose cells are all identical (or equal) keep their cached line; a row with changed
+        cells takes them (as `update_cell` would, one line redraw if it is on screen)."""
+        old = self._all
+        order = list(rows)
+        added = [k for k in order if k not in old]
+        removed = [k for k in self._order if k not in rows]
+        cells = 0
+        top = self.scroll_offset.y
+        bottom = top + max(1, self.size.height - 1)
+        dirty: list[int] = []
+        with self.app.batch_update():
+            new: dict[str, Row] = {}
+            for key, row in rows.items():
+                prev = old.get(key)
+                if prev is None or prev is row:
+                    new[key] = row
+                    continue
+                changed = sum(1 for a, b in zip(prev, row, strict=True) if a is not b and a != b)
+                if not changed:
+                    new[key] = prev  # keep the identical row: its cached line stays valid
+                    continue
+                new[key] = row
+                cells += changed
+                self._haystack.pop(key, None)
+                index = self._pos.get(key)
+                if index is not None and top <= index < bottom:
+                    dirty.append(index)
+            self._all = new
+            for key in removed:
+                self._haystack.pop(key, None)
+                self._strips.pop(key, None)
+            if added or removed or order != self._order or (self._terms and cells):
+                cursor = self.current_key
+                self._order = order
+                self._set_view([k for k in order if self.matches(k, new[k])])
+                if cursor is not None and not self.select_key(cursor):
+                    self.cursor_row = min(self.cursor_row, max(0, len(self._view) - 1))
+                self.refresh()
+            else:
+                for index in dirty:
+                    self.refresh_line(index + 1)  # virtual line: the header is line 0
+        self.last_sync = SyncStats(added=len(added), removed=len(removed), cells_updated=cells)
+        return self.last_sync
+
+    def refresh_live(self) -> None:
+        """Redraw the visible lines so their live cells are computed afresh."""
+        if self.live is not None:
+            self.refresh()
+
+    def replace_all(self, rows: Iterable[tuple[str, Row]]) -> None:
+        """Forget the old rows and show these."""
+        self._all, self._order, self._view, self._pos = {}, [], [], {}
+        self._haystack.clear()
+        self._strips.clear()
+        self.sync(dict(rows))
+
+    def _set_view(self, keys: list[str]) -> None:
+        if keys != self._view:
+            self._view = keys
+            self._pos = {k: i for i, k in enumerate(keys)}
+        self.virtual_size = Size(self._total_width(), len(self._view) + 1)
+
+    # -- geometry and rendering ------------------------------------------------------------
+    def _on_screen(self, index: int) -> bool:
+        top = self.scroll_offset.y
+        return top <= index < top + max(1, self.size.height - 1)
+
+    def _compute_widths(self) -> tuple[int, ...]:
+        fixed = sum((c.width or 0) + 2 * PAD for c in self.columns_spec)
+        flex = [c for c in self.columns_spec if c.width is None]
+        spare = max(0, self.size.width - fixed - 2 * PAD * len(flex))
+        share = spare // len(flex) if flex else 0
+        return tuple(c.width if c.width is not None else max(len(c.label), share)
+                     for c in self.columns_spec)
+
+    def _total_width(self) -> int:
+        return sum(w + 2 * PAD for w in self._widths) if self._widths else self.size.width
+
+    def on_resize(self, event: events.Resize) -> None:
+        widths = self._compute_widths()
+        if widths != self._widths:
+            self._widths = widths
+            self._layout_version += 1
+            self._header = None
+            self._strips.clear()
+        self.virtual_size = Size(self._total_width(), len(self._view) + 1)
+
+    def _cells_strip(self, cells: Sequence[Cell], style: Style) -> Strip:
+        segments: list[Segment] = []
+        pad = " " * PAD
+        for cell, width in zip(cells, self._widths, strict=False):
+            segments.append(Segment(pad, style))
+            if isinstance(cell, Text):
+                text = cell.copy()
+                text.truncate(width, overflow="ellipsis", pad=True)
+                console = self.app.console
+                # Text.render applies spans only; the Text's own style is added here
+                cell_style = style + console.get_style(cell.style) if cell.style else style
+                for seg in text.render(console):
+                    segments.append(Segment(seg.text,
+                                            cell_style + seg.style if seg.style else cell_style))
+            else:
+                s = cell if len(cell) <= width else cell[: max(0, width - 1)] + "…"
+                segments.append(Segment(s.ljust(width), style))
+            segments.append(Segment(pad, style))
+        return Strip(segments)
+
+    def render_line(self, y: int) -> Strip:
+        if not self._widths:
+            self._widths = self._compute_widths()
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.size.width
+        base = self.rich_style
+        if y == 0:
+            if self._header is None:
+                style = base + self.get_component_rich_style("keyed-table--header")
+                self._header = self._cells_strip([c.label for c in self.columns_spec], style)
+            strip = self._header
+            style = base + self.get_component_rich_style("keyed-table--header")
+            return strip.crop_extend(scroll_x, scroll_x + width, style)
+        index = scroll_y + y - 1
+        if index >= len(self._view):
+            return Strip.blank(width, base)
+        key = self._view[index]
+        row = self._all[key]
+        live = self.live(key) if self.live is not None else ()
+        selected = index == self.cursor_row
+        cached = self._strips.get(key)
+        if (cached is not None and cached[0] is row and cached[1] == selected
+                and cached[2] == self._layout_version and cached[3] == live):
+            strip = cached[4]
+        else:
+            style = base
+            if selected:
+                style += self.get_component_rich_style(
+                    "keyed-table--cursor" if self.has_focus else "keyed-table--cursor-blurred")
+            cells = list(row)
+            for i, cell in zip(self._live_index, live, strict=False):
+                cells[i] = cell
+            strip = self._cells_strip(cells, style)
+            self._strips[key] = (row, selected, self._layout_version, live, strip)
+        return strip.crop_extend(scroll_x, scroll_x + width,
+                                 base if not selected else strip_style(strip, base))
+
+    # -- cursor ----------------------------------------------------------------------------
+    def watch_cursor_row(self, old: int, new: int) -> None:
+        if not self._view:
+            return
+        clamped = min(max(0, new), len(self._view) - 1)
+        if clamped != new:
+            self.cursor_row = clamped
+            return
+        top = self.scroll_offset.y
+        visible = max(1, self.size.height - 1)
+        if new < top:
+            self.scroll_to(y=new, animate=False)
+        elif new >= top + visible:
+            self.scroll_to(y=new - visible + 1, animate=False)
+        self.refresh()
+        self.post_message(self.Highlighted(self, self._view[new]))
+
+    def action_move(self, delta: int) -> None:
+        if self._view:
+            self.cursor_row = min(len(self._view) - 1, max(0, self.cursor_row + delta))
+
+    def action_page(self, direction: int) -> None:
+        self.action_move(direction * max(1, self.size.height - 2))
+
+    def action_edge(self, end: int) -> None:
+        if self._view:
+            self.cursor_row = len(self._view) - 1 if end else 0
 
     def action_select_cursor(self) -> None:
         key = self.current_key
         if key is not None:
             self.post_message(self.Drill(self, key))
 
-    # -- filtering -------------------------------------------------------------------------
-    def set_filter(self, text: str) -> None:
-        """Show only rows matching `text` (see the module docstring); rebuilds the view."""
-        if text == self.filter_text:
+    def on_click(self, event: events.Click) -> None:
+        if event.y < 1:
             return
-        self.filter_text = text
-        self._terms = parse_filter(text)
-        self._rebuild()
+        index = self.scroll_offset.y + event.y - 1
+        if 0 <= index < len(self._view):
+            self.cursor_row = index
+            if event.chain >= 2:
+                self.action_select_cursor()
 
-    def _hay(self, key: str, row: Row) -> tuple[str, ...]:
-        hay = self._haystack.get(key)
-        if hay is None:
-            hay = tuple(plain(c).lower() for c in row)
-            self._haystack[key] = hay
-        return hay
-
-    def matches(self, key: str, row: Row) -> bool:
-        if not self._terms:
-            return True
-        hay = self._hay(key, row)
-        for col, word in self._terms:
-            if col is None:
-                if not any(word in h for h in hay):
-                    return False
-            else:
-                try:
-                    i = self._col_keys.index(col)
-                except ValueError:
-                    return False
-                if word not in hay[i]:
-                    return False
-        return True
-
-    # -- writing ---------------------------------------------------------------------------
-    def sync(self, rows: Mapping[str, Row]) -> SyncStats:
-        """Make the table show `rows` (in their order), touching only what changed."""
-        old = self._all
-        self._all = dict(rows)
-        order = list(rows)
-        order_changed = order != self._order
-        self._order = order
-        to_remove = [k for k in self._shown if k not in rows]
-        to_add: list[str] = []
-        updates: list[tuple[str, str, Cell]] = []
-        for key, row in rows.items():
-            prev = old.get(key)
-            if prev is not None and prev != row:
-                self._haystack.pop(key, None)
-            visible = self.matches(key, row)
-            if key in self._shown:
-                if not visible:
-                    to_remove.append(key)
-                elif prev != row and prev is not None:
-                    for ck, a, b in zip(self._col_keys, prev, row, strict=True):
-                        if a != b:
-                            updates.append((key, ck, b))
-            elif visible:
-                to_add.append(key)
-        for key in to_remove:
-            self._haystack.pop(key, None)
-        if self._shown and len(to_remove) > max(20, len(self._shown) * REBUILD_FRACTION):
-            self._rebuild()
-            self.last_sync = SyncStats(added=len(to_add), removed=len(to_remove), rebuilt=True)
-            return self.last_sync
-        with self.app.batch_update():
-            for key in to_remove:
-                self.remove_row(key)
-                self._shown.discard(key)
-            for key, ck, cell in updates:
-                self.update_cell(key, ck, cell)
-            for key in to_add:
-                self.add_row(*rows[key], key=key)
-                self._shown.add(key)
-            if to_add and order_changed:
-                self._reorder()
-        self.last_sync = SyncStats(added=len(to_add), removed=len(to_remove),
-                                   cells_updated=len(updates))
-        return self.last_sync
-
-    def _reorder(self) -> None:
-        """Put shown rows in the order the screen gave (new rows may belong in the middle)."""
-        keys = self.shown_keys
-        current = self._row_locations
-        if all(current.get(RowKey(k)) == i for i, k in enumerate(keys)):
-            return
-        cursor = self.current_key
-        # DataTable.sort does this same reassignment; we sort by the screen's order instead
-        self._row_locations = TwoWayDict({RowKey(k): i for i, k in enumerate(keys)})
-        self._update_count += 1
+    def on_focus(self) -> None:
+        self._strips.pop(self.current_key or "", None)
         self.refresh()
-        if cursor is not None:
-            self.select_key(cursor)
 
-    def _rebuild(self) -> None:
-        cursor = self.current_key
-        with self.app.batch_update():
-            self.clear()
-            self._shown = set()
-            for key in self._order:
-                row = self._all[key]
-                if self.matches(key, row):
-                    self.add_row(*row, key=key)
-                    self._shown.add(key)
-        if cursor is not None:
-            self.select_key(cursor)
+    def on_blur(self) -> None:
+        self._strips.pop(self.current_key or "", None)
+        self.refresh()
 
-    def replace_all(self, rows: Iterable[tuple[str, Row]]) -> None:
-        """Forget the old rows (e.g. another report's columns) and show these."""
-        self._all = {}
-        self._order = []
-        self._haystack.clear()
-        self.sync(dict(rows))
 
-    def data_of(self, key: str) -> dict[str, Any]:
-        row = self._all.get(key, ())
-        return {k: plain(c) for k, c in zip(self._col_keys, row, strict=False)}
+def strip_style(strip: Strip, base: Style) -> Style:
+    """The style a row's padding continues with (the cursor's background)."""
+    segments = list(strip)
+    return segments[0].style or base if segments else base
