@@ -10,12 +10,16 @@ from textual.command import CommandPalette
 from textual.widgets import Input, Label
 
 from console.app import EngineLink, FleetdeckApp
+from console.screens.audit import AuditScreen
 from console.screens.confirm import ConfirmScreen
 from console.screens.export import ExportScreen
 from console.screens.job import JobScreen
 from console.screens.jobs import JobsScreen
+from console.screens.node import NodeScreen
+from console.screens.policies import PoliciesScreen
 from console.screens.reports import ReportsScreen
 from console.screens.submit import SubmitScreen
+from console.widgets.heatmap import GpuHeatmap
 from console.widgets.keyed_table import KeyedTable, plain
 from console.widgets.log_view import LogView
 from tests.console.conftest import fixed_app, wait_for
@@ -132,3 +136,57 @@ async def test_readonly_console_changes_nothing(fixed_link: EngineLink) -> None:
         notes = [n.message for n in app._notifications]
         assert any("read-only console: stop is disabled" in n for n in notes)
         assert any("read-only console: submit is disabled" in n for n in notes)
+
+
+async def test_fleet_node_cordon_policies_audit(live_link: EngineLink) -> None:
+    app = FleetdeckApp(live_link)
+    async with app.run_test(size=(140, 40)) as pilot:
+        table = app.screen.query_one(KeyedTable)
+        await wait_for(pilot, lambda: table.row_count == 1, what="the local node")
+        node = table.shown_keys[0]
+
+        # Enter opens the node; c cordons it after a confirmation naming it
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, NodeScreen), what="the node")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        assert node in str(app.screen.query_one("#confirm-title", Label).render())
+        await pilot.press(*"swap the fan", "enter")
+        screen = app.screen
+        assert isinstance(screen, NodeScreen)
+        await wait_for(pilot, lambda: bool(screen.node and screen.node.get("cordoned")),
+                       what="the node cordoned")
+
+        # back on Fleet the row shows it; h toggles the heatmap and back
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "⊘" in plain(table.row_cells(node)[1]),  # type: ignore[index]
+                       what="the cordon mark")
+        await pilot.press("h")
+        heat = app.screen.query_one(GpuHeatmap)
+        await wait_for(pilot, lambda: [r.node for r in heat.rows] == [node], what="heatmap")
+        await pilot.press("h")
+
+        # Policies lists it; u on the cordoned table uncordons after confirming
+        await pilot.press("3")
+        await wait_for(pilot, lambda: isinstance(app.screen, PoliciesScreen), what="Policies")
+        cordoned = app.screen.query_one("#cordoned", KeyedTable)
+        await wait_for(pilot, lambda: cordoned.shown_keys == [node], what="the cordoned node")
+        cordoned.focus()
+        await pilot.press("u")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: cordoned.row_count == 0, what="the node uncordoned")
+
+        # Audit has both actions; / filters, Enter opens the node
+        await pilot.press("5")
+        await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen), what="Audit")
+        audit = app.screen.query_one(KeyedTable)
+        await wait_for(pilot, lambda: audit.row_count >= 2, what="audit rows")
+        await pilot.press("slash", *"action:cordon")  # substring: cordon and uncordon
+        await wait_for(pilot, lambda: audit.row_count == 2, what="the two node actions")
+        await pilot.press(*" fan", "enter")
+        await wait_for(pilot, lambda: audit.row_count == 1, what="the cordon row")
+        assert plain(audit.row_cells(audit.shown_keys[0])[4]) == f"node:{node}"  # type: ignore[index]
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, NodeScreen), what="the node")
+        assert app.screen.node_name == node
