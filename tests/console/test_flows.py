@@ -101,13 +101,14 @@ async def test_submit_logs_stop_filter_jump_export(live_link: EngineLink, tmp_pa
         await pilot.pause(0.5)
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, JobScreen), what="the job")
-        assert app.screen.job_id == 1
+        assert isinstance(app.screen, JobScreen) and app.screen.job_id == 1
         await pilot.press("escape")
 
         # export a report to a file
         await pilot.press("4")
         await wait_for(pilot, lambda: isinstance(app.screen, ReportsScreen), what="Reports")
         reports = app.screen
+        assert isinstance(reports, ReportsScreen)
         await wait_for(pilot, lambda: reports.loaded_key is not None, timeout=30,
                        what="the report preview")
         await pilot.press("w")
@@ -189,4 +190,4 @@ async def test_fleet_node_cordon_policies_audit(live_link: EngineLink) -> None:
         assert plain(audit.row_cells(audit.shown_keys[0])[4]) == f"node:{node}"  # type: ignore[index]
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, NodeScreen), what="the node")
-        assert app.screen.node_name == node
+        assert isinstance(app.screen, NodeScreen) and app.screen.node_name == node
