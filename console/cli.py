@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DuckDB store path (overrides [store] path)")
     parser.add_argument("--readonly", action="store_true",
                         help="console: start a session that cannot change anything")
+    parser.add_argument("--demo", action="store_true",
+                        help="open the console (or `serve`) on a simulated 48-node fleet with "
+                             "live work and six months of history, in a temporary store")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     core.register(sub)  # type: ignore[arg-type]
@@ -53,6 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.demo:
+            from console import demo
+
+            if args.command is None:
+                return demo.run_demo(args)
+            if args.command == "serve":
+                return demo.serve_demo(args)
+            parser.error("--demo goes with the console or `serve`")
         if args.command is None:
             from console.app import run_console
 

@@ -108,8 +108,9 @@ class NodeConfig:
     port: int = field(default=22, metadata=doc("SSH port", min=1, max=65535))
     user: str | None = field(default=None, metadata=doc("SSH user (default: ssh config/$USER)"))
     identity_file: Path | None = field(default=None, metadata=doc("private key file"))
-    transport: Literal["ssh", "local"] = field(
-        default="ssh", metadata=doc("ssh, or local for the machine fleetdeck runs on")
+    transport: Literal["ssh", "local", "sim"] = field(
+        default="ssh",
+        metadata=doc("ssh; local for the machine fleetdeck runs on; sim for a simulated node"),
     )
     labels: dict[str, str] = field(
         default_factory=dict, metadata=doc("free-form labels jobs can select on")

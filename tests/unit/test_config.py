@@ -19,7 +19,7 @@ BAD = [
      'collect.interval_s: expected a number 0.2-3600, got "fast"'),
     ("[collect]\ninterval_s = 0\n", "collect.interval_s: expected a number 0.2-3600, got 0"),
     ('[[nodes]]\nname = "a"\ntransport = "telnet"\n',
-     'nodes[0].transport: expected one of "ssh", "local", got "telnet"'),
+     'nodes[0].transport: expected one of "ssh", "local", "sim", got "telnet"'),
     ('[[nodes]]\nhost = "x"\n', "nodes[0].name: expected a value (a non-empty string)"),
     ('[[nodes]]\nname = "a"\nprot = 22\n', "nodes[0].prot: expected one of the known keys"),
     ('[stor]\npath = "x"\n', "stor: expected one of the known keys"),
