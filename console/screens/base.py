@@ -64,6 +64,7 @@ class FleetdeckScreen(Screen[None]):
         super().__init__()
         self._timer: Timer | None = None
         self.filter_text = ""
+        self.polling = False  # true while this screen is shown and polls
 
     @property
     def fd(self) -> FleetdeckApp:
@@ -112,6 +113,7 @@ class FleetdeckScreen(Screen[None]):
         bar.summary = self.fd.summary
         bar.notice = f"engine unreachable: {self.fd.engine_down}" if self.fd.engine_down else ""
         self.refresh_data()
+        self.polling = self.POLL_S > 0
         if self.POLL_S > 0:
             if self._timer is None:
                 self._timer = self.set_interval(self.POLL_S, self.refresh_data)
@@ -119,6 +121,7 @@ class FleetdeckScreen(Screen[None]):
                 self._timer.resume()
 
     def on_screen_suspend(self, event: events.ScreenSuspend) -> None:
+        self.polling = False
         if self._timer is not None:
             self._timer.pause()
 
