@@ -142,10 +142,11 @@ class FleetdeckScreen(Screen[None]):
             self.post_message(EngineDown(str(e)))
             return MISSING
 
-    async def fetch_fleet(self) -> Any:
-        """(nodes, True) from `fleet`; from an engine without it, (inventory rows, False)."""
+    async def fetch_fleet(self, **params: Any) -> Any:
+        """(nodes, True) from `fleet`; from an engine without it, (inventory rows, False).
+        `params` may narrow the reply (`node=NAME`); callers still filter what comes back."""
         try:
-            return await self.fd.remote.call("fleet", channel=self.CHANNEL), True
+            return await self.fd.remote.call("fleet", channel=self.CHANNEL, **params), True
         except RemoteError as e:
             if not (e.code == "bad_request" and "unknown method" in str(e)):
                 self.post_message(RequestFailed("fleet", e.code, str(e)))

@@ -165,14 +165,14 @@ class JobScreen(FleetdeckScreen):
         if self.row is not None and self.row.get("state") not in ("queued", "starting",
                                                                    "running"):
             return
-        rows = await self.fetch("jobs", limit=JOBS_LIMIT)
+        rows = await self.fetch("jobs", ids=[self.job_id], limit=JOBS_LIMIT)
         if rows is not MISSING:
             self.post_message(self.RowLoaded(
                 next((j for j in rows if int(j["id"]) == self.job_id), None)))
 
     @work(exclusive=True, group="job-row")
     async def load_row(self) -> None:
-        rows = await self.fetch("jobs", limit=JOBS_LIMIT)
+        rows = await self.fetch("jobs", ids=[self.job_id], limit=JOBS_LIMIT)
         if rows is not MISSING:
             self.post_message(self.RowLoaded(
                 next((j for j in rows if int(j["id"]) == self.job_id), None)))

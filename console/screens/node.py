@@ -171,7 +171,7 @@ class NodeScreen(FleetdeckScreen):
 
     @work(exclusive=True, group="node-poll")
     async def poll(self) -> None:
-        found = await self.fetch_fleet()
+        found = await self.fetch_fleet(node=self.node_name)
         if found is MISSING:
             return
         nodes, _full = found
