@@ -50,6 +50,9 @@ class StoreRunner(Protocol):
 class RunnerSettings:
     backfill: bool = True
     stop_grace_s: float = 10.0
+    node_concurrency: int = 8  # executor calls in flight per node (sshd MaxSessions is 10)
+    start_retry_s: float = 5.0  # a start whose outcome is unknown is retried after this
+    start_give_up_s: float = 600.0  # ... until the node has been out of reach this long
     slurm_pools: Mapping[str, str] = field(default_factory=dict)  # pool -> login node
     slurm_partitions: Mapping[str, str | None] = field(default_factory=dict)
 
@@ -140,6 +143,46 @@ def handle_of(row: JobRow) -> Handle | None:
                   external_id=row.external_id, job_id=row.id, attempt=row.attempt)
 
 
+class GroupCommit:
+    """Job transitions from many tasks written together: while one batch commits on the store
+    thread, the next gathers, so N concurrent transitions cost a few commits, not N."""
+
+    def __init__(self, db: StoreRunner, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+        self._queue: list[tuple[journal.Change, asyncio.Future[JobRow]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __call__(self, change: journal.Change) -> JobRow:
+        """Apply one change (raises its `TransitionError`/`NotFoundError`)."""
+        fut: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
+        self._queue.append((change, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="job-commits")
+        return await fut
+
+    def _write(self, changes: list[journal.Change]) -> Callable[[Store], list[Any]]:
+        return lambda s: journal.transition_many(s, changes, now=self.clock())
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self.db.run(self._write([c for c, _ in batch]))
+            except Exception as e:  # handed to every waiter
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), r in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(r, Exception):
+                    fut.set_exception(r)
+                else:
+                    fut.set_result(r)
+
+
 class JobRunner:
     """Places and runs jobs; every effect is journaled before or as it happens."""
 
@@ -165,8 +208,27 @@ class JobRunner:
         self.clock = clock
         self.last_plan: PlacementPlan | None = None
         self._launching: set[int] = set()
+        self._stopping: set[int] = set()  # poll leaves these to stop(): its state wins
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cycle_lock = asyncio.Lock()
+        self._commit = GroupCommit(db, clock)
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        # `starting` jobs whose start could not reach the node: (first failure, next try)
+        self._unsure: dict[int, tuple[float, float]] = {}
+
+    def _slot(self, node: str) -> asyncio.Semaphore:
+        """Bounds executor calls per node: one SSH connection carries them all."""
+        sem = self._slots.get(node)
+        if sem is None:
+            sem = self._slots[node] = asyncio.Semaphore(self.settings.node_concurrency)
+        return sem
+
+    async def _tx(self, job_id: int, to_state: str, *, reason: str, actor: str,
+                  expect: Sequence[str] | None = None, audit: AuditEntry | None = None,
+                  **fields: Any) -> JobRow:
+        return await self._commit(journal.Change(
+            job_id, to_state, reason, actor, tuple(expect) if expect is not None else None,
+            audit, fields))
 
     # -- requests -----------------------------------------------------------------------
     async def submit(self, spec: JobSpec, *, actor: str) -> list[int]:
@@ -186,21 +248,26 @@ class JobRunner:
         if row.state not in journal.ACTIVE:
             raise journal.TransitionError(f"job {job_id} is {row.state}; nothing to stop")
         handle = handle_of(row)
-        if handle is not None:
-            transport = await self.transport(handle.node)
-            if transport is None:
-                raise FleetdeckError(f"job {job_id}: node {handle.node} is unreachable; "
-                                     "cannot stop it now")
-            await self.executors[row.executor].stop(
-                handle, transport,
-                grace_s=self.settings.stop_grace_s if grace_s is None else grace_s)
-        if requeue:
+        self._stopping.add(job_id)
+        try:
+            if handle is not None:
+                transport = await self.transport(handle.node)
+                if transport is None:
+                    raise FleetdeckError(f"job {job_id}: node {handle.node} is unreachable; "
+                                         "cannot stop it now")
+                await self.executors[row.executor].stop(
+                    handle, transport,
+                    grace_s=self.settings.stop_grace_s if grace_s is None else grace_s)
+            if requeue:
+                return await self.db.run(lambda s: journal.transition(
+                    s, job_id, "queued", reason=reason, actor=actor, now=self.clock(),
+                    audit=audit, attempt=row.attempt + 1, node=None, gpu_indices=None,
+                    external_id=None, started_at=None))
             return await self.db.run(lambda s: journal.transition(
-                s, job_id, "queued", reason=reason, actor=actor, now=self.clock(), audit=audit,
-                attempt=row.attempt + 1, node=None, gpu_indices=None, external_id=None,
-                started_at=None))
-        return await self.db.run(lambda s: journal.transition(
-            s, job_id, "stopped", reason=reason, actor=actor, now=self.clock(), audit=audit))
+                s, job_id, "stopped", reason=reason, actor=actor, now=self.clock(),
+                audit=audit))
+        finally:
+            self._stopping.discard(job_id)
 
     async def logs(self, job_id: int, *, tail_lines: int | None,
                    follow: bool) -> AsyncIterator[bytes]:
@@ -238,6 +305,10 @@ class JobRunner:
                 s, states=("queued", *journal.ACTIVE)))
             active = [r for r in rows if r.state in journal.ACTIVE]
             queued = [r for r in rows if r.state == "queued" and r.id not in self._launching]
+            for r in active:  # after a restart or an unreachable node: start is idempotent
+                if (r.state == "starting" and r.id not in self._launching
+                        and self._unsure.get(r.id, (0.0, 0.0))[1] <= now):
+                    self._spawn_launch(r)
             slurm = [r for r in queued if self._slurm_pool(r) is not None]
             placeable = [r for r in queued if self._slurm_pool(r) is None]
             snap = snapshot(self.inventory(), allocations(active), now)
@@ -250,13 +321,19 @@ class JobRunner:
                 backfill=self.settings.backfill)
             self.last_plan = result
             by_id = {r.id: r for r in placeable}
-            for task_id, a in result.assignments:
-                await self._place(by_id[int(task_id)], a, snap)
+            changes = [self._placement(by_id[int(task_id)], a, snap)
+                       for task_id, a in result.assignments]
             for r in slurm:
                 pool = self._slurm_pool(r)
                 assert pool is not None
-                await self._place(r, Assignment(node=self.settings.slurm_pools[pool]), snap,
-                                  pool=pool)
+                changes.append(self._placement(
+                    r, Assignment(node=self.settings.slurm_pools[pool]), snap, pool=pool))
+            # one commit for the whole cycle; a job stopped meanwhile is simply skipped
+            placed = await self.db.run(
+                lambda s: journal.transition_many(s, changes, now=self.clock()))
+            for row in placed:
+                if isinstance(row, JobRow):
+                    self._spawn_launch(row)
             await self.db.run(lambda s: journal.set_reasons(
                 s, {int(k): v for k, v in result.pending.items()}))
             return result
@@ -267,8 +344,8 @@ class JobRunner:
                 iter(self.settings.slurm_pools), None)
         return row.pool if row.pool in self.settings.slurm_pools else None
 
-    async def _place(self, row: JobRow, a: Assignment, snap: FleetSnapshot, *,
-                     pool: str | None = None) -> None:
+    def _placement(self, row: JobRow, a: Assignment, snap: FleetSnapshot, *,
+                   pool: str | None = None) -> journal.Change:
         node = snap.node(a.node)
         model = None
         if node is not None and a.gpu_indices:
@@ -277,12 +354,10 @@ class JobRunner:
                                    self.settings.slurm_pools)
         where = f"{a.node}" + (f" GPUs {','.join(map(str, a.gpu_indices))}"
                                if a.gpu_indices else "")
-        placed = await self.db.run(lambda s: journal.transition(
-            s, row.id, "starting", reason=f"placed on {where}", actor="scheduler",
-            now=self.clock(), expect=("queued",), node=a.node,
-            gpu_indices=list(a.gpu_indices), gpu_model=model, executor=executor,
-            pool=pool or (node.pool if node else row.pool)))
-        self._spawn_launch(placed)
+        return journal.Change(
+            row.id, "starting", f"placed on {where}", "scheduler", ("queued",), None,
+            {"node": a.node, "gpu_indices": list(a.gpu_indices), "gpu_model": model,
+             "executor": executor, "pool": pool or (node.pool if node else row.pool)})
 
     def _spawn_launch(self, row: JobRow) -> None:
         self._launching.add(row.id)
@@ -291,6 +366,8 @@ class JobRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _launch(self, row: JobRow) -> None:
+        handle: Handle | None = None
+        transport: Transport | None = None
         try:
             assert row.node is not None
             transport = await self.transport(row.node)
@@ -298,17 +375,42 @@ class JobRunner:
                 raise TransportError(f"node {row.node} is unreachable")
             pool = row.pool or ""
             launch = launch_of(row, partition=self.settings.slurm_partitions.get(pool))
-            handle = await self.executors[row.executor].start(launch, transport)
-            await self.db.run(lambda s: journal.transition(
-                s, row.id, "running", reason=f"started on {row.node}", actor="scheduler",
-                now=self.clock(), expect=("starting",), external_id=handle.external_id,
-                started_at=journal.utc(self.clock())))
-        except (ExecutorError, TransportError, ValueError) as e:
+            async with self._slot(row.node):
+                handle = await self.executors[row.executor].start(launch, transport)
+            self._unsure.pop(row.id, None)
+            await self._tx(row.id, "running", reason=f"started on {row.node}",
+                           actor="scheduler", expect=("starting",),
+                           external_id=handle.external_id,
+                           started_at=journal.utc(self.clock()))
+        except (ExecutorError, ValueError) as e:
+            self._unsure.pop(row.id, None)
             await self._failed_start(row, str(e))
+        except TransportError as e:
+            await self._unsure_start(row, str(e))
         except journal.TransitionError:
-            pass  # stopped while starting
+            # stopped (or lost) while starting: what the start began must not run on
+            if handle is not None and transport is not None:
+                with contextlib.suppress(ExecutorError, TransportError):
+                    await self.executors[row.executor].stop(
+                        handle, transport, grace_s=self.settings.stop_grace_s)
+        except NotFoundError:
+            pass
         finally:
             self._launching.discard(row.id)
+
+    async def _unsure_start(self, row: JobRow, why: str) -> None:
+        """The node could not be reached (or did not answer) while starting: the job may or
+        may not run there, so it stays `starting` and the start (idempotent) is tried again
+        later; after `start_give_up_s` it is lost (and requeued when its spec allows)."""
+        now = self.clock()
+        first = self._unsure.get(row.id, (now, now))[0]
+        if now - first >= self.settings.start_give_up_s:
+            self._unsure.pop(row.id, None)
+            await self.mark_lost(row, f"could not start on {row.node} for "
+                                      f"{now - first:.0f}s: {why}")
+            return
+        self._unsure[row.id] = (first, now + self.settings.start_retry_s)
+        log.warning("job %s: start on %s unconfirmed, retrying: %s", row.id, row.node, why)
 
     async def _failed_start(self, row: JobRow, why: str) -> None:
         retry = row.attempt < row.spec.retries
@@ -316,25 +418,28 @@ class JobRunner:
         reason = f"start failed on {row.node}: {why}" + (" (retrying)" if retry else "")
         extra: dict[str, Any] = ({"attempt": row.attempt + 1, "node": None,
                                   "gpu_indices": None} if retry else {})
-        with contextlib.suppress(journal.TransitionError):
-            await self.db.run(lambda s: journal.transition(
-                s, row.id, to, reason=reason, actor="scheduler", now=self.clock(), **extra))
+        with contextlib.suppress(journal.TransitionError, NotFoundError):
+            await self._tx(row.id, to, reason=reason, actor="scheduler", **extra)
 
     async def poll(self) -> None:
         """Ask executors about running jobs; record ends with exit codes."""
         rows = await self.db.run(lambda s: journal.list_jobs(s, states=("running",)))
-        for row in rows:
-            handle = handle_of(row)
-            if handle is None or row.id in self._launching:
-                continue
-            transport = await self.transport(handle.node)
-            if transport is None:
-                continue  # unreachable: health decides when it is lost
-            try:
+        await asyncio.gather(*(self._poll_one(row) for row in rows))
+
+    async def _poll_one(self, row: JobRow) -> None:
+        handle = handle_of(row)
+        if handle is None or row.id in self._launching or row.id in self._stopping:
+            return
+        transport = await self.transport(handle.node)
+        if transport is None:
+            return  # unreachable: health decides when it is lost
+        try:
+            async with self._slot(handle.node):
                 status = await self.executors[row.executor].status(handle, transport)
-            except (ExecutorError, TransportError) as e:
-                log.warning("status of job %s: %s", row.id, e)
-                continue
+        except (ExecutorError, TransportError) as e:
+            log.warning("status of job %s: %s", row.id, e)
+            return
+        if row.id not in self._stopping:  # a stop began meanwhile: it records the end
             await self._settle(row, status)
 
     async def _settle(self, row: JobRow, status: Status) -> None:
@@ -345,10 +450,9 @@ class JobRunner:
             reason = f"exited with code {status.exit_code}" + (
                 f" ({status.detail})" if status.detail else "")
             ended = journal.utc(status.ended_at) if status.ended_at else journal.utc(now)
-            with contextlib.suppress(journal.TransitionError):
-                await self.db.run(lambda s: journal.transition(
-                    s, row.id, to, reason=reason, actor="scheduler", now=now,
-                    exit_code=status.exit_code, ended_at=ended))
+            with contextlib.suppress(journal.TransitionError, NotFoundError):
+                await self._tx(row.id, to, reason=reason, actor="scheduler",
+                               exit_code=status.exit_code, ended_at=ended)
         elif status.state == "missing":
             await self.mark_lost(row, f"node {row.node} has no trace of it")
         elif status.deadline_at is not None and now > status.deadline_at:
@@ -358,45 +462,50 @@ class JobRunner:
 
     async def mark_lost(self, row: JobRow, why: str) -> None:
         retry = row.attempt < row.spec.retries
-        with contextlib.suppress(journal.TransitionError):
-            await self.db.run(lambda s: journal.transition(
-                s, row.id, "lost", reason=why, actor="scheduler", now=self.clock()))
+        with contextlib.suppress(journal.TransitionError, NotFoundError):
+            await self._tx(row.id, "lost", reason=why, actor="scheduler")
             if retry:
-                await self.db.run(lambda s: journal.transition(
-                    s, row.id, "queued", reason=f"requeued after loss: {why}",
-                    actor="scheduler", now=self.clock(), attempt=row.attempt + 1, node=None,
-                    gpu_indices=None, external_id=None, started_at=None, ended_at=None))
+                await self._tx(row.id, "queued", reason=f"requeued after loss: {why}",
+                               actor="scheduler", attempt=row.attempt + 1, node=None,
+                               gpu_indices=None, external_id=None, started_at=None,
+                               ended_at=None)
 
     async def reconcile(self, nodes: Sequence[str]) -> dict[str, int]:
         """After a restart: adopt what runs, finish what ended, restart `starting` jobs
-        idempotently. Nodes that cannot be reached are left for later."""
+        idempotently. Nodes that cannot be reached are left for later (the poll and the
+        placement cycle pick them up)."""
         counts = {"adopted": 0, "finished": 0, "restarted": 0, "lost": 0}
         rows = await self.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
         known = set(nodes)
-        for row in rows:
+
+        async def one(row: JobRow) -> None:
             if row.node is None:
-                continue
+                return
             if row.node not in known and row.node not in self.settings.slurm_pools.values():
                 await self.mark_lost(row, f"node {row.node} is gone from the fleet")
                 counts["lost"] += 1
-                continue
-            if row.state == "starting" and row.id not in self._launching:
-                self._spawn_launch(row)  # start is idempotent: adopts if it already runs
-                counts["restarted"] += 1
-                continue
+                return
+            if row.state == "starting":
+                if row.id not in self._launching:
+                    self._spawn_launch(row)  # start is idempotent: adopts if it already runs
+                    counts["restarted"] += 1
+                return
             handle = handle_of(row)
             transport = await self.transport(row.node)
             if handle is None or transport is None:
-                continue
+                return
             try:
-                status = await self.executors[row.executor].status(handle, transport)
+                async with self._slot(row.node):
+                    status = await self.executors[row.executor].status(handle, transport)
             except (ExecutorError, TransportError):
-                continue
+                return
             if status.finished:
                 counts["finished" if status.state == "exited" else "lost"] += 1
             else:
                 counts["adopted"] += 1
             await self._settle(row, status)
+
+        await asyncio.gather(*(one(r) for r in rows))
         return counts
 
     async def close(self) -> None:

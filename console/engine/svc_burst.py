@@ -25,7 +25,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,8 @@ from collectors.transport import TransportError, make_transport
 from collectors.transport.hostkeys import add_known_host
 from console.config import NodeConfig
 from scheduler import journal
+from scheduler.jobspec import JobSpec
+from scheduler.models import ResourceRequest
 from scheduler.policies.audit import BURST_ACTOR, Action, to_epoch_s
 from scheduler.policies.burst import (
     BurstState,
@@ -88,15 +90,27 @@ class _Known:
     busy: bool = False  # a join or terminate task is running
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A queued job as a pass reads it (the request comes from a cache keyed by attempt)."""
+
+    id: int
+    attempt: int
+    user: str
+    team: str | None
+    project: str | None
+    waiting_since: float
+
+
 @dataclass(slots=True)
 class _Pass:
     """What one pass read from the store."""
 
     rows: list[dict[str, Any]]
-    queued: list[tuple[journal.JobRow, float]]  # job, waiting since
-    active_jobs: list[journal.JobRow]
+    queued: list[_Queued]
+    requests: dict[tuple[int, int], ResourceRequest]  # parsed specs the cache lacked
+    active_jobs: list[journal.JobRow]  # empty when no decision needs the fleet snapshot
     last_end: dict[str, float]  # node -> latest job end
-    accrued: dict[str, float] = field(default_factory=dict)  # instance -> spend accrued until
 
 
 class BurstManager:
@@ -115,6 +129,7 @@ class BurstManager:
         self.known: dict[str, _Known] = {}
         self.failed_offers: dict[str, tuple[float, str]] = {}  # offer -> (until, why)
         self.accrued: dict[str, float] = {}
+        self._requests: dict[tuple[int, int], ResourceRequest] = {}  # (job, attempt) -> request
         self._hour_mark = 0.0
         self._changed = False  # an instance changed state during this pass
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -215,10 +230,23 @@ class BurstManager:
         now = self.engine.clock()
         placeholders = self._placeholders()
         self._changed = False
-        data = await self.engine.db.run(lambda s: _read_pass(s, now))
+        known = set(self._requests)
+        wait_s = self.cfg.wait_threshold_s
+
+        def read(s: Store) -> _Pass:
+            return _read_pass(s, now, known, wait_s)
+
+        data = await self.engine.db.run(read)
         await self._poll(data.rows, now)
         if self._changed:
-            data = await self.engine.db.run(lambda s: _read_pass(s, now))
+            data = await self.engine.db.run(read)
+        self._requests.update(data.requests)
+        keys = {(q.id, q.attempt) for q in data.queued}
+        self._requests = {k: v for k, v in self._requests.items() if k in keys}
+        if not self.cfg.enabled and not any(r["state"] in ACTIVE_STATES for r in data.rows):
+            self.verdicts = {}
+            self._summarize(data, placeholders, now)
+            return
         seen = {r.get("request_id") for r in data.rows}
         instances = [BurstInstance.from_row(r, request_id=r.get("request_id") or "",
                                             last_job_ended_at=data.last_end.get(r["node"] or ""))
@@ -255,6 +283,10 @@ class BurstManager:
         for a in result.requeues:
             await self._requeue(a)
         await self._bill(instances, data, now)
+        self._summarize(data, placeholders, now)
+
+    def _summarize(self, data: _Pass, placeholders: Sequence[BurstInstance], now: float) -> None:
+        instances = [BurstInstance.from_row(r) for r in data.rows] + list(placeholders)
         use = budget_use(instances, now, min_billed_hours=self.cfg.min_billed_hours)
         spent = use.get(("global", "", "daily"))
         self._summary = {"burst_spend_today": round(spent.spent, 4) if spent else 0.0,
@@ -271,18 +303,19 @@ class BurstManager:
                 gpu_model=o.gpu_model, gpu_count=o.gpu_count, market=o.market))
         return out
 
-    def _waiting(self, queued: Sequence[tuple[journal.JobRow, float]]) -> list[WaitingJob]:
+    def _waiting(self, queued: Sequence[_Queued]) -> list[WaitingJob]:
         plan = self.engine.runner.last_plan if self.engine.runner is not None else None
         if plan is None:
             return []
         out = []
-        for row, since in queued:
-            reason = plan.pending.get(str(row.id))
-            if reason is None or "quota" in reason:
+        for q in queued:
+            reason = plan.pending.get(str(q.id))
+            request = self._requests.get((q.id, q.attempt))
+            if reason is None or "quota" in reason or request is None:
                 continue  # placed this cycle, or waiting for quota, not capacity
-            out.append(WaitingJob(job_id=str(row.id), request=row.spec.to_request(),
-                                  waiting_since=since, team=row.team, project=row.project,
-                                  user=row.user, attempt=row.attempt))
+            out.append(WaitingJob(job_id=str(q.id), request=request,
+                                  waiting_since=q.waiting_since, team=q.team,
+                                  project=q.project, user=q.user, attempt=q.attempt))
         return out
 
     async def _audit(self, actions: Sequence[Action]) -> None:
@@ -358,7 +391,7 @@ class BurstManager:
         opts: Mapping[str, str] = offer.options if offer else {}
         k = self.known.get(str(r["instance_id"]))
         extra = k.instance.extra if k and k.instance else {}
-        name = str(extra.get("node_name") or "") or _NODE_NAME.sub(
+        name = str(r.get("node") or extra.get("node_name") or "") or _NODE_NAME.sub(
             "-", opts.get("node_prefix", "burst-") + str(r["instance_id"]))
         labels = {"fleetdeck.burst": "true", "fleetdeck.instance": str(r["instance_id"]),
                   "fleetdeck.offer": str(r["offer"] or "")}
@@ -516,16 +549,34 @@ def _instance_rows(store: Store, *, since: float) -> list[dict[str, Any]]:
                         "ORDER BY launched_at", [utc(since), utc(since)])
 
 
-def _read_pass(store: Store, now: float) -> _Pass:
+def _read_pass(store: Store, now: float, known: set[tuple[int, int]],
+               wait_threshold_s: float) -> _Pass:
     rows = _instance_rows(store, since=period_starts(now)["monthly"])
-    queued = journal.list_jobs(store, states=("queued",))
-    since: dict[int, float] = {}
-    if queued:
-        for job_id, ts in store.con.execute(
-                "SELECT job_id, max(ts) FROM job_events WHERE to_state = 'queued' AND "
-                "list_contains(?, job_id) GROUP BY job_id", [[r.id for r in queued]]).fetchall():
-            since[int(job_id)] = epoch(ts) or now
-    active = journal.list_jobs(store, states=journal.ACTIVE)
+    queued = [_Queued(int(i), int(a or 0), str(u), t, p,
+                      epoch(w) or epoch(sub) or now)
+              for i, a, u, t, p, sub, w in store.con.execute(
+                  "SELECT j.id, j.attempt, j.user, j.team, j.project, j.submitted_at, w.since "
+                  "FROM jobs j LEFT JOIN (SELECT job_id, max(ts) AS since FROM job_events "
+                  "WHERE to_state = 'queued' AND job_id IN (SELECT id FROM jobs WHERE "
+                  "state = 'queued') GROUP BY job_id) w ON w.job_id = j.id "
+                  "WHERE j.state = 'queued'").fetchall()]
+    requests: dict[tuple[int, int], ResourceRequest] = {}
+    fresh = [q.id for q in queued if (q.id, q.attempt) not in known]
+    if fresh:
+        for i, a, spec in store.con.execute(
+                "SELECT id, attempt, spec FROM jobs WHERE list_contains(?, id)",
+                [fresh]).fetchall():
+            requests[(int(i), int(a or 0))] = JobSpec.from_dict(json.loads(spec)).to_request()
+    # the fleet snapshot (active jobs) matters for jobs due to burst, instances to tear
+    # down, and jobs left on lost nodes
+    needed = any(r["state"] in ACTIVE_STATES for r in rows) or any(
+        now - q.waiting_since >= wait_threshold_s for q in queued)
+    lost = [str(r["node"]) for r in rows if r["state"] == "lost" and r["node"]]
+    if lost and not needed:
+        needed = bool(store.con.execute(
+            "SELECT count(*) FROM jobs WHERE state IN ('starting', 'running') AND "
+            "list_contains(?, node)", [lost]).fetchall()[0][0])
+    active = journal.list_jobs(store, states=journal.ACTIVE) if needed else []
     nodes = [str(r["node"]) for r in rows if r["node"]]
     last_end: dict[str, float] = {}
     if nodes:
@@ -538,8 +589,7 @@ def _read_pass(store: Store, now: float) -> _Pass:
         if joined and any(j.node in joined and not j.burst for j in active):
             store.con.execute("UPDATE jobs SET burst = true WHERE list_contains(?, node) AND "
                               "state IN ('starting', 'running') AND NOT burst", [joined])
-    return _Pass(rows, [(r, since.get(r.id, epoch(r.submitted_at) or now)) for r in queued],
-                 active, last_end)
+    return _Pass(rows, queued, requests, active, last_end)
 
 
 def _accrued_until(store: Store) -> dict[str, float]:

@@ -78,9 +78,13 @@ class PolicyService:
         self.idle_verdicts: dict[str, IdleVerdict] = {}
         self.snoozes: dict[str, Snooze] = {}
         self.health_state = hp.HealthState()
+        # Health reads rows newer than what it saw minus a lag (batches of several nodes
+        # arrive out of order), and drops rows at or before each node's newest handled one.
         self._sample_marks: dict[str, float] = {}  # node -> newest health sample handled
         self._event_marks: dict[str, float] = {}  # node -> newest GPU event handled
-        self._health_start = engine.clock()
+        self._samples_seen = self._events_seen = NEG_INF  # newest row ts read
+        self._start_mark = NEG_INF  # rows up to this were handled before a restart
+        self._lag_s = 3 * self.interval_s + 5.0
         self._health_lock = asyncio.Lock()
         self.burst = BurstManager(engine, telemetry)
 
@@ -107,8 +111,9 @@ class PolicyService:
         self.idle_state = restored["idle"]
         self.snoozes = restored["snoozes"]
         self.health_state = restored["health"]
-        self._sample_marks = restored["sample_marks"]
+        self._start_mark = self._samples_seen = restored["samples_until"]
         self._event_marks = restored["event_marks"]
+        self._events_seen = max(self._event_marks.values(), default=NEG_INF)
         self.telemetry.unhealthy_gpus.update(self.health_state.broken())
         for node, reason in restored["cordon_reasons"].items():
             if node in self.telemetry.cordoned:
@@ -204,19 +209,22 @@ class PolicyService:
         async with self._health_lock:
             now = self.engine.clock()
             floor = now - HEALTH_LOOKBACK_S
-            since = max(floor, min([self._health_start, *self._sample_marks.values(),
-                                    *self._event_marks.values()]))
-            sample_rows, event_rows = await self.engine.db.run(lambda s: health_rows(s, since))
+            s_since = max(floor, self._samples_seen - self._lag_s)
+            e_since = max(floor, self._events_seen - self._lag_s)
+            sample_rows, event_rows = await self.engine.db.run(
+                lambda s: health_rows(s, s_since, e_since))
             samples = [x for x in hp.samples_from_rows(sample_rows)
-                       if x.ts > max(self._sample_marks.get(x.node, self._health_start), floor)]
+                       if x.ts > self._sample_marks.get(x.node, self._start_mark)]
             events = [e for e in hp.events_from_rows(event_rows)
-                      if e.ts > max(self._event_marks.get(e.node, self._health_start), floor)]
+                      if e.ts > self._event_marks.get(e.node, NEG_INF)]
             if not samples and not events:
                 return
             for x in samples:
                 self._sample_marks[x.node] = max(self._sample_marks.get(x.node, NEG_INF), x.ts)
+                self._samples_seen = max(self._samples_seen, x.ts)
             for e in events:
                 self._event_marks[e.node] = max(self._event_marks.get(e.node, NEG_INF), e.ts)
+                self._events_seen = max(self._events_seen, e.ts)
             snap = await self._snapshot(now)
             state = dataclasses.replace(self.health_state, events_until=NEG_INF)
             result = hp.evaluate_health(samples, events, snap, cfg, state, now)
@@ -425,13 +433,14 @@ def usage_rows(store: Store, jobs: Sequence[IdleJob], since: float,
     return gpu, cpu
 
 
-def health_rows(store: Store, since: float) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def health_rows(store: Store, samples_since: float, events_since: float,
+                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     samples = store.con.execute(
         "SELECT node, gpu_index, ts, uuid, ecc_uncorrected, retired_pending, remap_failure "
-        "FROM gpu_samples WHERE ts > ? ORDER BY ts", [utc(since)]).fetchall()
+        "FROM gpu_samples WHERE ts > ? ORDER BY ts", [utc(samples_since)]).fetchall()
     events = store.con.execute(
         "SELECT ts, node, gpu_index, uuid, kind, code, detail FROM gpu_events WHERE ts > ? "
-        "ORDER BY ts", [utc(since)]).fetchall()
+        "ORDER BY ts", [utc(events_since)]).fetchall()
     return samples, events
 
 
@@ -455,15 +464,15 @@ def _restore(store: Store) -> dict[str, Any]:
     drained = [str(r[0]) for r in con.execute(
         "SELECT name FROM nodes WHERE drained_reason IS NOT NULL").fetchall()]
     health = hp.restore_health_state(intervals, drained, NEG_INF)
-    sample_marks = {str(n): epoch(t) or NEG_INF for n, t in con.execute(
-        "SELECT node, max(ts) FROM gpu_samples GROUP BY node").fetchall()}
+    (samples_until,) = con.execute("SELECT max(ts) FROM gpu_samples").fetchall()[0]
     event_marks = {str(n): epoch(t) or NEG_INF for n, t in con.execute(
         "SELECT node, max(ts) FROM gpu_events GROUP BY node").fetchall()}
     cordon_reasons = {str(t): str(r or "cordoned") for t, r in con.execute(
         "SELECT target, arg_max(reason, id) FROM actions WHERE action = 'cordon' "
         "GROUP BY target").fetchall()}
-    return {"idle": idle, "snoozes": snoozes, "health": health, "sample_marks": sample_marks,
-            "event_marks": event_marks, "cordon_reasons": cordon_reasons}
+    return {"idle": idle, "snoozes": snoozes, "health": health,
+            "samples_until": epoch(samples_until) or NEG_INF, "event_marks": event_marks,
+            "cordon_reasons": cordon_reasons}
 
 
 async def attach(engine: Engine, telemetry: Telemetry) -> PolicyService:

@@ -106,8 +106,9 @@ class Engine:
                 and (target is None or r["target"] == str(target))]
 
     def wait(self, what: str, cond: Callable[[], T | None], *, timeout: float = 120,
-             every_s: float = 0.3) -> T:
-        """Poll `cond()` until it returns something truthy; fail naming `what`."""
+             every_s: float = 0.3, context: Callable[[], Any] | None = None) -> T:
+        """Poll `cond()` until it returns something truthy; fail naming `what` (and showing
+        `context()`, by default the last audit rows)."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc is not None and self.proc.poll() is not None:
@@ -118,7 +119,9 @@ class Engine:
             if got:
                 return got
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+                shown = context() if context else [
+                    (r["action"], r["target"], r["reason"]) for r in self.audit()[-8:]]
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; {shown}")
             time.sleep(every_s)
 
     def wait_state(self, job_id: int, *states: str, timeout: float = 120) -> dict[str, Any]:
