@@ -328,16 +328,26 @@ class NodeModel:
 
 
 _PROBE_ARGS = re.compile(PROBE_MARK + r"""['"]*\s+['"]*([0-9.]+)['"]*\s+['"]*(once|loop|link)\b""")
+_PAYLOAD_CFG = re.compile(rb'"interval_s": ([0-9.]+), "disk_paths": .*?, "once": (true|false)')
+
+
+def probe_settings(command: str, payload: bytes | None = None) -> tuple[float, bool] | None:
+    """(interval_s, once) of a probe launch, or None when the command is not the probe.
+
+    The launch command carries the shell probe's arguments (`fleetdeck-probe INTERVAL MODE
+    PATH...`, `collectors.probe.shell_command`); a launch without them (the bare Python
+    bootstrap) is read from its stdin payload, the bundle's own config.
+    """
+    if PROBE_MARK not in command:
+        return None
+    found = _command_settings(command)
+    if found is None and payload:
+        found = _payload_settings(payload)
+    return found
 
 
 @functools.lru_cache(maxsize=16)
-def probe_settings(command: str) -> tuple[float, bool] | None:
-    """(interval_s, once) of a probe launch command, or None when it is not one.
-
-    The launch command always carries the shell probe's arguments (`fleetdeck-probe INTERVAL
-    MODE PATH...`, see `collectors.probe.shell_command`); the Python probe reads the same
-    settings from its payload.
-    """
+def _command_settings(command: str) -> tuple[float, bool] | None:
     found = _PROBE_ARGS.findall(command)
     if not found:
         return None
@@ -346,6 +356,17 @@ def probe_settings(command: str) -> tuple[float, bool] | None:
         return float(interval), mode == "once"
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def _payload_settings(payload: bytes) -> tuple[float, bool] | None:
+    head, _, body = payload.partition(b"\n")
+    try:
+        text = zlib.decompress(body[:int(head)]) if head.strip().isdigit() else body
+    except (ValueError, zlib.error):
+        return None
+    m = _PAYLOAD_CFG.search(text)
+    return (float(m.group(1)), m.group(2) == b"true") if m else None
 
 
 class SimProbeStream:
@@ -512,7 +533,7 @@ class SimTransport:
         quote_argv(argv)
         self._check()
         if len(argv) == 3 and list(argv[:2]) == ["sh", "-c"]:
-            probe = probe_settings(argv[2])
+            probe = probe_settings(argv[2], input)
             if probe is not None:
                 return SimProbeStream(self, *probe)
         return self._local.stream(self._sandboxed(argv), input=input,
@@ -521,7 +542,7 @@ class SimTransport:
     def stream_shell(self, command: str, *, input: bytes | None = None,
                      keep_stdin_open: bool = False) -> LocalLineStream | SimProbeStream:
         self._check()
-        probe = probe_settings(command)
+        probe = probe_settings(command, input)
         if probe is not None:
             return SimProbeStream(self, *probe)
         return self._local.stream(self._sandboxed(["sh", "-c", command]), input=input,

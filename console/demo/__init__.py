@@ -17,9 +17,10 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from collectors.store import Store
+if TYPE_CHECKING:
+    from collectors.store import Store
 
 
 def _seed(args: argparse.Namespace) -> int:

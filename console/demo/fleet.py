@@ -155,7 +155,7 @@ def burst_policy(root: Path, *, enabled: bool) -> dict[str, Any]:
         "enabled": enabled, "dry_run": False, "wait_threshold_s": 45.0,
         "allocation_threshold_pct": 90.0, "min_billed_hours": 1.0,
         "idle_teardown_s": 120.0, "ready_timeout_s": 60.0, "max_nodes": 2,
-        "budget": {"per_day": 2000.0, "per_month": 25000.0},
+        "budget": {"per_day": 2000.0, "per_month": 40000.0},
         "teams": {"research": {"per_day": 1200.0}, "product": {"per_day": 600.0}},
         "offers": [{
             "name": BURST_OFFER, "provider": "demo-cloud", "instance_type": "p5.48xlarge",

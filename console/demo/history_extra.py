@@ -34,10 +34,10 @@ class Bursts:
 
 
 def bursts(hours: int, start_hour: int, rng: np.random.Generator) -> Bursts:
-    """About two rented nodes a month, more in the busier recent months, each running one or
-    two 8-GPU training jobs."""
+    """About two rented nodes a month, each running one or two 8-GPU training jobs."""
     count = 12
-    launch = np.sort(hours - rng.uniform(0.0, 1.0, count) ** 0.6 * (hours - 48))
+    # more in the busier recent months, none in the last three days (today's budget is free)
+    launch = np.sort(hours - 72 - rng.uniform(0.0, 1.0, count) ** 0.7 * (hours - 120))
     nodes, rows, spend, alive, actions = [], [], [], [], []
     jn, js, je = [], [], []
     team_of: list[int] = []

@@ -21,7 +21,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from console.demo.fleet import PROJECTS, USERS
+from console.demo.fleet import H100, PROJECTS, USERS
 from scheduler.jobspec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,12 @@ def etl(rng: random.Random, seq: int) -> JobSpec:
 
 
 def big_run(rng: random.Random, seq: int) -> JobSpec:
-    """A priority 8 x H100 run: when the H100s are full it waits, and may trigger a burst."""
+    """A priority 8 x H100 run in no particular pool: when the H100s are full it waits, and
+    may trigger a burst (the cloud offer's nodes join pool `burst`)."""
     return dataclasses.replace(
         training(rng, seq), name=f"pretrain-llama-70b-{seq:04d}", gpus=8.0, cpus=48.0,
-        mem_bytes=384 * GIB, labels={"gpu": "h100"}, priority=10, user="alice",
-        project="llm-pretrain", team="research")
+        mem_bytes=384 * GIB, labels={}, gpu_models=frozenset({H100.gpu_model}), pool=None,
+        priority=10, user="alice", project="llm-pretrain", team="research")
 
 
 MIX: tuple[tuple[Callable[[random.Random, int], JobSpec], float], ...] = (

@@ -13,7 +13,7 @@ import pytest
 
 from collectors.fleet import FleetCollector, collect_once
 from collectors.models import ProbeHello, ProbeRecord
-from collectors.probe import parse_line
+from collectors.probe import parse_line, python_command, stdin_payload
 from collectors.sources.probe import probe_command
 from collectors.transport import NodeTarget, TransportError, make_transport
 from collectors.transport.sim import (
@@ -78,6 +78,15 @@ def test_factory_makes_a_sim_transport_that_runs_commands_in_its_sandbox(
             assert [x async for x in lines] == [b"a", b"b"]
         with pytest.raises(TransportError, match="no Docker"):
             await t.forward_unix("/var/run/docker.sock")
+        # the bare Python bootstrap (no shell fallback words): settings from its payload
+        async with t.stream_shell(python_command(), input=stdin_payload(0.2),
+                                  keep_stdin_open=True) as lines:
+            kinds = []
+            async for raw in lines:
+                kinds.append(type(parse_line(node.name, raw)).__name__)
+                if len(kinds) == 2:
+                    break
+        assert kinds == ["ProbeHello", "ProbeRecord"]
 
     asyncio.run(go())
 
