@@ -400,7 +400,7 @@ class SimProbeStream:
         t = self._t
         model = t.model()
         yield _line(model.hello(self._interval_s, time.time()))
-        first = min(self._interval_s, 0.25 if self._once else 1.0)
+        first = min(self._interval_s, 0.1)  # no CPU delta to wait for, unlike the probe
         next_t = time.monotonic() + first
         while await self._sleep(next_t - time.monotonic()):
             if t.is_down():

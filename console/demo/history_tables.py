@@ -6,10 +6,11 @@ rollups `gpu_samples_1h` / `node_samples_1h` (about 1.4 million rows, `rollup_ta
 collection takes over from the current hour on, so rollup watermarks are left alone. Job ids
 start at 1 and `job_id_seq` is moved past them.
 
-Two steps so the demo can show a live fleet before the bulk is in: `plan(now)` packs the jobs
-(fast), `write_small(store, h)` writes what the scheduler needs before it starts (job ids),
-`rollup_tables(h)` + `write_rollups(store, tables)` the rest, later if wanted.
-`write_history(store, now)` does it all at once.
+Steps, so the demo can show a live fleet before the history is in: `plan(now)` packs the jobs
+(fast); `reserve(store, h)` writes what must precede the engine (the inventory, and job and
+audit ids taken by the history); `small_tables(h)` + `write_small` and `rollup_tables(h)` +
+`write_rollups` the rest, later, on the engine's store thread. `write_history(store, now)`
+does it all at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,9 +45,9 @@ class HistoryStats:
     write_s: float
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class History:
-    """A generated history, not yet written."""
+    """A generated history, not yet written: the packed jobs and the incidents."""
 
     hours: int
     start_hour: int
@@ -54,15 +55,22 @@ class History:
     jobs: Packed  # on-prem jobs (node: index into `nodes`)
     burst: Bursts
     seed: int
-    small: dict[str, pa.Table | list[dict[str, Any]]] = field(default_factory=dict)
+    health: list[dict[str, Any]]
+    actions: list[dict[str, Any]]  # audit rows of the incidents (health)
 
     @property
     def job_count(self) -> int:
         return len(self.jobs) + len(self.burst.jobs)
 
+    @property
+    def action_bound(self) -> int:
+        """At most this many audit rows: a submit per job, at most two more per job (idle warn
+        and stop, or a user's stop), and the incidents'."""
+        return 3 * self.job_count + len(self.actions) + len(self.burst.actions)
+
 
 def plan(now: float, *, days: int = 182, seed: int = 7) -> History:
-    """Pack the jobs and build the small tables (see the module docstring)."""
+    """Pack the jobs and draw the incidents (fast: no tables yet)."""
     rng = np.random.default_rng(seed)
     hours = days * 24
     start_hour = int(now // 3600) - hours
@@ -70,27 +78,41 @@ def plan(now: float, *, days: int = 182, seed: int = 7) -> History:
     jobs = pack_jobs(onprem, hours, start_hour, rng)
     jobs, health, actions = broken_gpus(onprem, jobs, hours, start_hour, rng)
     burst = bursts(hours, start_hour, rng)
-    h = History(hours, start_hour, onprem, jobs, burst, seed)
-    shifted = _shift(burst.jobs, len(onprem))
-    all_jobs = _concat(jobs, shifted)
-    teams = burst.teams
-    by_job = job_tables(onprem + burst.nodes, all_jobs, teams, hours, start_hour, rng)
-    other = pa.Table.from_pylist(actions + burst.actions, schema=by_job["actions"].schema)
-    by_job["actions"] = pa.concat_tables([by_job["actions"], other]).sort_by("ts")
-    h.small = {"nodes": _node_rows(onprem, start_hour), **by_job, "gpu_health": health,
-               "burst_instances": burst.rows, "spend": burst.spend}
-    return h
+    return History(hours, start_hour, onprem, jobs, burst, seed, health, actions)
 
 
-def write_small(store: Store, h: History) -> None:
-    """Inventory, jobs, events, audit, health, burst and spend, in one transaction."""
+def reserve(store: Store, h: History) -> None:
+    """What must be in the store before an engine opens it: the inventory (the engine upserts
+    it) and the job and audit ids the history will use (1..), so live ones come after."""
     with store.transaction():
-        for table, frame in h.small.items():
-            if isinstance(frame, list):
-                store.append_rows(table, frame)
-            else:
-                store.append(table, frame)
+        store.append_rows("nodes", _node_rows(h.nodes, h.start_hour))
         store.con.execute("SELECT max(nextval('job_id_seq')) FROM range(?)", [h.job_count])
+        store.con.execute("SELECT max(nextval('action_id_seq')) FROM range(?)",
+                          [h.action_bound])
+
+
+def small_tables(h: History) -> dict[str, pa.Table]:
+    """Jobs, events, audit (explicit ids, in time order), health, burst instances, spend."""
+    rng = np.random.default_rng(h.seed + 2)
+    all_jobs = _concat(h.jobs, _shift(h.burst.jobs, len(h.nodes)))
+    by_job = job_tables(h.nodes + h.burst.nodes, all_jobs, h.burst.teams, h.hours,
+                        h.start_hour, rng)
+    schema = by_job["actions"].schema
+    other = pa.Table.from_pylist(h.actions + h.burst.actions, schema=schema)
+    actions = pa.concat_tables([by_job["actions"], other]).sort_by("ts")
+    assert actions.num_rows <= h.action_bound
+    by_job["actions"] = actions.add_column(
+        0, "id", pa.array(np.arange(1, actions.num_rows + 1, dtype=np.int64)))
+    return {**by_job, "gpu_health": pa.Table.from_pylist(h.health),
+            "burst_instances": pa.Table.from_pylist(h.burst.rows),
+            "spend": pa.Table.from_pylist(h.burst.spend)}
+
+
+def write_small(store: Store, tables: dict[str, pa.Table]) -> None:
+    """The small tables, in one transaction (after `reserve`)."""
+    with store.transaction():
+        for table, frame in tables.items():
+            store.append(table, frame)
 
 
 def rollup_tables(h: History) -> dict[str, pa.Table]:
@@ -123,9 +145,11 @@ def write_history(store: Store, now: float, *, days: int = 182, seed: int = 7) -
     """Generate and write the whole history (see the module docstring)."""
     t0 = time.perf_counter()
     h = plan(now, days=days, seed=seed)
+    small = small_tables(h)
     tables = rollup_tables(h)
     t1 = time.perf_counter()
-    write_small(store, h)
+    reserve(store, h)
+    write_small(store, small)
     write_rollups(store, tables)
     t2 = time.perf_counter()
     return HistoryStats(jobs=h.job_count, gpu_rows=tables["gpu_samples_1h"].num_rows,

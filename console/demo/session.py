@@ -1,17 +1,18 @@
 """One demo run: a temporary folder with the sim fleet, its config, history and workload.
 
     with Demo() as demo:
-        loaded = demo.prepare()          # config, sandboxes, jobs/audit history (fast part)
+        loaded = demo.prepare()          # config, sandboxes, inventory, reserved ids
         engine = EmbeddedEngine(loaded); engine.start()
-        demo.start(embedded_store_runner(engine))   # hourly rollups + live workload, background
+        demo.start(embedded_store_runner(engine))   # history + live workload, background
         ...
         demo.stop_workload(); engine.stop()
     # leaving the block kills what the demo's jobs still run and deletes the folder
 
-The bulk of the history (six months of hourly rollups, about 1.4 million rows) is computed in a
-background thread and written on the engine's own store thread, so the fleet is live on screen
-before it is in: the engine stays the store's only writer. Without a store runner, `prepare`
-writes everything itself before returning.
+The history (27,000 jobs with their events and audit rows, six months of hourly rollups: about
+1.6 million rows) is built in a background thread and written on the engine's own store thread,
+so the fleet is live on screen before it is in, and the engine stays the store's only writer.
+`prepare` only reserves the job and audit ids it will take. With `defer_history=False`,
+`prepare` writes everything itself.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from console.demo import fleet
 from console.demo.history_tables import (
     History,
     plan,
+    reserve,
     rollup_tables,
+    small_tables,
     write_rollups,
     write_small,
 )
@@ -59,7 +62,7 @@ def embedded_store_runner(engine: EmbeddedEngine) -> StoreRunner:
         if loop is None or core is None:
             raise RuntimeError("the embedded engine is not running")
         fut: Future[T] = asyncio.run_coroutine_threadsafe(core.db.run(fn), loop)
-        return fut.result()
+        return fut.result(timeout=600)
     return run
 
 
@@ -100,31 +103,33 @@ class Demo:
         self.close()
 
     # -- setup ------------------------------------------------------------------------------
-    def prepare(self, *, defer_rollups: bool = True) -> Loaded:
-        """Write the config and sandboxes, and the history the scheduler needs first.
+    def prepare(self, *, defer_history: bool = True) -> Loaded:
+        """Write the config, the sandboxes and what the store needs before an engine opens it.
 
-        With `defer_rollups=False` the hourly rollups are written too (no engine needed)."""
+        With `defer_history=False` the whole history is written now (no engine needed);
+        otherwise `start` writes it through the engine."""
         t0 = time.perf_counter()
         path = fleet.write_demo(self.root, interval_s=self.interval_s, burst=self.burst)
         self.loaded = load(str(path))
         t1 = time.perf_counter()
         self.history = plan(self.clock(), days=self.history_days, seed=self.seed)
         with Store.open(self.loaded.config.store.path) as store:
-            write_small(store, self.history)
-            if not defer_rollups:
+            reserve(store, self.history)
+            if not defer_history:
+                write_small(store, small_tables(self.history))
                 write_rollups(store, rollup_tables(self.history))
                 self.history_done.set()
         t2 = time.perf_counter()
-        self.timings.update(config_s=t1 - t0, history_jobs_s=t2 - t1)
+        self.timings.update(config_s=t1 - t0, history_plan_s=t2 - t1)
         return self.loaded
 
     def start(self, store_runner: StoreRunner | None, *, workload: bool = True) -> None:
-        """Background work once the engine runs: the rollups (through `store_runner`, the
-        engine's store thread) and the live workload submitted to the engine's socket."""
+        """Background work once the engine runs: the history (written through `store_runner`,
+        on the engine's store thread) and the live workload submitted to the engine's socket."""
         if not self.history_done.is_set():
             if store_runner is None:
-                raise ValueError("rollups still to write: pass the engine's store runner")
-            self._spawn(self._write_rollups, "demo-history", store_runner)
+                raise ValueError("history still to write: pass the engine's store runner")
+            self._spawn(self._write_history, "demo-history", store_runner)
         if workload:
             self._spawn(self._drive, "demo-workload")
 
@@ -133,16 +138,21 @@ class Demo:
         t.start()
         self._threads.append(t)
 
-    def _write_rollups(self, store_runner: StoreRunner) -> None:
+    def _write_history(self, store_runner: StoreRunner) -> None:
         assert self.history is not None
-        t0 = time.perf_counter()
+        h = self.history
         try:
-            tables = rollup_tables(self.history)
+            t0 = time.perf_counter()
+            small = small_tables(h)
+            if not self._stopping.is_set():
+                store_runner(lambda store: write_small(store, small))
             t1 = time.perf_counter()
+            tables = rollup_tables(h)
+            t2 = time.perf_counter()
             if not self._stopping.is_set():
                 store_runner(lambda store: write_rollups(store, tables))
-            self.timings.update(rollups_generate_s=t1 - t0,
-                                rollups_write_s=time.perf_counter() - t1)
+            self.timings.update(history_jobs_s=t1 - t0, rollups_generate_s=t2 - t1,
+                                rollups_write_s=time.perf_counter() - t2)
         except BaseException as e:  # reported by wait_history(); the demo goes on without it
             self.history_error = e
             log.warning("demo history: %s", e)

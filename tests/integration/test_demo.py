@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ async def check_live_fleet(socket: Path, history_jobs: int) -> None:
 
 def test_demo_engine_runs_the_sim_fleet(tmp_path: Path) -> None:
     with Demo(root=tmp_path / "demo", interval_s=1.0) as demo:
+        started = datetime.fromtimestamp(time.time() - 5, UTC).replace(tzinfo=None).isoformat()
         loaded = demo.prepare()
         assert demo.history is not None
         history_jobs = demo.history.job_count
@@ -79,6 +81,9 @@ def test_demo_engine_runs_the_sim_fleet(tmp_path: Path) -> None:
             counts = asyncio.run(_db_counts(loaded.config.socket_path))
             assert counts["gpu_samples_1h"] >= GPUS * 182 * 24
             assert counts["jobs"] > history_jobs
+            # the history took ids below the live ones: the newest audit rows are live
+            newest = asyncio.run(_call(loaded.config.socket_path, "audit", limit=5))
+            assert min(str(a["ts"]) for a in newest) >= started
         finally:
             demo.stop_workload()
             engine.stop()
@@ -95,19 +100,22 @@ def test_demo_without_root_removes_its_folder() -> None:
     demo = Demo(history_days=2)
     root = demo.root
     with demo:
-        demo.prepare(defer_rollups=False)
+        demo.prepare(defer_history=False)
         assert demo.wait_history(1)
         assert (root / "config.toml").exists()
     assert not root.exists()
 
 
-async def _db_counts(socket: Path) -> dict[str, int]:
+async def _call(socket: Path, method: str, **params: Any) -> Any:
     c = await EngineClient.connect(socket)
     try:
-        info = await c.call("db_info")
-        return dict(info["tables"])
+        return await c.call(method, **params)
     finally:
         await c.close()
+
+
+async def _db_counts(socket: Path) -> dict[str, int]:
+    return dict((await _call(socket, "db_info"))["tables"])
 
 
 def _home_in(pid: int, root: Path) -> bool:

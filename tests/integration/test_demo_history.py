@@ -128,12 +128,16 @@ def test_jobs_have_valid_specs_events_and_audit(store: tuple[Store, HistoryStats
     n = one(s, "SELECT count(*) FROM jobs")
     assert one(s, "SELECT count(*) FROM job_events") == 4 * n  # type: ignore[operator]
     assert one(s, "SELECT count(*) FROM actions WHERE action = 'submit'") == n
+    out_of_order = one(s, "SELECT count(*) FROM (SELECT ts, lag(ts) OVER (ORDER BY id) AS p "
+                          "FROM actions) WHERE ts < p")
+    assert out_of_order == 0  # audit ids follow time, as live ones do
     stopped = one(s, "SELECT count(*) FROM jobs WHERE state = 'stopped' "
                      "AND reason LIKE 'idle%'")
     assert stopped == one(s, "SELECT count(*) FROM actions WHERE action = 'idle_stop'")
     assert one(s, "SELECT count(*) FROM actions WHERE action LIKE 'burst_%'") > 0  # type: ignore[operator]
-    # live submissions get fresh ids
+    # live submissions and actions get fresh ids
     assert one(s, "SELECT nextval('job_id_seq')") > one(s, "SELECT max(id) FROM jobs")  # type: ignore[operator]
+    assert one(s, "SELECT nextval('action_id_seq')") > one(s, "SELECT max(id) FROM actions")  # type: ignore[operator]
 
 
 def test_burst_spend_matches_instances(store: tuple[Store, HistoryStats]) -> None:

@@ -1,0 +1,146 @@
+"""`fleetdeck --demo` start-up: seconds to a live fleet, and the history generator's speed.
+
+1. History: six months for the demo fleet (48 nodes, 272 GPUs) written to a temporary store
+   with `write_history`: jobs, rollup rows, generate and write seconds (wall and process CPU,
+   which a busy shared machine inflates less).
+2. Start-up, in a fresh interpreter per run (imports count, as on a fresh install): what
+   `run_demo` does up to the console, timed from the interpreter's start: config and job
+   history written, engine started, all 48 nodes up and the first job running (as the engine
+   protocol's `summary` reports them), the bulk history written in the background.
+   With `--ui` the console itself runs headless (Textual `run_test`) and the milestone is its
+   header showing 48 nodes up.
+
+    .venv/bin/python benchmarks/bench_demo.py [--runs 3] [--ui] [--skip-history]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import asyncio, json, os, sys, time
+t_spawn = float(os.environ["BENCH_T0"])
+marks = {"interpreter": time.time() - t_spawn}
+cpu = {}
+
+def mark(name, now=None):
+    marks.setdefault(name, (time.time() if now is None else now) - t_spawn)
+    cpu.setdefault(name, time.process_time())
+
+from console.demo.session import Demo, embedded_store_runner
+from console.engine.client import EngineClient
+from console.engine.host import EmbeddedEngine
+mark("imports")
+UI = os.environ.get("BENCH_UI") == "1"
+NODES = 48
+
+async def headless(socket):
+    c = await EngineClient.connect(socket)
+    try:
+        while True:
+            s = await c.call("summary")
+            if s["nodes_up"] == NODES:
+                mark("all_nodes_up")
+            if s["running_jobs"] > 0:
+                mark("first_job_running")
+            if "all_nodes_up" in marks and "first_job_running" in marks:
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await c.close()
+
+async def with_ui(link):
+    from console.app import FleetdeckApp
+    app = FleetdeckApp(link)
+    async with app.run_test(size=(160, 50)) as pilot:
+        mark("ui_mounted")
+        while True:
+            s = app.summary or {}
+            if s.get("nodes_up") == NODES:
+                mark("ui_all_nodes_up")
+            if (s.get("running_jobs") or 0) > 0:
+                mark("ui_first_job_running")
+            if "ui_all_nodes_up" in marks and "ui_first_job_running" in marks:
+                return
+            await pilot.pause(0.05)
+
+with Demo() as demo:
+    loaded = demo.prepare()
+    mark("prepared")
+    engine = EmbeddedEngine(loaded)
+    engine.start()
+    mark("engine_started")
+    try:
+        demo.start(embedded_store_runner(engine))
+        if UI:
+            from console.app import EngineLink
+            asyncio.run(with_ui(EngineLink(loaded, engine)))
+        else:
+            asyncio.run(headless(loaded.config.socket_path))
+        demo.wait_history(600)
+        mark("history_written")
+        marks.update({k: round(v, 3) for k, v in demo.timings.items()})
+        marks.update({f"cpu:{k}": round(v, 3) for k, v in cpu.items()})
+    finally:
+        demo.stop_workload()
+        engine.stop()
+print("BENCH " + json.dumps(marks))
+"""
+
+
+def history_bench() -> None:
+    from collectors.store import Store
+    from console.demo.history_tables import write_history
+
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "s.duckdb") as store:
+        wall, cpu = time.perf_counter(), time.process_time()
+        stats = write_history(store, time.time())
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    rows = stats.gpu_rows + stats.node_rows
+    print(f"history: {stats.jobs:,} jobs, {stats.gpu_rows:,} gpu_samples_1h + "
+          f"{stats.node_rows:,} node_samples_1h rows ({rows:,}), {stats.burst_instances} "
+          f"burst instances")
+    print(f"history: generate {stats.generate_s:.2f} s, write {stats.write_s:.2f} s, "
+          f"total {wall:.2f} s wall / {cpu:.2f} s CPU")
+
+
+def startup_run(ui: bool) -> dict[str, float]:
+    env = {**os.environ, "BENCH_T0": repr(time.time()), "BENCH_UI": "1" if ui else "0"}
+    res = subprocess.run([sys.executable, "-c", CHILD], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=900)
+    line = next((x for x in res.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if res.returncode != 0 or line is None:
+        raise SystemExit(f"start-up run failed ({res.returncode}): {res.stderr[-2000:]}")
+    marks: dict[str, float] = json.loads(line[len("BENCH "):])
+    return marks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--ui", action="store_true", help="time the headless console too")
+    ap.add_argument("--skip-history", action="store_true")
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    if not args.skip_history:
+        history_bench()
+    runs = [startup_run(args.ui) for _ in range(args.runs)]
+    keys = list(runs[0])
+    print(f"start-up ({args.runs} fresh interpreters; seconds from spawn, median [min-max]):")
+    for k in keys:
+        vals = [r[k] for r in runs if k in r]
+        print(f"  {k:<24} {statistics.median(vals):7.2f}  [{min(vals):.2f}-{max(vals):.2f}]")
+
+
+if __name__ == "__main__":
+    main()
