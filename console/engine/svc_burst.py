@@ -12,9 +12,10 @@ Each pass (`BurstManager.tick`):
 4. records spend: per instance, every UTC hour and when it ends (`accrue_spend`).
 
 Node settings for a joined instance come from its offer's `options`: `identity_file`,
-`docker_socket` (default none), `node_prefix` (default `burst-`). When the provider's
-provision output carries `host_key` ("ssh-ed25519 AAAA..."), it is recorded in the
-configured known_hosts before connecting; otherwise known_hosts must already trust the node.
+`docker_socket` (default none), `docker_gpu_runtime` (true), `node_prefix` (`burst-`),
+`transport` (ssh). The provider's provision output may carry `node_name`, `transport` and
+`host_key` ("ssh-ed25519 AAAA..."); a host key is recorded in the configured known_hosts
+before connecting, otherwise known_hosts must already trust the node.
 """
 
 from __future__ import annotations
@@ -396,9 +397,10 @@ class BurstManager:
         labels = {"fleetdeck.burst": "true", "fleetdeck.instance": str(r["instance_id"]),
                   "fleetdeck.offer": str(r["offer"] or "")}
         ident = opts.get("identity_file")
+        transport = str(extra.get("transport") or opts.get("transport") or "ssh")
         return NodeConfig(name=name, host=host, port=port, user=user,
                           identity_file=Path(ident).expanduser() if ident else None,
-                          transport="ssh", labels=labels,
+                          transport=transport, labels=labels,  # type: ignore[arg-type]
                           pool=str(r["pool"] or (offer.pool if offer else "burst")),
                           docker_socket=opts.get("docker_socket", ""),
                           docker_gpu_runtime=opts.get("docker_gpu_runtime", "true") == "true")
@@ -629,6 +631,6 @@ def _joined(store: Store, iid: str, node: NodeConfig, now: float) -> None:
                     [node.name, ts, iid])
         con.execute(
             "INSERT INTO nodes (name, host, pool, transport, labels, state, first_seen) "
-            "VALUES (?, ?, ?, 'ssh', ?, 'unknown', ?) ON CONFLICT (name) DO UPDATE SET "
+            "VALUES (?, ?, ?, ?, ?, 'unknown', ?) ON CONFLICT (name) DO UPDATE SET "
             "host = excluded.host, pool = excluded.pool, labels = excluded.labels",
-            [node.name, node.host, node.pool, json.dumps(node.labels), ts])
+            [node.name, node.host, node.pool, node.transport, json.dumps(node.labels), ts])

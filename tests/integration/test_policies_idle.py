@@ -1,13 +1,14 @@
 """Idle GPU jobs end to end: process jobs on a fake-NVML bed node, utilization driven through the
 fake NVML, a real engine deciding. Busy and flapping jobs are never touched; an idle job is
 warned then stopped (audit rows with evidence); a job that gets busy again after its warning is
-cleared and keeps running; dry-run only records; requeue puts the job back; a snooze exempts."""
+cleared and keeps running; dry-run only records; requeue puts the job back; a snooze exempts.
+With Docker jobs the container's CPU is a second signal: idle GPUs but a busy CPU is work."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,45 @@ def test_idle_jobs_are_warned_then_stopped_and_busy_ones_never(gpus_node: Any,
         for j in ids.values():
             if eng.job(j)["state"] in ("queued", "starting", "running"):
                 eng.call("stop", job=j, reason="test over")
+
+
+CPU_TOML = """
+[policies.idle]
+enabled = true
+window_s = 4
+gpu_util_threshold_pct = 5
+check_cpu = true
+cpu_util_threshold_pct = 3
+grace_s = 0
+stop_after_s = 1
+stop_timeout_s = 2
+min_samples = 3
+max_gap_s = 2.5
+"""
+
+# a little CPU work in bursts: well above 3% of a core, far from a whole one
+CPU_LOOP = "while :; do i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; sleep 0.1; done"
+
+
+def test_container_cpu_keeps_a_job_with_idle_gpus_alive(
+        ssh_nodes: Any, docker_image: Callable[[Any], str], tmp_path: Path) -> None:
+    gpu = FakeGpu(util_pct=0, mem_used_bytes=HELD_BYTES)
+    (node,) = ssh_nodes(1, docker=True, fake_nvml={0: [gpu] * 2})
+    image = docker_image(node)
+    eng = Engine(tmp_path, node_toml(node) + CPU_TOML, known_hosts=node.known_hosts)
+    with eng.serving():
+        quiet = eng.submit("sleep", "600", name="quiet", executor="docker", image=image)
+        busy = eng.submit("sh", "-c", CPU_LOOP, name="cpu-bound", executor="docker",
+                          image=image)
+        eng.wait_state(quiet, "running")
+        eng.wait_state(busy, "running")
+        warn = eng.wait("quiet warned", lambda: eng.actions("idle_warn", quiet), timeout=90)[0]
+        assert warn["evidence"]["cpu_util_max_pct"] < 3
+        eng.wait_state(quiet, "stopped", timeout=60)
+        (stop,) = eng.actions("idle_stop", quiet)
+        assert stop["evidence"]["stop_timeout_s"] == 2
+        info = eng.call("explain", job=busy)
+        assert info["idle"].startswith("busy: CPU reached"), info.get("idle")
+        assert not eng.actions("idle_warn", busy)
+        assert eng.job(busy)["state"] == "running"
+        eng.call("stop", job=busy, reason="test over")
