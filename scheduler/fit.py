@@ -9,6 +9,11 @@ it goes: one node and concrete GPU indices. Policies are pure with respect to th
     a = policy.select(state, request)
     if a is not None:
         state.apply(a)
+
+The fragmentation-aware policies ("fgd", "fleetdeck") memoize per-node scores on the state and
+("fleetdeck") per node state in the policy: keep one policy object across placement cycles.
+Without `workload`, "fleetdeck" and "fgd" learn the mix from the requests they are asked to
+place.
 """
 
 from __future__ import annotations

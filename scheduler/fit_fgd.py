@@ -141,7 +141,7 @@ class _FragPolicy:
         a: dict[str, npt.NDArray[np.generic]],
     ) -> None:
         score, tie, col = a["score"], a["tie"], a["col"]
-        if rows.size > 64 or not self.score_cache:
+        if not self.score_cache:
             score[rows] = -np.inf
             col[rows] = -1
             self._refresh(model, state, req, rows, a)

@@ -94,31 +94,11 @@ class _Static:
         self.model_ids = model_ids
         # Nodes with the same GPU layout (model and memory per column) share a signature;
         # on a node whose GPUs are all alike, which column holds which free share is moot.
-        sigs: dict[tuple[tuple[int, int], ...], int] = {}
-        self.sig = np.array(
-            [
-                sigs.setdefault(
-                    tuple(
-                        (int(self.gpu_model[i, j]), int(self.gpu_mem[i, j]))
-                        for j in range(len(nodes[i].gpus))
-                    ),
-                    len(sigs),
-                )
-                for i in range(n)
-            ],
-            dtype=np.int64,
-        )
-        self.uniform = [
-            len({(slot.model, slot.mem_total_bytes) for slot in nd.gpus}) <= 1 for nd in nodes
-        ]
+        sigs: dict[tuple[tuple[str, int], ...], int] = {}
+        layouts = [tuple((g.model, g.mem_total_bytes) for g in nd.gpus) for nd in nodes]
+        self.sig = np.array([sigs.setdefault(t, len(sigs)) for t in layouts], dtype=np.int64)
+        self.uniform = [len(set(t)) <= 1 for t in layouts]
         self.n_gpus = self.gpu_exists.sum(axis=1).astype(np.int64)
-        # The dominant model of each node (most GPUs), -1 for GPU-less nodes.
-        self.node_model = np.full(n, -1, dtype=np.int64)
-        for i in range(n):
-            row = self.gpu_model[i][self.gpu_exists[i]]
-            if row.size:
-                vals, counts = np.unique(row, return_counts=True)
-                self.node_model[i] = int(vals[int(np.argmax(counts))])
         self.gpu_cap_total_milli = int(self.gpu_exists.sum()) * MILLI_PER_GPU
         self.max_cpu_milli = int(self.cpu_cap.max()) if n else 0
         self.max_gpus = int(self.n_gpus.max()) if n else 0
@@ -212,8 +192,14 @@ class FleetState:
                 gpu_free[i, j] = max(0, slot.free_milli)
         affinity = np.zeros((len(s.names), s.max_gpus + 1), dtype=np.int64)
         state = cls(s, cpu_free, mem_free, gpu_free, affinity, np.zeros(len(s.names), np.int64))
+        index = s.index
+        aff = state.affinity
+        top = aff.shape[1] - 1
         for ra in snap.running:
-            state._count_affinity(state.node_index(ra.assignment.node), ra.assignment, +1)
+            a = ra.assignment
+            n = len(a.gpu_indices)
+            if n and a.gpu_milli > 0:
+                aff[index[a.node], 0 if a.gpu_milli < MILLI_PER_GPU else min(n, top)] += 1
         return state
 
     def copy(self) -> FleetState:

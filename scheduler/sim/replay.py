@@ -2,11 +2,12 @@
 
 An event-driven simulation: arrivals and completions are processed in time order (completions
 first at equal times). While nobody waits, an arriving job goes straight to the selection
-policy. Once jobs wait, every batch of events runs the real placement cycle,
-`scheduler.placement.plan`, on a snapshot of the simulated fleet: FIFO by submit time with EASY
-backfill, each job's trace run time standing in for its max runtime (so reservations are
-exact). Jobs without a known duration are skipped and counted; jobs larger than any node are
-counted and never started.
+policy. Once jobs wait, every batch of events that frees resources runs the real placement
+cycle, `scheduler.placement.plan`, on a snapshot of the simulated fleet: FIFO by submit time
+with EASY backfill, each job's trace run time standing in for its max runtime (so reservations
+are exact). Events that free nothing run the cycle only if a newcomer fits now. Jobs without
+a known duration are skipped and counted; jobs larger than any node are counted and never
+started.
 
 Queueing delay = start - submit; JCT (job completion time) = end - submit.
 """
@@ -135,6 +136,7 @@ def run_replay(
     events: list[tuple[float, int, int]] = [(t, 1, k) for k, t in enumerate(submit)]
     heapq.heapify(events)
     running: dict[int, Assignment] = {}
+    holds: dict[int, RunningAllocation] = {}  # the same, as placement sees running jobs
     waiting: list[int] = []  # FIFO by submit time
     start = np.full(len(runnable), np.nan)
     used = 0
@@ -142,11 +144,24 @@ def run_replay(
     trace_t: list[float] = [first]
     trace_alloc: list[float] = [0.0]
     snap = _Snapshots(snapshot, state)
+    tasks = [
+        QueuedTask(
+            id=str(k),
+            request=j.request,
+            user=j.user,
+            project=j.project,
+            submitted_at=submit[k],
+            max_runtime_s=j.duration_s,
+        )
+        for k, j in enumerate(runnable)
+    ]
 
     def launch(k: int, a: Assignment, now: float) -> None:
         nonlocal used
         state.apply(a)
         running[k] = a
+        job = runnable[k]
+        holds[k] = RunningAllocation(str(k), job.user, job.project, "", a, now, job.duration_s)
         used += a.gpu_milli * len(a.gpu_indices)
         start[k] = now
         heapq.heappush(events, (now + float(runnable[k].duration_s or 0.0), 0, k))
@@ -154,10 +169,13 @@ def run_replay(
     while events:
         now = events[0][0]
         arrived: list[int] = []
+        released = False
         while events and events[0][0] == now:
             _, kind, k = heapq.heappop(events)
             if kind == 0:
                 done = running.pop(k)
+                del holds[k]
+                released = True
                 state.release(done)
                 used -= done.gpu_milli * len(done.gpu_indices)
             else:
@@ -172,24 +190,16 @@ def run_replay(
                 launch(k, picked, now)
         else:
             waiting.extend(arrived)
-            queue = [
-                QueuedTask(
-                    id=str(k),
-                    request=runnable[k].request,
-                    user=runnable[k].user,
-                    project=runnable[k].project,
-                    submitted_at=submit[k],
-                    max_runtime_s=runnable[k].duration_s,
-                )
-                for k in waiting
-            ]
-            result = plan(snap.build(running, start, runnable), queue, policy=pol, now=now)
-            started = set()
-            for task_id, a in result.assignments:
-                k = int(task_id)
-                launch(k, a, now)
-                started.add(k)
-            waiting = [k for k in waiting if k not in started]
+            # Without a release only a newcomer that fits now could start (by backfill).
+            if released or any(state.feasible(runnable[k].request).any() for k in arrived):
+                queue = [tasks[k] for k in waiting]
+                result = plan(snap.build(holds), queue, policy=pol, now=now)
+                started = set()
+                for task_id, a in result.assignments:
+                    k = int(task_id)
+                    launch(k, a, now)
+                    started.add(k)
+                waiting = [k for k in waiting if k not in started]
         trace_t.append(now)
         trace_alloc.append(used * 100.0 / capacity)
     elapsed = time.perf_counter() - t0
@@ -224,9 +234,7 @@ class _Snapshots:
         self.nodes: list[NodeCapacity] = list(base.nodes)
         self.seen = state.node_version.copy()
 
-    def build(
-        self, running: dict[int, Assignment], start: np.ndarray, jobs: Sequence[TraceJob]
-    ) -> FleetSnapshot:
+    def build(self, running: dict[int, RunningAllocation]) -> FleetSnapshot:
         st = self.state
         for i in np.flatnonzero(st.node_version != self.seen).tolist():
             nd = self.base[i]
@@ -237,18 +245,7 @@ class _Snapshots:
             )
             self.nodes[i] = _with(nd, gpus, st, i)
             self.seen[i] = st.node_version[i]
-        allocs = tuple(
-            RunningAllocation(
-                job_id=str(k),
-                user=jobs[k].user,
-                project=jobs[k].project,
-                team="",
-                assignment=a,
-                started_at=float(start[k]),
-                max_runtime_s=jobs[k].duration_s,
-            )
-            for k, a in running.items()
-        )
+        allocs = tuple(running.values())
         return FleetSnapshot(nodes=tuple(self.nodes), running=allocs)
 
 
