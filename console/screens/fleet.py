@@ -15,7 +15,7 @@ from textual.widgets import Static
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
 from console.widgets.heatmap import GpuHeatmap, HeatCell, HeatRow
-from console.widgets.keyed_table import Column, KeyedTable, Row
+from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
 
 COLUMNS = (
     Column("node", "Node", 16),
@@ -43,29 +43,37 @@ def node_state(n: Mapping[str, Any]) -> Text:
     return fmt.state_text(state, extra)
 
 
-def node_row(n: Mapping[str, Any], now: float) -> Row:
-    """One Fleet table row from a `fleet` node (or an inventory `nodes` row)."""
+LIVE_COLUMNS = ("cpu", "mem", "util", "gpumem", "power", "seen")
+
+
+def node_row(n: Mapping[str, Any]) -> Row:
+    """One Fleet table row from a `fleet` node (or an inventory `nodes` row); the live
+    columns (which move on every sample) are placeholders, see `node_live`."""
     gpus: Sequence[Mapping[str, Any]] = n.get("gpus") or []
     count = len(gpus) or int(n.get("gpu_count") or 0)
     alloc = sum(float(g.get("alloc_milli") or 0) for g in gpus) / 1000
+    return (
+        str(n["name"]), node_state(n), str(n.get("pool") or ""),
+        fmt.labels_text(n.get("labels")), "", "",
+        f"{fmt.num(alloc)}/{count}" if count else "-", "", "", "",
+        str(len(n.get("jobs") or [])), "",
+    )
+
+
+def node_live(n: Mapping[str, Any], now: float) -> tuple[Cell, ...]:
+    """CPU %, memory, GPU utilization blocks, GPU memory, power and last seen."""
+    gpus: Sequence[Mapping[str, Any]] = n.get("gpus") or []
     mem_used = sum(int(g.get("mem_used_bytes") or 0) for g in gpus)
     mem_total = sum(int(g.get("mem_total_bytes") or 0) for g in gpus)
     power = sum(float(g.get("power_w") or 0) for g in gpus)
     limit = sum(float(g.get("power_limit_w") or 0) for g in gpus)
-    cpu = n.get("cpu_util_pct")
     last_seen = fmt.epoch(n.get("last_seen"))
     return (
-        str(n["name"]),
-        node_state(n),
-        str(n.get("pool") or ""),
-        fmt.labels_text(n.get("labels")),
-        fmt.pct_text(cpu),
+        fmt.pct_text(n.get("cpu_util_pct")),
         f"{fmt.size(n.get('mem_used_bytes'))}/{fmt.size(n.get('mem_total_bytes'))}",
-        f"{fmt.num(alloc)}/{count}" if count else "-",
         fmt.gpu_spark([g.get("util_pct") for g in gpus]) if gpus else "-",
         f"{fmt.size(mem_used)}/{fmt.size(mem_total)}" if gpus else "-",
         f"{power:.0f}/{limit:.0f}W" if gpus else "-",
-        str(len(n.get("jobs") or [])),
         fmt.duration(now - last_seen) if last_seen is not None else "-",
     )
 
@@ -109,7 +117,7 @@ class FleetScreen(FleetdeckScreen):
         self.heatmap_mode = False
 
     def compose_body(self) -> ComposeResult:
-        yield KeyedTable(COLUMNS, id="fleet-table")
+        yield KeyedTable(COLUMNS, id="fleet-table", live_columns=LIVE_COLUMNS, live=self.live)
         yield Static(LEGEND, id="legend")
         yield GpuHeatmap(id="heatmap")
 
@@ -142,9 +150,13 @@ class FleetScreen(FleetdeckScreen):
         if self.heatmap_mode:
             self.query_one(GpuHeatmap).rows = tuple(heat_row(n) for n in self.nodes.values())
         else:
-            now = self.fd.clock()
-            self.query_one(KeyedTable).sync(
-                {name: node_row(n, now) for name, n in self.nodes.items()})
+            table = self.query_one(KeyedTable)
+            table.sync({name: node_row(n) for name, n in self.nodes.items()})
+            table.refresh_live()
+
+    def live(self, key: str) -> tuple[Cell, ...]:
+        node = self.nodes.get(key)
+        return node_live(node, self.fd.clock()) if node is not None else ()
 
     def current_node(self) -> str | None:
         if self.heatmap_mode:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
+from itertools import pairwise
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -78,6 +80,9 @@ def job_gpus(job: Mapping[str, Any]) -> str:
 
 
 LIVE_COLUMNS = ("runtime", "util")
+# what job_row reads: equal values, equal row
+SHOWN_FIELDS = itemgetter("state", "name", "user", "project", "gpus", "gpu_count", "gpu_milli",
+                          "node", "pool", "reason", "exit_code")
 
 
 def job_row(job: Mapping[str, Any], idle: Mapping[str, str]) -> Row:
@@ -136,8 +141,8 @@ class JobsScreen(FleetdeckScreen):
         self.jobs: dict[str, dict[str, Any]] = {}
         self._util: dict[tuple[str, int], float] = {}
         self._idle: dict[str, str] = {}
-        # last job dict, idle state and row per job: an unchanged reply reuses the row
-        self._rows: dict[str, tuple[dict[str, Any], str, Row]] = {}
+        # last shown fields, idle state and row per job: an unchanged job reuses its row
+        self._rows: dict[str, tuple[tuple[Any, ...], str, Row]] = {}
 
     def compose_body(self) -> ComposeResult:
         yield Static(self._tabs_text(), id="job-views")
@@ -188,7 +193,9 @@ class JobsScreen(FleetdeckScreen):
     @on(JobsLoaded)
     def show_jobs(self, message: JobsLoaded) -> None:
         self.show_notice("")
-        ordered = sorted(message.jobs, key=lambda j: -int(j["id"]))
+        ordered = message.jobs  # the engine answers newest first; sort only if not
+        if any(a["id"] < b["id"] for a, b in pairwise(ordered)):
+            ordered = sorted(ordered, key=lambda j: -int(j["id"]))
         self.jobs = {str(j["id"]): j for j in ordered}
         self.fd.last_jobs = ordered
         self._util, self._idle = message.util, message.idle
@@ -197,18 +204,22 @@ class JobsScreen(FleetdeckScreen):
         table.refresh_live()
 
     def rows_for(self) -> dict[str, Row]:
-        """Rows for the jobs, reusing last refresh's row object when the engine's row and the
-        idle warning are unchanged (a dict comparison, no formatting)."""
+        """Rows for the jobs, reusing last refresh's row object when the fields the row shows
+        and the idle warning are unchanged (a tuple comparison, no formatting)."""
         old, new = self._rows, {}
         rows: dict[str, Row] = {}
         idle = self._idle
         for key, job in self.jobs.items():
             hit = old.get(key)
             warn = idle.get(key, "")
-            if hit is not None and hit[1] == warn and hit[0] == job:
+            try:
+                shown = SHOWN_FIELDS(job)
+            except KeyError:  # a row from an engine missing a field: compare it all
+                shown = tuple(sorted(job.items(), key=lambda kv: kv[0]))
+            if hit is not None and hit[1] == warn and hit[0] == shown:
                 new[key] = hit
             else:
-                new[key] = (job, warn, job_row(job, idle))
+                new[key] = (shown, warn, job_row(job, idle))
             rows[key] = new[key][2]
         self._rows = new
         return rows

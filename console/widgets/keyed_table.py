@@ -29,7 +29,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -143,6 +143,7 @@ class KeyedTable(ScrollView, can_focus=True):
         self._widths: tuple[int, ...] = ()
         self._layout_version = 0
         self._header: Strip | None = None
+        self._base_style: Style | None = None
         self.filter_text = ""
         self.last_sync = SyncStats()
 
@@ -328,12 +329,16 @@ class KeyedTable(ScrollView, can_focus=True):
             segments.append(Segment(pad, style))
         return Strip(segments)
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._base_style = self.rich_style  # once per paint, not once per line
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         if not self._widths:
             self._widths = self._compute_widths()
         scroll_x, scroll_y = self.scroll_offset
         width = self.size.width
-        base = self.rich_style
+        base = self._base_style or self.rich_style
         if y == 0:
             if self._header is None:
                 style = base + self.get_component_rich_style("keyed-table--header")

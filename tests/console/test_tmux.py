@@ -40,7 +40,7 @@ class Tmux:
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", "fd")
 
-    def wait(self, cond: Callable[[str], bool], what: str, timeout: float = 60) -> str:
+    def wait(self, cond: Callable[[str], bool], what: str, timeout: float = 90) -> str:
         deadline = time.monotonic() + timeout
         text = ""
         while time.monotonic() < deadline:
@@ -95,8 +95,8 @@ def test_submit_with_keys_and_see_it_finish(tmp_path: Path, tmux_env: dict[str, 
             tmux.keys("Enter")
             tmux.wait(lambda s: "Submit a job" not in s, "the form to close")
             tmux.keys("2")
-            tmux.wait(lambda s: "running" in job_line(s), "job 1 running")
-            tmux.wait(lambda s: "succeeded" in job_line(s), "job 1 to finish")
+            tmux.wait(lambda s: bool(job_line(s)), "job 1 in Jobs")
+            tmux.wait(lambda s: "succeeded" in job_line(s), "job 1 to finish", timeout=90)
             tmux.keys("l")
             tmux.wait(lambda s: MARK in s, "the job's output in its logs")
             tmux.keys("q")
