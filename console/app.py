@@ -55,14 +55,15 @@ class Remote:
     """The console's engine connections: one per channel (a screen's poll, actions, a report),
     so a slow report never holds up the fleet poll. Streams get a connection of their own."""
 
-    def __init__(self, socket_path: Path) -> None:
+    def __init__(self, socket_path: Path, *, readonly: bool = False) -> None:
         self.socket_path = socket_path
+        self.readonly = readonly  # the engine refuses changes on these connections too
         self._clients: dict[str, EngineClient] = {}
 
     async def _client(self, channel: str) -> EngineClient:
         client = self._clients.get(channel)
         if client is None:
-            client = await EngineClient.connect(self.socket_path)
+            client = await EngineClient.connect(self.socket_path, readonly=self.readonly)
             self._clients[channel] = client
         return client
 
@@ -79,7 +80,7 @@ class Remote:
             raise
 
     async def stream(self, method: str, **params: Any) -> AsyncIterator[Any]:
-        client = await EngineClient.connect(self.socket_path)
+        client = await EngineClient.connect(self.socket_path, readonly=self.readonly)
         try:
             async for event in client.stream(method, **params):
                 yield event
@@ -150,7 +151,7 @@ class FleetdeckApp(App[int]):
         self.start_mode = start
         self.link = link
         self.clock = clock
-        self.remote = Remote(link.loaded.config.socket_path)
+        self.remote = Remote(link.loaded.config.socket_path, readonly=link.readonly)
         self.summary: dict[str, Any] | None = None
         self.engine_down: str = ""
         self.user = user or getpass.getuser()

@@ -44,7 +44,8 @@ def serve(config: Path, *, timeout: float = 30) -> Iterator[subprocess.Popen[str
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"engine exited {proc.returncode}: {proc.stderr.read()}")
+                err = proc.stderr.read() if proc.stderr else ""
+                raise AssertionError(f"engine exited {proc.returncode}: {err}")
             res = cli("--config", str(config), "status", "--format", "json")
             if res.returncode == 0:
                 break

@@ -38,7 +38,9 @@ class EngineClient:
         self.engine_info: dict[str, Any] = {}
 
     @classmethod
-    async def connect(cls, path: Path, *, timeout: float = 5.0) -> EngineClient:
+    async def connect(cls, path: Path, *, timeout: float = 5.0,
+                      readonly: bool = False) -> EngineClient:
+        """Connect and say hello; `readonly` asks the engine to refuse every change."""
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(path), limit=MAX_LINE_BYTES), timeout
@@ -50,7 +52,8 @@ class EngineClient:
         client = cls(reader, writer)
         try:
             client.engine_info = await asyncio.wait_for(client.call(
-                "hello", protocol=PROTOCOL_VERSION, client=f"fleetdeck {__version__}"), timeout)
+                "hello", protocol=PROTOCOL_VERSION, client=f"fleetdeck {__version__}",
+                readonly=readonly), timeout)
         except BaseException:
             await client.close()
             raise

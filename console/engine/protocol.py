@@ -6,7 +6,8 @@ SO_PEERCRED and records that user as the actor of every action.
 Framing: one JSON object per line, UTF-8.
 
 - The client's first request must be `hello`:
-  `{"id": 1, "method": "hello", "params": {"protocol": 1, "client": "fleetdeck 0.1.0"}}`.
+  `{"id": 1, "method": "hello", "params": {"protocol": 1, "client": "fleetdeck 0.1.0"}}`;
+  `"readonly": true` in the params makes the engine refuse every change on that connection.
   The engine answers `{"id": 1, "result": {"protocol": 1, "engine": "0.1.0", "pid": ...}}`, or,
   when the versions differ, an error with code `protocol_mismatch` and closes the connection.
 - Requests: `{"id": N, "method": NAME, "params": {...}}`.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -74,11 +75,14 @@ class ControlServer:
         self._clients.add(task)
         try:
             caller = _peer(writer)
-            if not await self._hello(reader, writer):
+            readonly = await self._hello(reader, writer)
+            if readonly is None:
                 return
+            if readonly:
+                caller = dataclasses.replace(caller, readonly=True)
             while line := await reader.readline():
                 await self._one(caller, line, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             self._clients.discard(task)
@@ -86,33 +90,37 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _hello(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _hello(self, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> bool | None:
+        """Handshake; None refuses the connection, else whether it is read-only."""
         line = await reader.readline()
         if not line:
-            return False
+            return None
         try:
             msg = json.loads(line)
             rid = msg.get("id")
             ok = msg.get("method") == "hello"
             version = msg.get("params", {}).get("protocol")
+            readonly = bool(msg.get("params", {}).get("readonly", False))
         except (ValueError, AttributeError):
-            rid, ok, version = None, False, None
+            rid, ok, version, readonly = None, False, None, False
         if not ok:
             writer.write(encode({"id": rid, "error": {
                 "code": "bad_request", "message": "first request must be hello"}}))
             await writer.drain()
-            return False
+            return None
         if version != PROTOCOL_VERSION:
             writer.write(encode({"id": rid, "error": {
                 "code": "protocol_mismatch",
                 "message": f"engine speaks protocol {PROTOCOL_VERSION} (fleetdeck {__version__}),"
                            f" client speaks {version}; use the same fleetdeck version"}}))
             await writer.drain()
-            return False
+            return None
         writer.write(encode({"id": rid, "result": {
-            "protocol": PROTOCOL_VERSION, "engine": __version__, "pid": os.getpid()}}))
+            "protocol": PROTOCOL_VERSION, "engine": __version__, "pid": os.getpid(),
+            "readonly": readonly}}))
         await writer.drain()
-        return True
+        return readonly
 
     async def _one(self, caller: Caller, line: bytes, writer: asyncio.StreamWriter) -> None:
         rid: Any = None

@@ -105,3 +105,20 @@ def test_engine_stops_on_sigterm_and_frees_the_store(config: Path, tmp_path: Pat
     assert not (tmp_path / "store.duckdb.sock").exists()
     res = cli("--config", str(config), "db", "info", "--format", "json")
     assert res.returncode == 0, res.stderr
+
+
+def test_readonly_session_is_refused_changes(config: Path, tmp_path: Path) -> None:
+    async def talk() -> None:
+        client = await EngineClient.connect(tmp_path / "store.duckdb.sock", readonly=True)
+        try:
+            assert client.engine_info["readonly"] is True
+            spec = {"name": "x", "command": ["true"]}
+            with pytest.raises(RemoteError) as e:
+                await client.call("submit", spec=spec)
+            assert e.value.code == "readonly"
+            assert await client.call("jobs") == []  # reads still work
+        finally:
+            await client.close()
+
+    with serve(config):
+        asyncio.run(talk())
