@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,8 @@ class Store:
         store = cls(p, con, lock_fd)
         try:
             store._check_version(upgrade=True)
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('fleet_id', ?)",
+                        [uuid.uuid4().hex[:10]])
         except BaseException:
             store.close()
             raise
@@ -90,6 +93,12 @@ class Store:
         except duckdb.CatalogException:
             return 0
         return int(rows[0][0]) if rows else 0
+
+    def fleet_id(self) -> str:
+        """This store's random id: scopes job names and directories on nodes, since job ids
+        restart at 1 in every store."""
+        rows = self.con.execute("SELECT value FROM meta WHERE key = 'fleet_id'").fetchall()
+        return str(rows[0][0]) if rows else ""
 
     def _check_version(self, *, upgrade: bool) -> None:
         version = self.schema_version()

@@ -49,13 +49,17 @@ from scheduler.executors.base import (
 
 LABEL_JOB = "fleetdeck.job"
 LABEL_ATTEMPT = "fleetdeck.attempt"
+LABEL_FLEET = "fleetdeck.fleet"
 
 
-def container_name(job_id: int, attempt: int) -> str:
-    return f"fleetdeck-{job_id}-{attempt}"
+def container_name(job_id: int, attempt: int, fleet: str = "") -> str:
+    """`fleetdeck-<fleet>-<job>-<attempt>`: job ids are per store, so two stores driving one
+    node (tests, a demo beside production) never adopt each other's containers."""
+    return f"fleetdeck-{fleet}-{job_id}-{attempt}" if fleet else f"fleetdeck-{job_id}-{attempt}"
 
 
-def create_kwargs(launch: Launch, *, gpu_runtime: bool, init: bool = True) -> dict[str, Any]:
+def create_kwargs(launch: Launch, *, gpu_runtime: bool, init: bool = True,
+                  fleet: str = "") -> dict[str, Any]:
     """The keyword arguments for `client.containers.create` (pure; tested without dockerd)."""
     if not launch.image:
         raise ValueError(f"job {launch.tag}: a docker job needs an image")
@@ -86,12 +90,14 @@ def create_kwargs(launch: Launch, *, gpu_runtime: bool, init: bool = True) -> di
         "fleetdeck.gpu_milli": str(launch.gpu_milli) if launch.gpu_indices else "0",
         "fleetdeck.gpu_mode": mode,
     }
+    if fleet:
+        labels[LABEL_FLEET] = fleet
     if launch.max_runtime_s is not None:
         labels["fleetdeck.max_runtime_s"] = f"{launch.max_runtime_s:g}"
     kwargs: dict[str, Any] = {
         "image": launch.image,
         "command": list(launch.command),
-        "name": container_name(launch.job_id, launch.attempt),
+        "name": container_name(launch.job_id, launch.attempt, fleet),
         "labels": labels,
         "environment": launch.merged_env(extra),
         "init": init,
@@ -163,6 +169,7 @@ class DockerExecutor:
 
     gpu_runtime: bool = True
     init: bool = True
+    fleet: str = ""  # the store's fleet id: names and discovery are scoped to it
     api_timeout_s: float = 60.0
     adopt_wait_s: float = 3.0
     kind: ExecutorKind = field(default="docker", init=False)
@@ -194,7 +201,8 @@ class DockerExecutor:
             raise ExecutorError(f"node {transport.node.name}: {what}: {_reason(e)}") from None
 
     async def start(self, launch: Launch, transport: Transport) -> Handle:
-        kwargs = create_kwargs(launch, gpu_runtime=self.gpu_runtime, init=self.init)
+        kwargs = create_kwargs(launch, gpu_runtime=self.gpu_runtime, init=self.init,
+                               fleet=self.fleet)
         cid = await self._call(transport, f"start job {launch.tag}", self._start_sync, kwargs)
         return Handle("docker", transport.node.name, cid, launch.job_id, launch.attempt)
 
@@ -321,7 +329,8 @@ class DockerExecutor:
     async def discover(self, transport: Transport) -> list[Discovered]:
         def find(client: docker.DockerClient) -> list[Discovered]:
             found = []
-            for c in client.containers.list(all=True, filters={"label": LABEL_JOB}):
+            selector = f"{LABEL_FLEET}={self.fleet}" if self.fleet else LABEL_JOB
+            for c in client.containers.list(all=True, filters={"label": selector}):
                 labels = c.labels
                 job, attempt = labels.get(LABEL_JOB, ""), labels.get(LABEL_ATTEMPT, "")
                 if not (job.isdigit() and attempt.isdigit()):

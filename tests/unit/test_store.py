@@ -70,3 +70,11 @@ def test_append_frames_by_column_name(tmp_path: Path) -> None:
         assert store.append_rows("job_events", []) == 0
         with pytest.raises(StoreError, match="unknown table"):
             store.append("nope", pl.DataFrame({"a": [1]}))
+
+
+def test_fleet_id_is_stable_and_per_store(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.duckdb") as a:
+        first = a.fleet_id()
+    with Store.open(tmp_path / "a.duckdb") as a, Store.open(tmp_path / "b.duckdb") as b:
+        assert a.fleet_id() == first and len(first) == 10
+        assert b.fleet_id() != first
