@@ -27,7 +27,6 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +39,18 @@ from collectors.store.db import insert_rows
 from collectors.transport import TransportError, make_transport
 from collectors.transport.hostkeys import add_known_host
 from console.config import NodeConfig
+from console.engine.burst_store import (
+    ACTIVE_STATES,
+    BurstPass,
+    QueuedJob,
+    accrued_until,
+    insert_instance,
+    instance_row,
+    instance_rows,
+    mark_joined,
+    read_pass,
+)
 from scheduler import journal
-from scheduler.jobspec import JobSpec
 from scheduler.models import ResourceRequest
 from scheduler.policies.audit import BURST_ACTOR, Action, to_epoch_s
 from scheduler.policies.burst import (
@@ -62,20 +71,18 @@ from scheduler.policies.spend import (
 from scheduler.providers.base import (
     Instance,
     InstanceState,
-    Offer,
     Provider,
     ProviderError,
     fleetdeck_tags,
 )
 from scheduler.providers.registry import build_providers, unavailable_offers
-from scheduler.runner import allocations, epoch, snapshot
+from scheduler.runner import allocations, snapshot
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
     from console.engine.svc_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-ACTIVE_STATES = ("provisioning", "ready", "terminating")
 STATUS_EVERY_S = 2.0  # poll a joined instance's provider status at most this often
 FAILED_OFFER_PAUSE_S = 60.0  # an offer whose provision failed is skipped this long
 _NODE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -89,29 +96,6 @@ class _Known:
     last_status_at: float = 0.0
     last_error: str = ""
     busy: bool = False  # a join or terminate task is running
-
-
-@dataclass(frozen=True, slots=True)
-class _Queued:
-    """A queued job as a pass reads it (the request comes from a cache keyed by attempt)."""
-
-    id: int
-    attempt: int
-    user: str
-    team: str | None
-    project: str | None
-    waiting_since: float
-
-
-@dataclass(slots=True)
-class _Pass:
-    """What one pass read from the store."""
-
-    rows: list[dict[str, Any]]
-    queued: list[_Queued]
-    requests: dict[tuple[int, int], ResourceRequest]  # parsed specs the cache lacked
-    active_jobs: list[journal.JobRow]  # empty when no decision needs the fleet snapshot
-    last_end: dict[str, float]  # node -> latest job end
 
 
 class BurstManager:
@@ -143,7 +127,7 @@ class BurstManager:
     async def start(self) -> None:
         now = self.engine.clock()
         self._hour_mark = now - now % 3600.0
-        self.accrued = await self.engine.db.run(_accrued_until)
+        self.accrued = await self.engine.db.run(accrued_until)
         if self.engine.config.engine.schedule and self.engine.config.engine.collect:
             for d in await self.engine.db.run(lambda s: self._unfinished(s, now)):
                 self._spawn(self._provision(d), f"burst-provision-{d.request_id}")
@@ -204,7 +188,7 @@ class BurstManager:
     async def instances_json(self) -> list[dict[str, Any]]:
         now = self.engine.clock()
         day = period_starts(now)["daily"]
-        rows = await self.engine.db.run(lambda s: _instance_rows(s, since=day))
+        rows = await self.engine.db.run(lambda s: instance_rows(s, since=day))
         out = []
         for r in rows:
             inst = BurstInstance.from_row(r, request_id=r.get("request_id") or "")
@@ -234,8 +218,8 @@ class BurstManager:
         known = set(self._requests)
         wait_s = self.cfg.wait_threshold_s
 
-        def read(s: Store) -> _Pass:
-            return _read_pass(s, now, known, wait_s)
+        def read(s: Store) -> BurstPass:
+            return read_pass(s, now, known, wait_s)
 
         data = await self.engine.db.run(read)
         await self._poll(data.rows, now)
@@ -286,7 +270,8 @@ class BurstManager:
         await self._bill(instances, data, now)
         self._summarize(data, placeholders, now)
 
-    def _summarize(self, data: _Pass, placeholders: Sequence[BurstInstance], now: float) -> None:
+    def _summarize(self, data: BurstPass, placeholders: Sequence[BurstInstance],
+                   now: float) -> None:
         instances = [BurstInstance.from_row(r) for r in data.rows] + list(placeholders)
         use = budget_use(instances, now, min_billed_hours=self.cfg.min_billed_hours)
         spent = use.get(("global", "", "daily"))
@@ -304,7 +289,7 @@ class BurstManager:
                 gpu_model=o.gpu_model, gpu_count=o.gpu_count, market=o.market))
         return out
 
-    def _waiting(self, queued: Sequence[_Queued]) -> list[WaitingJob]:
+    def _waiting(self, queued: Sequence[QueuedJob]) -> list[WaitingJob]:
         plan = self.engine.runner.last_plan if self.engine.runner is not None else None
         if plan is None:
             return []
@@ -379,9 +364,9 @@ class BurstManager:
             self.pending.pop(d.request_id, None)
             return
         self.known.setdefault(inst.instance_id, _Known()).instance = inst
-        row = _instance_row(inst, d, launched_at=d.action.ts)
+        row = instance_row(inst, d, launched_at=d.action.ts)
         try:
-            await self.engine.db.run(lambda s: _insert_instance(s, row))
+            await self.engine.db.run(lambda s: insert_instance(s, row))
         finally:
             self.pending.pop(d.request_id, None)
             self._changed = True
@@ -424,7 +409,7 @@ class BurstManager:
             if node.name not in self.telemetry.collector.nodes:
                 await self.telemetry.collector.add_node(node)
             now = self.engine.clock()
-            await self.engine.db.run(lambda s: _joined(s, iid, node, now))
+            await self.engine.db.run(lambda s: mark_joined(s, iid, node, now))
             log.info("burst instance %s joined the fleet as %s", iid, node.name)
         except (TransportError, asyncssh.Error, FleetdeckError, ValueError, OSError) as e:
             log.info("burst instance %s not reachable yet: %s", iid, e)
@@ -508,7 +493,8 @@ class BurstManager:
             await self.engine.db.run(move)
 
     # -- money --------------------------------------------------------------------------------
-    async def _bill(self, instances: Sequence[BurstInstance], data: _Pass, now: float) -> None:
+    async def _bill(self, instances: Sequence[BurstInstance], data: BurstPass,
+                    now: float) -> None:
         """Hourly spend rows for running instances; the running cost in `burst_instances`."""
         hour = now - now % 3600.0
         real = {str(r["instance_id"]) for r in data.rows}
@@ -535,102 +521,3 @@ class BurstManager:
                                 costs)
 
         await self.engine.db.run(write)
-
-
-# -- store edge (store thread) ------------------------------------------------------------------
-
-def _rows(store: Store, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    cur = store.con.execute(sql, list(args))
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
-def _instance_rows(store: Store, *, since: float) -> list[dict[str, Any]]:
-    return _rows(store, "SELECT * FROM burst_instances WHERE state IN ('provisioning', 'ready', "
-                        "'terminating') OR launched_at >= ? OR terminated_at >= ? "
-                        "ORDER BY launched_at", [utc(since), utc(since)])
-
-
-def _read_pass(store: Store, now: float, known: set[tuple[int, int]],
-               wait_threshold_s: float) -> _Pass:
-    rows = _instance_rows(store, since=period_starts(now)["monthly"])
-    queued = [_Queued(int(i), int(a or 0), str(u), t, p,
-                      epoch(w) or epoch(sub) or now)
-              for i, a, u, t, p, sub, w in store.con.execute(
-                  "SELECT j.id, j.attempt, j.user, j.team, j.project, j.submitted_at, w.since "
-                  "FROM jobs j LEFT JOIN (SELECT job_id, max(ts) AS since FROM job_events "
-                  "WHERE to_state = 'queued' AND job_id IN (SELECT id FROM jobs WHERE "
-                  "state = 'queued') GROUP BY job_id) w ON w.job_id = j.id "
-                  "WHERE j.state = 'queued'").fetchall()]
-    requests: dict[tuple[int, int], ResourceRequest] = {}
-    fresh = [q.id for q in queued if (q.id, q.attempt) not in known]
-    if fresh:
-        for i, a, spec in store.con.execute(
-                "SELECT id, attempt, spec FROM jobs WHERE list_contains(?, id)",
-                [fresh]).fetchall():
-            requests[(int(i), int(a or 0))] = JobSpec.from_dict(json.loads(spec)).to_request()
-    # the fleet snapshot (active jobs) matters for jobs due to burst, instances to tear
-    # down, and jobs left on lost nodes
-    needed = any(r["state"] in ACTIVE_STATES for r in rows) or any(
-        now - q.waiting_since >= wait_threshold_s for q in queued)
-    lost = [str(r["node"]) for r in rows if r["state"] == "lost" and r["node"]]
-    if lost and not needed:
-        needed = bool(store.con.execute(
-            "SELECT count(*) FROM jobs WHERE state IN ('starting', 'running') AND "
-            "list_contains(?, node)", [lost]).fetchall()[0][0])
-    active = journal.list_jobs(store, states=journal.ACTIVE) if needed else []
-    nodes = [str(r["node"]) for r in rows if r["node"]]
-    last_end: dict[str, float] = {}
-    if nodes:
-        for node, ended in store.con.execute(
-                "SELECT node, max(ended_at) FROM jobs WHERE list_contains(?, node) "
-                "GROUP BY node", [nodes]).fetchall():
-            if ended is not None:
-                last_end[str(node)] = epoch(ended) or 0.0
-        joined = [str(r["node"]) for r in rows if r["node"] and r["state"] == "ready"]
-        if joined and any(j.node in joined and not j.burst for j in active):
-            store.con.execute("UPDATE jobs SET burst = true WHERE list_contains(?, node) AND "
-                              "state IN ('starting', 'running') AND NOT burst", [joined])
-    return _Pass(rows, queued, requests, active, last_end)
-
-
-def _accrued_until(store: Store) -> dict[str, float]:
-    """Per active instance: the end of what its spend rows cover (no top-up while active)."""
-    out: dict[str, float] = {}
-    for iid, end in store.con.execute(
-            "SELECT s.instance_id, max(epoch(s.ts) + s.hours * 3600) FROM spend s JOIN "
-            "burst_instances b USING (instance_id) WHERE b.state IN ('provisioning', 'ready', "
-            "'terminating') GROUP BY s.instance_id").fetchall():
-        out[str(iid)] = float(end)
-    return out
-
-
-def _instance_row(inst: Instance, d: ProvisionDecision, *, launched_at: float) -> dict[str, Any]:
-    o: Offer = d.offer
-    return {"instance_id": inst.instance_id, "request_id": d.request_id, "provider": o.provider,
-            "offer": o.name, "instance_type": o.instance_type, "market": inst.market,
-            "gpu_model": o.gpu_model, "gpu_count": o.gpu_count, "node": None, "pool": o.pool,
-            "team": d.team, "project": d.project, "price_per_hour": inst.price_per_hour,
-            "state": "provisioning", "launched_at": utc(launched_at), "ready_at": None,
-            "terminated_at": None, "cost": 0.0}
-
-
-def _insert_instance(store: Store, row: dict[str, Any]) -> None:
-    with store.transaction() as con:
-        if con.execute("SELECT count(*) FROM burst_instances WHERE instance_id = ?",
-                       [row["instance_id"]]).fetchall()[0][0]:
-            return  # asked again after a restart: the provider handed back the same instance
-        insert_rows(con, "burst_instances", [row])
-
-
-def _joined(store: Store, iid: str, node: NodeConfig, now: float) -> None:
-    ts = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
-    with store.transaction() as con:
-        con.execute("UPDATE burst_instances SET state = 'ready', node = ?, "
-                    "ready_at = coalesce(ready_at, ?) WHERE instance_id = ?",
-                    [node.name, ts, iid])
-        con.execute(
-            "INSERT INTO nodes (name, host, pool, transport, labels, state, first_seen) "
-            "VALUES (?, ?, ?, ?, ?, 'unknown', ?) ON CONFLICT (name) DO UPDATE SET "
-            "host = excluded.host, pool = excluded.pool, labels = excluded.labels",
-            [node.name, node.host, node.pool, node.transport, json.dumps(node.labels), ts])

@@ -105,3 +105,10 @@ def test_ecc_error_drains_the_node_and_cordon_uncordon_work(ssh_nodes: Any,
         for j in (j1, j2, j3):
             assert eng.job(j)["state"] == "running"
             eng.call("stop", job=j, reason="test over")
+        trail = eng.cli_json("audit", "--limit", "1000")  # the same rows through the CLI
+        seen = {(r["action"], r["target"]) for r in trail}
+        assert {("gpu_unhealthy", f"{node.name}:{g}"), ("drain", node.name),
+                ("health_requeue", str(j1)), ("uncordon", node.name),
+                ("gpu_recovered", f"{node.name}:{g}"), ("undrain", node.name),
+                ("cordon", node.name), ("gpu_unhealthy", f"{node.name}:{free}"),
+                ("stop", str(j3))} <= seen
