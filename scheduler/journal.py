@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from collectors.errors import NotFoundError
@@ -87,9 +88,15 @@ class JobRow:
         return out
 
 
+@lru_cache(maxsize=65536)
+def _spec(text: str) -> JobSpec:
+    """A stored spec, parsed once: specs never change and every cycle reads the queue."""
+    return JobSpec.from_dict(json.loads(text))
+
+
 def _row(values: Sequence[Any]) -> JobRow:
     d = dict(zip(_COLUMNS, values, strict=True))
-    d["spec"] = JobSpec.from_dict(json.loads(d["spec"]))
+    d["spec"] = _spec(d["spec"])
     d["gpu_indices"] = tuple(d["gpu_indices"] or ())
     d["gpu_count"] = d["gpu_count"] or 0
     d["gpu_milli"] = d["gpu_milli"] or 0
@@ -138,37 +145,130 @@ def submit(store: Store, spec: JobSpec, *, actor: str, now: float) -> list[int]:
     return ids
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One state change for `transition_many`: `fields` are job columns to set with it."""
+
+    job_id: int
+    to_state: str
+    reason: str
+    actor: str
+    expect: tuple[str, ...] | None = None  # states it may come from (None: any allowed)
+    audit: AuditEntry | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
 def transition(store: Store, job_id: int, to_state: str, *, reason: str, actor: str,
                now: float, expect: Iterable[str] | None = None,
                audit: AuditEntry | None = None, **fields: Any) -> JobRow:
     """Move a job to `to_state`, setting `fields` (columns), with an event row and optionally
     an audit row, in one transaction. `expect` restricts the states it may come from."""
-    if to_state not in STATES:
-        raise ValueError(f"unknown state {to_state}")
-    bad = set(fields) - set(_COLUMNS)
-    if bad:
-        raise ValueError(f"unknown job columns {sorted(bad)}")
+    change = Change(job_id, to_state, reason, actor,
+                    tuple(expect) if expect is not None else None, audit, fields)
+    [result] = transition_many(store, [change], now=now)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def transition_many(store: Store, changes: Sequence[Change], *,
+                    now: float) -> list[JobRow | NotFoundError | TransitionError]:
+    """Apply `changes` in order in one transaction (one commit however many): per change its
+    row, or the error that left that one job unchanged. Column updates and events are written
+    in batches; a job may change twice in one call (lost, then queued)."""
+    for c in changes:
+        if c.to_state not in STATES:
+            raise ValueError(f"unknown state {c.to_state}")
+        bad = set(c.fields) - set(_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown job columns {sorted(bad)}")
+    if not changes:
+        return []
     ts = utc(now)
+    ids = sorted({c.job_id for c in changes})
+    out: list[JobRow | NotFoundError | TransitionError] = []
     with store.transaction() as con:
-        rows = con.execute("SELECT state FROM jobs WHERE id = ?", [job_id]).fetchall()
-        if not rows:
-            raise NotFoundError(f"no job {job_id}")
-        current = str(rows[0][0])
-        allowed = set(expect) if expect is not None else None
-        if to_state not in _NEXT[current] or (allowed is not None and current not in allowed):
-            raise TransitionError(f"job {job_id} is {current}; cannot become {to_state}")
-        sets = {"state": to_state, "reason": reason, **fields}
-        if to_state in TERMINAL and "ended_at" not in fields:
-            sets["ended_at"] = ts
-        cols = ", ".join(f'"{k}" = ?' for k in sets)
-        con.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*sets.values(), job_id])
-        insert_rows(con, "job_events", [{"ts": ts, "job_id": job_id, "from_state": current,
-                                         "to_state": to_state, "reason": reason,
-                                         "actor": actor}])
-        if audit is not None:
-            record(con, [audit], now=now)
-        values = con.execute(f"SELECT {_select()} FROM jobs WHERE id = ?", [job_id]).fetchall()
-    return _row(values[0])
+        state: dict[int, str] = {int(i): str(st) for i, st in con.execute(
+            "SELECT id, state FROM jobs WHERE id IN (SELECT unnest(?::BIGINT[]))",
+            [ids]).fetchall()}
+        final: dict[int, dict[str, Any]] = {}  # job id -> columns to set (last change wins)
+        event_rows: list[dict[str, Any]] = []
+        audits: list[AuditEntry] = []
+        results: list[int | NotFoundError | TransitionError] = []
+        for c in changes:
+            current = state.get(c.job_id)
+            if current is None:
+                results.append(NotFoundError(f"no job {c.job_id}"))
+                continue
+            if c.to_state not in _NEXT[current] or (c.expect is not None
+                                                    and current not in c.expect):
+                results.append(TransitionError(
+                    f"job {c.job_id} is {current}; cannot become {c.to_state}"))
+                continue
+            sets = final.setdefault(c.job_id, {})
+            sets.update({"state": c.to_state, "reason": c.reason, **c.fields})
+            if c.to_state in TERMINAL and "ended_at" not in c.fields:
+                sets["ended_at"] = ts
+            state[c.job_id] = c.to_state
+            event_rows.append({"ts": ts, "job_id": c.job_id, "from_state": current,
+                               "to_state": c.to_state, "reason": c.reason, "actor": c.actor})
+            if c.audit is not None:
+                audits.append(c.audit)
+            results.append(c.job_id)
+        _update(con, final)
+        insert_rows(con, "job_events", event_rows)
+        if audits:
+            record(con, audits, now=now)
+        changed = sorted(final)
+        rows = {r.id: r for r in (_row(v) for v in con.execute(
+            f"SELECT {_select()} FROM jobs WHERE id IN (SELECT unnest(?::BIGINT[]))",
+            [changed]).fetchall())} if changed else {}
+    for r in results:
+        out.append(rows[r] if isinstance(r, int) else r)
+    return out
+
+
+# Arrow types of the job columns transitions set (so all-NULL columns keep their type).
+_ARROW_TYPES: dict[str, Any] = {}
+
+
+def _arrow_type(column: str) -> Any:
+    import pyarrow as pa
+
+    if not _ARROW_TYPES:
+        text = ("name", "user", "project", "team", "kind", "executor", "state", "reason",
+                "pool", "node", "gpu_model", "external_id", "spec")
+        _ARROW_TYPES.update({c: pa.string() for c in text})
+        _ARROW_TYPES.update({c: pa.int32() for c in ("priority", "gpu_count", "gpu_milli",
+                                                     "cpu_milli", "exit_code", "attempt",
+                                                     "array_index")})
+        _ARROW_TYPES.update({c: pa.int64() for c in ("id", "mem_bytes", "array_parent")})
+        _ARROW_TYPES.update({c: pa.timestamp("us") for c in ("submitted_at", "started_at",
+                                                             "ended_at")})
+        _ARROW_TYPES["gpu_indices"] = pa.list_(pa.int32())
+        _ARROW_TYPES["max_runtime_s"] = pa.float64()
+        _ARROW_TYPES["burst"] = pa.bool_()
+    return _ARROW_TYPES[column]
+
+
+def _update(con: Any, sets_by_id: Mapping[int, Mapping[str, Any]]) -> None:
+    """UPDATE jobs from one Arrow batch per distinct set of columns (not row by row)."""
+    import pyarrow as pa
+
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for job_id, sets in sets_by_id.items():
+        groups.setdefault(tuple(sorted(sets)), []).append(job_id)
+    for cols, job_ids in groups.items():
+        table = pa.table(
+            {"id": pa.array(job_ids, pa.int64()),
+             **{c: pa.array([sets_by_id[i][c] for i in job_ids], _arrow_type(c))
+                for c in cols}})
+        con.register("_fd_job_updates", table)
+        try:
+            assign = ", ".join(f'"{c}" = u."{c}"' for c in cols)
+            con.execute(f"UPDATE jobs SET {assign} FROM _fd_job_updates u WHERE jobs.id = u.id")
+        finally:
+            con.unregister("_fd_job_updates")
 
 
 def _select() -> str:

@@ -329,13 +329,17 @@ class JobRunner:
                 changes.append(self._placement(
                     r, Assignment(node=self.settings.slurm_pools[pool]), snap, pool=pool))
             # one commit for the whole cycle; a job stopped meanwhile is simply skipped
-            placed = await self.db.run(
-                lambda s: journal.transition_many(s, changes, now=self.clock()))
-            for row in placed:
-                if isinstance(row, JobRow):
-                    self._spawn_launch(row)
-            await self.db.run(lambda s: journal.set_reasons(
-                s, {int(k): v for k, v in result.pending.items()}))
+            if changes:
+                placed = await self.db.run(
+                    lambda s: journal.transition_many(s, changes, now=self.clock()))
+                for row in placed:
+                    if isinstance(row, JobRow):
+                        self._spawn_launch(row)
+            # only reasons that changed since the stored ones (most cycles: none)
+            reasons = {r.id: result.pending[str(r.id)] for r in placeable
+                       if str(r.id) in result.pending and r.reason != result.pending[str(r.id)]}
+            if reasons:
+                await self.db.run(lambda s: journal.set_reasons(s, reasons))
             return result
 
     def _slurm_pool(self, row: JobRow) -> str | None:

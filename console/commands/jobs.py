@@ -142,6 +142,8 @@ def spec_mapping(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             data[k] = v
             source = SOURCE if source == SOURCE else f"{source} + flags"
     if "command" not in data:
+        if args.file:
+            raise InputError(source, "command", "a command (or one after -- on the command line)")
         raise InputError(source, "COMMAND", "a command after -- (or `command` in the job file)")
     return data, source
 

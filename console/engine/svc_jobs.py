@@ -130,9 +130,25 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         if caller.readonly:
             raise RequestError("readonly", "this session is read-only")
 
+    def check_targets(spec: JobSpec) -> None:
+        """A job naming a node or pool the fleet does not have would wait forever."""
+        nodes = {n.name for n in cfg.nodes} | set(telemetry.view().nodes)
+        if spec.node is not None and spec.node not in nodes:
+            raise InputError("submitted spec", "node",
+                             f"a node of the fleet ({_listed(nodes)})", got=spec.node)
+        pools = {p.name for p in cfg.pools} | {n.pool for n in cfg.nodes}
+        if spec.pool is not None and spec.pool not in pools:
+            raise InputError("submitted spec", "pool",
+                             f"a pool of the fleet ({_listed(pools)})", got=spec.pool)
+        if spec.executor == "slurm" and not slurm_pools:
+            raise InputError("submitted spec", "executor",
+                             'a Slurm pool in the config ([[pools]] kind = "slurm") for '
+                             'executor "slurm"', got=spec.executor)
+
     def spec_for(caller: Caller, raw: Mapping[str, Any]) -> JobSpec:
         try:
             spec = JobSpec.from_dict(raw, source="submitted spec")
+            check_targets(spec)
         except InputError as e:
             raise RequestError("bad_request", str(e)) from None
         if spec.user and spec.user != caller.user and caller.uid not in (0, os.getuid()):
@@ -216,20 +232,21 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         counts = await runner.reconcile([n.name for n in cfg.nodes] + burst_nodes)
         if any(counts.values()):
             log.info("reconciled jobs: %s", counts)
-        engine.spawn(_loop(runner, runner_kick, cfg.scheduler.cycle_s,
-                           cfg.collect.interval_s), "scheduler")
+        engine.spawn(_loop(runner, runner_kick, cfg.scheduler.cycle_s), "scheduler")
+        engine.spawn(_poll_loop(runner, min(cfg.collect.interval_s, 2.0)), "job-poll")
     return runner
 
 
-async def _loop(runner: JobRunner, kick: asyncio.Event, cycle_s: float, poll_s: float) -> None:
-    last_poll = 0.0
+def _listed(names: set[str], most: int = 8) -> str:
+    shown = sorted(names)
+    return ", ".join(shown[:most]) + (f", ... {len(shown) - most} more"
+                                      if len(shown) > most else "")
+
+
+async def _loop(runner: JobRunner, kick: asyncio.Event, cycle_s: float) -> None:
     while True:
         try:
             await runner.cycle()
-            now = runner.clock()
-            if now - last_poll >= min(poll_s, 2.0):
-                last_poll = now
-                await runner.poll()
         except Exception:
             log.exception("scheduler cycle failed")
         kick.clear()
@@ -237,3 +254,14 @@ async def _loop(runner: JobRunner, kick: asyncio.Event, cycle_s: float, poll_s: 
             await asyncio.wait_for(kick.wait(), cycle_s)
         except TimeoutError:
             pass
+
+
+async def _poll_loop(runner: JobRunner, poll_s: float) -> None:
+    """Job status from the nodes, apart from placement so a slow node never holds it up."""
+    while True:
+        started = runner.clock()
+        try:
+            await runner.poll()
+        except Exception:
+            log.exception("job poll failed")
+        await asyncio.sleep(max(0.0, poll_s - (runner.clock() - started)))

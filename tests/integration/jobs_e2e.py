@@ -122,7 +122,7 @@ class Fleet:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}: {brief}")
 
     def wait_states(self, ids: Sequence[int], states: Sequence[str], *,
-                    timeout: float = 120) -> dict[int, dict[str, Any]]:
+                    timeout: float = 120, every_s: float = 0.5) -> dict[int, dict[str, Any]]:
         """Wait until every job in `ids` is in one of `states`; their rows by id."""
         want = set(ids)
 
@@ -130,11 +130,13 @@ class Fleet:
             hits = [r for r in rows if r["id"] in want and r["state"] in states]
             return len(hits) == len(want)
 
-        rows = self.wait(f"jobs {sorted(want)[:5]}... in {states}", done, timeout=timeout)
+        rows = self.wait(f"jobs {sorted(want)[:5]}... in {states}", done, timeout=timeout,
+                         every_s=every_s)
         return {r["id"]: r for r in rows if r["id"] in want}
 
-    def wait_done(self, ids: Sequence[int], *, timeout: float = 120) -> dict[int, dict[str, Any]]:
-        return self.wait_states(ids, TERMINAL, timeout=timeout)
+    def wait_done(self, ids: Sequence[int], *, timeout: float = 120,
+                  every_s: float = 0.5) -> dict[int, dict[str, Any]]:
+        return self.wait_states(ids, TERMINAL, timeout=timeout, every_s=every_s)
 
     def logs(self, job_id: int) -> str:
         res = self.run("logs", str(job_id))
