@@ -137,8 +137,8 @@ def config_data(root: Path, *, interval_s: float = 2.0, burst: bool = True,
                    "gpu_quota": q} for u, t, ps, q in USERS],
         "policies": {
             # Short windows so forgotten notebooks get warned and stopped within minutes.
-            "idle": {"enabled": True, "dry_run": False, "window_s": 45.0, "grace_s": 30.0,
-                     "warn_after_s": 45.0, "stop_after_s": 45.0, "stop_timeout_s": 5.0,
+            "idle": {"enabled": True, "dry_run": False, "window_s": 30.0, "grace_s": 20.0,
+                     "warn_after_s": 30.0, "stop_after_s": 30.0, "stop_timeout_s": 5.0,
                      "check_cpu": False, "min_samples": 3, "max_gap_s": 30.0},
             "burst": burst_policy(root, enabled=burst),
         },

@@ -58,7 +58,7 @@ def _loop_script(duration_s: float, unit: str, rate: int, tick: int = 10) -> str
 def training(rng: random.Random, seq: int) -> JobSpec:
     user, project, team = _who(rng, ("research", "product", "platform"))
     gpus = rng.choices((8, 4, 2, 1), (0.45, 0.35, 0.12, 0.08))[0]
-    duration = rng.uniform(180.0, 720.0)
+    duration = rng.uniform(240.0, 900.0)
     labels = rng.choice(({"gpu": "h100"}, {"gpu": "a100"}, {}, {}))
     slow = rng.random() < 0.12  # asks for more GPUs than it keeps busy
     arch = rng.choice(ARCHS[project])
@@ -80,7 +80,7 @@ def sweep(rng: random.Random, seq: int) -> JobSpec:
         name=f"sweep-{project}-lr-{seq:04d}", command=(_loop_script(duration, "img/s", 2900),),
         shell=True, user=user, project=project, team=team, executor="process",
         gpus=float(gpus), cpus=4.0 * gpus, mem_bytes=24 * GIB * gpus, pool=pool,
-        max_runtime_s=round(duration * 2 + 60), array=rng.choice((3, 4, 6)),
+        max_runtime_s=round(duration * 2 + 60), array=rng.choice((3, 4, 4)),
         env={"SIM_UTIL_PCT": f"{rng.uniform(55, 90):.0f}",
              "SIM_MEM_FRAC": f"{rng.uniform(0.3, 0.7):.2f}"})
 
@@ -94,7 +94,7 @@ def notebook(rng: random.Random, seq: int) -> JobSpec:
         mem_bytes=32 * GIB, pool="interactive", max_runtime_s=7200.0, kind="notebook",
         env={"SIM_UTIL_PCT": f"{rng.uniform(20, 60):.0f}",
              "SIM_MEM_FRAC": f"{rng.uniform(0.3, 0.8):.2f}",
-             "SIM_BUSY_S": f"{rng.uniform(30, 120):.0f}", "SIM_CPU_CORES": "1"})
+             "SIM_BUSY_S": f"{rng.uniform(20, 90):.0f}", "SIM_CPU_CORES": "1"})
 
 
 def dev(rng: random.Random, seq: int) -> JobSpec:
@@ -140,7 +140,7 @@ def next_job(rng: random.Random, seq: int) -> JobSpec:
 
 def initial_jobs(rng: random.Random) -> list[JobSpec]:
     """What the fleet runs when the demo opens: about two thirds of the GPUs busy."""
-    makers = [training] * 22 + [sweep] * 4 + [notebook] * 10 + [dev] * 4 + [etl] * 3
+    makers = [training] * 22 + [sweep] * 3 + [notebook] * 8 + [dev] * 3 + [etl] * 2
     return [m(rng, i + 1) for i, m in enumerate(makers)]
 
 
@@ -152,7 +152,7 @@ def engine_submit(call: Callable[..., Awaitable[Any]]) -> Submit:
 
 
 async def drive(submit: Submit, rng: random.Random, stop: asyncio.Event, *,
-                mean_gap_s: float = 6.0, initial: bool = True) -> int:
+                mean_gap_s: float = 8.0, initial: bool = True) -> int:
     """Submit the initial fill, then a job every `mean_gap_s` on average, until `stop` is set.
     Returns how many jobs were submitted; a refused submission is logged and skipped."""
     count = 0
