@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import shutil
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 
 from collectors.store import Store
 from collectors.transport.sim import stop_sandbox_jobs
-from console.config import Config, Loaded, load
+from console.config import Config, EngineConfig, Loaded, load
 from console.demo import fleet
 from console.demo.history_tables import (
     History,
@@ -64,6 +65,20 @@ def embedded_store_runner(engine: EmbeddedEngine) -> StoreRunner:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(core.db.run(fn), loop)
         return fut.result(timeout=600)
     return run
+
+
+def pinned(loaded: Loaded, root: Path) -> Loaded:
+    """The demo config with `[store]` and `[engine]` forced back to the demo's own: a
+    `FLEETDECK__STORE__PATH` or `FLEETDECK__ENGINE__SOCKET` in the environment must not point
+    the demo at the user's store or engine."""
+    cfg = loaded.config
+    store = root / "store" / "demo.duckdb"
+    if cfg.store.path == store and cfg.engine == EngineConfig():
+        return loaded
+    log.info("demo: ignoring [store]/[engine] settings from the environment")
+    config = dataclasses.replace(cfg, store=dataclasses.replace(cfg.store, path=store),
+                                 engine=EngineConfig())
+    return dataclasses.replace(loaded, config=config)
 
 
 class Demo:
@@ -110,7 +125,7 @@ class Demo:
         otherwise `start` writes it through the engine."""
         t0 = time.perf_counter()
         path = fleet.write_demo(self.root, interval_s=self.interval_s, burst=self.burst)
-        self.loaded = load(str(path))
+        self.loaded = pinned(load(str(path)), self.root)
         t1 = time.perf_counter()
         self.history = plan(self.clock(), days=self.history_days, seed=self.seed)
         with Store.open(self.loaded.config.store.path) as store:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from collectors.transport.sim import sandbox_pids
 from console.demo import fleet
 from console.demo.session import Demo, embedded_store_runner
@@ -124,3 +126,17 @@ def _home_in(pid: int, root: Path) -> bool:
     except OSError:
         return False
     return f"HOME={root}".encode() in env
+
+
+def test_demo_ignores_store_and_engine_settings_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user_store = tmp_path / "user" / "fleetdeck.duckdb"
+    monkeypatch.setenv("FLEETDECK__STORE__PATH", str(user_store))
+    monkeypatch.setenv("FLEETDECK__ENGINE__SOCKET", str(tmp_path / "user" / "engine.sock"))
+    monkeypatch.setenv("FLEETDECK__ENGINE__COLLECT", "false")
+    with Demo(root=tmp_path / "demo", history_days=2) as demo:
+        cfg = demo.prepare(defer_history=False).config
+        assert cfg.store.path == tmp_path / "demo" / "store" / "demo.duckdb"
+        assert cfg.socket_path.parent == tmp_path / "demo" / "store"
+        assert cfg.engine.collect and cfg.engine.schedule
+    assert not user_store.parent.exists()
