@@ -33,6 +33,7 @@ from console.config import Config, NodeConfig
 from console.engine.services import list_nodes
 from reports import command as report_command
 from scheduler.sim import command as sim_command
+from scheduler.sim.whatif import compare, parse_change, read_history
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +63,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = subcommand(sub, "simulate", "run the real placement code on a fleet and job trace")
     sim_command.add_arguments(p)
+    p.add_argument("--what-if", metavar="CHANGE", dest="what_if",
+                   help='replay the store\'s recent jobs on the current fleet and on one '
+                        'changed by CHANGE, e.g. "+16 A100" or "-8 T4, +4 H100"')
+    p.add_argument("--days", type=float, default=30.0, metavar="N",
+                   help="with --what-if: replay the jobs of the last N days (default 30)")
     p.set_defaults(func=simulate_cmd)
 
 
@@ -181,4 +187,63 @@ class _Capture(io.StringIO):
 
 
 def simulate_cmd(args: argparse.Namespace) -> int:
-    return sim_command.run(args)
+    if not args.what_if:
+        return sim_command.run(args)
+    changes = [str(c) for c in parse_change(args.what_if)]  # bad input fails before any work
+    if args.days <= 0:
+        raise InputError("command line", "--days", "a number of days > 0", got=args.days)
+    loaded = loaded_config(args)
+    cfg = loaded.config
+    params = {"changes": changes, "days": args.days, "policy": args.policy or "fleetdeck"}
+    result = engine_or_store(
+        loaded, "whatif", lambda s: run_whatif(s, cfg, **params), **params)
+    if args.format == "json":
+        print_json(result)
+        return 0
+    print(f"what if {result['what_if']}: {result['jobs']} jobs of the last "
+          f"{result['days']:g} days replayed")
+    cur, new = result["current"], result["changed"]
+    rows = []
+    for key, label in (("gpus", "GPUs"), ("mean_queue_delay_s", "mean queue wait (s)"),
+                       ("p95_queue_delay_s", "p95 queue wait (s)"),
+                       ("mean_jct_s", "mean completion time (s)"),
+                       ("mean_alloc_pct", "GPU allocation (%)"),
+                       ("burst_gpu_h", "burst GPU-hours"), ("burst_cost", "burst cost")):
+        a, b = cur[key], new[key]
+        delta = None if a is None or b is None else round(b - a, 2)
+        rows.append({"measure": label, "current": a, "changed": b, "change": delta})
+    print_table(rows)
+    return 0
+
+
+def run_whatif(store: Store, cfg: Config, *, changes: list[str], days: float,
+               policy: str) -> dict[str, Any]:
+    """Replay the store's last `days` of jobs on the fleet and on the changed fleet."""
+    return whatif_compare(whatif_history(store, days), cfg, changes=changes, days=days,
+                          policy=policy)
+
+
+def whatif_history(store: Store, days: float) -> tuple[list[Any], list[Any]]:
+    """The store side of a what-if (quick); the replay itself runs elsewhere."""
+    import time
+    from datetime import UTC, datetime
+
+    now = datetime.fromtimestamp(time.time(), UTC).replace(tzinfo=None)
+    return read_history(store, now=now, days=days)
+
+
+def whatif_compare(history: tuple[list[Any], list[Any]], cfg: Config, *, changes: list[str],
+                   days: float, policy: str) -> dict[str, Any]:
+    nodes, jobs = history
+    if not nodes:
+        raise InputError("store", "nodes", "GPU nodes with known GPU counts (collect first)")
+    parsed = [c for text in changes for c in parse_change(text)]
+    cloud = max((g.cloud_gpu_hour or 0.0 for g in cfg.rates.gpu.values()), default=0.0)
+    cloud = cloud or (cfg.rates.default_gpu.cloud_gpu_hour or 0.0)
+    offers = [o.price_per_hour / max(o.gpu_count, 1) for o in cfg.policies.burst.offers]
+    if offers:
+        cloud = min(offers)
+    result = compare(nodes, jobs, parsed, days=days, policy=policy,
+                     wait_threshold_s=cfg.policies.burst.wait_threshold_s,
+                     cloud_gpu_hour=cloud)
+    return result.to_json()

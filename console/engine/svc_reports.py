@@ -3,6 +3,7 @@ console's previews and exports. Reports read through a cursor on the store threa
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -89,3 +90,21 @@ def attach(engine: Engine) -> None:
         return {"path": str(path), "bytes": size}
 
     engine.handlers.update(report_cli=report_cli, report=report, export=export)
+    attach_whatif(engine)
+
+
+def attach_whatif(engine: Engine) -> None:
+    async def whatif(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        from console.commands.fleet import whatif_compare, whatif_history
+
+        days = float(params["days"])
+        try:
+            history = await engine.db.run(lambda s: whatif_history(s, days))
+            # the replay is CPU work: off the store thread so ingest keeps its interval
+            return await asyncio.to_thread(
+                whatif_compare, history, engine.config, changes=list(params["changes"]),
+                days=days, policy=str(params.get("policy") or "fleetdeck"))
+        except InputError as e:
+            raise RequestError("bad_request", str(e)) from None
+
+    engine.handlers["whatif"] = whatif
