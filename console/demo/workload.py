@@ -57,9 +57,9 @@ def _loop_script(duration_s: float, unit: str, rate: int, tick: int = 10) -> str
 
 def training(rng: random.Random, seq: int) -> JobSpec:
     user, project, team = _who(rng, ("research", "product", "platform"))
-    gpus = rng.choices((8, 4, 2, 1), (0.45, 0.35, 0.12, 0.08))[0]
+    gpus = rng.choices((8, 4, 2, 1), (0.55, 0.3, 0.1, 0.05))[0]
     duration = rng.uniform(240.0, 900.0)
-    labels = rng.choice(({"gpu": "h100"}, {"gpu": "a100"}, {}, {}))
+    labels = rng.choice(({"gpu": "h100"}, {"gpu": "a100"}, {"gpu": "a100"}, {}))
     slow = rng.random() < 0.12  # asks for more GPUs than it keeps busy
     arch = rng.choice(ARCHS[project])
     return JobSpec(
@@ -140,7 +140,7 @@ def next_job(rng: random.Random, seq: int) -> JobSpec:
 
 def initial_jobs(rng: random.Random) -> list[JobSpec]:
     """What the fleet runs when the demo opens: about two thirds of the GPUs busy."""
-    makers = [training] * 22 + [sweep] * 3 + [notebook] * 8 + [dev] * 3 + [etl] * 2
+    makers = [training] * 24 + [sweep] * 3 + [notebook] * 8 + [dev] * 3 + [etl] * 2
     return [m(rng, i + 1) for i, m in enumerate(makers)]
 
 
