@@ -7,8 +7,8 @@
    `run_demo` does up to the console, timed from the interpreter's start: config and job
    history written, engine started, all 48 nodes up and the first job running (as the engine
    protocol's `summary` reports them), the bulk history written in the background.
-   With `--ui` the console itself runs headless (Textual `run_test`) and the milestone is its
-   header showing 48 nodes up.
+   With `--ui` it runs `console.demo.start_demo` and the console itself, headless (Textual
+   `run_test`); the milestone is the console's header showing 48 nodes up.
 
     .venv/bin/python benchmarks/bench_demo.py [--runs 3] [--ui] [--skip-history]
 """
@@ -75,16 +75,20 @@ async def with_ui(link):
             await pilot.pause(0.05)
 
 with Demo() as demo:
-    loaded = demo.prepare()
-    mark("prepared")
-    engine = EmbeddedEngine(loaded)
-    engine.start()
-    mark("engine_started")
-    try:
+    if UI:
+        from console.demo import start_demo
+        link, engine = start_demo(demo)
+        mark("engine_started")
+    else:
+        loaded = demo.prepare()
+        mark("prepared")
+        engine = EmbeddedEngine(loaded)
+        engine.start()
+        mark("engine_started")
         demo.start(embedded_store_runner(engine))
+    try:
         if UI:
-            from console.app import EngineLink
-            asyncio.run(with_ui(EngineLink(loaded, engine)))
+            asyncio.run(with_ui(link))
         else:
             asyncio.run(headless(loaded.config.socket_path))
         demo.wait_history(600)

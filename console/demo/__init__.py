@@ -7,7 +7,8 @@ deleted at exit. Modules: `fleet` (48 nodes, teams, quotas, rates, policies, con
 burst provider's scripts), `session` (`Demo`: one run's folder, threads and cleanup).
 
 Entry points: `run_demo(args)` (console) and `serve_demo(args)` (headless engine, like
-`fleetdeck serve`). Both print nothing to the user's store or config.
+`fleetdeck serve`); `start_demo(demo)` is what `run_demo` does before the console opens.
+Neither reads or writes the user's config, store or engine.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collectors.store import Store
+    from console.app import EngineLink
+    from console.demo.session import Demo
+    from console.engine.host import EmbeddedEngine
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -28,21 +33,36 @@ def _seed(args: argparse.Namespace) -> int:
     return int(seed) if seed is not None else 7
 
 
+def start_demo(demo: Demo, *, readonly: bool = False) -> tuple[EngineLink, EmbeddedEngine]:
+    """Prepare the demo, start its embedded engine (Textual loads meanwhile), start the
+    history writer and the workload; returns the console's link and the engine to stop."""
+    from console.demo.session import embedded_store_runner
+    from console.engine.host import EmbeddedEngine
+
+    loaded = demo.prepare()
+    engine = EmbeddedEngine(loaded)
+    with ThreadPoolExecutor(1, thread_name_prefix="demo-engine-start") as pool:
+        started = pool.submit(engine.start)
+        from console.app import EngineLink  # the console's imports overlap the engine's start
+
+        started.result()
+    demo.start(embedded_store_runner(engine))
+    return EngineLink(loaded, engine, readonly), engine
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Open the console on a fresh demo fleet; everything is removed at exit."""
-    from console.app import FleetdeckApp, open_link
-    from console.demo.session import Demo, embedded_store_runner
+    from console.demo.session import Demo
 
     with Demo(seed=_seed(args)) as demo:
-        loaded = demo.prepare()
-        link = asyncio.run(open_link(loaded, readonly=bool(getattr(args, "readonly", False))))
+        link, engine = start_demo(demo, readonly=bool(getattr(args, "readonly", False)))
         try:
-            demo.start(embedded_store_runner(link.embedded) if link.embedded else None)
+            from console.app import FleetdeckApp
+
             FleetdeckApp(link).run()
         finally:
             demo.stop_workload()
-            if link.embedded is not None:
-                link.embedded.stop()
+            engine.stop()
     return 0
 
 
@@ -75,4 +95,4 @@ def serve_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["run_demo", "serve_demo"]
+__all__ = ["run_demo", "serve_demo", "start_demo"]

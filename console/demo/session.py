@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import shutil
@@ -31,6 +32,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+
+import pyarrow as pa
 
 from collectors.store import Store
 from collectors.transport.sim import stop_sandbox_jobs
@@ -50,6 +53,7 @@ from console.engine.client import EngineClient
 from console.engine.host import EmbeddedEngine
 
 log = logging.getLogger(__name__)
+HISTORY_CHUNK_ROWS = 2 * 122_880  # two DuckDB row groups: short store-thread turns
 T = TypeVar("T")
 StoreRunner = Callable[[Callable[[Store], Any]], Any]  # runs fn(store) on the engine's thread
 
@@ -65,6 +69,10 @@ def embedded_store_runner(engine: EmbeddedEngine) -> StoreRunner:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(core.db.run(fn), loop)
         return fut.result(timeout=600)
     return run
+
+
+def _append(table: str, frame: pa.Table, store: Store) -> int:
+    return store.append(table, frame)
 
 
 def pinned(loaded: Loaded, root: Path) -> Loaded:
@@ -158,14 +166,11 @@ class Demo:
         h = self.history
         try:
             t0 = time.perf_counter()
-            small = small_tables(h)
-            if not self._stopping.is_set():
-                store_runner(lambda store: write_small(store, small))
+            self._write_chunked(store_runner, small_tables(h))
             t1 = time.perf_counter()
             tables = rollup_tables(h)
             t2 = time.perf_counter()
-            if not self._stopping.is_set():
-                store_runner(lambda store: write_rollups(store, tables))
+            self._write_chunked(store_runner, tables)
             self.timings.update(history_jobs_s=t1 - t0, rollups_generate_s=t2 - t1,
                                 rollups_write_s=time.perf_counter() - t2)
         except BaseException as e:  # reported by wait_history(); the demo goes on without it
@@ -173,6 +178,16 @@ class Demo:
             log.warning("demo history: %s", e)
         finally:
             self.history_done.set()
+
+    def _write_chunked(self, store_runner: StoreRunner, tables: dict[str, pa.Table]) -> None:
+        """Append in slices: the engine's own store work (ingest, job starts, submissions)
+        queues on the same thread and runs between two slices, not after the whole history."""
+        for table, frame in tables.items():
+            for offset in range(0, frame.num_rows, HISTORY_CHUNK_ROWS):
+                if self._stopping.is_set():
+                    return
+                store_runner(functools.partial(_append, table,
+                                               frame.slice(offset, HISTORY_CHUNK_ROWS)))
 
     def wait_history(self, timeout_s: float) -> bool:
         """True once the whole history is written (raises what writing it raised)."""
