@@ -334,7 +334,7 @@ class JobRunner:
                     lambda s: journal.transition_many(s, changes, now=self.clock()))
                 for row in placed:
                     if isinstance(row, JobRow):
-                        self._spawn_launch(row)
+                        self._spawn_launch(row, fresh=True)
             # only reasons that changed since the stored ones (most cycles: none)
             reasons = {r.id: result.pending[str(r.id)] for r in placeable
                        if str(r.id) in result.pending and r.reason != result.pending[str(r.id)]}
@@ -363,18 +363,26 @@ class JobRunner:
             {"node": a.node, "gpu_indices": list(a.gpu_indices), "gpu_model": model,
              "executor": executor, "pool": pool or (node.pool if node else row.pool)})
 
-    def _spawn_launch(self, row: JobRow) -> None:
+    def _spawn_launch(self, row: JobRow, *, fresh: bool = False) -> None:
+        """Start (or adopt) the job in the background. `fresh`: placed by this engine just
+        now, so nothing of this attempt can be on the node yet."""
         self._launching.add(row.id)
-        task = asyncio.create_task(self._launch(row), name=f"launch-{row.id}")
+        task = asyncio.create_task(self._launch(row, fresh=fresh), name=f"launch-{row.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _launch(self, row: JobRow) -> None:
+    async def _launch(self, row: JobRow, *, fresh: bool = False) -> None:
         handle: Handle | None = None
         transport: Transport | None = None
         try:
             assert row.node is not None
             transport = await self.transport(row.node)
+            if transport is None and fresh:
+                # nothing was sent to the node: back to the queue, same attempt
+                await self._tx(row.id, "queued", reason=f"node {row.node} was unreachable at "
+                               "start; requeued", actor="scheduler", expect=("starting",),
+                               node=None, gpu_indices=None, gpu_model=None)
+                return
             if transport is None:
                 raise TransportError(f"node {row.node} is unreachable")
             pool = row.pool or ""

@@ -67,6 +67,10 @@ class Fleet:
         self.proc: subprocess.Popen[str] | None = None
         offset_job_ids(self.store)
 
+    def reconfigure(self, toml: str) -> None:
+        """Rewrite the config (same store); the next engine started reads it."""
+        write_config(self.config, self.store, toml)
+
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return cli("--config", str(self.config), *args, timeout=timeout)
 

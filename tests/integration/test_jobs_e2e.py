@@ -234,3 +234,38 @@ def test_stop_is_graceful_then_forced_and_audited(ssh_nodes: NodeFactory,
         assert all(r["actor"] == getpass.getuser() for r in submits)
         for job in (polite, stubborn):
             assert fleet.job(job)["state"] == "stopped"
+
+
+def test_job_on_a_node_gone_after_restart_is_lost_then_requeued(ssh_nodes: NodeFactory,
+                                                                tmp_path: Path) -> None:
+    a, b = ssh_nodes(2)
+    fleet = Fleet(tmp_path, fleet_toml([a]))
+    show = 'echo "attempt $FLEETDECK_ATTEMPT"; exec sleep 600'
+    with fleet.serving():
+        [again] = fleet.submit("--executor", "process", "--cpus", "0.1", "--retries", "1",
+                               "--", "sh", "-c", show)
+        [once] = fleet.submit("--executor", "process", "--cpus", "0.1", "--", "sh", "-c", show)
+        rows = fleet.wait_states([again, once], ("running",))
+        assert {r["node"] for r in rows.values()} == {a.name}
+    pids = [rows[j]["external_id"] for j in (again, once)]
+    try:
+        fleet.reconfigure(fleet_toml([b]))  # node a left the fleet while no engine ran
+        with fleet.serving():
+            row = fleet.wait_states([again], ("running",))[again]
+            assert (row["node"], row["attempt"]) == (b.name, 1), row
+            assert fleet.wait_logs(again, "attempt") == "attempt 1\n"
+            lost = fleet.job(once)
+            assert lost["state"] == "lost", lost
+            assert lost["reason"] == f"node {a.name} is gone from the fleet"
+            events = [(e["from_state"], e["to_state"], e["reason"])
+                      for e in fleet.json("explain", str(again))["events"]]
+            assert events[3:] == [
+                ("running", "lost", f"node {a.name} is gone from the fleet"),
+                ("lost", "queued", f"requeued after loss: node {a.name} is gone from the fleet"),
+                ("queued", "starting", f"placed on {b.name}"),
+                ("starting", "running", f"started on {b.name}")], events
+            assert fleet.run("stop", str(again)).returncode == 0
+    finally:
+        for pid in pids:  # what ran on node a is out of fleetdeck's reach now
+            if pid:
+                remote(a, f"kill -9 -- -{pid} 2>/dev/null; true")
