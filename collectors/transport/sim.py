@@ -185,25 +185,44 @@ class JobScanner:
         self._known: dict[str, SimJob | None] = {}
 
     def scan(self) -> list[SimJob]:
-        try:
-            tags = [e.name for e in os.scandir(self.jobs_dir) if e.is_dir()]
-        except OSError:
-            return []
+        folders = job_folders(self.jobs_dir)
         live = []
-        for tag in tags:
-            job = self._known.get(tag)
+        for folder in folders:
+            key = str(folder)
+            job = self._known.get(key)
             if job is None:
-                job = _job_from(tag, self.jobs_dir / tag)
+                job = _job_from(folder.name, folder)
                 if job is None:
                     continue
-                self._known[tag] = job
-            elif (self.jobs_dir / tag / "exit_code").exists() or not _alive(job.pid):
-                self._known.pop(tag, None)
+                self._known[key] = job
+            elif (folder / "exit_code").exists() or not _alive(job.pid):
+                self._known.pop(key, None)
                 continue
             live.append(job)
-        for tag in set(self._known) - set(tags):
-            del self._known[tag]
+        for key in set(self._known) - {str(f) for f in folders}:
+            del self._known[key]
         return live
+
+
+def job_folders(jobs_dir: Path) -> list[Path]:
+    """Job folders `<id>-<attempt>` directly in `jobs_dir` or one level down, where the engine
+    keeps them per store (`<jobs_dir>/<fleet id>/<id>-<attempt>`)."""
+    out: list[Path] = []
+    try:
+        entries = [e for e in os.scandir(jobs_dir) if e.is_dir()]
+    except OSError:
+        return out
+    for e in entries:
+        if _TAG.match(e.name):
+            out.append(Path(e.path))
+            continue
+        with contextlib.suppress(OSError):
+            out.extend(Path(s.path) for s in os.scandir(e.path)
+                       if s.is_dir() and _TAG.match(s.name))
+    return out
+
+
+_TAG = re.compile(r"\d+-\d+\Z")
 
 
 def _alive(pid: int) -> bool:
@@ -560,13 +579,8 @@ def _kill_group(pid: int) -> None:
 
 def sandbox_pids(sandbox: Path) -> list[int]:
     """Process groups of the jobs started in a sandbox (job pids and their wrappers)."""
-    jobs_dir = sandbox.joinpath(*JOBS_DIR)
     pids: list[int] = []
-    try:
-        folders = [Path(e.path) for e in os.scandir(jobs_dir) if e.is_dir()]
-    except OSError:
-        return pids
-    for folder in folders:
+    for folder in job_folders(sandbox.joinpath(*JOBS_DIR)):
         for name in ("pid", "runner_pid"):
             with contextlib.suppress(OSError, ValueError):
                 pids.append(int((folder / name).read_text()))

@@ -72,12 +72,14 @@ class Engine:
         self.status_parts: dict[str, Callable[[], Any]] = {}
         self.runner: Any = None  # the scheduler's JobRunner, once attached
         self.policies: Any = None  # the policy service, once attached
+        self.fleet_id = ""  # the store's id, scoping job names on nodes
         self.handlers.update(status=self._status, db_info=self._db_info, shutdown=self._shutdown)
 
     # -- lifetime -------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the store (refusing if another engine owns it) and serve the socket."""
         await self.db.open(self.config.store.path)
+        self.fleet_id = await self.db.run(lambda s: s.fleet_id())
         try:
             from console.engine import services
 
@@ -136,6 +138,7 @@ class Engine:
             "socket": str(self.config.socket_path),
             "config": self.loaded.source,
             "nodes_configured": len(self.config.nodes),
+            "fleet_id": self.fleet_id,
             "caller": caller.user,
         }
         for name, fn in self.status_parts.items():

@@ -55,12 +55,14 @@ def membership(config: Config, user: str) -> tuple[str | None, str | None]:
 class Executors:
     """One executor object per kind and Docker GPU mode, shared by all nodes."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, fleet: str) -> None:
+        # Job ids restart at 1 in every store: names and directories on nodes carry the
+        # store's fleet id so two stores driving one node never adopt each other's jobs.
         self.gpu_runtime = {n.name: n.docker_gpu_runtime for n in config.nodes}
-        self.process = ProcessExecutor()
-        self.slurm = SlurmExecutor()
-        self.docker = {True: DockerExecutor(gpu_runtime=True),
-                       False: DockerExecutor(gpu_runtime=False)}
+        self.process = ProcessExecutor(jobs_dir=f"~/.fleetdeck/jobs/{fleet}")
+        self.slurm = SlurmExecutor(jobs_dir=f"~/.fleetdeck/slurm/{fleet}")
+        self.docker = {True: DockerExecutor(gpu_runtime=True, fleet=fleet),
+                       False: DockerExecutor(gpu_runtime=False, fleet=fleet)}
 
     def by_kind(self) -> Mapping[str, Executor]:
         return _Dispatch(self)
@@ -113,7 +115,7 @@ class _NodeDocker:
 
 async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
     cfg = engine.config
-    executors = Executors(cfg)
+    executors = Executors(cfg, engine.fleet_id)
     engine.on_close(executors.close)
     slurm_pools = {p.name: p.login_node for p in cfg.pools if p.kind == "slurm" and p.login_node}
     runner = JobRunner(

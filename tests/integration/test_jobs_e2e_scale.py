@@ -71,6 +71,7 @@ def test_kill_9_loses_nothing_and_starts_nothing_twice(ssh_nodes: NodeFactory,
     assert {"running", "queued"} <= set(before.values()), before
 
     with fleet.serving():
+        fleet_id = fleet.json("status")["fleet_id"]
         rows = fleet.wait_done(every, timeout=300)
         for job in procs:
             r = rows[job]
@@ -90,7 +91,7 @@ def test_kill_9_loses_nothing_and_starts_nothing_twice(ssh_nodes: NodeFactory,
     # one container per docker job
     lines = ledger.read_text().split()
     assert sorted(lines) == sorted(str(j) for j in procs), lines
-    dirs = remote(plain, "ls ~/.fleetdeck/jobs").split()
+    dirs = remote(plain, f"ls ~/.fleetdeck/jobs/{fleet_id}").split()
     for job in procs:
         assert [d for d in dirs if d.startswith(f"{job}-")] == [f"{job}-0"], dirs
     assert dock.docker is not None
@@ -98,6 +99,6 @@ def test_kill_9_loses_nothing_and_starts_nothing_twice(ssh_nodes: NodeFactory,
     try:
         for job in docks:
             found = client.containers.list(all=True, filters={"label": f"fleetdeck.job={job}"})
-            assert [c.name for c in found] == [f"fleetdeck-{job}-0"]
+            assert [c.name for c in found] == [f"fleetdeck-{fleet_id}-{job}-0"]
     finally:
         client.close()
