@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -61,13 +60,7 @@ StoreRunner = Callable[[Callable[[Store], Any]], Any]  # runs fn(store) on the e
 def embedded_store_runner(engine: EmbeddedEngine) -> StoreRunner:
     """Run `fn(store)` on an embedded engine's store thread and wait for it."""
     def run(fn: Callable[[Store], T]) -> T:
-        # EmbeddedEngine keeps its loop and engine private; the demo needs the store thread.
-        loop: asyncio.AbstractEventLoop | None = getattr(engine, "_loop", None)
-        core = getattr(engine, "_engine", None)
-        if loop is None or core is None:
-            raise RuntimeError("the embedded engine is not running")
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(core.db.run(fn), loop)
-        return fut.result(timeout=600)
+        return engine.run_on_store(fn)
     return run
 
 

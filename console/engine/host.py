@@ -214,6 +214,13 @@ class EmbeddedEngine:
 
         asyncio.run(run())
 
+    def run_on_store(self, fn: Callable[[Store], T], timeout: float = 600.0) -> T:
+        """Run `fn(store)` on the engine's store thread from another thread; wait for it."""
+        if self._loop is None or self._engine is None:
+            raise RuntimeError("the embedded engine is not running")
+        fut = asyncio.run_coroutine_threadsafe(self._engine.db.run(fn), self._loop)
+        return fut.result(timeout)
+
     def stop(self, timeout: float = 30.0) -> None:
         if self._loop is not None and self._engine is not None:
             with contextlib.suppress(RuntimeError):
