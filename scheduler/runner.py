@@ -250,6 +250,9 @@ class JobRunner:
         handle = handle_of(row)
         self._stopping.add(job_id)
         try:
+            if handle is None and row.state == "starting" and row.id not in self._launching:
+                # an unconfirmed start (engine restart, node out of reach): it may run there
+                handle = await self._find_started(row)
             if handle is not None:
                 transport = await self.transport(handle.node)
                 if transport is None:
@@ -268,6 +271,20 @@ class JobRunner:
                 audit=audit))
         finally:
             self._stopping.discard(job_id)
+            self._unsure.pop(job_id, None)
+
+    async def _find_started(self, row: JobRow) -> Handle | None:
+        """This attempt of a `starting` job on its node, if an earlier start made it."""
+        if row.node is None:
+            return None
+        transport = await self.transport(row.node)
+        if transport is None:
+            raise FleetdeckError(f"job {row.id}: node {row.node} is unreachable; "
+                                 "cannot stop it now")
+        async with self._slot(row.node):
+            found = await self.executors[row.executor].discover(transport)
+        return next((d.handle for d in found
+                     if (d.job_id, d.attempt) == (row.id, row.attempt)), None)
 
     async def logs(self, job_id: int, *, tail_lines: int | None,
                    follow: bool) -> AsyncIterator[bytes]:
