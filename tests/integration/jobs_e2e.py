@@ -46,11 +46,10 @@ def fleet_toml(nodes: Sequence[SshNode], *, pools: dict[str, str] | None = None,
 def offset_job_ids(path: Path) -> None:
     """Start this store's job ids at a random offset.
 
-    Executors key a job attempt on the node by `<job id>-<attempt>` only (process/Slurm job
-    dirs under `~/.fleetdeck/`, container `fleetdeck-<id>-<attempt>`, Slurm name
-    `fd-<id>-<attempt>`), and every bed node shares root's home, each docker node its dockerd
-    and all of them one Slurm cluster, across tests and concurrent test runs. A fresh store
-    starting at job 1 would adopt an earlier store's job 1 as its own.
+    Job ids restart at 1 in every store. Job dirs and container names on nodes carry the
+    store's fleet id, but a Slurm attempt is still found by its name `fd-<id>-<attempt>`
+    alone, and every test (and concurrent test runs) shares the bed's one Slurm cluster, which
+    remembers finished jobs for 300 s: a fresh store's job 1 would adopt an earlier one.
     """
     with Store.open(path) as store:
         store.con.execute("SELECT max(nextval('job_id_seq')) FROM range(?)",
