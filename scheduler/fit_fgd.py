@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.fit_frag import FragModel, best_per_row, candidates
+from scheduler.fit_frag import FragModel, ShapeSet, best_per_row, candidates, shape_candidates
 from scheduler.fit_state import FleetState, Memo, _Static
 from scheduler.fit_workload import TaskShape, WorkloadMix
 from scheduler.models import Assignment, ResourceRequest
 
 FloatArray = npt.NDArray[np.float64]
+_G = TypeVar("_G", bound=np.generic)
 _tokens = itertools.count(1)
 _MEMO_LIMIT = 2048
-_SCORE_LIMIT = 1 << 20
+_RECENT = 200  # a new node state is scored for the shapes queried in this many latest selects
+_SCORE_LIMIT = 1 << 21  # table cells (state ids x request shapes) kept at most
 
 
 def _fit_key(req: ResourceRequest) -> tuple[object, ...]:
@@ -55,7 +58,6 @@ class _FragPolicy:
     """Shared machinery: workload model, memoized per-node scores, seeded tie-breaks."""
 
     name: str = ""
-    score_cache = True  # reuse scores across nodes in equal states (see FleetState.node_key)
 
     def __init__(self, seed: int = 0, workload: WorkloadMix | None = None) -> None:
         self.rng = np.random.default_rng(seed)
@@ -65,9 +67,8 @@ class _FragPolicy:
         self._next_rebuild = 1
         self._model: FragModel | None = None
         self._token = next(_tokens)
-        # (request shape, node key) -> (score, tie, GPU column): nodes in equal states score
-        # equally, so a node that reaches a state seen before costs one lookup.
-        self._scores: dict[tuple[object, ...], tuple[float, float, int]] = {}
+        # scores by request shape and node state id (Fleetdeck): see `_ScoreTable`
+        self._table: _ScoreTable | None = None
 
     # ---- workload ------------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ class _FragPolicy:
         if model is None or model.static is not static:
             model = self._model = FragModel(static, self._current_mix())
             self._token = next(_tokens)
-            self._scores = {}
+            self._table = None
         return model
 
     def _observe(self, req: ResourceRequest) -> None:
@@ -140,42 +141,9 @@ class _FragPolicy:
         rows: npt.NDArray[np.intp],
         a: dict[str, npt.NDArray[np.generic]],
     ) -> None:
-        score, tie, col = a["score"], a["tie"], a["col"]
-        if not self.score_cache:
-            score[rows] = -np.inf
-            col[rows] = -1
-            self._refresh(model, state, req, rows, a)
-            return
-        mask = state.static.node_mask(req)
-        cache = self._scores
-        share = req.gpu_count > 0 and req.fractional
-        ok_cols = state.gpu_class(req).gpu_ok if share else None
-        if len(cache) > _SCORE_LIMIT:
-            cache.clear()
-        sk = _fit_key(req)
-        pending: list[int] = []
-        for i in rows.tolist():
-            if not mask[i]:
-                score[i] = -np.inf
-                continue
-            hit = cache.get((sk, state.node_key(i)))
-            if hit is None:
-                pending.append(i)
-                continue
-            score[i], tie[i], col[i] = hit
-            if ok_cols is not None and hit[2] >= 0:
-                # the cache holds the chosen GPU's free milli; find that GPU on this node
-                row = state.gpu_free[i]
-                col[i] = int(np.flatnonzero((row == hit[2]) & ok_cols[i])[0])
-        if pending:
-            pr = np.array(pending, dtype=np.intp)
-            score[pr] = -np.inf
-            col[pr] = -1
-            self._refresh(model, state, req, pr, a)
-            for i in pending:
-                c = int(col[i])
-                v = int(state.gpu_free[i, c]) if share and c >= 0 else -1
-                cache[(sk, state.node_key(i))] = (float(score[i]), float(tie[i]), v)
+        a["score"][rows] = -np.inf
+        a["col"][rows] = -1
+        self._refresh(model, state, req, rows, a)
 
     def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
         a = self._arrays(state, req)
@@ -215,8 +183,6 @@ class FGD(_FragPolicy):
     """
 
     name = "fgd"
-    # the artifact breaks ties between GPUs by index, which equal-state reuse would not keep
-    score_cache = False
 
     def _refresh(
         self,
@@ -249,23 +215,138 @@ class Fleetdeck(_FragPolicy):
     name = "fleetdeck"
     fill_weight = 1.0
 
-    def _refresh(
+    def _rescore(
         self,
         model: FragModel,
         state: FleetState,
         req: ResourceRequest,
         rows: npt.NDArray[np.intp],
-        arrays: dict[str, npt.NDArray[np.generic]],
+        a: dict[str, npt.NDArray[np.generic]],
     ) -> None:
-        c = candidates(model, state, req, rows, self.fill_weight)
-        if c.rows.size == 0:
+        score, tie, col = a["score"], a["tie"], a["col"]
+        in_mask = state.static.node_mask(req)[rows]
+        if not in_mask.all():
+            score[rows[~in_mask]] = -np.inf
+            rows = rows[in_mask]
+            if rows.size == 0:
+                return
+        table = self._table
+        if table is None or table.shapes.static is not state.static:
+            table = self._table = _ScoreTable(state.static)
+        sid = state.state_ids(rows)
+        q = table.shapes.add(_fit_key(req), req)
+        table.reserve(q + 1, int(sid.max()) + 1)
+        table.touch(q)
+        miss = ~table.known[q, sid]
+        if miss.any():
+            # score each new state once (on one node in it) for every shape not knowing it
+            new_ids, first = np.unique(sid[miss], return_index=True)
+            reps = rows[miss][first]
+            qs = table.shapes_to_score(q, new_ids)
+            self._score_states(model, state, table, qs, reps, new_ids)
+        score[rows] = table.score[q, sid]
+        tie[rows] = table.tie[q, sid]
+        if not (req.gpu_count > 0 and req.fractional):
             return
-        best, arg = best_per_row(c.rows.size, c.cand_row, np.round(-c.delta, 6))
-        arrays["score"][c.rows] = best
-        arrays["col"][c.rows] = c.cand_col[arg]
+        c = table.col[q, sid]
+        # on a node whose GPUs are all alike the key sorts the free shares: the chosen GPU is
+        # the first eligible one holding the scored state's free milli on the chosen GPU
+        uni = state.static.uniform_arr[rows] & (c >= 0)
+        if uni.any():
+            ur = rows[uni]
+            hold = state.gpu_free[ur] == table.val[q, sid[uni]][:, None]
+            c[uni] = np.argmax(hold & state.gpu_class(req).gpu_ok[ur], axis=1)
+        col[rows] = c
+
+    def _score_states(
+        self,
+        model: FragModel,
+        state: FleetState,
+        table: _ScoreTable,
+        qs: npt.NDArray[np.intp],
+        reps: npt.NDArray[np.intp],
+        ids: npt.NDArray[np.int64],
+    ) -> None:
+        """Score shapes `qs` on the node states `ids` (held by nodes `reps`) into `table`."""
+        shapes = table.shapes
+        c = shape_candidates(model, state, shapes, qs, reps, self.fill_weight)
+        nq, nr = qs.size, reps.size
+        best, arg = best_per_row(nq * nr, c.pair, np.round(-c.delta, 6))
+        cand_col = np.append(c.cand_col, -1)  # arg -1: no candidate
+        col = cand_col[arg].reshape(nq, nr)
+        free0 = state.gpu_free[reps]
         s = state.static
-        cpu_left = (state.cpu_free[c.rows] - req.cpu_milli) / max(s.max_cpu_milli, 1)
-        gpu_left = (state.gpu_free[c.rows].sum(axis=1) - req.total_gpu_milli) / max(
-            s.max_gpus * 1000, 1
+        cpu_left = (state.cpu_free[reps][None, :] - shapes.cpu_milli[qs][:, None]) / max(
+            s.max_cpu_milli, 1
         )
-        arrays["tie"][c.rows] = -(cpu_left + gpu_left)
+        total = (shapes.gpu_count * shapes.gpu_milli)[qs]
+        gpu_left = (free0.sum(axis=1)[None, :] - total[:, None]) / max(s.max_gpus * 1000, 1)
+        at = (qs[:, None], ids[None, :])
+        table.score[at] = best.reshape(nq, nr)
+        table.tie[at] = -(cpu_left + gpu_left)
+        table.col[at] = col
+        if free0.shape[1]:
+            held = free0[np.arange(nr)[None, :], np.maximum(col, 0)]
+            table.val[at] = np.where(col >= 0, held, -1)
+        table.known[at] = True
+
+
+class _ScoreTable:
+    """Fleetdeck's scores by request shape (rows, `shapes` indices) and node state id
+    (columns, `FleetState.state_ids`): nodes in equal states score equally, so a node that
+    reaches a state seen before costs a lookup, and a new state is scored for all shapes in
+    one numpy pass."""
+
+    __slots__ = ("clock", "col", "known", "last", "score", "shapes", "tie", "val")
+
+    def __init__(self, static: _Static) -> None:
+        self.shapes = ShapeSet(static)
+        self.known = np.zeros((0, 0), dtype=np.bool_)
+        self.score = np.zeros((0, 0))
+        self.tie = np.zeros((0, 0))
+        self.col = np.zeros((0, 0), dtype=np.intp)  # chosen GPU column (shares), -1 none
+        self.val = np.zeros((0, 0), dtype=np.int64)  # free milli of the chosen GPU (shares)
+        self.clock = 0  # queries so far
+        self.last = np.zeros(0, dtype=np.int64)  # per shape: clock of its latest query
+
+    def touch(self, q: int) -> None:
+        self.clock += 1
+        if q >= self.last.size:
+            self.last = np.concatenate(
+                [
+                    self.last,
+                    np.zeros(max(q + 1, 2 * self.last.size) - self.last.size, dtype=np.int64),
+                ]
+            )
+        self.last[q] = self.clock
+
+    def shapes_to_score(self, q: int, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+        """Shapes to score on new states `ids`: `q`, and the shapes queried lately that lack
+        any of them (they will likely ask for these states soon)."""
+        n = len(self.shapes)
+        recent = self.last[:n] > self.clock - _RECENT
+        recent &= ~self.known[:n][:, ids].all(axis=1)
+        recent[q] = True
+        return np.flatnonzero(recent)
+
+    def reserve(self, n_shapes: int, n_ids: int) -> None:
+        rows, cols = self.known.shape
+        if n_shapes <= rows and n_ids <= cols:
+            return
+        if n_shapes * max(n_ids, cols) > _SCORE_LIMIT:
+            # too many to keep: start over (ids stay valid, scores are recomputed on demand)
+            rows = cols = 0
+        new_rows = max(n_shapes, 2 * rows, 8) if n_shapes > rows else rows
+        new_cols = max(n_ids, 2 * cols, 1024) if n_ids > cols else cols
+        shape = (new_rows, new_cols)
+
+        def grown(old: npt.NDArray[_G], fill: float) -> npt.NDArray[_G]:
+            out: npt.NDArray[_G] = np.full(shape, fill, dtype=old.dtype)
+            out[:rows, :cols] = old[:rows, :cols]
+            return out
+
+        self.known = grown(self.known, False)
+        self.score = grown(self.score, -np.inf)
+        self.tie = grown(self.tie, 0.0)
+        self.col = grown(self.col, -1)
+        self.val = grown(self.val, -1)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from scheduler.fit_state import FleetState, _Static
 from scheduler.fit_workload import WorkloadMix
-from scheduler.models import ResourceRequest
+from scheduler.models import MILLI_PER_GPU, ResourceRequest
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -239,3 +239,100 @@ def best_per_row(
     best[cand_row[pick]] = values[pick]
     arg[cand_row[pick]] = pick
     return best, arg
+
+
+class ShapeSet:
+    """Request shapes scored together: per shape its demands and GPU class, as arrays, so
+    one numpy pass places every shape on a few node states at once (see `shape_candidates`)."""
+
+    def __init__(self, static: _Static) -> None:
+        self.static = static
+        self.index: dict[tuple[object, ...], int] = {}
+        self.cpu_milli = np.zeros(0, dtype=np.int64)
+        self.mem_bytes = np.zeros(0, dtype=np.int64)
+        self.gpu_count = np.zeros(0, dtype=np.int64)
+        self.gpu_milli = np.zeros(0, dtype=np.int64)  # per GPU; 0 without GPUs
+        self.fractional = np.zeros(0, dtype=np.bool_)
+        self.cls = np.zeros(0, dtype=np.intp)  # index into class_ok
+        self._class_keys: dict[tuple[frozenset[str], int], int] = {}
+        self.class_ok = np.zeros((0, *static.gpu_exists.shape), dtype=np.bool_)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, key: tuple[object, ...], req: ResourceRequest) -> int:
+        """Index of the shape `key` (of `req`), added if new."""
+        q = self.index.get(key)
+        if q is not None:
+            return q
+        ck = (req.gpu_models, req.min_gpu_mem_bytes)
+        c = self._class_keys.get(ck)
+        if c is None:
+            c = self._class_keys[ck] = len(self._class_keys)
+            ok = self.static.gpu_ok(ck)
+            self.class_ok = np.concatenate([self.class_ok, ok[None]])
+        q = self.index[key] = len(self.index)
+        gpu = req.gpu_count > 0
+        self.cpu_milli = np.append(self.cpu_milli, req.cpu_milli)
+        self.mem_bytes = np.append(self.mem_bytes, req.mem_bytes)
+        self.gpu_count = np.append(self.gpu_count, req.gpu_count)
+        self.gpu_milli = np.append(self.gpu_milli, req.gpu_milli if gpu else 0)
+        self.fractional = np.append(self.fractional, gpu and req.fractional)
+        self.cls = np.append(self.cls, c)
+        return q
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeCandidates:
+    """Placements of several shapes on several node states; a pair (shape k of the batch,
+    node row r) is numbered k * len(rows) + r."""
+
+    pair: npt.NDArray[np.intp]  # (C,) pair of each candidate
+    cand_col: npt.NDArray[np.intp]  # (C,) GPU column for shares, -1 otherwise
+    delta: FloatArray  # (C,) fragmentation increase
+
+
+def shape_candidates(
+    model: FragModel,
+    state: FleetState,
+    shapes: ShapeSet,
+    qs: npt.NDArray[np.intp],
+    rows: npt.NDArray[np.intp],
+    fill_weight: float = 0.0,
+) -> ShapeCandidates:
+    """Every way to place each shape `qs` on each node `rows` (placement constraints aside:
+    the caller masks nodes). Like `candidates`: whole GPUs are the lowest-indexed fully free
+    eligible ones, a share may go on any eligible GPU with room."""
+    n = rows.size
+    free0 = state.gpu_free[rows]  # (R, G)
+    cpu0 = state.cpu_free[rows]
+    mem0 = state.mem_free[rows]
+    s_cpu = shapes.cpu_milli[qs]
+    s_mem = shapes.mem_bytes[qs]
+    s_cnt = shapes.gpu_count[qs]
+    s_milli = shapes.gpu_milli[qs]
+    ok = shapes.class_ok[shapes.cls[qs][:, None], rows[None, :]]  # (Q, R, G)
+    fits = (cpu0[None, :] >= s_cpu[:, None]) & (mem0[None, :] >= s_mem[:, None])  # (Q, R)
+    frac = shapes.fractional[qs]
+    # shares: one candidate per eligible GPU with room
+    room = ok & (free0[None, :, :] >= s_milli[:, None, None]) & (fits & frac[:, None])[:, :, None]
+    fq, fr, fc = np.nonzero(room)
+    free_f = free0[fr]
+    free_f[np.arange(fq.size), fc] -= s_milli[fq]
+    # whole GPUs (or none): one candidate per node
+    full = ok & (free0[None, :, :] >= MILLI_PER_GPU)
+    whole = fits & ~frac[:, None] & (full.sum(axis=2) >= s_cnt[:, None])
+    wq, wr = np.nonzero(whole)
+    take = (full & (np.cumsum(full, axis=2) <= s_cnt[:, None, None]))[wq, wr]
+    free_w = np.where(take, 0, free0[wr])
+    cq = np.concatenate([fq, wq])
+    cr = np.concatenate([fr, wr])
+    f = model.frag(
+        np.concatenate([rows, rows[cr]]),
+        np.concatenate([cpu0, cpu0[cr] - s_cpu[cq]]),
+        np.concatenate([mem0, mem0[cr] - s_mem[cq]]),
+        np.concatenate([free0, free_f, free_w]),
+        fill_weight,
+    )
+    cols = np.concatenate([fc, np.full(wq.size, -1, dtype=np.intp)])
+    return ShapeCandidates(cq * n + cr, cols, f[n:] - f[:n][cr])

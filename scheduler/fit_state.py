@@ -11,7 +11,7 @@ total) that `apply`/`release` keep current by recomputing just the touched node'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,10 +35,17 @@ class GpuClass:
     max_free: IntArray  # (N,) largest free milli on one eligible GPU
     sum_free: IntArray  # (N,) free milli over eligible GPUs
     n_gpus: IntArray  # (N,) static: eligible GPUs
+    # static, filled on first use: per node the columns of its eligible GPUs
+    cols: list[list[int] | None] = field(default_factory=list)
 
     def copy(self) -> GpuClass:
         return GpuClass(
-            self.gpu_ok, self.n_full.copy(), self.max_free.copy(), self.sum_free.copy(), self.n_gpus
+            self.gpu_ok,
+            self.n_full.copy(),
+            self.max_free.copy(),
+            self.sum_free.copy(),
+            self.n_gpus,
+            self.cols,
         )
 
 
@@ -98,12 +105,15 @@ class _Static:
         layouts = [tuple((g.model, g.mem_total_bytes) for g in nd.gpus) for nd in nodes]
         self.sig = np.array([sigs.setdefault(t, len(sigs)) for t in layouts], dtype=np.int64)
         self.uniform = [len(set(t)) <= 1 for t in layouts]
+        self.uniform_arr = np.array(self.uniform, dtype=np.bool_)
         self.n_gpus = self.gpu_exists.sum(axis=1).astype(np.int64)
         self.gpu_cap_total_milli = int(self.gpu_exists.sum()) * MILLI_PER_GPU
         self.max_cpu_milli = int(self.cpu_cap.max()) if n else 0
         self.max_gpus = int(self.n_gpus.max()) if n else 0
         self.node_masks: dict[NodeKey, BoolArray] = {}
         self.class_gpu_ok: dict[ClassKey, BoolArray] = {}
+        # node_key -> small integer id, shared by all copies of states over this fleet
+        self.state_ids: dict[tuple[int, tuple[int, ...]], int] = {}
 
     def node_mask(self, req: ResourceRequest) -> BoolArray:
         key: NodeKey = (req.pool, req.node, tuple(sorted(req.labels.items())))
@@ -149,6 +159,7 @@ class FleetState:
         "_classes",
         "_keys",
         "_s",
+        "_sid",
         "affinity",
         "cpu_free",
         "gpu_free",
@@ -180,6 +191,7 @@ class FleetState:
         self.memo: dict[object, Memo] = {}
         self._classes: dict[ClassKey, GpuClass] = {}
         self._keys: list[tuple[int, tuple[int, ...]] | None] = [None] * len(static.names)
+        self._sid = np.full(len(static.names), -1, dtype=np.int64)  # -1: not interned yet
 
     @classmethod
     def from_snapshot(cls, snap: FleetSnapshot) -> FleetState:
@@ -214,6 +226,7 @@ class FleetState:
         out._classes = {k: c.copy() for k, c in self._classes.items()}
         out.memo = {k: m.copy() for k, m in self.memo.items()}
         out._keys = list(self._keys)
+        out._sid = self._sid.copy()
         return out
 
     # ---- static facts -------------------------------------------------------------------
@@ -277,6 +290,7 @@ class FleetState:
             self.gpu_free[i, j] = v
         self.node_version[i] += 1
         self._keys[i] = None
+        self._sid[i] = -1
         self._count_affinity(i, a, -sign)
         if cols:
             self._refresh_row(i)
@@ -289,13 +303,15 @@ class FleetState:
         self.affinity[i, col] = max(0, int(self.affinity[i, col]) + delta)
 
     def _refresh_row(self, i: int) -> None:
-        row = self.gpu_free[i]
+        row = self.gpu_free[i].tolist()
         for c in self._classes.values():
-            ok = c.gpu_ok[i]
-            vals = row[ok]
-            c.n_full[i] = int(np.count_nonzero(vals == MILLI_PER_GPU))
-            c.max_free[i] = int(vals.max()) if vals.size else 0
-            c.sum_free[i] = int(vals.sum())
+            cols = c.cols[i]
+            if cols is None:
+                cols = c.cols[i] = np.flatnonzero(c.gpu_ok[i]).tolist()
+            vals = [row[j] for j in cols]
+            c.n_full[i] = vals.count(MILLI_PER_GPU)
+            c.max_free[i] = max(vals, default=0)
+            c.sum_free[i] = sum(vals)
 
     # ---- queries ------------------------------------------------------------------------
 
@@ -311,6 +327,7 @@ class FleetState:
                 max_free=free.max(axis=1, initial=0).astype(np.int64),
                 sum_free=free.sum(axis=1).astype(np.int64),
                 n_gpus=ok.sum(axis=1).astype(np.int64),
+                cols=[None] * len(ok),
             )
             self._classes[key] = c
         return c
@@ -377,6 +394,23 @@ class FleetState:
                 (int(self.cpu_free[i]), int(self.mem_free[i]), *free),
             )
         return k
+
+    def state_ids(self, rows: npt.NDArray[np.intp]) -> IntArray:
+        """(R,) id of each node's `node_key` among all keys seen on this fleet: nodes (in any
+        copy of the state) with equal ids are in equal states."""
+        sid = self._sid[rows]
+        todo = np.flatnonzero(sid < 0)
+        if todo.size:
+            ids = self._s.state_ids
+            for t in todo.tolist():
+                i = int(rows[t])
+                k = self.node_key(i)
+                v = ids.get(k)
+                if v is None:
+                    v = ids[k] = len(ids)
+                self._sid[i] = v
+                sid[t] = v
+        return sid
 
     def stale_rows(self, key: object) -> tuple[Memo | None, npt.NDArray[np.intp]]:
         """The memo entry under `key` and the nodes changed since it was last refreshed."""
