@@ -21,6 +21,7 @@ from scheduler.fit_workload import TaskShape, WorkloadMix
 from scheduler.models import Assignment, ResourceRequest
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 _G = TypeVar("_G", bound=np.generic)
 _tokens = itertools.count(1)
 _MEMO_LIMIT = 2048
@@ -69,6 +70,9 @@ class _FragPolicy:
         self._token = next(_tokens)
         # scores by request shape and node state id (Fleetdeck): see `_ScoreTable`
         self._table: _ScoreTable | None = None
+        # id(request) -> (request, its row in the table, node mask): placement asks with the
+        # same request objects over and over
+        self._reqs: dict[int, tuple[ResourceRequest, int, BoolArray]] = {}
 
     # ---- workload ------------------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class _FragPolicy:
             model = self._model = FragModel(static, self._current_mix())
             self._token = next(_tokens)
             self._table = None
+            self._reqs = {}
         return model
 
     def _observe(self, req: ResourceRequest) -> None:
@@ -215,48 +220,79 @@ class Fleetdeck(_FragPolicy):
     name = "fleetdeck"
     fill_weight = 1.0
 
-    def _rescore(
-        self,
-        model: FragModel,
-        state: FleetState,
-        req: ResourceRequest,
-        rows: npt.NDArray[np.intp],
-        a: dict[str, npt.NDArray[np.generic]],
-    ) -> None:
-        score, tie, col = a["score"], a["tie"], a["col"]
-        in_mask = state.static.node_mask(req)[rows]
-        if not in_mask.all():
-            score[rows[~in_mask]] = -np.inf
-            rows = rows[in_mask]
-            if rows.size == 0:
-                return
+    def _scores(
+        self, state: FleetState, req: ResourceRequest
+    ) -> tuple[FloatArray, _ScoreTable, int, npt.NDArray[np.int64]]:
+        """Per node the score of `req` (-inf where it cannot go), the table, the shape's row
+        in it and each node's state id."""
+        model = self._model_for(state, req)
         table = self._table
         if table is None or table.shapes.static is not state.static:
             table = self._table = _ScoreTable(state.static)
-        sid = state.state_ids(rows)
-        q = table.shapes.add(_fit_key(req), req)
-        table.reserve(q + 1, int(sid.max()) + 1)
+            self._reqs = {}
+        info = self._reqs.get(id(req))
+        if info is None or info[0] is not req:
+            if len(self._reqs) >= _MEMO_LIMIT:
+                self._reqs.clear()
+            mask = state.static.node_mask(req)
+            info = self._reqs[id(req)] = (req, table.shapes.add(_fit_key(req), req), mask)
+        _, q, mask = info
+        sid = state.all_state_ids()
+        table.reserve(q + 1, len(state.static.state_ids))
         table.touch(q)
-        miss = ~table.known[q, sid]
-        if miss.any():
-            # score each new state once (on one node in it) for every shape not knowing it
-            new_ids, first = np.unique(sid[miss], return_index=True)
-            reps = rows[miss][first]
-            qs = table.shapes_to_score(q, new_ids)
-            self._score_states(model, state, table, qs, reps, new_ids)
-        score[rows] = table.score[q, sid]
-        tie[rows] = table.tie[q, sid]
-        if not (req.gpu_count > 0 and req.fractional):
-            return
-        c = table.col[q, sid]
-        # on a node whose GPUs are all alike the key sorts the free shares: the chosen GPU is
-        # the first eligible one holding the scored state's free milli on the chosen GPU
-        uni = state.static.uniform_arr[rows] & (c >= 0)
-        if uni.any():
-            ur = rows[uni]
-            hold = state.gpu_free[ur] == table.val[q, sid[uni]][:, None]
-            c[uni] = np.argmax(hold & state.gpu_class(req).gpu_ok[ur], axis=1)
-        col[rows] = c
+        known = table.known[q][sid]
+        if not known.all():
+            miss = ~known & mask
+            if miss.any():
+                # score each new state once (on one node in it) for `req` and the shapes asked
+                # for lately, in one numpy pass
+                new_ids, first = np.unique(sid[miss], return_index=True)
+                reps = np.flatnonzero(miss)[first]
+                qs = table.shapes_to_score(q, new_ids)
+                self._score_states(model, state, table, qs, reps, new_ids)
+        score = table.score[q][sid]
+        if not mask.all():
+            score[~mask] = -np.inf
+        return score, table, q, sid
+
+    def _share_col(
+        self, state: FleetState, req: ResourceRequest, table: _ScoreTable, q: int, i: int, sid: int
+    ) -> int:
+        c = int(table.col[q, sid])
+        if c >= 0 and state.static.uniform[i]:
+            # the key sorts a uniform node's free shares: take the first eligible GPU holding
+            # the free milli the scored node's chosen GPU held
+            hold = (state.gpu_free[i] == table.val[q, sid]) & state.gpu_class(req).gpu_ok[i]
+            c = int(np.argmax(hold))
+        return c
+
+    def _arrays(
+        self, state: FleetState, req: ResourceRequest
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        score, table, q, sid = self._scores(state, req)
+        col = np.array(
+            [self._share_col(state, req, table, q, i, int(sid[i])) for i in range(sid.size)],
+            dtype=np.intp,
+        )
+        return {"score": score, "tie": table.tie[q][sid], "col": col}
+
+    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
+        score, table, q, sid = self._scores(state, req)
+        if score.size == 0:
+            return None
+        best = score.max()
+        if best == -np.inf:
+            return None
+        top = np.flatnonzero(score == best)
+        if top.size > 1:
+            tie = table.tie[q][sid[top]]
+            top = top[tie == tie.max()]
+        i = int(top[0] if top.size == 1 else top[self.rng.integers(top.size)])
+        if req.gpu_count == 0:
+            return state.assignment(i, [], req)
+        if req.fractional:
+            return state.assignment(i, [self._share_col(state, req, table, q, i, int(sid[i]))], req)
+        return state.assignment(i, state.eligible_gpus(i, req)[: req.gpu_count], req)
 
     def _score_states(
         self,

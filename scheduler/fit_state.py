@@ -157,6 +157,7 @@ class FleetState:
 
     __slots__ = (
         "_classes",
+        "_dirty",
         "_keys",
         "_s",
         "_sid",
@@ -192,6 +193,7 @@ class FleetState:
         self._classes: dict[ClassKey, GpuClass] = {}
         self._keys: list[tuple[int, tuple[int, ...]] | None] = [None] * len(static.names)
         self._sid = np.full(len(static.names), -1, dtype=np.int64)  # -1: not interned yet
+        self._dirty: list[int] = list(range(len(static.names)))  # nodes whose _sid is -1
 
     @classmethod
     def from_snapshot(cls, snap: FleetSnapshot) -> FleetState:
@@ -227,6 +229,7 @@ class FleetState:
         out.memo = {k: m.copy() for k, m in self.memo.items()}
         out._keys = list(self._keys)
         out._sid = self._sid.copy()
+        out._dirty = list(self._dirty)
         return out
 
     # ---- static facts -------------------------------------------------------------------
@@ -291,6 +294,7 @@ class FleetState:
         self.node_version[i] += 1
         self._keys[i] = None
         self._sid[i] = -1
+        self._dirty.append(i)
         self._count_affinity(i, a, -sign)
         if cols:
             self._refresh_row(i)
@@ -411,6 +415,21 @@ class FleetState:
                 self._sid[i] = v
                 sid[t] = v
         return sid
+
+    def all_state_ids(self) -> IntArray:
+        """(N,) `state_ids` of every node (read-only view, valid until the next change)."""
+        if self._dirty:
+            ids = self._s.state_ids
+            sid = self._sid
+            for i in self._dirty:
+                if sid[i] < 0:
+                    k = self.node_key(i)
+                    v = ids.get(k)
+                    if v is None:
+                        v = ids[k] = len(ids)
+                    sid[i] = v
+            self._dirty = []
+        return self._sid
 
     def stale_rows(self, key: object) -> tuple[Memo | None, npt.NDArray[np.intp]]:
         """The memo entry under `key` and the nodes changed since it was last refreshed."""
