@@ -54,6 +54,10 @@ class EngineClient:
             client.engine_info = await asyncio.wait_for(client.call(
                 "hello", protocol=PROTOCOL_VERSION, client=f"fleetdeck {__version__}",
                 readonly=readonly), timeout)
+        except TimeoutError:
+            await client.close()
+            raise EngineError(f"engine at {path} did not answer within {timeout:.0f}s "
+                              "(busy?); try again") from None
         except BaseException:
             await client.close()
             raise
