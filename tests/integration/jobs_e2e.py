@@ -112,11 +112,21 @@ class Fleet:
         """Poll `fleetdeck jobs` until `cond(rows)`; fail naming `what` with the last rows."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
+        busy = 0
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"engine exited {self.proc.returncode} waiting for {what}: "
                                      f"{self.proc.stderr.read() if self.proc.stderr else ''}")
-            rows = self.jobs()
+            try:
+                rows = self.jobs()
+            except AssertionError as e:
+                # this 2-core machine is shared: an engine too busy for the 5 s handshake
+                # is retried a few times while waiting, never in a test's own assertions
+                busy += 1
+                if "did not answer" not in str(e) or busy > 5:
+                    raise
+                continue
+            busy = 0
             if cond(rows):
                 return rows
             time.sleep(every_s)
