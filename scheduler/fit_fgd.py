@@ -70,9 +70,9 @@ class _FragPolicy:
         self._token = next(_tokens)
         # scores by request shape and node state id (Fleetdeck): see `_ScoreTable`
         self._table: _ScoreTable | None = None
-        # id(request) -> (request, its row in the table, node mask): placement asks with the
-        # same request objects over and over
-        self._reqs: dict[int, tuple[ResourceRequest, int, BoolArray]] = {}
+        # id(request) -> (request, its row in the table, nodes outside its node mask or None):
+        # placement asks with the same request objects over and over
+        self._reqs: dict[int, tuple[ResourceRequest, int, BoolArray | None]] = {}
 
     # ---- workload ------------------------------------------------------------------------
 
@@ -222,9 +222,9 @@ class Fleetdeck(_FragPolicy):
 
     def _scores(
         self, state: FleetState, req: ResourceRequest
-    ) -> tuple[FloatArray, _ScoreTable, int, npt.NDArray[np.int64]]:
-        """Per node the score of `req` (-inf where it cannot go), the table, the shape's row
-        in it and each node's state id."""
+    ) -> tuple[FloatArray, float, _ScoreTable, int, npt.NDArray[np.int64]]:
+        """Per node the score of `req` (-inf where it cannot go), the best score, the table,
+        the shape's row in it and each node's state id."""
         model = self._model_for(state, req)
         table = self._table
         if table is None or table.shapes.static is not state.static:
@@ -235,25 +235,29 @@ class Fleetdeck(_FragPolicy):
             if len(self._reqs) >= _MEMO_LIMIT:
                 self._reqs.clear()
             mask = state.static.node_mask(req)
-            info = self._reqs[id(req)] = (req, table.shapes.add(_fit_key(req), req), mask)
-        _, q, mask = info
+            q = table.shapes.add(_fit_key(req), req)
+            info = self._reqs[id(req)] = (req, q, None if mask.all() else ~mask)
+        _, q, off = info
         sid = state.all_state_ids()
         table.reserve(q + 1, len(state.static.state_ids))
         table.touch(q)
-        known = table.known[q][sid]
-        if not known.all():
-            miss = ~known & mask
-            if miss.any():
-                # score each new state once (on one node in it) for `req` and the shapes asked
-                # for lately, in one numpy pass
-                new_ids, first = np.unique(sid[miss], return_index=True)
-                reps = np.flatnonzero(miss)[first]
-                qs = table.shapes_to_score(q, new_ids)
-                self._score_states(model, state, table, qs, reps, new_ids)
         score = table.score[q][sid]
-        if not mask.all():
-            score[~mask] = -np.inf
-        return score, table, q, sid
+        if off is not None:
+            score[off] = -np.inf
+        best = float(score.max()) if score.size else -np.inf
+        if best == np.inf:
+            # states not scored yet (+inf): score each once (on one node in it) for `req` and
+            # the shapes asked for lately, in one numpy pass
+            miss = score == np.inf
+            new_ids, first = np.unique(sid[miss], return_index=True)
+            reps = np.flatnonzero(miss)[first]
+            qs = table.shapes_to_score(q, new_ids)
+            self._score_states(model, state, table, qs, reps, new_ids)
+            score = table.score[q][sid]
+            if off is not None:
+                score[off] = -np.inf
+            best = float(score.max())
+        return score, best, table, q, sid
 
     def _share_col(
         self, state: FleetState, req: ResourceRequest, table: _ScoreTable, q: int, i: int, sid: int
@@ -269,7 +273,7 @@ class Fleetdeck(_FragPolicy):
     def _arrays(
         self, state: FleetState, req: ResourceRequest
     ) -> dict[str, npt.NDArray[np.generic]]:
-        score, table, q, sid = self._scores(state, req)
+        score, _, table, q, sid = self._scores(state, req)
         col = np.array(
             [self._share_col(state, req, table, q, i, int(sid[i])) for i in range(sid.size)],
             dtype=np.intp,
@@ -277,10 +281,7 @@ class Fleetdeck(_FragPolicy):
         return {"score": score, "tie": table.tie[q][sid], "col": col}
 
     def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
-        score, table, q, sid = self._scores(state, req)
-        if score.size == 0:
-            return None
-        best = score.max()
+        score, best, table, q, sid = self._scores(state, req)
         if best == -np.inf:
             return None
         top = np.flatnonzero(score == best)
@@ -289,10 +290,12 @@ class Fleetdeck(_FragPolicy):
             top = top[tie == tie.max()]
         i = int(top[0] if top.size == 1 else top[self.rng.integers(top.size)])
         if req.gpu_count == 0:
-            return state.assignment(i, [], req)
-        if req.fractional:
-            return state.assignment(i, [self._share_col(state, req, table, q, i, int(sid[i]))], req)
-        return state.assignment(i, state.eligible_gpus(i, req)[: req.gpu_count], req)
+            cols: list[int] = []
+        elif req.fractional:
+            cols = [self._share_col(state, req, table, q, i, int(sid[i]))]
+        else:
+            cols = state.free_gpu_cols(i, req)[: req.gpu_count]
+        return state.assignment_cols(i, cols, req)
 
     def _score_states(
         self,
@@ -324,7 +327,6 @@ class Fleetdeck(_FragPolicy):
         if free0.shape[1]:
             held = free0[np.arange(nr)[None, :], np.maximum(col, 0)]
             table.val[at] = np.where(col >= 0, held, -1)
-        table.known[at] = True
 
 
 class _ScoreTable:
@@ -333,12 +335,11 @@ class _ScoreTable:
     reaches a state seen before costs a lookup, and a new state is scored for all shapes in
     one numpy pass."""
 
-    __slots__ = ("clock", "col", "known", "last", "score", "shapes", "tie", "val")
+    __slots__ = ("clock", "col", "last", "score", "shapes", "tie", "val")
 
     def __init__(self, static: _Static) -> None:
         self.shapes = ShapeSet(static)
-        self.known = np.zeros((0, 0), dtype=np.bool_)
-        self.score = np.zeros((0, 0))
+        self.score = np.zeros((0, 0))  # +inf: not scored yet
         self.tie = np.zeros((0, 0))
         self.col = np.zeros((0, 0), dtype=np.intp)  # chosen GPU column (shares), -1 none
         self.val = np.zeros((0, 0), dtype=np.int64)  # free milli of the chosen GPU (shares)
@@ -361,12 +362,12 @@ class _ScoreTable:
         any of them (they will likely ask for these states soon)."""
         n = len(self.shapes)
         recent = self.last[:n] > self.clock - _RECENT
-        recent &= ~self.known[:n][:, ids].all(axis=1)
+        recent &= (self.score[:n][:, ids] == np.inf).any(axis=1)
         recent[q] = True
         return np.flatnonzero(recent)
 
     def reserve(self, n_shapes: int, n_ids: int) -> None:
-        rows, cols = self.known.shape
+        rows, cols = self.score.shape
         if n_shapes <= rows and n_ids <= cols:
             return
         if n_shapes * max(n_ids, cols) > _SCORE_LIMIT:
@@ -381,8 +382,7 @@ class _ScoreTable:
             out[:rows, :cols] = old[:rows, :cols]
             return out
 
-        self.known = grown(self.known, False)
-        self.score = grown(self.score, -np.inf)
+        self.score = grown(self.score, np.inf)
         self.tie = grown(self.tie, 0.0)
         self.col = grown(self.col, -1)
         self.val = grown(self.val, -1)

@@ -269,35 +269,37 @@ class FleetState:
         i = s.index.get(a.node)
         if i is None:
             raise ValueError(f"unknown node {a.node!r}")
-        cols = []
-        for idx in a.gpu_indices:
-            j = s.pos[i].get(idx)
-            if j is None:
-                raise ValueError(f"node {a.node!r} has no GPU {idx}")
-            cols.append(j)
-        if len(set(cols)) != len(cols):
+        pos = s.pos[i]
+        cols = [pos.get(idx, -1) for idx in a.gpu_indices]
+        if -1 in cols:
+            raise ValueError(f"node {a.node!r} has no GPU {a.gpu_indices[cols.index(-1)]}")
+        if len(cols) > 1 and len(set(cols)) != len(cols):
             raise ValueError(f"duplicate GPU index in {a.gpu_indices}")
         cpu = int(self.cpu_free[i]) + sign * a.cpu_milli
         mem = int(self.mem_free[i]) + sign * a.mem_bytes
         if sign < 0 and (cpu < 0 or mem < 0):
             raise ValueError(f"node {a.node!r}: not enough CPU or memory free for {a}")
-        new_gpu = [int(self.gpu_free[i, j]) + sign * a.gpu_milli for j in cols]
-        for j, v in zip(cols, new_gpu, strict=True):
-            if v < 0:
-                raise ValueError(f"node {a.node!r} GPU {s.gpu_index[i, j]}: over-committed")
-            if v > MILLI_PER_GPU:
-                raise ValueError(f"node {a.node!r} GPU {s.gpu_index[i, j]}: released too much")
+        row: list[int] = []
+        if cols:
+            row = self.gpu_free[i].tolist()
+            d = sign * a.gpu_milli
+            for j in cols:
+                v = row[j] + d
+                if v < 0:
+                    raise ValueError(f"node {a.node!r} GPU {s.gpu_index[i, j]}: over-committed")
+                if v > MILLI_PER_GPU:
+                    raise ValueError(f"node {a.node!r} GPU {s.gpu_index[i, j]}: released too much")
+                row[j] = v
         self.cpu_free[i] = cpu
         self.mem_free[i] = mem
-        for j, v in zip(cols, new_gpu, strict=True):
-            self.gpu_free[i, j] = v
         self.node_version[i] += 1
         self._keys[i] = None
         self._sid[i] = -1
         self._dirty.append(i)
         self._count_affinity(i, a, -sign)
         if cols:
-            self._refresh_row(i)
+            self.gpu_free[i] = row
+            self._refresh_row(i, row)
 
     def _count_affinity(self, i: int, a: Assignment, delta: int) -> None:
         n = len(a.gpu_indices)
@@ -306,8 +308,7 @@ class FleetState:
         col = 0 if a.gpu_milli < MILLI_PER_GPU else min(n, self.affinity.shape[1] - 1)
         self.affinity[i, col] = max(0, int(self.affinity[i, col]) + delta)
 
-    def _refresh_row(self, i: int) -> None:
-        row = self.gpu_free[i].tolist()
+    def _refresh_row(self, i: int, row: list[int]) -> None:
         for c in self._classes.values():
             cols = c.cols[i]
             if cols is None:
@@ -443,6 +444,27 @@ class FleetState:
         c = self.gpu_class(req)
         need = req.gpu_milli if req.fractional else MILLI_PER_GPU
         return np.flatnonzero(c.gpu_ok[i] & (self.gpu_free[i] >= need))
+
+    def free_gpu_cols(self, i: int, req: ResourceRequest) -> list[int]:
+        """`eligible_gpus` of a whole-GPU request as a list (fast for one node)."""
+        c = self.gpu_class(req)
+        cols = c.cols[i]
+        if cols is None:
+            cols = c.cols[i] = np.flatnonzero(c.gpu_ok[i]).tolist()
+        row = self.gpu_free[i].tolist()
+        return [j for j in cols if row[j] >= MILLI_PER_GPU]
+
+    def assignment_cols(self, i: int, cols: list[int], req: ResourceRequest) -> Assignment:
+        """`assignment` for GPU columns given as a list."""
+        gpu = req.gpu_count > 0
+        index = self._s.gpu_index[i].tolist() if gpu else []
+        return Assignment(
+            node=self._s.names[i],
+            gpu_indices=tuple(index[j] for j in cols) if gpu else (),
+            gpu_milli=req.gpu_milli if gpu else 0,
+            cpu_milli=req.cpu_milli,
+            mem_bytes=req.mem_bytes,
+        )
 
     def assignment(self, i: int, cols: Any, req: ResourceRequest) -> Assignment:
         gpu_milli = req.gpu_milli if req.gpu_count > 0 else 0
