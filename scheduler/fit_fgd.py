@@ -278,7 +278,7 @@ class Fleetdeck(_FragPolicy):
             [self._share_col(state, req, table, q, i, int(sid[i])) for i in range(sid.size)],
             dtype=np.intp,
         )
-        return {"score": score, "tie": table.tie[q][sid], "col": col}
+        return {"score": score, "tie": _tie(state, req, np.arange(sid.size)), "col": col}
 
     def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
         score, best, table, q, sid = self._scores(state, req)
@@ -286,7 +286,7 @@ class Fleetdeck(_FragPolicy):
             return None
         top = np.flatnonzero(score == best)
         if top.size > 1:
-            tie = table.tie[q][sid[top]]
+            tie = _tie(state, req, top)
             top = top[tie == tie.max()]
         i = int(top[0] if top.size == 1 else top[self.rng.integers(top.size)])
         if req.gpu_count == 0:
@@ -314,15 +314,8 @@ class Fleetdeck(_FragPolicy):
         cand_col = np.append(c.cand_col, -1)  # arg -1: no candidate
         col = cand_col[arg].reshape(nq, nr)
         free0 = state.gpu_free[reps]
-        s = state.static
-        cpu_left = (state.cpu_free[reps][None, :] - shapes.cpu_milli[qs][:, None]) / max(
-            s.max_cpu_milli, 1
-        )
-        total = (shapes.gpu_count * shapes.gpu_milli)[qs]
-        gpu_left = (free0.sum(axis=1)[None, :] - total[:, None]) / max(s.max_gpus * 1000, 1)
         at = (qs[:, None], ids[None, :])
         table.score[at] = best.reshape(nq, nr)
-        table.tie[at] = -(cpu_left + gpu_left)
         table.col[at] = col
         if free0.shape[1]:
             held = free0[np.arange(nr)[None, :], np.maximum(col, 0)]
@@ -335,12 +328,11 @@ class _ScoreTable:
     reaches a state seen before costs a lookup, and a new state is scored for all shapes in
     one numpy pass."""
 
-    __slots__ = ("clock", "col", "last", "score", "shapes", "tie", "val")
+    __slots__ = ("clock", "col", "last", "score", "shapes", "val")
 
     def __init__(self, static: _Static) -> None:
         self.shapes = ShapeSet(static)
         self.score = np.zeros((0, 0))  # +inf: not scored yet
-        self.tie = np.zeros((0, 0))
         self.col = np.zeros((0, 0), dtype=np.intp)  # chosen GPU column (shares), -1 none
         self.val = np.zeros((0, 0), dtype=np.int64)  # free milli of the chosen GPU (shares)
         self.clock = 0  # queries so far
@@ -383,6 +375,14 @@ class _ScoreTable:
             return out
 
         self.score = grown(self.score, np.inf)
-        self.tie = grown(self.tie, 0.0)
         self.col = grown(self.col, -1)
         self.val = grown(self.val, -1)
+
+
+def _tie(state: FleetState, req: ResourceRequest, rows: npt.NDArray[np.intp]) -> FloatArray:
+    """Fleetdeck's tie-break: higher for less free capacity left after placing `req`."""
+    s = state.static
+    cpu_left = (state.cpu_free[rows] - req.cpu_milli) / max(s.max_cpu_milli, 1)
+    gpu_left = (state.gpu_free[rows].sum(axis=1) - req.total_gpu_milli) / max(s.max_gpus * 1000, 1)
+    tie: FloatArray = -(cpu_left + gpu_left)
+    return tie

@@ -114,6 +114,18 @@ class _Static:
         self.class_gpu_ok: dict[ClassKey, BoolArray] = {}
         # node_key -> small integer id, shared by all copies of states over this fleet
         self.state_ids: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._cols: list[list[list[int]]] = [[] for _ in range(n)]  # see cols_of
+
+    def cols_of(self, i: int, ok_row: BoolArray) -> list[int]:
+        """Columns set in `ok_row` (of node `i`), as a list shared by equal lists on the node:
+        treat as read-only."""
+        cols = np.flatnonzero(ok_row).tolist()
+        known = self._cols[i]
+        for k in known:
+            if k == cols:
+                return k
+        known.append(cols)
+        return cols
 
     def node_mask(self, req: ResourceRequest) -> BoolArray:
         key: NodeKey = (req.pool, req.node, tuple(sorted(req.labels.items())))
@@ -309,14 +321,23 @@ class FleetState:
         self.affinity[i, col] = max(0, int(self.affinity[i, col]) + delta)
 
     def _refresh_row(self, i: int, row: list[int]) -> None:
+        last: list[int] | None = None
+        n_full = max_free = sum_free = 0
         for c in self._classes.values():
             cols = c.cols[i]
             if cols is None:
-                cols = c.cols[i] = np.flatnonzero(c.gpu_ok[i]).tolist()
-            vals = [row[j] for j in cols]
-            c.n_full[i] = vals.count(MILLI_PER_GPU)
-            c.max_free[i] = max(vals, default=0)
-            c.sum_free[i] = sum(vals)
+                cols = c.cols[i] = self._s.cols_of(i, c.gpu_ok[i])
+            if not cols:
+                continue  # no eligible GPU here: the aggregates stay 0
+            if cols is not last:  # classes often share one column list (see cols_of)
+                vals = [row[j] for j in cols]
+                n_full = vals.count(MILLI_PER_GPU)
+                max_free = max(vals)
+                sum_free = sum(vals)
+                last = cols
+            c.n_full[i] = n_full
+            c.max_free[i] = max_free
+            c.sum_free[i] = sum_free
 
     # ---- queries ------------------------------------------------------------------------
 
@@ -450,7 +471,7 @@ class FleetState:
         c = self.gpu_class(req)
         cols = c.cols[i]
         if cols is None:
-            cols = c.cols[i] = np.flatnonzero(c.gpu_ok[i]).tolist()
+            cols = c.cols[i] = self._s.cols_of(i, c.gpu_ok[i])
         row = self.gpu_free[i].tolist()
         return [j for j in cols if row[j] >= MILLI_PER_GPU]
 
