@@ -15,7 +15,6 @@ F_n(M) = sum_m p_m F_n(m). FGD places a task where the increase of F_n(M) is sma
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,7 +85,6 @@ class FragModel:
         """All groups side by side, for `frag_all`: shapes and (group, demand) pairs."""
         gs = self.groups
         self.ok_all = np.stack([g.ok for g in gs]) if gs else np.zeros((0, 0, 0), np.bool_)
-        self.any_all = np.stack([g.node_any for g in gs]) if gs else np.zeros((0, 0), np.bool_)
         u_group: list[int] = []
         u_milli: list[int] = []
         uidx: list[int] = []
@@ -104,8 +102,11 @@ class FragModel:
         self.s_mem = np.concatenate([g.mem_bytes for g in gs]) if gs else np.zeros(0, np.int64)
         self.s_cnt = np.concatenate([g.gpu_count for g in gs]) if gs else np.zeros(0, np.int64)
         self.s_use_mem = any(g.use_mem for g in gs)
-        bounds = np.cumsum([0] + [g.weight.size for g in gs])
-        self.s_slices = [(int(a), int(b)) for a, b in itertools.pairwise(bounds.tolist())]
+        self.s_weight = np.concatenate([g.weight for g in gs]) if gs else np.zeros(0)
+        self.s_cpu1 = np.maximum(self.s_cpu, 1)[:, None]
+        self.s_mem1 = np.maximum(self.s_mem, 1)[:, None]
+        self.s_used = (self.u_milli[self.s_uidx] * self.s_cnt)[:, None]  # milli per copy
+        self.u_milli_f = self.u_milli.astype(np.float64)[:, None, None]
 
     def frag_all(
         self,
@@ -139,18 +140,16 @@ class FragModel:
         f = np.where(fits, small[uidx] + inel[self.s_group], tot[None, :])
         if fill_weight:
             # whole copies per GPU: float division of integers <= 1000 floors exactly
-            per_gpu = np.floor(np.maximum(feu, 0) / milli.astype(np.float64))
+            per_gpu = np.floor(np.maximum(feu, 0) / self.u_milli_f)
             slots = np.einsum("ucg->uc", per_gpu).astype(np.int64)  # (U, C)
             copies = slots[uidx] // self.s_cnt[:, None]
-            copies = np.minimum(copies, cpu[None, :] // np.maximum(self.s_cpu, 1)[:, None])
+            copies = np.minimum(copies, cpu[None, :] // self.s_cpu1)
             if self.s_use_mem:
-                copies = np.minimum(copies, mem[None, :] // np.maximum(self.s_mem, 1)[:, None])
-            used = copies * (self.u_milli[uidx] * self.s_cnt)[:, None]
-            f = f + fill_weight * (tot[None, :] - used)
-        # nodes without a GPU a group may use: all their free GPU is fragment
-        f = np.where(self.any_all[:, rows][self.s_group], f, (1.0 + fill_weight) * tot[None, :])
-        for k, (a, b) in enumerate(self.s_slices):
-            out += self.groups[k].weight @ f[a:b]
+                copies = np.minimum(copies, mem[None, :] // self.s_mem1)
+            f = f + fill_weight * (tot[None, :] - copies * self.s_used)
+        # On a node without a GPU a group may use, no shape of it fits and no copy does: f is
+        # all free GPU (times 1 + fill_weight), as in `frag`.
+        out += self.s_weight @ f
         return out
 
     def frag(
