@@ -69,17 +69,21 @@ def test_bad_submit_input_names_the_flag_and_queues_nothing(ssh_nodes: NodeFacto
             assert '"nosuch"' in line or key == "executor", line
 
         # a job file: errors name the file and the key
-        for text, key in (('command = ["true"]\ngpu = 2\n', "gpu"),
-                          ('command = ["true"]\ngpus = "two"\n', "gpus"),
-                          ('command = ["true"]\n[env]\nFLEETDECK_X = "1"\n', "env"),
-                          ('gpus = 1\n', "command"),
-                          ('command = ["true"\n', None)):
+        job_files: list[tuple[str, str | None]] = [
+            ('command = ["true"]\ngpu = 2\n', "gpu"),
+            ('command = ["true"]\ngpus = "two"\n', "gpus"),
+            ('command = ["true"]\n[env]\nFLEETDECK_X = "1"\n', "env"),
+            ("gpus = 1\n", "command"),
+            ('command = ["true"\n', None),
+        ]
+        for text, file_key in job_files:
             job = tmp_path / "job.toml"
             job.write_text(text)
             res = fleet.run("submit", "-f", str(job))
             assert res.returncode == 2, (text, res.stdout, res.stderr)
             line = one_line_error(res)
-            want = f"{job}: {key}: expected " if key else f"{job}: expected valid TOML"
+            want = (f"{job}: {file_key}: expected " if file_key
+                    else f"{job}: expected valid TOML")
             assert line.startswith(want), (text, line)
         res = fleet.run("submit", "-f", str(tmp_path / "missing.toml"))
         assert res.returncode == 2 and "missing.toml" in one_line_error(res)
