@@ -26,6 +26,7 @@ _G = TypeVar("_G", bound=np.generic)
 _tokens = itertools.count(1)
 _MEMO_LIMIT = 2048
 _RECENT = 200  # a new node state is scored for the shapes queried in this many latest selects
+_BATCH_SHAPES = 32  # at most this many of them
 _SCORE_LIMIT = 1 << 21  # table cells (state ids x request shapes) kept at most
 
 
@@ -356,7 +357,10 @@ class _ScoreTable:
         recent = self.last[:n] > self.clock - _RECENT
         recent &= (self.score[:n][:, ids] == np.inf).any(axis=1)
         recent[q] = True
-        return np.flatnonzero(recent)
+        qs = np.flatnonzero(recent)
+        if qs.size > _BATCH_SHAPES:  # many shapes: the most recently asked for
+            qs = qs[np.argpartition(-self.last[qs], _BATCH_SHAPES - 1)[:_BATCH_SHAPES]]
+        return qs
 
     def reserve(self, n_shapes: int, n_ids: int) -> None:
         rows, cols = self.score.shape
