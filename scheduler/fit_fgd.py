@@ -1,9 +1,15 @@
 """Fragmentation-aware selection: the paper's FGD and fleetdeck's default.
 
 Both score every feasible node by how a placement changes the node's expected fragmentation
-(`scheduler.fit_frag`). Per request shape the per-node scores are memoized on the state and
-only the nodes changed since the last look are rescored, so a placement cycle costs one small
-update per task rather than a pass over the fleet.
+(`scheduler.fit_frag`), so a placement cycle costs one small update per task rather than a
+pass over the fleet:
+
+- FGD memoizes per request shape the per-node scores on the state and rescores only the nodes
+  changed since the last look.
+- fleetdeck keeps scores by (request shape, node state id) in the policy (`_ScoreTable`):
+  nodes in equal states (`FleetState.state_ids`) score equally, a select gathers its shape's
+  row over the fleet's state ids, and a state not seen before is scored in one numpy pass for
+  the shapes asked for lately (`fit_frag.shape_candidates`), not once per shape.
 """
 
 from __future__ import annotations
