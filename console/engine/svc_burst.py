@@ -517,7 +517,8 @@ class BurstManager:
         def write(store: Store) -> None:
             with store.transaction() as con:
                 insert_rows(con, "spend", spend)
-                con.executemany("UPDATE burst_instances SET cost = ? WHERE instance_id = ?",
-                                costs)
+                # only running instances: one that ended meanwhile has its final cost
+                con.executemany("UPDATE burst_instances SET cost = ? WHERE instance_id = ? "
+                                "AND terminated_at IS NULL", costs)
 
         await self.engine.db.run(write)

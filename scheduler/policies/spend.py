@@ -105,7 +105,9 @@ def billed_hours(inst: BurstInstance, start: float, end: float, *,
 
 def instance_cost(inst: BurstInstance, now: float, *, min_billed_hours: float = 0.0) -> float:
     """Cost so far (for `burst_instances.cost`): accrued, plus the top-up once ended."""
-    return billed_hours(inst, inst.launched_at, max(now, _end(inst, now)) + 1e-9,
+    # 1 ms past the end: at epoch magnitudes (~1.8e9 s) a float step is ~0.2 us, so a
+    # smaller epsilon can vanish and drop the minimum-billing top-up
+    return billed_hours(inst, inst.launched_at, max(now, _end(inst, now)) + 1e-3,
                         min_billed_hours=min_billed_hours) * inst.price_per_hour
 
 

@@ -105,3 +105,14 @@ def test_consecutive_periods_sum_to_the_instance_cost(launch: float, dur: float,
     assert total == pytest.approx(expected, rel=1e-9, abs=1e-6)
     assert instance_cost(inst, edges[-1], min_billed_hours=min_h) == pytest.approx(
         expected, rel=1e-9, abs=1e-6)
+
+
+def test_minimum_billing_survives_epoch_rounding() -> None:
+    """A terminated instance whose end equals `now` to the last float bit still gets the
+    minimum-billing top-up (a 1e-9 epsilon vanishes at epoch magnitudes)."""
+    from scheduler.policies.spend import BurstInstance, instance_cost
+
+    end = 1_795_357_235.422048  # a stored microsecond timestamp, exactly representable-ish
+    inst = BurstInstance(instance_id="i", provider="p", offer="o", price_per_hour=2.0,
+                         launched_at=end - 9.0, state="terminated", terminated_at=end)
+    assert instance_cost(inst, end, min_billed_hours=1.0) == 2.0
