@@ -246,7 +246,14 @@ class Fleetdeck(_FragPolicy):
             info = self._reqs[id(req)] = (req, q, None if mask.all() else ~mask)
         _, q, off = info
         sid = state.all_state_ids()
-        table.reserve(q + 1, len(state.static.state_ids))
+        n_ids = len(state.static.state_ids)
+        if len(table.shapes) * n_ids > _SCORE_LIMIT and n_ids > 2 * state.n_nodes:
+            # too many states to keep scores for (long runs): number them afresh
+            state.static.reset_state_ids()
+            table.clear()
+            sid = state.all_state_ids()
+            n_ids = len(state.static.state_ids)
+        table.reserve(len(table.shapes), n_ids)
         table.touch(q)
         score = table.score[q][sid]
         if off is not None:
@@ -368,13 +375,16 @@ class _ScoreTable:
             qs = qs[np.argpartition(-self.last[qs], _BATCH_SHAPES - 1)[:_BATCH_SHAPES]]
         return qs
 
+    def clear(self) -> None:
+        """Forget all scores (the shapes stay)."""
+        self.score = np.zeros((0, 0))
+        self.col = np.zeros((0, 0), dtype=np.intp)
+        self.val = np.zeros((0, 0), dtype=np.int64)
+
     def reserve(self, n_shapes: int, n_ids: int) -> None:
         rows, cols = self.score.shape
         if n_shapes <= rows and n_ids <= cols:
             return
-        if n_shapes * max(n_ids, cols) > _SCORE_LIMIT:
-            # too many to keep: start over (ids stay valid, scores are recomputed on demand)
-            rows = cols = 0
         new_rows = max(n_shapes, 2 * rows, 8) if n_shapes > rows else rows
         new_cols = max(n_ids, 2 * cols, 1024) if n_ids > cols else cols
         shape = (new_rows, new_cols)

@@ -114,7 +114,13 @@ class _Static:
         self.class_gpu_ok: dict[ClassKey, BoolArray] = {}
         # node_key -> small integer id, shared by all copies of states over this fleet
         self.state_ids: dict[tuple[int, tuple[int, ...]], int] = {}
+        self.state_epoch = 0  # bumped when the numbering starts over
         self._cols: list[list[list[int]]] = [[] for _ in range(n)]  # see cols_of
+
+    def reset_state_ids(self) -> None:
+        """Start the state numbering over (states renumber their nodes on next use)."""
+        self.state_ids = {}
+        self.state_epoch += 1
 
     def cols_of(self, i: int, ok_row: BoolArray) -> list[int]:
         """Columns set in `ok_row` (of node `i`), as a list shared by equal lists on the node:
@@ -170,6 +176,7 @@ class FleetState:
     __slots__ = (
         "_classes",
         "_dirty",
+        "_epoch",
         "_keys",
         "_s",
         "_sid",
@@ -206,6 +213,7 @@ class FleetState:
         self._keys: list[tuple[int, tuple[int, ...]] | None] = [None] * len(static.names)
         self._sid = np.full(len(static.names), -1, dtype=np.int64)  # -1: not interned yet
         self._dirty: list[int] = list(range(len(static.names)))  # nodes whose _sid is -1
+        self._epoch = static.state_epoch  # ids in _sid are from this numbering
 
     @classmethod
     def from_snapshot(cls, snap: FleetSnapshot) -> FleetState:
@@ -241,6 +249,7 @@ class FleetState:
         out.memo = {k: m.copy() for k, m in self.memo.items()}
         out._keys = list(self._keys)
         out._sid = self._sid.copy()
+        out._epoch = self._epoch
         out._dirty = list(self._dirty)
         return out
 
@@ -421,25 +430,14 @@ class FleetState:
             )
         return k
 
-    def state_ids(self, rows: npt.NDArray[np.intp]) -> IntArray:
-        """(R,) id of each node's `node_key` among all keys seen on this fleet: nodes (in any
-        copy of the state) with equal ids are in equal states."""
-        sid = self._sid[rows]
-        todo = np.flatnonzero(sid < 0)
-        if todo.size:
-            ids = self._s.state_ids
-            for t in todo.tolist():
-                i = int(rows[t])
-                k = self.node_key(i)
-                v = ids.get(k)
-                if v is None:
-                    v = ids[k] = len(ids)
-                self._sid[i] = v
-                sid[t] = v
-        return sid
-
     def all_state_ids(self) -> IntArray:
-        """(N,) `state_ids` of every node (read-only view, valid until the next change)."""
+        """(N,) id of each node's `node_key` among the keys seen on this fleet (since the last
+        `_Static.reset_state_ids`): nodes, in any copy of the state, with equal ids are in
+        equal states. A read-only view, valid until the next change."""
+        if self._epoch != self._s.state_epoch:
+            self._epoch = self._s.state_epoch
+            self._sid[:] = -1
+            self._dirty = list(range(self.n_nodes))
         if self._dirty:
             ids = self._s.state_ids
             sid = self._sid
