@@ -10,8 +10,9 @@ it goes: one node and concrete GPU indices. Policies are pure with respect to th
     if a is not None:
         state.apply(a)
 
-The fragmentation-aware policies ("fgd", "fleetdeck") memoize per-node scores on the state and
-("fleetdeck") per node state in the policy: keep one policy object across placement cycles.
+"fgd" memoizes per-node scores on the state; "fleetdeck" keeps one score table per request
+shape and node state in the policy (nodes in equal states share it): keep one policy object
+across placement cycles.
 Without `workload`, "fleetdeck" and "fgd" learn the mix from the requests they are asked to
 place.
 """
