@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from collectors.errors import FleetdeckError, InputError, NotFoundError
+from collectors.store import Store
 from collectors.transport.base import Transport
 from console.config import Config
 from console.engine.protocol import RequestError
@@ -17,6 +19,7 @@ from scheduler import journal
 from scheduler.executors import DockerExecutor, ProcessExecutor, SlurmExecutor
 from scheduler.executors.base import Executor
 from scheduler.fit import make_policy
+from scheduler.fit_workload import WorkloadMix
 from scheduler.jobspec import JobSpec
 from scheduler.placement import QueuedTask, plan
 from scheduler.quota import Quota, QuotaBook
@@ -38,6 +41,21 @@ def quota_book(config: Config) -> QuotaBook | None:
     book = QuotaBook(users=users, projects=projects, teams=teams,
                      borrowing=config.scheduler.borrowing)
     return None if book.empty else book
+
+
+def workload_mix(store: Store, *, days: float = 30.0, limit: int = 50_000) -> WorkloadMix | None:
+    """The request mix of the store's recent jobs: what fragmentation-aware placement keeps
+    room for. None with no history (the policy then learns from what it is asked)."""
+    rows = store.con.execute(
+        "SELECT spec FROM jobs WHERE submitted_at >= now()::TIMESTAMP - to_days(?) "
+        "ORDER BY id DESC LIMIT ?", [int(days), limit]).fetchall()
+    requests = []
+    for (spec,) in rows:
+        try:
+            requests.append(JobSpec.from_dict(json.loads(spec)).to_request())
+        except InputError:
+            continue
+    return WorkloadMix.from_requests(requests) if requests else None
 
 
 def membership(config: Config, user: str) -> tuple[str | None, str | None]:
@@ -120,7 +138,8 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
     slurm_pools = {p.name: p.login_node for p in cfg.pools if p.kind == "slurm" and p.login_node}
     runner = JobRunner(
         db=engine.db, executors=executors.by_kind(), transport=telemetry.transport,
-        inventory=telemetry.inventory, policy=make_policy(cfg.scheduler.policy),
+        inventory=telemetry.inventory,
+        policy=make_policy(cfg.scheduler.policy, workload=await engine.db.run(workload_mix)),
         quotas=quota_book(cfg),
         settings=RunnerSettings(backfill=cfg.scheduler.backfill, slurm_pools=slurm_pools,
                                 slurm_partitions={p.name: p.partition for p in cfg.pools}),
