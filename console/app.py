@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -148,6 +149,10 @@ class FleetdeckApp(App[int]):
     def __init__(self, link: EngineLink, *, clock: Callable[[], float] = time.time,
                  start: str = "fleet", user: str | None = None) -> None:
         super().__init__()
+        # Every poll decodes thousands of short-lived rows; with the default thresholds the
+        # cyclic GC's full passes land on refreshes (p95 ~170 ms at 10,000 jobs). Rarer
+        # passes keep refreshes under 40 ms; refcounting still frees the rows at once.
+        gc.set_threshold(50_000, 20, 1000)
         self.start_mode = start
         self.link = link
         self.clock = clock
