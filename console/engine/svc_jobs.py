@@ -58,6 +58,23 @@ def workload_mix(store: Store, *, days: float = 30.0, limit: int = 50_000) -> Wo
     return WorkloadMix.from_requests(requests) if requests else None
 
 
+def suggest(store: Store, user: str, *, recent: int = 50) -> dict[str, Any] | None:
+    """The GPU amount and model the user's recent GPU jobs most often ran with (finished
+    ones first), for the submit form; None without such history."""
+    rows = store.con.execute(
+        "SELECT gpu_count * gpu_milli / 1000.0 AS gpus, gpu_model FROM jobs "
+        "WHERE user = ? AND gpu_count > 0 AND state IN ('succeeded', 'running', 'stopped') "
+        "ORDER BY id DESC LIMIT ?", [user, recent]).fetchall()
+    if not rows:
+        return None
+    counts: dict[tuple[float, str | None], int] = {}
+    for gpus, model in rows:
+        key = (float(gpus), model)
+        counts[key] = counts.get(key, 0) + 1
+    (gpus, model), n = max(counts.items(), key=lambda kv: kv[1])
+    return {"gpus": gpus, "gpu_model": model, "based_on": n, "of": len(rows)}
+
+
 def membership(config: Config, user: str) -> tuple[str | None, str | None]:
     """The user's default project and team from the config."""
     for u in config.users:
@@ -241,8 +258,12 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         return {"placeable": False, "node": None, "gpu_indices": [],
                 "reason": result.pending.get("preview", "would wait")}
 
+    async def suggest_handler(caller: Caller, params: Mapping[str, Any]) -> Any:
+        user = str(params.get("user") or caller.user)
+        return await engine.db.run(lambda s: suggest(s, user))
+
     engine.handlers.update(submit=submit, jobs=jobs, stop=stop, explain=explain,
-                           preview=preview)
+                           preview=preview, suggest=suggest_handler)
     engine.streams["logs"] = logs
 
     runner_kick = asyncio.Event()

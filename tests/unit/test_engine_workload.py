@@ -25,3 +25,24 @@ def test_mix_comes_from_recent_jobs(tmp_path: Path) -> None:
         weights = {(s.gpu_count, s.gpu_milli): w for s, w in zip(mix.shapes, mix.weights,
                                                                   strict=True)}
         assert weights == {(1, 250): 0.75, (2, 1000): 0.25}
+
+
+def test_suggestion_is_the_users_usual_gpu_shape(tmp_path: Path) -> None:
+    from console.engine.svc_jobs import suggest
+
+    with Store.open(tmp_path / "s.duckdb") as store:
+        assert suggest(store, "ann") is None
+        now = time.time()
+        ids = []
+        for gpus in (2, 2, 0.25, 2):
+            spec = JobSpec.from_mapping({"name": "j", "command": ["x"], "gpus": gpus,
+                                         "user": "ann"}, "t")
+            ids += journal.submit(store, spec, actor="ann", now=now)
+        for jid in ids:
+            journal.transition(store, jid, "starting", reason="placed", actor="s", now=now,
+                               node="n1", gpu_model="A100")
+            journal.transition(store, jid, "running", reason="up", actor="s", now=now)
+            journal.transition(store, jid, "succeeded", reason="done", actor="s", now=now)
+        assert suggest(store, "ann") == {"gpus": 2.0, "gpu_model": "A100", "based_on": 3,
+                                         "of": 4}
+        assert suggest(store, "bob") is None
