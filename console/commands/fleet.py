@@ -219,17 +219,18 @@ def simulate_cmd(args: argparse.Namespace) -> int:
 def run_whatif(store: Store, cfg: Config, *, changes: list[str], days: float,
                policy: str) -> dict[str, Any]:
     """Replay the store's last `days` of jobs on the fleet and on the changed fleet."""
-    return whatif_compare(whatif_history(store, days), cfg, changes=changes, days=days,
-                          policy=policy)
-
-
-def whatif_history(store: Store, days: float) -> tuple[list[Any], list[Any]]:
-    """The store side of a what-if (quick); the replay itself runs elsewhere."""
     import time
+
+    return whatif_compare(whatif_history(store, days, now=time.time()), cfg, changes=changes,
+                          days=days, policy=policy)
+
+
+def whatif_history(store: Store, days: float, *, now: float) -> tuple[list[Any], list[Any]]:
+    """The store side of a what-if (quick); the replay itself runs elsewhere."""
     from datetime import UTC, datetime
 
-    now = datetime.fromtimestamp(time.time(), UTC).replace(tzinfo=None)
-    return read_history(store, now=now, days=days)
+    return read_history(store, now=datetime.fromtimestamp(now, UTC).replace(tzinfo=None),
+                        days=days)
 
 
 def whatif_compare(history: tuple[list[Any], list[Any]], cfg: Config, *, changes: list[str],

@@ -99,7 +99,7 @@ def attach_whatif(engine: Engine) -> None:
 
         days = float(params["days"])
         try:
-            history = await engine.db.run(lambda s: whatif_history(s, days))
+            history = await engine.db.run(lambda s: whatif_history(s, days, now=engine.clock()))
             # the replay is CPU work: off the store thread so ingest keeps its interval
             return await asyncio.to_thread(
                 whatif_compare, history, engine.config, changes=list(params["changes"]),

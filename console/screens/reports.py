@@ -65,6 +65,23 @@ def chart_from(report: Mapping[str, Any]) -> tuple[str, list[tuple[str, float]]]
     return f"{columns[value_i]} by {columns[label_i]}", pairs
 
 
+def whatif_report(result: dict[str, Any]) -> dict[str, Any]:
+    """The engine's `whatif` answer as a one-table report for the preview."""
+    cur, new = result["current"], result["changed"]
+    rows = []
+    for key, label in (("gpus", "GPUs"), ("mean_queue_delay_s", "mean queue wait (s)"),
+                       ("p95_queue_delay_s", "p95 queue wait (s)"),
+                       ("mean_alloc_pct", "GPU allocation (%)"),
+                       ("burst_gpu_h", "burst GPU-hours"), ("burst_cost", "burst cost")):
+        a, b = cur.get(key), new.get(key)
+        delta = None if a is None or b is None else round(b - a, 2)
+        rows.append([label, a, b, delta])
+    return {"name": "what-if", "title": f"What if {result['what_if']}",
+            "columns": ["measure", "current", "changed", "change"], "rows": rows,
+            "notes": [f"what if {result['what_if']}: {result['jobs']} jobs of the last "
+                      f"{result['days']:g} days replayed on the current and the changed fleet"]}
+
+
 class ReportsScreen(FleetdeckScreen):
     """Report previews; n next report, b group by, p period, w export."""
 
@@ -77,6 +94,7 @@ class ReportsScreen(FleetdeckScreen):
         Binding("p", "next_period", "Period"),
         Binding("t", "next_table", "Table"),
         Binding("w", "export", "Export"),
+        Binding("i", "what_if", "What-if"),
     ]
 
     class ReportLoaded(Message):
@@ -219,6 +237,24 @@ class ReportsScreen(FleetdeckScreen):
                                         path=path, **{"from": start, "to": end})
 
         self.app.push_screen(ExportScreen(f"fleetdeck-{self.report_name}-{stamp}.csv"), done)
+
+    def action_what_if(self) -> None:
+        """Replay the period's jobs on the fleet with GPUs added or removed ("+16 A100")."""
+        from console.screens.whatif import WhatIfScreen
+
+        def done(change: str | None) -> None:
+            if change:
+                self._choice(loading=True, extra=f"what if {change}")
+                self.what_if(change, self.days)
+
+        self.app.push_screen(WhatIfScreen(self.days), done)
+
+    @work(exclusive=True, group="report")
+    async def what_if(self, change: str, days: int) -> None:
+        result = await self.fetch("whatif", changes=[change], days=days)
+        if result is MISSING or not isinstance(result, dict):
+            return
+        self.post_message(self.ReportLoaded(("what-if", change, days), whatif_report(result)))
 
     def action_filter(self) -> None:
         """Reports are not filtered; use b (group by) and p (period)."""
