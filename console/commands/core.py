@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chk = subcommand(csub, "check", "validate the config and show where each value came from")
     add_format(chk)
     chk.set_defaults(func=config_check)
+    rel = subcommand(csub, "reload", "make the running engine re-read its config file "
+                     "(policies, quotas, scheduler, rates apply at once; audited)")
+    add_format(rel)
+    rel.set_defaults(func=config_reload)
 
     p = subcommand(sub, "db", "inspect the store")
     dsub = p.add_subparsers(dest="db_cmd", metavar="COMMAND", required=True,
@@ -61,6 +65,21 @@ def config_check(args: argparse.Namespace) -> int:
         return 0
     print(f"config: {loaded.source} (valid)")
     print_table([{**r, "value": _show(r["value"])} for r in rows], ["key", "value", "from"])
+    return 0
+
+
+def config_reload(args: argparse.Namespace) -> int:
+    loaded = loaded_config(args)
+
+    async def ask() -> dict[str, Any]:
+        async with await EngineClient.connect(loaded.config.socket_path) as c:
+            return await c.call("reload_config")
+
+    result = run_async(ask())
+    if args.format == "json":
+        print_json(result)
+    else:
+        print(f"config reloaded: {result['reason']}")
     return 0
 
 

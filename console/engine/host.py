@@ -175,8 +175,20 @@ async def serve(loaded: Loaded) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: engine.spawn(_sighup(engine), "reload"))
     await engine.wait_stopped()
     return 0
+
+
+async def _sighup(engine: Engine) -> None:
+    from console.engine.protocol import RequestError
+    from console.engine.svc_reload import reload_config
+
+    try:
+        result = await reload_config(engine, actor="signal:SIGHUP")
+        log.warning("config reloaded: %s", result["reason"])
+    except RequestError as e:
+        log.error("config reload refused: %s", e.message)
 
 
 class EmbeddedEngine:

@@ -15,7 +15,14 @@ if TYPE_CHECKING:
 
 
 async def attach_all(engine: Engine) -> None:
-    from console.engine import svc_fleet, svc_jobs, svc_policies, svc_reports, svc_telemetry
+    from console.engine import (
+        svc_fleet,
+        svc_jobs,
+        svc_policies,
+        svc_reload,
+        svc_reports,
+        svc_telemetry,
+    )
 
     await attach_inventory(engine)
     await attach_audit(engine)
@@ -24,6 +31,7 @@ async def attach_all(engine: Engine) -> None:
     await svc_policies.attach(engine, telemetry)
     svc_fleet.attach(engine, telemetry)
     svc_reports.attach(engine)
+    svc_reload.attach(engine)
 
 
 async def attach_inventory(engine: Engine) -> None:

@@ -44,7 +44,6 @@ def _cell(v: Any) -> Any:
 
 
 def attach(engine: Engine) -> None:
-    rates = engine.config.rates
 
     def period(params: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
         now = datetime.fromtimestamp(engine.clock())
@@ -57,7 +56,8 @@ def attach(engine: Engine) -> None:
         from console.commands.fleet import run_report
 
         try:
-            return await engine.db.run(lambda s: run_report(dict(params["args"]), s, rates))
+            args = dict(params["args"])
+            return await engine.db.run(lambda s: run_report(args, s, engine.config.rates))
         except InputError as e:
             raise RequestError("bad_request", str(e)) from None
 
@@ -67,7 +67,8 @@ def attach(engine: Engine) -> None:
 
             def run(store: Store) -> dict[str, Any]:
                 (rep,) = build(str(params["name"]), store.cursor(), start=start, end=end,
-                               by=params.get("by"), rates=rates, now=engine.clock())
+                               by=params.get("by"), rates=engine.config.rates,
+                               now=engine.clock())
                 return report_json(rep)
 
             return await engine.db.run(run)
@@ -82,7 +83,8 @@ def attach(engine: Engine) -> None:
             start, end = period(params)
             await engine.db.run(lambda s: render_report(
                 str(params["name"]), s.cursor(), start=start, end=end, by=params.get("by"),
-                fmt=str(params.get("format") or "xlsx"), output_path=path, rates=rates,
+                fmt=str(params.get("format") or "xlsx"), output_path=path,
+                rates=engine.config.rates,
                 now=engine.clock()))
         except InputError as e:
             raise RequestError("bad_request", str(e)) from None

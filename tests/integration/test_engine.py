@@ -122,3 +122,40 @@ def test_readonly_session_is_refused_changes(config: Path, tmp_path: Path) -> No
 
     with serve(config):
         asyncio.run(talk())
+
+
+def test_config_reload_applies_policies_and_is_audited(config: Path, tmp_path: Path) -> None:
+    with serve(config) as proc:
+        # a bad file changes nothing: one line, exit 2
+        good = config.read_text()
+        config.write_text(good + "\n[policies.idle]\nwindow_s = -5\n")
+        bad = cli("--config", str(config), "config", "reload")
+        assert bad.returncode == 2
+        assert "policies.idle.window_s: expected" in one_line_error(bad)
+
+        config.write_text(good + "\n[policies.idle]\nenabled = true\nwindow_s = 600.0\n"
+                          "\n[[nodes]]\nname = \"extra\"\nhost = \"127.0.0.9\"\n")
+        res = cli("--config", str(config), "config", "reload", "--format", "json")
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        assert out["applied"] == ["policies"]
+        assert out["needs_restart"] == ["nodes"]
+
+        # SIGHUP reloads too (nothing new to apply now)
+        import signal
+        proc.send_signal(signal.SIGHUP)
+        import time
+        deadline = time.monotonic() + 20
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            audit = cli("--config", str(config), "audit", "--format", "json")
+            rows = [r for r in json.loads(audit.stdout) if r["action"] == "config_reload"]
+            if len(rows) == 2:
+                break
+            time.sleep(0.3)
+        import getpass
+        hup, by_cli = rows  # newest first
+        assert (hup["actor"], hup["reason"]) == (
+            "signal:SIGHUP", "nothing to apply; restart to apply nodes")
+        assert (by_cli["actor"], by_cli["reason"]) == (
+            getpass.getuser(), "applied policies; restart to apply nodes")
