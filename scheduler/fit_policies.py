@@ -15,6 +15,7 @@ from scheduler.fit_state import FleetState
 from scheduler.models import MILLI_PER_GPU, Assignment, ResourceRequest
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 def pick_gpus_packed(state: FleetState, i: int, req: ResourceRequest) -> npt.NDArray[np.intp]:
@@ -80,7 +81,29 @@ class RandomFit:
         return state.assignment(i, cols, req)
 
 
-class BestFit:
+class _ScoredPacked:
+    """A node score over the feasible nodes, best wins (ties at random), GPUs picked packed.
+
+    Subclasses give `score`; higher is better.
+    """
+
+    name: str
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def score(self, state: FleetState, idx: IntArray, req: ResourceRequest) -> FloatArray:
+        raise NotImplementedError
+
+    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
+        idx = np.flatnonzero(state.feasible(req))
+        if idx.size == 0:
+            return None
+        i = int(idx[argbest(self.score(state, idx, req), self.rng)])
+        return state.assignment(i, pick_gpus_packed(state, i, req), req)
+
+
+class BestFit(_ScoredPacked):
     """The node left with the least free resource after placing the request.
 
     As in the artifact: score int(100 * (1 - 0.5 * (cpu_free - cpu_req) / max_cpu - 0.5 *
@@ -90,24 +113,17 @@ class BestFit:
 
     name = "best-fit"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
-        idx = np.flatnonzero(state.feasible(req))
-        if idx.size == 0:
-            return None
+    def score(self, state: FleetState, idx: IntArray, req: ResourceRequest) -> FloatArray:
         s = state.static
         max_cpu = max(s.max_cpu_milli, 1)
         max_gpu = max(s.max_gpus * MILLI_PER_GPU, 1)
         cpu_left = (state.cpu_free[idx] - req.cpu_milli) / max_cpu
         gpu_left = (_gpu_free(state, req)[idx] - req.total_gpu_milli) / max_gpu
         score = np.floor((1.0 - 0.5 * cpu_left - 0.5 * gpu_left) * 100.0)
-        i = int(idx[argbest(score, self.rng)])
-        return state.assignment(i, pick_gpus_packed(state, i, req), req)
+        return score
 
 
-class DotProduct:
+class DotProduct(_ScoredPacked):
     """Tetris-style alignment (artifact: merged GPU dimension, normalized by the largest node).
 
     Score int(100 * (1 - (cpu_free/max_cpu * cpu_req/max_cpu + gpu_free/max_gpu * gpu_req/max_gpu)
@@ -116,13 +132,7 @@ class DotProduct:
 
     name = "dot-product"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
-        idx = np.flatnonzero(state.feasible(req))
-        if idx.size == 0:
-            return None
+    def score(self, state: FleetState, idx: IntArray, req: ResourceRequest) -> FloatArray:
         s = state.static
         max_cpu = float(max(s.max_cpu_milli, 1))
         max_gpu = float(max(s.max_gpus * MILLI_PER_GPU, 1))
@@ -131,23 +141,16 @@ class DotProduct:
             req.total_gpu_milli / max_gpu
         )
         score = np.floor(100.0 * (1.0 - dot / 2.0))
-        i = int(idx[argbest(score, self.rng)])
-        return state.assignment(i, pick_gpus_packed(state, i, req), req)
+        return score
 
 
-class GpuPacking:
+class GpuPacking(_ScoredPacked):
     """The artifact's GPU packing: prefer shared GPUs already in use, then free GPUs on used
     nodes, then idle nodes (fewest GPUs first)."""
 
     name = "gpu-packing"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
-        idx = np.flatnonzero(state.feasible(req))
-        if idx.size == 0:
-            return None
+    def score(self, state: FleetState, idx: IntArray, req: ResourceRequest) -> FloatArray:
         if req.gpu_count == 0:
             score = np.zeros(idx.size)
         else:
@@ -163,11 +166,10 @@ class GpuPacking:
             else:
                 used = np.full(idx.size, max(50 - req.gpu_count, 33))
             score = np.where(idle_node, score, used).astype(np.float64)
-        i = int(idx[argbest(score, self.rng)])
-        return state.assignment(i, pick_gpus_packed(state, i, req), req)
+        return score
 
 
-class GpuClustering:
+class GpuClustering(_ScoredPacked):
     """The artifact's GPU clustering: keep tasks of the same GPU shape together.
 
     Nodes already running only this shape score highest, then nodes mixing it with others, then
@@ -176,13 +178,7 @@ class GpuClustering:
 
     name = "gpu-clustering"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
-        idx = np.flatnonzero(state.feasible(req))
-        if idx.size == 0:
-            return None
+    def score(self, state: FleetState, idx: IntArray, req: ResourceRequest) -> FloatArray:
         if req.gpu_count == 0:
             score = np.zeros(idx.size)
         else:
@@ -194,8 +190,7 @@ class GpuClustering:
             base = 25 * (max_gpu - state.free_total()[idx]) // max_gpu
             bonus = np.where(same, np.where(kinds == 1, 75, 50), np.where(kinds == 0, 25, 0))
             score = (base + bonus).astype(np.float64)
-        i = int(idx[argbest(score, self.rng)])
-        return state.assignment(i, pick_gpus_packed(state, i, req), req)
+        return score
 
 
 def _gpu_free(state: FleetState, req: ResourceRequest) -> npt.NDArray[np.int64]:
