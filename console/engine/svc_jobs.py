@@ -19,7 +19,7 @@ from scheduler import journal
 from scheduler.executors import DockerExecutor, ProcessExecutor, SlurmExecutor
 from scheduler.executors.base import Executor
 from scheduler.fit import make_policy
-from scheduler.fit_workload import WorkloadMix
+from scheduler.fit.workload import WorkloadMix
 from scheduler.jobspec import JobSpec
 from scheduler.placement import QueuedTask, plan
 from scheduler.quota import Quota, QuotaBook

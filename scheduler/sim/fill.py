@@ -14,7 +14,7 @@ Per seed, as in the paper's artifact (hkust-adsl/kubernetes-scheduler-simulator)
 The result per integer bin b of arrived workload (%) is the mean allocation over the jobs whose
 arrived workload rounds to b; "unallocated GPU % at 100" is 100 minus the bin-100 value.
 The fragmentation rate is the share of the fleet's free GPU milli that the workload mix cannot
-use (`scheduler.fit_frag`), measured when arrived workload first reaches 100%.
+use (`scheduler.fit.fragmentation`), measured when arrived workload first reaches 100%.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.fit import FitPolicy, FleetState, WorkloadMix, make_policy
-from scheduler.fit_frag import FragModel
+from scheduler.fit.fragmentation import FragModel
 from scheduler.models import FleetSnapshot, ResourceRequest
 from scheduler.sim.traces import TraceJob
 

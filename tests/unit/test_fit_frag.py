@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from scheduler.fit import FleetState, TaskShape, WorkloadMix, make_policy
-from scheduler.fit_fgd import FGD, Fleetdeck
-from scheduler.fit_frag import FragModel
+from scheduler.fit.fgd import FGD, Fleetdeck
+from scheduler.fit.fragmentation import FragModel
 from scheduler.models import FleetSnapshot, GpuSlot, NodeCapacity, ResourceRequest
 
 GIB = 1 << 30

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.fit_state import FleetState
+from scheduler.fit.state import FleetState
 from scheduler.models import MILLI_PER_GPU, Assignment, ResourceRequest
 
 FloatArray = npt.NDArray[np.float64]

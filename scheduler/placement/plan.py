@@ -7,7 +7,7 @@
 - A task over its quota is skipped (it blocks nobody): "waiting: project vision over quota ...".
 - The first task that does not fit now gets a reservation (EASY backfill): the earliest time
   its resources free up, from running allocations' expected ends and this cycle's placements.
-  Later tasks may start now only if they cannot delay that start (see `_placement_reserve`).
+  Later tasks may start now only if they cannot delay that start (see `reservations`).
   With `backfill=False` every later task waits behind it instead.
 
 Reasons describe the fleet as this cycle leaves it ("largest free block is 2 on node gpu03").
@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from scheduler._placement_reserve import Reservation, reserve
-from scheduler._placement_text import capacity_reason, duration_text, eta_text, never_reason
 from scheduler.fit import FitPolicy, FleetState
 from scheduler.models import Assignment, FleetSnapshot, ResourceRequest
+from scheduler.placement.reasons import capacity_reason, duration_text, eta_text, never_reason
+from scheduler.placement.reservations import Reservation, reserve
 from scheduler.quota import QuotaBook, QuotaLedger
 
 if TYPE_CHECKING:

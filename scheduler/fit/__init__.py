@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from scheduler.fit_fgd import FGD, Fleetdeck
-from scheduler.fit_policies import (
+from scheduler.fit.baselines import (
     BestFit,
     DotProduct,
     FirstFit,
@@ -30,8 +29,9 @@ from scheduler.fit_policies import (
     GpuPacking,
     RandomFit,
 )
-from scheduler.fit_state import FleetState
-from scheduler.fit_workload import TaskShape, WorkloadMix
+from scheduler.fit.fgd import FGD, Fleetdeck
+from scheduler.fit.state import FleetState
+from scheduler.fit.workload import TaskShape, WorkloadMix
 from scheduler.models import Assignment, ResourceRequest
 
 __all__ = [

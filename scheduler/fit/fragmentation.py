@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.fit_state import FleetState, _Static
-from scheduler.fit_workload import WorkloadMix
+from scheduler.fit.state import FleetState, _Static
+from scheduler.fit.workload import WorkloadMix
 from scheduler.models import MILLI_PER_GPU, ResourceRequest
 
 IntArray = npt.NDArray[np.int64]

@@ -1,7 +1,7 @@
 """Fragmentation-aware selection: the paper's FGD and fleetdeck's default.
 
 Both score every feasible node by how a placement changes the node's expected fragmentation
-(`scheduler.fit_frag`), so a placement cycle costs one small update per task rather than a
+(`scheduler.fit.fragmentation`), so a placement cycle costs one small update per task rather than a
 pass over the fleet:
 
 - FGD memoizes per request shape the per-node scores on the state and rescores only the nodes
@@ -21,9 +21,15 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.fit_frag import FragModel, ShapeSet, best_per_row, candidates, shape_candidates
-from scheduler.fit_state import FleetState, Memo, _Static
-from scheduler.fit_workload import TaskShape, WorkloadMix
+from scheduler.fit.fragmentation import (
+    FragModel,
+    ShapeSet,
+    best_per_row,
+    candidates,
+    shape_candidates,
+)
+from scheduler.fit.state import FleetState, Memo, _Static
+from scheduler.fit.workload import TaskShape, WorkloadMix
 from scheduler.models import Assignment, ResourceRequest
 
 FloatArray = npt.NDArray[np.float64]
