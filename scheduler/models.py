@@ -79,6 +79,50 @@ class ResourceRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestShape:
+    """Hashable identity of a `ResourceRequest` (which holds an unhashable label dict): requests
+    with equal shapes are placed alike. `gpu_milli` is 0 without GPUs; `demand` drops where
+    the task may go (pool, node, labels) and keeps what it takes."""
+
+    cpu_milli: int
+    mem_bytes: int
+    gpu_count: int
+    gpu_milli: int
+    gpu_models: frozenset[str]
+    min_gpu_mem_bytes: int
+    pool: str | None = None
+    node: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, req: ResourceRequest) -> RequestShape:
+        return cls(
+            req.cpu_milli,
+            req.mem_bytes,
+            req.gpu_count,
+            req.gpu_milli if req.gpu_count else 0,
+            req.gpu_models,
+            req.min_gpu_mem_bytes,
+            req.pool,
+            req.node,
+            tuple(sorted(req.labels.items())) if req.labels else (),
+        )
+
+    @classmethod
+    def demand_of(cls, req: ResourceRequest) -> RequestShape:
+        """What decides a node's score for `req` given the node's state (no pool, node or
+        labels: a node mask handles those)."""
+        return cls(
+            req.cpu_milli,
+            req.mem_bytes,
+            req.gpu_count,
+            req.gpu_milli if req.gpu_count else 0,
+            req.gpu_models,
+            req.min_gpu_mem_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Assignment:
     """Where one task goes: a node and, per chosen GPU index, the milli-GPU it takes."""
 

@@ -29,15 +29,18 @@ from scheduler.fit.baselines import (
     GpuPacking,
     RandomFit,
 )
-from scheduler.fit.fgd import FGD, Fleetdeck
+from scheduler.fit.fgd import FGD
+from scheduler.fit.fleetdeck import Fleetdeck
 from scheduler.fit.state import FleetState
 from scheduler.fit.workload import TaskShape, WorkloadMix
 from scheduler.models import Assignment, ResourceRequest
 
 __all__ = [
+    "FGD",
     "POLICY_NAMES",
     "FitPolicy",
     "FleetState",
+    "Fleetdeck",
     "TaskShape",
     "WorkloadMix",
     "make_policy",

@@ -1,140 +1,49 @@
-"""Fragmentation-aware selection: the paper's FGD and fleetdeck's default.
+"""Fragmentation Gradient Descent (FGD), as in the artifact of "Beware of Fragmentation".
 
-Both score every feasible node by how a placement changes the node's expected fragmentation
-(`scheduler.fit.fragmentation`), so a placement cycle costs one small update per task rather than a
-pass over the fleet:
-
-- FGD memoizes per request shape the per-node scores on the state and rescores only the nodes
-  changed since the last look.
-- fleetdeck keeps scores by (request shape, node state id) in the policy (`_ScoreTable`):
-  nodes in equal states (`FleetState.state_ids`) score equally, a select gathers its shape's
-  row over the fleet's state ids, and a state not seen before is scored in one numpy pass for
-  the shapes asked for lately (`fit_frag.shape_candidates`), not once per shape.
+Scores every feasible node by how a placement changes the node's expected fragmentation
+(`scheduler.fit.fragmentation`) and memoizes the per-node scores per request shape on the
+state, rescoring only the nodes changed since the last look: a placement cycle costs one
+small update per task rather than a pass over the fleet.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import Counter
-from typing import TypeVar
-
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.fit.fragmentation import (
-    FragModel,
-    ShapeSet,
-    best_per_row,
-    candidates,
-    shape_candidates,
-)
-from scheduler.fit.state import FleetState, Memo, _Static
-from scheduler.fit.workload import TaskShape, WorkloadMix
-from scheduler.models import Assignment, ResourceRequest
+from scheduler.fit.frag_policy import MEMO_LIMIT, FragPolicy
+from scheduler.fit.fragmentation import FragModel, best_per_row, candidates
+from scheduler.fit.state import FleetState, Memo
+from scheduler.models import Assignment, RequestShape, ResourceRequest
 
 FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-_G = TypeVar("_G", bound=np.generic)
-_tokens = itertools.count(1)
-_MEMO_LIMIT = 2048
-_RECENT = 200  # a new node state is scored for the shapes queried in this many latest selects
-_BATCH_SHAPES = 32  # at most this many of them
-_SCORE_LIMIT = 1 << 21  # table cells (state ids x request shapes) kept at most
 
 
-def _fit_key(req: ResourceRequest) -> tuple[object, ...]:
-    """What decides a node's score for a request, given the node's state."""
-    return (
-        req.cpu_milli,
-        req.mem_bytes,
-        req.gpu_count,
-        req.gpu_milli if req.gpu_count else 0,
-        req.gpu_models,
-        req.min_gpu_mem_bytes,
-    )
+def _sigmoid_score(x: FloatArray) -> FloatArray:
+    """The artifact's integer score: int(100 * sigmoid(x))."""
+    return np.floor(100.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0))))
 
 
-def _shape_key(req: ResourceRequest) -> tuple[object, ...]:
-    return (
-        req.cpu_milli,
-        req.mem_bytes,
-        req.gpu_count,
-        req.gpu_milli if req.gpu_count else 0,
-        req.gpu_models,
-        req.min_gpu_mem_bytes,
-        req.pool,
-        req.node,
-        tuple(sorted(req.labels.items())),
-    )
+class FGD(FragPolicy):
+    """Fragmentation Gradient Descent as in the paper's artifact.
 
+    Node score int(100 * sigmoid(-dF / 1000)) for the fragmentation increase dF of the best
+    placement on the node (for a GPU share: the first GPU reaching the best score); among the
+    nodes with the top score one is drawn at random.
+    """
 
-class _FragPolicy:
-    """Shared machinery: workload model, memoized per-node scores, seeded tie-breaks."""
-
-    name: str = ""
-
-    def __init__(self, seed: int = 0, workload: WorkloadMix | None = None) -> None:
-        self.rng = np.random.default_rng(seed)
-        self._fixed_mix = workload
-        self._seen: Counter[TaskShape] = Counter()
-        self._seen_n = 0
-        self._next_rebuild = 1
-        self._model: FragModel | None = None
-        self._token = next(_tokens)
-        # scores by request shape and node state id (Fleetdeck): see `_ScoreTable`
-        self._table: _ScoreTable | None = None
-        # id(request) -> (request, its row in the table, nodes outside its node mask or None):
-        # placement asks with the same request objects over and over
-        self._reqs: dict[int, tuple[ResourceRequest, int, BoolArray | None]] = {}
-
-    # ---- workload ------------------------------------------------------------------------
-
-    def _model_for(self, state: FleetState, req: ResourceRequest) -> FragModel:
-        static = state.static
-        if self._fixed_mix is None:
-            self._observe(req)
-        model = self._model
-        if model is None or model.static is not static:
-            model = self._model = FragModel(static, self._current_mix())
-            self._token = next(_tokens)
-            self._table = None
-            self._reqs = {}
-        return model
-
-    def _observe(self, req: ResourceRequest) -> None:
-        """Without a given mix, learn it from the requests seen (rebuilt after 1, 4, 16, 128,
-        1024, ... requests: each rebuild drops the cached scores)."""
-        self._seen[TaskShape.of(req)] += 1
-        self._seen_n += 1
-        if self._seen_n >= self._next_rebuild:
-            self._next_rebuild *= 4 if self._next_rebuild < 16 else 8
-            self._model = None
-
-    def _current_mix(self) -> WorkloadMix:
-        if self._fixed_mix is not None:
-            return self._fixed_mix
-        return WorkloadMix.from_counts(self._seen)
-
-    # ---- scoring -------------------------------------------------------------------------
-
-    def _refresh(
-        self,
-        model: FragModel,
-        state: FleetState,
-        req: ResourceRequest,
-        rows: npt.NDArray[np.intp],
-        arrays: dict[str, npt.NDArray[np.generic]],
-    ) -> None:
-        raise NotImplementedError
+    name = "fgd"
 
     def _arrays(
         self, state: FleetState, req: ResourceRequest
     ) -> dict[str, npt.NDArray[np.generic]]:
-        model = self._model_for(state, req)
-        key = (self._token, _shape_key(req))
+        """Per node: "score" (-inf where `req` cannot go), "tie" and "col" (the GPU column
+        for a share), refreshed for the nodes changed since the last call."""
+        model = self.model_for(state, req)
+        key = (self.token, RequestShape.of(req))
         memo, rows = state.stale_rows(key)
         if memo is None:
-            if len(state.memo) >= _MEMO_LIMIT:
+            if len(state.memo) >= MEMO_LIMIT:
                 state.memo.clear()
             n = state.n_nodes
             memo = Memo(
@@ -161,7 +70,13 @@ class _FragPolicy:
     ) -> None:
         a["score"][rows] = -np.inf
         a["col"][rows] = -1
-        self._refresh(model, state, req, rows, a)
+        c = candidates(model, state, req, rows)
+        if c.rows.size == 0:
+            return
+        q = _sigmoid_score(-c.delta / 1000.0)
+        best, arg = best_per_row(c.rows.size, c.cand_row, q)
+        a["score"][c.rows] = best
+        a["col"][c.rows] = c.cand_col[arg]
 
     def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
         a = self._arrays(state, req)
@@ -181,234 +96,3 @@ class _FragPolicy:
         if req.fractional:
             return state.assignment(i, [int(a["col"][i])], req)
         return state.assignment(i, state.eligible_gpus(i, req)[: req.gpu_count], req)
-
-    @staticmethod
-    def static_of(state: FleetState) -> _Static:
-        return state.static
-
-
-def _sigmoid_score(x: FloatArray) -> FloatArray:
-    """The artifact's integer score: int(100 * sigmoid(x))."""
-    return np.floor(100.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0))))
-
-
-class FGD(_FragPolicy):
-    """Fragmentation Gradient Descent as in the paper's artifact.
-
-    Node score int(100 * sigmoid(-dF / 1000)) for the fragmentation increase dF of the best
-    placement on the node (for a GPU share: the first GPU reaching the best score); among the
-    nodes with the top score one is drawn at random.
-    """
-
-    name = "fgd"
-
-    def _refresh(
-        self,
-        model: FragModel,
-        state: FleetState,
-        req: ResourceRequest,
-        rows: npt.NDArray[np.intp],
-        arrays: dict[str, npt.NDArray[np.generic]],
-    ) -> None:
-        c = candidates(model, state, req, rows)
-        if c.rows.size == 0:
-            return
-        q = _sigmoid_score(-c.delta / 1000.0)
-        best, arg = best_per_row(c.rows.size, c.cand_row, q)
-        arrays["score"][c.rows] = best
-        arrays["col"][c.rows] = c.cand_col[arg]
-
-
-class Fleetdeck(_FragPolicy):
-    """fleetdeck's default: fragmentation descent with a fill-ahead term.
-
-    FGD's measure looks one task ahead: a node counts as unfragmented for shape m as long as
-    one more m fits. fleetdeck adds, per shape, the GPU milli that would stay free if the node
-    were filled with copies of m, bounded by GPU slots, CPU and memory; this sees GPUs that
-    will be stranded by CPU or memory running out and the leftovers that shares leave behind.
-    The node (and GPU) with the smallest increase of F_fgd + F_fill over the workload mix wins,
-    compared exactly; ties go to the node with the least free capacity left (best fit).
-    """
-
-    name = "fleetdeck"
-    fill_weight = 1.0
-
-    def _scores(
-        self, state: FleetState, req: ResourceRequest
-    ) -> tuple[FloatArray, float, _ScoreTable, int, npt.NDArray[np.int64]]:
-        """Per node the score of `req` (-inf where it cannot go), the best score, the table,
-        the shape's row in it and each node's state id."""
-        model = self._model_for(state, req)
-        table = self._table
-        if table is None or table.shapes.static is not state.static:
-            table = self._table = _ScoreTable(state.static)
-            self._reqs = {}
-        info = self._reqs.get(id(req))
-        if info is None or info[0] is not req:
-            if len(self._reqs) >= _MEMO_LIMIT:
-                self._reqs.clear()
-            mask = state.static.node_mask(req)
-            q = table.shapes.add(_fit_key(req), req)
-            info = self._reqs[id(req)] = (req, q, None if mask.all() else ~mask)
-        _, q, off = info
-        sid = state.all_state_ids()
-        n_ids = len(state.static.state_ids)
-        if len(table.shapes) * n_ids > _SCORE_LIMIT and n_ids > 2 * state.n_nodes:
-            # too many states to keep scores for (long runs): number them afresh
-            state.static.reset_state_ids()
-            table.clear()
-            sid = state.all_state_ids()
-            n_ids = len(state.static.state_ids)
-        table.reserve(len(table.shapes), n_ids)
-        table.touch(q)
-        score = table.score[q][sid]
-        if off is not None:
-            score[off] = -np.inf
-        best = float(score.max()) if score.size else -np.inf
-        if best == np.inf:
-            # states not scored yet (+inf): score each once (on one node in it) for `req` and
-            # the shapes asked for lately, in one numpy pass
-            miss = score == np.inf
-            new_ids, first = np.unique(sid[miss], return_index=True)
-            reps = np.flatnonzero(miss)[first]
-            qs = table.shapes_to_score(q, new_ids)
-            self._score_states(model, state, table, qs, reps, new_ids)
-            score = table.score[q][sid]
-            if off is not None:
-                score[off] = -np.inf
-            best = float(score.max())
-        return score, best, table, q, sid
-
-    def _share_col(
-        self, state: FleetState, req: ResourceRequest, table: _ScoreTable, q: int, i: int, sid: int
-    ) -> int:
-        c = int(table.col[q, sid])
-        if c >= 0 and state.static.uniform[i]:
-            # the key sorts a uniform node's free shares: take the first eligible GPU holding
-            # the free milli the scored node's chosen GPU held
-            hold = (state.gpu_free[i] == table.val[q, sid]) & state.gpu_class(req).gpu_ok[i]
-            c = int(np.argmax(hold))
-        return c
-
-    def _arrays(
-        self, state: FleetState, req: ResourceRequest
-    ) -> dict[str, npt.NDArray[np.generic]]:
-        score, _, table, q, sid = self._scores(state, req)
-        col = np.array(
-            [self._share_col(state, req, table, q, i, int(sid[i])) for i in range(sid.size)],
-            dtype=np.intp,
-        )
-        return {"score": score, "tie": _tie(state, req, np.arange(sid.size)), "col": col}
-
-    def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
-        score, best, table, q, sid = self._scores(state, req)
-        if best == -np.inf:
-            return None
-        top = np.flatnonzero(score == best)
-        if top.size > 1:
-            tie = _tie(state, req, top)
-            top = top[tie == tie.max()]
-        i = int(top[0] if top.size == 1 else top[self.rng.integers(top.size)])
-        if req.gpu_count == 0:
-            cols: list[int] = []
-        elif req.fractional:
-            cols = [self._share_col(state, req, table, q, i, int(sid[i]))]
-        else:
-            cols = state.free_gpu_cols(i, req)[: req.gpu_count]
-        return state.assignment_cols(i, cols, req)
-
-    def _score_states(
-        self,
-        model: FragModel,
-        state: FleetState,
-        table: _ScoreTable,
-        qs: npt.NDArray[np.intp],
-        reps: npt.NDArray[np.intp],
-        ids: npt.NDArray[np.int64],
-    ) -> None:
-        """Score shapes `qs` on the node states `ids` (held by nodes `reps`) into `table`."""
-        shapes = table.shapes
-        c = shape_candidates(model, state, shapes, qs, reps, self.fill_weight)
-        nq, nr = qs.size, reps.size
-        best, arg = best_per_row(nq * nr, c.pair, np.round(-c.delta, 6))
-        cand_col = np.append(c.cand_col, -1)  # arg -1: no candidate
-        col = cand_col[arg].reshape(nq, nr)
-        free0 = state.gpu_free[reps]
-        at = (qs[:, None], ids[None, :])
-        table.score[at] = best.reshape(nq, nr)
-        table.col[at] = col
-        if free0.shape[1]:
-            held = free0[np.arange(nr)[None, :], np.maximum(col, 0)]
-            table.val[at] = np.where(col >= 0, held, -1)
-
-
-class _ScoreTable:
-    """Fleetdeck's scores by request shape (rows, `shapes` indices) and node state id
-    (columns, `FleetState.state_ids`): nodes in equal states score equally, so a node that
-    reaches a state seen before costs a lookup, and a new state is scored for all shapes in
-    one numpy pass."""
-
-    __slots__ = ("clock", "col", "last", "score", "shapes", "val")
-
-    def __init__(self, static: _Static) -> None:
-        self.shapes = ShapeSet(static)
-        self.score = np.zeros((0, 0))  # +inf: not scored yet
-        self.col = np.zeros((0, 0), dtype=np.intp)  # chosen GPU column (shares), -1 none
-        self.val = np.zeros((0, 0), dtype=np.int64)  # free milli of the chosen GPU (shares)
-        self.clock = 0  # queries so far
-        self.last = np.zeros(0, dtype=np.int64)  # per shape: clock of its latest query
-
-    def touch(self, q: int) -> None:
-        self.clock += 1
-        if q >= self.last.size:
-            self.last = np.concatenate(
-                [
-                    self.last,
-                    np.zeros(max(q + 1, 2 * self.last.size) - self.last.size, dtype=np.int64),
-                ]
-            )
-        self.last[q] = self.clock
-
-    def shapes_to_score(self, q: int, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-        """Shapes to score on new states `ids`: `q`, and the shapes queried lately that lack
-        any of them (they will likely ask for these states soon)."""
-        n = len(self.shapes)
-        recent = self.last[:n] > self.clock - _RECENT
-        recent &= (self.score[:n][:, ids] == np.inf).any(axis=1)
-        recent[q] = True
-        qs = np.flatnonzero(recent)
-        if qs.size > _BATCH_SHAPES:  # many shapes: the most recently asked for
-            qs = qs[np.argpartition(-self.last[qs], _BATCH_SHAPES - 1)[:_BATCH_SHAPES]]
-        return qs
-
-    def clear(self) -> None:
-        """Forget all scores (the shapes stay)."""
-        self.score = np.zeros((0, 0))
-        self.col = np.zeros((0, 0), dtype=np.intp)
-        self.val = np.zeros((0, 0), dtype=np.int64)
-
-    def reserve(self, n_shapes: int, n_ids: int) -> None:
-        rows, cols = self.score.shape
-        if n_shapes <= rows and n_ids <= cols:
-            return
-        new_rows = max(n_shapes, 2 * rows, 8) if n_shapes > rows else rows
-        new_cols = max(n_ids, 2 * cols, 1024) if n_ids > cols else cols
-        shape = (new_rows, new_cols)
-
-        def grown(old: npt.NDArray[_G], fill: float) -> npt.NDArray[_G]:
-            out: npt.NDArray[_G] = np.full(shape, fill, dtype=old.dtype)
-            out[:rows, :cols] = old[:rows, :cols]
-            return out
-
-        self.score = grown(self.score, np.inf)
-        self.col = grown(self.col, -1)
-        self.val = grown(self.val, -1)
-
-
-def _tie(state: FleetState, req: ResourceRequest, rows: npt.NDArray[np.intp]) -> FloatArray:
-    """Fleetdeck's tie-break: higher for less free capacity left after placing `req`."""
-    s = state.static
-    cpu_left = (state.cpu_free[rows] - req.cpu_milli) / max(s.max_cpu_milli, 1)
-    gpu_left = (state.gpu_free[rows].sum(axis=1) - req.total_gpu_milli) / max(s.max_gpus * 1000, 1)
-    tie: FloatArray = -(cpu_left + gpu_left)
-    return tie

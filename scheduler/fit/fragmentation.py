@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.fit.state import FleetState, _Static
+from scheduler.fit.state import FleetState, FleetStatic
 from scheduler.fit.workload import WorkloadMix
-from scheduler.models import MILLI_PER_GPU, ResourceRequest
+from scheduler.models import MILLI_PER_GPU, RequestShape, ResourceRequest
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -48,7 +48,7 @@ class _Group:
 class FragModel:
     """Expected fragmentation F(M) of node states for one workload mix on one fleet."""
 
-    def __init__(self, static: _Static, mix: WorkloadMix) -> None:
+    def __init__(self, static: FleetStatic, mix: WorkloadMix) -> None:
         self.static = static
         self.mix = mix
         self.w_no_gpu = 0.0
@@ -317,9 +317,9 @@ class ShapeSet:
     """Request shapes scored together: per shape its demands and GPU class, as arrays, so
     one numpy pass places every shape on a few node states at once (see `shape_candidates`)."""
 
-    def __init__(self, static: _Static) -> None:
+    def __init__(self, static: FleetStatic) -> None:
         self.static = static
-        self.index: dict[tuple[object, ...], int] = {}
+        self.index: dict[RequestShape, int] = {}
         self.cpu_milli = np.zeros(0, dtype=np.int64)
         self.mem_bytes = np.zeros(0, dtype=np.int64)
         self.gpu_count = np.zeros(0, dtype=np.int64)
@@ -332,7 +332,7 @@ class ShapeSet:
     def __len__(self) -> int:
         return len(self.index)
 
-    def add(self, key: tuple[object, ...], req: ResourceRequest) -> int:
+    def add(self, key: RequestShape, req: ResourceRequest) -> int:
         """Index of the shape `key` (of `req`), added if new."""
         q = self.index.get(key)
         if q is not None:

@@ -62,7 +62,7 @@ class Memo:
         return Memo(self.seen.copy(), {k: v.copy() for k, v in self.arrays.items()})
 
 
-class _Static:
+class FleetStatic:
     """Facts that never change with allocation; shared by all copies of a state."""
 
     def __init__(self, snap: FleetSnapshot) -> None:
@@ -191,7 +191,7 @@ class FleetState:
 
     def __init__(
         self,
-        static: _Static,
+        static: FleetStatic,
         cpu_free: IntArray,
         mem_free: IntArray,
         gpu_free: IntArray,
@@ -217,7 +217,7 @@ class FleetState:
 
     @classmethod
     def from_snapshot(cls, snap: FleetSnapshot) -> FleetState:
-        s = _Static(snap)
+        s = FleetStatic(snap)
         cpu_free = np.array([nd.cpu_free_milli for nd in snap.nodes], dtype=np.int64)
         mem_free = np.array([nd.mem_free_bytes for nd in snap.nodes], dtype=np.int64)
         gpu_free = np.zeros_like(s.gpu_model)
@@ -256,7 +256,7 @@ class FleetState:
     # ---- static facts -------------------------------------------------------------------
 
     @property
-    def static(self) -> _Static:
+    def static(self) -> FleetStatic:
         return self._s
 
     @property
@@ -432,7 +432,7 @@ class FleetState:
 
     def all_state_ids(self) -> IntArray:
         """(N,) id of each node's `node_key` among the keys seen on this fleet (since the last
-        `_Static.reset_state_ids`): nodes, in any copy of the state, with equal ids are in
+        `FleetStatic.reset_state_ids`): nodes, in any copy of the state, with equal ids are in
         equal states. A read-only view, valid until the next change."""
         if self._epoch != self._s.state_epoch:
             self._epoch = self._s.state_epoch

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from scheduler.fit import FitPolicy, FleetState
-from scheduler.models import Assignment, FleetSnapshot, ResourceRequest
+from scheduler.models import Assignment, FleetSnapshot, RequestShape, ResourceRequest
 from scheduler.placement.reasons import capacity_reason, duration_text, eta_text, never_reason
 from scheduler.placement.reservations import Reservation, reserve
 from scheduler.quota import QuotaBook, QuotaLedger
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from scheduler.jobspec import TaskSpec
 
 __all__ = ["PlacementPlan", "QueuedTask", "plan"]
-
-ShapeKey = tuple[object, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,21 +97,6 @@ class PlacementPlan:
         return None
 
 
-def shape_key(req: ResourceRequest) -> ShapeKey:
-    """Hashable identity of a request (ResourceRequest itself holds an unhashable dict)."""
-    return (
-        req.cpu_milli,
-        req.mem_bytes,
-        req.gpu_count,
-        req.gpu_milli,
-        req.gpu_models,
-        req.min_gpu_mem_bytes,
-        req.pool,
-        req.node,
-        tuple(sorted(req.labels.items())) if req.labels else (),
-    )
-
-
 def _order_key(t: QueuedTask) -> tuple[int, float, str]:
     return (-t.priority, t.submitted_at, t.id)
 
@@ -144,10 +127,10 @@ def plan(
     unestimated: list[str] = []  # blocked, no start estimate
     backfilled: list[str] = []
 
-    keys: dict[int, ShapeKey] = {}
-    never_fits: dict[ShapeKey, bool] = {}
-    fail_now: set[ShapeKey] = set()
-    fail_long: set[ShapeKey] = set()
+    keys: dict[int, RequestShape] = {}
+    never_fits: dict[RequestShape, bool] = {}
+    fail_now: set[RequestShape] = set()
+    fail_long: set[RequestShape] = set()
     ends: list[tuple[float, Assignment]] = []  # expected ends of this cycle's placements
     res: Reservation | None = None
     head: str | None = None  # first task blocked for capacity
@@ -158,7 +141,7 @@ def plan(
         req = t.request
         k = keys.get(id(req))
         if k is None:
-            k = keys[id(req)] = shape_key(req)
+            k = keys[id(req)] = RequestShape.of(req)
         nf = never_fits.get(k)
         if nf is None:
             nf = never_fits[k] = not state.can_ever_fit(req)
@@ -261,16 +244,16 @@ def _reasons(
     quota_why: dict[str, str],
 ) -> dict[str, str]:
     pending: dict[str, str] = {}
-    memo: dict[ShapeKey, str] = {}
+    memo: dict[RequestShape, str] = {}
     for tid, req in never.items():
-        k = shape_key(req)
+        k = RequestShape.of(req)
         text = memo.get(k)
         if text is None:
             text = memo[k] = never_reason(state, req)
         pending[tid] = text
     memo.clear()
     for tid, req in waiting.items():
-        k = shape_key(req)
+        k = RequestShape.of(req)
         text = memo.get(k)
         if text is None:
             text = memo[k] = "waiting: " + capacity_reason(state, req)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.fit import FleetState, TaskShape, WorkloadMix, make_policy
-from scheduler.fit.fgd import FGD, Fleetdeck
+from scheduler.fit import FGD, Fleetdeck, FleetState, TaskShape, WorkloadMix, make_policy
 from scheduler.fit.fragmentation import FragModel
 from scheduler.models import FleetSnapshot, GpuSlot, NodeCapacity, ResourceRequest
 

@@ -163,7 +163,7 @@ def test_unknown_policy_is_rejected() -> None:
 def test_memoized_scores_follow_state_changes_and_copies() -> None:
     """The frag policies cache per-node scores on the state and rescore only changed nodes;
     the cache must equal a fresh computation after applies, releases and on copies."""
-    from scheduler.fit.fgd import FGD, Fleetdeck
+    from scheduler.fit import FGD, Fleetdeck
 
     req = ResourceRequest(cpu_milli=1000, gpu_count=1, gpu_milli=300)
     other = ResourceRequest(cpu_milli=2000, gpu_count=2)
