@@ -53,7 +53,8 @@ def sample_template(node: int, gpus: int, rng: random.Random) -> str:
              "util_pct": float(rng.randrange(0, 101)), "mem_util_pct": float(rng.randrange(0, 101)),
              "temp_c": 55.0, "power_w": round(rng.uniform(80, 700), 1), "power_limit_w": 700.0,
              "sm_clock_mhz": 1980, "ecc_corrected": 0, "ecc_uncorrected": 0, "retired_pages": 0,
-             "retired_pending": False, "remap_failure": False, "mig_mode": False}
+             "retired_pending": False, "remap_failure": False, "mig_mode": False,
+             "remap_pending": False}
             for g in range(gpus)
         ],
         "procs": [

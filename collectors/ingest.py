@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from collectors.errors import FleetdeckError
 from collectors.models import ProbeRecord
@@ -52,7 +53,7 @@ _PROBE_COLUMNS: dict[str, tuple[str, ...]] = {
         "ts", "node", "gpu_index", "uuid", "model", "mem_total_bytes", "mem_used_bytes",
         "util_pct", "mem_util_pct", "temp_c", "power_w", "power_limit_w", "sm_clock_mhz",
         "ecc_corrected", "ecc_uncorrected", "retired_pages", "retired_pending", "remap_failure",
-        "mig_mode",
+        "mig_mode", "remap_pending",
     ),
     "gpu_processes": (
         "ts", "node", "gpu_index", "uuid", "pid", "gpu_mem_used_bytes", "command",
@@ -89,16 +90,30 @@ def _json_text(v: Any) -> str | None:
     return json.dumps(v, separators=(",", ":"), sort_keys=True, default=str)
 
 
-def arrow_column(values: list[Any], duckdb_type: str) -> pa.Array:
+def arrow_column(values: Sequence[Any], duckdb_type: str) -> pa.Array:
     """Values of one column as an Arrow array of the store's type."""
     t = _ARROW_TYPES.get(duckdb_type)
     if t is None:
         raise TypeError(f"no Arrow type for DuckDB type {duckdb_type}")
     if duckdb_type == "TIMESTAMP":
+        if all(v.__class__ is float for v in values):  # probe samples: epoch seconds
+            seconds = pa.array(values, pa.float64())
+            return pc.round(pc.multiply(seconds, 1_000_000.0)).cast(pa.int64()).cast(t)
         return pa.array([_epoch_to_us(v) for v in values], pa.int64()).cast(t)
     if duckdb_type == "JSON":
         return pa.array([_json_text(v) for v in values], t)
     return pa.array(values, t)
+
+
+def _float_lists(values: Sequence[Sequence[float]]) -> pa.Array:
+    """Per-row float sequences as one Arrow list<float32> array (flat values + offsets)."""
+    offsets = [0]
+    flat: list[float] = []
+    for v in values:
+        flat.extend(v)
+        offsets.append(len(flat))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                    pa.array(flat, pa.float32()))
 
 
 def job_from_labels(labels: Any) -> int | None:
@@ -211,7 +226,10 @@ class IngestBuffer:
             self._types, self._types_for = types, id(con)
         return self._types
 
-    def _probe_columns(self, records: list[ProbeRecord]) -> dict[str, dict[str, list[Any]]]:
+    def _probe_tables(self, records: list[ProbeRecord],
+                      types: Mapping[str, Mapping[str, str]]) -> dict[str, pa.Table]:
+        """The records' samples as one Arrow table per store table, built column by column
+        straight from the frozen samples (no row dicts; timestamps converted vectorised)."""
         sources: dict[str, list[Any]] = {
             "node_samples": [r.host for r in records],
             "disk_samples": [d for r in records for d in r.disks],
@@ -219,25 +237,30 @@ class IngestBuffer:
             "gpu_processes": [p for r in records for p in r.processes],
             "gpu_events": [e for r in records for e in r.events],
         }
-        out: dict[str, dict[str, list[Any]]] = {}
+        out: dict[str, pa.Table] = {}
         for table, objs in sources.items():
-            if not objs:
+            table_types = types.get(table)
+            if not objs or table_types is None:
                 continue
-            cols = {c: list(map(operator.attrgetter(c), objs)) for c in _PROBE_COLUMNS[table]}
-            if table == "node_samples":
-                cols["per_core_util_pct"] = [list(v) for v in cols["per_core_util_pct"]]
-            if table == "gpu_processes":
-                cols["job_id"] = [
-                    j if j is not None else self.job_for_container(c)
-                    for j, c in zip(cols["job_id"], cols["container_id"], strict=True)
-                ]
-            out[table] = cols
+            names = _PROBE_COLUMNS[table]
+            # one C-level getter per object, then transposed: rows never become dicts
+            columns = list(zip(*map(operator.attrgetter(*names), objs), strict=True))
+            arrays: list[pa.Array] = []
+            for col, values in zip(names, columns, strict=True):
+                if table == "gpu_processes" and col == "job_id":
+                    values = tuple(j if j is not None else self.job_for_container(p.container_id)
+                                   for j, p in zip(values, objs, strict=True))
+                if col == "per_core_util_pct":
+                    arrays.append(_float_lists(values))
+                else:
+                    arrays.append(arrow_column(values, table_types[col]))
+            out[table] = pa.Table.from_arrays(arrays, names=names)
         return out
 
-    def _build(self, table: str, types: Mapping[str, str], probe: Mapping[str, list[Any]] | None,
-               rows: list[Mapping[str, Any]]) -> pa.Table:
-        names: list[str] = list(probe or ())
-        seen = set(names)
+    def _rows_table(self, table: str, types: Mapping[str, str],
+                    rows: list[Mapping[str, Any]]) -> pa.Table:
+        names: list[str] = []
+        seen: set[str] = set()
         for r in rows:
             for k in r:
                 if k not in seen:
@@ -245,13 +268,16 @@ class IngestBuffer:
                         raise ValueError(f"{table}: unknown column {k!r}")
                     seen.add(k)
                     names.append(k)
-        n_probe = len(next(iter(probe.values()))) if probe else 0
-        arrays = []
-        for col in names:
-            values = list(probe[col]) if probe and col in probe else [None] * n_probe
-            values.extend(r.get(col) for r in rows)
-            arrays.append(arrow_column(values, types[col]))
+        arrays = [arrow_column([r.get(col) for r in rows], types[col]) for col in names]
         return pa.Table.from_arrays(arrays, names=names)
+
+    def _build(self, table: str, types: Mapping[str, str], probe: pa.Table | None,
+               rows: list[Mapping[str, Any]]) -> pa.Table:
+        parts = [t for t in (probe, self._rows_table(table, types, rows) if rows else None)
+                 if t is not None]
+        if len(parts) == 1:
+            return parts[0]
+        return pa.concat_tables(parts, promote_options="default")
 
     def flush(self, store: Store) -> dict[str, int]:
         """Write everything buffered: one Arrow batch per table, one transaction.
@@ -262,16 +288,20 @@ class IngestBuffer:
         records, self._records = self._records, []
         rows_by_table, self._rows = self._rows, {}
         schema = self._schema(store.con)
-        probe_cols = self._probe_columns(records) if records else {}
-        batches: dict[str, pa.Table] = {}
         problems: list[str] = []
-        for table in sorted(set(probe_cols) | set(rows_by_table)):
+        try:
+            probe_tables = self._probe_tables(records, schema) if records else {}
+        except (ValueError, TypeError, pa.ArrowException) as e:
+            probe_tables = {}
+            problems.append(f"probe samples: {e}")
+        batches: dict[str, pa.Table] = {}
+        for table in sorted(set(probe_tables) | set(rows_by_table)):
             types = schema.get(table)
             if types is None:
                 problems.append(f"{table}: not in the store")
                 continue
             try:
-                batches[table] = self._build(table, types, probe_cols.get(table),
+                batches[table] = self._build(table, types, probe_tables.get(table),
                                              list(rows_by_table.get(table, ())))
             except (ValueError, TypeError, pa.ArrowException) as e:
                 problems.append(f"{table}: {e}")

@@ -71,6 +71,7 @@ class GpuSample:
     retired_pending: bool | None
     remap_failure: bool | None
     mig_mode: bool | None
+    remap_pending: bool | None = None  # rows waiting to be remapped (NVML isPending)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,7 @@ def parse_query_gpu(text: str) -> List[Dict[str, Any]]:
         gpu["retired_pages"] = (None if sbe is None and dbe is None
                                 else int((sbe or 0) + (dbe or 0)))
         gpu["remap_failure"] = None  # not queryable through --query-gpu on every driver
+        gpu["remap_pending"] = None
         if gpu["index"] is None:
             raise ValueError(f"nvidia-smi: GPU line without an index: {line[:120]!r}")
         gpus.append(gpu)

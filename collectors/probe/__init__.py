@@ -33,7 +33,7 @@ Line format (UTF-8 JSON, one object per line, units in names, null = unknown):
   disk = path, total_bytes, used_bytes;
   gpu = index, uuid, model, mem_total_bytes, mem_used_bytes, util_pct, mem_util_pct, temp_c,
   power_w, power_limit_w, sm_clock_mhz, ecc_corrected, ecc_uncorrected, retired_pages,
-  retired_pending, remap_failure, mig_mode;
+  retired_pending, remap_failure, mig_mode, remap_pending;
   proc = gpu_index, uuid, pid, gpu_mem_used_bytes, command, container_id, job_id;
   event = gpu_index, uuid, kind (xid | ecc_uncorrected | retired_pending | remap_failure),
   code, detail.

@@ -115,7 +115,7 @@ gpus_json() {
         printf "%s{\"index\":%s,\"uuid\":%s,\"model\":%s,\"mem_total_bytes\":%s,\"mem_used_bytes\":%s,", (k++ ? "," : ""), n($1), s($2), s($3), big($4), big($5)
         printf "\"util_pct\":%s,\"mem_util_pct\":%s,\"temp_c\":%s,\"power_w\":%s,\"power_limit_w\":%s,", n($6), n($7), n($8), n($9), n($10)
         printf "\"sm_clock_mhz\":%s,\"ecc_corrected\":%s,\"ecc_uncorrected\":%s,\"retired_pages\":%s,", n($11), n($12), n($13), rp
-        printf "\"retired_pending\":%s,\"remap_failure\":null,\"mig_mode\":%s}", b($16), b($17)
+        printf "\"retired_pending\":%s,\"remap_failure\":null,\"mig_mode\":%s,\"remap_pending\":null}", b($16), b($17)
     }
     END { if (bad != "") { gsub(/\\/, "\\\\", bad); gsub(/"/, "\\\"", bad); printf "\001%s", bad } }'
 }

@@ -225,6 +225,7 @@ class NvmlGpus:
                 "retired_pending": bool(pending) if pending is not None else None,
                 "remap_failure": bool(remap[3]) if remap is not None else None,
                 "mig_mode": bool(mig[0]) if mig is not None else None,
+                "remap_pending": bool(remap[2]) if remap is not None else None,
             })
             procs.extend(self._processes(notes, i, uuid, h))
         events = self._poll_events(notes)
@@ -341,7 +342,7 @@ def _float(value: Any) -> Optional[float]:
 
 def _empty_gpu(index: int) -> Row:
     row = {f: None for _, f in nvidia_smi.GPU_FIELDS if not f.startswith("_")}  # type: Row
-    row.update(index=index, retired_pages=None, remap_failure=None)
+    row.update(index=index, retired_pages=None, remap_failure=None, remap_pending=None)
     return row
 
 

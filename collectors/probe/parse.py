@@ -189,6 +189,7 @@ _GPU = _Shape((
     ("power_w", _num), ("power_limit_w", _num), ("sm_clock_mhz", _int),
     ("ecc_corrected", _int), ("ecc_uncorrected", _int), ("retired_pages", _int),
     ("retired_pending", _bool), ("remap_failure", _bool), ("mig_mode", _bool),
+    ("remap_pending", _bool),
 ))
 _PROC = _Shape((
     ("gpu_index", _int), ("uuid", _str), ("pid", _index), ("gpu_mem_used_bytes", _int),

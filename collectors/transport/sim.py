@@ -308,6 +308,7 @@ class NodeModel:
                 "sm_clock_mhz": p.gpu_sm_clock_mhz if busy else 210,
                 "ecc_corrected": self.ecc[i], "ecc_uncorrected": 0, "retired_pages": 0,
                 "retired_pending": False, "remap_failure": False, "mig_mode": False,
+                "remap_pending": False,
             })
         host = self._host(jobs, dt, now)
         self.disk_used += int(self.rng.uniform(0, 2e6) * dt)

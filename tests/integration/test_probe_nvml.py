@@ -41,6 +41,7 @@ H100 = FakeGpu(
     util_pct=87, mem_util_pct=33, temp_c=71, power_w=512.5, power_limit_w=700.0,
     sm_clock_mhz=1980, ecc_corrected=5, ecc_uncorrected=2, retired_pages_sbe=1,
     retired_pages_dbe=2, retired_pending=True, remap_failure=True, mig_mode=True,
+    remap_pending=True,
 )
 
 
@@ -102,7 +103,7 @@ def test_every_gpu_field_arrives_and_unsupported_fields_are_none(fake: FakeNvml)
         model="NVIDIA H100 80GB HBM3", mem_total_bytes=80 * GIB, mem_used_bytes=12 * GIB,
         util_pct=87.0, mem_util_pct=33.0, temp_c=71.0, power_w=512.5, power_limit_w=700.0,
         sm_clock_mhz=1980, ecc_corrected=5, ecc_uncorrected=2, retired_pages=3,
-        retired_pending=True, remap_failure=True, mig_mode=True,
+        retired_pending=True, remap_failure=True, mig_mode=True, remap_pending=True,
     )
     # NOT_SUPPORTED everywhere: identity known, every measurement None, and no noise
     assert (g1.gpu_index, g1.uuid, g1.model) == (1, "GPU-fdbed000-0000-4000-8000-000000000001",
@@ -110,7 +111,7 @@ def test_every_gpu_field_arrives_and_unsupported_fields_are_none(fake: FakeNvml)
     for field in ("mem_total_bytes", "mem_used_bytes", "util_pct", "mem_util_pct", "temp_c",
                   "power_w", "power_limit_w", "sm_clock_mhz", "ecc_corrected",
                   "ecc_uncorrected", "retired_pages", "retired_pending", "remap_failure",
-                  "mig_mode"):
+                  "mig_mode", "remap_pending"):
         assert getattr(g1, field) is None, field
     # a real failure is None as well, and said once
     assert g2.power_w is None and g2.model == "Tesla T4" and g2.temp_c == 35.0

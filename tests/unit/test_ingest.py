@@ -13,6 +13,8 @@ import pytest
 from collectors.ingest import IngestBuffer, IngestError, node_inventory
 from collectors.models import ProbeRecord
 from collectors.probe import parse_line
+from collectors.sources.docker import ContainerSample, container_rows
+from collectors.sources.slurm import SlurmJobSample, SlurmNodeSample, job_rows, node_rows
 from collectors.store import Store
 
 from .test_probe_parse import CID, GPU0, HOST, UUID0, UUID1, sample
@@ -147,3 +149,37 @@ def test_node_inventory_for_the_nodes_table() -> None:
         "cpu_model": "AMD EPYC 7763", "cpu_count": 4, "mem_total_bytes": 256 * 2**30,
         "gpu_count": 2, "gpu_model": "NVIDIA A100-SXM4-80GB", "last_seen": ts(T0),
     }
+
+
+SAMPLE_TABLES = ("node_samples", "disk_samples", "gpu_samples", "gpu_events", "gpu_processes",
+                 "container_samples", "slurm_node_samples", "slurm_job_samples")
+
+
+def test_every_column_of_every_sample_table_is_written(store: Store) -> None:
+    """A probe record and the Docker and Slurm sources' rows, every field known: ingest leaves
+    no column of any sample table empty (a column added by a migration must be filled)."""
+    buf = IngestBuffer()
+    buf.add(record("a", T0))
+    labels = {"fleetdeck.job": "17"}
+    buf.add_rows("container_samples", container_rows([ContainerSample(
+        ts=T0, node="a", container_id=CID, name="fd-17", image="pytorch:24", state="running",
+        labels=labels, started_at=T0 - 60, cpu_util_pct=150.0, mem_used_bytes=2**30,
+        mem_limit_bytes=2**32, gpu_devices=("0",), job_id=17)]))
+    buf.add_rows("slurm_node_samples", node_rows([SlurmNodeSample(
+        ts=T0, pool="hpc", node="c1", state="MIXED", partitions=("gpu",), cpus=64,
+        cpus_alloc=8, mem_bytes=2**38, mem_alloc_bytes=2**34, gpus=8, gpus_alloc=2,
+        gres="gpu:h100:8")]))
+    buf.add_rows("slurm_job_samples", job_rows([SlurmJobSample(
+        ts=T0, pool="hpc", slurm_id="301", name="fleetdeck-18", user="alice", account="ml",
+        partition="gpu", state="RUNNING", nodes="c1", gpus=2, cpus=8, submitted_at=T0 - 120,
+        started_at=T0 - 60, job_id=18)]))
+    written = buf.flush(store)
+    assert set(written) == set(SAMPLE_TABLES)
+    for table in SAMPLE_TABLES:
+        cols = [str(r[0]) for r in store.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "ORDER BY ordinal_position", [table]).fetchall()]
+        counted = ", ".join(f'count("{c}")' for c in cols)
+        counts = store.con.execute(f'SELECT {counted} FROM "{table}"').fetchall()[0]
+        empty = [c for c, n in zip(cols, counts, strict=True) if n == 0]
+        assert not empty, f"{table}: ingest never writes {empty}"

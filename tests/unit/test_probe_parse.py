@@ -30,7 +30,7 @@ GPU0: dict[str, Any] = {
     "mem_total_bytes": 80 * 2**30, "mem_used_bytes": 20 * 2**30, "util_pct": 97.0,
     "mem_util_pct": 40.0, "temp_c": 61.0, "power_w": 312.5, "power_limit_w": 400.0,
     "sm_clock_mhz": 1410, "ecc_corrected": 3, "ecc_uncorrected": 1, "retired_pages": 2,
-    "retired_pending": True, "remap_failure": False, "mig_mode": False,
+    "retired_pending": True, "remap_failure": False, "mig_mode": False, "remap_pending": True,
 }
 GPU1 = dict.fromkeys(GPU0) | {"index": 1, "uuid": UUID1}  # a GPU whose every query failed
 

@@ -163,7 +163,7 @@ def test_nvidia_smi_query_gpu() -> None:
         "mem_used_bytes": 1024 * 2**20, "util_pct": 97.0, "mem_util_pct": 45.0, "temp_c": 61.0,
         "power_w": 312.55, "power_limit_w": 400.0, "sm_clock_mhz": 1410, "ecc_corrected": 3,
         "ecc_uncorrected": 0, "retired_pages": 3, "retired_pending": False,
-        "remap_failure": None, "mig_mode": False,
+        "remap_failure": None, "mig_mode": False, "remap_pending": None,
     }
     assert t4["power_w"] is None and t4["ecc_corrected"] is None
     assert t4["retired_pages"] is None and t4["retired_pending"] is None
