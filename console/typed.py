@@ -1,7 +1,8 @@
 """Build frozen dataclasses from TOML-like data, with one-line errors naming file and key.
 
 Field metadata understood: `doc` (documentation), `min` / `max` (numeric bounds), `expected`
-(overrides the generated "expected ..." text), `nonempty` (strings/lists). Types understood:
+(overrides the generated "expected ..." text), `nonempty` (strings/lists), `key` (the TOML key
+when it is no Python name, e.g. `from`). Types understood:
 bool, int, float, str, Path, Literal[...], X | None, list[X], tuple[X, ...], frozenset[X],
 dict[str, X] / Mapping[str, X], and nested dataclasses.
 """
@@ -31,7 +32,7 @@ def field_paths(cls: type, prefix: str = "") -> list[str]:
     out: list[str] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        path = f"{prefix}{f.name}"
+        path = f"{prefix}{_key(f)}"
         inner = _dataclass_in(hints[f.name])
         if inner is not None:
             cls_, is_list = inner
@@ -45,12 +46,12 @@ def present_paths(cls: type, data: Mapping[str, Any], prefix: str = "") -> list[
     """The `field_paths` of `cls` that `data` sets (same spelling: `nodes[].port`)."""
     out: list[str] = []
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {_key(f): f.name for f in dataclasses.fields(cls)}
     for key, value in data.items():
         if key not in names:
             continue
         path = f"{prefix}{key}"
-        inner = _dataclass_in(hints[key])
+        inner = _dataclass_in(hints[names[key]])
         if inner is None:
             out.append(path)
         elif inner[1] and isinstance(value, list):
@@ -60,6 +61,11 @@ def present_paths(cls: type, data: Mapping[str, Any], prefix: str = "") -> list[
         elif isinstance(value, Mapping):
             out.extend(present_paths(inner[0], value, f"{path}."))
     return out
+
+
+def _key(f: dataclasses.Field[Any]) -> str:
+    """A field's key in the file: its name, or metadata `key` (`from` is no Python name)."""
+    return str(f.metadata.get("key", f.name))
 
 
 def _dataclass_in(tp: Any) -> tuple[type, bool] | None:
@@ -86,7 +92,7 @@ def _build_dataclass(cls: type, data: Any, source: str, prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise InputError(source, prefix.rstrip(".") or None, "a table", got=data)
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {_key(f): f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
             known = ", ".join(sorted(fields))
@@ -96,9 +102,9 @@ def _build_dataclass(cls: type, data: Any, source: str, prefix: str) -> Any:
     for name, f in fields.items():
         path = f"{prefix}{name}"
         if name in data:
-            kwargs[name] = _convert(hints[name], data[name], source, path, f.metadata)
+            kwargs[f.name] = _convert(hints[f.name], data[name], source, path, f.metadata)
         elif f.default is _MISSING and f.default_factory is _MISSING:
-            raise InputError(source, path, f"a value ({_describe(hints[name], f.metadata)})")
+            raise InputError(source, path, f"a value ({_describe(hints[f.name], f.metadata)})")
     try:
         return cls(**kwargs)
     except InputError:

@@ -33,7 +33,7 @@ MAX_ARRAY = 100_000
 JOB_KEYS: tuple[str, ...] = (
     "name", "user", "project", "team", "shell", "command", "executor", "image", "gpus",
     "gpu_models", "min_gpu_mem", "cpus", "mem", "labels", "pool", "node", "priority",
-    "max_runtime", "env", "workdir", "retries", "array", "kind", "protect",
+    "max_runtime", "env", "workdir", "retries", "array", "kind", "protect", "notify",
 )  # fmt: skip
 # How errors name keys given on the command line (`fleetdeck submit`).
 CLI_FLAGS: Mapping[str, str] = {
@@ -145,6 +145,7 @@ class JobSpec:
     array: int = 1
     kind: str = "batch"
     protect: bool = False
+    notify: tuple[str, ...] = ()  # events the owner wants told (job.succeeded, job.failed)
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -241,6 +242,7 @@ class JobSpec:
             "array": self.array,
             "kind": self.kind,
             "protect": self.protect,
+            "notify": list(self.notify),
         }
 
     @classmethod
@@ -363,6 +365,8 @@ class _Parser:
         out["kind"] = self.choice("kind", d.get("kind", "batch"), KINDS)
         if "protect" in d:
             out["protect"] = self.boolean("protect", d["protect"])
+        if d.get("notify"):
+            out["notify"] = self.notify(d["notify"])
         executor, image = out["executor"], out.get("image")
         if executor == "docker" and image is None:
             raise self.fail("image", 'an image name (executor "docker" runs in a container)')
@@ -378,6 +382,23 @@ class _Parser:
         return InputError(self.source, k, hint)
 
     # ---- field converters -----------------------------------------------------------------
+    def notify(self, v: object) -> tuple[str, ...]:
+        """Event names the owner opts in to (`job.failed`, or a list; `job.` for both)."""
+        from collectors.events import OPT_IN, matches
+
+        items = v.split(",") if isinstance(v, str) else v
+        names = sorted(str(n) for n in OPT_IN)
+        expected = "event names to be told of: " + ", ".join(names) + ' or "job."'
+        if not isinstance(items, list | tuple) or not items:
+            raise self.fail("notify", expected, v)
+        out: list[str] = []
+        for item in items:
+            text = item.strip() if isinstance(item, str) else item
+            if not isinstance(text, str) or not any(matches(n, (text,)) for n in names):
+                raise self.fail("notify", expected, item)
+            out.append(text)
+        return tuple(dict.fromkeys(out))
+
 
     def text(self, k: str, v: object, *, no_space: bool = False) -> str:
         if not isinstance(v, str) or not v.strip() or (no_space and any(c.isspace() for c in v)):

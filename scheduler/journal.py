@@ -15,9 +15,11 @@ from functools import lru_cache
 from typing import Any
 
 from collectors.errors import NotFoundError
-from collectors.store import Store
+from collectors.events import Event
+from collectors.store import Store, outbox
 from collectors.store.audit import AuditEntry, record, utc
 from collectors.store.db import insert_rows
+from scheduler import job_events
 from scheduler.jobspec import JobSpec, expand_array
 
 ACTIVE = ("starting", "running")
@@ -79,6 +81,11 @@ class JobRow:
     array_parent: int | None
     array_index: int | None
     burst: bool
+
+    @property
+    def notify(self) -> tuple[str, ...]:
+        """Events the submitter opted in to (`submit --notify`)."""
+        return self.spec.notify
 
     def to_json(self) -> dict[str, Any]:
         out = {c: getattr(self, c) for c in _COLUMNS if c != "spec"}
@@ -156,15 +163,19 @@ class Change:
     expect: tuple[str, ...] | None = None  # states it may come from (None: any allowed)
     audit: AuditEntry | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()  # told with it (idle.stopped, job.preempted), if applied
 
 
 def transition(store: Store, job_id: int, to_state: str, *, reason: str, actor: str,
                now: float, expect: Iterable[str] | None = None,
-               audit: AuditEntry | None = None, **fields: Any) -> JobRow:
+               audit: AuditEntry | None = None, events: Sequence[Event] = (),
+               **fields: Any) -> JobRow:
     """Move a job to `to_state`, setting `fields` (columns), with an event row and optionally
-    an audit row, in one transaction. `expect` restricts the states it may come from."""
+    an audit row, in one transaction. `expect` restricts the states it may come from.
+    `events` are written to the outbox with it, after the change's own event (if any)."""
     change = Change(job_id, to_state, reason, actor,
-                    tuple(expect) if expect is not None else None, audit, fields)
+                    tuple(expect) if expect is not None else None, audit, fields,
+                    tuple(events))
     [result] = transition_many(store, [change], now=now)
     if isinstance(result, Exception):
         raise result
@@ -175,7 +186,8 @@ def transition_many(store: Store, changes: Sequence[Change], *,
                     now: float) -> list[JobRow | NotFoundError | TransitionError]:
     """Apply `changes` in order in one transaction (one commit however many): per change its
     row, or the error that left that one job unchanged. Column updates and events are written
-    in batches; a job may change twice in one call (lost, then queued)."""
+    in batches; a job may change twice in one call (lost, then queued). Starts, ends other
+    than stops, and requeues go to the outbox as events (`scheduler.job_events`)."""
     for c in changes:
         if c.to_state not in STATES:
             raise ValueError(f"unknown state {c.to_state}")
@@ -188,11 +200,13 @@ def transition_many(store: Store, changes: Sequence[Change], *,
     ids = sorted({c.job_id for c in changes})
     out: list[JobRow | NotFoundError | TransitionError] = []
     with store.transaction() as con:
-        state: dict[int, str] = {int(i): str(st) for i, st in con.execute(
-            "SELECT id, state FROM jobs WHERE id IN (SELECT unnest(?::BIGINT[]))",
-            [ids]).fetchall()}
+        before = {r.id: r for r in (_row(v) for v in con.execute(
+            f"SELECT {_select()} FROM jobs WHERE id IN (SELECT unnest(?::BIGINT[]))",
+            [ids]).fetchall())}
+        state: dict[int, str] = {i: r.state for i, r in before.items()}
         final: dict[int, dict[str, Any]] = {}  # job id -> columns to set (last change wins)
         event_rows: list[dict[str, Any]] = []
+        told: list[Event] = []
         audits: list[AuditEntry] = []
         results: list[int | NotFoundError | TransitionError] = []
         for c in changes:
@@ -212,11 +226,15 @@ def transition_many(store: Store, changes: Sequence[Change], *,
             state[c.job_id] = c.to_state
             event_rows.append({"ts": ts, "job_id": c.job_id, "from_state": current,
                                "to_state": c.to_state, "reason": c.reason, "actor": c.actor})
+            ev = job_events.for_change(before[c.job_id], current, c.to_state, reason=c.reason,
+                                       actor=c.actor, now=now, fields=c.fields)
+            told.extend([ev, *c.events] if ev is not None else c.events)
             if c.audit is not None:
                 audits.append(c.audit)
             results.append(c.job_id)
         _update(con, final)
         insert_rows(con, "job_events", event_rows)
+        outbox.append(con, told)
         if audits:
             record(con, audits, now=now)
         changed = sorted(final)

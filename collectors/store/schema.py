@@ -299,7 +299,39 @@ ALTER TABLE gpu_samples ADD COLUMN remap_pending BOOLEAN;
 ALTER TABLE nodes ADD COLUMN driver_version VARCHAR;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Version 4: events (the outbox, written with the change they report) and their deliveries.
+_V4 = """
+CREATE SEQUENCE event_id_seq START 1;
+
+-- Every event, in order; `body` is the full event (collectors.events.Event.to_json).
+CREATE TABLE events (
+    id      BIGINT PRIMARY KEY,
+    key     VARCHAR NOT NULL,        -- idempotency key receivers see
+    ts      TIMESTAMP NOT NULL,
+    name    VARCHAR NOT NULL,        -- job.failed, idle.warned, ... (collectors.events)
+    job_id  BIGINT,
+    node    VARCHAR,
+    team    VARCHAR,
+    owner   VARCHAR,
+    opt_in  VARCHAR[],               -- events the job's submitter asked for
+    body    JSON NOT NULL
+);
+
+-- One row per event per recipient; routed from `events` by the engine's sender.
+CREATE TABLE deliveries (
+    event_id    BIGINT NOT NULL,
+    channel     VARCHAR NOT NULL,
+    address     VARCHAR NOT NULL,    -- an email address; '' for webhook and slack
+    state       VARCHAR NOT NULL,    -- pending | sent | failed
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     TIMESTAMP NOT NULL,  -- not before (batching, backoff)
+    message_key VARCHAR,             -- set when first tried: the message's idempotency key
+    sent_at     TIMESTAMP,
+    last_error  VARCHAR
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Tables listed by `fleetdeck db info`, in display order.
@@ -307,5 +339,5 @@ TABLES: tuple[str, ...] = (
     "nodes", "node_samples", "disk_samples", "gpu_samples", "gpu_events", "gpu_processes",
     "container_samples", "slurm_node_samples", "slurm_job_samples", "jobs", "job_events",
     "actions", "node_samples_1m", "node_samples_1h", "gpu_samples_1m", "gpu_samples_1h",
-    "gpu_health", "burst_instances", "spend",
+    "gpu_health", "burst_instances", "spend", "events", "deliveries",
 )
