@@ -60,6 +60,8 @@ _PROBE_COLUMNS: dict[str, tuple[str, ...]] = {
         "container_id", "job_id",
     ),
     "gpu_events": ("ts", "node", "gpu_index", "uuid", "kind", "code", "detail"),
+    "job_samples": ("ts", "node", "job_id", "procs", "cpu_time_s", "cpu_util_pct", "rss_bytes",
+                    "gpu_indices"),
 }
 
 
@@ -205,6 +207,7 @@ class IngestBuffer:
             ("gpu_samples", sum(len(r.gpus) for r in self._records)),
             ("gpu_processes", sum(len(r.processes) for r in self._records)),
             ("gpu_events", sum(len(r.events) for r in self._records)),
+            ("job_samples", sum(len(r.jobs) for r in self._records)),
         ):
             if n:
                 out[table] = out.get(table, 0) + n
@@ -236,6 +239,7 @@ class IngestBuffer:
             "gpu_samples": [g for r in records for g in r.gpus],
             "gpu_processes": [p for r in records for p in r.processes],
             "gpu_events": [e for r in records for e in r.events],
+            "job_samples": [j for r in records for j in r.jobs],
         }
         out: dict[str, pa.Table] = {}
         for table, objs in sources.items():
@@ -252,6 +256,9 @@ class IngestBuffer:
                                    for j, p in zip(values, objs, strict=True))
                 if col == "per_core_util_pct":
                     arrays.append(_float_lists(values))
+                elif col == "gpu_indices":  # job_samples: tuples (or None) -> INTEGER[]
+                    arrays.append(arrow_column([list(v) if v else None for v in values],
+                                               table_types[col]))
                 else:
                     arrays.append(arrow_column(values, table_types[col]))
             out[table] = pa.Table.from_arrays(arrays, names=names)

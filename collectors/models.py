@@ -90,6 +90,20 @@ class GpuProcess:
 
 
 @dataclass(frozen=True, slots=True)
+class JobSample:
+    """One fleetdeck job's processes on a node in one interval (found by FLEETDECK_JOB_ID)."""
+
+    ts: float
+    node: str
+    job_id: int
+    procs: int
+    cpu_time_s: float | None  # CPU seconds of the processes alive now
+    cpu_util_pct: float | None  # over the last interval, 100 = one core; None on the first
+    rss_bytes: int | None
+    gpu_indices: tuple[int, ...] | None  # from CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS
+
+
+@dataclass(frozen=True, slots=True)
 class GpuEvent:
     """A critical GPU event seen by the probe.
 
@@ -142,6 +156,7 @@ class ProbeRecord:
     events: tuple[GpuEvent, ...]
     disks: tuple[DiskSample, ...]
     errors: tuple[str, ...]
+    jobs: tuple[JobSample, ...] = ()
 
 
 ProbeMessage = ProbeHello | ProbeRecord

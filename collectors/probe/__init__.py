@@ -26,7 +26,7 @@ Line format (UTF-8 JSON, one object per line, units in names, null = unknown):
   "hostname", "kernel", "pid", "interval_s"}`` once at start.
 - ``{"type": "sample", "v": 1, "seq", "ts" (node epoch s), "interval_s", "host": {...},
   "disks": [...], "gpu_source": "nvml"|"nvidia-smi"|"none", "driver_version", "gpus": [...],
-  "procs": [...], "events": [...], "errors": [str, ...]}`` per interval, where
+  "procs": [...], "events": [...], "jobs": [...], "errors": [str, ...]}`` per interval, where
   host = hostname, kernel, cpu_model, uptime_s, cpu_count, cpu_util_pct, per_core_util_pct[],
   load1, load5, load15, mem_total_bytes, mem_used_bytes, mem_available_bytes,
   swap_total_bytes, swap_used_bytes, net_rx_bytes, net_tx_bytes;
@@ -36,7 +36,11 @@ Line format (UTF-8 JSON, one object per line, units in names, null = unknown):
   retired_pending, remap_failure, mig_mode, remap_pending;
   proc = gpu_index, uuid, pid, gpu_mem_used_bytes, command, container_id, job_id;
   event = gpu_index, uuid, kind (xid | ecc_uncorrected | retired_pending | remap_failure),
-  code, detail.
+  code, detail;
+  job = job_id, procs, cpu_time_s, cpu_util_pct (last interval, 100 = one core; null on the
+  first sample), rss_bytes, gpu_indices (from CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES or
+  SLURM_JOB_GPUS; null when unknown): every process whose environment has FLEETDECK_JOB_ID,
+  summed per job (`collectors.probe.jobs`). The shell fallback sends no jobs.
 
 Samples start after min(interval, 1 s) (CPU utilization needs two readings), then follow a
 fixed cadence; a late tick is skipped, never bunched. ``seq`` counts samples from 1 per probe
@@ -72,7 +76,7 @@ __all__ = [
 # Modules shipped to the node, in load order; packages are shipped as empty stubs.
 _PACKAGES = ("collectors", "collectors.parsers", "collectors.probe")
 _MODULES = ("collectors.parsers.procfs", "collectors.parsers.nvidia_smi",
-            "collectors.probe.gpus", "collectors.probe.node")
+            "collectors.probe.gpus", "collectors.probe.jobs", "collectors.probe.node")
 
 # Reads a length-prefixed zlib payload from stdin and runs it; stdin stays open afterwards.
 BOOTSTRAP = (

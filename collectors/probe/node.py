@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from collectors.parsers import procfs
 from collectors.probe import gpus as gpu_mod
+from collectors.probe.jobs import JobReader
 
 PROBE_VERSION = "1"
 Row = Dict[str, Any]
@@ -177,6 +178,7 @@ class Probe:
         self.host = HostReader(config.get("disk_paths") or ["/"],
                                config.get("proc_root", "/proc"))
         self.gpus = gpu_mod.GpuReader(pynvml, config.get("proc_root", "/proc"))
+        self.jobs = JobReader(config.get("proc_root", "/proc"))
         self.seq = 0
 
     def hello(self) -> Row:
@@ -201,11 +203,16 @@ class Probe:
         for row in g["gpus"]:
             for k, v in row.items():
                 row[k] = _clean(v)
+        try:
+            jobs = self.jobs.read(ts, errors)
+        except Exception as e:
+            jobs = []
+            errors.append(f"jobs: {type(e).__name__}: {e}")
         self.seq += 1
         return {"type": "sample", "v": 1, "seq": self.seq, "ts": ts,
                 "interval_s": self.interval_s, "host": host, "disks": disks,
                 "gpu_source": g["gpu_source"], "driver_version": g["driver_version"],
-                "gpus": g["gpus"], "procs": g["procs"], "events": g["events"],
+                "gpus": g["gpus"], "procs": g["procs"], "events": g["events"], "jobs": jobs,
                 "errors": errors + g["errors"]}
 
     def run(self, out: Output) -> None:

@@ -15,6 +15,7 @@ from collectors.models import (
     GpuEvent,
     GpuProcess,
     GpuSample,
+    JobSample,
     NodeSample,
     ProbeHello,
     ProbeMessage,
@@ -199,6 +200,10 @@ _EVENT = _Shape((
     ("gpu_index", _int), ("uuid", _str), ("kind", _event_kind), ("code", _int),
     ("detail", _str),
 ))
+_JOB = _Shape((
+    ("job_id", _index), ("procs", _int), ("cpu_time_s", _num), ("cpu_util_pct", _num),
+    ("rss_bytes", _int),
+))
 _DISK = _Shape((("path", _path), ("used_bytes", _int), ("total_bytes", _int)))
 
 
@@ -225,6 +230,16 @@ def _sample(node: str, obj: dict[str, Any], ts_override: float | None) -> ProbeR
         procs.append(GpuProcess(ts, node, gi, uuid, *rest))
     events = tuple([GpuEvent(ts, node, *_EVENT.values(e)) for e in _list(obj, "events")])
     disks = tuple([DiskSample(ts, node, *_DISK.values(d)) for d in _list(obj, "disks")])
+    jobs = []
+    for j in _list(obj, "jobs"):
+        vals = _JOB.values(j)
+        held = j.get("gpu_indices")
+        if held is not None and (held.__class__ is not list
+                                 or not all(isinstance(g, int) for g in held)):
+            raise TypeError("jobs: gpu_indices is not a list of integers")
+        job_id, n_procs, cpu_s, cpu_pct, rss = vals
+        jobs.append(JobSample(ts, node, job_id, n_procs, cpu_s, cpu_pct, rss,
+                              tuple(held) if held else None))
     errors = obj.get("errors") or ()
     if errors.__class__ is not list and errors != ():
         raise TypeError("errors is not a list")
@@ -240,6 +255,7 @@ def _sample(node: str, obj: dict[str, Any], ts_override: float | None) -> ProbeR
         events=events,
         disks=disks,
         errors=tuple(str(x) for x in errors),
+        jobs=tuple(jobs),
     )
 
 

@@ -331,13 +331,28 @@ CREATE TABLE deliveries (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# Version 5: per-job CPU, memory and GPUs on each node, from the probe (every executor).
+_V5 = """
+CREATE TABLE job_samples (
+    ts           TIMESTAMP NOT NULL,
+    node         VARCHAR NOT NULL,
+    job_id       BIGINT NOT NULL,
+    procs        INTEGER,
+    cpu_time_s   DOUBLE,            -- CPU seconds of the job's live processes
+    cpu_util_pct FLOAT,             -- over the last interval, of one core = 100
+    rss_bytes    BIGINT,
+    gpu_indices  INTEGER[]          -- from CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Tables listed by `fleetdeck db info`, in display order.
 TABLES: tuple[str, ...] = (
     "nodes", "node_samples", "disk_samples", "gpu_samples", "gpu_events", "gpu_processes",
-    "container_samples", "slurm_node_samples", "slurm_job_samples", "jobs", "job_events",
+    "container_samples", "job_samples", "slurm_node_samples", "slurm_job_samples", "jobs",
+    "job_events",
     "actions", "node_samples_1m", "node_samples_1h", "gpu_samples_1m", "gpu_samples_1h",
     "gpu_health", "burst_instances", "spend", "events", "deliveries",
 )
