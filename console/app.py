@@ -26,6 +26,7 @@ from textual.command import Provider
 from textual.screen import Screen
 
 from collectors.errors import EngineError
+from collectors.private_files import enter_private_umask
 from collectors.store import StoreLockedError
 from console.commands.common import loaded_config
 from console.config import Loaded
@@ -397,6 +398,7 @@ async def open_link(loaded: Loaded, *, readonly: bool = False) -> EngineLink:
 
 def run_console(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
+    enter_private_umask()  # an embedded engine's store and WAL are born 0600
     link = asyncio.run(open_link(loaded, readonly=bool(getattr(args, "readonly", False))))
     try:
         FleetdeckApp(link).run()

@@ -2,7 +2,9 @@
 
 Only the engine opens the store for writing; it holds an exclusive `flock` on `<path>.lock`
 for its whole life, so a second engine on the same store is refused with the holder's pid.
-Read-only openers (CLI commands with no engine running) need no lock.
+Read-only openers (CLI commands with no engine running) need no lock. The writer keeps the
+store, its WAL and lock 0600 in a 0700 folder (`collectors.private_files`); what it had to
+narrow is in `Store.made_private`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from collectors.errors import FleetdeckError
+from collectors.private_files import Tightened, private_folder, store_files, tighten_files
 from collectors.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 
 
@@ -38,6 +41,7 @@ class Store:
         self.con = con
         self._lock_fd = lock_fd
         self.read_only = lock_fd is None
+        self.made_private: tuple[Tightened, ...] = ()
 
     # -- lifetime -------------------------------------------------------------------------
     @classmethod
@@ -53,7 +57,8 @@ class Store:
             store = cls(p, con, None)
             store._check_version(upgrade=False)
             return store
-        p.parent.mkdir(parents=True, exist_ok=True)
+        narrowed = private_folder(p.parent)
+        existed = {f for f in store_files(p) if f.exists()}
         lock_fd = _acquire_lock(p)
         try:
             con = duckdb.connect(str(p))
@@ -61,6 +66,9 @@ class Store:
             os.close(lock_fd)
             raise StoreError(f"{p}: cannot open: {_first_line(e)}") from None
         store = cls(p, con, lock_fd)
+        # files DuckDB just created follow the umask: narrowed too, reported only if they existed
+        fixed = narrowed + tighten_files(store_files(p))
+        store.made_private = tuple(c for c in fixed if c.path in existed or c.path == p.parent)
         try:
             store._check_version(upgrade=True)
             con.execute("INSERT OR IGNORE INTO meta VALUES ('fleet_id', ?)",

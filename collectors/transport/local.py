@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from collectors.private_files import child_umask
 from collectors.transport.base import (
     CommandResult,
     CommandTimeout,
@@ -76,6 +77,7 @@ class LocalTransport:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                umask=child_umask(),  # the engine's own files are private; a job's are not
             )
         except OSError as e:
             # Same shape as a remote shell's "command not found".
@@ -142,6 +144,7 @@ class LocalLineStream:
                 stderr=asyncio.subprocess.PIPE,
                 limit=_LINE_LIMIT,
                 start_new_session=True,
+                umask=child_umask(),  # the engine's own files are private; a job's are not
             )
         except OSError as e:
             raise TransportError(f"{self._transport.where}: {self._argv[0]}: {e}") from None

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from collectors.private_files import describe as describe_private
+from collectors.private_files import enter_private_umask
 from collectors.store import Store
 from console import __version__
 from console.config import Loaded
@@ -78,7 +80,9 @@ class Engine:
     # -- lifetime -------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the store (refusing if another engine owns it) and serve the socket."""
-        await self.db.open(self.config.store.path)
+        store = await self.db.open(self.config.store.path)
+        if note := describe_private(store.made_private):
+            log.warning("%s", note)
         self.fleet_id = await self.db.run(lambda s: s.fleet_id())
         try:
             from console.engine import services
@@ -170,6 +174,7 @@ def db_info(store: Store) -> dict[str, Any]:
 
 async def serve(loaded: Loaded) -> int:
     """`fleetdeck serve`: run until SIGINT/SIGTERM or a shutdown request."""
+    enter_private_umask()  # the WAL and what services write later are born 0600
     engine = Engine(loaded)
     await engine.start()
     loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -33,8 +34,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from collectors.private_files import PRIVATE_FILE_MODE, describe, private_folder, tighten_files
 from scheduler.providers.base import Instance, InstanceState, InstanceStatus, Offer, ProviderError
 from scheduler.providers.config import CommandSettings
+
+log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _STATES = {s.value for s in InstanceState}
@@ -55,7 +59,9 @@ class CommandProvider:
         self._terminated: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         if settings.state_dir is not None:
-            settings.state_dir.mkdir(parents=True, exist_ok=True)
+            d = settings.state_dir
+            if note := describe(private_folder(d) + tighten_files(d.glob("*.json"))):
+                log.warning("provider %s: %s", name, note)
 
     def offers(self) -> list[Offer]:
         return list(self._offers)
@@ -272,7 +278,9 @@ class CommandProvider:
             "extra": dict(inst.extra), "terminated": inst.instance_id in self._terminated,
         }
         tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, sort_keys=True))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(rec, sort_keys=True))
         tmp.replace(p)
 
 
