@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from collectors.errors import FleetdeckError, InputError
 from console import __version__
-from console.commands import core, fleet, jobs, policies
+from console.commands import common, core, fleet, jobs, policies
 from console.engine.client import RemoteError
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "~/.config/fleetdeck/config.toml, else the embedded default)")
     parser.add_argument("--store", metavar="PATH",
                         help="DuckDB store path (overrides [store] path)")
+    parser.add_argument("--engine", metavar="ADDRESS", help=common.ENGINE_HELP)
     parser.add_argument("--readonly", action="store_true",
                         help="console: start a session that cannot change anything")
     parser.add_argument("--demo", action="store_true",
@@ -55,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    tunnel = None
     try:
+        tunnel = common.open_engine_address(args)
         if args.demo:
             from console import demo
 
@@ -85,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        if tunnel is not None:
+            tunnel.close()
 
 
 if __name__ == "__main__":

@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from collectors.errors import InputError
 from collectors.store import Store
 from console.config import Loaded, load
 from console.engine.client import EngineClient, NoEngine
+from console.remote import ENGINE_ENV, SshEngineTunnel, parse_engine_address
 
 T = TypeVar("T")
+ENGINE_HELP = ("the engine to talk to: ssh://[user@]host[:port][/socket/path] (an engine on "
+               "another machine, over SSH) or a socket path (default: $FLEETDECK_ENGINE, "
+               "else [engine] socket)")
 
 
 def shared_options() -> argparse.ArgumentParser:
@@ -25,6 +31,7 @@ def shared_options() -> argparse.ArgumentParser:
                    help="DuckDB store path (overrides [store] path)")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="log to stderr")
+    p.add_argument("--engine", metavar="ADDRESS", default=argparse.SUPPRESS, help=ENGINE_HELP)
     return p
 
 
@@ -43,8 +50,28 @@ def add_format(parser: argparse.ArgumentParser, *choices: str) -> None:
 
 
 def loaded_config(args: argparse.Namespace) -> Loaded:
-    flags = {"store.path": ("--store", getattr(args, "store", None))}
+    flags = {"store.path": ("--store", getattr(args, "store", None)),
+             "engine.socket": ("--engine", getattr(args, "engine_socket", None))}
     return load(getattr(args, "config", None), flags=flags)
+
+
+def open_engine_address(args: argparse.Namespace) -> SshEngineTunnel | None:
+    """Apply `--engine` (else $FLEETDECK_ENGINE): a socket path replaces `[engine] socket`;
+    an ssh:// address opens a tunnel whose local end does. The caller closes the tunnel."""
+    flag = getattr(args, "engine", None)
+    value = flag if flag is not None else os.environ.get(ENGINE_ENV)
+    if not value:
+        return None
+    address = parse_engine_address(value, "--engine" if flag is not None else ENGINE_ENV)
+    if getattr(args, "command", None) == "serve":
+        raise InputError("--engine", None, "a command that talks to an engine (serve listens "
+                         "on [engine] socket)", got=value)
+    if not address.is_ssh:
+        args.engine_socket = address.socket
+        return None
+    tunnel = SshEngineTunnel(address, loaded_config(args).config.ssh)
+    args.engine_socket = tunnel.open()
+    return tunnel
 
 
 def print_json(data: Any) -> None:
