@@ -176,6 +176,17 @@ class TeamConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PriorityClassConfig:
+    name: str = field(metadata=doc("class name jobs ask for (submit --class)", nonempty=True))
+    priority: int = field(
+        default=0, metadata=doc("higher classes go first and may preempt lower ones",
+                                min=-1_000_000, max=1_000_000)
+    )
+    preemptible: bool = field(default=True, metadata=doc("jobs of the class may be preempted"))
+    default: bool = field(default=False, metadata=doc("the class of jobs that name none"))
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerConfig:
     policy: str = field(default="fleetdeck", metadata=doc("GPU placement policy"))
     backfill: bool = field(default=True, metadata=doc("let short jobs run ahead of a blocked head"))
@@ -183,6 +194,30 @@ class SchedulerConfig:
         default=True, metadata=doc("let quota holders borrow idle, unguaranteed GPUs")
     )
     cycle_s: float = field(default=1.0, metadata=doc("seconds between placement cycles", min=0.05))
+    preemption: bool = field(
+        default=False,
+        metadata=doc("lend idle guarantees and reclaim them by preemption; let higher priority "
+                     "classes preempt lower ones"),
+    )
+    preempt_grace_s: float = field(
+        default=60.0, metadata=doc("notice a preempted job gets before the forced kill",
+                                   min=0, max=86400)
+    )
+    min_runtime_before_preempt_s: float = field(
+        default=300.0, metadata=doc("no job is preempted before it ran this long",
+                                    min=0, max=30 * 86400)
+    )
+    max_preemptions_per_job: int = field(
+        default=3, metadata=doc("then the job is no longer preempted", min=0, max=1000)
+    )
+    fair_share_half_life_s: float = field(
+        default=7 * 86400.0,
+        metadata=doc("GPU use this long ago counts half in the fair-share order",
+                     min=60, max=365 * 86400),
+    )
+    priority_classes: tuple[PriorityClassConfig, ...] = field(
+        default=(), metadata=doc("named priority classes (default: one class, batch)")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +365,17 @@ def _check_references(config: Config, source: str) -> None:
             if node.pool not in pool_names and node.pool != "default":
                 raise InputError(source, f"nodes[{i}].pool",
                                  "the name of a pool in [[pools]]", got=node.pool)
+    classes = config.scheduler.priority_classes
+    class_names: set[str] = set()
+    for i, pc in enumerate(classes):
+        if pc.name in class_names:
+            raise InputError(source, f"scheduler.priority_classes[{i}].name",
+                             "a unique priority class name", got=pc.name)
+        class_names.add(pc.name)
+    defaults = [i for i, pc in enumerate(classes) if pc.default]
+    if len(defaults) > 1:
+        raise InputError(source, f"scheduler.priority_classes[{defaults[1]}].default",
+                         "at most one default priority class", got=True)
     team_names = {t.name for t in config.teams}
     project_names = {p.name for p in config.projects}
     for i, u in enumerate(config.users):

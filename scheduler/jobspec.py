@@ -33,7 +33,7 @@ MAX_ARRAY = 100_000
 JOB_KEYS: tuple[str, ...] = (
     "name", "user", "project", "team", "shell", "command", "executor", "image", "gpus",
     "gpu_models", "min_gpu_mem", "cpus", "mem", "labels", "pool", "node", "priority",
-    "max_runtime", "env", "workdir", "retries", "array", "kind", "protect", "notify",
+    "max_runtime", "env", "workdir", "retries", "array", "kind", "protect", "notify", "class",
 )  # fmt: skip
 # How errors name keys given on the command line (`fleetdeck submit`).
 CLI_FLAGS: Mapping[str, str] = {
@@ -47,6 +47,7 @@ _DICT_KEYS = {
     "mem_bytes": "mem",
     "min_gpu_mem_bytes": "min_gpu_mem",
     "max_runtime_s": "max_runtime",
+    "priority_class": "class",
 }
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -146,6 +147,7 @@ class JobSpec:
     kind: str = "batch"
     protect: bool = False
     notify: tuple[str, ...] = ()  # events the owner wants told (job.succeeded, job.failed)
+    priority_class: str | None = None  # `class` in job files; None: the default class
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -243,6 +245,7 @@ class JobSpec:
             "kind": self.kind,
             "protect": self.protect,
             "notify": list(self.notify),
+            "priority_class": self.priority_class,
         }
 
     @classmethod
@@ -367,6 +370,8 @@ class _Parser:
             out["protect"] = self.boolean("protect", d["protect"])
         if d.get("notify"):
             out["notify"] = self.notify(d["notify"])
+        if "class" in d:
+            out["priority_class"] = self.ident("class", d["class"])
         executor, image = out["executor"], out.get("image")
         if executor == "docker" and image is None:
             raise self.fail("image", 'an image name (executor "docker" runs in a container)')

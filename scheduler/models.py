@@ -144,6 +144,15 @@ class RunningAllocation:
     assignment: Assignment
     started_at: float
     max_runtime_s: float | None = None  # None: unbounded, blocks reservations forever
+    class_priority: int = 0  # of its priority class (scheduler.priority)
+    preemptible: bool = True  # its class allows preemption
+    preemptions: int = 0  # times this job was preempted so far
+    leaving: bool = False  # being preempted now: its resources free up after the grace
+
+    @property
+    def milli(self) -> int:
+        """GPU held, in milli-GPU."""
+        return self.assignment.gpu_milli * len(self.assignment.gpu_indices)
 
     @property
     def expected_end(self) -> float | None:

@@ -12,7 +12,9 @@ a guarantee for every possible name means nothing). Empty names (no project) car
 
 A borrowing request is allowed when the *whole* request fits in the idle capacity left after
 setting aside every other entity's unused guarantee (at every level; overlapping guarantees are
-counted twice, which only makes borrowing more cautious).
+counted twice, which only makes borrowing more cautious). With `lend=True` (preemption on)
+nothing is set aside: idle guarantees are lent to anyone and reclaimed by preemption
+(`scheduler.placement.preemption`), so a borrower may use any idle GPU.
 
 Checks are pure: `QuotaLedger.check` returns `None` or a one-line reason such as
 `project vision over quota 8/8 GPUs`; `QuotaLedger.charge` records a placement so that later
@@ -142,12 +144,19 @@ class QuotaLedger:
         "_unused_total",
         "_used",
         "idle_milli",
+        "lend",
     )
 
     def __init__(
-        self, book: QuotaBook, running: Iterable[RunningAllocation], idle_milli: int
+        self,
+        book: QuotaBook,
+        running: Iterable[RunningAllocation],
+        idle_milli: int,
+        *,
+        lend: bool = False,
     ) -> None:
         self._book = book
+        self.lend = lend
         self._empty = book.empty
         self.idle_milli = idle_milli
         # Per level (user, project, team): name -> milli held / guaranteed / capped quota.
@@ -167,6 +176,37 @@ class QuotaLedger:
     def used_milli(self, level: Level, name: str) -> int:
         return self._used[LEVELS.index(level)].get(name, 0)
 
+    def guaranteed_milli(self, level: Level, name: str) -> int:
+        return self._guaranteed[LEVELS.index(level)].get(name, 0) if name else 0
+
+    def under_guarantee(
+        self, user: str, project: str, team: str, milli: int
+    ) -> tuple[Level, str, int, int] | None:
+        """The first level whose entity stays within its guarantee with `milli` more, as
+        (level, name, used, guaranteed); None when no entity of the job has room left in one."""
+        for li, name in enumerate((user, project, team)):
+            g = self._guaranteed[li].get(name, 0) if name else 0
+            used = self._used[li].get(name, 0)
+            if g > 0 and used + milli <= g:
+                return LEVELS[li], name, used, g
+        return None
+
+    def guarantee_kept(
+        self, user: str, project: str, team: str, milli: int, removed: Usage
+    ) -> tuple[Level, str, int, int] | None:
+        """None when taking `milli` away (beyond `removed`) leaves every guaranteed entity of
+        the job at or above its guarantee; else the first that would drop below, as
+        (level, name, used after `removed`, guaranteed)."""
+        for li, name in enumerate((user, project, team)):
+            g = self._guaranteed[li].get(name, 0) if name else 0
+            if g <= 0:
+                continue
+            level = LEVELS[li]
+            used = self._used[li].get(name, 0) - removed.get((level, name), 0)
+            if used - milli < g:
+                return level, name, used, g
+        return None
+
     def _limit(self, li: int, name: str) -> Quota | None:
         q = self._book.quota(LEVELS[li], name)
         if q is not None and q.limit_milli is None:
@@ -180,6 +220,8 @@ class QuotaLedger:
 
     def borrowable_milli(self, user: str, project: str, team: str) -> int:
         """Idle capacity not guaranteed to anyone but these entities."""
+        if self.lend:
+            return self.idle_milli
         own = self._unused(0, user) + self._unused(1, project) + self._unused(2, team)
         return self.idle_milli - (self._unused_total - own)
 
@@ -212,8 +254,8 @@ class QuotaLedger:
             free = self.borrowable_milli(user, project, team)
             if milli > free:
                 return (
-                    f"{why}; cannot borrow: {gpus_text(max(0, free))} idle GPUs "
-                    "not guaranteed to others"
+                    f"{why}; cannot borrow: {gpus_text(max(0, free))} idle GPUs"
+                    + ("" if self.lend else " not guaranteed to others")
                 )
         return None
 

@@ -1,7 +1,9 @@
 """One placement cycle: which queued tasks start now, where, and why the others wait.
 
-`plan` is pure: a fleet snapshot, the queue, a fit policy, quotas and the clock in; a
-`PlacementPlan` out. Order is priority (high first), then submission time (FIFO), then id.
+`plan` is pure: a fleet snapshot, the queue, a fit policy, quotas, preemption rules and the
+clock in; a `PlacementPlan` out. Order is class priority (high first), then (with preemption
+on) tasks within their guarantee before the rest, then the job's own priority, then fair share
+(high factor first), then submission time (FIFO), then id.
 
 - A task that cannot fit even on an empty fleet is skipped: "never fits: ...".
 - A task over its quota is skipped (it blocks nobody): "waiting: project vision over quota ...".
@@ -9,6 +11,11 @@
   its resources free up, from running allocations' expected ends and this cycle's placements.
   Later tasks may start now only if they cannot delay that start (see `reservations`).
   With `backfill=False` every later task waits behind it instead.
+
+- With preemption on (`preemption` rules given), a task that does not fit may preempt running
+  jobs (`preemption`): the plan lists them in `preemptions` and the task waits for them to
+  leave ("waiting: preempting job 12 on node gpu01 ..."); it does not start in this cycle.
+  Idle guarantees are lent (the quota ledger sets nothing aside for them).
 
 Reasons describe the fleet as this cycle leaves it ("largest free block is 2 on node gpu03").
 A blocked task whose resources are held by jobs without a max runtime gets no reservation
@@ -27,6 +34,15 @@ from typing import TYPE_CHECKING
 
 from scheduler.fit import FitPolicy, FleetState
 from scheduler.models import Assignment, FleetSnapshot, RequestShape, ResourceRequest
+from scheduler.placement.preemption import (
+    Claim,
+    Preemption,
+    PreemptionRules,
+    PreemptKind,
+    VictimSearch,
+    reclaim_why,
+    victim_text,
+)
 from scheduler.placement.reasons import capacity_reason, duration_text, eta_text, never_reason
 from scheduler.placement.reservations import Reservation, reserve
 from scheduler.quota import QuotaBook, QuotaLedger
@@ -49,6 +65,8 @@ class QueuedTask:
     priority: int = 0
     submitted_at: float = 0.0
     max_runtime_s: float | None = None
+    class_priority: int = 0  # of its priority class (scheduler.priority)
+    fair_share: float = 1.0  # scheduler.fairshare factor, in (0, 1]
 
     @classmethod
     def from_task(cls, task_id: str, task: TaskSpec, submitted_at: float) -> QueuedTask:
@@ -72,7 +90,8 @@ class PlacementPlan:
     `assignments` in placement order; `pending` a one-line reason per task that waits;
     `reservations` the reserved start (epoch seconds) of the blocked head task, with its
     planned assignment in `reserved`; `backfilled` the tasks placed ahead of a task that waits
-    for capacity.
+    for capacity; `preemptions` the running jobs to stop (with notice) and requeue so that
+    waiting tasks can start.
     """
 
     assignments: list[tuple[str, Assignment]] = field(default_factory=list)
@@ -80,6 +99,7 @@ class PlacementPlan:
     reservations: dict[str, float] = field(default_factory=dict)
     reserved: dict[str, Assignment] = field(default_factory=dict)
     backfilled: frozenset[str] = frozenset()
+    preemptions: list[Preemption] = field(default_factory=list)
 
     def explain(self, task_id: str) -> str | None:
         """One line on what this cycle decided for `task_id` (None if it was not queued)."""
@@ -97,8 +117,22 @@ class PlacementPlan:
         return None
 
 
-def _order_key(t: QueuedTask) -> tuple[int, float, str]:
-    return (-t.priority, t.submitted_at, t.id)
+def _order_key(t: QueuedTask) -> tuple[int, int, float, float, str]:
+    return (-t.class_priority, -t.priority, -t.fair_share, t.submitted_at, t.id)
+
+
+def queue_order(queue: Sequence[QueuedTask], ledger: QuotaLedger | None,
+                guarantees_first: bool) -> list[QueuedTask]:
+    """The order tasks are considered in (see the module docstring)."""
+    if not guarantees_first or ledger is None:
+        return sorted(queue, key=_order_key)
+
+    def key(t: QueuedTask) -> tuple[int, bool, int, float, float, str]:
+        milli = t.request.gpu_count * t.request.gpu_milli
+        beyond = milli <= 0 or ledger.under_guarantee(t.user, t.project, t.team, milli) is None
+        return (-t.class_priority, beyond, -t.priority, -t.fair_share, t.submitted_at, t.id)
+
+    return sorted(queue, key=key)
 
 
 def plan(
@@ -109,13 +143,36 @@ def plan(
     quotas: QuotaBook | None = None,
     now: float,
     backfill: bool = True,
+    preemption: PreemptionRules | None = None,
 ) -> PlacementPlan:
     """Decide which of `queue` start now and where; see the module docstring."""
     state = FleetState.from_snapshot(snapshot)
     ledger: QuotaLedger | None = None
     if quotas is not None and not quotas.empty:
         idle = int(state.gpu_free[state.static.schedulable].sum())
-        ledger = QuotaLedger(quotas, snapshot.running, idle)
+        ledger = QuotaLedger(quotas, snapshot.running, idle, lend=preemption is not None)
+    search = (None if preemption is None
+              else VictimSearch(state, snapshot.running, preemption, now, ledger))
+    preempting: dict[str, str] = {}  # task id -> why it waits for preempted jobs
+    preemptions: list[Preemption] = []
+
+    def try_preempt(t: QueuedTask, k: RequestShape, milli: int) -> bool:
+        """Whether preemption makes room for `t` (recorded in `preemptions`)."""
+        if search is None:
+            return False
+        kind = search.kind_for(t.user, t.project, t.team, milli, t.class_priority)
+        if kind is None:
+            return False
+        claim = search.find(t.request, kind, t.class_priority, k)
+        if claim is None:
+            return False
+        why = _claim_reason(claim, t, ledger, milli, now)
+        preempting[t.id] = _waiting_for(claim, preemption)
+        preemptions.extend(Preemption(v.job_id, t.id, claim.node, kind, why + "; victim " +
+                                      victim_text(v, ledger, now)) for v in claim.victims)
+        if ledger is not None:
+            ledger.charge(t.user, t.project, t.team, milli)
+        return True
 
     assignments: list[tuple[str, Assignment]] = []
     # Pending, by kind: resolved into reason strings at the end.
@@ -137,7 +194,7 @@ def plan(
     select = policy.select
     apply = state.apply
 
-    for t in sorted(queue, key=_order_key):
+    for t in queue_order(queue, ledger, search is not None):
         req = t.request
         k = keys.get(id(req))
         if k is None:
@@ -158,13 +215,16 @@ def plan(
                 quota_why[t.id] = why
                 continue
         if k in fail_now:
-            waiting[t.id] = req
+            if not try_preempt(t, k, milli):
+                waiting[t.id] = req
             continue
 
         if res is None:
             a = select(state, req)
             if a is None:
                 fail_now.add(k)
+                if try_preempt(t, k, milli):
+                    continue
                 waiting[t.id] = req
                 if head is None:
                     head = t.id
@@ -181,7 +241,8 @@ def plan(
             a = select(state, req)
             if a is None:
                 fail_now.add(k)
-                waiting[t.id] = req
+                if not try_preempt(t, k, milli):
+                    waiting[t.id] = req
                 continue
             if short:
                 apply(a)
@@ -218,7 +279,25 @@ def plan(
         pending[tid] += "; no start estimate (what it needs is held by jobs without a max runtime)"
     for tid in stopped:
         pending[tid] = f"waiting: behind job {head} (backfill is off)"
-    return PlacementPlan(assignments, pending, reservations, reserved, frozenset(backfilled))
+    pending.update(preempting)
+    return PlacementPlan(assignments, pending, reservations, reserved, frozenset(backfilled),
+                         preemptions)
+
+
+def _claim_reason(claim: Claim, t: QueuedTask, ledger: QuotaLedger | None, milli: int,
+                  now: float) -> str:
+    """Why the task may preempt: "reclaim for job 7: team a is under its guarantee ..."."""
+    if claim.kind is PreemptKind.RECLAIM and ledger is not None:
+        return f"reclaim for job {t.id}: " + reclaim_why(ledger, t.user, t.project, t.team, milli)
+    return f"priority: job {t.id} (priority {t.class_priority}) outranks lower classes"
+
+
+def _waiting_for(claim: Claim, rules: PreemptionRules | None) -> str:
+    ids = [r.job_id for r in (*claim.victims, *claim.leaving)]
+    jobs = ("job " if len(ids) == 1 else "jobs ") + ", ".join(ids)
+    grace = f" (grace {duration_text(rules.grace_s)})" if rules is not None else ""
+    return (f"waiting: preempting {jobs} on node {claim.node} ({claim.kind}){grace}; "
+            "starts when they leave")
 
 
 def _try_reserve(

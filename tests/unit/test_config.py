@@ -39,6 +39,13 @@ BAD = [
     ('[store\npath = "x"\n', "expected valid TOML"),
     ("[[users]]\nname = \"bob\"\ngpu_quota = -1\n",
      "users[0].gpu_quota: expected a number >= 0, got -1"),
+    ("[scheduler]\npreempt_grace_s = -1\n",
+     "scheduler.preempt_grace_s: expected a number 0-86400, got -1"),
+    ('[[scheduler.priority_classes]]\nname = "a"\ndefault = true\n'
+     '[[scheduler.priority_classes]]\nname = "b"\ndefault = true\n',
+     "scheduler.priority_classes[1].default: expected at most one default priority class"),
+    ('[[scheduler.priority_classes]]\nname = "a"\n[[scheduler.priority_classes]]\nname = "a"\n',
+     'scheduler.priority_classes[1].name: expected a unique priority class name, got "a"'),
 ]
 
 
