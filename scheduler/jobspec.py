@@ -28,12 +28,14 @@ ARRAY_INDEX_ENV = "FLEETDECK_ARRAY_INDEX"
 ARRAY_COUNT_ENV = "FLEETDECK_ARRAY_COUNT"
 RESERVED_ENV_PREFIX = "FLEETDECK_"
 MAX_ARRAY = 100_000
+SECRET_MASK = "<secret>"
 
 # Keys of a job file / CLI mapping, in the order they are checked.
 JOB_KEYS: tuple[str, ...] = (
     "name", "user", "project", "team", "shell", "command", "executor", "image", "gpus",
     "gpu_models", "min_gpu_mem", "cpus", "mem", "labels", "pool", "node", "priority",
     "max_runtime", "env", "workdir", "retries", "array", "kind", "protect", "notify", "class",
+    "secret_env",
 )  # fmt: skip
 # How errors name keys given on the command line (`fleetdeck submit`).
 CLI_FLAGS: Mapping[str, str] = {
@@ -148,6 +150,8 @@ class JobSpec:
     protect: bool = False
     notify: tuple[str, ...] = ()  # events the owner wants told (job.succeeded, job.failed)
     priority_class: str | None = None  # `class` in job files; None: the default class
+    # passed to the job like env; shown only to its owner and admins (`redacted`)
+    secret_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -246,7 +250,14 @@ class JobSpec:
             "protect": self.protect,
             "notify": list(self.notify),
             "priority_class": self.priority_class,
+            **({"secret_env": dict(self.secret_env)} if self.secret_env else {}),
         }
+
+    def redacted(self) -> JobSpec:
+        """This spec with each secret value replaced by SECRET_MASK (names stay visible)."""
+        if not self.secret_env:
+            return self
+        return replace(self, secret_env={k: SECRET_MASK for k in self.secret_env})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "stored job spec") -> JobSpec:
@@ -359,6 +370,11 @@ class _Parser:
             out["max_runtime_s"] = seconds
         if "env" in d:
             out["env"] = self.env(d["env"])
+        if "secret_env" in d:
+            out["secret_env"] = self.env(d["secret_env"], "secret_env")
+            both = sorted(set(out["secret_env"]) & set(out.get("env", {})))
+            if both:
+                raise self.fail("secret_env", "names not also given in env", both[0])
         if "workdir" in d:
             out["workdir"] = self.workdir(d["workdir"])
         if "retries" in d:
@@ -512,13 +528,13 @@ class _Parser:
             out[name] = str(value)
         return out
 
-    def env(self, v: object) -> dict[str, str]:
+    def env(self, v: object, key: str = "env") -> dict[str, str]:
         def check(name: str) -> None:
             if name.startswith(RESERVED_ENV_PREFIX):
-                raise self.fail("env", f"a variable not starting with {RESERVED_ENV_PREFIX}"
+                raise self.fail(key, f"a variable not starting with {RESERVED_ENV_PREFIX}"
                                 " (reserved)", name)  # fmt: skip
 
-        return self.pairs("env", v, _ENV_RE, "an environment variable", check)
+        return self.pairs(key, v, _ENV_RE, "an environment variable", check)
 
     def workdir(self, v: object) -> str:
         if not isinstance(v, str) or not (v.startswith("/") or v.startswith("~")):

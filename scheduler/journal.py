@@ -87,11 +87,13 @@ class JobRow:
         """Events the submitter opted in to (`submit --notify`)."""
         return self.spec.notify
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
+        """The row for clients; secret env values masked unless `reveal_secrets` (the job's
+        owner or an admin asks)."""
         out = {c: getattr(self, c) for c in _COLUMNS if c != "spec"}
         out["gpu_indices"] = list(self.gpu_indices)
         out["gpus"] = self.spec.gpus
-        out["spec"] = self.spec.to_dict()
+        out["spec"] = (self.spec if reveal_secrets else self.spec.redacted()).to_dict()
         return out
 
 

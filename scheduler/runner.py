@@ -130,7 +130,7 @@ def launch_of(row: JobRow, *, partition: str | None = None) -> Launch:
     return Launch(
         job_id=row.id, attempt=row.attempt, name=row.name, user=row.user,
         project=row.project or "", argv=spec.command, shell=spec.shell, image=spec.image,
-        env=env, workdir=spec.workdir, gpu_indices=row.gpu_indices,
+        env=env, secret_env=spec.secret_env, workdir=spec.workdir, gpu_indices=row.gpu_indices,
         gpu_count=gpu_count if not row.gpu_indices else None,
         gpu_milli=row.gpu_milli or 1000, cpu_milli=row.cpu_milli or 0,
         mem_bytes=row.mem_bytes or 0, max_runtime_s=spec.max_runtime_s, partition=partition)

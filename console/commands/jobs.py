@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--priority", help="higher runs first (integer)")
     p.add_argument("--max-runtime", metavar="DURATION", help="e.g. 2h; enables backfill")
     p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
+    p.add_argument("--secret-env", action="append", metavar="K=V",
+                   help="environment variable shown only to you and admins (never in audit "
+                        "rows, reports or logs)")
     p.add_argument("--workdir")
     p.add_argument("--retries", help="times to retry after a lost node or failed start")
     p.add_argument("--array", metavar="N", help="N tasks with ${FLEETDECK_ARRAY_INDEX}")
@@ -131,7 +134,8 @@ def spec_mapping(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         "cpus": _num(args.cpus, "--cpus"), "mem": args.mem,
         "labels": _pairs("--label", args.labels), "pool": args.pool, "node": args.node,
         "priority": _int(args.priority, "--priority"), "max_runtime": args.max_runtime,
-        "env": _pairs("--env", args.env), "workdir": args.workdir,
+        "env": _pairs("--env", args.env), "secret_env": _pairs("--secret-env", args.secret_env),
+        "workdir": args.workdir,
         "retries": _int(args.retries, "--retries"), "array": _int(args.array, "--array"),
         "kind": args.kind, "protect": args.protect, "shell": args.shell,
     }
@@ -200,10 +204,19 @@ def jobs_cmd(args: argparse.Namespace) -> int:
     rows = engine_or_store(loaded, "jobs", local, states=states, user=args.user,
                            limit=args.limit)
     if args.format == "json":
-        print_json([{k: v for k, v in r.items() if k != "spec"} for r in rows])
+        print_json([_job_json(r) for r in rows])
     else:
         print_table(rows, JOB_COLUMNS)
     return 0
+
+
+def _job_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A job row for `--format json`: the spec's environment, not the whole spec."""
+    spec = row.get("spec") or {}
+    out = {k: v for k, v in row.items() if k != "spec"}
+    out["env"] = spec.get("env", {})
+    out["secret_env"] = spec.get("secret_env", {})  # masked unless the caller may see it
+    return out
 
 
 def stop_cmd(args: argparse.Namespace) -> int:

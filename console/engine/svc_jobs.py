@@ -207,7 +207,7 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         limit = params.get("limit")
         rows = await engine.db.run(lambda s: journal.list_jobs(
             s, states=states, user=user, limit=limit, newest_first=True))
-        return [r.to_json() for r in rows]
+        return [r.to_json(reveal_secrets=sees_secrets(caller, r.user)) for r in rows]
 
     async def stop(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         ro(caller)
@@ -277,6 +277,11 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         engine.spawn(_loop(runner, runner_kick, cfg.scheduler.cycle_s), "scheduler")
         engine.spawn(_poll_loop(runner, min(cfg.collect.interval_s, 2.0)), "job-poll")
     return runner
+
+
+def sees_secrets(caller: Caller, owner: str) -> bool:
+    """A job's secret env is shown to its owner and to admins (root, the engine's owner)."""
+    return caller.user == owner or caller.uid in (0, os.getuid())
 
 
 def _listed(names: set[str], most: int = 8) -> str:

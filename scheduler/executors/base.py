@@ -42,7 +42,8 @@ class Launch:
     holds exactly one element, a POSIX shell script run as `sh -c SCRIPT`. `gpu_indices` are
     the node's GPUs placement chose (docker, process); a Slurm job asks for `gpu_count` GPUs and
     Slurm picks them. `gpu_milli` is the share of each chosen GPU (1000 whole, 250 a quarter).
-    Limits of 0 (and `max_runtime_s` None) mean none.
+    Limits of 0 (and `max_runtime_s` None) mean none. `secret_env` joins the job's
+    environment like `env` but never a command line on the node (stdin or a 0600 file).
     """
 
     job_id: int
@@ -63,6 +64,7 @@ class Launch:
     max_runtime_s: float | None = None
     partition: str | None = None  # slurm
     account: str | None = None  # slurm
+    secret_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.job_id < 0 or self.attempt < 0:
@@ -71,10 +73,11 @@ class Launch:
             raise ValueError("argv is empty")
         if self.shell and len(self.argv) != 1:
             raise ValueError("shell=True takes exactly one element in argv: the script")
-        values = (*self.argv, *self.env.values(), self.workdir or "", self.image or "")
+        values = (*self.argv, *self.env.values(), *self.secret_env.values(), self.workdir or "",
+                  self.image or "")
         if any("\0" in v for v in values):
             raise ValueError("arguments, env values, workdir and image cannot contain NUL")
-        for name in self.env:
+        for name in (*self.env, *self.secret_env):
             if not ENV_NAME.match(name):
                 raise ValueError(f"env name {name!r} is not a valid variable name")
         if self.max_runtime_s is not None and self.max_runtime_s <= 0:

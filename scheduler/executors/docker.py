@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import math
 import re
+import shlex
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ from scheduler.executors.base import (
     Handle,
     Launch,
     Status,
+    check,
 )
+from scheduler.executors.identity import engine_user, job_identity, resolve_owner_sh
 
 LABEL_JOB = "fleetdeck.job"
 LABEL_ATTEMPT = "fleetdeck.attempt"
@@ -99,7 +102,7 @@ def create_kwargs(launch: Launch, *, gpu_runtime: bool, init: bool = True,
         "command": list(launch.command),
         "name": container_name(launch.job_id, launch.attempt, fleet),
         "labels": labels,
-        "environment": launch.merged_env(extra),
+        "environment": {**launch.secret_env, **launch.merged_env(extra)},
         "init": init,
         "stdin_open": False,
         "tty": False,
@@ -203,6 +206,9 @@ class DockerExecutor:
     async def start(self, launch: Launch, transport: Transport) -> Handle:
         kwargs = create_kwargs(launch, gpu_runtime=self.gpu_runtime, init=self.init,
                                fleet=self.fleet)
+        run_as = job_identity(transport.node, engine_user()).run_as(launch.user)
+        if run_as is not None:
+            kwargs.update(await owner_ids(run_as, transport, self.api_timeout_s))
         cid = await self._call(transport, f"start job {launch.tag}", self._start_sync, kwargs)
         return Handle("docker", transport.node.name, cid, launch.job_id, launch.attempt)
 
@@ -360,6 +366,17 @@ class DockerExecutor:
             with contextlib.suppress(Exception):
                 client.close()
         self._clients.clear()
+
+
+async def owner_ids(user: str, transport: Transport, timeout_s: float) -> dict[str, Any]:
+    """`user` (uid:gid) and `group_add` for a container run as `user` as the node knows them;
+    one line when the node has no such account."""
+    script = (resolve_owner_sh(user, transport.node.name)
+              + f'\necho "$uid $gid $(id -G -- {shlex.quote(user)})"')
+    res = check(await transport.run_shell(script, timeout=timeout_s), transport,
+                f"run as {user}")
+    uid, gid, *groups = res.text().split()
+    return {"user": f"{uid}:{gid}", "group_add": [g for g in groups if g != gid]}
 
 
 def _reason(e: BaseException) -> str:

@@ -40,6 +40,7 @@ from scheduler.executors.base import (
     sh_exports,
     sh_words,
 )
+from scheduler.executors.identity import engine_user, job_identity, resolve_owner_sh
 
 DEFAULT_JOBS_DIR = "~/.fleetdeck/jobs"
 
@@ -62,28 +63,43 @@ describe() {
 """
 
 
-def runner_script(launch: Launch, *, kill_after_s: float = 10.0) -> str:
-    """The wrapper run as `sh -c RUNNER fleetdeck-runner JOBDIR` (detached, in its own session).
+def runner_script(launch: Launch, *, kill_after_s: float = 10.0,
+                  run_as: str | None = None) -> str:
+    """The wrapper run as `sh -c RUNNER fleetdeck-runner JOBDIR [UID GID HOME]` (detached, in
+    its own session).
 
     It starts the job (in a new session: its pid is its process group id), records pid, times
-    and the exit code in JOBDIR, and sends the job's output to JOBDIR/output.log.
+    and the exit code in JOBDIR, and sends the job's output to JOBDIR/output.log. With
+    `run_as`, the job runs as that user (`setpriv` with the uid, gid and groups the start
+    script resolved), from their home unless the launch names a workdir. Secret variables come
+    from JOBDIR/secret_env (written 0600 by the start script), removed once the job runs.
     """
     gpus = ",".join(str(i) for i in launch.gpu_indices)
     env = launch.merged_env({"CUDA_VISIBLE_DEVICES": gpus})
-    cmd = ["setsid", "--"]
+    prefix = "setsid -- "
+    if run_as is not None:
+        env.update(USER=run_as, LOGNAME=run_as)
+        prefix += 'setpriv --reuid="$2" --regid="$3" --init-groups -- '
+    cmd: list[str] = []
     if launch.max_runtime_s is not None:
         cmd += ["timeout", "-k", f"{kill_after_s:g}", f"{launch.max_runtime_s:g}"]
     cmd += launch.command
-    cd = f"cd -- {shlex.quote(launch.workdir)} || exit 127; " if launch.workdir else ""
+    if launch.workdir:
+        cd = f"cd -- {shlex.quote(launch.workdir)} || exit 127; "
+    else:
+        cd = 'cd -- "$4" 2>/dev/null; ' if run_as is not None else ""
     return "\n".join(
         [
             'd=$1',
             'echo "$$" > "$d/runner_pid"',
             'date +%s > "$d/started_at"',
             sh_exports(env),
-            f'({cd}exec {sh_words(cmd)}) > "$d/output.log" 2>&1 < /dev/null &',
+            'if [ -n "$4" ]; then export HOME="$4"; fi',
+            'if [ -e "$d/secret_env" ]; then . "$d/secret_env"; fi',
+            f'({cd}exec {prefix}{sh_words(cmd)}) > "$d/output.log" 2>&1 < /dev/null &',
             "pid=$!",
             'echo "$pid" > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"',
+            'rm -f -- "$d/secret_env"',
             'wait "$pid"; rc=$?',
             # Like a container or a Slurm job: what the job left running in its group ends too.
             'kill -KILL -"$pid" 2>/dev/null',
@@ -99,24 +115,33 @@ def start_script(
     *,
     kill_after_s: float = 10.0,
     wait_s: float = 10.0,
+    run_as: str | None = None,
+    node: str = "",
 ) -> str:
     """Create the job directory atomically and launch the wrapper, or adopt an existing one.
 
     Prints `1 PID` (started now) or `0 PID` (adopted); exits 4 when an existing directory got
-    no pid within `wait_s` (a start that died half-way).
+    no pid within `wait_s` (a start that died half-way), NO_SUCH_USER_EXIT when `run_as` has no
+    account on the node. With secret variables, stdin carries their `export` lines: they go to
+    a 0600 file in the job directory, never into a command line.
     """
-    runner = runner_script(launch, kill_after_s=kill_after_s)
+    runner = runner_script(launch, kill_after_s=kill_after_s, run_as=run_as)
     ticks = max(1, math.ceil(wait_s * 10))
+    owner = [resolve_owner_sh(run_as, node)] if run_as is not None else []
+    owner_args = ' "$uid" "$gid" "$home"' if run_as is not None else ""
+    secret = ['  (umask 077; cat > "$d/secret_env")'] if launch.secret_env else []
     return "\n".join(
         [
             "trap '' HUP",
+            *owner,
             f"base={jobs_dir_expr(jobs_dir)}",
             'mkdir -p -- "$base" || exit 3',
             f'd="$base"/{launch.tag}',
-            'if mkdir -- "$d" 2>/dev/null; then',
+            'if mkdir -m 700 -- "$d" 2>/dev/null; then',
             "  new=1",
+            *secret,
             '  cat /proc/sys/kernel/random/boot_id > "$d/boot_id" 2>/dev/null',
-            f'  setsid sh -c {shlex.quote(runner)} fleetdeck-runner "$d"'
+            f'  setsid sh -c {shlex.quote(runner)} fleetdeck-runner "$d"{owner_args}'
             " < /dev/null > /dev/null 2>&1 &",
             "else",
             '  [ -d "$d" ] || exit 3',
@@ -191,11 +216,15 @@ class ProcessExecutor:
         return f"{jobs_dir_expr(self.jobs_dir)}/{shlex.quote(tag)}"
 
     async def start(self, launch: Launch, transport: Transport) -> Handle:
+        run_as = job_identity(transport.node, engine_user()).run_as(launch.user)
         script = start_script(
-            launch, self.jobs_dir, kill_after_s=self.kill_after_s, wait_s=self.start_wait_s
+            launch, self.jobs_dir, kill_after_s=self.kill_after_s, wait_s=self.start_wait_s,
+            run_as=run_as, node=transport.node.name,
         )
+        secrets = sh_exports(launch.secret_env).encode() + b"\n" if launch.secret_env else None
         res = check(
-            await transport.run_shell(script, timeout=self.start_wait_s + self.command_timeout_s),
+            await transport.run_shell(script, input=secrets,
+                                      timeout=self.start_wait_s + self.command_timeout_s),
             transport,
             f"start job {launch.tag}",
         )

@@ -102,6 +102,7 @@ def batch_script(launch: Launch) -> str:
             "trap 'fd_term=1' TERM",
             'date +%s > "$d/started_at"',
             sh_exports(launch.merged_env()),
+            sh_exports(launch.secret_env),  # the script reaches sbatch on stdin
             sh_words(list(launch.command)) + " < /dev/null",
             "rc=$?",
             'date +%s > "$d/ended_at"',

@@ -71,7 +71,7 @@ def executor() -> Iterator[DockerExecutor]:
 
 
 def launch(job_id: int, argv: tuple[str, ...], image: str, **kw: Any) -> Launch:
-    return Launch(job_id=job_id, attempt=0, name=f"job{job_id}", user="alice",
+    return Launch(job_id=job_id, attempt=0, name=f"job{job_id}", user="root",
                   project="vision", argv=argv, image=image, **kw)
 
 
@@ -125,7 +125,7 @@ async def test_exit_codes_logs_labels_and_limits(executor: DockerExecutor, trans
     c = node.docker.client().containers.get(ok.external_id)
     assert c.name == "fleetdeck-1-0"
     assert c.labels["fleetdeck.job"] == "1" and c.labels["fleetdeck.attempt"] == "0"
-    assert c.labels["fleetdeck.user"] == "alice" and c.labels["fleetdeck.project"] == "vision"
+    assert c.labels["fleetdeck.user"] == "root" and c.labels["fleetdeck.project"] == "vision"
     assert c.labels["fleetdeck.gpus"] == "0,2" and c.labels["fleetdeck.gpu_mode"] == "env"
     assert c.attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert c.attrs["HostConfig"]["Memory"] == 64 * 2**20
@@ -166,7 +166,7 @@ async def test_hostile_arguments_reach_the_program_verbatim(
     # argv is passed as a list: printf gets every argument as is; then check the marker.
     script = 'printf "%s\\0" "$@"; [ -e /tmp/pwned ] && echo PWNED; exit 0'
     h = await executor.start(
-        Launch(job_id=6, attempt=0, name=name, user="a;b", project="$(id)",
+        Launch(job_id=6, attempt=0, name=name, user="root", project="$(id)",
                argv=("sh", "-c", script, "sh", *HOSTILE), image=image,
                env={"HOSTILE": HOSTILE[0]}),
         transport)
@@ -175,7 +175,7 @@ async def test_hostile_arguments_reach_the_program_verbatim(
     assert out.split(b"\0")[:-1] == [a.encode() for a in HOSTILE]
     assert b"PWNED" not in out
     h2 = await executor.start(
-        Launch(job_id=7, attempt=0, name=name, user="u", project="p",
+        Launch(job_id=7, attempt=0, name=name, user="root", project="p",
                argv=('printf "%s\\0" "$FLEETDECK_JOB_NAME" "$HOSTILE"; '
                      "[ -e /tmp/pwned ] && echo PWNED; exit 0",),
                shell=True, image=image, env={"HOSTILE": HOSTILE[0]}),

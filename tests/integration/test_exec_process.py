@@ -66,7 +66,7 @@ def executor(tmp_path: Path) -> ProcessExecutor:
 
 
 def launch(job_id: int, argv: tuple[str, ...], **kw: object) -> Launch:
-    return Launch(job_id=job_id, attempt=0, name=f"job{job_id}", user="alice",
+    return Launch(job_id=job_id, attempt=0, name=f"job{job_id}", user="root",
                   project="vision", argv=argv, **kw)  # type: ignore[arg-type]
 
 
@@ -135,7 +135,7 @@ async def test_hostile_arguments_cannot_inject(executor: ProcessExecutor, transp
     name = f'"; touch {marker} # $(touch {marker}) `touch {marker}`'
     # The program receives the exact argv: printf prints each argument NUL-terminated.
     h = await executor.start(
-        Launch(job_id=4, attempt=0, name=name, user="a;b", project="$(id)",
+        Launch(job_id=4, attempt=0, name=name, user="root", project="$(id)",
                argv=("printf", "%s\\0", *args), env={"HOSTILE": args[0], "H2": args[2]},
                workdir=str(tmp_path)),
         transport)
@@ -144,7 +144,7 @@ async def test_hostile_arguments_cannot_inject(executor: ProcessExecutor, transp
     assert out.split(b"\0")[:-1] == [a.encode() for a in args]
     # Env values and the job name reach a shell script as data, not code.
     h2 = await executor.start(
-        Launch(job_id=5, attempt=0, name=name, user="u", project="p",
+        Launch(job_id=5, attempt=0, name=name, user="root", project="p",
                argv=('printf "%s\\0" "$FLEETDECK_JOB_NAME" "$HOSTILE" "$H2"',), shell=True,
                env={"HOSTILE": args[0], "H2": args[2]}),
         transport)
@@ -205,7 +205,7 @@ async def test_start_is_idempotent(executor: ProcessExecutor, transport: SshTran
     assert counter.read_text() == "run\n"
     # a new attempt is a new run
     again = await executor.start(
-        Launch(job_id=9, attempt=1, name="job9", user="alice", project="vision",
+        Launch(job_id=9, attempt=1, name="job9", user="root", project="vision",
                argv=job.argv), transport)
     assert again.external_id != first.external_id
     assert (await wait_done(executor, again, transport)).exit_code == 0
