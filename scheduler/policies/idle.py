@@ -29,6 +29,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 import numpy as np
@@ -44,7 +45,32 @@ from scheduler.policies.audit import (
 from scheduler.providers.base import doc
 
 JobKind = Literal["batch", "notebook", "service"]
+MissingSignal = Literal["skip", "gpu_only"]
 _EPS = 1e-6
+# GPU memory that grows by more than this over the window is work (a loading model, a cache)
+MEM_GROWTH_TOLERANCE_BYTES = 64 * 1024 * 1024
+
+
+class IdleStatus(StrEnum):
+    """The idle policy's verdict on one running job."""
+
+    IDLE = "idle"
+    BUSY = "busy"
+    GRACE = "grace"
+    PROTECTED = "protected"
+    SNOOZED = "snoozed"
+    DISABLED = "disabled"
+    NO_DATA = "no_data"
+    NO_GPU = "no_gpu"
+
+    @property
+    def label(self) -> str:
+        """What a person reads: idle, busy, exempt (grace ...), not enough data, no GPU."""
+        if self in (IdleStatus.GRACE, IdleStatus.PROTECTED, IdleStatus.SNOOZED,
+                    IdleStatus.DISABLED):
+            return f"exempt ({self.value})"
+        return {IdleStatus.NO_DATA: "not enough data", IdleStatus.NO_GPU: "no GPU"}.get(
+            self, self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +84,9 @@ class IdleSettings:
         "a GPU sample at or above this utilization makes the job busy", min=0, max=100))
     check_cpu: bool = field(default=True, metadata=doc(
         "require job CPU samples under cpu_util_threshold_pct (false: GPU signals only)"))
+    missing_signal: MissingSignal = field(default="gpu_only", metadata=doc(
+        "when a job's CPU samples are missing: gpu_only judges on GPU util and GPU memory "
+        "growth alone, skip leaves the job unjudged (not enough data)"))
     cpu_util_threshold_pct: float = field(default=20.0, metadata=doc(
         "a job CPU sample at or above this (100 = one core) makes the job busy", min=0))
     grace_s: float = field(default=900.0, metadata=doc(
@@ -92,6 +121,8 @@ class IdleRule:
     gpu_util_threshold_pct: float | None = field(default=None, metadata=doc(
         "override gpu_util_threshold_pct", min=0, max=100))
     check_cpu: bool | None = field(default=None, metadata=doc("override check_cpu"))
+    missing_signal: MissingSignal | None = field(default=None, metadata=doc(
+        "override missing_signal: skip or gpu_only"))
     cpu_util_threshold_pct: float | None = field(default=None, metadata=doc(
         "override cpu_util_threshold_pct", min=0))
     grace_s: float | None = field(default=None, metadata=doc("override grace_s", min=0))
@@ -213,13 +244,32 @@ class IdleState:
 
 @dataclass(frozen=True, slots=True)
 class IdleVerdict:
-    """What the policy saw for one job: status idle | busy | grace | protected | snoozed |
-    disabled | no_data | no_gpu, with the reason and evidence."""
+    """What the policy saw for one job, with the reason and evidence (window, GPU util max and
+    mean, GPU memory held, CPU max, the signals used)."""
 
     job_id: str
-    status: str
+    status: IdleStatus
     reason: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: `not enough data: GPU 0: 2 samples in the window, need 3`."""
+        reason = self.reason.removeprefix("not enough data: ")
+        return f"{self.status.label}: {reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdict as the engine sends it (explain, policies)."""
+        ev = self.evidence
+        return {"status": self.status.value, "label": self.status.label,
+                "reason": self.reason, "summary": self.summary(),
+                "window_s": ev.get("window_s"), "samples": ev.get("samples"),
+                "gpu_util_max_pct": ev.get("gpu_util_max_pct"),
+                "gpu_util_mean_pct": ev.get("gpu_util_mean_pct"),
+                "gpu_mem_held_bytes": ev.get("gpu_mem_held_bytes"),
+                "gpu_mem_growth_bytes": ev.get("gpu_mem_growth_bytes"),
+                "cpu_util_max_pct": ev.get("cpu_util_max_pct"),
+                "signals": list(ev.get("signals") or ()), "missing": ev.get("missing"),
+                "fallback": ev.get("fallback")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,23 +338,30 @@ def _in_window(ts: tuple[float, ...], start: float, end: float) -> tuple[np.ndar
     return a, mask
 
 
+def _mem_growth(mems: Sequence[np.ndarray]) -> int:
+    """Largest growth of GPU memory over the window (last sample minus first) on any GPU."""
+    return max((int(m[-1] - m[0]) for m in mems if m.size), default=0)
+
+
 def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
-                now: float) -> tuple[str, str, dict[str, Any]]:
+                now: float) -> tuple[IdleStatus, str, dict[str, Any]]:
     """(status, reason, evidence) for one job over `[now - window_s, now]`.
 
     Status is idle, busy, no_data or no_gpu. Pure; exemptions are checked by the caller.
+    Missing CPU samples follow `missing_signal`: `skip` is no_data, `gpu_only` judges on GPU
+    utilization and GPU memory growth alone and says so in the evidence (`fallback`).
     """
     start = now - s.window_s
     ev: dict[str, Any] = {"window_s": s.window_s, "window_start": start, "window_end": now,
                           "node": job.node, "gpus": list(job.gpu_indices),
                           "gpu_util_threshold_pct": s.gpu_util_threshold_pct}
     if not job.gpu_indices:
-        return "no_gpu", "holds no GPU", ev
+        return IdleStatus.NO_GPU, "holds no GPU", ev
     if start < job.started_at - _EPS:
-        return "no_data", (f"running {fmt_duration(now - job.started_at)}, less than the "
-                           f"{fmt_duration(s.window_s)} window"), ev
+        return IdleStatus.NO_DATA, (f"running {fmt_duration(now - job.started_at)}, less than "
+                                    f"the {fmt_duration(s.window_s)} window"), ev
     if window is None or not window.gpus:
-        return "no_data", "no GPU samples", ev
+        return IdleStatus.NO_DATA, "not enough data: no GPU samples", ev
     utils: list[np.ndarray] = []
     mems: list[np.ndarray] = []
     for g in window.gpus:
@@ -312,7 +369,7 @@ def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
         problem = _coverage(ts[mask], start, now, s)
         if problem is not None:
             ev["missing"] = f"GPU {g.gpu_index}: {problem}"
-            return "no_data", f"not enough data: GPU {g.gpu_index}: {problem}", ev
+            return IdleStatus.NO_DATA, f"not enough data: GPU {g.gpu_index}: {problem}", ev
         utils.append(np.asarray(g.util_pct, dtype=np.float64)[mask])
         mems.append(np.asarray(g.mem_used_bytes, dtype=np.float64)[mask])
     util = np.concatenate(utils)
@@ -323,31 +380,60 @@ def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
         "gpu_util_max_pct": round(float(util.max()), 3),
         "gpu_mem_held_bytes": int(mem.max()),
         "gpu_mem_mean_bytes": int(mem.mean()),
+        "signals": ["gpu"],
     })
     umax = float(util.max())
     if umax >= s.gpu_util_threshold_pct:
-        return "busy", (f"GPU util reached {umax:.1f}% >= {s.gpu_util_threshold_pct:g}% "
-                        f"in the last {fmt_duration(s.window_s)}"), ev
+        return IdleStatus.BUSY, (f"GPU util reached {umax:.1f}% >= "
+                                 f"{s.gpu_util_threshold_pct:g}% in the last "
+                                 f"{fmt_duration(s.window_s)}"), ev
+    cpu_note = ""
     if s.check_cpu:
-        ts, mask = _in_window(window.cpu_ts, start, now)
-        problem = _coverage(ts[mask], start, now, s)
-        if problem is not None:
-            ev["missing"] = f"CPU: {problem}"
-            return "no_data", f"not enough data: CPU: {problem}", ev
-        cpu = np.asarray(window.cpu_util_pct, dtype=np.float64)[mask]
-        cmax = float(cpu.max())
-        ev.update({"cpu_util_mean_pct": round(float(cpu.mean()), 3),
-                   "cpu_util_max_pct": round(cmax, 3),
-                   "cpu_util_threshold_pct": s.cpu_util_threshold_pct})
-        if cmax >= s.cpu_util_threshold_pct:
-            return "busy", (f"CPU reached {cmax:.1f}% >= {s.cpu_util_threshold_pct:g}% "
-                            f"in the last {fmt_duration(s.window_s)}"), ev
+        verdict = _judge_cpu(window, start, now, s, mems, ev)
+        if verdict is not None:
+            return verdict
+        if ev.get("fallback") == "gpu_only":
+            cpu_note = (f"; CPU not measured ({ev['missing'].removeprefix('CPU: ')}): judged "
+                        "on GPU only (missing_signal = gpu_only)")
+        else:
+            cpu_note = (f", CPU max {ev['cpu_util_max_pct']:.1f}% < "
+                        f"{s.cpu_util_threshold_pct:g}%")
     reason = (f"GPU util max {umax:.1f}% (mean {ev['gpu_util_mean_pct']:.1f}%) < "
               f"{s.gpu_util_threshold_pct:g}% over {fmt_duration(s.window_s)}, "
-              f"{fmt_bytes(ev['gpu_mem_held_bytes'])} GPU memory held")
-    if s.check_cpu:
-        reason += f", CPU max {ev['cpu_util_max_pct']:.1f}% < {s.cpu_util_threshold_pct:g}%"
-    return "idle", reason, ev
+              f"{fmt_bytes(ev['gpu_mem_held_bytes'])} GPU memory held{cpu_note}")
+    return IdleStatus.IDLE, reason, ev
+
+
+def _judge_cpu(window: JobUsageWindow, start: float, now: float, s: IdleSettings,
+               mems: Sequence[np.ndarray], ev: dict[str, Any],
+               ) -> tuple[IdleStatus, str, dict[str, Any]] | None:
+    """The CPU half of the verdict: busy, not enough data, or None (CPU idle, or missing and
+    judged on GPU only: `ev["fallback"]` says which)."""
+    ts, mask = _in_window(window.cpu_ts, start, now)
+    problem = _coverage(ts[mask], start, now, s)
+    if problem is not None:
+        ev["missing"] = f"CPU: {problem}"
+        if s.missing_signal == "skip":
+            return IdleStatus.NO_DATA, (f"not enough data: CPU: {problem} "
+                                        "(missing_signal = skip)"), ev
+        growth = _mem_growth(mems)
+        ev["fallback"] = "gpu_only"
+        ev["gpu_mem_growth_bytes"] = growth
+        if growth > MEM_GROWTH_TOLERANCE_BYTES:
+            return IdleStatus.BUSY, (f"GPU memory grew {fmt_bytes(growth)} in the last "
+                                     f"{fmt_duration(s.window_s)} (CPU not measured: "
+                                     f"{problem})"), ev
+        return None
+    cpu = np.asarray(window.cpu_util_pct, dtype=np.float64)[mask]
+    cmax = float(cpu.max())
+    ev.update({"cpu_util_mean_pct": round(float(cpu.mean()), 3),
+               "cpu_util_max_pct": round(cmax, 3),
+               "cpu_util_threshold_pct": s.cpu_util_threshold_pct,
+               "signals": ["gpu", "cpu"]})
+    if cmax >= s.cpu_util_threshold_pct:
+        return IdleStatus.BUSY, (f"CPU reached {cmax:.1f}% >= {s.cpu_util_threshold_pct:g}% "
+                                 f"in the last {fmt_duration(s.window_s)}"), ev
+    return None
 
 
 def _protected(job: IdleJob, label: str) -> bool:
@@ -380,17 +466,18 @@ def evaluate_idle(
         s, rules = config.settings_for(job)
         prev = state.get(job.job_id)
         snooze = snoozes.get(job.job_id)
-        exempt: tuple[str, str] | None = None
+        exempt: tuple[IdleStatus, str] | None = None
         if not s.enabled:
-            exempt = ("disabled", "idle policy disabled for this job")
+            exempt = (IdleStatus.DISABLED, "idle policy disabled for this job")
         elif _protected(job, config.protect_label):
-            exempt = ("protected", f"protected ({config.protect_label})")
+            exempt = (IdleStatus.PROTECTED, f"protected ({config.protect_label})")
         elif snooze is not None and snooze.active(now):
             until = datetime.fromtimestamp(snooze.until, UTC).strftime("%Y-%m-%d %H:%M UTC")
-            exempt = ("snoozed", f"snoozed by {snooze.user} until {until}: {snooze.reason}")
+            exempt = (IdleStatus.SNOOZED,
+                      f"snoozed by {snooze.user} until {until}: {snooze.reason}")
         elif now - job.started_at < s.grace_s:
-            exempt = ("grace", f"started {fmt_duration(now - job.started_at)} ago, grace "
-                               f"{fmt_duration(s.grace_s)}")
+            exempt = (IdleStatus.GRACE, f"started {fmt_duration(now - job.started_at)} ago, "
+                                        f"grace {fmt_duration(s.grace_s)}")
         if exempt is not None:
             verdicts[job.job_id] = IdleVerdict(job.job_id, exempt[0], exempt[1],
                                                {"rules": list(rules)})
@@ -400,11 +487,11 @@ def evaluate_idle(
         status, reason, ev = detect_idle(job, windows.get(job.job_id), s, now)
         ev["rules"] = list(rules)
         verdicts[job.job_id] = IdleVerdict(job.job_id, status, reason, ev)
-        if status == "no_data":
+        if status == IdleStatus.NO_DATA:
             if prev is not None:
                 new[job.job_id] = prev  # missing data neither advances nor clears
             continue
-        if status != "idle":
+        if status != IdleStatus.IDLE:
             if prev is not None and prev.phase in ("warned", "stopped"):
                 actions.append(_clear(job, prev, reason, ev, now))
             continue
