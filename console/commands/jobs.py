@@ -24,6 +24,7 @@ from console.engine.client import EngineClient
 from console.engine.services import list_actions
 from scheduler import journal
 from scheduler.jobspec import CLI_FLAGS, JobSpec
+from scheduler.policies.idle import verdict_numbers
 
 SOURCE = "command line"
 
@@ -258,6 +259,11 @@ def explain_cmd(args: argparse.Namespace) -> int:
         print(f"  on {p['node']} GPUs {gpus} via {p['executor']}")
     for e in info.get("burst", []):
         print(f"  burst: {e}")
+    if info.get("idle"):
+        print(f"  idle: {info['idle']['summary']}")
+        numbers = verdict_numbers(info["idle"])
+        if numbers:
+            print(f"        {numbers}")
     print("events:")
     print_table(info["events"], ["ts", "from_state", "to_state", "reason", "actor"])
     return 0

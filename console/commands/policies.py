@@ -83,6 +83,11 @@ def policies_cmd(args: argparse.Namespace) -> int:
     print_table([{**r, **{k: v for k, v in r["evidence"].items()}} for r in res["idle"]],
                 ["job", "name", "user", "node", "state", "dry_run", "window_s",
                  "mean_util_pct", "max_util_pct", "mem_held_bytes", "cpu_util_pct"])
+    if res.get("idle_note"):
+        print(f"\n{res['idle_note']}")
+    if res.get("idle_unjudged"):
+        print("\njobs the idle policy cannot judge:")
+        print_table(res["idle_unjudged"], ["job", "reason"])
     if res.get("snoozed"):
         print("\nsnoozed jobs:")
         print_table(res["snoozed"], ["job", "user", "until", "reason"])

@@ -31,6 +31,12 @@ from collectors.errors import FleetdeckError, NotFoundError
 from collectors.store import Store
 from collectors.store.audit import utc
 from collectors.store.db import insert_rows
+from console.engine.idle_inputs import (
+    BlindSpot,
+    latest_job_usage,
+    running_gpu_jobs,
+    usage_rows,
+)
 from console.engine.protocol import RequestError
 from console.engine.server import Caller
 from console.engine.svc_burst import BurstManager
@@ -40,10 +46,10 @@ from scheduler.models import FleetSnapshot
 from scheduler.policies import health as hp
 from scheduler.policies.audit import HEALTH_ACTOR, IDLE_ACTOR, Action, Snooze, snooze_action
 from scheduler.policies.idle import (
-    IdleJob,
     IdleJobState,
     IdleSettings,
     IdleState,
+    IdleStatus,
     IdleVerdict,
     build_usage_windows,
     evaluate_idle,
@@ -76,6 +82,7 @@ class PolicyService:
         self.interval_s = max(0.2, engine.config.collect.interval_s)
         self.idle_state = IdleState()
         self.idle_verdicts: dict[str, IdleVerdict] = {}
+        self.idle_blind = BlindSpot()  # "cannot judge any job", said once
         self.snoozes: dict[str, Snooze] = {}
         self.health_state = hp.HealthState()
         # Health reads rows newer than what it saw minus a lag (batches of several nodes
@@ -102,7 +109,9 @@ class PolicyService:
         out: dict[str, Any] = {"burst": await self.burst.explain_lines(job_id)}
         v = self.idle_verdicts.get(str(job_id))
         if v is not None:
-            out["idle"] = f"{v.status}: {v.reason}"
+            out["idle"] = v.to_json()
+        since = self.engine.clock() - max(60.0, 3 * self.interval_s)
+        out["usage"] = await self.engine.db.run(lambda s: latest_job_usage(s, job_id, since))
         return out
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -138,23 +147,26 @@ class PolicyService:
 
     # -- idle ---------------------------------------------------------------------------------
     async def idle_tick(self) -> None:
+        """Judge every running GPU job: a verdict for each (shown by explain and the Job
+        screen), warn/stop actions for the idle ones when the policy is on."""
         cfg = self.cfg.idle
         now = self.engine.clock()
-        rows = await self.engine.db.run(lambda s: journal.list_jobs(s, states=("running",)))
-        jobs = [idle_job(r) for r in rows if r.node is not None and r.gpu_indices]
+        lookback = max([cfg.window_s, *(r.window_s for r in cfg.rules if r.window_s)]) + 1.0
+        since = now - lookback
+
+        def read(store: Store) -> tuple[list[Any], Any, Any]:
+            rows = journal.list_jobs(store, states=("running",))
+            jobs = running_gpu_jobs(store, rows, since)
+            enabled = [j for j in jobs if cfg.settings_for(j)[0].enabled]
+            gpu, cpu = usage_rows(store, enabled, since) if enabled else ([], [])
+            return jobs, gpu, cpu
+
+        jobs, gpu_rows, cpu_rows = await self.engine.db.run(read)
         settings = {j.job_id: cfg.settings_for(j)[0] for j in jobs}
-        if not any(s.enabled for s in settings.values()):
-            if self.idle_state.jobs or self.idle_verdicts:
-                result = evaluate_idle(jobs, {}, cfg, self.idle_state, now, self.snoozes)
-                await self._idle_actions(result.actions, settings, dict(result.state.jobs))
-                self.idle_verdicts = dict(result.verdicts)
-            return
-        since = now - max(s.window_s for s in settings.values() if s.enabled) - 1.0
-        gpu_rows, cpu_rows = await self.engine.db.run(
-            lambda s: usage_rows(s, jobs, since))
         windows = build_usage_windows(jobs, gpu_rows, cpu_rows, since=since)
         result = evaluate_idle(jobs, windows, cfg, self.idle_state, now, self.snoozes)
         self.idle_verdicts = dict(result.verdicts)
+        self.idle_blind.update(self.idle_verdicts)
         await self._idle_actions(result.actions, settings, dict(result.state.jobs))
 
     async def _idle_actions(self, actions: Sequence[Action], settings: Mapping[str, IdleSettings],
@@ -366,8 +378,13 @@ class PolicyService:
         snoozed = [{"job": int(s.job_id), "user": s.user, "reason": s.reason,
                     "until": datetime.fromtimestamp(s.until, UTC).isoformat()}
                    for s in self.snoozes.values() if s.active(now)]
+        unjudged = [{"job": int(j), "status": v.status.value, "reason": v.reason}
+                    for j, v in sorted(self.idle_verdicts.items(), key=lambda kv: int(kv[0]))
+                    if v.status == IdleStatus.NO_DATA]
         return {
             "idle": idle,
+            "idle_unjudged": unjudged,
+            "idle_note": self.idle_blind.note,
             "snoozed": snoozed,
             "burst": await self.burst.instances_json(),
             "cordoned": [{"node": n, "reason": r} for n, r in sorted(
@@ -386,14 +403,6 @@ def _writable(caller: Caller) -> None:
 def _exists(store: Store, job_id: int) -> bool:
     return bool(store.con.execute("SELECT count(*) FROM jobs WHERE id = ?",
                                   [job_id]).fetchall()[0][0])
-
-
-def idle_job(r: JobRow) -> IdleJob:
-    assert r.node is not None
-    return IdleJob(job_id=str(r.id), node=r.node, gpu_indices=tuple(r.gpu_indices),
-                   started_at=epoch(r.started_at) or epoch(r.submitted_at) or 0.0,
-                   user=r.user, project=r.project, pool=r.pool, kind=r.kind or "batch",
-                   labels=dict(r.spec.labels), protect=r.spec.protect)
 
 
 def idle_entry(job_id: str, st: IdleJobState, row: JobRow | None,
@@ -417,21 +426,6 @@ def idle_entry(job_id: str, st: IdleJobState, row: JobRow | None,
 
 
 # -- store reads (on the store thread) ---------------------------------------------------------
-
-def usage_rows(store: Store, jobs: Sequence[IdleJob], since: float,
-               ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """GPU samples of the jobs' nodes and container CPU of the jobs, since `since`."""
-    nodes = sorted({j.node for j in jobs})
-    ids = [int(j.job_id) for j in jobs]
-    gpu = store.con.execute(
-        "SELECT node, gpu_index, ts, util_pct, mem_used_bytes FROM gpu_samples "
-        "WHERE ts >= ? AND list_contains(?, node)", [utc(since), nodes]).fetchall()
-    cpu = store.con.execute(
-        "SELECT job_id, ts, cpu_util_pct FROM container_samples "
-        "WHERE ts >= ? AND job_id IS NOT NULL AND list_contains(?, job_id)",
-        [utc(since), ids]).fetchall()
-    return gpu, cpu
-
 
 def health_rows(store: Store, samples_since: float, events_since: float,
                 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

@@ -19,6 +19,7 @@ from console.screens.jobs import JOBS_LIMIT, job_gpus, runtime
 from console.widgets import fmt
 from console.widgets.keyed_table import Column, KeyedTable, Row
 from console.widgets.log_view import LogView
+from scheduler.policies.idle import verdict_numbers
 
 LOG_TAIL = 1000
 EVENT_COLUMNS = (
@@ -77,6 +78,21 @@ def where_text(info: Mapping[str, Any], now: float) -> Text:
     reserved = fmt.epoch(info.get("reserved_start"))
     if reserved is not None:
         t.append(f"   reserved start in {fmt.duration(reserved - now)}", style="cyan")
+    usage = info.get("usage")
+    if usage:
+        cpu = usage.get("cpu_util_pct")
+        t.append("\nprocesses ", style="bold").append(
+            f"{usage.get('procs')} on {usage.get('node')}  CPU "
+            f"{'-' if cpu is None else f'{float(cpu):.0f}%'}  "
+            f"RSS {fmt.size(usage.get('rss_bytes'))}")
+    idle = info.get("idle")
+    if idle:
+        t.append("\nidle policy ", style="bold").append(
+            str(idle.get("summary") or ""),
+            style="yellow" if idle.get("status") in ("idle", "no_data") else "")
+        numbers = verdict_numbers(idle)
+        if numbers:
+            t.append(f"\n  {numbers}", style="dim")
     return t
 
 

@@ -87,6 +87,7 @@ class PoliciesScreen(FleetdeckScreen):
         yield Label("Idle GPU jobs  [dim]z snooze · x stop now · Enter open[/]",
                     classes="section", id="idle-label")
         yield KeyedTable(IDLE_COLUMNS, id="idle")
+        yield Static("", id="idle-unjudged")
         yield Static("", id="snoozed")
         yield Label("Burst nodes", classes="section", id="burst-label")
         yield KeyedTable(BURST_COLUMNS, id="burst")
@@ -97,10 +98,25 @@ class PoliciesScreen(FleetdeckScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#snoozed").display = False
+        self.query_one("#idle-unjudged").display = False
         self.query_one("#idle", KeyedTable).focus()
 
     def refresh_data(self) -> None:
         self.poll()
+
+    def _show_unjudged(self, note: str | None, jobs: list[dict[str, Any]]) -> None:
+        """The policy's blind spot: a note when it can judge no job, the jobs it cannot."""
+        box = self.query_one("#idle-unjudged", Static)
+        t = Text()
+        if note:
+            t.append(note, style="bold yellow")
+        for j in jobs[:8]:
+            t.append("\n" if t else "").append(f"job {j.get('job')}: ", style="bold")
+            t.append(str(j.get("reason") or ""), style="yellow")
+        if len(jobs) > 8:
+            t.append(f"\n... {len(jobs) - 8} more (fleetdeck policies)", style="dim")
+        box.update(t)
+        box.display = bool(t)
 
     @work(exclusive=True, group="policies-poll")
     async def poll(self) -> None:
@@ -118,6 +134,7 @@ class PoliciesScreen(FleetdeckScreen):
                       for b in p.get("burst") or []}
         self.query_one("#idle", KeyedTable).sync(
             {k: idle_row(w, now) for k, w in self.idle.items()})
+        self._show_unjudged(p.get("idle_note"), p.get("idle_unjudged") or [])
         self.query_one("#burst", KeyedTable).sync(
             {k: burst_row(b, now) for k, b in self.burst.items()})
         nodes: dict[str, Row] = {}

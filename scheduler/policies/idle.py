@@ -279,6 +279,25 @@ class IdleResult:
     verdicts: Mapping[str, IdleVerdict]
 
 
+def verdict_numbers(v: Mapping[str, Any]) -> str:
+    """The numbers behind a verdict (`IdleVerdict.to_json()`), one line; '' when none."""
+    parts: list[str] = []
+    if v.get("window_s"):
+        parts.append(f"window {fmt_duration(float(v['window_s']))}")
+    if v.get("gpu_util_max_pct") is not None:
+        parts.append(f"GPU util max {float(v['gpu_util_max_pct']):.1f}%, mean "
+                     f"{float(v.get('gpu_util_mean_pct') or 0.0):.1f}%")
+    if v.get("gpu_mem_held_bytes") is not None:
+        parts.append(f"{fmt_bytes(int(v['gpu_mem_held_bytes']))} GPU memory held")
+    if v.get("cpu_util_max_pct") is not None:
+        parts.append(f"CPU max {float(v['cpu_util_max_pct']):.1f}%")
+    if v.get("signals"):
+        parts.append("signals: " + ", ".join(v["signals"]))
+    if v.get("fallback"):
+        parts.append(f"{v.get('missing')}: judged by {v['fallback']}")
+    return " · ".join(parts)
+
+
 # -- feeding from the store -------------------------------------------------------------------
 
 def build_usage_windows(
