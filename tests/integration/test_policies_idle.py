@@ -195,7 +195,7 @@ def test_container_cpu_keeps_a_job_with_idle_gpus_alive(
         (stop,) = eng.actions("idle_stop", quiet)
         assert stop["evidence"]["stop_timeout_s"] == 2
         info = eng.call("explain", job=busy)
-        assert info["idle"].startswith("busy: CPU reached"), info.get("idle")
+        assert info["idle"]["summary"].startswith("busy: CPU reached"), info.get("idle")
         assert not eng.actions("idle_warn", busy)
         assert eng.job(busy)["state"] == "running"
         eng.call("stop", job=busy, reason="test over")
