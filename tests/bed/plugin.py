@@ -9,6 +9,9 @@ Fixtures
   slurm_cluster   session  SlurmCluster (munged + slurmctld + slurmd), started once
   fake_nvml_lib   session  Path of the dir holding the fake libnvidia-ml.so.1
   fake_nvml       function FakeNvml with two default GPUs in a per-test state file
+  bed_accounts    session  BedAccounts: .user(name, groups=()) / .group(name): real fdbed-*
+                           Linux accounts (useradd, groupadd; reused, see tests/bed/users.py)
+  user_cli        session  Path of a `fleetdeck` command every bed user can run
 Set FDBED_KEEP=1 to keep the bed dir (logs, configs) after the session.
 """
 
@@ -36,9 +39,11 @@ from tests.bed.require import (
     require_gcc,
     require_slurm,
     require_sshd,
+    unavailable,
 )
 from tests.bed.slurm import SlurmCluster
 from tests.bed.ssh import SshBed, SshNode
+from tests.bed.users import BedUser, accounts_available, ensure_group, ensure_user, user_install
 
 
 class NodeFactory(Protocol):
@@ -149,3 +154,29 @@ def slurm_cluster(bed_root: Path) -> Iterator[SlurmCluster]:
 def fake_nvml(fake_nvml_lib: Path, tmp_path: Path) -> FakeNvml:
     return FakeNvml(tmp_path / "nvml.state", fake_nvml_lib,
                     FakeNvmlState(gpus=(FakeGpu(), FakeGpu())))
+
+
+class BedAccounts:
+    """Real Linux accounts for role tests (see tests/bed/users.py)."""
+
+    def user(self, name: str, groups: Sequence[str] = ()) -> BedUser:
+        return ensure_user(name, [ensure_group(g) for g in groups])
+
+    def group(self, name: str) -> str:
+        return ensure_group(name)
+
+
+@pytest.fixture(scope="session")
+def bed_accounts() -> BedAccounts:
+    why = accounts_available()
+    if why is not None:
+        unavailable(why)
+    return BedAccounts()
+
+
+@pytest.fixture(scope="session")
+def user_cli(bed_root: Path, bed_accounts: BedAccounts) -> Path:
+    try:
+        return user_install(bed_root)
+    except RuntimeError as e:
+        unavailable(f"an install other users can run: {e}")
