@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from collectors.errors import InputError
+from collectors.notify.config import NotifyConfig
+from collectors.notify.config import check as check_notify
 from console.typed import build, doc, field_paths, present_paths
 from reports.rates import Rates
 from scheduler.policies import PoliciesConfig
@@ -99,6 +101,11 @@ class EngineConfig:
     schedule: bool = field(
         default=True, metadata=doc("place and start queued jobs, run policies")
     )
+    metrics_listen: str = field(
+        default="",
+        metadata=doc('serve Prometheus /metrics on HOST:PORT, e.g. "127.0.0.1:9464" '
+                     "(empty: off)"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +156,10 @@ class UserConfig:
     )
     gpu_quota: float | None = field(
         default=None, metadata=doc("GPUs the user may hold at once", min=0)
+    )
+    email: str = field(default="", metadata=doc('where notifications to "owner" reach the user'))
+    notify: tuple[str, ...] = field(
+        default=(), metadata=doc("opt-in events the user is told of: job.succeeded, job.failed")
     )
 
 
@@ -234,6 +245,7 @@ class Config:
     teams: tuple[TeamConfig, ...] = ()
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     rates: Rates = field(default_factory=Rates)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     @property
     def socket_path(self) -> Path:
@@ -390,3 +402,28 @@ def _check_references(config: Config, source: str) -> None:
         if team_names and p.team is not None and p.team not in team_names:
             raise InputError(source, f"projects[{i}].team", "the name of a team in [[teams]]",
                              got=p.team)
+    _check_notify(config, source)
+
+
+def _check_notify(config: Config, source: str) -> None:
+    for i, u in enumerate(config.users):
+        if u.email and "@" not in u.email:
+            raise InputError(source, f"users[{i}].email", "an email address", got=u.email)
+        for j, name in enumerate(u.notify):
+            if name not in ("job.succeeded", "job.failed", "job."):
+                raise InputError(source, f"users[{i}].notify[{j}]",
+                                 'job.succeeded, job.failed or "job."', got=name)
+    check_notify(config.notify, [u.name for u in config.users], source)
+    listen = config.engine.metrics_listen
+    if listen and parse_listen(listen) is None:
+        raise InputError(source, "engine.metrics_listen", 'HOST:PORT like "127.0.0.1:9464"',
+                         got=listen)
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """("127.0.0.1", 9464) from "127.0.0.1:9464" ("[::1]:9464" for IPv6), None if invalid."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    return host, int(port)

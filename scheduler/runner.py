@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from collectors.errors import FleetdeckError, NotFoundError
+from collectors.events import Event
 from collectors.store import Store
 from collectors.store.audit import AuditEntry
 from collectors.transport.base import Transport, TransportError
@@ -236,15 +237,17 @@ class JobRunner:
 
     async def stop(self, job_id: int, *, actor: str, reason: str,
                    action: str = "stop", evidence: Mapping[str, Any] | None = None,
-                   requeue: bool = False, grace_s: float | None = None) -> JobRow:
+                   requeue: bool = False, grace_s: float | None = None,
+                   events: Sequence[Event] = ()) -> JobRow:
         """Stop a job (graceful, then forced after `grace_s`, default the runner's), audited;
-        `requeue` puts it back in the queue."""
+        `requeue` puts it back in the queue. `events` are told with the change."""
         row = await self.db.run(lambda s: journal.get(s, job_id))
         audit = AuditEntry(actor, action, "job", str(job_id), reason, evidence or {})
         now = self.clock()
         if row.state == "queued":
             return await self.db.run(lambda s: journal.transition(
-                s, job_id, "stopped", reason=reason, actor=actor, now=now, audit=audit))
+                s, job_id, "stopped", reason=reason, actor=actor, now=now, audit=audit,
+                events=events))
         if row.state not in journal.ACTIVE:
             raise journal.TransitionError(f"job {job_id} is {row.state}; nothing to stop")
         handle = handle_of(row)
@@ -264,11 +267,11 @@ class JobRunner:
             if requeue:
                 return await self.db.run(lambda s: journal.transition(
                     s, job_id, "queued", reason=reason, actor=actor, now=self.clock(),
-                    audit=audit, attempt=row.attempt + 1, node=None, gpu_indices=None,
-                    external_id=None, started_at=None))
+                    audit=audit, events=events, attempt=row.attempt + 1, node=None,
+                    gpu_indices=None, external_id=None, started_at=None))
             return await self.db.run(lambda s: journal.transition(
                 s, job_id, "stopped", reason=reason, actor=actor, now=self.clock(),
-                audit=audit))
+                audit=audit, events=events))
         finally:
             self._stopping.discard(job_id)
             self._unsure.pop(job_id, None)

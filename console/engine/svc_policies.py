@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from collectors.errors import FleetdeckError, NotFoundError
-from collectors.store import Store
+from collectors.store import Store, outbox
 from collectors.store.audit import utc
 from collectors.store.db import insert_rows
 from console.engine.idle_inputs import (
@@ -45,6 +45,7 @@ from scheduler.journal import JobRow
 from scheduler.models import FleetSnapshot
 from scheduler.policies import health as hp
 from scheduler.policies.audit import HEALTH_ACTOR, IDLE_ACTOR, Action, Snooze, snooze_action
+from scheduler.policies.events import events_of, idle_event
 from scheduler.policies.idle import (
     IdleJobState,
     IdleSettings,
@@ -67,9 +68,19 @@ HEALTH_LOOKBACK_S = 600.0  # a node silent longer than this restarts its health 
 MAX_SNOOZE_HOURS = 24.0 * 30
 
 
-def write_actions(con: Any, actions: Iterable[Action]) -> None:
-    """One `actions` row per action (in the caller's transaction)."""
-    insert_rows(con, "actions", [a.audit_row() for a in actions])
+def write_actions(con: Any, actions: Iterable[Action],
+                  jobs: Mapping[int, JobRow] | None = None) -> None:
+    """One `actions` row per action, and the events people are told of (idle warnings and
+    clears, drains), in the caller's transaction. `jobs`: the rows idle actions concern."""
+    rows = list(actions)
+    insert_rows(con, "actions", [a.audit_row() for a in rows])
+    outbox.append(con, events_of(rows, jobs or {}))
+
+
+def job_rows(store: Store, actions: Iterable[Action]) -> dict[int, JobRow]:
+    """The jobs that actions on jobs concern (for their events)."""
+    ids = [int(a.target) for a in actions if a.target_kind == "job" and a.target.isdigit()]
+    return {i: journal.get(store, i) for i in ids if _exists(store, i)}
 
 
 class PolicyService:
@@ -192,10 +203,12 @@ class PolicyService:
 
     async def _idle_stop(self, a: Action, s: IdleSettings) -> bool:
         try:
+            row = await self.engine.db.run(lambda st: journal.get(st, int(a.target)))
+            told = idle_event(a, row)
             await self.engine.runner.stop(
                 int(a.target), actor=IDLE_ACTOR, reason=a.reason, action="idle_stop",
                 evidence=json.loads(a.audit_row()["evidence"]), requeue=s.requeue,
-                grace_s=s.stop_timeout_s)
+                grace_s=s.stop_timeout_s, events=[told] if told is not None else [])
         except (NotFoundError, journal.TransitionError):
             return True  # ended meanwhile: nothing left to stop
         except FleetdeckError as e:
@@ -208,8 +221,9 @@ class PolicyService:
             rows = list(actions)
 
             def write(store: Store) -> None:
+                jobs = job_rows(store, rows)
                 with store.transaction() as con:
-                    write_actions(con, rows)
+                    write_actions(con, rows, jobs)
 
             await self.engine.db.run(write)
 

@@ -1,0 +1,92 @@
+"""Policy actions as events people are told of (pure): idle warnings, clears and stops, and
+node drains. Dry-run actions tell nobody; they are only audit rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from collectors.events import Event, EventName
+from scheduler.job_events import JobLike
+from scheduler.policies.audit import Action, fmt_bytes, fmt_duration
+
+SNOOZE_HOURS = 2  # the snooze an idle warning suggests
+
+
+def snooze_command(job_id: int | str) -> str:
+    """The exact command an owner runs to keep an idle-looking job."""
+    return (f'fleetdeck snooze {job_id} --hours {SNOOZE_HOURS} '
+            f'--reason "still working: <why>"')
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _idle_evidence(ev: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("window_s", "gpu_util_max_pct", "gpu_util_mean_pct", "gpu_mem_held_bytes",
+            "cpu_util_max_pct", "gpus", "idle_since", "stop_at", "warned_at")
+    return {k: ev[k] for k in keys if ev.get(k) is not None}
+
+
+def _job_fields(job: JobLike | None, job_id: int) -> dict[str, Any]:
+    if job is None:
+        return {"job_id": job_id}
+    return {"job_id": job.id, "job_name": job.name, "node": job.node, "team": job.team,
+            "project": job.project, "owner": job.user, "opt_in": tuple(job.notify)}
+
+
+def idle_event(a: Action, job: JobLike | None) -> Event | None:
+    """The event of an idle action (`idle_warn`, `idle_clear`, `idle_stop`), or None."""
+    if a.dry_run or a.target_kind != "job":
+        return None
+    job_id = int(a.target)
+    name = job.name if job is not None else str(job_id)
+    ev = _idle_evidence(a.evidence)
+    window = fmt_duration(float(a.evidence.get("window_s") or 0.0))
+    seen = (f"GPU utilization at most {float(a.evidence.get('gpu_util_max_pct') or 0):.1f}% "
+            f"over {window}, {fmt_bytes(float(a.evidence.get('gpu_mem_held_bytes') or 0))} "
+            "GPU memory held")
+    fields = _job_fields(job, job_id)
+    if a.kind == "idle_warn":
+        stop_at = float(a.evidence.get("stop_at") or a.ts)
+        return Event(EventName.IDLE_WARNED, a.ts,
+                     f"job {job_id} ({name}) is idle and will be stopped at {_clock(stop_at)}",
+                     reason=seen, evidence=ev,
+                     actions=(snooze_command(job_id), f"fleetdeck stop {job_id}"), **fields)
+    if a.kind == "idle_clear":
+        return Event(EventName.IDLE_CLEARED, a.ts,
+                     f"job {job_id} ({name}) is no longer idle; it will not be stopped",
+                     reason=a.reason, evidence=ev, **fields)
+    if a.kind == "idle_stop":
+        requeue = bool(a.evidence.get("requeue"))
+        return Event(EventName.IDLE_STOPPED, a.ts,
+                     f"job {job_id} ({name}) was stopped for being idle"
+                     + (" and requeued" if requeue else ""),
+                     reason=seen, evidence=ev,
+                     actions=(f"fleetdeck explain {job_id}", f"fleetdeck logs {job_id}"),
+                     **fields)
+    return None
+
+
+def node_event(a: Action) -> Event | None:
+    """The event of a health `drain` action, or None."""
+    if a.dry_run or a.kind != "drain":
+        return None
+    return Event(EventName.NODE_DRAINED, a.ts,
+                 f"node {a.target} was drained: no new jobs are placed on it",
+                 reason=a.reason, node=a.target, evidence=dict(a.evidence),
+                 actions=(f"fleetdeck uncordon {a.target} --reason \"repaired\"",))
+
+
+def events_of(actions: Iterable[Action], jobs: Mapping[int, JobLike]) -> list[Event]:
+    """The events of policy actions written together (idle warn/clear, drains)."""
+    out: list[Event] = []
+    for a in actions:
+        e = (idle_event(a, jobs.get(int(a.target))) if a.target_kind == "job"
+             and a.target.isdigit() else node_event(a))
+        if e is not None and e.name is not EventName.IDLE_STOPPED:  # told with the stop
+            out.append(e)
+    return out
