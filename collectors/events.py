@@ -105,3 +105,18 @@ def is_pattern(text: str) -> bool:
     if text == "*" or text in {str(n) for n in EventName}:
         return True
     return text.endswith(".") and any(str(n).startswith(text) for n in EventName)
+
+
+def node_state_event(node: str, old: str | None, new: str, reason: str | None,
+                     now: float) -> Event | None:
+    """node.unreachable when a node stops answering, node.recovered when it answers again;
+    `old` is the stored state (None or "unknown" before the first probe)."""
+    if new == "unreachable" and old != "unreachable":
+        return Event(EventName.NODE_UNREACHABLE, now, f"node {node} is unreachable",
+                     reason=reason or "", node=node,
+                     evidence={"from_state": old or "unknown"},
+                     actions=(f"ssh {node}", "fleetdeck nodes"))
+    if old == "unreachable" and new in ("up", "degraded"):
+        return Event(EventName.NODE_RECOVERED, now, f"node {node} answers again ({new})",
+                     reason=reason or "", node=node, evidence={"to_state": new})
+    return None

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from collectors.errors import FleetdeckError, InputError
 from console import __version__
-from console.commands import common, core, fleet, jobs, policies
+from console.commands import common, core, fleet, jobs, notify, policies
 from console.engine.client import RemoteError
 
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(sub)  # type: ignore[arg-type]
     fleet.register(sub)  # type: ignore[arg-type]
     policies.register(sub)  # type: ignore[arg-type]
+    notify.register(sub)  # type: ignore[arg-type]
     return parser
 
 

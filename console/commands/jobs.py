@@ -61,6 +61,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--kind", help="batch | notebook | service (idle rules differ)")
     p.add_argument("--protect", action="store_true", default=None,
                    help="exempt from idle stopping")
+    p.add_argument("--notify", action="append", metavar="EVENT",
+                   help="tell me of job.failed / job.succeeded (repeat; job. for both)")
     p.add_argument("--shell", action="store_true", default=None,
                    help="run COMMAND as one shell string")
     p.add_argument("--dry-run", action="store_true", help="validate and print, queue nothing")
@@ -139,6 +141,7 @@ def spec_mapping(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         "workdir": args.workdir,
         "retries": _int(args.retries, "--retries"), "array": _int(args.array, "--array"),
         "kind": args.kind, "protect": args.protect, "shell": args.shell,
+        "notify": getattr(args, "notify", None),
     }
     if command:
         flags["command"] = " ".join(command) if (args.shell or data.get("shell")) else command

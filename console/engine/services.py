@@ -18,6 +18,7 @@ async def attach_all(engine: Engine) -> None:
     from console.engine import (
         svc_fleet,
         svc_jobs,
+        svc_notify,
         svc_policies,
         svc_reload,
         svc_reports,
@@ -26,6 +27,7 @@ async def attach_all(engine: Engine) -> None:
 
     await attach_inventory(engine)
     await attach_audit(engine)
+    await svc_notify.attach(engine)
     telemetry = await svc_telemetry.attach(engine)
     await svc_jobs.attach(engine, telemetry)
     await svc_policies.attach(engine, telemetry)

@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from collectors.events import node_state_event
 from collectors.fleet import FleetCollector
 from collectors.health import FleetView, NodeView
 from collectors.ingest import IngestBuffer, IngestError, node_inventory
 from collectors.models import ProbeRecord
-from collectors.store import Store
+from collectors.store import Store, outbox
 from collectors.store.audit import utc
 from collectors.store.rollup import rollup
 from collectors.transport import SshOptions, Transport
@@ -94,7 +95,7 @@ class Telemetry:
                 full.flush(store)
             except IngestError as e:
                 log.warning("ingest: %s", e)
-            _update_nodes(store, changed, inventory, seen)
+            _update_nodes(store, changed, inventory, seen, now=self.engine.clock())
 
         await self.engine.db.run(write)
         self._last_states.update(changed)
@@ -170,10 +171,20 @@ def capacity(v: NodeView, *, schedulable: bool,
 
 def _update_nodes(store: Store, states: Mapping[str, tuple[str, str | None]],
                   inventory: Mapping[str, Mapping[str, Any]],
-                  seen: Mapping[str, float]) -> None:
+                  seen: Mapping[str, float], *, now: float) -> None:
+    """Node facts and states; a state change worth telling (unreachable, recovered) is an
+    event in the same transaction, judged against the stored state so a restart repeats
+    none."""
     if not (states or inventory or seen):
         return
     with store.transaction() as con:
+        if states:
+            stored = dict(con.execute(
+                "SELECT name, state FROM nodes WHERE list_contains(?, name)",
+                [list(states)]).fetchall())
+            outbox.append(con, [e for name, (state, reason) in states.items()
+                                if (e := node_state_event(name, stored.get(name), state,
+                                                          reason, now)) is not None])
         for name, (state, reason) in states.items():
             con.execute("UPDATE nodes SET state = ?, state_reason = ? WHERE name = ?",
                         [state, reason, name])

@@ -1,0 +1,251 @@
+"""Notifications in the engine: route new events, send due messages, stream events.
+
+Every `tick_s` the service reads events written since its cursor (by job transitions, policies,
+telemetry: `collectors.store.outbox`), routes them into deliveries (cursor and rows in one
+transaction), hands them to `fleetdeck events -f` subscribers, and sends what is due on its own
+threads (`notify_send`): a slow or dead receiver holds those threads and nothing else, so
+scheduling and collection never wait on it. Failed attempts back off exponentially; after
+`max_attempts` a delivery is marked failed (`fleetdeck notify status`, the engine status).
+
+Handlers: `notify_status`, `notify_test`; stream: `events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from collectors.events import Event, EventName
+from collectors.notify.route import Directory, Message, Person, plan, recipients, retry_at
+from collectors.store import Store, outbox
+from collectors.store.audit import AuditEntry, record
+from collectors.store.outbox import Recipient
+from console.engine.notify_send import SendError, send
+from console.engine.protocol import RequestError
+from console.engine.server import Caller
+
+if TYPE_CHECKING:
+    from console.engine.host import Engine
+
+log = logging.getLogger(__name__)
+HISTORY_MAX = 10_000  # events `fleetdeck events` may ask for at once
+
+
+class NotifyService:
+    """Routes events, delivers messages, serves the event stream."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.cfg = engine.config.notify
+        self.people = Directory({u.name: Person(u.name, u.email, u.notify)
+                                 for u in engine.config.users})
+        self._pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency,
+                                        thread_name_prefix="fleetdeck-notify")
+        self._seen = 0  # the newest event id routed and streamed
+        self._busy: set[Recipient] = set()  # a message to each is in flight
+        self._sends: set[asyncio.Task[None]] = set()
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self.sent_messages = 0
+        self.failed_messages = 0
+
+    async def start(self) -> None:
+        self._seen = await self.engine.db.run(outbox.routed_cursor)
+        self.engine.spawn(self._loop(), "notify")
+        self.engine.on_close(self.close)
+
+    async def close(self) -> None:
+        for t in list(self._sends):
+            t.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("notify pass failed")
+            await asyncio.sleep(self.cfg.tick_s)
+
+    # -- one pass ---------------------------------------------------------------------------
+    async def tick(self) -> None:
+        while await self._route():
+            pass
+        if self.cfg.channels:
+            await self._send_due()
+
+    async def _route(self) -> bool:
+        """Route (and stream) events newer than the cursor; True when there may be more."""
+        after = self._seen
+        new = await self.engine.db.run(lambda s: outbox.since(s, after, limit=1000))
+        if not new:
+            return False
+        rows = [(e.seq, r, e.ts + self.cfg.batch_s)
+                for e in new for r in recipients(e, self.cfg, self.people)]
+        cursor = new[-1].seq
+        await self.engine.db.run(lambda s: outbox.add_deliveries(s, rows, cursor))
+        self._seen = cursor
+        for q in self._subscribers:
+            for e in new:
+                q.put_nowait(e)
+        return len(new) == 1000
+
+    async def _send_due(self) -> None:
+        now = self.engine.clock()
+        window = now - self.cfg.rate_window_s
+
+        def read(s: Store) -> tuple[list[outbox.Pending], dict[Recipient, int]]:
+            return outbox.due(s, now), outbox.sent_since(s, window)
+
+        due, sent = await self.engine.db.run(read)
+        free = self.cfg.concurrency - len(self._busy)
+        for m in plan(due, sent, self.cfg, busy=self._busy)[:max(0, free)]:
+            channel = self.cfg.channel(m.to.channel)
+            if channel is None:  # a channel removed from the config: give up on it
+                await self.engine.db.run(_give_up(m))
+                continue
+            # in flight until then; after a crash it is retried under the same key
+            guard = now + 2 * channel.timeout_s + self.cfg.backoff_s
+            await self.engine.db.run(_claim(m, guard))
+            self._busy.add(m.to)
+            task = asyncio.create_task(self._deliver(m), name=f"notify-{m.to.channel}")
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+
+    async def _deliver(self, m: Message) -> None:
+        channel = self.cfg.channel(m.to.channel)
+        assert channel is not None
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                await asyncio.wait_for(loop.run_in_executor(self._pool, send, channel, m),
+                                       timeout=2 * channel.timeout_s + 1.0)
+            except (SendError, TimeoutError) as e:
+                error = str(e) or f"{channel.name}: timed out"
+                at = retry_at(m.attempts + 1, self.engine.clock(), self.cfg)
+                await self.engine.db.run(lambda s: outbox.mark_failed_attempt(
+                    s, m.to, m.key, error, retry_at=at))
+                if at is None:
+                    self.failed_messages += 1
+                    log.warning("notify: gave up on %s to %s after %d attempts: %s",
+                                m.key, m.to, m.attempts + 1, error)
+                return
+            now = self.engine.clock()
+            await self.engine.db.run(lambda s: outbox.mark_sent(s, m.to, m.key, now))
+            self.sent_messages += 1
+        finally:
+            self._busy.discard(m.to)
+
+    # -- handlers ---------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """For the engine status: what was sent and given up on since start."""
+        return {"channels": len(self.cfg.channels), "sent": self.sent_messages,
+                "failed": self.failed_messages, "in_flight": len(self._busy)}
+
+    async def status(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        def read(s: Store) -> dict[str, Any]:
+            return {"deliveries": outbox.delivery_counts(s),
+                    "failures": outbox.failures(s, limit=20)}
+
+        out = await self.engine.db.run(read)
+        out["channels"] = [{"name": c.name, "type": c.type} for c in self.cfg.channels]
+        out["routed_until"] = self._seen
+        out["in_flight"] = len(self._busy)
+        return out
+
+    async def test(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        if caller.readonly:
+            raise RequestError("readonly", "this session is read-only")
+        name = str(params.get("channel") or "")
+        channel = self.cfg.channel(name)
+        if channel is None:
+            known = ", ".join(c.name for c in self.cfg.channels) or "none configured"
+            raise RequestError("not_found", f"no channel {name!r} in [[notify.channels]] "
+                                            f"({known})")
+        address = ""
+        if channel.type == "email":
+            address = str(params.get("to") or "") or self.people.email(caller.user) or (
+                channel.to[0] if channel.to else "")
+            if "@" not in address:
+                raise RequestError("bad_request", f"channel {name} is email: give --to ADDRESS "
+                                                  f"({caller.user} has no email in [[users]])")
+        now = self.engine.clock()
+        event = Event(EventName.TEST, now, f"test message from fleetdeck to channel {name}",
+                      reason=f"{caller.user} ran fleetdeck notify test {name}",
+                      owner=caller.user, actions=("fleetdeck notify status",))
+        m = Message(Recipient(name, address), (event,), event.key)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._pool, send, channel, m),
+                                   timeout=2 * channel.timeout_s + 1.0)
+        except (SendError, TimeoutError) as e:
+            raise RequestError("failed", str(e) or f"{name}: timed out") from None
+        entry = AuditEntry(caller.user, "notify_test", "config", name,
+                           f"test message to {address or channel.url}")
+
+        def audit(s: Store) -> None:
+            with s.transaction() as con:
+                record(con, [entry], now=now)
+
+        await self.engine.db.run(audit)
+        return {"channel": name, "type": channel.type, "to": address or channel.url,
+                "id": event.key}
+
+    async def events(self, caller: Caller, params: Mapping[str, Any]) -> AsyncIterator[Any]:
+        """The newest `limit` events, then (with `follow`) each new one as it is written."""
+        try:
+            limit = int(params.get("limit", 50))
+        except (TypeError, ValueError):
+            raise RequestError("bad_request", "limit must be an integer") from None
+        if not 0 <= limit <= HISTORY_MAX:
+            raise RequestError("bad_request", f"limit must be 0-{HISTORY_MAX}")
+        follow = bool(params.get("follow"))
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        if follow:
+            self._subscribers.add(queue)
+        try:
+            history = await self.engine.db.run(lambda s: outbox.recent(s, limit=limit))
+            last = max((e.seq for e in history),
+                       default=await self.engine.db.run(outbox.last_id))
+            for e in history:
+                yield e.to_json()
+            while follow:
+                e = await queue.get()
+                if e.seq > last:
+                    last = e.seq
+                    yield e.to_json()
+        finally:
+            with contextlib.suppress(KeyError):
+                self._subscribers.remove(queue)
+
+
+def _claim(m: Message, until: float) -> Callable[[Store], None]:
+    return lambda s: outbox.claim(s, m.to, m.event_ids, m.key, until)
+
+
+def _give_up(m: Message) -> Callable[[Store], None]:
+    def run(store: Store) -> None:
+        outbox.claim(store, m.to, m.event_ids, m.key, 0.0)
+        outbox.mark_failed_attempt(store, m.to, m.key, f"no channel {m.to.channel!r}",
+                                   retry_at=None)
+
+    return run
+
+
+async def attach(engine: Engine) -> NotifyService:
+    svc = NotifyService(engine)
+    await svc.start()
+    engine.handlers.update(notify_status=svc.status, notify_test=svc.test)
+    engine.streams["events"] = svc.events
+    engine.status_parts["notify"] = _status_part(svc)
+    return svc
+
+
+def _status_part(svc: NotifyService) -> Any:
+    async def part() -> dict[str, Any]:
+        return svc.summary()
+
+    return part
