@@ -9,7 +9,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGES=(openssh-server openssh-client docker.io slurm-wlm munge busybox-static tmux gcc libc6-dev
           python3 python3-venv
-          chromium)
+          chromium prometheus)
 LIB_DIR="$REPO/.bed/lib"
 NVML_DIR="$REPO/tests/bed/fake_nvml"
 

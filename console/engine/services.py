@@ -18,6 +18,7 @@ async def attach_all(engine: Engine) -> None:
     from console.engine import (
         svc_fleet,
         svc_jobs,
+        svc_metrics,
         svc_notify,
         svc_policies,
         svc_reload,
@@ -29,6 +30,7 @@ async def attach_all(engine: Engine) -> None:
     await attach_audit(engine)
     await svc_notify.attach(engine)
     telemetry = await svc_telemetry.attach(engine)
+    await svc_metrics.attach(engine, telemetry)
     await svc_jobs.attach(engine, telemetry)
     await svc_policies.attach(engine, telemetry)
     svc_fleet.attach(engine, telemetry)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,8 @@ class Telemetry:
             on_record=self._on_record, on_rows=self._on_rows, clock=engine.clock)
         self._last_states: dict[str, tuple[str, str | None]] = {}
         self._inventory: dict[str, dict[str, Any]] = {}
+        # called after each flush with (seconds it took, age of its newest sample or None)
+        self.flush_observers: list[Callable[[float, float | None], None]] = []
 
     def _on_record(self, record: ProbeRecord) -> None:
         self.buffer.add(record)
@@ -83,6 +86,7 @@ class Telemetry:
 
     # -- ingest -----------------------------------------------------------------------------
     async def flush(self) -> None:
+        t0 = time.perf_counter()
         full, self.buffer = self.buffer, IngestBuffer()
         view = self.collector.view()
         states = {name: (v.health.state, v.health.reason) for name, v in view.nodes.items()}
@@ -99,6 +103,10 @@ class Telemetry:
 
         await self.engine.db.run(write)
         self._last_states.update(changed)
+        newest = max(seen.values(), default=None)
+        lag = self.engine.clock() - newest if newest is not None else None
+        for fn in self.flush_observers:
+            fn(time.perf_counter() - t0, lag)
 
     async def _flush_loop(self) -> None:
         interval = self.engine.config.collect.interval_s

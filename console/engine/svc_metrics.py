@@ -1,0 +1,225 @@
+"""`[engine] metrics_listen`: the Prometheus endpoint, off the engine loop.
+
+The loop only publishes snapshots (`MetricsState`: the immutable fleet view plus one store read
+of job counts, running jobs and spend) every collect interval. Rendering the text format
+(prometheus_client's `generate_latest`) runs on a renderer thread after each snapshot while
+someone scrapes, and the HTTP thread answers from that cache, so a scrape of a large fleet
+costs the loop nothing but a reference swap and costs the scraper no rendering wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collectors.errors import InputError
+from collectors.store import Store
+from collectors.store.audit import utc
+from console.config import parse_listen
+from console.engine.metrics import EngineMetrics, MetricsState, RunningJob, engine_metrics
+
+if TYPE_CHECKING:
+    from console.engine.host import Engine
+    from console.engine.svc_telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+ACTIVE_SCRAPES_S = 600.0  # keep pre-rendering while the last scrape is this recent
+
+
+class Exposition:
+    """The text format of the latest snapshot, rendered off the loop and cached."""
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self.metrics = metrics
+        self._lock = threading.Lock()  # one render at a time
+        self._cache: tuple[int, bytes] | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self.last_scrape = 0.0
+        self.render_s = 0.0  # how long the last render took
+        self._thread = threading.Thread(target=self._run, name="fleetdeck-metrics-render",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def publish(self, state: MetricsState) -> None:
+        """Called on the loop: swap the snapshot, wake the renderer if anyone scrapes."""
+        self.metrics.fleet.state = state
+        if time.monotonic() - self.last_scrape < ACTIVE_SCRAPES_S:
+            self._wake.set()
+
+    def body(self) -> bytes:
+        """The scrape answer: the cached text of the current snapshot, rendering it here
+        only when there is none yet (the first scrape)."""
+        self.last_scrape = time.monotonic()
+        cached = self._cache
+        if cached is not None:
+            if cached[0] != self.metrics.fleet.state.version:
+                self._wake.set()  # slightly stale: the renderer catches up for the next one
+            return cached[1]
+        return self._render()
+
+    def _render(self) -> bytes:
+        with self._lock:
+            version = self.metrics.fleet.state.version
+            cached = self._cache
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            t0 = time.perf_counter()
+            out = generate_latest(self.metrics.registry)
+            self.render_s = time.perf_counter() - t0
+            self._cache = (version, out)
+            return out
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait()
+            self._wake.clear()
+            if not self._stop:
+                try:
+                    self._render()
+                except Exception:
+                    log.exception("metrics render failed")
+
+
+def _handler(exposition: Exposition) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+                self.send_error(404, "only /metrics here")
+                return
+            body = exposition.body()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # scrapes every few seconds would flood the engine log
+
+    return Handler
+
+
+class MetricsServer:
+    """The HTTP server thread plus the loop task publishing snapshots."""
+
+    def __init__(self, engine: Engine, telemetry: Telemetry, host: str, port: int) -> None:
+        self.engine = engine
+        self.telemetry = telemetry
+        self.metrics = engine_metrics()
+        self.exposition = Exposition(self.metrics)
+        self.httpd = ThreadingHTTPServer((host, port), _handler(self.exposition))
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self.httpd.serve_forever,
+                                        name="fleetdeck-metrics", daemon=True)
+        self._version = 0
+        self._started_mark = engine.clock()
+        telemetry.flush_observers.append(self._on_flush)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self.exposition.start()
+        self._thread.start()
+
+    def close(self) -> None:
+        self.exposition.stop()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _on_flush(self, duration_s: float, lag_s: float | None) -> None:
+        self.metrics.sweep.observe(duration_s)
+        if lag_s is not None:
+            self.metrics.write_lag.set(max(0.0, lag_s))
+
+    async def loop(self) -> None:
+        interval = max(0.2, self.engine.config.collect.interval_s)
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("metrics refresh failed")
+            await asyncio.sleep(interval)
+
+    async def refresh(self) -> None:
+        """One store read, then a snapshot swap (the loop's whole share of metrics)."""
+        mark = self._started_mark
+        currency = self.engine.config.rates.currency
+        counts, running, spend, waits, newest = await self.engine.db.run(
+            lambda s: read_jobs(s, mark))
+        self._started_mark = max(mark, newest)
+        for w in waits:
+            self.metrics.queue_wait.observe(max(0.0, w))
+        self._version += 1
+        self.exposition.publish(MetricsState(
+            view=self.telemetry.view(), running=running, job_counts=counts,
+            spend={(currency, team): amount for team, amount in spend.items()},
+            unhealthy=frozenset(self.telemetry.unhealthy_gpus), version=self._version))
+
+
+def read_jobs(store: Store, started_after: float) -> tuple[
+        dict[tuple[str, str], int], tuple[RunningJob, ...], dict[str, float], list[float],
+        float]:
+    """Job counts per (state, pool), jobs holding GPUs, spend per team, and the queue waits
+    of jobs started after `started_after` (epoch s) with the newest start."""
+    con = store.con
+    counts = {(str(st), str(pool)): int(n) for st, pool, n in con.execute(
+        "SELECT state, coalesce(pool, ''), count(*) FROM jobs GROUP BY ALL").fetchall()}
+    running = tuple(RunningJob(int(i), str(u), str(p or ""), str(n), tuple(g), int(m or 1000))
+                    for i, u, p, n, g, m in con.execute(
+                        "SELECT id, user, project, node, gpu_indices, gpu_milli FROM jobs "
+                        "WHERE state IN ('starting', 'running') AND node IS NOT NULL "
+                        "AND len(gpu_indices) > 0").fetchall())
+    spend = {str(t or ""): float(a) for t, a in con.execute(
+        "SELECT team, sum(amount) FROM spend GROUP BY ALL").fetchall()}
+    rows = con.execute(
+        "SELECT epoch(started_at) - epoch(submitted_at), epoch(started_at) FROM jobs "
+        "WHERE started_at > ?", [utc(started_after)]).fetchall()
+    newest = max((float(r[1]) for r in rows), default=started_after)
+    return counts, running, spend, [float(r[0]) for r in rows], newest
+
+
+async def attach(engine: Engine, telemetry: Telemetry) -> MetricsServer | None:
+    listen = engine.config.engine.metrics_listen
+    if not listen:
+        return None
+    where = parse_listen(listen)
+    if where is None:
+        raise InputError(engine.loaded.source, "engine.metrics_listen",
+                         'HOST:PORT like "127.0.0.1:9464"', got=listen)
+    try:
+        server = MetricsServer(engine, telemetry, *where)
+    except OSError as e:
+        raise InputError(engine.loaded.source, "engine.metrics_listen",
+                         f"an address to listen on ({e.strerror})", got=listen) from None
+    server.start()
+    await server.refresh()
+    engine.spawn(server.loop(), "metrics")
+    engine.on_close(server.close)
+    engine.status_parts["metrics"] = _status_part(server)
+    log.info("metrics on http://%s:%d/metrics", *server.address)
+    return server
+
+
+def _status_part(server: MetricsServer) -> Callable[[], Any]:
+    async def part() -> dict[str, Any]:
+        host, port = server.address
+        return {"listen": f"{host}:{port}", "render_s": round(server.exposition.render_s, 4)}
+
+    return part
