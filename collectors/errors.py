@@ -6,6 +6,11 @@ They live in `collectors` because it is the lowest layer every other package may
 
 from __future__ import annotations
 
+import re
+
+SHOW_MAX_CHARS = 60
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 
 class FleetdeckError(Exception):
     """An error whose message is fit to show a user as is."""
@@ -40,10 +45,11 @@ class InputError(FleetdeckError):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        where = f"{self.source}: {self.key}" if self.key else self.source
+        source, key = clip(self.source, 200), clip(self.key, 200) if self.key else None
+        where = f"{source}: {key}" if key else source
         msg = f"{where}: expected {self.expected}"
         if self.has_got:
-            msg += f", got {_show(self.got)}"
+            msg += f", got {show(self.got)}"
         return msg
 
 
@@ -59,13 +65,26 @@ class EngineError(FleetdeckError):
     exit_code = 1
 
 
-def _show(value: object) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
+def show(value: object, limit: int = SHOW_MAX_CHARS) -> str:
+    """A value for a one-line message: strings quoted, control characters escaped,
+    anything long cut to `limit` characters with its full length said."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
         return "a table"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "an array"
-    return repr(value)
+    if isinstance(value, str):
+        return '"' + clip(value, limit).replace('"', '\\"') + '"'
+    if isinstance(value, int) and abs(value) > 10**limit:
+        return f"an integer of more than {limit} digits"
+    return clip(repr(value), limit)
+
+
+def clip(text: str, limit: int = SHOW_MAX_CHARS) -> str:
+    """`text` on one line: control characters escaped, cut to `limit` characters."""
+    cut = text[:limit]
+    escaped = _CONTROL_RE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), cut)
+    if len(text) > limit:
+        escaped += f"... ({len(text)} characters)"
+    return escaped

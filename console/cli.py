@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from collectors.errors import FleetdeckError, InputError
+from collectors.errors import FleetdeckError, InputError, clip
 from console import __version__
 from console.commands import common, core, fleet, jobs, notify, policies
 from console.engine.client import RemoteError
@@ -18,7 +18,7 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: {message} (see --help)\n")
+        sys.stderr.write(f"{self.prog}: {clip(message, 400)} (see --help)\n")
         raise SystemExit(2)
 
 
@@ -74,15 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_console(args)
         return int(args.func(args))
     except InputError as e:
-        sys.stderr.write(f"{e}\n")
+        _say(str(e))
         return e.exit_code
     except RemoteError as e:
         # the engine's words; a bad_request already names the source and key
         prefix = "" if e.code == "bad_request" else "fleetdeck: "
-        sys.stderr.write(f"{prefix}{e}\n")
+        _say(f"{prefix}{e}")
         return e.exit_code
     except FleetdeckError as e:
-        sys.stderr.write(f"fleetdeck: {e}\n")
+        _say(f"fleetdeck: {e}")
         return e.exit_code
     except KeyboardInterrupt:
         return 130
@@ -92,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if tunnel is not None:
             tunnel.close()
+
+
+def _say(message: str) -> None:
+    """An error as exactly one line on stderr (control characters escaped)."""
+    sys.stderr.write(clip(message, 2000) + "\n")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from collectors.notify.config import NotifyConfig
 from collectors.notify.config import check as check_notify
 from console.typed import build, doc, field_paths, present_paths
 from reports.rates import Rates
+from scheduler.fit import POLICY_NAMES
 from scheduler.policies import PoliciesConfig
 
 
@@ -70,7 +71,8 @@ class CollectConfig:
         default=10.0, metadata=doc("SSH connect timeout per node", min=0.5, max=600)
     )
     max_concurrent_connects: int = field(
-        default=32, metadata=doc("SSH handshakes in flight at once (sshd MaxStartups)", min=1)
+        default=32, metadata=doc("SSH handshakes in flight at once (sshd MaxStartups)", min=1,
+                                max=4096)
     )
 
 
@@ -199,7 +201,8 @@ class PriorityClassConfig:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    policy: str = field(default="fleetdeck", metadata=doc("GPU placement policy"))
+    policy: str = field(default="fleetdeck",
+                        metadata=doc("GPU placement policy", choices=POLICY_NAMES))
     backfill: bool = field(default=True, metadata=doc("let short jobs run ahead of a blocked head"))
     borrowing: bool = field(
         default=True, metadata=doc("let quota holders borrow idle, unguaranteed GPUs")
@@ -303,6 +306,9 @@ def load(explicit: str | None = None, *,
             raise InputError(str(path), None, "UTF-8 text") from None
         except tomllib.TOMLDecodeError as e:
             raise InputError(str(path), None, f"valid TOML ({e})") from None
+        except ValueError:  # an integer beyond Python's digit limit
+            raise InputError(str(path), None, "valid TOML (a number there is absurdly long)"
+                             ) from None
     origins = {p: "default" for p in field_paths(Config)}
     for key in present_paths(Config, data):
         origins[key] = "file"
@@ -313,7 +319,15 @@ def load(explicit: str | None = None, *,
         section, name = key.split(".", 1)
         data.setdefault(section, {})[name] = value
         origins[key] = f"flag {flag}"
-    config = build(Config, data, source=source)
+    try:
+        config = build(Config, data, source=source)
+    except InputError as e:
+        origin = origins.get(e.key or "", "")
+        if not origin.startswith(("env ", "flag ")):
+            raise
+        # name the variable or flag the bad value came from, not the file
+        raise InputError(origin.split(" ", 1)[1], e.key, e.expected, got=e.got,
+                         has_got=e.has_got) from None
     _check_references(config, source)
     embedded = not config.nodes
     if embedded:
@@ -339,7 +353,7 @@ def _apply_env(data: dict[str, Any], origins: dict[str, str], source: str) -> No
         section, key = parts
         try:
             value: Any = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, ValueError):
             value = raw  # bare strings need no quotes
         data.setdefault(section, {})[key] = value
         origins[f"{section}.{key}"] = f"env {name}"

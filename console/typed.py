@@ -2,14 +2,19 @@
 
 Field metadata understood: `doc` (documentation), `min` / `max` (numeric bounds), `expected`
 (overrides the generated "expected ..." text), `nonempty` (strings/lists), `key` (the TOML key
-when it is no Python name, e.g. `from`). Types understood:
-bool, int, float, str, Path, Literal[...], X | None, list[X], tuple[X, ...], frozenset[X],
-dict[str, X] / Mapping[str, X], and nested dataclasses.
+when it is no Python name, e.g. `from`), `choices` (the strings a str field accepts, e.g.
+policy names), `name` (a str field holding a name; fields called `name` are names too),
+`max_len` (strings, default `MAX_TEXT_LEN`).
+Every value goes through collectors.validate's checks: numbers finite and bounded, strings of
+bounded length without NUL, names of a sane charset, arrays and tables of bounded size.
+Types understood: bool, int, float, str, Path, Literal[...], X | None, list[X], tuple[X, ...],
+frozenset[X], dict[str, X] / Mapping[str, X], and nested dataclasses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +22,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from collectors.errors import InputError
+from collectors.validate import MAX_INT, MAX_TEXT_LEN, NAME_EXPECTED, NAME_RE, check_text
+
+MAX_ITEMS = 100_000  # entries of one array or table
+MAX_PATH_LEN = 4096
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
@@ -102,7 +111,8 @@ def _build_dataclass(cls: type, data: Any, source: str, prefix: str) -> Any:
     for name, f in fields.items():
         path = f"{prefix}{name}"
         if name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[name], source, path, f.metadata)
+            meta = {**f.metadata, "name": True} if f.name == "name" else f.metadata
+            kwargs[f.name] = _convert(hints[f.name], data[name], source, path, meta)
         elif f.default is _MISSING and f.default_factory is _MISSING:
             raise InputError(source, path, f"a value ({_describe(hints[f.name], f.metadata)})")
     try:
@@ -132,6 +142,10 @@ def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
     if tp is float:
         return f"a number{rng}"
     if tp is str:
+        if meta.get("choices"):
+            return "one of " + ", ".join(f'"{c}"' for c in meta["choices"])
+        if meta.get("name"):
+            return NAME_EXPECTED
         return "a non-empty string" if meta.get("nonempty") else "a string"
     if tp is Path:
         return "a path string"
@@ -173,22 +187,31 @@ def _convert(tp: Any, value: Any, source: str, path: str, meta: Mapping[str, Any
             fail()
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_INT:
             fail()
         _check_range(value, source, path, tp, meta)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             fail()
+        if (isinstance(value, int) and abs(value) > MAX_INT) or not math.isfinite(value):
+            raise InputError(source, path, "a finite " + _describe(tp, meta).removeprefix("a "),
+                             got=value)
         _check_range(value, source, path, tp, meta)
         return float(value)
     if tp is str:
         if not isinstance(value, str) or (meta.get("nonempty") and not value.strip()):
             fail()
+        if meta.get("name") and not NAME_RE.fullmatch(value):
+            fail()
+        check_text(value, source=source, key=path, max_len=meta.get("max_len", MAX_TEXT_LEN))
+        if meta.get("choices") and value not in meta["choices"]:
+            fail()
         return value
     if tp is Path:
         if not isinstance(value, str) or not value:
             fail()
+        check_text(value, source=source, key=path, max_len=MAX_PATH_LEN)
         return Path(value).expanduser()
     if origin is Literal:
         if value not in get_args(tp):
@@ -197,6 +220,8 @@ def _convert(tp: Any, value: Any, source: str, path: str, meta: Mapping[str, Any
     if origin in (list, tuple, frozenset, set):
         if not isinstance(value, list):
             fail()
+        if len(value) > MAX_ITEMS:
+            raise InputError(source, path, f"at most {MAX_ITEMS} entries", got=value)
         elem_args = [a for a in get_args(tp) if a is not Ellipsis]
         elem = elem_args[0] if elem_args else Any
         items = [
@@ -211,6 +236,10 @@ def _convert(tp: Any, value: Any, source: str, path: str, meta: Mapping[str, Any
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             fail()
+        if len(value) > MAX_ITEMS:
+            raise InputError(source, path, f"at most {MAX_ITEMS} entries", got=value)
+        for k in value:
+            check_text(str(k), source=source, key=path, max_len=256)
         kv = get_args(tp)
         vt = kv[1] if len(kv) == 2 else Any
         return {

@@ -25,6 +25,7 @@ from typing import IO
 import duckdb
 
 from collectors.errors import InputError
+from collectors.validate import check_output_path, parse_number
 from reports.chargeback import BY_KEYS
 from reports.export import BINARY, EXTENSIONS, FORMATS, SINGLE_TABLE, render
 from reports.ledger import build_ledger
@@ -74,7 +75,10 @@ def parse_when(text: str, *, now: datetime, flag: str, is_end: bool = False) -> 
     if m:
         n, unit = float(m.group(1)), m.group(2)
         days = {"h": n / 24, "d": n, "w": 7 * n, "mo": 30.4375 * n, "y": 365.25 * n}[unit]
-        return now - timedelta(days=days)
+        try:
+            return now - timedelta(days=days)
+        except OverflowError:  # older than year 1
+            raise InputError(SOURCE, flag, _WHEN + " after year 1", got=text) from None
     if re.fullmatch(r"\d{4}-\d{2}", s):
         try:
             first = datetime.strptime(s, "%Y-%m")
@@ -82,14 +86,19 @@ def parse_when(text: str, *, now: datetime, flag: str, is_end: bool = False) -> 
             raise InputError(SOURCE, flag, _WHEN, got=text) from None
         if not is_end:
             return first
+        if first.year == 9999 and first.month == 12:
+            raise InputError(SOURCE, flag, _WHEN + " within years 1-9999", got=text)
         return datetime(first.year + first.month // 12, first.month % 12 + 1, 1)
     try:
         t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise InputError(SOURCE, flag, _WHEN, got=text) from None
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s) and is_end:
-        return t + timedelta(days=1)
-    return to_naive_utc(t)
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s) and is_end:
+            return t + timedelta(days=1)
+        return to_naive_utc(t)
+    except OverflowError:  # the edges of the calendar
+        raise InputError(SOURCE, flag, _WHEN + " within years 1-9999", got=text) from None
 
 
 def render_report(
@@ -178,10 +187,7 @@ def run(
     if fmt in BINARY and args.output is None and out.isatty():
         raise InputError(SOURCE, "-o", f"a file path for {fmt} output (binary, not for a "
                          "terminal)")
-    start = parse_when(args.start, now=now_dt, flag="--from") if args.start else None
-    end = parse_when(args.end, now=now_dt, flag="--to", is_end=True) if args.end else None
-    months = _int(args.months, "--months")
-    ceiling = _float(args.ceiling, "--ceiling")
+    start, end, months, ceiling = check_flags(args, now=now_dt)
     result = render_report(args.name, con, start=start, end=end, by=args.by, fmt=fmt,
                            output_path=args.output, rates=rates, now=now_dt, every=args.every,
                            months=months, ceiling_pct=ceiling)
@@ -200,18 +206,27 @@ def run(
     return 0
 
 
+def check_flags(args: argparse.Namespace, *, now: datetime
+                ) -> tuple[datetime | None, datetime | None, int, float]:
+    """The flags checked before any store is opened: (--from, --to, --months, --ceiling)."""
+    if args.output is not None:
+        check_output_path(Path(args.output).expanduser(), flag="-o")
+    start = parse_when(args.start, now=now, flag="--from") if args.start is not None else None
+    end = parse_when(args.end, now=now, flag="--to", is_end=True) if args.end is not None else None
+    return start, end, _int(args.months, "--months"), _float(args.ceiling, "--ceiling")
+
+
 def _int(text: str, flag: str) -> int:
-    try:
-        return int(str(text))
-    except ValueError:
-        raise InputError(SOURCE, flag, "a whole number", got=text) from None
+    if not re.fullmatch(r"\s*[+-]?\d{1,18}\s*", str(text)):
+        raise InputError(SOURCE, flag, "a whole number", got=text)
+    return int(str(text))
 
 
 def _float(text: str, flag: str) -> float:
-    try:
-        return float(str(text))
-    except ValueError:
-        raise InputError(SOURCE, flag, "a number", got=text) from None
+    x = parse_number(str(text))
+    if x is None:
+        raise InputError(SOURCE, flag, "a finite number", got=text)
+    return x
 
 
 def _write_atomic(path: Path, data: str | bytes) -> None:

@@ -13,6 +13,7 @@ the key, e.g. `job.toml: gpus: expected 0, a whole number of GPUs, or ..., got 1
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collectors.errors import InputError
+from collectors.validate import MAX_INT, MAX_TEXT_LEN, check_text, parse_number
 from scheduler.models import MILLI_PER_GPU, ResourceRequest
 
 EXECUTORS = ("docker", "process", "slurm", "auto")
@@ -29,6 +31,7 @@ ARRAY_COUNT_ENV = "FLEETDECK_ARRAY_COUNT"
 RESERVED_ENV_PREFIX = "FLEETDECK_"
 MAX_ARRAY = 100_000
 SECRET_MASK = "<secret>"
+MAX_DURATION_S = 10 * 366 * 86400.0  # ten years: longer is a typo
 
 # Keys of a job file / CLI mapping, in the order they are checked.
 JOB_KEYS: tuple[str, ...] = (
@@ -64,7 +67,8 @@ _UNIT_POW = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 _DUR_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 BYTES_EXPECTED = 'a size like "16GiB", "512M" or a number of bytes'
-DURATION_EXPECTED = 'a duration like "2h", "30m", "1h30m", "2:00:00" or seconds > 0'
+DURATION_EXPECTED = ('a duration like "2h", "30m", "1h30m", "2:00:00" or seconds > 0'
+                     " (at most ten years)")
 GPUS_EXPECTED = "0, a whole number of GPUs, or a fraction of one GPU (e.g. 0.25)"
 
 
@@ -73,19 +77,20 @@ def parse_bytes(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if not isinstance(value, str):
+        return value if 0 <= value <= MAX_INT else None
+    if not isinstance(value, str) or len(value) > 64:
         return None
     m = _BYTES_RE.fullmatch(value.strip())
     if m is None:
         return None
     number, unit, binary, b = m.groups()
     if unit is None:
-        if "." in number:
+        if "." in number or int(number) > MAX_INT:
             return None
         return int(number)
     base = 1024 if binary or not b else 1000
-    return round(float(number) * base ** _UNIT_POW[unit.lower()])
+    n = float(number) * base ** _UNIT_POW[unit.lower()]
+    return round(n) if n <= MAX_INT else None
 
 
 def parse_duration(value: object) -> float | None:
@@ -94,22 +99,26 @@ def parse_duration(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
+        if isinstance(value, int) and abs(value) > MAX_INT:
+            return None
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
+        if len(text) > 64:
+            return None
         if _DUR_RE.fullmatch(text):
             seconds = sum(float(n) * _DUR_S[u.lower()] for n, u in _DUR_PART.findall(text))
         elif (m := _CLOCK_RE.fullmatch(text)) is not None:
             h, mins, secs = m.groups()
             seconds = int(h or 0) * 3600.0 + int(mins) * 60.0 + int(secs)
         else:
-            try:
-                seconds = float(text)
-            except ValueError:
+            number = parse_number(text)
+            if number is None:
                 return None
+            seconds = number
     else:
         return None
-    return seconds if seconds > 0 and seconds != float("inf") else None
+    return seconds if 0 < seconds <= MAX_DURATION_S else None
 
 
 def _gpus_ok(g: float) -> bool:
@@ -424,7 +433,11 @@ class _Parser:
     def text(self, k: str, v: object, *, no_space: bool = False) -> str:
         if not isinstance(v, str) or not v.strip() or (no_space and any(c.isspace() for c in v)):
             raise self.fail(k, "a non-empty string" + (" without spaces" if no_space else ""), v)
-        return v
+        return self.bounded(k, v)
+
+    def bounded(self, k: str, v: str) -> str:
+        """Text of a bounded length without NUL bytes (it ends up in argv and env)."""
+        return check_text(v, source=self.source, key=self.key(k), max_len=MAX_TEXT_LEN)
 
     def name(self, v: object) -> str:
         if not isinstance(v, str) or not _NAME_RE.fullmatch(v):
@@ -451,15 +464,12 @@ class _Parser:
     def number(self, k: str, v: object, expected: str) -> float:
         if isinstance(v, bool):
             raise self.fail(k, expected, v)
-        if isinstance(v, int | float):
+        if isinstance(v, int) and abs(v) <= MAX_INT:
             return float(v)
-        if isinstance(v, str):
-            try:
-                x = float(v.strip())
-            except ValueError:
-                raise self.fail(k, expected, v) from None
-            if x == x and abs(x) != float("inf"):
-                return x
+        if isinstance(v, float) and math.isfinite(v):
+            return v
+        if isinstance(v, str) and (x := parse_number(v)) is not None:
+            return x
         raise self.fail(k, expected, v)
 
     def integer(self, k: str, v: object, lo: int, hi: int) -> int:
@@ -496,7 +506,7 @@ class _Parser:
         for item in items:
             if not isinstance(item, str) or not item.strip():
                 raise self.fail(k, "non-empty GPU model names", item)
-            out.add(item.strip())
+            out.add(self.bounded(k, item.strip()))
         return frozenset(out)
 
     def pairs(
@@ -525,7 +535,9 @@ class _Parser:
                 value = "true" if value else "false"
             if not isinstance(value, str | int | float):
                 raise self.fail(k, "a string value", value, sub=name)
-            out[name] = str(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise self.fail(k, "a finite number or a string", value, sub=name)
+            out[name] = self.bounded(k, str(value))
         return out
 
     def env(self, v: object, key: str = "env") -> dict[str, str]:
@@ -539,9 +551,14 @@ class _Parser:
     def workdir(self, v: object) -> str:
         if not isinstance(v, str) or not (v.startswith("/") or v.startswith("~")):
             raise self.fail("workdir", "an absolute path (or one starting with ~)", v)
-        return v
+        return self.bounded("workdir", v)
 
     def command(self, v: object, shell: bool) -> tuple[str, ...]:
+        if isinstance(v, list | tuple) and len(v) > 10_000:
+            raise self.fail("command", "at most 10000 arguments", v)
+        for arg in v if isinstance(v, list | tuple) else [v]:
+            if isinstance(arg, str):
+                self.bounded("command", arg)
         if isinstance(v, str):
             if not v.strip():
                 raise self.fail("command", "a non-empty command", v)

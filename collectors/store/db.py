@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from collectors.errors import FleetdeckError
+from collectors.errors import FleetdeckError, clip, show
 from collectors.private_files import Tightened, private_folder, store_files, tighten_files
 from collectors.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 
@@ -53,18 +53,27 @@ class Store:
             try:
                 con = duckdb.connect(str(p), read_only=True)
             except duckdb.IOException as e:
-                raise StoreLockedError(f"{p}: cannot open read-only: {_first_line(e)}") from None
+                raise StoreLockedError(f"{p}: cannot open read-only: {first_line(e)}") from None
+            except duckdb.Error as e:
+                raise StoreError(f"{p}: cannot open: {first_line(e)}") from None
             store = cls(p, con, None)
-            store._check_version(upgrade=False)
+            try:
+                store._check_version(upgrade=False)
+            except BaseException:
+                store.close()
+                raise
             return store
-        narrowed = private_folder(p.parent)
-        existed = {f for f in store_files(p) if f.exists()}
-        lock_fd = _acquire_lock(p)
+        try:
+            narrowed = private_folder(p.parent)
+            existed = {f for f in store_files(p) if f.exists()}
+            lock_fd = _acquire_lock(p)
+        except OSError as e:  # a full disk or a read-only folder, said in one line
+            raise StoreError(f"{p}: cannot open for writing: {os_reason(e)}") from None
         try:
             con = duckdb.connect(str(p))
         except duckdb.Error as e:
             os.close(lock_fd)
-            raise StoreError(f"{p}: cannot open: {_first_line(e)}") from None
+            raise StoreError(f"{p}: cannot open: {first_line(e)}") from None
         store = cls(p, con, lock_fd)
         # files DuckDB just created follow the umask: narrowed too, reported only if they existed
         fixed = narrowed + tighten_files(store_files(p))
@@ -94,13 +103,22 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------
     def schema_version(self) -> int:
+        """The store's schema version from `meta`; a corrupt value is a StoreError."""
         try:
             rows = self.con.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
             ).fetchall()
         except duckdb.CatalogException:
             return 0
-        return int(rows[0][0]) if rows else 0
+        except duckdb.Error as e:
+            raise StoreError(f"{self.path}: cannot read the store: {first_line(e)}") from None
+        if not rows:
+            return 0
+        text = str(rows[0][0])
+        if not text.isdigit() or len(text) > 6:
+            raise StoreError(f"{self.path}: corrupt store metadata: schema_version is "
+                             f"{show(text)}, not a version number")
+        return int(text)
 
     def fleet_id(self) -> str:
         """This store's random id: scopes job names and directories on nodes, since job ids
@@ -209,5 +227,11 @@ def _acquire_lock(path: Path) -> int:
     return fd
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def first_line(e: BaseException) -> str:
+    """A database error as one short line (DuckDB's messages span many)."""
+    return clip(str(e).strip().splitlines()[0], 300) if str(e).strip() else type(e).__name__
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError as its plain reason, "no space left on device" style."""
+    return (e.strerror or type(e).__name__).lower()

@@ -8,10 +8,15 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
+
+import duckdb
 
 from collectors.errors import InputError
 from collectors.store import Store
+from collectors.store.db import StoreError, first_line
+from collectors.validate import check_store_path
 from console.config import Loaded, load
 from console.engine.client import EngineClient, NoEngine
 from console.remote import ENGINE_ENV, SshEngineTunnel, parse_engine_address
@@ -50,7 +55,10 @@ def add_format(parser: argparse.ArgumentParser, *choices: str) -> None:
 
 
 def loaded_config(args: argparse.Namespace) -> Loaded:
-    flags = {"store.path": ("--store", getattr(args, "store", None)),
+    store = getattr(args, "store", None)
+    if store is not None:
+        check_store_path(Path(store).expanduser(), flag="--store")
+    flags = {"store.path": ("--store", store),
              "engine.socket": ("--engine", getattr(args, "engine_socket", None))}
     return load(getattr(args, "config", None), flags=flags)
 
@@ -131,4 +139,8 @@ def engine_or_store(loaded: Loaded, method: str, local: Callable[[Store], T],
         return run_async(call_engine(loaded, method, **params))
     except NoEngine:
         with Store.open(loaded.config.store.path, read_only=True) as store:
-            return local(store)
+            try:
+                return local(store)
+            except duckdb.Error as e:  # a corrupt store: one line, exit 1
+                raise StoreError(f"{store.path}: cannot read the store: {first_line(e)}"
+                                 ) from None

@@ -6,6 +6,7 @@ import argparse
 import base64
 import io
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from collectors.transport.hostkeys import (
     fingerprint,
     key_status,
 )
+from collectors.validate import arg_number
 from console.commands.common import (
     add_format,
     engine_or_store,
@@ -32,6 +34,7 @@ from console.commands.common import (
 from console.config import Config, NodeConfig
 from console.engine.services import list_nodes
 from reports import command as report_command
+from reports.sources import to_naive_utc
 from scheduler.sim import command as sim_command
 from scheduler.sim.whatif import compare, parse_change, read_history
 
@@ -41,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--once", action="store_true", required=True,
                    help="contact every node once and print the fleet (`serve` collects "
                         "continuously)")
-    p.add_argument("--timeout", type=float, default=20.0, metavar="S",
+    p.add_argument("--timeout", type=arg_number(0, 3600, lo_open=True), default=20.0, metavar="S",
                    help="seconds to wait for each node (default 20)")
     add_format(p)
     p.set_defaults(func=collect_cmd)
@@ -66,7 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--what-if", metavar="CHANGE", dest="what_if",
                    help='replay the store\'s recent jobs on the current fleet and on one '
                         'changed by CHANGE, e.g. "+16 A100" or "-8 T4, +4 H100"')
-    p.add_argument("--days", type=float, default=30.0, metavar="N",
+    p.add_argument("--days", type=arg_number(0, 3660, lo_open=True), default=30.0, metavar="N",
                    help="with --what-if: replay the jobs of the last N days (default 30)")
     p.set_defaults(func=simulate_cmd)
 
@@ -138,6 +141,7 @@ def trust_cmd(args: argparse.Namespace) -> int:
 
 
 def report_cmd(args: argparse.Namespace) -> int:
+    report_command.check_flags(args, now=to_naive_utc(time.time()))  # before any store work
     loaded = loaded_config(args)
     rates = loaded.config.rates
     if args.output:

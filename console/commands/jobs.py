@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.errors import InputError
+from collectors.validate import arg_int, arg_iso_time, read_text_file
 from console.commands.common import (
     add_format,
     call_engine,
@@ -74,30 +75,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--state", action="append", choices=journal.STATES,
                    help="only jobs in this state (repeat for several)")
     p.add_argument("--user")
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--limit", type=arg_int(1, 1_000_000), default=200)
     add_format(p)
     p.set_defaults(func=jobs_cmd)
 
     p = subcommand(sub, "stop", "stop a job (graceful, then forced)")
-    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("job", type=arg_int(1, 2**62), metavar="JOB")
     p.add_argument("--reason", default="", help="recorded in the audit trail")
     add_format(p)
     p.set_defaults(func=stop_cmd)
 
     p = subcommand(sub, "logs", "a job's output")
-    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("job", type=arg_int(1, 2**62), metavar="JOB")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("--tail", type=arg_int(0, 10_000_000), metavar="N", help="only the last N lines")
     p.set_defaults(func=logs_cmd)
 
     p = subcommand(sub, "explain", "why a job waits, or where it runs")
-    p.add_argument("job", type=int, metavar="JOB")
+    p.add_argument("job", type=arg_int(1, 2**62), metavar="JOB")
     add_format(p)
     p.set_defaults(func=explain_cmd)
 
     p = subcommand(sub, "audit", "the action log: who did what, why, when")
-    p.add_argument("--since", metavar="TIME", help="ISO time, e.g. 2026-11-01 or 2026-11-01T12:00")
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--since", metavar="TIME", type=arg_iso_time,
+                   help="ISO time, e.g. 2026-11-01 or 2026-11-01T12:00")
+    p.add_argument("--limit", type=arg_int(1, 1_000_000), default=200)
     add_format(p)
     p.set_defaults(func=audit_cmd)
 
@@ -119,27 +121,28 @@ def spec_mapping(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     data: dict[str, Any] = {}
     source = SOURCE
     if args.file:
-        path = Path(args.file)
+        text = read_text_file(Path(args.file), source="-f", what="job file")
         try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError(args.file, None, "a readable job file (not found)") from None
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise InputError(args.file, None, f"valid TOML ({e})") from None
+        except ValueError:  # an integer beyond Python's digit limit
+            raise InputError(args.file, None, "valid TOML (a number there is absurdly long)"
+                             ) from None
         source = args.file
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
     flags: dict[str, Any] = {
         "name": args.name, "user": args.user, "project": args.project, "team": args.team,
-        "executor": args.executor, "image": args.image, "gpus": _num(args.gpus, "--gpus"),
+        "executor": args.executor, "image": args.image, "gpus": args.gpus,
         "gpu_models": args.gpu_models, "min_gpu_mem": args.min_gpu_mem,
-        "cpus": _num(args.cpus, "--cpus"), "mem": args.mem,
+        "cpus": args.cpus, "mem": args.mem,
         "labels": _pairs("--label", args.labels), "pool": args.pool, "node": args.node,
-        "priority": _int(args.priority, "--priority"), "max_runtime": args.max_runtime,
+        "priority": args.priority, "max_runtime": args.max_runtime,
         "env": _pairs("--env", args.env), "secret_env": _pairs("--secret-env", args.secret_env),
         "workdir": args.workdir,
-        "retries": _int(args.retries, "--retries"), "array": _int(args.array, "--array"),
+        "retries": args.retries, "array": args.array,
         "kind": args.kind, "protect": args.protect, "shell": args.shell,
         "notify": getattr(args, "notify", None),
     }
@@ -154,25 +157,6 @@ def spec_mapping(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             raise InputError(source, "command", "a command (or one after -- on the command line)")
         raise InputError(source, "COMMAND", "a command after -- (or `command` in the job file)")
     return data, source
-
-
-def _num(v: str | None, flag: str) -> float | None:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except ValueError:
-        raise InputError(SOURCE, flag, "a number", got=v) from None
-    return int(f) if f.is_integer() else f
-
-
-def _int(v: str | None, flag: str) -> int | None:
-    if v is None:
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        raise InputError(SOURCE, flag, "an integer", got=v) from None
 
 
 def submit_cmd(args: argparse.Namespace) -> int:

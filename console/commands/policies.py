@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from collectors.validate import arg_int, arg_number
 from console.commands.common import (
     add_format,
     call_engine,
@@ -31,8 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=uncordon_cmd)
 
     p = subcommand(sub, "snooze", "exempt your job from idle stopping for a while")
-    p.add_argument("job", type=int, metavar="JOB")
-    p.add_argument("--hours", type=float, required=True, help="how long (may be fractional)")
+    p.add_argument("job", type=arg_int(1, 2**62), metavar="JOB")
+    p.add_argument("--hours", type=arg_number(0, 24 * 366, lo_open=True), required=True,
+                   help="how long (may be fractional)")
     p.add_argument("--reason", required=True, help="why the job looks idle but is not")
     add_format(p)
     p.set_defaults(func=snooze_cmd)

@@ -49,6 +49,12 @@ class EngineClient:
             raise NoEngine(f"no fleetdeck engine is running (socket {path})") from e
         except TimeoutError as e:
             raise NoEngine(f"engine at {path} did not answer within {timeout:.0f}s") from e
+        except PermissionError:  # the kernel refused: say so instead of a traceback
+            raise EngineError(f"not allowed to open the engine socket {path} (permission "
+                              "denied; ask the engine's owner for access)") from None
+        except OSError as e:
+            raise EngineError(f"cannot open the engine socket {path}: "
+                              f"{(e.strerror or type(e).__name__).lower()}") from None
         client = cls(reader, writer)
         try:
             client.engine_info = await asyncio.wait_for(client.call(

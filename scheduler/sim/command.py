@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from collectors.errors import InputError
+from collectors.validate import arg_number
 from scheduler.fit import POLICY_NAMES
 from scheduler.models import FleetSnapshot
 from scheduler.sim.fill import DEFAULT_RATIO, FillSummary, run_fill_seeds
@@ -36,6 +37,10 @@ class SimInputs:
     jobs: list[TraceJob]
     fleet_label: str
     jobs_label: str
+
+
+MAX_RATIO = 10.0  # fill work is proportional to the ratio: bound it
+MAX_SEEDS = 1000  # one simulation per seed and policy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,13 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="42", help="seeds: 42, 42,43 or 42-51 (default 42)")
     parser.add_argument(
         "--ratio",
-        type=float,
+        type=arg_number(0, MAX_RATIO, lo_open=True),
         default=DEFAULT_RATIO,
         help="fill: workload tuned to this multiple of GPU capacity (default 1.3)",
     )
     parser.add_argument(
         "--time-scale",
-        type=float,
+        type=arg_number(0, 1000, lo_open=True),
         default=1.0,
         help="replay: multiply submit times (e.g. 0.01 packs arrivals 100x closer)",
     )
@@ -80,15 +85,16 @@ def parse_seeds(text: str) -> list[int]:
             if "-" in part[1:]:
                 lo_s, hi_s = part.split("-", 1) if not part.startswith("-") else ("", "")
                 lo, hi = int(lo_s), int(hi_s)
-                if hi < lo:
+                if hi < lo or hi - lo + len(seeds) >= MAX_SEEDS:
                     raise ValueError(part)
                 seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
         seeds = []
-    if not seeds or any(s < 0 for s in seeds):
-        raise InputError("--seeds", None, "seeds like 42, 42,43 or 42-51", got=text)
+    if not seeds or len(seeds) > MAX_SEEDS or any(not 0 <= s < 2**32 for s in seeds):
+        raise InputError("--seeds", None, f"seeds like 42, 42,43 or 42-51 (0..2^32-1, at most "
+                         f"{MAX_SEEDS} of them)", got=text)
     return seeds
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collectors.errors import InputError
+from collectors.validate import MAX_INT, check_text, parse_number
 from scheduler.models import MILLI_PER_GPU, GpuSlot, NodeCapacity, ResourceRequest
 
 MIB = 1 << 20
@@ -144,20 +145,17 @@ class _Reader:
     def int_cell(self, line: int, row: dict[str, str], col: str, lo: int = 0) -> int:
         v = row[col]
         try:
-            n = int(v)
+            n = int(v) if len(v) <= 20 else lo - 1
         except ValueError:
             n = lo - 1
-        if n < lo:
+        if not lo <= n <= MAX_INT:
             raise self.fail(line, col, f"an integer >= {lo}", v)
         return n
 
     def float_cell(self, line: int, row: dict[str, str], col: str, lo: float = 0.0) -> float:
         v = row[col]
-        try:
-            x = float(v)
-        except ValueError:
-            x = float("nan")
-        if not x >= lo or x == float("inf"):
+        x = parse_number(v)
+        if x is None or x < lo:
             raise self.fail(line, col, f"a number >= {lo:g}", v)
         return x
 
@@ -165,7 +163,7 @@ class _Reader:
         v = row[col]
         if not v:
             raise self.fail(line, col, "a non-empty name", v)
-        return v
+        return check_text(v, source=self.source, key=f"row {line}, column {col}", max_len=256)
 
 
 def _models(spec: str) -> frozenset[str]:

@@ -175,7 +175,7 @@ BAD_FILE = [
     ({"mem": "16 gigs"}, 'job.toml: mem: expected a size like "16GiB", "512M" or a number of '
      'bytes, got "16 gigs"'),
     ({"max_runtime": "2 hours"}, 'job.toml: max_runtime: expected a duration like "2h", "30m", '
-     '"1h30m", "2:00:00" or seconds > 0, got "2 hours"'),
+     '"1h30m", "2:00:00" or seconds > 0 (at most ten years), got "2 hours"'),
     ({"executor": "docker"}, 'job.toml: image: expected an image name (executor "docker" runs '
      "in a container)"),
     ({"executor": "process", "image": "ubuntu"}, 'job.toml: image: expected no image with '
@@ -225,7 +225,7 @@ BAD_FLAGS = [
     ({"env": ["1X=2"]}, 'command line: --env: expected an environment variable with a valid '
      'KEY, got "1X"'),
     ({"max_runtime": "soon"}, 'command line: --max-runtime: expected a duration like "2h", '
-     '"30m", "1h30m", "2:00:00" or seconds > 0, got "soon"'),
+     '"30m", "1h30m", "2:00:00" or seconds > 0 (at most ten years), got "soon"'),
     ({"priority": "high"}, 'command line: --priority: expected an integer -1000000..1000000, '
      'got "high"'),
     ({"min_gpu_mem": "80GiB"}, 'command line: --min-gpu-mem: expected only with --gpus > 0, '
@@ -296,6 +296,7 @@ def test_from_dict_is_validated() -> None:
         JobSpec.from_dict({**data, "colour": "red"}, "job 17")
 
 
+NO_NUL = st.characters(exclude_characters="\x00")  # argv and env cannot hold NUL
 gpu_amounts = st.one_of(
     st.just(0.0),
     st.integers(1, 64).map(float),
@@ -311,8 +312,8 @@ gpu_amounts = st.one_of(
     runtime=st.none() | st.floats(1, 1e7),
     priority=st.integers(-1000, 1000),
     env=st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True).filter(
-        lambda k: not k.startswith("FLEETDECK_")), st.text(max_size=8), max_size=3),
-    command=st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=4),
+        lambda k: not k.startswith("FLEETDECK_")), st.text(NO_NUL, max_size=8), max_size=3),
+    command=st.lists(st.text(NO_NUL, min_size=1, max_size=10), min_size=1, max_size=4),
 )  # fmt: skip
 def test_round_trip_property(
     gpus: float,
