@@ -202,7 +202,7 @@ def test_serve_refuses_what_check_refuses(tmp_path: Path) -> None:
     """`serve` builds the config with the same `load`, so `config check` catches it first."""
     cfg = tmp_path / "config.toml"
     cfg.write_text('[scheduler]\npolicy = "nonexistent"\n')
-    with pytest.raises(InputError, match="scheduler.policy"):
+    with pytest.raises(InputError, match=r"scheduler\.policy"):
         load(str(cfg))
     assert one_line(*run_main("--config", cfg, "serve")[::2]).startswith(f"{cfg}: ")
 
