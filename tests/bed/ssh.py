@@ -142,7 +142,7 @@ UsePAM no
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-AuthorizedKeysFile {self.bed.authorized_keys}
+AuthorizedKeysFile {self.bed.authorized_keys} {self.bed.user_keys}/%u.pub
 AcceptEnv LANG LC_*
 SetEnv {setenv}
 MaxStartups 200:30:400
@@ -265,12 +265,20 @@ class SshBed:
         self.client_public_key = Path(f"{self.identity_file}.pub").read_text().strip()
         self.authorized_keys = keys / "authorized_keys"
         self.authorized_keys.write_text(self.client_public_key + "\n")
+        self.user_keys = keys / "users"  # <login>.pub: keys of other bed logins (authorize)
+        self.user_keys.mkdir(mode=0o755, exist_ok=True)
         self.known_hosts = root / "known_hosts"
         self.known_hosts.write_text("")
         self.all_nodes: list[SshNode] = []
         self._pool: dict[tuple[bool, bool, int], list[SshNode]] = {}
         self._lock = threading.Lock()
         self._lib_dir: Path | None = None
+
+    def authorize(self, login: str, public_key: str) -> None:
+        """Let `login` (e.g. a bed user) log in to every node with `public_key`."""
+        path = self.user_keys / f"{login}.pub"
+        path.write_text(public_key.strip() + "\n")
+        path.chmod(0o644)
 
     def nvml_lib_dir(self) -> Path:
         if self._lib_dir is None:

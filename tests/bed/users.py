@@ -90,13 +90,15 @@ def ensure_user(name: str, groups: Sequence[str] = ()) -> BedUser:
         try:
             pw = pwd.getpwnam(full)
         except KeyError:
+            # password "*": no password login, yet not "locked" (sshd without PAM refuses those)
             _run_tolerant(["useradd", "--create-home", "--user-group", "--shell", "/bin/sh",
-                           full])
+                           "--password", "*", full])
             pw = pwd.getpwnam(full)
         missing = [g for g in groups if full not in grp.getgrnam(g).gr_mem]
-        if missing:
-            subprocess.run(["usermod", "-a", "-G", ",".join(missing), full], check=True,
-                           capture_output=True)
+        fix = ["-a", "-G", ",".join(missing)] if missing else []
+        # also unlocks an account an older bed made with useradd's locked default
+        subprocess.run(["usermod", "--password", "*", *fix, full], check=True,
+                       capture_output=True)
     home = Path(pw.pw_dir)
     return BedUser(full, pw.pw_uid, pw.pw_gid, home)
 
