@@ -27,6 +27,11 @@ from collectors.transport.base import CommandResult, Transport
 ExecutorKind = Literal["docker", "process", "slurm"]
 JobState = Literal["pending", "running", "exited", "missing"]
 
+# Set in a job's environment: the file that appears when the job is preempted (checkpoint
+# now; SIGTERM follows and the forced kill after the grace), and "1" when resuming after one.
+PREEMPT_FILE_ENV = "FLEETDECK_PREEMPT_FILE"
+RESUME_ENV = "FLEETDECK_RESUME"
+
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -65,6 +70,7 @@ class Launch:
     partition: str | None = None  # slurm
     account: str | None = None  # slurm
     secret_env: Mapping[str, str] = field(default_factory=dict)
+    resume: bool = False  # an earlier attempt was preempted: FLEETDECK_RESUME=1
 
     def __post_init__(self) -> None:
         if self.job_id < 0 or self.attempt < 0:
@@ -110,6 +116,8 @@ class Launch:
             "FLEETDECK_ATTEMPT": str(self.attempt),
             "FLEETDECK_JOB_NAME": self.name,
         }
+        if self.resume:
+            env[RESUME_ENV] = "1"
         if self.gpu_indices:
             env["FLEETDECK_GPU_INDICES"] = ",".join(str(i) for i in self.gpu_indices)
             env["FLEETDECK_GPU_MILLI"] = str(self.gpu_milli)
@@ -206,10 +214,13 @@ class Executor(Protocol):
         """The job's state, exit code and times now."""
         ...
 
-    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float) -> None:
+    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
+                   notice: bool = False) -> None:
         """Stop the job: a graceful signal (SIGTERM), then after `grace_s` a forced kill.
 
         Returns once the job has ended (or was already gone). A pending job is just cancelled.
+        With `notice` (a preemption) the file named by `$FLEETDECK_PREEMPT_FILE` is created
+        first, so the job can checkpoint during the grace.
         """
         ...
 

@@ -18,6 +18,7 @@ are a device request; without, the container only gets `NVIDIA_VISIBLE_DEVICES` 
 default nvidia runtime would honour) and `FLEETDECK_GPU_INDICES`. `CUDA_VISIBLE_DEVICES` is not
 set: inside a container the visible GPUs are renumbered from 0 and CUDA sees exactly them.
 Docker has no runtime limit: `Status.deadline_at` says when the engine should stop the job.
+A stop with notice (preemption) first creates `$FLEETDECK_PREEMPT_FILE` in the container.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from docker.types import DeviceRequest
 
 from collectors.transport.base import Transport
 from scheduler.executors.base import (
+    PREEMPT_FILE_ENV,
     Discovered,
     ExecutorError,
     ExecutorKind,
@@ -53,6 +55,9 @@ from scheduler.executors.identity import engine_user, job_identity, resolve_owne
 LABEL_JOB = "fleetdeck.job"
 LABEL_ATTEMPT = "fleetdeck.attempt"
 LABEL_FLEET = "fleetdeck.fleet"
+# The container's $FLEETDECK_PREEMPT_FILE: a stop with notice creates it (`docker exec`)
+# before `docker stop -t GRACE`.
+CONTAINER_PREEMPT_FILE = "/tmp/fleetdeck-preempt"
 
 
 def container_name(job_id: int, attempt: int, fleet: str = "") -> str:
@@ -67,7 +72,7 @@ def create_kwargs(launch: Launch, *, gpu_runtime: bool, init: bool = True,
     if not launch.image:
         raise ValueError(f"job {launch.tag}: a docker job needs an image")
     gpus = ",".join(str(i) for i in launch.gpu_indices)
-    extra: dict[str, str] = {}
+    extra: dict[str, str] = {PREEMPT_FILE_ENV: CONTAINER_PREEMPT_FILE}
     mode = "none"
     device_requests: list[DeviceRequest] = []
     if launch.gpu_indices:
@@ -272,7 +277,8 @@ class DockerExecutor:
         result: Status = await self._call(transport, "container status", get)
         return result
 
-    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float) -> None:
+    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
+                   notice: bool = False) -> None:
         def stop(client: docker.DockerClient) -> None:
             try:
                 c = client.containers.get(handle.external_id)
@@ -281,6 +287,10 @@ class DockerExecutor:
             if c.status == "created":
                 c.remove(force=True)  # never ran: nothing to keep, and nobody may start it
                 return
+            if notice and c.status == "running":
+                # best effort: an image without sh still gets the SIGTERM
+                with contextlib.suppress(docker.errors.APIError):
+                    c.exec_run(["sh", "-c", f': > "${PREEMPT_FILE_ENV}"'], detach=False)
             if c.status in ("running", "paused", "restarting"):
                 c.stop(timeout=math.ceil(grace_s))
                 c.wait(timeout=int(self.api_timeout_s))

@@ -16,7 +16,8 @@ under `timeout` when the job has a max runtime, and records in the directory:
   it left running in its process group is killed first, as Docker and Slurm do.
 
 The job gets `CUDA_VISIBLE_DEVICES` set to its GPUs (empty when it holds none) and the
-`FLEETDECK_*` variables. Every value placed in a script is quoted with `shlex.quote`.
+`FLEETDECK_*` variables; `FLEETDECK_PREEMPT_FILE` is `<dir>/preempt`, created by a stop with
+notice (preemption) before the SIGTERM. Every value placed in a script is quoted with `shlex.quote`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 from collectors.transport.base import Transport
 from scheduler.executors.base import (
+    PREEMPT_FILE_ENV,
     Discovered,
     ExecutorError,
     ExecutorKind,
@@ -96,6 +98,7 @@ def runner_script(launch: Launch, *, kill_after_s: float = 10.0,
             sh_exports(env),
             'if [ -n "$4" ]; then export HOME="$4"; fi',
             'if [ -e "$d/secret_env" ]; then . "$d/secret_env"; fi',
+            f'export {PREEMPT_FILE_ENV}="$d/preempt"',
             f'({cd}exec {prefix}{sh_words(cmd)}) > "$d/output.log" 2>&1 < /dev/null &',
             "pid=$!",
             'echo "$pid" > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"',
@@ -157,8 +160,9 @@ def start_script(
     )
 
 
-def stop_script(jobs_dir: str, tag: str, grace_s: float) -> str:
-    """SIGTERM the job's process group, SIGKILL it after `grace_s`, wait for the exit code."""
+def stop_script(jobs_dir: str, tag: str, grace_s: float, *, notice: bool = False) -> str:
+    """SIGTERM the job's process group, SIGKILL it after `grace_s`, wait for the exit code.
+    `notice`: create the job's preempt file first (`$FLEETDECK_PREEMPT_FILE`)."""
     ticks = max(0, math.ceil(grace_s * 10))
     return "\n".join(
         [
@@ -168,6 +172,7 @@ def stop_script(jobs_dir: str, tag: str, grace_s: float) -> str:
             '[ -e "$d/exit_code" ] && exit 0',
             'b=$(cat "$d/boot_id" 2>/dev/null)',
             '[ "$b" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] || exit 0',
+            ': > "$d/preempt"' if notice else ":",
             'kill -TERM -"$pid" 2>/dev/null && kill -CONT -"$pid" 2>/dev/null',
             "i=0",
             'while kill -0 -"$pid" 2>/dev/null; do',
@@ -249,11 +254,12 @@ class ProcessExecutor:
             return Status("missing", detail=f"no directory for job {tag} on the node")
         return _status_from(line.split("\t"))
 
-    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float) -> None:
+    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
+                   notice: bool = False) -> None:
         tag = f"{handle.job_id}-{handle.attempt}"
         check(
             await transport.run_shell(
-                stop_script(self.jobs_dir, tag, grace_s),
+                stop_script(self.jobs_dir, tag, grace_s, notice=notice),
                 timeout=grace_s + self.command_timeout_s,
             ),
             transport,

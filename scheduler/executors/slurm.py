@@ -16,6 +16,8 @@ env, then runs the argument list, every word quoted; Slurm sets `CUDA_VISIBLE_DE
 for a finished job the exit code comes from the wrapper's file, else `scontrol show job`, else
 `sacct` (when accounting storage is configured). Stop: `scancel --signal=TERM --full`, then
 after the grace `scancel --signal=KILL --full` and `scancel`; a pending job is just cancelled.
+A stop with notice (preemption) first creates `<dir>/preempt`, the job's
+`$FLEETDECK_PREEMPT_FILE`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import datetime
 
 from collectors.transport.base import Transport
 from scheduler.executors.base import (
+    PREEMPT_FILE_ENV,
     Discovered,
     ExecutorError,
     ExecutorKind,
@@ -103,6 +106,7 @@ def batch_script(launch: Launch) -> str:
             'date +%s > "$d/started_at"',
             sh_exports(launch.merged_env()),
             sh_exports(launch.secret_env),  # the script reaches sbatch on stdin
+            f'export {PREEMPT_FILE_ENV}="$d/preempt"',
             sh_words(list(launch.command)) + " < /dev/null",
             "rc=$?",
             'date +%s > "$d/ended_at"',
@@ -314,7 +318,8 @@ class SlurmExecutor:
         )
         return status_from_report(res.text())
 
-    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float) -> None:
+    async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
+                   notice: bool = False) -> None:
         jid = self._id(handle)
         ticks = max(0, math.ceil(grace_s / 0.2))
         pending = "|".join(sorted(PENDING_STATES))
@@ -327,6 +332,7 @@ class SlurmExecutor:
                 '  "") exit 0;;',
                 f'  {pending}) scancel "$id"; exit 0;;',
                 "esac",
+                f': > {self._dir(handle)}/preempt' if notice else ":",
                 'scancel --signal=TERM --full "$id" 2>/dev/null',
                 "i=0",
                 'while [ -n "$(st)" ]; do',
