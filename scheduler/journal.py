@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -20,17 +20,23 @@ from collectors.store import Store, outbox
 from collectors.store.audit import AuditEntry, record, utc
 from collectors.store.db import insert_rows
 from scheduler import job_events
+from scheduler.executors.base import Handle
+from scheduler.fairshare import UsageRecord
 from scheduler.jobspec import JobSpec, expand_array
 
 ACTIVE = ("starting", "running")
 TERMINAL = ("succeeded", "failed", "stopped", "lost")
-STATES = ("queued", *ACTIVE, *TERMINAL)
+# Preempted: still holding its resources while it gets its notice and grace, then requeued.
+PREEMPTED = "preempted"
+HOLDING = (*ACTIVE, PREEMPTED)  # states whose job holds resources on a node
+STATES = ("queued", *ACTIVE, PREEMPTED, *TERMINAL)
 
 # Allowed transitions; `lost` jobs may be requeued, nothing leaves the other terminal states.
 _NEXT: dict[str, frozenset[str]] = {
     "queued": frozenset({"starting", "stopped"}),
     "starting": frozenset({"running", "failed", "stopped", "lost", "queued", "succeeded"}),
-    "running": frozenset({"succeeded", "failed", "stopped", "lost", "queued"}),
+    "running": frozenset({"succeeded", "failed", "stopped", "lost", "queued", PREEMPTED}),
+    PREEMPTED: frozenset({"queued", "stopped", "lost"}),
     "lost": frozenset({"queued"}),
     "succeeded": frozenset(),
     "failed": frozenset({"queued"}),
@@ -41,7 +47,7 @@ _COLUMNS = ("id", "name", "user", "project", "team", "kind", "executor", "spec",
             "reason", "priority", "pool", "node", "gpu_indices", "gpu_count", "gpu_milli",
             "gpu_model", "cpu_milli", "mem_bytes", "max_runtime_s", "submitted_at",
             "started_at", "ended_at", "exit_code", "external_id", "attempt", "array_parent",
-            "array_index", "burst")
+            "array_index", "burst", "preemptions")
 
 
 class TransitionError(Exception):
@@ -81,6 +87,12 @@ class JobRow:
     array_parent: int | None
     array_index: int | None
     burst: bool
+    preemptions: int = 0
+
+    @property
+    def tries_used(self) -> int:
+        """Attempts that count against `retries`: requeues after a preemption do not."""
+        return self.attempt - self.preemptions
 
     @property
     def notify(self) -> tuple[str, ...]:
@@ -112,6 +124,7 @@ def _row(values: Sequence[Any]) -> JobRow:
     d["priority"] = d["priority"] or 0
     d["attempt"] = d["attempt"] or 0
     d["burst"] = bool(d["burst"])
+    d["preemptions"] = d["preemptions"] or 0
     return JobRow(**d)
 
 
@@ -261,7 +274,7 @@ def _arrow_type(column: str) -> Any:
         _ARROW_TYPES.update({c: pa.string() for c in text})
         _ARROW_TYPES.update({c: pa.int32() for c in ("priority", "gpu_count", "gpu_milli",
                                                      "cpu_milli", "exit_code", "attempt",
-                                                     "array_index")})
+                                                     "array_index", "preemptions")})
         _ARROW_TYPES.update({c: pa.int64() for c in ("id", "mem_bytes", "array_parent")})
         _ARROW_TYPES.update({c: pa.timestamp("us") for c in ("submitted_at", "started_at",
                                                              "ended_at")})
@@ -289,6 +302,14 @@ def _update(con: Any, sets_by_id: Mapping[int, Mapping[str, Any]]) -> None:
             con.execute(f"UPDATE jobs SET {assign} FROM _fd_job_updates u WHERE jobs.id = u.id")
         finally:
             con.unregister("_fd_job_updates")
+
+
+def handle_of(row: JobRow) -> Handle | None:
+    """Where the job's current attempt runs, once its executor has started it."""
+    if row.node is None or row.external_id is None:
+        return None
+    return Handle(kind=row.executor, node=row.node,  # type: ignore[arg-type]
+                  external_id=row.external_id, job_id=row.id, attempt=row.attempt)
 
 
 def _select() -> str:
@@ -327,6 +348,34 @@ def events(store: Store, job_id: int) -> list[dict[str, Any]]:
         "ORDER BY ts, rowid", [job_id])
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def preemption_audit(store: Store, job_id: int) -> list[dict[str, Any]]:
+    """Preemptions this job suffered or caused (audit rows): ts, victim, beneficiary, reason."""
+    cur = store.con.execute(
+        "SELECT ts, target AS victim, json_extract_string(evidence, '$.beneficiary') "
+        "AS beneficiary, reason FROM actions WHERE action = 'preempt' AND target_kind = 'job' "
+        "AND (target = ? OR json_extract_string(evidence, '$.beneficiary') = ?) "
+        "ORDER BY ts", [str(job_id), str(job_id)])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def gpu_usage(store: Store, since: datetime) -> list[UsageRecord]:
+    """GPU holds of jobs that held GPUs after `since` (end None: still holding), for fair
+    share."""
+    rows = store.con.execute(
+        "SELECT user, coalesce(project, ''), coalesce(gpu_milli, 0) * "
+        "coalesce(len(gpu_indices), 0) / 1000.0, started_at, "
+        "CASE WHEN state IN ('starting', 'running', 'preempted') THEN NULL ELSE ended_at END "
+        "FROM jobs WHERE started_at IS NOT NULL AND gpu_indices IS NOT NULL "
+        "AND (ended_at IS NULL OR ended_at >= ?)", [since]).fetchall()
+    return [UsageRecord(u, p, g, _epoch(st), None if en is None else _epoch(en))
+            for u, p, g, st, en in rows]
+
+
+def _epoch(ts: datetime) -> float:
+    return ts.replace(tzinfo=UTC).timestamp()
 
 
 def set_reasons(store: Store, reasons: Mapping[int, str]) -> None:

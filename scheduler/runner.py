@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from collectors.errors import FleetdeckError, NotFoundError
 from collectors.events import Event
@@ -24,9 +24,10 @@ from collectors.store.audit import AuditEntry
 from collectors.transport.base import Transport, TransportError
 from scheduler import journal
 from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, Status
+from scheduler.fairshare import FairShare, decayed_gpu_hours
 from scheduler.fit import FitPolicy
 from scheduler.jobspec import ARRAY_COUNT_ENV, ARRAY_INDEX_ENV, JobSpec
-from scheduler.journal import JobRow
+from scheduler.journal import JobRow, handle_of
 from scheduler.models import (
     Assignment,
     FleetSnapshot,
@@ -35,16 +36,14 @@ from scheduler.models import (
     RunningAllocation,
 )
 from scheduler.placement import PlacementPlan, QueuedTask, plan
+from scheduler.placement.preemption import PreemptionRules
+from scheduler.preempting import Preempter, StoreRunner
+from scheduler.priority import ClassBook
 from scheduler.quota import QuotaBook
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class StoreRunner(Protocol):
-    """Runs a function on the engine's store thread."""
-
-    async def run(self, fn: Callable[[Store], T]) -> T: ...
+FAIR_SHARE_REFRESH_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +55,9 @@ class RunnerSettings:
     start_give_up_s: float = 600.0  # ... until the node has been out of reach this long
     slurm_pools: Mapping[str, str] = field(default_factory=dict)  # pool -> login node
     slurm_partitions: Mapping[str, str | None] = field(default_factory=dict)
+    preemption: PreemptionRules | None = None  # None: preemption off
+    classes: ClassBook = field(default_factory=ClassBook)
+    fair_share_half_life_s: float = 7 * 86400.0
 
 
 def epoch(ts: datetime | None) -> float | None:
@@ -71,17 +73,24 @@ def choose_executor(spec: JobSpec, pool: str | None, slurm_pools: Mapping[str, s
     return "docker" if spec.image else "process"
 
 
-def allocations(rows: Sequence[JobRow]) -> list[RunningAllocation]:
+def allocations(rows: Sequence[JobRow],
+                classes: ClassBook | None = None) -> list[RunningAllocation]:
+    """What jobs holding resources (running, starting, preempted) hold, with their class;
+    only running jobs may become victims, preempted ones are leaving."""
+    book = classes or ClassBook()
     out = []
     for r in rows:
-        if r.node is None or r.state not in journal.ACTIVE:
+        if r.node is None or r.state not in journal.HOLDING:
             continue
         a = Assignment(node=r.node, gpu_indices=r.gpu_indices, gpu_milli=r.gpu_milli,
                        cpu_milli=r.cpu_milli or 0, mem_bytes=r.mem_bytes or 0)
+        cls = book.resolve(r.spec.priority_class)
         out.append(RunningAllocation(
             job_id=str(r.id), user=r.user, project=r.project or "", team=r.team or "",
             assignment=a, started_at=epoch(r.started_at) or epoch(r.submitted_at) or 0.0,
-            max_runtime_s=r.max_runtime_s))
+            max_runtime_s=r.max_runtime_s, class_priority=cls.priority,
+            preemptible=cls.preemptible and not r.spec.protect and r.state == "running",
+            preemptions=r.preemptions, leaving=r.state == journal.PREEMPTED))
     return out
 
 
@@ -134,14 +143,8 @@ def launch_of(row: JobRow, *, partition: str | None = None) -> Launch:
         env=env, secret_env=spec.secret_env, workdir=spec.workdir, gpu_indices=row.gpu_indices,
         gpu_count=gpu_count if not row.gpu_indices else None,
         gpu_milli=row.gpu_milli or 1000, cpu_milli=row.cpu_milli or 0,
-        mem_bytes=row.mem_bytes or 0, max_runtime_s=spec.max_runtime_s, partition=partition)
-
-
-def handle_of(row: JobRow) -> Handle | None:
-    if row.node is None or row.external_id is None:
-        return None
-    return Handle(kind=row.executor, node=row.node,  # type: ignore[arg-type]
-                  external_id=row.external_id, job_id=row.id, attempt=row.attempt)
+        mem_bytes=row.mem_bytes or 0, max_runtime_s=spec.max_runtime_s, partition=partition,
+        resume=row.preemptions > 0)
 
 
 class GroupCommit:
@@ -216,6 +219,10 @@ class JobRunner:
         self._slots: dict[str, asyncio.Semaphore] = {}
         # `starting` jobs whose start could not reach the node: (first failure, next try)
         self._unsure: dict[int, tuple[float, float]] = {}
+        self.preempter = Preempter(executors=executors, transport=transport,
+                                   commit=self._commit, clock=clock,
+                                   retry_s=settings.start_retry_s)
+        self._fair: tuple[float, FairShare] | None = None  # (computed at, factors)
 
     def _slot(self, node: str) -> asyncio.Semaphore:
         """Bounds executor calls per node: one SSH connection carries them all."""
@@ -248,7 +255,7 @@ class JobRunner:
             return await self.db.run(lambda s: journal.transition(
                 s, job_id, "stopped", reason=reason, actor=actor, now=now, audit=audit,
                 events=events))
-        if row.state not in journal.ACTIVE:
+        if row.state not in journal.HOLDING:
             raise journal.TransitionError(f"job {job_id} is {row.state}; nothing to stop")
         handle = handle_of(row)
         self._stopping.add(job_id)
@@ -305,9 +312,16 @@ class JobRunner:
     async def explain(self, job_id: int) -> dict[str, Any]:
         row = await self.db.run(lambda s: journal.get(s, job_id))
         events = await self.db.run(lambda s: journal.events(s, job_id))
+        preemptions = await self.db.run(lambda s: journal.preemption_audit(s, job_id))
+        cls = self.settings.classes.resolve(row.spec.priority_class)
+        fair = await self._fair_share()
         out: dict[str, Any] = {"id": row.id, "name": row.name, "state": row.state,
-                               "reason": row.reason, "events": events}
-        if row.state in journal.ACTIVE or row.state in journal.TERMINAL:
+                               "reason": row.reason, "events": events,
+                               "priority_class": {"name": cls.name, "priority": cls.priority,
+                                                  "preemptible": cls.preemptible},
+                               "fair_share": round(fair.factor(row.user, row.project or ""), 4),
+                               "preemptions": preemptions}
+        if row.state in journal.HOLDING or row.state in journal.TERMINAL:
             out["placement"] = {"node": row.node, "gpu_indices": list(row.gpu_indices),
                                 "gpu_milli": row.gpu_milli, "executor": row.executor}
         elif self.last_plan is not None:
@@ -322,8 +336,10 @@ class JobRunner:
         async with self._cycle_lock:
             now = self.clock()
             rows = await self.db.run(lambda s: journal.list_jobs(
-                s, states=("queued", *journal.ACTIVE)))
+                s, states=("queued", *journal.HOLDING)))
             active = [r for r in rows if r.state in journal.ACTIVE]
+            rules = self.settings.preemption
+            self.preempter.resume(rows, rules)  # after a restart: finish what was begun
             queued = [r for r in rows if r.state == "queued" and r.id not in self._launching]
             for r in active:  # after a restart or an unreachable node: start is idempotent
                 if (r.state == "starting" and r.id not in self._launching
@@ -331,14 +347,20 @@ class JobRunner:
                     self._spawn_launch(r)
             slurm = [r for r in queued if self._slurm_pool(r) is not None]
             placeable = [r for r in queued if self._slurm_pool(r) is None]
-            snap = snapshot(self.inventory(), allocations(active), now)
+            holding = [r for r in rows if r.state in journal.HOLDING]
+            snap = snapshot(self.inventory(), allocations(holding, self.settings.classes), now)
+            fair = await self._fair_share()
+            classes = self.settings.classes
             queue = [QueuedTask(id=str(r.id), request=r.spec.to_request(), user=r.user,
                                 project=r.project or "", team=r.team or "",
                                 priority=r.priority, submitted_at=epoch(r.submitted_at) or 0.0,
-                                max_runtime_s=r.max_runtime_s) for r in placeable]
+                                max_runtime_s=r.max_runtime_s,
+                                class_priority=classes.resolve(r.spec.priority_class).priority,
+                                fair_share=fair.factor(r.user, r.project or ""))
+                     for r in placeable]
             result = await asyncio.to_thread(
                 plan, snap, queue, policy=self.policy, quotas=self.quotas, now=now,
-                backfill=self.settings.backfill)
+                backfill=self.settings.backfill, preemption=rules)
             self.last_plan = result
             by_id = {r.id: r for r in placeable}
             changes = [self._placement(by_id[int(task_id)], a, snap)
@@ -355,12 +377,25 @@ class JobRunner:
                 for row in placed:
                     if isinstance(row, JobRow):
                         self._spawn_launch(row, fresh=True)
+            if result.preemptions and rules is not None:
+                await self.preempter.act(result.preemptions, active, rules, self.db)
             # only reasons that changed since the stored ones (most cycles: none)
             reasons = {r.id: result.pending[str(r.id)] for r in placeable
                        if str(r.id) in result.pending and r.reason != result.pending[str(r.id)]}
             if reasons:
                 await self.db.run(lambda s: journal.set_reasons(s, reasons))
             return result
+
+    async def _fair_share(self) -> FairShare:
+        """Fair-share factors from the store's decayed GPU use (recomputed each minute)."""
+        now = self.clock()
+        if self._fair is not None and now - self._fair[0] < FAIR_SHARE_REFRESH_S:
+            return self._fair[1]
+        half = self.settings.fair_share_half_life_s
+        rows = await self.db.run(lambda s: journal.gpu_usage(s, journal.utc(now - 8 * half)))
+        fair = FairShare(decayed_gpu_hours(rows, now, half), self.quotas)
+        self._fair = (now, fair)
+        return fair
 
     def _slurm_pool(self, row: JobRow) -> str | None:
         if row.spec.executor == "slurm":
@@ -445,7 +480,7 @@ class JobRunner:
         log.warning("job %s: start on %s unconfirmed, retrying: %s", row.id, row.node, why)
 
     async def _failed_start(self, row: JobRow, why: str) -> None:
-        retry = row.attempt < row.spec.retries
+        retry = row.tries_used < row.spec.retries
         to = "queued" if retry else "failed"
         reason = f"start failed on {row.node}: {why}" + (" (retrying)" if retry else "")
         extra: dict[str, Any] = ({"attempt": row.attempt + 1, "node": None,
@@ -493,7 +528,7 @@ class JobRunner:
                                 reason=f"max runtime {row.max_runtime_s:.0f}s reached")
 
     async def mark_lost(self, row: JobRow, why: str) -> None:
-        retry = row.attempt < row.spec.retries
+        retry = row.tries_used < row.spec.retries
         with contextlib.suppress(journal.TransitionError, NotFoundError):
             await self._tx(row.id, "lost", reason=why, actor="scheduler")
             if retry:
@@ -541,6 +576,7 @@ class JobRunner:
         return counts
 
     async def close(self) -> None:
+        await self.preempter.close()
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):

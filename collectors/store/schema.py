@@ -345,7 +345,12 @@ CREATE TABLE job_samples (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# Version 6: how often each job was preempted (requeues after a preemption are no retries).
+_V6 = """
+ALTER TABLE jobs ADD COLUMN preemptions INTEGER DEFAULT 0;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Tables listed by `fleetdeck db info`, in display order.

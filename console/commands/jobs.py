@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--pool")
     p.add_argument("--node")
     p.add_argument("--priority", help="higher runs first (integer)")
+    p.add_argument("--class", dest="priority_class", metavar="NAME",
+                   help="priority class ([[scheduler.priority_classes]]; default: the default)")
     p.add_argument("--max-runtime", metavar="DURATION", help="e.g. 2h; enables backfill")
     p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
     p.add_argument("--secret-env", action="append", metavar="K=V",
@@ -61,7 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--array", metavar="N", help="N tasks with ${FLEETDECK_ARRAY_INDEX}")
     p.add_argument("--kind", help="batch | notebook | service (idle rules differ)")
     p.add_argument("--protect", action="store_true", default=None,
-                   help="exempt from idle stopping")
+                   help="exempt from idle stopping and preemption")
     p.add_argument("--notify", action="append", metavar="EVENT",
                    help="tell me of job.failed / job.succeeded (repeat; job. for both)")
     p.add_argument("--shell", action="store_true", default=None,
@@ -145,6 +147,7 @@ def spec_mapping(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         "retries": args.retries, "array": args.array,
         "kind": args.kind, "protect": args.protect, "shell": args.shell,
         "notify": getattr(args, "notify", None),
+        "class": args.priority_class,
     }
     if command:
         flags["command"] = " ".join(command) if (args.shell or data.get("shell")) else command

@@ -21,7 +21,8 @@ from scheduler.executors.base import Executor
 from scheduler.fit import make_policy
 from scheduler.fit.workload import WorkloadMix
 from scheduler.jobspec import JobSpec
-from scheduler.placement import QueuedTask, plan
+from scheduler.placement import PreemptionRules, QueuedTask, plan
+from scheduler.priority import ClassBook, PriorityClass
 from scheduler.quota import Quota, QuotaBook
 from scheduler.runner import JobRunner, RunnerSettings, allocations, snapshot
 
@@ -41,6 +42,33 @@ def quota_book(config: Config) -> QuotaBook | None:
     book = QuotaBook(users=users, projects=projects, teams=teams,
                      borrowing=config.scheduler.borrowing)
     return None if book.empty else book
+
+
+def preemption_rules(config: Config) -> PreemptionRules | None:
+    """`[scheduler]` preemption settings, or None when preemption is off."""
+    sc = config.scheduler
+    if not sc.preemption:
+        return None
+    return PreemptionRules(grace_s=sc.preempt_grace_s,
+                           min_runtime_s=sc.min_runtime_before_preempt_s,
+                           max_preemptions=sc.max_preemptions_per_job)
+
+
+def class_book(config: Config) -> ClassBook:
+    """`[[scheduler.priority_classes]]` (validated with the config: unique names, one default)."""
+    pcs = config.scheduler.priority_classes
+    return ClassBook.of([PriorityClass(c.name, c.priority, c.preemptible) for c in pcs],
+                        [c.default for c in pcs])
+
+
+def runner_settings(config: Config) -> RunnerSettings:
+    slurm_pools = {p.name: p.login_node for p in config.pools
+                   if p.kind == "slurm" and p.login_node}
+    sc = config.scheduler
+    return RunnerSettings(backfill=sc.backfill, slurm_pools=slurm_pools,
+                          slurm_partitions={p.name: p.partition for p in config.pools},
+                          preemption=preemption_rules(config), classes=class_book(config),
+                          fair_share_half_life_s=sc.fair_share_half_life_s)
 
 
 def workload_mix(store: Store, *, days: float = 30.0, limit: int = 50_000) -> WorkloadMix | None:
@@ -158,8 +186,7 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         inventory=telemetry.inventory,
         policy=make_policy(cfg.scheduler.policy, workload=await engine.db.run(workload_mix)),
         quotas=quota_book(cfg),
-        settings=RunnerSettings(backfill=cfg.scheduler.backfill, slurm_pools=slurm_pools,
-                                slurm_partitions={p.name: p.partition for p in cfg.pools}),
+        settings=runner_settings(cfg),
         clock=engine.clock)
     engine.runner = runner
     engine.on_close(runner.close)
@@ -189,6 +216,12 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
             check_targets(spec)
         except InputError as e:
             raise RequestError("bad_request", str(e)) from None
+        classes = runner.settings.classes
+        if spec.priority_class is not None and classes.get(spec.priority_class) is None:
+            raise RequestError("bad_request", str(InputError(
+                "submitted spec", "class",
+                f"a priority class of the config ({', '.join(classes.names)})",
+                got=spec.priority_class)))
         if spec.user and spec.user != caller.user and caller.uid not in (0, os.getuid()):
             raise RequestError("refused", f"{caller.user} may not submit as {spec.user}")
         project, team = membership(cfg, spec.user or caller.user)

@@ -71,13 +71,16 @@ async def reload_config(engine: Engine, *, actor: str) -> dict[str, Any]:
 
 
 def _apply(engine: Engine) -> None:
-    from console.engine.svc_jobs import quota_book
+    from console.engine.svc_jobs import class_book, preemption_rules, quota_book
 
     cfg = engine.config
     runner = engine.runner
     if runner is not None:
         runner.quotas = quota_book(cfg)
-        runner.settings = dataclasses.replace(runner.settings, backfill=cfg.scheduler.backfill)
+        runner.settings = dataclasses.replace(
+            runner.settings, backfill=cfg.scheduler.backfill,
+            preemption=preemption_rules(cfg), classes=class_book(cfg),
+            fair_share_half_life_s=cfg.scheduler.fair_share_half_life_s)
     policies = engine.policies
     if policies is not None:
         policies.cfg = cfg.policies
