@@ -25,7 +25,7 @@ from tests.integration.jobs_e2e import Fleet, fleet_toml
 pytestmark = [pytest.mark.ssh]
 
 GRACE_S = 4.0
-TEAMS = f"""
+TEAMS = """
 [[teams]]
 name = "owners"
 gpu_quota = 2
