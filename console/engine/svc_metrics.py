@@ -2,15 +2,19 @@
 
 The loop only publishes snapshots (`MetricsState`: the immutable fleet view plus one store read
 of job counts, running jobs and spend) every collect interval. Rendering the text format
-(prometheus_client's `generate_latest`) runs on a renderer thread after each snapshot while
-someone scrapes, and the HTTP thread answers from that cache, so a scrape of a large fleet
-costs the loop nothing but a reference swap and costs the scraper no rendering wait.
+(prometheus_client's `generate_latest`) runs after each snapshot while someone scrapes, in a
+forked child (a copy-on-write view of the snapshot) so its CPU never contends with the loop
+for the GIL; the HTTP thread answers from the cache. A scrape of a large fleet costs the loop
+a reference swap and the scraper no rendering wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +34,6 @@ if TYPE_CHECKING:
     from console.engine.svc_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-ACTIVE_SCRAPES_S = 600.0  # keep pre-rendering while the last scrape is this recent
 
 
 class Exposition:
@@ -43,6 +46,7 @@ class Exposition:
         self._wake = threading.Event()
         self._stop = False
         self.last_scrape = 0.0
+        self._rendered_at = 0.0  # monotonic start of the last render
         self.render_s = 0.0  # how long the last render took
         self._thread = threading.Thread(target=self._run, name="fleetdeck-metrics-render",
                                         daemon=True)
@@ -55,9 +59,10 @@ class Exposition:
         self._wake.set()
 
     def publish(self, state: MetricsState) -> None:
-        """Called on the loop: swap the snapshot, wake the renderer if anyone scrapes."""
+        """Called on the loop: swap the snapshot; wake the renderer when a scrape came since
+        the last render (rendering follows demand: at most once per scrape)."""
         self.metrics.fleet.state = state
-        if time.monotonic() - self.last_scrape < ACTIVE_SCRAPES_S:
+        if self.last_scrape > self._rendered_at:
             self._wake.set()
 
     def body(self) -> bytes:
@@ -78,7 +83,12 @@ class Exposition:
             if cached is not None and cached[0] == version:
                 return cached[1]
             t0 = time.perf_counter()
-            out = generate_latest(self.metrics.registry)
+            self._rendered_at = time.monotonic()
+            try:
+                out = render_forked(self.metrics)
+            except RenderError as e:
+                log.warning("metrics: rendering in a child failed (%s); rendering here", e)
+                out = generate_latest(self.metrics.registry)
             self.render_s = time.perf_counter() - t0
             self._cache = (version, out)
             return out
@@ -92,6 +102,48 @@ class Exposition:
                     self._render()
                 except Exception:
                     log.exception("metrics render failed")
+
+
+class RenderError(Exception):
+    """The forked renderer did not deliver."""
+
+
+def render_forked(metrics: EngineMetrics, timeout_s: float = 30.0) -> bytes:
+    """`generate_latest` in a forked child, read back through a pipe (the GIL is released
+    while this thread waits). The child only renders immutable data and leaves with
+    `os._exit`; one that does not finish in `timeout_s` is killed."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: render, write, leave without running any cleanup
+        code = 1
+        try:
+            os.close(r)
+            view = memoryview(generate_latest(metrics.registry))
+            while view:
+                view = view[os.write(w, view):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([r], [], [], max(0.0, left))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                raise RenderError(f"no output after {timeout_s:.0f}s")
+            chunk = os.read(r, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RenderError(f"renderer exited with status {status}")
+    return b"".join(chunks)
 
 
 def _handler(exposition: Exposition) -> type[BaseHTTPRequestHandler]:
