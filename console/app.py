@@ -23,7 +23,8 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import Provider
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
+from textual.worker import Worker
 
 from collectors.errors import EngineError
 from collectors.private_files import enter_private_umask
@@ -164,6 +165,9 @@ class FleetdeckApp(App[int]):
         self._user_fixed = user is not None
         self.last_fleet: list[dict[str, Any]] = []
         self.last_jobs: list[dict[str, Any]] = []
+        self.known_users: tuple[str, ...] = ()
+        self.table_sorts: dict[str, tuple[str, bool] | None] = {}  # KeyedTable sort memory
+        self._names_worker: Worker[None] | None = None
 
     @property
     def readonly(self) -> bool:
@@ -181,6 +185,7 @@ class FleetdeckApp(App[int]):
             self.switch_mode(self.start_mode)
         self.sub_title = self.mode_text
         self.poll_summary()
+        self.refresh_names()
         if not self._user_fixed:
             self.load_identity()
         self.set_interval(SUMMARY_POLL_S, self.poll_summary)
@@ -197,6 +202,21 @@ class FleetdeckApp(App[int]):
             self.post_message(EngineDown(str(e)))
             return
         self.post_message(SummaryLoaded(summary or {}))
+
+    def refresh_names(self) -> None:
+        """Bring the palette's names (nodes, jobs, users) up to date in the background;
+        one refresh at a time, never cancelled."""
+        if self._names_worker is None or self._names_worker.is_finished:
+            self._names_worker = self.run_worker(self._load_names(), group="names",
+                                                 exit_on_error=False)
+
+    async def _load_names(self) -> None:
+        with contextlib.suppress(Exception):
+            self.last_fleet = list(await self.remote.call("fleet", channel="palette") or [])
+        with contextlib.suppress(Exception):
+            jobs = list(await self.remote.call("jobs", channel="palette", limit=10_000) or [])
+            self.last_jobs = jobs
+            self.known_users = tuple(sorted({str(j["user"]) for j in jobs if j.get("user")}))
 
     @work(exclusive=True, group="identity")
     async def load_identity(self) -> None:
@@ -247,10 +267,13 @@ class FleetdeckApp(App[int]):
         self.poll_summary()
 
     # -- navigation and shared actions --------------------------------------------------------
-    def action_goto(self, mode: str) -> None:
-        """Show this top-level screen."""
+    async def action_goto(self, mode: str) -> None:
+        """Show this top-level list screen, from anywhere: screens opened on top of it (a
+        node, a job) are closed, so 1-5 always land on the list the footer names."""
         if self.current_mode != mode:
-            self.switch_mode(mode)
+            await self.switch_mode(mode)
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, ModalScreen):
+            await self.pop_screen()
 
     def action_goto_palette(self) -> None:
         """Go to a node, job or user by name, or run a command (the command palette)."""
@@ -293,11 +316,12 @@ class FleetdeckApp(App[int]):
 
         self.push_screen(JobScreen(int(job_id), section=section))
 
-    def open_jobs_filtered(self, text: str) -> None:
-        self.switch_mode("jobs") if self.current_mode != "jobs" else None
-        set_filter = getattr(self.screen, "apply_filter", None)
-        if callable(set_filter):
-            set_filter(text)
+    async def open_jobs_filtered(self, text: str) -> None:
+        """The Jobs list (never a job opened from it) with this filter, e.g. `user:ann`."""
+        await self.action_goto("jobs")
+        show_filter = getattr(self.screen, "show_filter", None)
+        if callable(show_filter):
+            show_filter(text)
 
     def ask_stop(self, job_id: int, name: str) -> None:
         """Confirm, then stop the job (graceful, then forced by the engine)."""

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -85,11 +85,7 @@ class AuditScreen(FleetdeckScreen):
         super().on_mount()
         self.query_one(KeyedTable).focus()
 
-    def refresh_data(self) -> None:
-        self.poll()
-
-    @work(exclusive=True, group="audit-poll")
-    async def poll(self) -> None:
+    async def poll_once(self) -> None:
         rows = await self.fetch("audit", limit=AUDIT_LIMIT)
         if rows is not MISSING:
             self.post_message(self.AuditLoaded(list(rows or [])))

@@ -3,12 +3,16 @@ read-only hiding, and the engine-call helper workers use.
 
 A screen polls only while it is the active screen: its timer pauses on ScreenSuspend (another
 screen or a modal on top, or another mode shown) and resumes, with an immediate poll, on
-ScreenResume. Polls run in `exclusive=True` workers, so they never overlap.
+ScreenResume. One poll runs at a time and is never cancelled: a tick or an explicit refresh
+(Ctrl+R, a changed view, a finished action) that finds one in flight makes it poll once more
+when it ends, so an engine slower than the interval gets polls back to back, never starved. The
+header shows when the data was last refreshed and marks it stale past two intervals.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events, on
@@ -18,6 +22,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
+from textual.worker import Worker
 
 from console.engine.client import RemoteError
 from console.messages import EngineDown, EngineUp, RequestFailed, Unsupported
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
     from console.app import FleetdeckApp
 
 MISSING: Any = object()
+MIN_SIZE = (60, 12)  # below this the console shows a note instead of its screens
 
 
 class FilterInput(Input):
@@ -65,6 +71,12 @@ class FleetdeckScreen(Screen[None]):
         self._timer: Timer | None = None
         self.filter_text = ""
         self.polling = False  # true while this screen is shown and polls
+        self._poll_worker: Worker[None] | None = None
+        self._poll_again = False  # an explicit refresh came while a poll was in flight
+        self._poll_failed = False
+        self.polls_done = 0  # complete polls (tests wait on it)
+        self.refreshed_at: float | None = None  # app clock of the last complete poll
+        self._refreshed_mono: float | None = None  # monotonic: staleness, whatever the clock
 
     @property
     def fd(self) -> FleetdeckApp:
@@ -77,6 +89,7 @@ class FleetdeckScreen(Screen[None]):
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield SummaryBar()
+        yield Static("", id="too-small")
         yield Static("", id="notice", classes="notice")
         with Vertical(id="body"):
             yield from self.compose_body()
@@ -90,11 +103,26 @@ class FleetdeckScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#filter", FilterInput).display = False
         self.query_one("#notice", Static).display = False
+        self._check_size()
         bar = self.query_one(SummaryBar)
-        bar.where = self.where_text()
+        bar.where = self.breadcrumb()
         bar.mode = self.fd.mode_text
         if self.fd.readonly and self.CHANGING:
             self._hide_changing()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._check_size()
+
+    def _check_size(self) -> None:
+        """Below MIN_SIZE, say so plainly instead of showing a screen cut to pieces."""
+        width, height = self.app.size
+        small = width < MIN_SIZE[0] or height < MIN_SIZE[1]
+        note = self.query_one("#too-small", Static)
+        note.display = small
+        self.query_one("#body").display = not small
+        if small:
+            note.update(f"This terminal is {width}x{height}: fleetdeck needs at least "
+                        f"{MIN_SIZE[0]}x{MIN_SIZE[1]}. Enlarge the window (q quits).")
 
     def where_text(self) -> str:
         """What the header calls this screen."""
@@ -111,12 +139,13 @@ class FleetdeckScreen(Screen[None]):
     def on_screen_resume(self, event: events.ScreenResume) -> None:
         bar = self.query_one(SummaryBar)
         bar.summary = self.fd.summary
+        bar.where = self.breadcrumb()
         bar.notice = f"engine unreachable: {self.fd.engine_down}" if self.fd.engine_down else ""
         self.refresh_data()
         self.polling = self.POLL_S > 0
         if self.POLL_S > 0:
             if self._timer is None:
-                self._timer = self.set_interval(self.POLL_S, self.refresh_data)
+                self._timer = self.set_interval(self.POLL_S, self._tick)
             else:
                 self._timer.resume()
 
@@ -125,36 +154,98 @@ class FleetdeckScreen(Screen[None]):
         if self._timer is not None:
             self._timer.pause()
 
-    def refresh_data(self) -> None:
-        """Start this screen's poll (an exclusive worker); screens override."""
+    def breadcrumb(self) -> str:
+        """The path to this screen: the titles of the screens under it, then its own."""
+        names = [s.where_text() for s in self.app.screen_stack if isinstance(s, FleetdeckScreen)]
+        if self not in self.app.screen_stack:
+            names.append(self.where_text())
+        return " ▸ ".join(n for n in names if n)
 
-    async def fetch(self, method: str, **params: Any) -> Any:
-        """Call the engine from a worker. On failure posts a message and returns MISSING."""
+    def _tick(self) -> None:
+        """The poll timer: poll (once more after the one in flight); update the age."""
+        self.show_age()
+        self.refresh_data()
+
+    @property
+    def poll_in_flight(self) -> bool:
+        return self._poll_worker is not None and not self._poll_worker.is_finished
+
+    def refresh_data(self) -> None:
+        """Poll now; if a poll is in flight, poll once more when it ends (never cancel it)."""
+        if self.poll_in_flight:
+            self._poll_again = True
+        else:
+            self._start_poll()
+
+    def _start_poll(self) -> None:
+        self._poll_again = False
+        self._poll_worker = self.run_worker(self._poll_loop(), group="poll", exclusive=False,
+                                            exit_on_error=False)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            self._poll_again = False
+            self._poll_failed = False
+            await self.poll_once()
+            if not self._poll_failed:
+                self.polls_done += 1
+                self.refreshed_at = self.fd.clock()
+                self._refreshed_mono = time.monotonic()
+                self.show_age()
+            if not (self._poll_again and self.polling):
+                return
+
+    async def poll_once(self) -> None:
+        """One poll: fetch this screen's data and post it; screens with data override."""
+
+    def data_age_s(self) -> float | None:
+        """Seconds since the last complete poll (None before the first)."""
+        if self._refreshed_mono is None:
+            return None
+        return time.monotonic() - self._refreshed_mono
+
+    def show_age(self) -> None:
+        """Tell the header when this screen's data was refreshed and whether it is stale."""
+        if self.POLL_S <= 0:
+            return
+        age = self.data_age_s()
+        bar = self.query_one(SummaryBar)
+        bar.refreshed_at = self.refreshed_at
+        bar.stale_s = (age if age is not None and age > 2 * self.POLL_S else None)
+
+    async def fetch(self, method: str, *, channel: str | None = None, **params: Any) -> Any:
+        """Call the engine from a worker (on this screen's connection, or `channel` to ask
+        side by side). On failure posts a message and returns MISSING."""
         try:
-            return await self.fd.remote.call(method, channel=self.CHANNEL, **params)
+            return await self.fd.remote.call(method, channel=channel or self.CHANNEL, **params)
         except RemoteError as e:
+            self._poll_failed = True
             if e.code == "bad_request" and "unknown method" in str(e):
                 self.post_message(Unsupported(method))
             else:
                 self.post_message(RequestFailed(method, e.code, str(e)))
             return MISSING
         except Exception as e:  # engine gone: the header says so, the screen keeps its data
+            self._poll_failed = True
             self.post_message(EngineDown(str(e)))
             return MISSING
 
-    async def fetch_fleet(self, **params: Any) -> Any:
+    async def fetch_fleet(self, *, channel: str | None = None, **params: Any) -> Any:
         """(nodes, True) from `fleet`; from an engine without it, (inventory rows, False).
         `params` may narrow the reply (`node=NAME`); callers still filter what comes back."""
+        channel = channel or self.CHANNEL
         try:
-            return await self.fd.remote.call("fleet", channel=self.CHANNEL, **params), True
+            return await self.fd.remote.call("fleet", channel=channel, **params), True
         except RemoteError as e:
             if not (e.code == "bad_request" and "unknown method" in str(e)):
+                self._poll_failed = True
                 self.post_message(RequestFailed("fleet", e.code, str(e)))
                 return MISSING
         except Exception as e:
+            self._poll_failed = True
             self.post_message(EngineDown(str(e)))
             return MISSING
-        nodes = await self.fetch("nodes")
+        nodes = await self.fetch("nodes", channel=channel)
         return MISSING if nodes is MISSING else (nodes, False)
 
     def show_notice(self, text: str) -> None:
@@ -202,6 +293,15 @@ class FleetdeckScreen(Screen[None]):
         box.display = True
         box.value = self.filter_text
         box.focus()
+
+    def show_filter(self, text: str) -> None:
+        """Filter the main table by `text` and show the filter line with it."""
+        box = self.query_one("#filter", FilterInput)
+        self._filter_target = self.main_table()
+        box.value = text
+        box.display = bool(text)
+        self.apply_filter(text)
+        self.focus_main()
 
     def apply_filter(self, text: str) -> None:
         self.filter_text = text

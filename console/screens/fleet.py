@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -18,18 +18,18 @@ from console.widgets.heatmap import GpuHeatmap, HeatCell, HeatRow
 from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
 
 COLUMNS = (
-    Column("node", "Node", 16),
-    Column("state", "State", 11),
-    Column("pool", "Pool", 8),
-    Column("labels", "Labels", 14),
-    Column("cpu", "CPU%", 4),
-    Column("mem", "Memory", 11),
-    Column("gpus", "GPUs", 6),
-    Column("util", "GPU util", 8),
-    Column("gpumem", "GPU mem", 11),
-    Column("power", "Power", 10),
-    Column("jobs", "Jobs", 4),
-    Column("seen", "Seen", 7),
+    Column("node", "Node", 16, priority=9, grow=True),
+    Column("state", "State", 11, priority=9),
+    Column("pool", "Pool", 8, priority=3, grow=True),
+    Column("labels", "Labels", 14, priority=1, grow=True),
+    Column("cpu", "CPU%", 4, priority=6),
+    Column("mem", "Memory", 11, priority=4),
+    Column("gpus", "GPUs", 6, priority=8),
+    Column("util", "GPU util", 8, priority=8),
+    Column("gpumem", "GPU mem", 11, priority=5),
+    Column("power", "Power", 10, priority=2),
+    Column("jobs", "Jobs", 4, priority=4),
+    Column("seen", "Seen", 7, priority=3),
 )
 LEGEND = ("[b]GPU heatmap[/b]  colour = utilization  "
           "[on #3a4a6b]  [/] <5%  [on #2f7fbf]  [/] <30%  [on #3fae5a]  [/] <60%  "
@@ -117,7 +117,8 @@ class FleetScreen(FleetdeckScreen):
         self.heatmap_mode = False
 
     def compose_body(self) -> ComposeResult:
-        yield KeyedTable(COLUMNS, id="fleet-table", live_columns=LIVE_COLUMNS, live=self.live)
+        yield KeyedTable(COLUMNS, id="fleet-table", live_columns=LIVE_COLUMNS, live=self.live,
+                         sorter=self.sort_number)
         yield Static(LEGEND, id="legend")
         yield GpuHeatmap(id="heatmap")
 
@@ -127,11 +128,7 @@ class FleetScreen(FleetdeckScreen):
         self.query_one(GpuHeatmap).display = False
         self.query_one(KeyedTable).focus()
 
-    def refresh_data(self) -> None:
-        self.poll()
-
-    @work(exclusive=True, group="fleet-poll")
-    async def poll(self) -> None:
+    async def poll_once(self) -> None:
         nodes = await self.fetch_fleet()
         if nodes is not MISSING:
             self.post_message(self.FleetLoaded(nodes[0], nodes[1]))
@@ -157,6 +154,15 @@ class FleetScreen(FleetdeckScreen):
     def live(self, key: str) -> tuple[Cell, ...]:
         node = self.nodes.get(key)
         return node_live(node, self.fd.clock()) if node is not None else ()
+
+    def sort_number(self, key: str, column: str) -> float | None:
+        """GPU util sorts by the node's mean GPU utilization (its cell is a sparkline)."""
+        node = self.nodes.get(key)
+        if column != "util" or node is None:
+            return None
+        utils = [float(g["util_pct"]) for g in node.get("gpus") or []
+                 if g.get("util_pct") is not None]
+        return sum(utils) / len(utils) if utils else None
 
     def current_node(self) -> str | None:
         if self.heatmap_mode:

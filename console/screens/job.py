@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -170,18 +171,17 @@ class JobScreen(FleetdeckScreen):
         self.action_section(self.section)
 
     # -- data ------------------------------------------------------------------------------
-    def refresh_data(self) -> None:
-        self.poll()
-
-    @work(exclusive=True, group="job-poll")
-    async def poll(self) -> None:
-        info = await self.fetch("explain", job=self.job_id)
+    async def poll_once(self) -> None:
+        """`explain` and, while the job is live, its row: side by side on two connections."""
+        live = self.row is None or self.row.get("state") in ("queued", "starting", "running")
+        calls = [self.fetch("explain", job=self.job_id)]
+        if live:
+            calls.append(self.fetch("jobs", channel=f"{self.CHANNEL}-row", ids=[self.job_id],
+                                    limit=JOBS_LIMIT))
+        info, *rest = await asyncio.gather(*calls)
         if info is not MISSING and isinstance(info, dict):
             self.post_message(self.Explained(info))
-        if self.row is not None and self.row.get("state") not in ("queued", "starting",
-                                                                   "running"):
-            return
-        rows = await self.fetch("jobs", ids=[self.job_id], limit=JOBS_LIMIT)
+        rows = rest[0] if rest else MISSING
         if rows is not MISSING:
             self.post_message(self.RowLoaded(
                 next((j for j in rows if int(j["id"]) == self.job_id), None)))

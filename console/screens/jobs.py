@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Coroutine, Mapping
 from functools import lru_cache
 from itertools import pairwise
 from operator import itemgetter
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -27,10 +28,14 @@ VIEWS: dict[str, tuple[str, ...]] = {
 }
 JOBS_LIMIT = 10_000
 COLUMNS = (
-    Column("id", "ID", 5), Column("name", "Name", 18), Column("user", "User", 8),
-    Column("project", "Project", 9), Column("state", "State", 9), Column("gpus", "GPUs", 4),
-    Column("node", "Node", 10), Column("pool", "Pool", 7), Column("runtime", "Runtime", 8),
-    Column("util", "Util", 4), Column("idle", "Idle", 8), Column("reason", "Reason", 24),
+    Column("id", "ID", 5, priority=9), Column("name", "Name", 18, priority=7, grow=True),
+    Column("user", "User", 8, priority=8, grow=True),
+    Column("project", "Project", 9, priority=3, grow=True),
+    Column("state", "State", 9, priority=9), Column("gpus", "GPUs", 4, priority=6),
+    Column("node", "Node", 10, priority=4, grow=True),
+    Column("pool", "Pool", 7, priority=2, grow=True),
+    Column("runtime", "Runtime", 8, priority=6), Column("util", "Util", 4, priority=3),
+    Column("idle", "Idle", 8, priority=2), Column("reason", "Reason", 16, priority=5, grow=True),
 )
 GpuUtil = Mapping[tuple[str, int], float]
 
@@ -129,8 +134,9 @@ class JobsScreen(FleetdeckScreen):
         """`jobs` rows, plus GPU utilization and idle warnings when the engine has them."""
 
         def __init__(self, jobs: list[dict[str, Any]], util: dict[tuple[str, int], float],
-                     idle: dict[str, str]) -> None:
+                     idle: dict[str, str], view: str) -> None:
             super().__init__()
+            self.view = view
             self.jobs = jobs
             self.util = util
             self.idle = idle
@@ -160,38 +166,53 @@ class JobsScreen(FleetdeckScreen):
         t.append("   t: next view   /: filter (user:NAME project: state: pool:)", style="dim")
         return t
 
-    def refresh_data(self) -> None:
-        self.poll()
-
-    @work(exclusive=True, group="jobs-poll")
-    async def poll(self) -> None:
+    async def poll_once(self) -> None:
+        """`jobs` for the view; while jobs run, GPU utilization (`fleet`) and idle warnings
+        (`policies`) too, asked side by side on connections of their own."""
+        view = self.view
         params: dict[str, Any] = {"limit": JOBS_LIMIT}
-        if VIEWS[self.view]:
-            params["states"] = list(VIEWS[self.view])
-        jobs = await self.fetch("jobs", **params)
+        if VIEWS[view]:
+            params["states"] = list(VIEWS[view])
+        running = any(j.get("state") == "running" for j in self.jobs.values())
+        jobs, fleet, policies = await asyncio.gather(
+            self.fetch("jobs", **params), self._extra(running, self.fetch_fleet(
+                channel=f"{self.CHANNEL}-fleet")),
+            self._extra(running, self.fetch_quiet("policies",
+                                                  channel=f"{self.CHANNEL}-policies")))
         if jobs is MISSING:
             return
+        if fleet is MISSING and any(j.get("state") == "running" for j in jobs):
+            fleet, policies = await asyncio.gather(
+                self.fetch_fleet(channel=f"{self.CHANNEL}-fleet"),
+                self.fetch_quiet("policies", channel=f"{self.CHANNEL}-policies"))
         util: dict[tuple[str, int], float] = {}
         idle: dict[str, str] = {}
-        if any(j.get("state") == "running" for j in jobs):
-            fleet = await self.fetch_fleet()
-            if fleet is not MISSING and fleet[1]:
-                util = gpu_util_index(fleet[0])
-            policies = await self.fetch_quiet("policies")
-            if isinstance(policies, dict):
-                idle = {str(w.get("job")): str(w.get("state") or "warned")
-                        for w in policies.get("idle") or []}
-        self.post_message(self.JobsLoaded(jobs, util, idle))
+        if fleet is not MISSING and fleet[1]:
+            util = gpu_util_index(fleet[0])
+        if isinstance(policies, dict):
+            idle = {str(w.get("job")): str(w.get("state") or "warned")
+                    for w in policies.get("idle") or []}
+        self.post_message(self.JobsLoaded(jobs, util, idle, view))
 
-    async def fetch_quiet(self, method: str, **params: Any) -> Any:
+    @staticmethod
+    async def _extra(wanted: bool, call: Coroutine[Any, Any, Any]) -> Any:
+        """Await `call` only when `wanted` (else close it unstarted): MISSING when not."""
+        if wanted:
+            return await call
+        call.close()
+        return MISSING
+
+    async def fetch_quiet(self, method: str, *, channel: str, **params: Any) -> Any:
         """Like fetch, but an engine without `method` just means no data for that column."""
         try:
-            return await self.fd.remote.call(method, channel=self.CHANNEL, **params)
+            return await self.fd.remote.call(method, channel=channel, **params)
         except Exception:
             return MISSING
 
     @on(JobsLoaded)
     def show_jobs(self, message: JobsLoaded) -> None:
+        if message.view != self.view:
+            return  # asked before the view changed; the next poll asks for this one
         self.show_notice("")
         ordered = message.jobs  # the engine answers newest first; sort only if not
         if any(a["id"] < b["id"] for a, b in pairwise(ordered)):

@@ -166,11 +166,7 @@ class NodeScreen(FleetdeckScreen):
         if self._history_timer is not None:
             self._history_timer.pause()
 
-    def refresh_data(self) -> None:
-        self.poll()
-
-    @work(exclusive=True, group="node-poll")
-    async def poll(self) -> None:
+    async def poll_once(self) -> None:
         found = await self.fetch_fleet(node=self.node_name)
         if found is MISSING:
             return

@@ -1,7 +1,8 @@
 """The `:` command palette's provider: go to a node, a job or a user's jobs by name.
 
-On opening it asks the engine for the current fleet and jobs (falling back to what the screens
-last showed), so a name typed right after start is found too.
+Opening never waits for the engine: the names come from what the screens last loaded, and a
+background refresh (`FleetdeckApp.refresh_names`) brings them up to date while the palette is
+open, so a name typed right after start is found too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from console.app import FleetdeckApp
 
 MAX_HITS = 40
+Candidate = tuple[str, Any, str]  # (text, command, help)
 
 
 class FleetdeckCommands(Provider):
@@ -22,39 +24,33 @@ class FleetdeckCommands(Provider):
 
     async def startup(self) -> None:
         app: FleetdeckApp = self.app  # type: ignore[assignment]
-        self.nodes: list[str] = [str(n.get("name")) for n in app.last_fleet]
-        self.jobs: list[tuple[int, str, str]] = [
-            (int(j["id"]), str(j.get("name") or ""), str(j.get("state") or ""))
-            for j in app.last_jobs]
-        try:
-            try:
-                nodes = await app.remote.call("fleet", channel="palette")
-            except Exception:
-                nodes = await app.remote.call("nodes", channel="palette")
-            self.nodes = [str(n.get("name")) for n in nodes or []]
-        except Exception:
-            pass
-        try:
-            jobs = await app.remote.call("jobs", channel="palette", limit=10_000)
-            self.jobs = [(int(j["id"]), str(j.get("name") or ""), str(j.get("state") or ""))
-                         for j in jobs or []]
-            users = {str(j.get("user")) for j in jobs or [] if j.get("user")}
-        except Exception:
-            users = {str(j.get("user")) for j in app.last_jobs if j.get("user")}
-        users.update(u.name for u in app.link.loaded.config.users)
-        self.users = sorted(users)
+        self._source: tuple[object, object, object] | None = None
+        self._cache: list[Candidate] = []
+        app.refresh_names()
 
-    def _candidates(self) -> list[tuple[str, Any, str]]:
+    def _candidates(self) -> list[Candidate]:
+        """Candidates from the app's latest names, rebuilt only when those changed."""
         app: FleetdeckApp = self.app  # type: ignore[assignment]
-        out: list[tuple[str, Any, str]] = []
-        for name in self.nodes:
+        source = (app.last_fleet, app.last_jobs, app.known_users)
+        if self._source is not None and all(a is b for a, b in zip(source, self._source,
+                                                                   strict=True)):
+            return self._cache
+        out: list[Candidate] = []
+        for n in app.last_fleet:
+            name = str(n.get("name"))
             out.append((f"node {name}", partial(app.open_node, name), "open the node"))
-        for job_id, name, state in sorted(self.jobs, reverse=True):
-            out.append((f"job {job_id} {name}", partial(app.open_job, job_id),
-                        f"open the job ({state})"))
-        for user in self.users:
+        users = set(app.known_users)
+        users.update(u.name for u in app.link.loaded.config.users)
+        for j in sorted(app.last_jobs, key=lambda j: -int(j["id"])):
+            job_id = int(j["id"])
+            out.append((f"job {job_id} {j.get('name') or ''}", partial(app.open_job, job_id),
+                        f"open the job ({j.get('state') or ''})"))
+            if j.get("user"):
+                users.add(str(j["user"]))
+        for user in sorted(users):
             out.append((f"user {user}", partial(app.open_jobs_filtered, f"user:{user}"),
                         "show this user's jobs"))
+        self._source, self._cache = source, out
         return out
 
     async def discover(self) -> Hits:

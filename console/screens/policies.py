@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -101,9 +101,6 @@ class PoliciesScreen(FleetdeckScreen):
         self.query_one("#idle-unjudged").display = False
         self.query_one("#idle", KeyedTable).focus()
 
-    def refresh_data(self) -> None:
-        self.poll()
-
     def _show_unjudged(self, note: str | None, jobs: list[dict[str, Any]]) -> None:
         """The policy's blind spot: a note when it can judge no job, the jobs it cannot."""
         box = self.query_one("#idle-unjudged", Static)
@@ -118,8 +115,7 @@ class PoliciesScreen(FleetdeckScreen):
         box.update(t)
         box.display = bool(t)
 
-    @work(exclusive=True, group="policies-poll")
-    async def poll(self) -> None:
+    async def poll_once(self) -> None:
         data = await self.fetch("policies")
         if data is not MISSING and isinstance(data, dict):
             self.post_message(self.PoliciesLoaded(data))

@@ -7,7 +7,13 @@ on a refresh; the view is rebuilt only when the filter changes.
 
 It is a Line API widget (like Textual's own DataTable, minus per-cell measuring): only the
 lines on screen are rendered, each cached until its row changes, so 10,000 rows cost what the
-visible 40 cost. Columns have fixed widths (a column without one takes the remaining width).
+visible 40 cost. Columns have priorities and natural widths (table_columns.py): on a narrow
+terminal the lowest-priority columns are left out, on a wide one growing columns (names,
+reasons) widen up to their widest content.
+
+Sorting: Shift+letter sorts by the column with that letter (the header underlines it; again
+reverses), `>`/`<` move the sort to the next/previous column, a click on a header sorts by
+it. The sort is remembered per screen and table for the app's life (`App.table_sorts`).
 
 Live columns: values that change on every refresh for every row (a running job's runtime, its
 GPUs' utilization) can be given as `live` (key -> those cells). They are computed only for the
@@ -35,17 +41,22 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from console.widgets.table_columns import (
+    PAD,
+    Column,
+    SortValue,
+    fit_widths,
+    sort_letters,
+    sort_value,
+)
+
+__all__ = ["Cell", "Column", "KeyedTable", "Row", "SyncStats", "plain"]
+
 Cell = str | Text
 Row = tuple[Cell, ...]
 Live = Callable[[str], tuple[Cell, ...]]
-PAD = 1  # blank cells each side of a column
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    key: str
-    label: str
-    width: int | None = None  # None: the remaining width (at least the label)
+Sort = tuple[str, bool]  # (column key, descending)
+Sorter = Callable[[str, str], float | None]  # (row key, column key) -> number, None: by text
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,8 @@ class KeyedTable(ScrollView, can_focus=True):
         Binding("left", "scroll_left", "Scroll left", show=False),
         Binding("right", "scroll_right", "Scroll right", show=False),
         Binding("enter", "select_cursor", "Open", show=False),
+        Binding("greater_than_sign", "sort_step(1)", "Sort"),
+        Binding("less_than_sign", "sort_step(-1)", "Sort back", show=False),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "keyed-table--header", "keyed-table--cursor", "keyed-table--cursor-blurred"}
@@ -126,11 +139,17 @@ class KeyedTable(ScrollView, can_focus=True):
 
     def __init__(self, columns: Sequence[Column], *, id: str | None = None,
                  classes: str | None = None, live_columns: Sequence[str] = (),
-                 live: Live | None = None) -> None:
+                 live: Live | None = None, sorter: Sorter | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.columns_spec = tuple(columns)
         self.live = live
+        self.sorter = sorter  # numbers for cells whose text does not sort well (sparklines)
         self._live_index = tuple(i for i, c in enumerate(columns) if c.key in live_columns)
+        self._grow_index = tuple(i for i, c in enumerate(columns) if c.grow or c.width is None)
+        self._need = [len(c.label) + 2 for c in columns]  # widest content seen (+ sort mark)
+        self._letters = sort_letters(columns)
+        self.sort: Sort | None = None
+        self._sort_values: dict[str, SortValue] = {}
         self._col_keys = tuple(c.key for c in columns)
         self._col_index = {k: i for i, k in enumerate(self._col_keys)}
         self._all: dict[str, Row] = {}
@@ -187,7 +206,7 @@ class KeyedTable(ScrollView, can_focus=True):
         self.filter_text = text
         self._terms = parse_filter(text)
         cursor = self.current_key
-        self._set_view([k for k in self._order if self.matches(k, self._all[k])])
+        self._set_view(self._sorted([k for k in self._order if self.matches(k, self._all[k])]))
         if cursor is None or not self.select_key(cursor):
             self.cursor_row = 0
         self.refresh()
@@ -216,6 +235,7 @@ class KeyedTable(ScrollView, can_focus=True):
         i = self._col_index[column]
         self._all[key] = (*row[:i], value, *row[i + 1:])
         self._haystack.pop(key, None)
+        self._sort_values.pop(key, None)
         index = self._pos.get(key)
         if index is not None and self._on_screen(index):
             self.refresh_line(index + 1)  # virtual line: the header is line 0
@@ -229,9 +249,12 @@ class KeyedTable(ScrollView, can_focus=True):
         added = [k for k in order if k not in old]
         removed = [k for k in self._order if k not in rows]
         cells = 0
+        resort = False
+        sort_index = self._col_index.get(self.sort[0], -1) if self.sort else -1
         top = self.scroll_offset.y
         bottom = top + max(1, self.size.height - 1)
         dirty: list[int] = []
+        grown = self._grow_need(rows[k] for k in added)
         with self.app.batch_update():
             new: dict[str, Row] = {}
             for key, row in rows.items():
@@ -245,6 +268,10 @@ class KeyedTable(ScrollView, can_focus=True):
                     continue
                 new[key] = row
                 cells += changed
+                grown = self._grow_need((row,)) or grown
+                if sort_index >= 0 and prev[sort_index] != row[sort_index]:
+                    resort = True
+                    self._sort_values.pop(key, None)
                 self._haystack.pop(key, None)
                 index = self._pos.get(key)
                 if index is not None and top <= index < bottom:
@@ -253,10 +280,16 @@ class KeyedTable(ScrollView, can_focus=True):
             for key in removed:
                 self._haystack.pop(key, None)
                 self._strips.pop(key, None)
-            if added or removed or order != self._order or (self._terms and cells):
+                self._sort_values.pop(key, None)
+            if grown:
+                self._relayout()
+            if self.sort is not None and self.sort[0] in self._live_keys():
+                resort = True  # a live column moves on every refresh
+            if (added or removed or order != self._order or (self._terms and cells)
+                    or resort):
                 cursor = self.current_key
                 self._order = order
-                self._set_view([k for k in order if self.matches(k, new[k])])
+                self._set_view(self._sorted([k for k in order if self.matches(k, new[k])]))
                 if cursor is not None and not self.select_key(cursor):
                     self.cursor_row = min(self.cursor_row, max(0, len(self._view) - 1))
                 self.refresh()
@@ -276,6 +309,7 @@ class KeyedTable(ScrollView, can_focus=True):
         self._all, self._order, self._view, self._pos = {}, [], [], {}
         self._haystack.clear()
         self._strips.clear()
+        self._sort_values.clear()
         self.sync(dict(rows))
 
     def _set_view(self, keys: list[str]) -> None:
@@ -284,35 +318,177 @@ class KeyedTable(ScrollView, can_focus=True):
             self._pos = {k: i for i, k in enumerate(keys)}
         self.virtual_size = Size(self._total_width(), len(self._view) + 1)
 
+    # -- sorting ---------------------------------------------------------------------------
+    def _live_keys(self) -> tuple[str, ...]:
+        return tuple(self._col_keys[i] for i in self._live_index)
+
+    def _sorted(self, keys: list[str]) -> list[str]:
+        """`keys` in the sort's order (stable; missing values last either way)."""
+        if self.sort is None or self.sort[0] not in self._col_index:
+            return keys
+        column, descending = self.sort
+        value = self._value_getter(column)
+        present = [(value(k), k) for k in keys]
+        missing = [k for v, k in present if v[0] == 2]
+        present = [(v, k) for v, k in present if v[0] != 2]
+        present.sort(key=lambda vk: vk[0], reverse=descending)
+        return [k for _, k in present] + missing
+
+    def _value_getter(self, column: str) -> Callable[[str], SortValue]:
+        by_text = self._text_getter(column)
+        sorter = self.sorter
+        if sorter is None:
+            return by_text
+
+        def value(key: str) -> SortValue:
+            number = sorter(key, column)
+            return (0, number, "") if number is not None else by_text(key)
+
+        return value
+
+    def _text_getter(self, column: str) -> Callable[[str], SortValue]:
+        if column in self._live_keys() and self.live is not None:
+            at = self._live_keys().index(column)
+            live = self.live
+            return lambda key: sort_value(plain(live(key)[at]))
+        i = self._col_index[column]
+        cache, rows = self._sort_values, self._all
+
+        def value(key: str) -> SortValue:
+            v = cache.get(key)
+            if v is None:
+                v = cache[key] = sort_value(plain(rows[key][i]))
+            return v
+
+        return value
+
+    def set_sort(self, column: str | None, descending: bool = False) -> None:
+        """Sort by `column` (None: the order rows were given in); remembered per screen."""
+        if column is not None and column not in self._col_index:
+            return
+        self.sort = (column, descending) if column is not None else None
+        self._sort_values.clear()
+        memory = getattr(self.app, "table_sorts", None)
+        if isinstance(memory, dict):
+            memory[self._memory_key()] = self.sort
+        cursor = self.current_key
+        self._set_view(self._sorted([k for k in self._order if self.matches(k, self._all[k])]))
+        if cursor is not None:
+            self.select_key(cursor)
+        self._header = None
+        self._strips.clear()
+        self.refresh()
+
+    def sort_by(self, column: str) -> None:
+        """Sort by `column`; again reverses. Numbers start largest first, text from A."""
+        if self.sort is not None and self.sort[0] == column:
+            self.set_sort(column, not self.sort[1])
+            return
+        getter = self._value_getter(column) if column in self._col_index else None
+        numeric = getter is not None and any(getter(k)[0] == 0 for k in self._view[:50])
+        self.set_sort(column, numeric)
+
+    def _memory_key(self) -> str:
+        return f"{type(self.screen).__name__}/{self.id or ''}"
+
+    def on_mount(self) -> None:
+        memory = getattr(self.app, "table_sorts", None)
+        if isinstance(memory, dict) and memory.get(self._memory_key()):
+            self.sort = memory[self._memory_key()]
+
+    def action_sort_step(self, step: int) -> None:
+        """Sort by the next (or previous) column that is shown."""
+        keys = self.shown_columns
+        if not keys:
+            return
+        at = keys.index(self.sort[0]) if self.sort and self.sort[0] in keys else -1
+        self.sort_by(keys[(at + step) % len(keys)] if at >= 0 else keys[0 if step > 0 else -1])
+
+    def on_key(self, event: events.Key) -> None:
+        """Shift+letter sorts by the column with that letter (k9s style)."""
+        ch = event.character or ""
+        if len(ch) == 1 and ch.isupper() and ch.lower() in self._letters:
+            event.stop()
+            event.prevent_default()
+            self.sort_by(self._letters[ch.lower()])
+
+    def _labels(self) -> list[Text]:
+        """Header cells: the sort letter underlined, ▲/▼ on the sorted column."""
+        by_key = {v: k for k, v in self._letters.items()}
+        out: list[Text] = []
+        for c in self.columns_spec:
+            t = Text(c.label)
+            letter = by_key.get(c.key)
+            if letter is not None:
+                at = c.label.lower().find(letter)
+                t.stylize("underline", at, at + 1)
+            if self.sort is not None and self.sort[0] == c.key:
+                t.append("▼" if self.sort[1] else "▲")
+            out.append(t)
+        return out
+
+    def column_at(self, x: int) -> str | None:
+        """The key of the column under screen column `x` of this widget."""
+        pos = x + self.scroll_offset.x
+        for c, w in zip(self.columns_spec, self._widths, strict=False):
+            if not w:
+                continue
+            if pos < w + 2 * PAD:
+                return c.key
+            pos -= w + 2 * PAD
+        return None
+
     # -- geometry and rendering ------------------------------------------------------------
     def _on_screen(self, index: int) -> bool:
         top = self.scroll_offset.y
         return top <= index < top + max(1, self.size.height - 1)
 
     def _compute_widths(self) -> tuple[int, ...]:
-        fixed = sum((c.width or 0) + 2 * PAD for c in self.columns_spec)
-        flex = [c for c in self.columns_spec if c.width is None]
-        spare = max(0, self.size.width - fixed - 2 * PAD * len(flex))
-        share = spare // len(flex) if flex else 0
-        return tuple(c.width if c.width is not None else max(len(c.label), share)
-                     for c in self.columns_spec)
+        return fit_widths(self.columns_spec, self.size.width, self._need)
 
-    def _total_width(self) -> int:
-        return sum(w + 2 * PAD for w in self._widths) if self._widths else self.size.width
+    def _grow_need(self, rows: Iterable[Row]) -> bool:
+        """Note the widest content of growing columns; True if a column now wants more."""
+        grown = False
+        need = self._need
+        for row in rows:
+            for i in self._grow_index:
+                n = len(plain(row[i]))
+                if n > need[i]:
+                    need[i] = n
+                    grown = True
+        return grown
 
-    def on_resize(self, event: events.Resize) -> None:
+    def _relayout(self) -> None:
+        """Recompute the column widths; on a change every cached line is redrawn."""
+        if not self.size.width:
+            return
         widths = self._compute_widths()
         if widths != self._widths:
             self._widths = widths
             self._layout_version += 1
             self._header = None
             self._strips.clear()
+            self.refresh()
         self.virtual_size = Size(self._total_width(), len(self._view) + 1)
+
+    def _total_width(self) -> int:
+        return sum(w + 2 * PAD for w in self._widths if w) if self._widths else self.size.width
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._relayout()
+
+    @property
+    def shown_columns(self) -> list[str]:
+        """Keys of the columns that fit the current width, in order."""
+        widths = self._widths or self._compute_widths()
+        return [c.key for c, w in zip(self.columns_spec, widths, strict=True) if w]
 
     def _cells_strip(self, cells: Sequence[Cell], style: Style) -> Strip:
         segments: list[Segment] = []
         pad = " " * PAD
         for cell, width in zip(cells, self._widths, strict=False):
+            if not width:
+                continue  # left out at this width
             segments.append(Segment(pad, style))
             if isinstance(cell, Text):
                 text = cell.copy()
@@ -342,7 +518,7 @@ class KeyedTable(ScrollView, can_focus=True):
         if y == 0:
             if self._header is None:
                 style = base + self.get_component_rich_style("keyed-table--header")
-                self._header = self._cells_strip([c.label for c in self.columns_spec], style)
+                self._header = self._cells_strip(self._labels(), style)
             strip = self._header
             style = base + self.get_component_rich_style("keyed-table--header")
             return strip.crop_extend(scroll_x, scroll_x + width, style)
@@ -405,6 +581,9 @@ class KeyedTable(ScrollView, can_focus=True):
 
     def on_click(self, event: events.Click) -> None:
         if event.y < 1:
+            column = self.column_at(event.x)
+            if column is not None:
+                self.sort_by(column)
             return
         index = self.scroll_offset.y + event.y - 1
         if 0 <= index < len(self._view):

@@ -14,10 +14,13 @@ BAR_W = 10
 
 
 class SummaryBar(Widget):
-    """Two lines: where you are and the fleet's health, then GPU and CPU bars.
+    """Two lines: where you are and the fleet's allocation, then the fleet's health.
 
-    `summary` is the engine's `summary` reply (or None before the first one); `where` names the
-    screen; `notice` replaces the totals with a line such as "engine unreachable".
+    `summary` is the engine's `summary` reply (or None before the first one); `where` is the
+    breadcrumb; `notice` replaces the health with a line such as "engine unreachable";
+    `refreshed_at` (app clock) is when the screen's data was last refreshed, `stale_s` its age
+    once it is older than two poll intervals. Each line keeps to one row: parts with the least
+    priority are left out first on a narrow terminal, the breadcrumb and the health stay.
     """
 
     DEFAULT_CSS = """
@@ -28,63 +31,89 @@ class SummaryBar(Widget):
     where: reactive[str] = reactive("")
     mode: reactive[str] = reactive("")
     notice: reactive[str] = reactive("")
+    refreshed_at: reactive[float | None] = reactive(None)
+    stale_s: reactive[float | None] = reactive(None)
 
     def render(self) -> Text:
-        head = Text()
-        head.append("fleetdeck", style="bold")
+        width = max(1, self.size.width)
+        head: list[Part] = [(9, Text("fleetdeck", style="bold"))]
         if self.where:
-            head.append(" ▸ ").append(self.where, style="bold cyan")
+            head[0][1].append(" ▸ ").append(self.where, style="bold cyan")
         s = self.summary
-        status = Text()
+        status: list[Part] = []
         if self.notice:
-            status.append(self.notice, style="bold red")
+            status.append((9, Text(self.notice, style="bold red")))
         if not s:
             if not self.notice:
-                status.append("waiting for the engine...", style="dim")
+                status.append((9, Text("waiting for the engine...", style="dim")))
         else:
-            head.append("   ")
-            self._resource(head, "GPU", s.get("gpus_total"), s.get("gpus_allocated"),
-                           s.get("gpu_util_pct"))
-            head.append("   ")
-            self._resource(head, "CPU", s.get("cpus_total"), s.get("cpus_allocated"),
-                           s.get("cpu_util_pct"))
+            head.append((5, self._resource("GPU", s.get("gpus_total"), s.get("gpus_allocated"),
+                                           s.get("gpu_util_pct"))))
+            head.append((3, self._resource("CPU", s.get("cpus_total"), s.get("cpus_allocated"),
+                                           s.get("cpu_util_pct"))))
             if not self.notice:
-                self._status(status, s)
+                status.extend(self._status(s))
+        status.extend(self._age())
         if self.mode:
-            status.append("   " + self.mode, style="dim")
-        return Text("\n").join([head, status])
+            status.append((1, Text(self.mode, style="dim")))
+        return Text("\n").join([fit(head, width), fit(status, width)])
+
+    def _age(self) -> list[Part]:
+        if self.stale_s is not None:
+            since = f" since {fmt.clock_text(self.refreshed_at)[11:]}" if self.refreshed_at else ""
+            return [(8, Text(f"STALE {fmt.duration(self.stale_s)}{since}",
+                             style="bold black on yellow"))]
+        if self.refreshed_at is not None:
+            return [(6, Text(f"as of {fmt.clock_text(self.refreshed_at)[11:]}", style="dim"))]
+        return []
 
     @staticmethod
-    def _status(line: Text, s: dict[str, Any]) -> None:
-        line.append("nodes ")
-        line.append(f"{s.get('nodes_up', 0)} up", style="green")
-        line.append(" · ")
-        line.append(f"{s.get('nodes_degraded', 0)} degraded",
-                    style="yellow" if s.get("nodes_degraded") else "dim")
-        line.append(" · ")
-        line.append(f"{s.get('nodes_unreachable', 0)} unreachable",
-                    style="bold red" if s.get("nodes_unreachable") else "dim")
-        line.append(f"   queue {s.get('queue_len', 0)}")
-        line.append(f" · running {s.get('running_jobs', 0)}")
+    def _status(s: dict[str, Any]) -> list[Part]:
+        nodes = Text("nodes ")
+        nodes.append(f"{s.get('nodes_up', 0)} up", style="green")
+        nodes.append(" · ")
+        nodes.append(f"{s.get('nodes_degraded', 0)} degraded",
+                     style="yellow" if s.get("nodes_degraded") else "dim")
+        nodes.append(" · ")
+        nodes.append(f"{s.get('nodes_unreachable', 0)} unreachable",
+                     style="bold red" if s.get("nodes_unreachable") else "dim")
+        queue = Text(f"queue {s.get('queue_len', 0)} · running {s.get('running_jobs', 0)}")
         spend = s.get("burst_spend_today")
         budget = s.get("burst_budget_today")
-        line.append("   burst today ")
+        burst = Text("burst today ")
         over = budget is not None and spend is not None and spend >= budget
-        line.append(fmt.money(spend or 0.0), style="bold red" if over else "")
-        line.append(" / " + (fmt.money(budget) if budget is not None else "no budget"),
-                    style="dim")
+        burst.append(fmt.money(spend or 0.0), style="bold red" if over else "")
+        burst.append(" / " + (fmt.money(budget) if budget is not None else "no budget"),
+                     style="dim")
         idle = int(s.get("idle_warnings") or 0)
-        line.append("   idle GPUs ")
-        line.append(f"⚠ {idle}" if idle else "0", style="bold yellow" if idle else "dim")
+        idle_text = Text("idle GPUs ")
+        idle_text.append(f"⚠ {idle}" if idle else "0", style="bold yellow" if idle else "dim")
+        return [(7, nodes), (9, queue), (4, burst), (5, idle_text)]
 
     @staticmethod
-    def _resource(line: Text, name: str, total: float | None, allocated: float | None,
-                  util_pct: float | None) -> None:
+    def _resource(name: str, total: float | None, allocated: float | None,
+                  util_pct: float | None) -> Text:
         total_f = float(total or 0)
         alloc_f = float(allocated or 0)
         frac = alloc_f / total_f if total_f else 0.0
-        line.append(f"{name} ", style="bold")
+        line = Text(f"{name} ", style="bold")
         line.append_text(fmt.bar(frac, BAR_W, style="cyan"))
         line.append(f" {fmt.num(alloc_f)}/{fmt.num(total_f)} alloc")
         line.append("  util ", style="dim")
         line.append(fmt.pct(util_pct), style=fmt.util_style(util_pct))
+        return line
+
+
+Part = tuple[int, Text]  # (priority: higher stays longer, text)
+GAP = "   "
+
+
+def fit(parts: list[Part], width: int) -> Text:
+    """Join `parts` in order, leaving out the lowest-priority ones until the line fits;
+    what is left is cut with an ellipsis (never wrapped)."""
+    kept = list(parts)
+    while len(kept) > 1 and sum(len(t) for _, t in kept) + len(GAP) * (len(kept) - 1) > width:
+        kept.remove(min(kept, key=lambda p: p[0]))
+    line = Text(GAP).join(t for _, t in kept)
+    line.truncate(width, overflow="ellipsis")
+    return line

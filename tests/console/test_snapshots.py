@@ -53,12 +53,40 @@ def until(cond: Callable[[Pilot[int]], bool], what: str) -> Callable[[Pilot[int]
 
 def test_fleet(snap_compare: Snap, fixed_link: EngineLink) -> None:
     """Fleet table: header with GPU 2.25/10 allocated and CPU totals, 2 up / 1 degraded /
-    1 unreachable, queue 2, running 2; four nodes sorted by name with state colours
+    1 unreachable, queue 2, running 2, `as of 12:00:00` (the last refresh); four nodes
+    sorted by name with state colours
     (cpu-c01 unreachable in red, gpu-a02 `up ⊘` cordoned, gpu-b01 degraded in yellow),
     labels, CPU %, memory, per-GPU utilization blocks, GPU memory, power, last seen
     (cpu-c01 15m00s ago); the footer lists / h c and the screen keys 1-5, s, ?."""
     assert snap_compare(fixed_app(fixed_link), terminal_size=SNAP_SIZE,
                         run_before=settle(rows("fleet-table", 4)))
+
+
+def test_fleet_80x24(snap_compare: Snap, fixed_link: EngineLink) -> None:
+    """Fleet at 80x24: the header keeps to two rows (breadcrumb and GPU allocation; then
+    nodes up/degraded/unreachable and queue 2 · running 2); the table keeps Node, State,
+    CPU%, GPUs, GPU util and GPU mem, leaving out Labels, Pool, Power and Seen first; the
+    header letters of the columns are underlined (Shift+letter sorts)."""
+    assert snap_compare(fixed_app(fixed_link), terminal_size=(80, 24),
+                        run_before=settle(rows("fleet-table", 4)))
+
+
+def test_jobs_100x30(snap_compare: Snap, fixed_link: EngineLink) -> None:
+    """Jobs at 100x30: header in two rows (the nodes/queue line and `as of 12:00:00` kept);
+    the table shows ID, Name, User, Project, State, GPUs, Node, Runtime, Util and Reason
+    (Pool and Idle left out), names at their full length, no column cut mid-word except
+    the long reasons."""
+    assert snap_compare(fixed_app(fixed_link, "jobs"), terminal_size=(100, 30),
+                        run_before=settle(rows("jobs-table", 7)))
+
+
+def test_jobs_250x60_sorted(snap_compare: Snap, fixed_link: EngineLink) -> None:
+    """Jobs at 250x60, sorted by runtime (R, longest first, `Runtime▼` in the header): every
+    column shown, the reasons whole ("waiting: needs 4 x A100-80GB, largest free block is 1
+    on node gpu-a01"); rows train-resnet 2h59m, notebook-ann, old-notebook, eval-sweep, the
+    queued big-pretrain and cpu-etl (their time waiting, dim), bad-config 50s last."""
+    assert snap_compare(fixed_app(fixed_link, "jobs"), terminal_size=(250, 60),
+                        run_before=settle(rows("jobs-table", 7), keys("R")))
 
 
 def test_fleet_heatmap(snap_compare: Snap, fixed_link: EngineLink) -> None:
