@@ -19,7 +19,7 @@ from collectors.events import Event
 from collectors.store import Store, outbox
 from collectors.store.audit import AuditEntry, record, utc
 from collectors.store.db import insert_rows
-from scheduler import job_events
+from scheduler import job_events, stop_journal
 from scheduler.executors.base import Handle
 from scheduler.fairshare import UsageRecord
 from scheduler.jobspec import JobSpec, expand_array
@@ -248,6 +248,9 @@ def transition_many(store: Store, changes: Sequence[Change], *,
                 audits.append(c.audit)
             results.append(c.job_id)
         _update(con, final)
+        # a stop ends with its job (stopped, or requeued): its intent goes in the same commit
+        stop_journal.clear(con, [i for i, sets in final.items()
+                                 if sets["state"] in TERMINAL or sets["state"] == "queued"])
         insert_rows(con, "job_events", event_rows)
         outbox.append(con, told)
         if audits:

@@ -22,7 +22,7 @@ from collectors.events import Event
 from collectors.store import Store
 from collectors.store.audit import AuditEntry
 from collectors.transport.base import Transport, TransportError
-from scheduler import journal
+from scheduler import journal, stop_journal
 from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, Status
 from scheduler.fairshare import FairShare, decayed_gpu_hours
 from scheduler.fit import FitPolicy
@@ -40,6 +40,7 @@ from scheduler.placement.preemption import PreemptionRules
 from scheduler.preempting import Preempter, StoreRunner
 from scheduler.priority import ClassBook
 from scheduler.quota import QuotaBook
+from scheduler.stop_journal import StopIntent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -217,6 +218,7 @@ class JobRunner:
         self._cycle_lock = asyncio.Lock()
         self._commit = GroupCommit(db, clock)
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._intents: dict[int, StopIntent] = {}  # stops journaled, not yet finished
         # `starting` jobs whose start could not reach the node: (first failure, next try)
         self._unsure: dict[int, tuple[float, float]] = {}
         self.preempter = Preempter(executors=executors, transport=transport,
@@ -257,6 +259,18 @@ class JobRunner:
                 events=events))
         if row.state not in journal.HOLDING:
             raise journal.TransitionError(f"job {job_id} is {row.state}; nothing to stop")
+        intent = StopIntent(job_id, row.attempt, actor, action, reason,
+                            self.settings.stop_grace_s if grace_s is None else grace_s,
+                            now, requeue, dict(evidence or {}))
+        # journaled before the executor acts: a restart finishes what this began
+        await self.db.run(lambda s: stop_journal.record(s, intent))
+        self._intents[job_id] = intent
+        return await self._carry_out(row, intent, events)
+
+    async def _carry_out(self, row: JobRow, intent: StopIntent,
+                         events: Sequence[Event] = ()) -> JobRow:
+        """Stop an active job as `intent` says and record its end with the intent's audit."""
+        job_id = row.id
         handle = handle_of(row)
         self._stopping.add(job_id)
         try:
@@ -268,20 +282,38 @@ class JobRunner:
                 if transport is None:
                     raise FleetdeckError(f"job {job_id}: node {handle.node} is unreachable; "
                                          "cannot stop it now")
-                await self.executors[row.executor].stop(
-                    handle, transport,
-                    grace_s=self.settings.stop_grace_s if grace_s is None else grace_s)
-            if requeue:
-                return await self.db.run(lambda s: journal.transition(
-                    s, job_id, "queued", reason=reason, actor=actor, now=self.clock(),
-                    audit=audit, events=events, attempt=row.attempt + 1, node=None,
-                    gpu_indices=None, external_id=None, started_at=None))
-            return await self.db.run(lambda s: journal.transition(
-                s, job_id, "stopped", reason=reason, actor=actor, now=self.clock(),
-                audit=audit, events=events))
+                await self.executors[row.executor].stop(handle, transport, grace_s=intent.grace_s)
+            return await self._end_stop(row, intent, events)
         finally:
             self._stopping.discard(job_id)
             self._unsure.pop(job_id, None)
+
+    async def _end_stop(self, row: JobRow, intent: StopIntent,
+                        events: Sequence[Event] = ()) -> JobRow:
+        """Record a stop's end: `stopped` (or `queued` for a requeue) with its audit row; the
+        same commit deletes the intent."""
+        fields: dict[str, Any] = {"attempt": row.attempt + 1, "node": None, "gpu_indices": None,
+                                  "external_id": None, "started_at": None} if intent.requeue else {}
+        ended = await self.db.run(lambda s: journal.transition(
+            s, row.id, "queued" if intent.requeue else "stopped", reason=intent.reason,
+            actor=intent.actor, now=self.clock(), audit=intent.audit(), events=events, **fields))
+        self._intents.pop(row.id, None)
+        return ended
+
+    def _resume_stop(self, row: JobRow, intent: StopIntent) -> None:
+        """Carry out a journaled stop again (after a restart, or once its node is back)."""
+        async def run() -> None:
+            try:
+                await self._carry_out(row, intent)
+            except (FleetdeckError, ExecutorError, TransportError,
+                    journal.TransitionError) as e:
+                log.warning("stop of job %s not finished yet: %s", row.id, e)
+
+        if row.id not in self._stopping:
+            self._stopping.add(row.id)  # until the task runs: poll leaves it alone
+            task = asyncio.create_task(run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _find_started(self, row: JobRow) -> Handle | None:
         """This attempt of a `starting` job on its node, if an earlier start made it."""
@@ -511,6 +543,15 @@ class JobRunner:
 
     async def _settle(self, row: JobRow, status: Status) -> None:
         now = self.clock()
+        intent = self._intents.get(row.id)
+        if intent is not None and intent.attempt == row.attempt:
+            # a journaled stop: its end is `stopped` with its reason, never the kill's code
+            if status.finished:
+                with contextlib.suppress(journal.TransitionError, NotFoundError):
+                    await self._end_stop(row, intent)
+            else:
+                self._resume_stop(row, intent)
+            return
         if status.state == "exited":
             ok = status.exit_code == 0
             to = "succeeded" if ok else "failed"
@@ -541,11 +582,17 @@ class JobRunner:
         """After a restart: adopt what runs, finish what ended, restart `starting` jobs
         idempotently. Nodes that cannot be reached are left for later (the poll and the
         placement cycle pick them up)."""
-        counts = {"adopted": 0, "finished": 0, "restarted": 0, "lost": 0}
+        counts = {"adopted": 0, "finished": 0, "restarted": 0, "lost": 0, "stopping": 0}
         rows = await self.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
+        self._intents.update(await self.db.run(stop_journal.pending))
         known = set(nodes)
 
         async def one(row: JobRow) -> None:
+            intent = self._intents.get(row.id)
+            if intent is not None and intent.attempt == row.attempt:
+                self._resume_stop(row, intent)  # a stop the last engine did not finish
+                counts["stopping"] += 1
+                return
             if row.node is None:
                 return
             if row.node not in known and row.node not in self.settings.slurm_pools.values():
@@ -583,13 +630,3 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
-
-def capacity_from(name: str, pool: str, *, cpu_count: int, mem_total_bytes: int,
-                  gpus: Sequence[tuple[int, str, int, bool]],
-                  labels: Mapping[str, str], schedulable: bool) -> NodeCapacity:
-    """NodeCapacity from telemetry: gpus as (index, model, mem_total_bytes, healthy)."""
-    return NodeCapacity(
-        name=name, pool=pool, cpu_milli=cpu_count * 1000, mem_bytes=mem_total_bytes,
-        gpus=tuple(GpuSlot(index=i, model=m, mem_total_bytes=mem, healthy=ok)
-                   for i, m, mem, ok in gpus),
-        labels=dict(labels), schedulable=schedulable)

@@ -350,7 +350,23 @@ _V6 = """
 ALTER TABLE jobs ADD COLUMN preemptions INTEGER DEFAULT 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# Version 7: stop intents, journaled before an executor is asked to stop a job, so a stop
+# whose engine died midway is finished (as `stopped`, with its reason and audit) on restart.
+_V7 = """
+CREATE TABLE stop_intents (
+    job_id       BIGINT PRIMARY KEY,
+    attempt      INTEGER NOT NULL,
+    actor        VARCHAR NOT NULL,
+    action       VARCHAR NOT NULL,   -- stop | timeout | idle_stop | preempt ...
+    reason       VARCHAR NOT NULL,
+    evidence     JSON NOT NULL,
+    grace_s      DOUBLE NOT NULL,
+    requeue      BOOLEAN NOT NULL,   -- put back in the queue instead of `stopped`
+    requested_at TIMESTAMP NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Tables listed by `fleetdeck db info`, in display order.
@@ -359,5 +375,5 @@ TABLES: tuple[str, ...] = (
     "container_samples", "job_samples", "slurm_node_samples", "slurm_job_samples", "jobs",
     "job_events",
     "actions", "node_samples_1m", "node_samples_1h", "gpu_samples_1m", "gpu_samples_1h",
-    "gpu_health", "burst_instances", "spend", "events", "deliveries",
+    "gpu_health", "burst_instances", "spend", "events", "deliveries", "stop_intents",
 )
