@@ -37,6 +37,7 @@ from console.messages import ActionDone, EngineDown, EngineUp, RequestFailed, Su
 from console.widgets.summary import SummaryBar
 
 SUMMARY_POLL_S = 2.0
+JUMP_S = 8.0  # how long Enter opens a job just submitted (its toast shows as long)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,7 @@ class FleetdeckApp(App[int]):
         Binding("s", "submit", "Submit"),
         Binding("question_mark", "keys", "Keys"),
         Binding("ctrl+r", "refresh", "Refresh", show=False),
+        Binding("enter", "open_submitted", "Open the submitted job", show=False, priority=True),
     ]
 
     def __init__(self, link: EngineLink, *, clock: Callable[[], float] = time.time,
@@ -166,6 +168,7 @@ class FleetdeckApp(App[int]):
         self.last_fleet: list[dict[str, Any]] = []
         self.last_jobs: list[dict[str, Any]] = []
         self.known_users: tuple[str, ...] = ()
+        self.jump_to_job: int | None = None  # Enter opens it (just submitted)
         self.table_sorts: dict[str, tuple[str, bool] | None] = {}  # KeyedTable sort memory
         self._names_worker: Worker[None] | None = None
 
@@ -304,7 +307,32 @@ class FleetdeckApp(App[int]):
         from console.screens.submit import SubmitScreen
 
         if not isinstance(self.screen, SubmitScreen):
-            self.push_screen(SubmitScreen())
+            self.push_screen(SubmitScreen(), self._submitted)
+
+    def _submitted(self, ids: list[int] | None) -> None:
+        """A toast with the new job's id; Enter opens it while the toast shows."""
+        if not ids:
+            return
+        what = f"job {ids[0]}" if len(ids) == 1 else f"jobs {ids[0]}-{ids[-1]}"
+        self.jump_to_job = ids[0]
+        self.notify(f"queued {what}: Enter opens it", title="Submitted", timeout=JUMP_S)
+        self.set_timer(JUMP_S, partial(self._jump_expired, ids[0]))
+        self.refresh_screen()
+
+    def _jump_expired(self, job_id: int) -> None:
+        if self.jump_to_job == job_id:
+            self.jump_to_job = None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "open_submitted":
+            return self.jump_to_job is not None and not isinstance(self.screen, ModalScreen)
+        return True
+
+    def action_open_submitted(self) -> None:
+        """Open the job just submitted (Enter while its toast shows)."""
+        job_id, self.jump_to_job = self.jump_to_job, None
+        if job_id is not None:
+            self.open_job(job_id)
 
     def open_node(self, node: str) -> None:
         from console.screens.node import NodeScreen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from scheduler.executors.base import Executor
 from scheduler.fit import make_policy
 from scheduler.fit.workload import WorkloadMix
 from scheduler.jobspec import JobSpec
-from scheduler.placement import PreemptionRules, QueuedTask, plan
+from scheduler.placement import PlacementPlan, PreemptionRules, QueuedTask, plan
 from scheduler.priority import ClassBook, PriorityClass
 from scheduler.quota import Quota, QuotaBook
 from scheduler.runner import JobRunner, RunnerSettings, allocations, snapshot
@@ -230,6 +231,9 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
     async def submit(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         ro(caller)
         spec = spec_for(caller, params["spec"])
+        never = await never_fits(spec)
+        if never is not None:  # bad input: it would wait forever (exit 2 in the CLI)
+            raise RequestError("bad_request", f"job refused: {never}")
         ids = await runner.submit(spec, actor=caller.user)
         runner_kick.set()
         return {"ids": ids}
@@ -275,15 +279,35 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
             out.update(await engine.policies.explain(int(params["job"])))
         return out
 
-    async def preview(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        spec = spec_for(caller, params["spec"])
-        rows = await engine.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
-        snap = snapshot(telemetry.inventory(), allocations(rows), engine.clock())
+    async def place_now(spec: JobSpec, *, empty_fleet: bool = False) -> PlacementPlan:
+        """Where `spec` would go now (a plan of it alone on the current fleet); with
+        `empty_fleet`, on every known node up and free (can it ever fit?)."""
+        inventory = telemetry.inventory()
+        if empty_fleet:
+            inventory = [dataclasses.replace(n, schedulable=True) for n in inventory]
+            rows = []
+        else:
+            rows = await engine.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
+        snap = snapshot(inventory, allocations(rows), engine.clock())
         task = QueuedTask(id="preview", request=spec.to_request(), user=spec.user,
                           project=spec.project, team=spec.team, priority=spec.priority,
                           submitted_at=engine.clock(), max_runtime_s=spec.max_runtime_s)
-        result = await asyncio.to_thread(plan, snap, [task], policy=runner.policy,
-                                         quotas=runner.quotas, now=engine.clock())
+        return await asyncio.to_thread(plan, snap, [task], policy=runner.policy,
+                                       quotas=runner.quotas, now=engine.clock())
+
+    async def never_fits(spec: JobSpec) -> str | None:
+        """Why `spec` can never fit the fleet, every known node up and free ("never fits: no
+        node has 8 GPUs"), or None. None too before any node is known, and where burst
+        pools could add nodes."""
+        if not telemetry.inventory() or any(p.kind == "burst" for p in cfg.pools):
+            return None
+        result = await place_now(spec, empty_fleet=True)
+        reason = result.pending.get("preview", "")
+        return reason if not result.assignments and reason.startswith("never fits") else None
+
+    async def preview(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        spec = spec_for(caller, params["spec"])
+        result = await place_now(spec)
         if result.assignments:
             a = result.assignments[0][1]
             return {"placeable": True, "node": a.node, "gpu_indices": list(a.gpu_indices),

@@ -4,6 +4,10 @@ your history and a live preview of where the job would be placed now.
 Validation is the scheduler's own (`JobSpec.from_mapping`, pure): each field is checked alone so
 every bad field shows its error under it, then the whole spec for cross-field rules (an image
 with the docker executor). Enter in any field, or ctrl+s, submits; Esc cancels.
+
+The last command is pre-filled selected, so typing replaces it; keys typed before the form
+is ready go into the command; the preview follows every edit (a reply for an older edit is
+dropped) and says when a field is red or the job can never fit, which the engine refuses.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import shlex
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -201,8 +205,10 @@ class SubmitScreen(ModalScreen[list[int] | None]):
     class Previewed(Message):
         """Where the job would be placed now (`preview`), or why it is not shown."""
 
-        def __init__(self, result: dict[str, Any] | None, note: str = "") -> None:
+        def __init__(self, spec: dict[str, Any] | None, result: dict[str, Any] | None,
+                     note: str = "") -> None:
             super().__init__()
+            self.spec = spec  # what was previewed: a reply for an older edit is dropped
             self.result = result
             self.note = note
 
@@ -219,6 +225,8 @@ class SubmitScreen(ModalScreen[list[int] | None]):
         self._preview_timer: Timer | None = None
         self._spec: JobSpec | None = None
         self._busy = False
+        self._typed = ""  # keys typed before the command field had focus
+        self._touched = False  # the user changed the command: defaults never overwrite it
 
     @property
     def fd(self) -> FleetdeckApp:
@@ -261,8 +269,24 @@ class SubmitScreen(ModalScreen[list[int] | None]):
             self.query_one(f"#e-{key}", Label).display = False
         self.query_one("#form-error").display = False
         self._set_defaults(None)
-        self.query_one("#f-command", Input).focus()
+        command = self.query_one("#f-command", Input)
+        command.focus()
+        if self._typed:
+            command.insert_text_at_cursor(self._typed)
+            self._typed = ""
         self.load_defaults()
+
+    def on_key(self, event: events.Key) -> None:
+        """Keys that arrive before the form has focus go into the command, not lost."""
+        if self.focused is None and event.is_printable and event.character:
+            event.stop()
+            event.prevent_default()
+            command = self.query("#f-command").first(Input) if self.is_mounted else None
+            if command is None:
+                self._typed += event.character
+            else:
+                command.focus()
+                command.insert_text_at_cursor(event.character)
 
     # -- values ----------------------------------------------------------------------------
     def values(self) -> dict[str, Any]:
@@ -319,8 +343,11 @@ class SubmitScreen(ModalScreen[list[int] | None]):
 
     @on(Defaults)
     def _defaults(self, message: Defaults) -> None:
-        if message.last and not self.query_one("#f-command", Input).value:
+        command = self.query_one("#f-command", Input)
+        if message.last and not command.value and not self._touched:
             self._set_defaults(message.last)
+            if command.has_focus:
+                command.select_all()  # typing replaces the last command
         self.suggestion = message.suggestion if isinstance(message.suggestion, dict) else None
         box = self.query_one("#suggestion", Static)
         s = self.suggestion
@@ -347,6 +374,9 @@ class SubmitScreen(ModalScreen[list[int] | None]):
     @on(Select.Changed)
     @on(Checkbox.Changed)
     def _changed(self, event: Message) -> None:
+        if isinstance(event, Input.Changed) and event.input.id == "f-command" \
+                and event.input.has_focus:
+            self._touched = True
         self.revalidate()
 
     def revalidate(self, *, final: bool = False) -> JobSpec | None:
@@ -363,34 +393,37 @@ class SubmitScreen(ModalScreen[list[int] | None]):
         self._spec = spec
         if self._preview_timer is not None:
             self._preview_timer.stop()
+        box = self.query_one("#preview", Static)
         if spec is not None:
+            box.update("preview: [dim]asking the engine...[/]")
             self._preview_timer = self.set_timer(PREVIEW_DELAY_S, self.preview)
         else:
-            self.query_one("#preview", Static).update(
-                "preview: fix the fields in red" if errors or general
-                else "preview: fill in a command")
+            box.update("preview: [red]the form is invalid: fix the fields in red[/]"
+                       if errors or general else "preview: fill in a command")
         return spec
 
     def preview(self) -> None:
         if self._spec is not None:
             self.run_preview(self._spec.to_dict())
 
-    @work(exclusive=True, group="submit-preview")
+    @work(group="submit-preview")
     async def run_preview(self, spec: dict[str, Any]) -> None:
         try:
             result = await self.fd.remote.call("preview", channel="submit", spec=spec)
         except RemoteError as e:
             note = ("engine does not support preview yet" if "unknown method" in str(e)
                     else str(e))
-            self.post_message(self.Previewed(None, note))
+            self.post_message(self.Previewed(spec, None, note))
             return
         except Exception as e:
-            self.post_message(self.Previewed(None, f"engine unreachable: {e}"))
+            self.post_message(self.Previewed(spec, None, f"engine unreachable: {e}"))
             return
-        self.post_message(self.Previewed(result if isinstance(result, dict) else None))
+        self.post_message(self.Previewed(spec, result if isinstance(result, dict) else None))
 
     @on(Previewed)
     def _previewed(self, message: Previewed) -> None:
+        if self._spec is None or message.spec != self._spec.to_dict():
+            return  # the form changed since: its own preview is on its way
         box = self.query_one("#preview", Static)
         r = message.result
         if r is None:
@@ -399,6 +432,8 @@ class SubmitScreen(ModalScreen[list[int] | None]):
             idx = ",".join(str(i) for i in r.get("gpu_indices") or [])
             box.update(f"preview: [green]would start now on [b]{r.get('node')}[/b][/]"
                        + (f" GPUs {idx}" if idx else ""))
+        elif str(r.get("reason") or "").startswith("never fits"):
+            box.update(f"preview: [bold red]refused: {r['reason']}[/] (change the request)")
         else:
             box.update(f"preview: [yellow]would wait: {r.get('reason') or 'no room now'}[/]")
 

@@ -167,8 +167,8 @@ def test_submit_form(snap_compare: Snap, fixed_link: EngineLink) -> None:
     """Submit form (s) for ann: defaults from her last submission (big-pretrain: command,
     4 GPUs of A100-80GB, pool train, priority 5, executor process) and her project detector /
     team vision; the suggestion line from her history (`1 GPU`, ctrl+g applies it); `GPUs`
-    edited to `1.5` shows its error under the field in red; the preview line asks to fix the
-    fields in red."""
+    edited to `1.5` shows its error under the field in red; the preview line says, in red,
+    the form is invalid: fix the fields in red."""
     def defaults(pilot: Pilot[int]) -> bool:
         screen = pilot.app.screen
         return (isinstance(screen, SubmitScreen)
