@@ -108,6 +108,13 @@ def read_text_file(path: Path, *, source: str, key: str | None = None,
 
 def check_output_path(path: Path, *, flag: str) -> Path:
     """A path a command may write a file to: not a directory, in an existing directory."""
+    try:
+        return _check_output_path(path, flag)
+    except OSError as e:  # a name too long, a loop of links...
+        raise InputError(flag, None, f"a usable file path ({e.strerror})", got=str(path)) from None
+
+
+def _check_output_path(path: Path, flag: str) -> Path:
     if path.is_dir():
         raise InputError(flag, None, "a file path, not a directory", got=str(path))
     parent = path.parent if str(path.parent) else Path()
@@ -166,6 +173,14 @@ def check_store_path(path: Path, *, flag: str) -> Path:
     """A store file path: not a directory or a device, and under a directory (missing folders
     are created by `serve`, so the nearest existing ancestor must be a directory)."""
     check_text(str(path), source=flag, key=None, max_len=4096)
+    try:
+        return _check_store_path(path, flag)
+    except OSError as e:  # a name too long, a loop of links...
+        raise InputError(flag, None, f"a usable store path ({e.strerror})", got=str(path)
+                         ) from None
+
+
+def _check_store_path(path: Path, flag: str) -> Path:
     if path.is_dir():
         raise InputError(flag, None, "a store file path, not a directory", got=str(path))
     if path.exists() and not path.is_file():
