@@ -80,6 +80,14 @@ def recent(store: Store, *, limit: int = 100) -> list[Event]:
     return [_event(r) for r in rows]
 
 
+def evidence_keys(store: Store, name: str) -> set[str]:
+    """`evidence.key` of every stored event named `name` (events told once per key)."""
+    rows = store.con.execute(
+        "SELECT json_extract_string(body, '$.evidence.key') FROM events WHERE name = ?",
+        [name]).fetchall()
+    return {str(r[0]) for r in rows if r[0] is not None}
+
+
 def last_id(store: Store) -> int:
     return int(store.con.execute("SELECT coalesce(max(id), 0) FROM events").fetchall()[0][0])
 

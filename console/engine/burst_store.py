@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from collectors.store import Store
+from collectors.events import Event
+from collectors.store import Store, outbox
 from collectors.store.audit import utc
 from collectors.store.db import insert_rows
 from console.config import NodeConfig
@@ -125,12 +126,15 @@ def instance_row(inst: Instance, d: ProvisionDecision, *, launched_at: float) ->
             "terminated_at": None, "cost": 0.0}
 
 
-def insert_instance(store: Store, row: dict[str, Any]) -> None:
+def insert_instance(store: Store, row: dict[str, Any], *,
+                    events: Sequence[Event] = ()) -> None:
+    """Record a rented instance (and the events telling of it) once."""
     with store.transaction() as con:
         if con.execute("SELECT count(*) FROM burst_instances WHERE instance_id = ?",
                        [row["instance_id"]]).fetchall()[0][0]:
             return  # asked again after a restart: the provider handed back the same instance
         insert_rows(con, "burst_instances", [row])
+        outbox.append(con, events)
 
 
 def mark_joined(store: Store, iid: str, node: NodeConfig, now: float) -> None:

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from collectors.errors import FleetdeckError
-from collectors.store import Store
+from collectors.events import EventName
+from collectors.store import Store, outbox
 from collectors.store.audit import AuditEntry, utc
 from collectors.store.db import insert_rows
 from collectors.transport import TransportError, make_transport
@@ -61,6 +62,7 @@ from scheduler.policies.burst import (
     WaitingJob,
     evaluate_burst,
 )
+from scheduler.policies.events import budget_events, burst_ended, burst_started
 from scheduler.policies.spend import (
     BurstInstance,
     accrue_spend,
@@ -118,6 +120,7 @@ class BurstManager:
         self._hour_mark = 0.0
         self._changed = False  # an instance changed state during this pass
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._budget_told: set[str] = set()  # budget.threshold keys told (evidence.key)
         self._summary: dict[str, Any] = {"burst_spend_today": 0.0,
                                          "burst_budget_today": self.cfg.budget.per_day}
         for name, why in self.missing.items():
@@ -128,6 +131,8 @@ class BurstManager:
         now = self.engine.clock()
         self._hour_mark = now - now % 3600.0
         self.accrued = await self.engine.db.run(accrued_until)
+        self._budget_told = await self.engine.db.run(
+            lambda s: outbox.evidence_keys(s, EventName.BUDGET_THRESHOLD))
         if self.engine.config.engine.schedule and self.engine.config.engine.collect:
             for d in await self.engine.db.run(lambda s: self._unfinished(s, now)):
                 self._spawn(self._provision(d), f"burst-provision-{d.request_id}")
@@ -277,6 +282,14 @@ class BurstManager:
         spent = use.get(("global", "", "daily"))
         self._summary = {"burst_spend_today": round(spent.spent, 4) if spent else 0.0,
                          "burst_budget_today": self.cfg.budget.per_day}
+        limits = {("global", ""): self.cfg.budget,
+                  **{("team", k): v for k, v in self.cfg.teams.items()},
+                  **{("project", k): v for k, v in self.cfg.projects.items()}}
+        told = budget_events(use, limits, self.engine.config.rates.currency, now,
+                             self._budget_told)
+        if told:
+            self._budget_told.update(str(e.evidence["key"]) for e in told)
+            self._spawn(self.engine.db.run(lambda s: outbox.emit(s, told)), "budget-events")
 
     def _placeholders(self) -> list[BurstInstance]:
         out = []
@@ -365,8 +378,10 @@ class BurstManager:
             return
         self.known.setdefault(inst.instance_id, _Known()).instance = inst
         row = instance_row(inst, d, launched_at=d.action.ts)
+        told = burst_started(inst.instance_id, d.offer.name, d.team, d.project,
+                             d.offer.price_per_hour, self.engine.clock())
         try:
-            await self.engine.db.run(lambda s: insert_instance(s, row))
+            await self.engine.db.run(lambda s: insert_instance(s, row, events=[told]))
         finally:
             self.pending.pop(d.request_id, None)
             self._changed = True
@@ -460,6 +475,9 @@ class BurstManager:
                 con.execute("UPDATE burst_instances SET state = ?, terminated_at = ?, cost = ? "
                             "WHERE instance_id = ?", [state, utc(now), cost, iid])
                 insert_rows(con, "spend", spend)
+                outbox.append(con, [burst_ended(
+                    iid, state, reason, r.get("node"), r.get("team"), r.get("project"), cost,
+                    now)])
                 if r.get("node"):
                     con.execute("UPDATE nodes SET state = 'unknown', state_reason = ? "
                                 "WHERE name = ?", [f"burst instance {iid} {state}", r["node"]])

@@ -11,6 +11,8 @@ from typing import Any
 from collectors.events import Event, EventName
 from scheduler.job_events import JobLike
 from scheduler.policies.audit import Action, fmt_bytes, fmt_duration
+from scheduler.policies.burst import BudgetLimits
+from scheduler.policies.spend import BudgetUse, ScopeKey
 
 SNOOZE_HOURS = 2  # the snooze an idle warning suggests
 
@@ -89,4 +91,70 @@ def events_of(actions: Iterable[Action], jobs: Mapping[int, JobLike]) -> list[Ev
              and a.target.isdigit() else node_event(a))
         if e is not None and e.name is not EventName.IDLE_STOPPED:  # told with the stop
             out.append(e)
+    return out
+
+
+def burst_started(instance_id: str, offer: str, team: str | None, project: str | None,
+                  price_per_hour: float, now: float) -> Event:
+    """A cloud node was rented."""
+    return Event(EventName.BURST_STARTED, now,
+                 f"burst node {instance_id} rented ({offer}, {price_per_hour:g}/h)",
+                 reason="jobs waited for capacity on-prem could not give", team=team,
+                 project=project, evidence={"instance_id": instance_id, "offer": offer,
+                                            "price_per_hour": price_per_hour},
+                 actions=("fleetdeck policies",))
+
+
+def burst_ended(instance_id: str, state: str, reason: str, node: str | None,
+                team: str | None, project: str | None, cost: float, now: float) -> Event:
+    """A cloud node is gone (terminated by fleetdeck, or lost)."""
+    return Event(EventName.BURST_ENDED, now, f"burst node {instance_id} {state} "
+                 f"(cost {cost:.2f})", reason=reason, node=node, team=team, project=project,
+                 evidence={"instance_id": instance_id, "state": state, "cost": round(cost, 4)})
+
+
+BUDGET_THRESHOLDS_PCT = (80, 100)
+
+
+def budget_events(use: Mapping[ScopeKey, BudgetUse],
+                  limits: Mapping[tuple[str, str], BudgetLimits], currency: str, now: float,
+                  announced: Iterable[str]) -> list[Event]:
+    """budget.threshold for each scope and period whose spend (accrued plus committed) first
+    reached 80 % or 100 % of its limit in this period. `use`: (kind, name, period) ->
+    `BudgetUse`; `limits`: (kind, name) -> `BudgetLimits`; `announced`: the keys already told
+    (`evidence.key`), so each threshold is told once per period."""
+    seen = set(announced)
+    out: list[Event] = []
+    day = datetime.fromtimestamp(now, UTC)
+    for (kind, name, period), u in sorted(use.items()):
+        lim = limits.get((kind, name))
+        if lim is None:
+            continue
+        limit = lim.per_day if period == "daily" else lim.per_month
+        if not limit:
+            continue
+        pct = 100.0 * float(u.total) / float(limit)
+        stamp = day.strftime("%Y-%m-%d") if period == "daily" else day.strftime("%Y-%m")
+        crossed = [t for t in BUDGET_THRESHOLDS_PCT if pct >= t]
+        if not crossed:
+            continue
+        t = crossed[-1]
+        key = f"{kind}:{name}:{period}:{stamp}:{t}"
+        if key in seen:
+            continue
+        seen.add(key)
+        scope = "the fleet" if kind == "global" else f"{kind} {name}"
+        when = "today" if period == "daily" else "this month"
+        out.append(Event(
+            EventName.BUDGET_THRESHOLD, now,
+            f"{scope} used {pct:.0f}% of its {period} burst budget "
+            f"({float(u.total):.2f} of {float(limit):.2f} {currency}) {when}",
+            reason=("no new burst nodes until the period ends" if t >= 100
+                    else "new burst nodes stop at 100%"),
+            team=name if kind == "team" else None,
+            project=name if kind == "project" else None,
+            evidence={"key": key, "scope": kind, "name": name, "period": period,
+                      "threshold_pct": t, "used": round(float(u.total), 4),
+                      "limit": float(limit), "currency": currency},
+            actions=("fleetdeck policies", "fleetdeck report chargeback")))
     return out
