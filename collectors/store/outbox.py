@@ -185,6 +185,12 @@ def delivery_counts(store: Store) -> list[dict[str, Any]]:
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
+def failed_count(store: Store) -> int:
+    """Deliveries given up on (after max_attempts)."""
+    return int(store.con.execute(
+        "SELECT count(*) FROM deliveries WHERE state = 'failed'").fetchall()[0][0])
+
+
 def failures(store: Store, *, limit: int = 20) -> list[dict[str, Any]]:
     """The newest deliveries given up on, with their last error."""
     cur = store.con.execute(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from collectors.store import outbox
+from collectors.errors import InputError
+from collectors.store import Store, outbox
 from console.commands.common import (
     add_format,
     call_engine,
@@ -19,7 +20,7 @@ from console.commands.common import (
     run_async,
     subcommand,
 )
-from console.engine.client import EngineClient
+from console.engine.client import EngineClient, NoEngine
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,22 +86,28 @@ def format_event(e: dict[str, Any]) -> str:
 def events_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
     if args.limit < 0:
-        from collectors.errors import InputError
-
         raise InputError("--limit", None, "a number of events >= 0", got=args.limit)
 
-    async def stream() -> None:
+    async def stream(show: Callable[[dict[str, Any]], None]) -> None:
         async with await EngineClient.connect(loaded.config.socket_path) as c:
             events: AsyncIterator[Any] = c.stream("events", follow=args.follow,
                                                   limit=args.limit)
             async for e in events:
-                out = (json.dumps(e, separators=(",", ":")) if args.format == "json"
-                       else format_event(e))
-                sys.stdout.write(out + "\n")
-                sys.stdout.flush()
+                show(e)
+
+    def show(e: dict[str, Any]) -> None:
+        out = json.dumps(e, separators=(",", ":")) if args.format == "json" else format_event(e)
+        sys.stdout.write(out + "\n")
+        sys.stdout.flush()
 
     try:
-        run_async(stream())
+        run_async(stream(show))
+    except NoEngine:
+        if args.follow:
+            raise
+        with Store.open(loaded.config.store.path, read_only=True) as store:
+            for e in outbox.recent(store, limit=args.limit):
+                show(e.to_json())
     except KeyboardInterrupt:
         pass
     return 0

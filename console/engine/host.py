@@ -74,6 +74,7 @@ class Engine:
         self.status_parts: dict[str, Callable[[], Any]] = {}
         self.runner: Any = None  # the scheduler's JobRunner, once attached
         self.policies: Any = None  # the policy service, once attached
+        self.notify: Any = None  # the notify service, once attached
         self.fleet_id = ""  # the store's id, scoping job names on nodes
         self.handlers.update(status=self._status, db_info=self._db_info, shutdown=self._shutdown)
 

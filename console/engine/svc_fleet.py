@@ -82,6 +82,7 @@ def attach(engine: Engine, telemetry: Telemetry) -> None:
         out = summarize(nodes, rows, queued)
         out.update(engine.policies.burst_summary() if engine.policies
                    else {"burst_spend_today": 0.0, "burst_budget_today": None})
+        out["notify_failed"] = engine.notify.failed_deliveries if engine.notify else 0
         return out
 
     engine.handlers.update(fleet=fleet, summary=summary)

@@ -51,9 +51,11 @@ class NotifyService:
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self.sent_messages = 0
         self.failed_messages = 0
+        self.failed_deliveries = 0  # given up on, in the store (shown in the console header)
 
     async def start(self) -> None:
         self._seen = await self.engine.db.run(outbox.routed_cursor)
+        self.failed_deliveries = await self.engine.db.run(outbox.failed_count)
         self.engine.spawn(self._loop(), "notify")
         self.engine.on_close(self.close)
 
@@ -130,6 +132,7 @@ class NotifyService:
                     s, m.to, m.key, error, retry_at=at))
                 if at is None:
                     self.failed_messages += 1
+                    self.failed_deliveries += len(m.events)
                     log.warning("notify: gave up on %s to %s after %d attempts: %s",
                                 m.key, m.to, m.attempts + 1, error)
                 return
@@ -143,7 +146,8 @@ class NotifyService:
     def summary(self) -> dict[str, Any]:
         """For the engine status: what was sent and given up on since start."""
         return {"channels": len(self.cfg.channels), "sent": self.sent_messages,
-                "failed": self.failed_messages, "in_flight": len(self._busy)}
+                "failed": self.failed_messages, "in_flight": len(self._busy),
+                "failed_deliveries": self.failed_deliveries}
 
     async def status(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         def read(s: Store) -> dict[str, Any]:
@@ -238,6 +242,7 @@ def _give_up(m: Message) -> Callable[[Store], None]:
 async def attach(engine: Engine) -> NotifyService:
     svc = NotifyService(engine)
     await svc.start()
+    engine.notify = svc
     engine.handlers.update(notify_status=svc.status, notify_test=svc.test)
     engine.streams["events"] = svc.events
     engine.status_parts["notify"] = _status_part(svc)

@@ -88,7 +88,11 @@ class SummaryBar(Widget):
         idle = int(s.get("idle_warnings") or 0)
         idle_text = Text("idle GPUs ")
         idle_text.append(f"⚠ {idle}" if idle else "0", style="bold yellow" if idle else "dim")
-        return [(7, nodes), (9, queue), (4, burst), (5, idle_text)]
+        parts: list[Part] = [(7, nodes), (9, queue), (4, burst), (5, idle_text)]
+        failed = int(s.get("notify_failed") or 0)
+        if failed:  # notifications given up on: `fleetdeck notify status` says which
+            parts.append((6, Text(f"notify ✗ {failed} failed", style="bold red")))
+        return parts
 
     @staticmethod
     def _resource(name: str, total: float | None, allocated: float | None,

@@ -106,3 +106,21 @@ def test_route_patterns() -> None:
     assert not matches("job.failed", ("job.succeeded", "idle."))
     assert is_pattern("job.") and is_pattern("budget.threshold")
     assert not is_pattern("job") and not is_pattern("jobs.") and not is_pattern("job.done")
+
+
+def test_events_command_reads_the_store_without_an_engine(tmp_path: Path) -> None:
+    from tests.helpers import cli, one_line_error, write_config
+
+    path = tmp_path / "c.duckdb"
+    with Store.open(path) as s:
+        outbox.emit(s, [Event(EventName.NODE_UNREACHABLE, 5.0, "node n1 is unreachable",
+                              reason="ssh: timeout", node="n1")])
+    config = write_config(tmp_path / "c.toml", path)
+    res = cli("--config", str(config), "events", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    [line] = res.stdout.splitlines()
+    assert '"name":"node.unreachable"' in line and '"node":"n1"' in line
+    res = cli("--config", str(config), "events")
+    assert "node.unreachable" in res.stdout and "(ssh: timeout)" in res.stdout
+    bad = cli("--config", str(config), "events", "--limit", "-1")
+    assert bad.returncode == 2 and "--limit" in one_line_error(bad)
