@@ -128,13 +128,15 @@ def add_deliveries(store: Store, rows: Sequence[tuple[int, Recipient, float]],
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [_CURSOR, str(cursor)])
 
 
-def due(store: Store, now: float, *, limit: int = 5000) -> list[Pending]:
-    """Pending deliveries whose time has come, oldest event first."""
+def due(store: Store, now: float, *, per_recipient: int = 2000) -> list[Pending]:
+    """Pending deliveries whose time has come, oldest event first, at most `per_recipient`
+    for each recipient (one held back by its rate limit never starves the others)."""
     rows = store.con.execute(
         "SELECT e.id, e.body, e.opt_in, d.channel, d.address, d.attempts, d.next_at, "
         "d.message_key FROM deliveries d JOIN events e ON e.id = d.event_id "
-        "WHERE d.state = 'pending' AND d.next_at <= ? ORDER BY e.id LIMIT ?",
-        [_utc(now), limit]).fetchall()
+        "WHERE d.state = 'pending' AND d.next_at <= ? "
+        "QUALIFY row_number() OVER (PARTITION BY d.channel, d.address ORDER BY e.id) <= ? "
+        "ORDER BY e.id", [_utc(now), per_recipient]).fetchall()
     return [Pending(_event(r[:3]), Recipient(r[3], r[4]), int(r[5]), _epoch(r[6]), r[7])
             for r in rows]
 

@@ -23,6 +23,7 @@ from console.engine.metrics import EXPORTED
 from tests.bed.fake_nvml import GIB, FakeGpu
 from tests.bed.prometheus import Prometheus, require_prometheus
 from tests.bed.receivers import HttpReceiver, SmtpServer, free_port, wait_for
+from tests.helpers import one_line_error
 from tests.integration.policies_bed import Engine, node_toml
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
@@ -140,7 +141,15 @@ def test_idle_mail_failed_webhook_down_receiver_and_kill_9(idle_node: Any,
             assert res.returncode == 0, res.stderr
             names = [json.loads(line)["name"] for line in res.stdout.splitlines()]
             assert names.count("job.failed") == 2 and "idle.warned" in names
-        assert _subjects(smtp) == mails_before  # delivered mails are not sent again
+            assert _subjects(smtp) == mails_before  # delivered mails are not sent again
+            res = eng.cli("notify", "test", "mail", "--to", "tester@example.org")
+            assert res.returncode == 0, res.stderr
+            assert "notify.test" in str(smtp.to("tester@example.org")[0]["Subject"])
+            res = eng.cli("notify", "test", "ops")
+            assert res.returncode == 0, res.stderr
+            assert hook.events()[-1]["name"] == "notify.test"
+            bad = eng.cli("notify", "test", "pager")
+            assert bad.returncode == 2 and "no channel 'pager'" in one_line_error(bad)
     finally:
         hook.down()
         smtp.stop()
