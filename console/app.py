@@ -38,6 +38,10 @@ from console.widgets.summary import SummaryBar
 
 SUMMARY_POLL_S = 2.0
 JUMP_S = 8.0  # how long Enter opens a job just submitted (its toast shows as long)
+ME_POLL_S = 30.0
+LIMITED_ROLES = ("member", "viewer")
+# changing keys a member has (on their own jobs); the rest (cordon, drain...) are not offered
+MEMBER_ACTIONS = frozenset({"submit", "stop", "snooze"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class EngineLink:
     loaded: Loaded
     embedded: EmbeddedEngine | None
     readonly: bool = False
+    role: str = "admin"  # the caller's role as the engine's hello says (admin when embedded)
+    user: str | None = None  # the caller as the engine sees it (an SSH login, say)
 
 
 def unsupported(err: BaseException) -> bool:
@@ -163,8 +169,10 @@ class FleetdeckApp(App[int]):
         self.remote = Remote(link.loaded.config.socket_path, readonly=link.readonly)
         self.summary: dict[str, Any] | None = None
         self.engine_down: str = ""
-        self.user = user or getpass.getuser()
+        self.user = user or link.user or getpass.getuser()
         self._user_fixed = user is not None
+        self.role = link.role
+        self.me_text = ""  # a member's quota use and spend today, for the header
         self.last_fleet: list[dict[str, Any]] = []
         self.last_jobs: list[dict[str, Any]] = []
         self.known_users: tuple[str, ...] = ()
@@ -177,11 +185,23 @@ class FleetdeckApp(App[int]):
         return self.link.readonly
 
     @property
+    def limited(self) -> bool:
+        """A member or viewer: the console opens on their own jobs and shows their day."""
+        return self.role in LIMITED_ROLES
+
+    def may(self, action: str) -> bool:
+        """Whether this caller may take `action` (a changing key of a screen) at all."""
+        if self.readonly or self.role == "viewer":
+            return False
+        return self.role != "member" or action in MEMBER_ACTIONS
+
+    @property
     def mode_text(self) -> str:
         where = "embedded engine" if self.link.embedded else "attached"
         source = self.link.loaded.source
         name = Path(source).name if "/" in source else source
-        return f"{name} · {where}" + (" · read-only" if self.readonly else "")
+        role = f" · {self.user} ({self.role})" if self.limited else ""
+        return f"{name} · {where}{role}" + (" · read-only" if self.readonly else "")
 
     def on_mount(self) -> None:
         if self.start_mode != self.current_mode:
@@ -192,6 +212,24 @@ class FleetdeckApp(App[int]):
         if not self._user_fixed:
             self.load_identity()
         self.set_interval(SUMMARY_POLL_S, self.poll_summary)
+        if self.limited:
+            self.poll_me()
+            self.set_interval(ME_POLL_S, self.poll_me)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Submit is not offered to a viewer."""
+        return not (action == "submit" and self.role == "viewer")
+
+    @work(exclusive=True, group="me")
+    async def poll_me(self) -> None:
+        """A member's own numbers for the header: GPUs in use of their quota, spend today."""
+        try:
+            me = await self.remote.call("whoami", channel="summary")
+        except Exception:  # an older engine, or it is down: the header simply omits it
+            return
+        self.me_text = me_line(me)
+        for bar in self.bars():
+            bar.me = self.me_text
 
     # -- polling ---------------------------------------------------------------------------
     @work(exclusive=True, group="summary")
@@ -430,6 +468,15 @@ class FleetdeckApp(App[int]):
         await self.remote.close()
 
 
+def me_line(me: dict[str, Any]) -> str:
+    """`you: 2 of 4 GPUs · 12.40 USD today` from a `whoami` reply."""
+    used = float(me.get("gpus_in_use") or 0.0)
+    quota = me.get("gpu_quota")
+    gpus = f"{used:g} of {float(quota):g} GPUs" if quota is not None else f"{used:g} GPUs"
+    spend = float(me.get("spend_today") or 0.0)
+    return f"you: {gpus} · {spend:.2f} {me.get('currency') or ''} today".replace("  ", " ")
+
+
 async def open_link(loaded: Loaded, *, readonly: bool = False) -> EngineLink:
     """Attach to a running engine, or start an embedded one."""
     try:
@@ -438,7 +485,9 @@ async def open_link(loaded: Loaded, *, readonly: bool = False) -> EngineLink:
         pass
     else:
         await client.close()
-        return EngineLink(loaded, None, readonly)
+        info = client.engine_info
+        return EngineLink(loaded, None, readonly, role=str(info.get("role") or "admin"),
+                          user=info.get("user"))
     embedded = EmbeddedEngine(loaded)
     try:
         await asyncio.to_thread(embedded.start)

@@ -107,7 +107,8 @@ class FleetdeckScreen(Screen[None]):
         bar = self.query_one(SummaryBar)
         bar.where = self.breadcrumb()
         bar.mode = self.fd.mode_text
-        if self.fd.readonly and self.CHANGING:
+        bar.me = self.fd.me_text
+        if any(not self.fd.may(a) for a in self.CHANGING):
             self._hide_changing()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -129,10 +130,12 @@ class FleetdeckScreen(Screen[None]):
         return self.TITLE_TEXT
 
     def _hide_changing(self) -> None:
-        """Read-only: keep the keys (they explain why they do nothing) but hide them."""
+        """Keys this caller may not use (read-only console, or their role): kept (they
+        explain why they do nothing) but not offered in the footer."""
         bindings = self._bindings.key_to_bindings
         for key, items in bindings.items():
-            bindings[key] = [dataclasses.replace(b, show=False) if b.action in self.CHANGING
+            bindings[key] = [dataclasses.replace(b, show=False)
+                             if b.action in self.CHANGING and not self.fd.may(b.action)
                              else b for b in items]
 
     # -- polling while visible ---------------------------------------------------------------
@@ -140,6 +143,7 @@ class FleetdeckScreen(Screen[None]):
         bar = self.query_one(SummaryBar)
         bar.summary = self.fd.summary
         bar.where = self.breadcrumb()
+        bar.me = self.fd.me_text
         bar.notice = f"engine unreachable: {self.fd.engine_down}" if self.fd.engine_down else ""
         self.refresh_data()
         self.polling = self.POLL_S > 0

@@ -157,6 +157,8 @@ class JobsScreen(FleetdeckScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one(KeyedTable).focus()
+        if self.fd.limited:  # a member's console opens on their own jobs
+            self.apply_filter(f"user:{self.fd.user}")
 
     def _tabs_text(self) -> Text:
         t = Text()

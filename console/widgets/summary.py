@@ -33,6 +33,7 @@ class SummaryBar(Widget):
     notice: reactive[str] = reactive("")
     refreshed_at: reactive[float | None] = reactive(None)
     stale_s: reactive[float | None] = reactive(None)
+    me: reactive[str] = reactive("")  # a member's own line: quota use, spend today
 
     def render(self) -> Text:
         width = max(1, self.size.width)
@@ -53,6 +54,8 @@ class SummaryBar(Widget):
                                            s.get("cpu_util_pct"))))
             if not self.notice:
                 status.extend(self._status(s))
+        if self.me:
+            status.append((7, Text(self.me, style="bold")))
         status.extend(self._age())
         if self.mode:
             status.append((1, Text(self.mode, style="dim")))
