@@ -216,10 +216,6 @@ class FleetdeckApp(App[int]):
             self.poll_me()
             self.set_interval(ME_POLL_S, self.poll_me)
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Submit is not offered to a viewer."""
-        return not (action == "submit" and self.role == "viewer")
-
     @work(exclusive=True, group="me")
     async def poll_me(self) -> None:
         """A member's own numbers for the header: GPUs in use of their quota, spend today."""
@@ -364,7 +360,7 @@ class FleetdeckApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "open_submitted":
             return self.jump_to_job is not None and not isinstance(self.screen, ModalScreen)
-        return True
+        return not (action == "submit" and self.role == "viewer")  # not offered to viewers
 
     def action_open_submitted(self) -> None:
         """Open the job just submitted (Enter while its toast shows)."""
