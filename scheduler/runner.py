@@ -24,6 +24,7 @@ from collectors.store.audit import AuditEntry
 from collectors.transport.base import Transport, TransportError
 from scheduler import journal, stop_journal
 from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, Status
+from scheduler.executors.identity import engine_user, job_identity
 from scheduler.fairshare import FairShare, decayed_gpu_hours
 from scheduler.fit import FitPolicy
 from scheduler.jobspec import ARRAY_COUNT_ENV, ARRAY_INDEX_ENV, JobSpec
@@ -356,6 +357,10 @@ class JobRunner:
         if row.state in journal.HOLDING or row.state in journal.TERMINAL:
             out["placement"] = {"node": row.node, "gpu_indices": list(row.gpu_indices),
                                 "gpu_milli": row.gpu_milli, "executor": row.executor}
+            transport = await self.transport(row.node) if row.node else None
+            if transport is not None:
+                ident = job_identity(transport.node, engine_user())
+                out["placement"]["runs_as"] = ident.job_runs_as(row.user, row.executor or "")
         elif self.last_plan is not None:
             key = str(job_id)
             if key in self.last_plan.reservations:

@@ -247,6 +247,8 @@ def explain_cmd(args: argparse.Namespace) -> int:
         p = info["placement"]
         gpus = ",".join(str(i) for i in p["gpu_indices"]) or "-"
         print(f"  on {p['node']} GPUs {gpus} via {p['executor']}")
+        if p.get("runs_as"):
+            print(f"  runs as {p['runs_as']}")
     for e in info.get("burst", []):
         print(f"  burst: {e}")
     if info.get("idle"):

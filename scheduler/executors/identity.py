@@ -47,6 +47,15 @@ class JobIdentity:
             return None
         return owner
 
+    def job_runs_as(self, owner: str, executor: str) -> str:
+        """For `explain`: whom this job runs as on the node, and why."""
+        if executor == "slurm":
+            return f"{self.login} (Slurm jobs are submitted as the login account)"
+        who = self.run_as(owner)
+        if who is not None:
+            return f"{who} (its owner)"
+        return self.login if self.login == owner else f"{self.login} (the login account)"
+
     def describe(self) -> str:
         """For `nodes` and `explain`."""
         return "each job's owner" if self.as_owner else f"{self.login} (the login account)"

@@ -11,7 +11,12 @@ import pytest
 
 from collectors.errors import InputError
 from scheduler.executors import Launch
-from scheduler.executors.identity import NO_SUCH_USER_EXIT, job_identity, resolve_owner_sh
+from scheduler.executors.identity import (
+    NO_SUCH_USER_EXIT,
+    JobIdentity,
+    job_identity,
+    resolve_owner_sh,
+)
 from scheduler.executors.process import start_script
 from scheduler.jobspec import SECRET_MASK, JobSpec
 
@@ -39,6 +44,15 @@ def test_run_as(node: Node, engine: str, owner: str, expected: str | None) -> No
 def test_describe_names_the_login_account() -> None:
     assert job_identity(Node("n", "svc", "ssh"), "root").describe() == "svc (the login account)"
     assert job_identity(Node("n", "root", "ssh"), "x").describe() == "each job's owner"
+
+
+def test_explain_says_whom_a_job_runs_as() -> None:
+    root, svc = JobIdentity("root"), JobIdentity("svc")
+    assert root.job_runs_as("alice", "process") == "alice (its owner)"
+    assert root.job_runs_as("alice", "slurm") == (
+        "root (Slurm jobs are submitted as the login account)")
+    assert svc.job_runs_as("alice", "docker") == "svc (the login account)"
+    assert svc.job_runs_as("svc", "process") == "svc"
 
 
 def test_missing_user_is_one_line_and_its_own_exit_code() -> None:
