@@ -18,30 +18,18 @@ from collectors.errors import NotFoundError
 from collectors.events import Event
 from collectors.store import Store, outbox
 from collectors.store.audit import AuditEntry, record, utc
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.store.db import insert_rows
 from scheduler import job_events, stop_journal
 from scheduler.executors.base import Handle
 from scheduler.fairshare import UsageRecord
 from scheduler.jobspec import JobSpec, expand_array
+from scheduler.states import ACTIVE as ACTIVE
+from scheduler.states import HOLDING as HOLDING
+from scheduler.states import NEXT, STATES, TERMINAL, JobState
 
-ACTIVE = ("starting", "running")
-TERMINAL = ("succeeded", "failed", "stopped", "lost")
-# Preempted: still holding its resources while it gets its notice and grace, then requeued.
-PREEMPTED = "preempted"
-HOLDING = (*ACTIVE, PREEMPTED)  # states whose job holds resources on a node
-STATES = ("queued", *ACTIVE, PREEMPTED, *TERMINAL)
-
-# Allowed transitions; `lost` jobs may be requeued, nothing leaves the other terminal states.
-_NEXT: dict[str, frozenset[str]] = {
-    "queued": frozenset({"starting", "stopped"}),
-    "starting": frozenset({"running", "failed", "stopped", "lost", "queued", "succeeded"}),
-    "running": frozenset({"succeeded", "failed", "stopped", "lost", "queued", PREEMPTED}),
-    PREEMPTED: frozenset({"queued", "stopped", "lost"}),
-    "lost": frozenset({"queued"}),
-    "succeeded": frozenset(),
-    "failed": frozenset({"queued"}),
-    "stopped": frozenset(),
-}
+# The lifecycle lives in scheduler/states.py; these names stay here for callers.
+PREEMPTED = JobState.PREEMPTED
 
 _COLUMNS = ("id", "name", "user", "project", "team", "kind", "executor", "spec", "state",
             "reason", "priority", "pool", "node", "gpu_indices", "gpu_count", "gpu_milli",
@@ -66,7 +54,7 @@ class JobRow:
     kind: str | None
     executor: str
     spec: JobSpec
-    state: str
+    state: JobState
     reason: str | None
     priority: int
     pool: str | None
@@ -125,6 +113,7 @@ def _row(values: Sequence[Any]) -> JobRow:
     d["attempt"] = d["attempt"] or 0
     d["burst"] = bool(d["burst"])
     d["preemptions"] = d["preemptions"] or 0
+    d["state"] = JobState(d["state"])
     return JobRow(**d)
 
 
@@ -147,7 +136,7 @@ def submit(store: Store, spec: JobSpec, *, actor: str, now: float) -> list[int]:
                 "id": job_id, "name": task.name, "user": spec.user,
                 "project": spec.project or None, "team": spec.team or None, "kind": spec.kind,
                 "executor": spec.executor, "spec": json.dumps(task_spec.to_dict()),
-                "state": "queued", "reason": "waiting for the next placement cycle",
+                "state": JobState.QUEUED, "reason": "waiting for the next placement cycle",
                 "priority": spec.priority, "pool": spec.pool,
                 "gpu_count": request.gpu_count, "gpu_milli": request.gpu_milli
                 if request.gpu_count else 0,
@@ -158,10 +147,10 @@ def submit(store: Store, spec: JobSpec, *, actor: str, now: float) -> list[int]:
             })
         insert_rows(con, "jobs", rows)
         insert_rows(con, "job_events", [
-            {"ts": ts, "job_id": i, "from_state": None, "to_state": "queued",
+            {"ts": ts, "job_id": i, "from_state": None, "to_state": JobState.QUEUED,
              "reason": "submitted", "actor": actor} for i in ids])
         target = str(ids[0]) if len(ids) == 1 else f"{ids[0]}-{ids[-1]}"
-        record(con, [AuditEntry(actor, "submit", "job", target,
+        record(con, [AuditEntry(actor, ActionKind.SUBMIT, TargetKind.JOB, target,
                                 f"{spec.name}: {len(ids)} task(s)",
                                 {"gpus": spec.gpus, "executor": spec.executor})], now=now)
     return ids
@@ -172,17 +161,17 @@ class Change:
     """One state change for `transition_many`: `fields` are job columns to set with it."""
 
     job_id: int
-    to_state: str
+    to_state: JobState
     reason: str
     actor: str
-    expect: tuple[str, ...] | None = None  # states it may come from (None: any allowed)
+    expect: tuple[JobState, ...] | None = None  # states it may come from (None: any allowed)
     audit: AuditEntry | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()  # told with it (idle.stopped, job.preempted), if applied
 
 
-def transition(store: Store, job_id: int, to_state: str, *, reason: str, actor: str,
-               now: float, expect: Iterable[str] | None = None,
+def transition(store: Store, job_id: int, to_state: JobState, *, reason: str, actor: str,
+               now: float, expect: Iterable[JobState] | None = None,
                audit: AuditEntry | None = None, events: Sequence[Event] = (),
                **fields: Any) -> JobRow:
     """Move a job to `to_state`, setting `fields` (columns), with an event row and optionally
@@ -218,7 +207,7 @@ def transition_many(store: Store, changes: Sequence[Change], *,
         before = {r.id: r for r in (_row(v) for v in con.execute(
             f"SELECT {_select()} FROM jobs WHERE id IN (SELECT unnest(?::BIGINT[]))",
             [ids]).fetchall())}
-        state: dict[int, str] = {i: r.state for i, r in before.items()}
+        state: dict[int, JobState] = {i: r.state for i, r in before.items()}
         final: dict[int, dict[str, Any]] = {}  # job id -> columns to set (last change wins)
         event_rows: list[dict[str, Any]] = []
         told: list[Event] = []
@@ -229,7 +218,7 @@ def transition_many(store: Store, changes: Sequence[Change], *,
             if current is None:
                 results.append(NotFoundError(f"no job {c.job_id}"))
                 continue
-            if c.to_state not in _NEXT[current] or (c.expect is not None
+            if c.to_state not in NEXT[current] or (c.expect is not None
                                                     and current not in c.expect):
                 results.append(TransitionError(
                     f"job {c.job_id} is {current}; cannot become {c.to_state}"))
@@ -326,7 +315,7 @@ def get(store: Store, job_id: int) -> JobRow:
     return _row(rows[0])
 
 
-def list_jobs(store: Store, *, states: Sequence[str] = (), user: str | None = None,
+def list_jobs(store: Store, *, states: Sequence[JobState] = (), user: str | None = None,
               limit: int | None = None, newest_first: bool = False) -> list[JobRow]:
     sql = f"SELECT {_select()} FROM jobs"
     where: list[str] = []

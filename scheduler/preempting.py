@@ -23,11 +23,13 @@ from collectors.errors import FleetdeckError, NotFoundError
 from collectors.events import Event, EventName
 from collectors.store import Store
 from collectors.store.audit import AuditEntry
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.transport.base import Transport, TransportError
 from scheduler import journal
 from scheduler.executors.base import Executor, ExecutorError
 from scheduler.journal import JobRow
 from scheduler.placement import Preemption, PreemptionRules
+from scheduler.states import JobState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,8 +56,10 @@ def preempt_change(row: JobRow, p: Preemption, rules: PreemptionRules,
         reason=reason, job_id=row.id, job_name=row.name, node=row.node, team=row.team,
         project=row.project, owner=row.user, evidence=evidence,
         actions=(f"fleetdeck explain {row.id}",), opt_in=tuple(row.notify))
-    audit = AuditEntry("scheduler", "preempt", "job", str(row.id), reason, evidence)
-    return journal.Change(row.id, journal.PREEMPTED, reason, "scheduler", ("running",), audit,
+    audit = AuditEntry("scheduler", ActionKind.PREEMPT, TargetKind.JOB, str(row.id), reason,
+                       evidence)
+    return journal.Change(row.id, journal.PREEMPTED, reason, "scheduler", (JobState.RUNNING,),
+                          audit,
                           {}, (event,))
 
 
@@ -113,7 +117,7 @@ class Preempter:
                 await self.executors[row.executor].stop(handle, transport, grace_s=grace_s,
                                                         notice=True)
             await self.commit(journal.Change(
-                row.id, "queued", f"requeued after preemption: {row.reason}", "scheduler",
+                row.id, JobState.QUEUED, f"requeued after preemption: {row.reason}", "scheduler",
                 (journal.PREEMPTED,), None,
                 {"attempt": row.attempt + 1, "preemptions": row.preemptions + 1,
                  "node": None, "gpu_indices": None, "external_id": None, "started_at": None,

@@ -21,6 +21,7 @@ from collectors.errors import FleetdeckError, NotFoundError
 from collectors.events import Event
 from collectors.store import Store
 from collectors.store.audit import AuditEntry
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.transport.base import Transport, TransportError
 from scheduler import journal, stop_journal
 from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, Status
@@ -41,6 +42,7 @@ from scheduler.placement.preemption import PreemptionRules
 from scheduler.preempting import Preempter, StoreRunner
 from scheduler.priority import ClassBook
 from scheduler.quota import QuotaBook
+from scheduler.states import JobState
 from scheduler.stop_journal import StopIntent
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ def allocations(rows: Sequence[JobRow],
             job_id=str(r.id), user=r.user, project=r.project or "", team=r.team or "",
             assignment=a, started_at=epoch(r.started_at) or epoch(r.submitted_at) or 0.0,
             max_runtime_s=r.max_runtime_s, class_priority=cls.priority,
-            preemptible=cls.preemptible and not r.spec.protect and r.state == "running",
+            preemptible=cls.preemptible and not r.spec.protect and r.state == JobState.RUNNING,
             preemptions=r.preemptions, leaving=r.state == journal.PREEMPTED))
     return out
 
@@ -234,8 +236,8 @@ class JobRunner:
             sem = self._slots[node] = asyncio.Semaphore(self.settings.node_concurrency)
         return sem
 
-    async def _tx(self, job_id: int, to_state: str, *, reason: str, actor: str,
-                  expect: Sequence[str] | None = None, audit: AuditEntry | None = None,
+    async def _tx(self, job_id: int, to_state: JobState, *, reason: str, actor: str,
+                  expect: Sequence[JobState] | None = None, audit: AuditEntry | None = None,
                   **fields: Any) -> JobRow:
         return await self._commit(journal.Change(
             job_id, to_state, reason, actor, tuple(expect) if expect is not None else None,
@@ -246,17 +248,17 @@ class JobRunner:
         return await self.db.run(lambda s: journal.submit(s, spec, actor=actor, now=self.clock()))
 
     async def stop(self, job_id: int, *, actor: str, reason: str,
-                   action: str = "stop", evidence: Mapping[str, Any] | None = None,
+                   action: ActionKind = ActionKind.STOP, evidence: Mapping[str, Any] | None = None,
                    requeue: bool = False, grace_s: float | None = None,
                    events: Sequence[Event] = ()) -> JobRow:
         """Stop a job (graceful, then forced after `grace_s`, default the runner's), audited;
         `requeue` puts it back in the queue. `events` are told with the change."""
         row = await self.db.run(lambda s: journal.get(s, job_id))
-        audit = AuditEntry(actor, action, "job", str(job_id), reason, evidence or {})
+        audit = AuditEntry(actor, action, TargetKind.JOB, str(job_id), reason, evidence or {})
         now = self.clock()
-        if row.state == "queued":
+        if row.state == JobState.QUEUED:
             return await self.db.run(lambda s: journal.transition(
-                s, job_id, "stopped", reason=reason, actor=actor, now=now, audit=audit,
+                s, job_id, JobState.STOPPED, reason=reason, actor=actor, now=now, audit=audit,
                 events=events))
         if row.state not in journal.HOLDING:
             raise journal.TransitionError(f"job {job_id} is {row.state}; nothing to stop")
@@ -275,7 +277,7 @@ class JobRunner:
         handle = handle_of(row)
         self._stopping.add(job_id)
         try:
-            if handle is None and row.state == "starting" and row.id not in self._launching:
+            if handle is None and row.state == JobState.STARTING and row.id not in self._launching:
                 # an unconfirmed start (engine restart, node out of reach): it may run there
                 handle = await self._find_started(row)
             if handle is not None:
@@ -296,8 +298,9 @@ class JobRunner:
         fields: dict[str, Any] = {"attempt": row.attempt + 1, "node": None, "gpu_indices": None,
                                   "external_id": None, "started_at": None} if intent.requeue else {}
         ended = await self.db.run(lambda s: journal.transition(
-            s, row.id, "queued" if intent.requeue else "stopped", reason=intent.reason,
-            actor=intent.actor, now=self.clock(), audit=intent.audit(), events=events, **fields))
+            s, row.id, JobState.QUEUED if intent.requeue else JobState.STOPPED,
+            reason=intent.reason, actor=intent.actor, now=self.clock(), audit=intent.audit(),
+            events=events, **fields))
         self._intents.pop(row.id, None)
         return ended
 
@@ -373,13 +376,13 @@ class JobRunner:
         async with self._cycle_lock:
             now = self.clock()
             rows = await self.db.run(lambda s: journal.list_jobs(
-                s, states=("queued", *journal.HOLDING)))
+                s, states=(JobState.QUEUED, *journal.HOLDING)))
             active = [r for r in rows if r.state in journal.ACTIVE]
             rules = self.settings.preemption
             self.preempter.resume(rows, rules)  # after a restart: finish what was begun
-            queued = [r for r in rows if r.state == "queued" and r.id not in self._launching]
+            queued = [r for r in rows if r.state == JobState.QUEUED and r.id not in self._launching]
             for r in active:  # after a restart or an unreachable node: start is idempotent
-                if (r.state == "starting" and r.id not in self._launching
+                if (r.state == JobState.STARTING and r.id not in self._launching
                         and self._unsure.get(r.id, (0.0, 0.0))[1] <= now):
                     self._spawn_launch(r)
             slurm = [r for r in queued if self._slurm_pool(r) is not None]
@@ -451,7 +454,7 @@ class JobRunner:
         where = f"{a.node}" + (f" GPUs {','.join(map(str, a.gpu_indices))}"
                                if a.gpu_indices else "")
         return journal.Change(
-            row.id, "starting", f"placed on {where}", "scheduler", ("queued",), None,
+            row.id, JobState.STARTING, f"placed on {where}", "scheduler", (JobState.QUEUED,), None,
             {"node": a.node, "gpu_indices": list(a.gpu_indices), "gpu_model": model,
              "executor": executor, "pool": pool or (node.pool if node else row.pool)})
 
@@ -471,8 +474,9 @@ class JobRunner:
             transport = await self.transport(row.node)
             if transport is None and fresh:
                 # nothing was sent to the node: back to the queue, same attempt
-                await self._tx(row.id, "queued", reason=f"node {row.node} was unreachable at "
-                               "start; requeued", actor="scheduler", expect=("starting",),
+                await self._tx(row.id, JobState.QUEUED,
+                               reason=f"node {row.node} was unreachable at "
+                               "start; requeued", actor="scheduler", expect=(JobState.STARTING,),
                                node=None, gpu_indices=None, gpu_model=None)
                 return
             if transport is None:
@@ -482,8 +486,8 @@ class JobRunner:
             async with self._slot(row.node):
                 handle = await self.executors[row.executor].start(launch, transport)
             self._unsure.pop(row.id, None)
-            await self._tx(row.id, "running", reason=f"started on {row.node}",
-                           actor="scheduler", expect=("starting",),
+            await self._tx(row.id, JobState.RUNNING, reason=f"started on {row.node}",
+                           actor="scheduler", expect=(JobState.STARTING,),
                            external_id=handle.external_id,
                            started_at=journal.utc(self.clock()))
         except (ExecutorError, ValueError) as e:
@@ -518,7 +522,7 @@ class JobRunner:
 
     async def _failed_start(self, row: JobRow, why: str) -> None:
         retry = row.tries_used < row.spec.retries
-        to = "queued" if retry else "failed"
+        to = JobState.QUEUED if retry else JobState.FAILED
         reason = f"start failed on {row.node}: {why}" + (" (retrying)" if retry else "")
         extra: dict[str, Any] = ({"attempt": row.attempt + 1, "node": None,
                                   "gpu_indices": None} if retry else {})
@@ -527,7 +531,7 @@ class JobRunner:
 
     async def poll(self) -> None:
         """Ask executors about running jobs; record ends with exit codes."""
-        rows = await self.db.run(lambda s: journal.list_jobs(s, states=("running",)))
+        rows = await self.db.run(lambda s: journal.list_jobs(s, states=(JobState.RUNNING,)))
         await asyncio.gather(*(self._poll_one(row) for row in rows))
 
     async def _poll_one(self, row: JobRow) -> None:
@@ -559,7 +563,7 @@ class JobRunner:
             return
         if status.state == "exited":
             ok = status.exit_code == 0
-            to = "succeeded" if ok else "failed"
+            to = JobState.SUCCEEDED if ok else JobState.FAILED
             reason = f"exited with code {status.exit_code}" + (
                 f" ({status.detail})" if status.detail else "")
             ended = journal.utc(status.ended_at) if status.ended_at else journal.utc(now)
@@ -570,15 +574,15 @@ class JobRunner:
             await self.mark_lost(row, f"node {row.node} has no trace of it")
         elif status.deadline_at is not None and now > status.deadline_at:
             with contextlib.suppress(FleetdeckError, journal.TransitionError):
-                await self.stop(row.id, actor="scheduler", action="timeout",
+                await self.stop(row.id, actor="scheduler", action=ActionKind.TIMEOUT,
                                 reason=f"max runtime {row.max_runtime_s:.0f}s reached")
 
     async def mark_lost(self, row: JobRow, why: str) -> None:
         retry = row.tries_used < row.spec.retries
         with contextlib.suppress(journal.TransitionError, NotFoundError):
-            await self._tx(row.id, "lost", reason=why, actor="scheduler")
+            await self._tx(row.id, JobState.LOST, reason=why, actor="scheduler")
             if retry:
-                await self._tx(row.id, "queued", reason=f"requeued after loss: {why}",
+                await self._tx(row.id, JobState.QUEUED, reason=f"requeued after loss: {why}",
                                actor="scheduler", attempt=row.attempt + 1, node=None,
                                gpu_indices=None, external_id=None, started_at=None,
                                ended_at=None)
@@ -604,7 +608,7 @@ class JobRunner:
                 await self.mark_lost(row, f"node {row.node} is gone from the fleet")
                 counts["lost"] += 1
                 return
-            if row.state == "starting":
+            if row.state == JobState.STARTING:
                 if row.id not in self._launching:
                     self._spawn_launch(row)  # start is idempotent: adopts if it already runs
                     counts["restarted"] += 1

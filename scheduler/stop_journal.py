@@ -23,6 +23,7 @@ import duckdb
 
 from collectors.store import Store
 from collectors.store.audit import AuditEntry, utc
+from collectors.store.audit_kinds import ActionKind, TargetKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +33,7 @@ class StopIntent:
     job_id: int
     attempt: int
     actor: str
-    action: str  # the audit action: stop | timeout | idle_stop | preempt ...
+    action: ActionKind  # the audit action: stop | timeout | idle_stop | preempt ...
     reason: str
     grace_s: float
     requested_at_s: float
@@ -41,7 +42,7 @@ class StopIntent:
 
     def audit(self) -> AuditEntry:
         """The one audit row the stop writes when it ends."""
-        return AuditEntry(self.actor, self.action, "job", str(self.job_id), self.reason,
+        return AuditEntry(self.actor, self.action, TargetKind.JOB, str(self.job_id), self.reason,
                           self.evidence)
 
 
@@ -73,6 +74,6 @@ def clear(con: duckdb.DuckDBPyConnection, job_ids: Iterable[int]) -> None:
 def _intent(r: tuple[Any, ...]) -> StopIntent:
     requested: datetime = r[8]  # naive UTC, as every store timestamp
     return StopIntent(
-        job_id=int(r[0]), attempt=int(r[1]), actor=str(r[2]), action=str(r[3]),
+        job_id=int(r[0]), attempt=int(r[1]), actor=str(r[2]), action=ActionKind(r[3]),
         reason=str(r[4]), evidence=json.loads(r[5]) if r[5] else {}, grace_s=float(r[6]),
         requeue=bool(r[7]), requested_at_s=requested.replace(tzinfo=UTC).timestamp())

@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.store.db import insert_rows
 
 
@@ -18,8 +19,8 @@ class AuditEntry:
     """Who did what to which target, why, with what evidence."""
 
     actor: str  # a user name, or policy:<name>
-    action: str  # submit | stop | idle_warn | idle_stop | snooze | burst_provision | cordon ...
-    target_kind: str  # job | node | gpu | instance | config
+    action: ActionKind
+    target_kind: TargetKind
     target: str
     reason: str = ""
     evidence: Mapping[str, Any] = field(default_factory=dict)

@@ -26,6 +26,7 @@ from console.engine.services import list_actions
 from scheduler import journal
 from scheduler.jobspec import CLI_FLAGS, JobSpec
 from scheduler.policies.idle import verdict_numbers
+from scheduler.states import STATES
 
 SOURCE = "command line"
 
@@ -74,7 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=submit_cmd)
 
     p = subcommand(sub, "jobs", "list jobs")
-    p.add_argument("--state", action="append", choices=journal.STATES,
+    p.add_argument("--state", action="append", choices=STATES,
                    help="only jobs in this state (repeat for several)")
     p.add_argument("--user")
     p.add_argument("--limit", type=arg_int(1, 1_000_000), default=200)

@@ -21,6 +21,7 @@ from scheduler.policies.burst import ProvisionDecision
 from scheduler.policies.spend import period_starts
 from scheduler.providers.base import Instance, Offer
 from scheduler.runner import epoch
+from scheduler.states import ACTIVE
 
 ACTIVE_STATES = ("provisioning", "ready", "terminating")
 
@@ -89,7 +90,7 @@ def read_pass(store: Store, now: float, known: set[tuple[int, int]],
         needed = bool(store.con.execute(
             "SELECT count(*) FROM jobs WHERE state IN ('starting', 'running') AND "
             "list_contains(?, node)", [lost]).fetchall()[0][0])
-    active = journal.list_jobs(store, states=journal.ACTIVE) if needed else []
+    active = journal.list_jobs(store, states=ACTIVE) if needed else []
     nodes = [str(r["node"]) for r in rows if r["node"]]
     last_end: dict[str, float] = {}
     if nodes:

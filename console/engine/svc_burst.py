@@ -36,6 +36,7 @@ from collectors.errors import FleetdeckError
 from collectors.events import EventName
 from collectors.store import Store, outbox
 from collectors.store.audit import AuditEntry, utc
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.store.db import insert_rows
 from collectors.transport import TransportError, make_transport
 from collectors.transport.hostkeys import add_known_host
@@ -79,6 +80,7 @@ from scheduler.providers.base import (
 )
 from scheduler.providers.registry import build_providers, unavailable_offers
 from scheduler.runner import allocations, snapshot
+from scheduler.states import ACTIVE, JobState
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
@@ -163,7 +165,8 @@ class BurstManager:
             offer = self.offers.get(str(ev.get("offer")))
             if offer is None or offer.provider not in self.providers:
                 continue
-            act = Action("burst_provision", "instance", str(rid), str(reason), BURST_ACTOR,
+            act = Action(ActionKind.BURST_PROVISION, TargetKind.INSTANCE,
+                         str(rid), str(reason), BURST_ACTOR,
                          to_epoch_s(ts), ev)
             out.append(ProvisionDecision(str(rid), offer, tuple(ev.get("jobs") or ()),
                                          ev.get("team"), ev.get("project"), act))
@@ -372,7 +375,8 @@ class BurstManager:
             now = self.engine.clock()
             self.failed_offers[d.offer.name] = (now + FAILED_OFFER_PAUSE_S, str(e))
             log.warning("burst provision %s failed: %s", d.request_id, e)
-            await self._audit([Action("burst_failed", "instance", d.request_id, str(e),
+            await self._audit([Action(ActionKind.BURST_FAILED, TargetKind.INSTANCE,
+                                      d.request_id, str(e),
                                       BURST_ACTOR, now, {"offer": d.offer.name})])
             self.pending.pop(d.request_id, None)
             return
@@ -483,7 +487,7 @@ class BurstManager:
                                 "WHERE name = ?", [f"burst instance {iid} {state}", r["node"]])
                 if lost:
                     insert_rows(con, "actions", [Action(
-                        "burst_lost", "instance", iid, reason, BURST_ACTOR, now,
+                        ActionKind.BURST_LOST, TargetKind.INSTANCE, iid, reason, BURST_ACTOR, now,
                         {"node": r.get("node"), "provider": r.get("provider"),
                          "market": r.get("market")}).audit_row()])
 
@@ -495,14 +499,15 @@ class BurstManager:
         """A job of a lost node: it cannot be stopped there; lost, then queued again."""
         job_id = int(a.target)
         now = self.engine.clock()
-        audit = AuditEntry(a.actor, a.kind, "job", a.target, a.reason, dict(a.evidence))
+        audit = AuditEntry(a.actor, a.kind, TargetKind.JOB, a.target, a.reason, dict(a.evidence))
 
         def move(store: Store) -> None:
             row = journal.get(store, job_id)
-            if row.state not in journal.ACTIVE:
+            if row.state not in ACTIVE:
                 return
-            journal.transition(store, job_id, "lost", reason=a.reason, actor=a.actor, now=now)
-            journal.transition(store, job_id, "queued", reason=a.reason, actor=a.actor,
+            journal.transition(store, job_id, JobState.LOST,
+                               reason=a.reason, actor=a.actor, now=now)
+            journal.transition(store, job_id, JobState.QUEUED, reason=a.reason, actor=a.actor,
                                now=now, audit=audit, attempt=row.attempt + 1, node=None,
                                gpu_indices=None, external_id=None, started_at=None,
                                ended_at=None)

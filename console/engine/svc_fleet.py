@@ -10,6 +10,7 @@ from console.engine.server import Caller
 from console.engine.svc_telemetry import node_json, stored_fleet
 from scheduler import journal
 from scheduler.journal import JobRow
+from scheduler.states import ACTIVE, JobState
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _active(store: Store) -> tuple[list[JobRow], int]:
-    rows = journal.list_jobs(store, states=journal.ACTIVE)
+    rows = journal.list_jobs(store, states=ACTIVE)
     queued = int(store.con.execute(
         "SELECT count(*) FROM jobs WHERE state = 'queued'").fetchall()[0][0])
     return rows, queued
@@ -60,7 +61,7 @@ def summarize(nodes: list[dict[str, Any]], rows: list[JobRow], queued: int) -> d
         "nodes_degraded": states.count("degraded"),
         "nodes_unreachable": states.count("unreachable"),
         "queue_len": queued,
-        "running_jobs": sum(1 for r in rows if r.state == "running"),
+        "running_jobs": sum(1 for r in rows if r.state == JobState.RUNNING),
         "idle_warnings": sum(1 for g in gpus if g["idle"]),
     }
 

@@ -23,6 +23,7 @@ from collectors.events import Event, EventName
 from collectors.notify.route import Directory, Message, Person, plan, recipients, retry_at
 from collectors.store import Store, outbox
 from collectors.store.audit import AuditEntry, record
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.store.outbox import Recipient
 from console.engine.notify_send import SendError, send
 from console.engine.protocol import RequestError
@@ -187,7 +188,7 @@ class NotifyService:
                                    timeout=2 * channel.timeout_s + 1.0)
         except (SendError, TimeoutError) as e:
             raise RequestError("failed", str(e) or f"{name}: timed out") from None
-        entry = AuditEntry(caller.user, "notify_test", "config", name,
+        entry = AuditEntry(caller.user, ActionKind.NOTIFY_TEST, TargetKind.CONFIG, name,
                            f"test message to {address or channel.url}")
 
         def audit(s: Store) -> None:

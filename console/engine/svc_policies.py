@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from collectors.errors import FleetdeckError, NotFoundError
 from collectors.store import Store, outbox
 from collectors.store.audit import utc
+from collectors.store.audit_kinds import ActionKind
 from collectors.store.db import insert_rows
 from console.engine.idle_inputs import (
     BlindSpot,
@@ -57,6 +58,7 @@ from scheduler.policies.idle import (
     restore_idle_state,
 )
 from scheduler.runner import allocations, epoch, snapshot
+from scheduler.states import ACTIVE, JobState
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
@@ -166,7 +168,7 @@ class PolicyService:
         since = now - lookback
 
         def read(store: Store) -> tuple[list[Any], Any, Any]:
-            rows = journal.list_jobs(store, states=("running",))
+            rows = journal.list_jobs(store, states=(JobState.RUNNING,))
             jobs = running_gpu_jobs(store, rows, since)
             enabled = [j for j in jobs if cfg.settings_for(j)[0].enabled]
             gpu, cpu = usage_rows(store, enabled, since) if enabled else ([], [])
@@ -206,7 +208,7 @@ class PolicyService:
             row = await self.engine.db.run(lambda st: journal.get(st, int(a.target)))
             told = idle_event(a, row)
             await self.engine.runner.stop(
-                int(a.target), actor=IDLE_ACTOR, reason=a.reason, action="idle_stop",
+                int(a.target), actor=IDLE_ACTOR, reason=a.reason, action=ActionKind.IDLE_STOP,
                 evidence=json.loads(a.audit_row()["evidence"]), requeue=s.requeue,
                 grace_s=s.stop_timeout_s, events=[told] if told is not None else [])
         except (NotFoundError, journal.TransitionError):
@@ -257,7 +259,7 @@ class PolicyService:
             await self._apply_health(result)
 
     async def _snapshot(self, now: float) -> FleetSnapshot:
-        rows = await self.engine.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
+        rows = await self.engine.db.run(lambda s: journal.list_jobs(s, states=ACTIVE))
         return snapshot(self.telemetry.inventory(), allocations(rows), now)
 
     async def _apply_health(self, result: hp.HealthResult, *,
@@ -298,7 +300,7 @@ class PolicyService:
             try:
                 await self.engine.runner.stop(
                     int(job_id), actor=a.actor if a else HEALTH_ACTOR,
-                    reason=a.reason if a else "GPU unhealthy", action="health_requeue",
+                    reason=a.reason if a else "GPU unhealthy", action=ActionKind.HEALTH_REQUEUE,
                     evidence=dict(a.evidence) if a else {}, requeue=True)
             except (NotFoundError, journal.TransitionError):
                 pass
@@ -367,7 +369,7 @@ class PolicyService:
             row = await self.engine.db.run(lambda s: journal.get(s, job_id))
         except NotFoundError as e:
             raise RequestError("not_found", str(e)) from None
-        if row.state not in ("queued", *journal.ACTIVE):
+        if row.state not in (JobState.QUEUED, *ACTIVE):
             raise RequestError("refused", f"job {job_id} is {row.state}; nothing to snooze")
         if row.user != caller.user and caller.uid not in (0, os.getuid()):
             raise RequestError("refused", f"{caller.user} may not snooze {row.user}'s job "

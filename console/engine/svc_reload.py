@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from collectors.errors import InputError
 from collectors.store import Store
 from collectors.store.audit import AuditEntry, record
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from console.config import Config, load
 from console.engine.protocol import RequestError
 from console.engine.server import Caller
@@ -63,7 +64,8 @@ async def reload_config(engine: Engine, *, actor: str) -> dict[str, Any]:
 
     def audit(store: Store) -> None:
         with store.transaction() as con:
-            record(con, [AuditEntry(actor, "config_reload", "config", engine.loaded.source,
+            record(con, [AuditEntry(actor, ActionKind.CONFIG_RELOAD, TargetKind.CONFIG,
+                                    engine.loaded.source,
                                     reason, evidence)], now=engine.clock())
 
     await engine.db.run(audit)

@@ -4,7 +4,7 @@ Policies return `Action`s; the engine executes them (unless `dry_run`) and write
 `action.audit_row()` into `actions`, one row per action. Evidence is JSON-able data
 (numbers, strings, lists, small maps) saying why.
 
-Action kinds (`Action.kind`, the `actions.action` column):
+Action kinds (`Action.kind`: `ActionKind`, the `actions.action` column):
 
 kind (target_kind, actor): what the engine does
 - idle_warn (job, policy:idle): shows the warning (console, audit)
@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from collectors.store.audit_kinds import ActionKind, TargetKind
+
 IDLE_ACTOR = "policy:idle"
 BURST_ACTOR = "policy:burst"
 HEALTH_ACTOR = "policy:health"
@@ -42,8 +44,8 @@ HEALTH_ACTOR = "policy:health"
 class Action:
     """One decided action with who, what, why and when."""
 
-    kind: str  # see the module table
-    target_kind: str  # job | node | gpu | instance | config
+    kind: ActionKind  # see the module table
+    target_kind: TargetKind
     target: str  # job id, node name, "node:gpu_index", instance or request id
     reason: str  # one line a person reads
     actor: str  # a user name, or policy:<name>
@@ -103,7 +105,7 @@ def snooze_action(snooze: Snooze, now: float) -> Action:
     """The audit row for a snooze request; a snooze needs a reason."""
     if not snooze.reason.strip():
         raise ValueError("a snooze needs a reason")
-    return Action("snooze", "job", snooze.job_id, snooze.reason, snooze.user, now,
+    return Action(ActionKind.SNOOZE, TargetKind.JOB, snooze.job_id, snooze.reason, snooze.user, now,
                   {"until": snooze.until, "duration_s": max(0.0, snooze.until - now)})
 
 

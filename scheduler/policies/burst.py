@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.models import FleetSnapshot, NodeCapacity, ResourceRequest
 from scheduler.policies.audit import BURST_ACTOR, Action, fmt_duration
 from scheduler.policies.spend import BudgetUse, BurstInstance, Period, ScopeKey, budget_use
@@ -305,7 +306,8 @@ def evaluate_burst(
             ev["offers"] = {name: w for name, _, w, _ in refusals}
             verdicts[job.job_id] = BurstVerdict(job.job_id, "refused", reason, ev)
             announce(f"refuse:{job.job_id}", code,
-                     Action("burst_refuse", "job", job.job_id, reason, BURST_ACTOR, now, ev))
+                     Action(ActionKind.BURST_REFUSE, TargetKind.JOB,
+                            job.job_id, reason, BURST_ACTOR, now, ev))
             continue
         rid = _fresh_request_id(job, used_rids)
         used_rids.add(rid)
@@ -323,7 +325,8 @@ def evaluate_burst(
                    "skipped_offers": {name: w for name, _, w, _ in refusals}})
         reason = (f"job {job.job_id} waited {fmt_duration(waited)}, on-prem GPUs it could use "
                   f"{pct:.0f}% allocated: {chosen.describe()}")
-        act = Action("burst_provision", "instance", rid, reason, BURST_ACTOR, now, ev,
+        act = Action(ActionKind.BURST_PROVISION, TargetKind.INSTANCE,
+                     rid, reason, BURST_ACTOR, now, ev,
                      dry_run=config.dry_run)
         verdicts[job.job_id] = BurstVerdict(job.job_id, "provision",
                                             f"provisioning {chosen.describe()} ({rid})", ev)
@@ -479,7 +482,8 @@ def _teardown(active: Sequence[BurstInstance], instances: Sequence[BurstInstance
                 reason = (f"burst node {i.node} idle {fmt_duration(now - idle_since)} with no "
                           f"fleetdeck job (idle_teardown_s {config.idle_teardown_s:g})")
         if reason is not None:
-            act = Action("burst_terminate", "instance", i.instance_id, reason, BURST_ACTOR, now,
+            act = Action(ActionKind.BURST_TERMINATE, TargetKind.INSTANCE,
+                         i.instance_id, reason, BURST_ACTOR, now,
                          ev, dry_run=config.dry_run)
             out.append(TerminateDecision(i.instance_id, i.provider, reason, act))
     requeues: list[Action] = []
@@ -489,7 +493,7 @@ def _teardown(active: Sequence[BurstInstance], instances: Sequence[BurstInstance
         for r in snapshot.running:
             if r.assignment.node == i.node:
                 requeues.append(Action(
-                    "burst_requeue", "job", r.job_id,
+                    ActionKind.BURST_REQUEUE, TargetKind.JOB, r.job_id,
                     f"burst node {i.node} lost ({i.provider} {i.instance_id}, "
                     f"{i.market}): requeued", BURST_ACTOR, now,
                     {"instance_id": i.instance_id, "node": i.node, "provider": i.provider}))

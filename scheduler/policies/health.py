@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.models import FleetSnapshot, NodeCapacity
 from scheduler.policies.audit import HEALTH_ACTOR, Action, to_epoch_s
 from scheduler.providers.base import doc
@@ -160,7 +161,8 @@ class _Run:
         rec = dataclasses.replace(rec, broken_from=ts, reason=reason, uuid=rec.uuid or uuid)
         self.gpus[key] = rec
         self.opened.append(GpuHealthInterval(key[0], key[1], rec.uuid, ts, None, reason))
-        self.actions.append(Action("gpu_unhealthy", "gpu", f"{key[0]}:{key[1]}", reason,
+        self.actions.append(Action(ActionKind.GPU_UNHEALTHY, TargetKind.GPU,
+                                   f"{key[0]}:{key[1]}", reason,
                                    HEALTH_ACTOR, self.now, {**evidence, "broken_from": ts}))
 
     def recover(self, key: GpuKey, ts: float, reason: str, actor: str = HEALTH_ACTOR) -> None:
@@ -169,7 +171,8 @@ class _Run:
             return
         self.closed.append(GpuHealthInterval(key[0], key[1], rec.uuid, rec.broken_from, ts,
                                              rec.reason or ""))
-        self.actions.append(Action("gpu_recovered", "gpu", f"{key[0]}:{key[1]}", reason, actor,
+        self.actions.append(Action(ActionKind.GPU_RECOVERED, TargetKind.GPU,
+                                   f"{key[0]}:{key[1]}", reason, actor,
                                    self.now, {"broken_from": rec.broken_from,
                                               "broken_until": ts, "was": rec.reason}))
         self.gpus[key] = dataclasses.replace(rec, broken_from=None, reason=None)
@@ -278,7 +281,7 @@ def _finish(run: _Run, snapshot: FleetSnapshot, config: HealthConfig,
             run.drained.add(node)
             drain.append(node)
             run.actions.append(Action(
-                "drain", "node", node,
+                ActionKind.DRAIN, TargetKind.NODE, node,
                 f"drained: {recs[0].reason}" + (f" (+{len(recs) - 1} more GPUs)"
                                                  if len(recs) > 1 else ""),
                 actor, run.now, {"gpus": sorted(r.gpu_index for r in recs),
@@ -292,14 +295,15 @@ def _finish(run: _Run, snapshot: FleetSnapshot, config: HealthConfig,
                         continue
                     requeue.append(r.job_id)
                     run.actions.append(Action(
-                        "health_requeue", "job", r.job_id,
+                        ActionKind.HEALTH_REQUEUE, TargetKind.JOB, r.job_id,
                         f"requeued: GPU {sorted(bad & set(a.gpu_indices))} on {node} unhealthy",
                         actor, run.now, {"node": node, "gpus": list(a.gpu_indices)}))
     for node in sorted(run.drained):
         if node not in broken_by_node:
             run.drained.discard(node)
             undrain.append(node)
-            run.actions.append(Action("undrain", "node", node, "no unhealthy GPU left",
+            run.actions.append(Action(ActionKind.UNDRAIN, TargetKind.NODE,
+                                      node, "no unhealthy GPU left",
                                       actor, run.now, {}))
     state = HealthState(dict(run.gpus), frozenset(run.drained), carry.events_until)
     return HealthResult(tuple(run.actions), state, tuple(run.opened), tuple(run.closed),
@@ -308,7 +312,8 @@ def _finish(run: _Run, snapshot: FleetSnapshot, config: HealthConfig,
 
 def cordon(node: str, user: str, reason: str, now: float) -> Action:
     """An admin's cordon: no new placements on `node` until uncordoned."""
-    return Action("cordon", "node", node, reason or "cordoned by hand", user, now, {})
+    return Action(ActionKind.CORDON, TargetKind.NODE,
+                  node, reason or "cordoned by hand", user, now, {})
 
 
 def uncordon(node: str, user: str, reason: str, snapshot: FleetSnapshot, config: HealthConfig,
@@ -316,7 +321,8 @@ def uncordon(node: str, user: str, reason: str, snapshot: FleetSnapshot, config:
     """An admin's uncordon: also declares the node's GPUs healthy (closes their intervals) and
     lifts a health drain. The `uncordon` action comes first."""
     run = _Run(state, now)
-    run.actions.append(Action("uncordon", "node", node, reason or "uncordoned by hand", user,
+    run.actions.append(Action(ActionKind.UNCORDON, TargetKind.NODE,
+                              node, reason or "uncordoned by hand", user,
                               now, {}))
     for key in sorted(k for k, r in run.gpus.items() if k[0] == node and r.broken):
         run.recover(key, now, f"GPU {key[1]} on {node} declared healthy by {user}", user)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.policies.audit import (
     IDLE_ACTOR,
     Action,
@@ -541,7 +542,7 @@ def _advance(job: IdleJob, prev: IdleJobState | None, s: IdleSettings, ev: dict[
     if st.phase == "idle" and idle_for + _EPS >= max(s.warn_after_s, s.window_s):
         ev_w = {**ev, "stop_after_s": s.stop_after_s, "stop_at": now + s.stop_after_s}
         actions.append(Action(
-            "idle_warn", "job", job.job_id,
+            ActionKind.IDLE_WARN, TargetKind.JOB, job.job_id,
             f"idle {fmt_duration(idle_for)}: {reason}; stop in {fmt_duration(s.stop_after_s)}",
             IDLE_ACTOR, now, ev_w, dry_run=s.dry_run))
         st = dataclasses.replace(st, phase="warned", warned_at=now, evidence=ev_w,
@@ -551,11 +552,11 @@ def _advance(job: IdleJob, prev: IdleJobState | None, s: IdleSettings, ev: dict[
         ev_s = {**ev, "warned_at": st.warned_at, "stop_timeout_s": s.stop_timeout_s,
                 "requeue": s.requeue}
         actions.append(Action(
-            "idle_stop", "job", job.job_id,
+            ActionKind.IDLE_STOP, TargetKind.JOB, job.job_id,
             f"idle {fmt_duration(idle_for)}, warned {fmt_duration(now - st.warned_at)} ago: "
             f"{reason}", IDLE_ACTOR, now, ev_s, dry_run=s.dry_run))
         if s.requeue:
-            actions.append(Action("idle_requeue", "job", job.job_id,
+            actions.append(Action(ActionKind.IDLE_REQUEUE, TargetKind.JOB, job.job_id,
                                   "requeued after idle stop (policy requeue = true)",
                                   IDLE_ACTOR, now, {"warned_at": st.warned_at},
                                   dry_run=s.dry_run))
@@ -566,7 +567,8 @@ def _advance(job: IdleJob, prev: IdleJobState | None, s: IdleSettings, ev: dict[
 
 def _clear(job: IdleJob, prev: IdleJobState, why: str, ev: Mapping[str, Any],
            now: float) -> Action:
-    return Action("idle_clear", "job", job.job_id, f"idle warning cleared: {why}", IDLE_ACTOR,
+    return Action(ActionKind.IDLE_CLEAR, TargetKind.JOB,
+                  job.job_id, f"idle warning cleared: {why}", IDLE_ACTOR,
                   now, {**ev, "warned_at": prev.warned_at, "phase": prev.phase},
                   dry_run=prev.dry_run)
 
