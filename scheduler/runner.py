@@ -420,8 +420,9 @@ class JobRunner:
             if result.preemptions and rules is not None:
                 await self.preempter.act(result.preemptions, active, rules, self.db)
             # only reasons that changed since the stored ones (most cycles: none)
-            reasons = {r.id: result.pending[str(r.id)] for r in placeable
-                       if str(r.id) in result.pending and r.reason != result.pending[str(r.id)]}
+            texts = {tid: why.text for tid, why in result.pending.items()}
+            reasons = {r.id: texts[str(r.id)] for r in placeable
+                       if str(r.id) in texts and r.reason != texts[str(r.id)]}
             if reasons:
                 await self.db.run(lambda s: journal.set_reasons(s, reasons))
             return result

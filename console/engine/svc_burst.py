@@ -54,6 +54,7 @@ from console.engine.burst_store import (
 )
 from scheduler import journal
 from scheduler.models import ResourceRequest
+from scheduler.placement import WaitKind
 from scheduler.policies.audit import BURST_ACTOR, Action, to_epoch_s
 from scheduler.policies.burst import (
     BurstState,
@@ -313,7 +314,7 @@ class BurstManager:
         for q in queued:
             reason = plan.pending.get(str(q.id))
             request = self._requests.get((q.id, q.attempt))
-            if reason is None or "quota" in reason or request is None:
+            if reason is None or reason.kind is WaitKind.QUOTA or request is None:
                 continue  # placed this cycle, or waiting for quota, not capacity
             out.append(WaitingJob(job_id=str(q.id), request=request,
                                   waiting_since=q.waiting_since, team=q.team,

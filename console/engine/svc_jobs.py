@@ -313,7 +313,7 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
             return {"placeable": True, "node": a.node, "gpu_indices": list(a.gpu_indices),
                     "reason": f"would start now on {a.node}"}
         return {"placeable": False, "node": None, "gpu_indices": [],
-                "reason": result.pending.get("preview", "would wait")}
+                "reason": result.explain("preview") or "would wait"}
 
     async def suggest_handler(caller: Caller, params: Mapping[str, Any]) -> Any:
         user = str(params.get("user") or caller.user)

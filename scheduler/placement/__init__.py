@@ -3,10 +3,20 @@
 - `plan` (pure): snapshot and queue in, a `PlacementPlan` out (priorities, quotas, EASY backfill).
 - `reservations`: the earliest start a blocked task is promised, which backfill must not delay.
 - `preemption`: which running jobs to preempt (reclaim a guarantee, higher class)
-- `reasons`: the one-line texts saying why a task waits.
+- `reasons`: why a task waits (`WaitReason`: a `WaitKind` and one line a person reads).
 """
 
 from scheduler.placement.plan import PlacementPlan, QueuedTask, plan
 from scheduler.placement.preemption import Preemption, PreemptionRules, PreemptKind
+from scheduler.placement.reasons import WaitKind, WaitReason
 
-__all__ = ["PlacementPlan", "PreemptKind", "Preemption", "PreemptionRules", "QueuedTask", "plan"]
+__all__ = [
+    "PlacementPlan",
+    "PreemptKind",
+    "Preemption",
+    "PreemptionRules",
+    "QueuedTask",
+    "WaitKind",
+    "WaitReason",
+    "plan",
+]

@@ -43,7 +43,14 @@ from scheduler.placement.preemption import (
     reclaim_why,
     victim_text,
 )
-from scheduler.placement.reasons import capacity_reason, duration_text, eta_text, never_reason
+from scheduler.placement.reasons import (
+    WaitKind,
+    WaitReason,
+    capacity_reason,
+    duration_text,
+    eta_text,
+    never_reason,
+)
 from scheduler.placement.reservations import Reservation, reserve
 from scheduler.quota import QuotaBook, QuotaLedger
 
@@ -87,7 +94,8 @@ class QueuedTask:
 class PlacementPlan:
     """The outcome of one cycle.
 
-    `assignments` in placement order; `pending` a one-line reason per task that waits;
+    `assignments` in placement order; `pending` why each task that waits does (its kind and
+    one line);
     `reservations` the reserved start (epoch seconds) of the blocked head task, with its
     planned assignment in `reserved`; `backfilled` the tasks placed ahead of a task that waits
     for capacity; `preemptions` the running jobs to stop (with notice) and requeue so that
@@ -95,7 +103,7 @@ class PlacementPlan:
     """
 
     assignments: list[tuple[str, Assignment]] = field(default_factory=list)
-    pending: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, WaitReason] = field(default_factory=dict)
     reservations: dict[str, float] = field(default_factory=dict)
     reserved: dict[str, Assignment] = field(default_factory=dict)
     backfilled: frozenset[str] = frozenset()
@@ -105,7 +113,7 @@ class PlacementPlan:
         """One line on what this cycle decided for `task_id` (None if it was not queued)."""
         why = self.pending.get(task_id)
         if why is not None:
-            return why
+            return why.text
         for tid, a in self.assignments:
             if tid == task_id:
                 gpus = ", ".join(str(i) for i in a.gpu_indices)
@@ -153,7 +161,7 @@ def plan(
         ledger = QuotaLedger(quotas, snapshot.running, idle, lend=preemption is not None)
     search = (None if preemption is None
               else VictimSearch(state, snapshot.running, preemption, now, ledger))
-    preempting: dict[str, str] = {}  # task id -> why it waits for preempted jobs
+    preempting: dict[str, WaitReason] = {}  # task id -> why it waits for preempted jobs
     preemptions: list[Preemption] = []
 
     def try_preempt(t: QueuedTask, k: RequestShape, milli: int) -> bool:
@@ -272,13 +280,17 @@ def plan(
         reservations[res.task_id] = res.start
         reserved[res.task_id] = res.assignment
         eta = eta_text(res.start - now)
-        pending[res.task_id] += f"; reserved on node {res.assignment.node}, starts {eta}"
+        pending[res.task_id] = pending[res.task_id].noted(
+            f"reserved on node {res.assignment.node}, starts {eta}"
+        )
         for tid, task in behind.items():
             pending[tid] = _behind_reason(res, task, now)
     for tid in unestimated:
-        pending[tid] += "; no start estimate (what it needs is held by jobs without a max runtime)"
+        pending[tid] = pending[tid].noted(
+            "no start estimate (what it needs is held by jobs without a max runtime)"
+        )
     for tid in stopped:
-        pending[tid] = f"waiting: behind job {head} (backfill is off)"
+        pending[tid] = WaitReason(WaitKind.BEHIND, f"waiting: behind job {head} (backfill is off)")
     pending.update(preempting)
     return PlacementPlan(assignments, pending, reservations, reserved, frozenset(backfilled),
                          preemptions)
@@ -292,12 +304,15 @@ def _claim_reason(claim: Claim, t: QueuedTask, ledger: QuotaLedger | None, milli
     return f"priority: job {t.id} (priority {t.class_priority}) outranks lower classes"
 
 
-def _waiting_for(claim: Claim, rules: PreemptionRules | None) -> str:
+def _waiting_for(claim: Claim, rules: PreemptionRules | None) -> WaitReason:
     ids = [r.job_id for r in (*claim.victims, *claim.leaving)]
     jobs = ("job " if len(ids) == 1 else "jobs ") + ", ".join(ids)
     grace = f" (grace {duration_text(rules.grace_s)})" if rules is not None else ""
-    return (f"waiting: preempting {jobs} on node {claim.node} ({claim.kind}){grace}; "
-            "starts when they leave")
+    return WaitReason(
+        WaitKind.PREEMPTING,
+        f"waiting: preempting {jobs} on node {claim.node} ({claim.kind}){grace}; "
+        "starts when they leave",
+    )
 
 
 def _try_reserve(
@@ -321,30 +336,30 @@ def _reasons(
     never: dict[str, ResourceRequest],
     waiting: dict[str, ResourceRequest],
     quota_why: dict[str, str],
-) -> dict[str, str]:
-    pending: dict[str, str] = {}
-    memo: dict[RequestShape, str] = {}
+) -> dict[str, WaitReason]:
+    pending: dict[str, WaitReason] = {}
+    memo: dict[RequestShape, WaitReason] = {}
     for tid, req in never.items():
         k = RequestShape.of(req)
-        text = memo.get(k)
-        if text is None:
-            text = memo[k] = never_reason(state, req)
-        pending[tid] = text
+        why = memo.get(k)
+        if why is None:
+            why = memo[k] = WaitReason(WaitKind.NEVER_FITS, never_reason(state, req))
+        pending[tid] = why
     memo.clear()
     for tid, req in waiting.items():
         k = RequestShape.of(req)
-        text = memo.get(k)
-        if text is None:
-            text = memo[k] = "waiting: " + capacity_reason(state, req)
-        pending[tid] = text
-    for tid, why in quota_why.items():
-        pending[tid] = "waiting: " + why
+        why = memo.get(k)
+        if why is None:
+            why = memo[k] = WaitReason(WaitKind.CAPACITY, "waiting: " + capacity_reason(state, req))
+        pending[tid] = why
+    for tid, text in quota_why.items():
+        pending[tid] = WaitReason(WaitKind.QUOTA, "waiting: " + text)
     return pending
 
 
-def _behind_reason(res: Reservation, task: QueuedTask, now: float) -> str:
+def _behind_reason(res: Reservation, task: QueuedTask, now: float) -> WaitReason:
     left = res.start - now
     text = f"waiting: behind reservation for job {res.task_id} (starts {eta_text(left)})"
     if left >= 60 and (task.max_runtime_s is None or task.max_runtime_s > left):
         text += f"; with a max runtime under {duration_text(left)} it could start now"
-    return text
+    return WaitReason(WaitKind.BEHIND, text)

@@ -1,12 +1,40 @@
-"""Human-readable pieces of pending reasons: request descriptions, sizes, times."""
+"""Why a task waits: `WaitReason` (a `WaitKind` and one line a person reads), and the
+human-readable pieces of that line: request descriptions, sizes, times."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from scheduler.fit import FleetState
 from scheduler.models import ResourceRequest
 from scheduler.quota import gpus_text
+
+
+class WaitKind(StrEnum):
+    """What a task waits for."""
+
+    NEVER_FITS = "never_fits"  # not even on an empty fleet
+    CAPACITY = "capacity"  # free resources (it may hold the backfill reservation)
+    QUOTA = "quota"  # its user, project or team is over quota
+    BEHIND = "behind"  # fits now, but would delay the reserved task (or backfill is off)
+    PREEMPTING = "preempting"  # running jobs are being preempted for it; starts when they leave
+
+
+@dataclass(frozen=True, slots=True)
+class WaitReason:
+    """Why a queued task did not start this cycle: `kind` for programs, `text` for people."""
+
+    kind: WaitKind
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    def noted(self, note: str) -> WaitReason:
+        """The same reason with "; `note`" appended to its text."""
+        return WaitReason(self.kind, f"{self.text}; {note}")
+
 
 _BINARY = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 

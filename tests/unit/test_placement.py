@@ -15,7 +15,7 @@ from scheduler.models import (
     ResourceRequest,
     RunningAllocation,
 )
-from scheduler.placement import PlacementPlan, QueuedTask, plan
+from scheduler.placement import PlacementPlan, QueuedTask, WaitKind, plan
 from scheduler.quota import Quota, QuotaBook
 
 GIB = 1 << 30
@@ -131,6 +131,10 @@ def cycle(
     )
 
 
+def texts(p: PlacementPlan) -> dict[str, str]:
+    return {tid: why.text for tid, why in p.pending.items()}
+
+
 def placed(p: PlacementPlan) -> dict[str, Assignment]:
     return dict(p.assignments)
 
@@ -145,7 +149,7 @@ def test_four_quarter_jobs_share_one_gpu_and_a_fifth_waits() -> None:
     assert sorted(got) == ["q0", "q1", "q2", "q3"]
     assert {(a.node, a.gpu_indices, a.gpu_milli) for a in got.values()} == {("solo", (0,), 250)}
     assert p.explain("q0") == "starts now on node solo GPU 0 (0.25 of it)"
-    assert p.pending == {
+    assert texts(p) == {
         "q4": "waiting: needs 0.25 GPU, no eligible GPU has any share free; "
         "reserved on node solo, starts in ~1h"
     }
@@ -156,7 +160,7 @@ def test_shares_fill_a_partly_used_gpu_before_waiting_with_the_largest_share() -
     snap = with_running([node("n1", 1)], [running("r", "n1", (0,), milli=600)])
     p = cycle(snap, [task("a", 0.25), task("b", 0.25)])
     assert list(placed(p)) == ["a"]
-    assert p.pending["b"].startswith(
+    assert p.pending["b"].text.startswith(
         "waiting: needs 0.25 GPU, largest free share is 0.15 GPU on node n1; no start estimate"
     )
 
@@ -171,7 +175,7 @@ def test_whole_gpu_never_lands_on_a_shared_gpu() -> None:
     snap = with_running([node("n1", 2)], [running("r", "n1", (0,), milli=250)])
     p = cycle(snap, [task("w1", 1), task("w2", 1)])
     assert placed(p)["w1"].gpu_indices == (1,)
-    assert p.pending["w2"].startswith("waiting: needs 1 GPU, no eligible GPU is free")
+    assert p.pending["w2"].text.startswith("waiting: needs 1 GPU, no eligible GPU is free")
 
 
 # ---- constraints -----------------------------------------------------------------------
@@ -210,7 +214,7 @@ def test_never_fits_reasons() -> None:
         task("pool", 1, models=["H100"], pool="p1"),
     ]
     p = cycle(nodes, queue)
-    assert p.pending == {
+    assert texts(p) == {
         "sixteen": "never fits: no node has 16 GPUs of model A100",
         "ghost": "never fits: no node named gpu99",
         "fat": "never fits: no node with 8 GPUs of model H100 has 128 CPUs",
@@ -229,7 +233,7 @@ def test_capacity_reason_names_the_largest_free_block() -> None:
         ],
     )
     p = cycle(snap, [task("j", 4, models=["A100"])])
-    assert p.pending["j"] == (
+    assert p.pending["j"].text == (
         "waiting: needs 4 x A100, largest free block is 2 on node gpu03; "
         "no start estimate (what it needs is held by jobs without a max runtime)"
     )
@@ -238,7 +242,7 @@ def test_capacity_reason_names_the_largest_free_block() -> None:
 def test_cpu_and_memory_shortage_reason() -> None:
     snap = with_running([node("n1", 4, cpus=8)], [running("r", "n1", (0,))])
     p = cycle(snap, [task("t", 2, cpus=8, mem_gib=16)])
-    assert p.pending["t"].startswith(
+    assert p.pending["t"].text.startswith(
         "waiting: needs 2 GPUs with 8 CPUs and 16 GiB memory, "
         "nodes with 2 free GPUs lack CPU or memory"
     )
@@ -286,7 +290,7 @@ def test_backfill_short_job_runs_long_job_waits_behind_the_reservation() -> None
     assert p.reserved["head"].node == "gpu01"
     assert p.backfilled == {"gpu02", "short"}
     # Reasons describe the fleet after the cycle: "short" took one of gpu01's two free GPUs.
-    assert p.pending["head"] == (
+    assert p.pending["head"].text == (
         "waiting: needs 4 GPUs, largest free block is 1 on node gpu01; "
         "reserved on node gpu01, starts in ~2h"
     )
@@ -294,8 +298,8 @@ def test_backfill_short_job_runs_long_job_waits_behind_the_reservation() -> None
         "waiting: behind reservation for job head (starts in ~2h); "
         "with a max runtime under 2h it could start now"
     )
-    assert p.pending["long"] == behind
-    assert p.pending["unbounded"] == behind
+    assert p.pending["long"].text == behind
+    assert p.pending["unbounded"].text == behind
     assert p.explain("short") == "starts now on node gpu01 GPU 2 (backfilled)"
     assert p.explain("long") == behind
     assert p.explain("nope") is None
@@ -312,7 +316,8 @@ def test_backfill_off_keeps_everyone_behind_the_blocked_head() -> None:
     queue = [task("head", 4, submitted=1), task("short", 1, submitted=2, runtime_s=60)]
     p = cycle(backfill_fleet(), queue, backfill=False)
     assert not p.assignments
-    assert p.pending["short"] == "waiting: behind job head (backfill is off)"
+    assert p.pending["short"].text == "waiting: behind job head (backfill is off)"
+    assert p.pending["short"].kind is WaitKind.BEHIND
     assert p.reservations == {"head": NOW + 2 * HOUR}
 
 
@@ -337,7 +342,7 @@ def test_backfilled_fraction_on_the_reserved_node_keeps_the_reservation() -> Non
     ]
     p = cycle(snap, queue, policy=make_policy("best-fit"))
     assert list(placed(p)) == ["short"]
-    assert p.pending["long"].startswith("waiting: behind reservation for job head")
+    assert p.pending["long"].text.startswith("waiting: behind reservation for job head")
 
 
 # ---- quotas ----------------------------------------------------------------------------
@@ -355,7 +360,7 @@ def test_over_quota_waits_with_a_reason_and_blocks_nobody() -> None:
         task("o", 8, project="other", submitted=2),
     ]
     p = cycle(vision_fleet(), queue, quotas=quotas)
-    assert p.pending == {"v": "waiting: project vision over quota 8/8 GPUs"}
+    assert texts(p) == {"v": "waiting: project vision over quota 8/8 GPUs"}
     assert list(placed(p)) == ["o"]
     assert not p.reservations and not p.backfilled
 
@@ -365,7 +370,7 @@ def test_quota_counts_placements_of_the_same_cycle() -> None:
     queue = [task(f"t{i}", 1, user="ann", submitted=i) for i in range(3)]
     p = cycle([node("n1", 8)], queue, quotas=quotas)
     assert sorted(placed(p)) == ["t0", "t1"]
-    assert p.pending == {"t2": "waiting: user ann over quota 2/2 GPUs"}
+    assert texts(p) == {"t2": "waiting: user ann over quota 2/2 GPUs"}
 
 
 def test_quota_reason_for_a_request_larger_than_what_is_left() -> None:
@@ -373,7 +378,8 @@ def test_quota_reason_for_a_request_larger_than_what_is_left() -> None:
     p = cycle(
         [node("n1", 8)], [task("a", 1, submitted=1), task("b", 4, submitted=2)], quotas=quotas
     )
-    assert p.pending["b"] == "waiting: team t would exceed quota: 1/4 GPUs in use, asks 4"
+    assert p.pending["b"].text == "waiting: team t would exceed quota: 1/4 GPUs in use, asks 4"
+    assert p.pending["b"].kind is WaitKind.QUOTA
 
 
 def test_borrowing_uses_idle_gpus_not_guaranteed_to_others() -> None:
@@ -385,7 +391,7 @@ def test_borrowing_uses_idle_gpus_not_guaranteed_to_others() -> None:
         projects={"vision": Quota.of_gpus(8), "nlp": Quota.of_gpus(8, 6)}, borrowing=True
     )
     p = cycle(vision_fleet(), queue, quotas=guarded)
-    assert p.pending["v"] == (
+    assert p.pending["v"].text == (
         "waiting: project vision over quota 8/8 GPUs; "
         "cannot borrow: 2 idle GPUs not guaranteed to others"
     )
@@ -395,7 +401,7 @@ def test_borrowing_uses_idle_gpus_not_guaranteed_to_others() -> None:
 def test_per_entity_borrowing_overrides_the_book() -> None:
     quotas = QuotaBook(projects={"vision": Quota.of_gpus(8, borrowing=False)}, borrowing=True)
     p = cycle(vision_fleet(), [task("v", 1, project="vision")], quotas=quotas)
-    assert p.pending["v"] == "waiting: project vision over quota 8/8 GPUs"
+    assert p.pending["v"].text == "waiting: project vision over quota 8/8 GPUs"
 
 
 # ---- from job specs ----------------------------------------------------------------------
@@ -417,4 +423,4 @@ def test_queued_tasks_from_an_array_job_spec() -> None:
     assert queue[1] == QueuedTask("7.1", spec.to_request(), "ann", "vision", "cv", 2, NOW, HOUR)
     p = cycle([node("n1", 1)], queue)
     assert sorted(placed(p)) == ["7.0", "7.1"]
-    assert p.pending["7.2"].startswith("waiting: needs 0.5 GPU")
+    assert p.pending["7.2"].text.startswith("waiting: needs 0.5 GPU")

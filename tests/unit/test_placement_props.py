@@ -16,7 +16,7 @@ from scheduler.models import (
     ResourceRequest,
     RunningAllocation,
 )
-from scheduler.placement import PlacementPlan, QueuedTask, plan
+from scheduler.placement import PlacementPlan, QueuedTask, WaitKind, plan
 from scheduler.quota import LEVELS, Level, Quota, QuotaBook, Usage, usage_from_running
 from tests.unit.test_placement import NOW, with_running
 
@@ -239,7 +239,7 @@ def test_no_overcommit_and_constraints_honored(case: Case, backfill: bool) -> No
     ids = [t.id for t in case.queue]
     placed = [tid for tid, _ in p.assignments]
     assert sorted(placed + list(p.pending)) == sorted(ids)
-    assert all(r.startswith(("waiting: ", "never fits: ")) for r in p.pending.values())
+    assert all(r.text.startswith(("waiting: ", "never fits: ")) for r in p.pending.values())
     assert set(p.reservations) == set(p.reserved) <= set(p.pending)
     assert len(p.reservations) <= 1
 
@@ -287,7 +287,7 @@ def test_quotas_never_exceeded_without_borrowing(case: Case, book: QuotaBook) ->
             if q is not None and q.limit_milli is not None and milli > before.get((lvl, name), 0):
                 assert milli <= q.limit_milli
     for tid, why in p.pending.items():  # quota reasons are true (usage only grows)
-        if "quota" in why:
+        if why.kind is WaitKind.QUOTA:
             t = by_id[tid]
             assert exceeds(book, after, t, t.request.gpu_count * t.request.gpu_milli)
 

@@ -53,14 +53,14 @@ def test_owner_reclaims_one_gpu_from_borrowers() -> None:
     assert pre.kind is PreemptKind.RECLAIM and pre.beneficiary_id == "a1"
     assert "team owners is under its guarantee: 0/2 GPUs in use, asks 1" in pre.reason
     assert "team borrowers holds 2 GPUs, 0 guaranteed" in pre.reason
-    assert p.pending["a1"].startswith("waiting: preempting job b2 on node n1 (reclaim)")
+    assert p.pending["a1"].text.startswith("waiting: preempting job b2 on node n1 (reclaim)")
     assert p.assignments == []
 
 
 def test_without_preemption_the_owner_waits() -> None:
     running = [held("b1", "n1", (0,)), held("b2", "n1", (1,))]
     p = cycle(running, [owner_task()], rules=None)
-    assert p.preemptions == [] and p.pending["a1"].startswith("waiting: needs 1 GPU")
+    assert p.preemptions == [] and p.pending["a1"].text.startswith("waiting: needs 1 GPU")
 
 
 def test_protected_young_and_exhausted_jobs_are_never_victims() -> None:
@@ -70,7 +70,7 @@ def test_protected_young_and_exhausted_jobs_are_never_victims() -> None:
     ):
         p = cycle(running, [owner_task()])
         assert p.preemptions == []
-        assert p.pending["a1"].startswith("waiting: needs 1 GPU")
+        assert p.pending["a1"].text.startswith("waiting: needs 1 GPU")
 
 
 def test_a_job_within_its_own_guarantee_is_not_reclaimed() -> None:
@@ -85,7 +85,7 @@ def test_never_preempts_when_the_task_would_still_not_fit() -> None:
     # 4 GPUs asked on a 2-GPU node: never fits, nobody is touched
     running = [held("b1", "n1", (0,)), held("b2", "n1", (1,))]
     p = cycle(running, [owner_task(gpus=4)])
-    assert p.preemptions == [] and p.pending["a1"].startswith("never fits")
+    assert p.preemptions == [] and p.pending["a1"].text.startswith("never fits")
     # 2 GPUs asked, one of the two holders protected: preempting one would not be enough
     running = [held("b1", "n1", (0,)), held("b2", "n1", (1,), preemptible=False)]
     p = cycle(running, [owner_task(gpus=2)])
@@ -96,7 +96,7 @@ def test_leaving_jobs_are_claimed_before_new_victims() -> None:
     running = [held("b1", "n1", (0,), leaving=True), held("b2", "n1", (1,))]
     p = cycle(running, [owner_task()])
     assert p.preemptions == []
-    assert p.pending["a1"] == ("waiting: preempting job b1 on node n1 (reclaim) (grace 30s); "
+    assert p.pending["a1"].text == ("waiting: preempting job b1 on node n1 (reclaim) (grace 30s); "
                                "starts when they leave")
     # a second owner task needs a new victim: b1 is already claimed
     p = cycle(running, [owner_task(), owner_task("a2", submitted=1.0)])
@@ -234,7 +234,7 @@ def test_preemption_invariants(scene: tuple[FleetSnapshot, list[QueuedTask], Quo
     for tid, vs in by_beneficiary.items():
         t = tasks[tid]
         # beneficiary within quota: it passed the quota check of the cycle
-        assert not p.pending[tid].startswith("waiting: team")
+        assert not p.pending[tid].text.startswith("waiting: team")
         node_name = vs[0].assignment.node
         nd = snap.node(node_name)
         assert nd is not None
