@@ -26,6 +26,7 @@ from textual.worker import Worker
 
 from console.engine.client import RemoteError
 from console.messages import EngineDown, EngineUp, RequestFailed, Unsupported
+from console.screens.dialog import fleetdeck_app
 from console.widgets.keyed_table import KeyedTable
 from console.widgets.summary import SummaryBar
 
@@ -80,11 +81,7 @@ class FleetdeckScreen(Screen[None]):
 
     @property
     def fd(self) -> FleetdeckApp:
-        from console.app import FleetdeckApp
-
-        app = self.app
-        assert isinstance(app, FleetdeckApp)
-        return app
+        return fleetdeck_app(self.app)
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:

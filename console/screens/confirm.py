@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from console.screens.dialog import DialogScreen
 
-class ConfirmScreen(ModalScreen[str | None]):
+
+class ConfirmScreen(DialogScreen[str]):
     """Ask before doing something that changes the fleet."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -54,28 +54,9 @@ class ConfirmScreen(ModalScreen[str | None]):
         reason = self.query_one("#reason", Input).value.strip() if self.ask_reason else ""
         self.dismiss(reason)
 
-    def action_cancel(self) -> None:
-        """Don't."""
-        self.dismiss(None)
 
-    @on(Input.Submitted, "#reason")
-    def _enter(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.action_confirm()
-
-    @on(Button.Pressed, "#yes")
-    def _yes(self) -> None:
-        self.action_confirm()
-
-    @on(Button.Pressed, "#no")
-    def _no(self) -> None:
-        self.action_cancel()
-
-
-class SnoozeScreen(ModalScreen[tuple[float, str] | None]):
+class SnoozeScreen(DialogScreen[tuple[float, str]]):
     """Snooze idle stopping of one job: hours and a reason (both required)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, job_id: int, name: str) -> None:
         super().__init__()
@@ -112,20 +93,3 @@ class SnoozeScreen(ModalScreen[tuple[float, str] | None]):
             error.update("reason: expected why the job may sit idle")
             return
         self.dismiss((hours, reason))
-
-    def action_cancel(self) -> None:
-        """Don't snooze."""
-        self.dismiss(None)
-
-    @on(Input.Submitted)
-    def _enter(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.action_confirm()
-
-    @on(Button.Pressed, "#yes")
-    def _yes(self) -> None:
-        self.action_confirm()
-
-    @on(Button.Pressed, "#no")
-    def _no(self) -> None:
-        self.action_cancel()

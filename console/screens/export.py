@@ -6,22 +6,18 @@ Relative paths are taken from the console's working directory and sent to the en
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
-from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select
+
+from console.screens.dialog import DialogScreen
 
 AUTO = "from extension"
 
 
-class ExportScreen(ModalScreen[tuple[str, str] | None]):
+class ExportScreen(DialogScreen[tuple[str, str]]):
     """Ask for a path and a format; answers (absolute path, format) or None."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, default_name: str) -> None:
         super().__init__()
@@ -71,20 +67,3 @@ class ExportScreen(ModalScreen[tuple[str, str] | None]):
             self.query_one("#export-error", Label).update(result)
             return
         self.dismiss(result)
-
-    def action_cancel(self) -> None:
-        """Don't export."""
-        self.dismiss(None)
-
-    @on(Input.Submitted, "#path")
-    def _enter(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.action_confirm()
-
-    @on(Button.Pressed, "#yes")
-    def _yes(self) -> None:
-        self.action_confirm()
-
-    @on(Button.Pressed, "#no")
-    def _no(self) -> None:
-        self.action_cancel()

@@ -21,17 +21,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from collectors.errors import InputError
 from console.engine.client import RemoteError
 from console.messages import JobsSubmitted
+from console.screens.dialog import DialogScreen
 from scheduler.jobspec import EXECUTORS, KINDS, JobSpec
 
 if TYPE_CHECKING:
-    from console.app import FleetdeckApp
+    pass
 
 SOURCE = "form"
 PREVIEW_DELAY_S = 0.4
@@ -184,7 +184,7 @@ def values_from_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class SubmitScreen(ModalScreen[list[int] | None]):
+class SubmitScreen(DialogScreen[list[int]]):
     """The submit form."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -227,13 +227,6 @@ class SubmitScreen(ModalScreen[list[int] | None]):
         self._busy = False
         self._typed = ""  # keys typed before the command field had focus
         self._touched = False  # the user changed the command: defaults never overwrite it
-
-    @property
-    def fd(self) -> FleetdeckApp:
-        from console.app import FleetdeckApp
-
-        assert isinstance(self.app, FleetdeckApp)
-        return self.app
 
     def compose(self) -> ComposeResult:
         with Vertical(id="submit-dialog"):
@@ -438,11 +431,6 @@ class SubmitScreen(ModalScreen[list[int] | None]):
             box.update(f"preview: [yellow]would wait: {r.get('reason') or 'no room now'}[/]")
 
     # -- submit ----------------------------------------------------------------------------
-    @on(Input.Submitted)
-    def _enter(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.action_submit()
-
     @on(Button.Pressed, "#do-submit")
     def _submit_button(self) -> None:
         self.action_submit()
@@ -495,6 +483,6 @@ class SubmitScreen(ModalScreen[list[int] | None]):
         message.stop()
         self.dismiss(message.ids)
 
-    def action_cancel(self) -> None:
-        """Close the form without submitting."""
-        self.dismiss(None)
+    def action_confirm(self) -> None:
+        """Validate and queue the job (Enter in a field)."""
+        self.action_submit()
