@@ -41,7 +41,7 @@ from collectors.store import Store, outbox  # noqa: E402
 from console.config import Config  # noqa: E402
 from console.engine.host import StoreWorker  # noqa: E402
 from console.engine.metrics import MetricsState, RunningJob, engine_metrics  # noqa: E402
-from console.engine.svc_metrics import Exposition, _handler  # noqa: E402
+from console.engine.svc_metrics import Exposition, metrics_handler  # noqa: E402
 from console.engine.svc_notify import NotifyService  # noqa: E402
 
 
@@ -87,7 +87,7 @@ async def bench_scrape(nodes: int, gpus: int, scrapes: int) -> None:
     metrics = engine_metrics()
     expo = Exposition(metrics)
     expo.start()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(expo))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), metrics_handler(expo))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/metrics"
     states = [fleet_state(nodes, gpus, v) for v in (1, 2)]

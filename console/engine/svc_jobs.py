@@ -22,7 +22,7 @@ from scheduler.executors.base import Executor
 from scheduler.fit import make_policy
 from scheduler.fit.workload import WorkloadMix
 from scheduler.jobspec import JobSpec
-from scheduler.placement import PlacementPlan, PreemptionRules, QueuedTask, plan
+from scheduler.placement import PlacementPlan, PreemptionRules, QueuedTask, WaitKind, plan
 from scheduler.priority import ClassBook, PriorityClass
 from scheduler.quota import Quota, QuotaBook
 from scheduler.runner import JobRunner, RunnerSettings, allocations, snapshot
@@ -302,8 +302,10 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         if not telemetry.inventory() or any(p.kind == "burst" for p in cfg.pools):
             return None
         result = await place_now(spec, empty_fleet=True)
-        reason = result.pending.get("preview", "")
-        return reason if not result.assignments and reason.startswith("never fits") else None
+        why = result.pending.get("preview")
+        if result.assignments or why is None or why.kind is not WaitKind.NEVER_FITS:
+            return None
+        return why.text
 
     async def preview(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         spec = spec_for(caller, params["spec"])

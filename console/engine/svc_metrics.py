@@ -146,7 +146,7 @@ def render_forked(metrics: EngineMetrics, timeout_s: float = 30.0) -> bytes:
     return b"".join(chunks)
 
 
-def _handler(exposition: Exposition) -> type[BaseHTTPRequestHandler]:
+def metrics_handler(exposition: Exposition) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?", 1)[0] not in ("/metrics", "/"):
@@ -173,7 +173,7 @@ class MetricsServer:
         self.telemetry = telemetry
         self.metrics = engine_metrics()
         self.exposition = Exposition(self.metrics)
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self.exposition))
+        self.httpd = ThreadingHTTPServer((host, port), metrics_handler(self.exposition))
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever,
                                         name="fleetdeck-metrics", daemon=True)
