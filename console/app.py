@@ -53,6 +53,7 @@ class EngineLink:
     readonly: bool = False
     role: str = "admin"  # the caller's role as the engine's hello says (admin when embedded)
     user: str | None = None  # the caller as the engine sees it (an SSH login, say)
+    label: str = ""  # what the header calls this console's source (the demo: its store)
 
 
 def unsupported(err: BaseException) -> bool:
@@ -199,7 +200,7 @@ class FleetdeckApp(App[int]):
     def mode_text(self) -> str:
         where = "embedded engine" if self.link.embedded else "attached"
         source = self.link.loaded.source
-        name = Path(source).name if "/" in source else source
+        name = self.link.label or (Path(source).name if "/" in source else source)
         role = f" · {self.user} ({self.role})" if self.limited else ""
         return f"{name} · {where}{role}" + (" · read-only" if self.readonly else "")
 

@@ -67,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return demo.run_demo(args)
             if args.command == "serve":
                 return demo.serve_demo(args)
-            parser.error("--demo goes with the console or `serve`")
+            args.config = str(demo.running_config_or_exit())
+            args.store = None
         if args.command is None:
             from console.app import run_console
 

@@ -19,7 +19,10 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from console.engine.client import NoEngine
 
 if TYPE_CHECKING:
     from collectors.store import Store
@@ -47,7 +50,8 @@ def start_demo(demo: Demo, *, readonly: bool = False) -> tuple[EngineLink, Embed
 
         started.result()
     demo.start(embedded_store_runner(engine))
-    return EngineLink(loaded, engine, readonly), engine
+    label = f"demo · store {loaded.config.store.path}"
+    return EngineLink(loaded, engine, readonly, label=label), engine
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -82,8 +86,11 @@ def serve_demo(args: argparse.Namespace) -> int:
         demo.start(on_store)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, engine.request_stop)
-        sys.stdout.write(f"fleetdeck demo engine on {demo.config.socket_path} "
-                         f"(config {demo.root / 'config.toml'}); Ctrl-C stops it\n")
+        from console.engine.banner import start_line
+
+        sys.stdout.write(start_line(demo.config, what="fleetdeck demo engine")
+                         + f" · `fleetdeck --demo COMMAND` reaches it (config "
+                         f"{demo.root / 'config.toml'})\n")
         sys.stdout.flush()
         try:
             await engine.wait_stopped()
@@ -95,4 +102,15 @@ def serve_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["run_demo", "serve_demo", "start_demo"]
+def running_config_or_exit() -> Path:
+    """The running demo's config, for `fleetdeck --demo COMMAND`; none running is an error."""
+    from console.demo.session import running_config
+
+    path = running_config()
+    if path is None:
+        raise NoEngine("no fleetdeck demo is running: start one with `fleetdeck --demo` "
+                       "(console) or `fleetdeck --demo serve`")
+    return path
+
+
+__all__ = ["run_demo", "running_config_or_exit", "serve_demo", "start_demo"]

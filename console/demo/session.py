@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import random
 import shutil
 import tempfile
@@ -66,6 +67,36 @@ def embedded_store_runner(engine: EmbeddedEngine) -> StoreRunner:
 
 def _append(table: str, frame: pa.Table, store: Store) -> int:
     return store.append(table, frame)
+
+
+def pointer_path() -> Path:
+    """Where the running demo of this user says where its config is (one per user)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"fleetdeck-demo-{os.getuid()}.path"
+
+
+def announce(config: Path) -> None:
+    """Point `fleetdeck --demo COMMAND` at this demo's config (the latest demo wins)."""
+    tmp = pointer_path().with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(str(config) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(pointer_path())
+
+
+def withdraw(config: Path) -> None:
+    """Remove the pointer if it still names this demo's config."""
+    with contextlib.suppress(OSError):
+        if pointer_path().read_text().strip() == str(config):
+            pointer_path().unlink()
+
+
+def running_config() -> Path | None:
+    """The config of the demo running now, if any (its pointer names an existing file)."""
+    try:
+        path = Path(pointer_path().read_text().strip())
+    except OSError:
+        return None
+    return path if path.is_file() else None
 
 
 def pinned(loaded: Loaded, root: Path) -> Loaded:
@@ -127,6 +158,8 @@ class Demo:
         t0 = time.perf_counter()
         path = fleet.write_demo(self.root, interval_s=self.interval_s, burst=self.burst)
         self.loaded = pinned(load(str(path)), self.root)
+        if self._own_root:  # `fleetdeck --demo COMMAND` finds this demo through it
+            announce(path)
         t1 = time.perf_counter()
         self.history = plan(self.clock(), days=self.history_days, seed=self.seed)
         with Store.open(self.loaded.config.store.path) as store:
@@ -235,4 +268,5 @@ class Demo:
             t.join(timeout=30.0)
         self.stop_jobs()
         if self._own_root:
+            withdraw(self.root / "config.toml")
             shutil.rmtree(self.root, ignore_errors=True)

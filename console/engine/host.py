@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from collectors.private_files import enter_private_umask
 from collectors.store import Store
 from console import __version__
 from console.config import Loaded
+from console.engine.banner import start_line
 from console.engine.server import Caller, ControlServer, Handler, StreamHandler
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,8 @@ async def serve(loaded: Loaded) -> int:
     enter_private_umask()  # the WAL and what services write later are born 0600
     engine = Engine(loaded)
     await engine.start()
+    sys.stdout.write(start_line(loaded.config) + "\n")
+    sys.stdout.flush()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.request_stop)

@@ -17,6 +17,7 @@ from console.demo.session import Demo, embedded_store_runner
 from console.engine.client import EngineClient
 from console.engine.host import EmbeddedEngine
 from scheduler.jobspec import JobSpec
+from tests.helpers import cli, one_line_error
 
 NODES = len(fleet.nodes())
 GPUS = sum(n.profile.gpu_count for n in fleet.nodes())
@@ -140,3 +141,21 @@ def test_demo_ignores_store_and_engine_settings_from_the_environment(
         assert cfg.socket_path.parent == tmp_path / "demo" / "store"
         assert cfg.engine.collect and cfg.engine.schedule
     assert not user_store.parent.exists()
+
+
+def test_cli_with_demo_reaches_the_running_demo(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fleetdeck --demo COMMAND` uses the config of the demo running now (found through
+    the pointer the demo writes); with no demo running it says so in one line."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    res = cli("--demo", "config", "check", env=env)
+    assert res.returncode == 1 and one_line_error(res).startswith(
+        "fleetdeck: no fleetdeck demo is running: start one with `fleetdeck --demo`")
+    demo = Demo(history_days=2)
+    with demo:
+        demo.prepare(defer_history=False)
+        res = cli("--demo", "config", "check", env=env)
+        assert res.returncode == 0, res.stderr
+        assert f"config: {demo.root / 'config.toml'} (valid)" in res.stdout
+    assert cli("--demo", "config", "check", env=env).returncode == 1, "the pointer goes with the demo"
