@@ -158,4 +158,5 @@ def test_cli_with_demo_reaches_the_running_demo(tmp_path: Path,
         res = cli("--demo", "config", "check", env=env)
         assert res.returncode == 0, res.stderr
         assert f"config: {demo.root / 'config.toml'} (valid)" in res.stdout
-    assert cli("--demo", "config", "check", env=env).returncode == 1, "the pointer goes with the demo"
+    gone = cli("--demo", "config", "check", env=env)
+    assert gone.returncode == 1, "the pointer goes with the demo"
