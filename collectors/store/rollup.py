@@ -15,6 +15,11 @@ transaction, each safe to repeat and to interrupt:
    `hour_retention_s` is set. `gpu_events` (rare, needed by health reports) are kept for
    `minute_retention_s`.
 
+Each pass is bounded: the 1m step covers at most `max_minutes` minutes past its watermark
+and the 1h step at most `MAX_HOURS_PER_PASS` hours (the anti-joins look only inside that
+window), so after downtime the backlog is worked off over several passes instead of one long
+transaction that holds up the store's writer.
+
 Call it outside any open transaction on the connection (the engine's writer).
 """
 
@@ -27,6 +32,8 @@ import duckdb
 
 WM_1M = "rollup_1m_watermark"
 WM_1H = "rollup_1h_watermark"
+MAX_MINUTES_PER_PASS = 180
+MAX_HOURS_PER_PASS = 48
 
 # Raw tables without rollups, deleted after raw retention.
 _RAW_ONLY = ("disk_samples", "gpu_processes", "container_samples", "slurm_node_samples",
@@ -44,7 +51,7 @@ SELECT date_trunc('minute', s.ts) AS m, s.node, s.gpu_index,
 FROM gpu_samples s
 WHERE s.ts >= $lo AND s.ts < $hi
   AND NOT EXISTS (SELECT 1 FROM gpu_samples_1m r
-                  WHERE r.ts = date_trunc('minute', s.ts) AND r.node = s.node
+                  WHERE r.ts >= $lo AND r.ts < $hi AND r.ts = date_trunc('minute', s.ts) AND r.node = s.node
                     AND r.gpu_index = s.gpu_index)
 GROUP BY m, s.node, s.gpu_index
 """
@@ -58,7 +65,7 @@ SELECT date_trunc('minute', s.ts) AS m, s.node, count(*),
 FROM node_samples s
 WHERE s.ts >= $lo AND s.ts < $hi
   AND NOT EXISTS (SELECT 1 FROM node_samples_1m r
-                  WHERE r.ts = date_trunc('minute', s.ts) AND r.node = s.node)
+                  WHERE r.ts >= $lo AND r.ts < $hi AND r.ts = date_trunc('minute', s.ts) AND r.node = s.node)
 GROUP BY m, s.node
 """
 
@@ -81,7 +88,7 @@ SELECT date_trunc('hour', s.ts) AS h, s.node, s.gpu_index,
 FROM gpu_samples_1m s
 WHERE s.ts >= $lo AND s.ts < $hi
   AND NOT EXISTS (SELECT 1 FROM gpu_samples_1h r
-                  WHERE r.ts = date_trunc('hour', s.ts) AND r.node = s.node
+                  WHERE r.ts >= $lo AND r.ts < $hi AND r.ts = date_trunc('hour', s.ts) AND r.node = s.node
                     AND r.gpu_index = s.gpu_index)
 GROUP BY h, s.node, s.gpu_index
 """
@@ -95,7 +102,7 @@ SELECT date_trunc('hour', s.ts) AS h, s.node, sum(s.samples),
 FROM node_samples_1m s
 WHERE s.ts >= $lo AND s.ts < $hi
   AND NOT EXISTS (SELECT 1 FROM node_samples_1h r
-                  WHERE r.ts = date_trunc('hour', s.ts) AND r.node = s.node)
+                  WHERE r.ts >= $lo AND r.ts < $hi AND r.ts = date_trunc('hour', s.ts) AND r.node = s.node)
 GROUP BY h, s.node
 """
 
@@ -143,7 +150,7 @@ class _Tx:
 
 def _step(con: duckdb.DuckDBPyConnection, key: str, target: datetime, unit: str,
           sources: tuple[str, ...], inserts: tuple[tuple[str, str], ...],
-          out: dict[str, int]) -> datetime | None:
+          out: dict[str, int], most: timedelta) -> datetime | None:
     with _Tx(con):
         stored = _get_wm(con, key)
         wm = stored
@@ -156,6 +163,7 @@ def _step(con: duckdb.DuckDBPyConnection, key: str, target: datetime, unit: str,
             if stored is None:
                 _set_wm(con, key, wm)
             return wm
+        target = min(target, wm + most)
         params = {"lo": wm, "hi": target}
         for table, sql in inserts:
             out[table] = out.get(table, 0) + _count(con, sql, params)
@@ -171,6 +179,7 @@ def rollup(
     minute_retention_s: float,
     hour_retention_s: float | None = None,
     settle_s: float = 15.0,
+    max_minutes: int = MAX_MINUTES_PER_PASS,
 ) -> dict[str, int]:
     """Roll up complete minutes and hours, then apply retention (see the module docstring).
 
@@ -182,12 +191,14 @@ def rollup(
     out: dict[str, int] = {}
     target_1m = _floor(now - timedelta(seconds=settle_s), "minute")
     wm_1m = _step(con, WM_1M, target_1m, "minute", ("gpu_samples", "node_samples"),
-                  (("gpu_samples_1m", _GPU_1M), ("node_samples_1m", _NODE_1M)), out)
+                  (("gpu_samples_1m", _GPU_1M), ("node_samples_1m", _NODE_1M)), out,
+                  timedelta(minutes=max_minutes))
     wm_1h = None
     if wm_1m is not None:
         wm_1h = _step(con, WM_1H, _floor(wm_1m, "hour"), "hour",
                       ("gpu_samples_1m", "node_samples_1m"),
-                      (("gpu_samples_1h", _GPU_1H), ("node_samples_1h", _NODE_1H)), out)
+                      (("gpu_samples_1h", _GPU_1H), ("node_samples_1h", _NODE_1H)), out,
+                      timedelta(hours=MAX_HOURS_PER_PASS))
     raw_cut = now - timedelta(seconds=raw_retention_s)
     minute_cut = now - timedelta(seconds=minute_retention_s)
     deletes: list[tuple[str, datetime]] = [(t, raw_cut) for t in _RAW_ONLY]

@@ -160,3 +160,20 @@ def test_empty_store_and_aware_now(store: Store) -> None:
     put(store, [(H9, 10, 10)])
     out = run(store, datetime(2024, 5, 1, 11, 0, 30, tzinfo=UTC))  # = 11:00:30 UTC
     assert out["gpu_samples_1m"] == 1 and out["gpu_samples_1h"] == 1
+
+
+def test_a_backlog_is_rolled_up_in_bounded_passes(store: Store) -> None:
+    """After downtime each pass covers at most `max_minutes`; repeated passes catch up with
+    the same rows a single unbounded pass would have written."""
+    put(store, [(H9 + timedelta(minutes=m), float(m % 100), 50.0) for m in range(0, 300, 7)])
+    now = H9 + timedelta(hours=5, minutes=1)
+    passes = []
+    while True:
+        rollup(store.con, now, raw_retention_s=DAY, minute_retention_s=30 * DAY, max_minutes=60)
+        wm = q(store, f"SELECT value FROM meta WHERE key = '{WM_1M}'")[0][0]
+        if passes and passes[-1] == wm:
+            break
+        passes.append(wm)
+    assert passes == [(H9 + timedelta(hours=h)).isoformat() for h in range(1, 6)]
+    assert q(store, "SELECT count(*), sum(samples) FROM gpu_samples_1m") == [(43, 43)]
+    assert q(store, "SELECT count(*) FROM gpu_samples_1h") == [(5,)]
