@@ -316,10 +316,18 @@ def get(store: Store, job_id: int) -> JobRow:
 
 
 def list_jobs(store: Store, *, states: Sequence[JobState] = (), user: str | None = None,
-              limit: int | None = None, newest_first: bool = False) -> list[JobRow]:
+              limit: int | None = None, newest_first: bool = False, offset: int = 0,
+              ids: Sequence[int] | None = None) -> list[JobRow]:
+    """Jobs matching every filter given, by id (newest first if asked); `limit`/`offset`
+    page through them. `ids` looks jobs up by primary key (the store's index)."""
     sql = f"SELECT {_select()} FROM jobs"
     where: list[str] = []
     args: list[Any] = []
+    if ids is not None:
+        if not ids:
+            return []
+        where.append(f"id IN ({', '.join('?' for _ in ids)})")
+        args.extend(int(i) for i in ids)
     if states:
         where.append(f"state IN ({', '.join('?' for _ in states)})")
         args.extend(states)
@@ -331,6 +339,8 @@ def list_jobs(store: Store, *, states: Sequence[JobState] = (), user: str | None
     sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
     if limit:
         sql += f" LIMIT {int(limit)}"
+    if offset:
+        sql += f" OFFSET {int(offset)}"
     return [_row(r) for r in store.con.execute(sql, args).fetchall()]
 
 

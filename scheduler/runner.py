@@ -30,6 +30,7 @@ from scheduler.fairshare import FairShare, decayed_gpu_hours
 from scheduler.fit import FitPolicy
 from scheduler.jobspec import ARRAY_COUNT_ENV, ARRAY_INDEX_ENV, JobSpec
 from scheduler.journal import JobRow, handle_of
+from scheduler.live import LiveJobs
 from scheduler.models import (
     Assignment,
     FleetSnapshot,
@@ -155,9 +156,11 @@ class GroupCommit:
     """Job transitions from many tasks written together: while one batch commits on the store
     thread, the next gathers, so N concurrent transitions cost a few commits, not N."""
 
-    def __init__(self, db: StoreRunner, clock: Callable[[], float]) -> None:
+    def __init__(self, db: StoreRunner, clock: Callable[[], float],
+                 live: LiveJobs | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.live = live
         self._queue: list[tuple[journal.Change, asyncio.Future[JobRow]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -182,6 +185,8 @@ class GroupCommit:
                     if not fut.done():
                         fut.set_exception(e)
                 continue
+            if self.live is not None:
+                self.live.apply(results)
             for (_, fut), r in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -205,8 +210,11 @@ class JobRunner:
         quotas: QuotaBook | None,
         settings: RunnerSettings,
         clock: Callable[[], float],
+        reads: StoreRunner | None = None,
     ) -> None:
         self.db = db
+        self.reads = reads or db  # answers questions (explain) apart from the writer
+        self.live = LiveJobs()  # queued and active jobs, for reads that need no store
         self.executors = executors
         self.transport = transport
         self.inventory = inventory
@@ -219,7 +227,7 @@ class JobRunner:
         self._stopping: set[int] = set()  # poll leaves these to stop(): its state wins
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cycle_lock = asyncio.Lock()
-        self._commit = GroupCommit(db, clock)
+        self._commit = GroupCommit(db, clock, self.live)
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._intents: dict[int, StopIntent] = {}  # stops journaled, not yet finished
         # `starting` jobs whose start could not reach the node: (first failure, next try)
@@ -245,7 +253,13 @@ class JobRunner:
 
     # -- requests -----------------------------------------------------------------------
     async def submit(self, spec: JobSpec, *, actor: str) -> list[int]:
-        return await self.db.run(lambda s: journal.submit(s, spec, actor=actor, now=self.clock()))
+        def write(store: Store) -> list[JobRow]:
+            ids = journal.submit(store, spec, actor=actor, now=self.clock())
+            return journal.list_jobs(store, ids=ids)
+
+        rows = await self.db.run(write)
+        self.live.apply(rows)
+        return [r.id for r in rows]
 
     async def stop(self, job_id: int, *, actor: str, reason: str,
                    action: ActionKind = ActionKind.STOP, evidence: Mapping[str, Any] | None = None,
@@ -253,6 +267,15 @@ class JobRunner:
                    events: Sequence[Event] = ()) -> JobRow:
         """Stop a job (graceful, then forced after `grace_s`, default the runner's), audited;
         `requeue` puts it back in the queue. `events` are told with the change."""
+        row = await self._stop(job_id, actor=actor, reason=reason, action=action,
+                               evidence=evidence, requeue=requeue, grace_s=grace_s,
+                               events=events)
+        self.live.apply([row])
+        return row
+
+    async def _stop(self, job_id: int, *, actor: str, reason: str, action: ActionKind,
+                    evidence: Mapping[str, Any] | None, requeue: bool,
+                    grace_s: float | None, events: Sequence[Event]) -> JobRow:
         row = await self.db.run(lambda s: journal.get(s, job_id))
         audit = AuditEntry(actor, action, TargetKind.JOB, str(job_id), reason, evidence or {})
         now = self.clock()
@@ -346,9 +369,9 @@ class JobRunner:
             yield chunk
 
     async def explain(self, job_id: int) -> dict[str, Any]:
-        row = await self.db.run(lambda s: journal.get(s, job_id))
-        events = await self.db.run(lambda s: journal.events(s, job_id))
-        preemptions = await self.db.run(lambda s: journal.preemption_audit(s, job_id))
+        row, events, preemptions = await self.reads.run(lambda s: (
+            journal.get(s, job_id), journal.events(s, job_id),
+            journal.preemption_audit(s, job_id)))
         cls = self.settings.classes.resolve(row.spec.priority_class)
         fair = await self._fair_share()
         out: dict[str, Any] = {"id": row.id, "name": row.name, "state": row.state,
@@ -377,6 +400,7 @@ class JobRunner:
             now = self.clock()
             rows = await self.db.run(lambda s: journal.list_jobs(
                 s, states=(JobState.QUEUED, *journal.HOLDING)))
+            self.live.replace(rows)
             active = [r for r in rows if r.state in journal.ACTIVE]
             rules = self.settings.preemption
             self.preempter.resume(rows, rules)  # after a restart: finish what was begun
@@ -414,6 +438,7 @@ class JobRunner:
             if changes:
                 placed = await self.db.run(
                     lambda s: journal.transition_many(s, changes, now=self.clock()))
+                self.live.apply(placed)
                 for row in placed:
                     if isinstance(row, JobRow):
                         self._spawn_launch(row, fresh=True)
@@ -425,6 +450,8 @@ class JobRunner:
                        if str(r.id) in texts and r.reason != texts[str(r.id)]}
             if reasons:
                 await self.db.run(lambda s: journal.set_reasons(s, reasons))
+                self.live.apply(replace(r, reason=reasons[r.id]) for r in placeable
+                                if r.id in reasons and self.live.get(r.id) is r)
             return result
 
     async def _fair_share(self) -> FairShare:

@@ -58,6 +58,44 @@ class StoreWorker:
         self._pool.shutdown(wait=True)
 
 
+class StoreReader:
+    """Runs read-only store questions on their own threads, each with its own DuckDB cursor,
+    so a client's read never waits behind the writer's ingest, rollups or job commits.
+    Reads see what is committed (DuckDB's MVCC); anything that must see the writer's own
+    uncommitted work stays on `StoreWorker`."""
+
+    def __init__(self, worker: StoreWorker, threads: int = 2) -> None:
+        self._worker = worker
+        self._pool = ThreadPoolExecutor(max_workers=threads,
+                                        thread_name_prefix="fleetdeck-read")
+        self._local = threading.local()
+        self._cursors: list[Store] = []
+        self._lock = threading.Lock()
+
+    async def run(self, fn: Callable[[Store], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call, fn)
+
+    def _call(self, fn: Callable[[Store], T]) -> T:
+        view: Store | None = getattr(self._local, "store", None)
+        if view is None:
+            store = self._worker.store
+            assert store is not None, "store not open"
+            view = Store(store.path, store.cursor(), None)
+            self._local.store = view
+            with self._lock:
+                self._cursors.append(view)
+        return fn(view)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for view in self._cursors:
+                with contextlib.suppress(Exception):
+                    view.close()
+            self._cursors.clear()
+
+
 class Engine:
     """The headless core. `await engine.start()`, then `await engine.wait_stopped()`."""
 
@@ -67,6 +105,7 @@ class Engine:
         self.clock = clock
         self.started_at = clock()
         self.db = StoreWorker()
+        self.reads = StoreReader(self.db)  # client reads, apart from the writer
         self.handlers: dict[str, Handler] = {}
         self.streams: dict[str, StreamHandler] = {}
         self._server: ControlServer | None = None
@@ -133,6 +172,7 @@ class Engine:
                 res = fn()
                 if asyncio.iscoroutine(res):
                     await res
+        await asyncio.get_running_loop().run_in_executor(None, self.reads.close)
         await self.db.close()
 
     # -- built-in handlers ------------------------------------------------------------------
@@ -153,7 +193,7 @@ class Engine:
         return info
 
     async def _db_info(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.db.run(db_info)
+        return await self.reads.run(db_info)
 
     async def _shutdown(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         if caller.uid != os.getuid():

@@ -197,7 +197,7 @@ class BurstManager:
     async def instances_json(self) -> list[dict[str, Any]]:
         now = self.engine.clock()
         day = period_starts(now)["daily"]
-        rows = await self.engine.db.run(lambda s: instance_rows(s, since=day))
+        rows = await self.engine.reads.run(lambda s: instance_rows(s, since=day))
         out = []
         for r in rows:
             inst = BurstInstance.from_row(r, request_id=r.get("request_id") or "")

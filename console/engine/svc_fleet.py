@@ -70,15 +70,23 @@ def attach(engine: Engine, telemetry: Telemetry) -> None:
     def idle_jobs() -> set[int]:
         return set(engine.policies.idle_job_ids()) if engine.policies else set()
 
+    async def active() -> tuple[list[JobRow], int]:
+        """Active jobs and the queue length: from the runner's live set once it is loaded
+        (the scheduler runs), else from the store on a reader thread."""
+        live = engine.runner.live if engine.runner is not None else None
+        if live is not None and live.loaded:
+            return live.rows(journal.ACTIVE), live.count("queued")
+        return await engine.reads.run(_active)
+
     async def fleet(caller: Caller, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not engine.config.engine.collect:
-            return await engine.db.run(stored_fleet)
-        rows, _ = await engine.db.run(_active)
+            return await engine.reads.run(stored_fleet)
+        rows, _ = await active()
         return fleet_json(telemetry, rows, idle_jobs())
 
     async def summary(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        rows, queued = await engine.db.run(_active)
-        nodes = (await engine.db.run(stored_fleet) if not engine.config.engine.collect
+        rows, queued = await active()
+        nodes = (await engine.reads.run(stored_fleet) if not engine.config.engine.collect
                  else fleet_json(telemetry, rows, idle_jobs()))
         out = summarize(nodes, rows, queued)
         out.update(engine.policies.burst_summary() if engine.policies

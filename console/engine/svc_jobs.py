@@ -14,6 +14,7 @@ from collectors.errors import FleetdeckError, InputError, NotFoundError
 from collectors.store import Store
 from collectors.transport.base import Transport
 from console.config import Config
+from console.engine.job_reads import JobQuery, find_jobs
 from console.engine.protocol import RequestError
 from console.engine.server import Caller
 from scheduler import journal
@@ -188,7 +189,7 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         policy=make_policy(cfg.scheduler.policy, workload=await engine.db.run(workload_mix)),
         quotas=quota_book(cfg),
         settings=runner_settings(cfg),
-        clock=engine.clock)
+        clock=engine.clock, reads=engine.reads)
     engine.runner = runner
     engine.on_close(runner.close)
 
@@ -239,12 +240,20 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         return {"ids": ids}
 
     async def jobs(caller: Caller, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        states = tuple(params.get("states") or ())
-        user = params.get("user")
-        limit = params.get("limit")
-        rows = await engine.db.run(lambda s: journal.list_jobs(
-            s, states=states, user=user, limit=limit, newest_first=True))
+        """Jobs, newest first. Params (all optional): `states` [..], `user`, `ids` [..] (by
+        key, O(1) each), and paging: `limit` (page size; none: every match) with `offset`
+        (rows skipped), so page k of n rows is `limit=n, offset=k*n`. Queued and holding jobs
+        answer from memory; the rest from the store on a reader thread, never behind writes."""
+        rows = await find_jobs(engine, runner, JobQuery.of(params))
         return [r.to_json(reveal_secrets=sees_secrets(caller, r.user)) for r in rows]
+
+    async def job(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One job by id (`job`), from memory when queued or holding, else by the store's key."""
+        query = JobQuery.of({"ids": [params.get("job")]})
+        rows = await find_jobs(engine, runner, query)
+        if not rows:
+            raise RequestError("not_found", f"no job {query.ids[0] if query.ids else '?'}")
+        return rows[0].to_json(reveal_secrets=sees_secrets(caller, rows[0].user))
 
     async def stop(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         ro(caller)
@@ -287,7 +296,7 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
             inventory = [dataclasses.replace(n, schedulable=True) for n in inventory]
             rows = []
         else:
-            rows = await engine.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
+            rows = await find_jobs(engine, runner, JobQuery(states=journal.ACTIVE))
         snap = snapshot(inventory, allocations(rows), engine.clock())
         task = QueuedTask(id="preview", request=spec.to_request(), user=spec.user,
                           project=spec.project, team=spec.team, priority=spec.priority,
@@ -321,7 +330,7 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         user = str(params.get("user") or caller.user)
         return await engine.db.run(lambda s: suggest(s, user))
 
-    engine.handlers.update(submit=submit, jobs=jobs, stop=stop, explain=explain,
+    engine.handlers.update(submit=submit, jobs=jobs, job=job, stop=stop, explain=explain,
                            preview=preview, suggest=suggest_handler)
     engine.streams["logs"] = logs
 

@@ -82,7 +82,7 @@ def write_actions(con: Any, actions: Iterable[Action],
 def job_rows(store: Store, actions: Iterable[Action]) -> dict[int, JobRow]:
     """The jobs that actions on jobs concern (for their events)."""
     ids = [int(a.target) for a in actions if a.target_kind == "job" and a.target.isdigit()]
-    return {i: journal.get(store, i) for i in ids if _exists(store, i)}
+    return {r.id: r for r in journal.list_jobs(store, ids=ids)}
 
 
 class PolicyService:
@@ -384,8 +384,8 @@ class PolicyService:
     async def policies(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
         now = self.engine.clock()
         ids = [int(j) for j in self.idle_state.jobs]
-        rows = {r.id: r for r in await self.engine.db.run(
-            lambda s: [journal.get(s, i) for i in ids if _exists(s, i)])}
+        rows = {r.id: r for r in await self.engine.reads.run(
+            lambda s: journal.list_jobs(s, ids=ids))}
         idle = []
         for job_id, st in sorted(self.idle_state.jobs.items(), key=lambda kv: int(kv[0])):
             entry = idle_entry(job_id, st, rows.get(int(job_id)), now)
@@ -416,9 +416,6 @@ def _writable(caller: Caller) -> None:
         raise RequestError("readonly", "this session is read-only")
 
 
-def _exists(store: Store, job_id: int) -> bool:
-    return bool(store.con.execute("SELECT count(*) FROM jobs WHERE id = ?",
-                                  [job_id]).fetchall()[0][0])
 
 
 def idle_entry(job_id: str, st: IdleJobState, row: JobRow | None,

@@ -159,3 +159,32 @@ def test_config_reload_applies_policies_and_is_audited(config: Path, tmp_path: P
             "signal:SIGHUP", "nothing to apply; restart to apply nodes")
         assert (by_cli["actor"], by_cli["reason"]) == (
             getpass.getuser(), "applied policies; restart to apply nodes")
+
+
+def test_jobs_by_id_and_by_page(config: Path, tmp_path: Path) -> None:
+    """`job` and `jobs ids=` look jobs up by key; `limit`/`offset` page newest first; bad
+    paging params are refused naming the key."""
+    async def talk() -> None:
+        client = await EngineClient.connect(tmp_path / "store.duckdb.sock")
+        try:
+            for i in range(5):
+                await client.call("submit", spec={"name": f"p{i}", "command": ["true"]})
+            page1 = await client.call("jobs", limit=2)
+            page2 = await client.call("jobs", limit=2, offset=2)
+            assert [j["id"] for j in page1] == [5, 4]
+            assert [j["id"] for j in page2] == [3, 2]
+            assert [j["id"] for j in await client.call("jobs", ids=[1, 4, 99])] == [4, 1]
+            one = await client.call("job", job=3)
+            assert (one["id"], one["name"]) == (3, "p2")
+            with pytest.raises(RemoteError) as e:
+                await client.call("job", job=99)
+            assert e.value.code == "not_found"
+            for bad in ({"limit": -1}, {"offset": "x"}, {"ids": "1"}, {"states": ["done"]}):
+                with pytest.raises(RemoteError) as e:
+                    await client.call("jobs", **bad)
+                assert e.value.code == "bad_request" and next(iter(bad)) in str(e.value)
+        finally:
+            await client.close()
+
+    with serve(config):
+        asyncio.run(talk())
