@@ -25,6 +25,7 @@ from collectors.store.audit import utc
 from collectors.store.rollup import rollup
 from collectors.transport import SshOptions, Transport
 from console.engine.server import Caller
+from console.engine.telemetry_stats import IngestStats, threads
 from scheduler.models import GpuSlot, NodeCapacity
 
 if TYPE_CHECKING:
@@ -57,10 +58,15 @@ class Telemetry:
         self._inventory: dict[str, dict[str, Any]] = {}
         # called after each flush with (seconds it took, age of its newest sample or None)
         self.flush_observers: list[Callable[[float, float | None], None]] = []
+        self.stats = IngestStats()
+        self._oldest_ts: float | None = None  # oldest sample in the buffer
 
     def _on_record(self, record: ProbeRecord) -> None:
         self.buffer.add(record)
         self._inventory[record.node] = node_inventory(record)
+        self.stats.arrived(record.ts, self.engine.clock())
+        if self._oldest_ts is None or record.ts < self._oldest_ts:
+            self._oldest_ts = record.ts
 
     def _on_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         self.buffer.add_rows(table, rows)
@@ -88,6 +94,9 @@ class Telemetry:
     async def flush(self) -> None:
         t0 = time.perf_counter()
         full, self.buffer = self.buffer, IngestBuffer()
+        oldest, self._oldest_ts = self._oldest_ts, None
+        handed_at = self.engine.clock()
+        written: dict[str, int] = {}
         view = self.collector.view()
         states = {name: (v.health.state, v.health.reason) for name, v in view.nodes.items()}
         changed = {k: v for k, v in states.items() if self._last_states.get(k) != v}
@@ -96,12 +105,15 @@ class Telemetry:
 
         def write(store: Store) -> None:
             try:
-                full.flush(store)
+                written.update(full.flush(store))
             except IngestError as e:
+                written.update(e.written)
                 log.warning("ingest: %s", e)
             _update_nodes(store, changed, inventory, seen, now=self.engine.clock())
 
         await self.engine.db.run(write)
+        self.stats.flushed(handed_at=handed_at, committed_at=self.engine.clock(),
+                           oldest_ts=oldest, rows=sum(written.values()))
         self._last_states.update(changed)
         newest = max(seen.values(), default=None)
         lag = self.engine.clock() - newest if newest is not None else None
@@ -121,15 +133,18 @@ class Telemetry:
             if now - last_rollup >= ROLLUP_EVERY_S:
                 last_rollup = now
                 try:
-                    await self.engine.db.run(self._rollup)
+                    self.stats.rolled_up(await self.engine.db.run(self._rollup))
                 except Exception:
                     log.exception("rollup failed")
 
-    def _rollup(self, store: Store) -> None:
+    def _rollup(self, store: Store) -> float:
+        """One rollup pass; returns its duration in seconds."""
         c = self.engine.config.collect
+        started = time.perf_counter()
         rollup(store, datetime.fromtimestamp(self.engine.clock(), UTC).replace(tzinfo=None),
                raw_retention_s=c.raw_retention_s, minute_retention_s=c.minute_retention_s,
                hour_retention_s=c.hour_retention_s)
+        return time.perf_counter() - started
 
     # -- what the scheduler sees ---------------------------------------------------------------
     def view(self) -> FleetView:
@@ -290,7 +305,12 @@ async def attach(engine: Engine) -> Telemetry:
         since = utc(engine.clock() - minutes * 60)
         return await engine.db.run(lambda s: history(s, node, since))
 
+    async def ingest_stats(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+        """How ingest keeps up (see telemetry_stats) and the engine's threads by native id."""
+        return {**tel.stats.summary(), "threads": threads()}
+
     engine.handlers["node_history"] = node_history
+    engine.handlers["ingest_stats"] = ingest_stats
     return tel
 
 
