@@ -62,15 +62,28 @@ class StoreReader:
     """Runs read-only store questions on their own threads, each with its own DuckDB cursor,
     so a client's read never waits behind the writer's ingest, rollups or job commits.
     Reads see what is committed (DuckDB's MVCC); anything that must see the writer's own
-    uncommitted work stays on `StoreWorker`."""
+    uncommitted work stays on `StoreWorker`.
+
+    The cursors are made on the store thread (`open`): making one from another thread takes
+    the writer connection's lock while holding the GIL, which deadlocks against a writer
+    query that needs the GIL (an Arrow scan)."""
 
     def __init__(self, worker: StoreWorker, threads: int = 2) -> None:
         self._worker = worker
+        self._threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads,
                                         thread_name_prefix="fleetdeck-read")
         self._local = threading.local()
-        self._cursors: list[Store] = []
+        self._free: list[Store] = []
+        self._all: list[Store] = []
         self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        def make(store: Store) -> list[Store]:
+            return [Store(store.path, store.cursor(), None) for _ in range(self._threads)]
+
+        self._all = await self._worker.run(make)
+        self._free = list(self._all)
 
     async def run(self, fn: Callable[[Store], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -79,21 +92,18 @@ class StoreReader:
     def _call(self, fn: Callable[[Store], T]) -> T:
         view: Store | None = getattr(self._local, "store", None)
         if view is None:
-            store = self._worker.store
-            assert store is not None, "store not open"
-            view = Store(store.path, store.cursor(), None)
-            self._local.store = view
             with self._lock:
-                self._cursors.append(view)
+                assert self._free, "store readers not open"
+                view = self._free.pop()
+            self._local.store = view
         return fn(view)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        with self._lock:
-            for view in self._cursors:
-                with contextlib.suppress(Exception):
-                    view.close()
-            self._cursors.clear()
+        for view in self._all:
+            with contextlib.suppress(Exception):
+                view.close()
+        self._all, self._free = [], []
 
 
 class Engine:
@@ -125,6 +135,7 @@ class Engine:
         store = await self.db.open(self.config.store.path)
         if note := describe_private(store.made_private):
             log.warning("%s", note)
+        await self.reads.open()
         self.fleet_id = await self.db.run(lambda s: s.fleet_id())
         try:
             from console.engine import services
@@ -172,7 +183,8 @@ class Engine:
                 res = fn()
                 if asyncio.iscoroutine(res):
                     await res
-        await asyncio.get_running_loop().run_in_executor(None, self.reads.close)
+        if self.db.store is not None:  # cursors closed on the thread that made them
+            await self.db.run(lambda _store: self.reads.close())
         await self.db.close()
 
     # -- built-in handlers ------------------------------------------------------------------

@@ -183,7 +183,7 @@ class BurstManager:
         if v is not None:
             lines.append(v.reason)
         prefix = f"fd-{job_id}-"
-        rows = await self.engine.db.run(lambda s: s.con.execute(
+        rows = await self.engine.reads.run(lambda s: s.con.execute(
             "SELECT ts, action, target, reason FROM actions WHERE actor = ? AND "
             "((target_kind = 'job' AND target = ?) OR (target_kind = 'instance' AND "
             "starts_with(target, ?))) ORDER BY id", [BURST_ACTOR, str(job_id), prefix]

@@ -124,7 +124,7 @@ class PolicyService:
         if v is not None:
             out["idle"] = v.to_json()
         since = self.engine.clock() - max(60.0, 3 * self.interval_s)
-        out["usage"] = await self.engine.db.run(lambda s: latest_job_usage(s, job_id, since))
+        out["usage"] = await self.engine.reads.run(lambda s: latest_job_usage(s, job_id, since))
         return out
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class PolicyService:
             gpu, cpu = usage_rows(store, enabled, since) if enabled else ([], [])
             return jobs, gpu, cpu
 
-        jobs, gpu_rows, cpu_rows = await self.engine.db.run(read)
+        jobs, gpu_rows, cpu_rows = await self.engine.reads.run(read)
         settings = {j.job_id: cfg.settings_for(j)[0] for j in jobs}
         windows = build_usage_windows(jobs, gpu_rows, cpu_rows, since=since)
         result = evaluate_idle(jobs, windows, cfg, self.idle_state, now, self.snoozes)
@@ -239,7 +239,7 @@ class PolicyService:
             floor = now - HEALTH_LOOKBACK_S
             s_since = max(floor, self._samples_seen - self._lag_s)
             e_since = max(floor, self._events_seen - self._lag_s)
-            sample_rows, event_rows = await self.engine.db.run(
+            sample_rows, event_rows = await self.engine.reads.run(
                 lambda s: health_rows(s, s_since, e_since))
             samples = [x for x in hp.samples_from_rows(sample_rows)
                        if x.ts > self._sample_marks.get(x.node, self._start_mark)]
@@ -259,7 +259,7 @@ class PolicyService:
             await self._apply_health(result)
 
     async def _snapshot(self, now: float) -> FleetSnapshot:
-        rows = await self.engine.db.run(lambda s: journal.list_jobs(s, states=ACTIVE))
+        rows = await self.engine.reads.run(lambda s: journal.list_jobs(s, states=ACTIVE))
         return snapshot(self.telemetry.inventory(), allocations(rows), now)
 
     async def _apply_health(self, result: hp.HealthResult, *,
