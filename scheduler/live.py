@@ -1,4 +1,5 @@
-"""The queued and holding (starting, running, preempted) jobs in memory, by id: what the engine's reads answer from.
+"""The queued and holding (starting, running, preempted) jobs in memory, by id: what the
+engine's reads answer from.
 
 The store stays the truth: the runner replaces the whole set from the store on every
 placement cycle (it lists these jobs anyway) and applies each row it writes in between, so a

@@ -51,7 +51,8 @@ SELECT date_trunc('minute', s.ts) AS m, s.node, s.gpu_index,
 FROM gpu_samples s
 WHERE s.ts >= $lo AND s.ts < $hi
   AND NOT EXISTS (SELECT 1 FROM gpu_samples_1m r
-                  WHERE r.ts >= $lo AND r.ts < $hi AND r.ts = date_trunc('minute', s.ts) AND r.node = s.node
+                  WHERE r.ts >= $lo AND r.ts < $hi
+                    AND r.ts = date_trunc('minute', s.ts) AND r.node = s.node
                     AND r.gpu_index = s.gpu_index)
 GROUP BY m, s.node, s.gpu_index
 """
@@ -65,7 +66,8 @@ SELECT date_trunc('minute', s.ts) AS m, s.node, count(*),
 FROM node_samples s
 WHERE s.ts >= $lo AND s.ts < $hi
   AND NOT EXISTS (SELECT 1 FROM node_samples_1m r
-                  WHERE r.ts >= $lo AND r.ts < $hi AND r.ts = date_trunc('minute', s.ts) AND r.node = s.node)
+                  WHERE r.ts >= $lo AND r.ts < $hi
+                    AND r.ts = date_trunc('minute', s.ts) AND r.node = s.node)
 GROUP BY m, s.node
 """
 
@@ -88,7 +90,8 @@ SELECT date_trunc('hour', s.ts) AS h, s.node, s.gpu_index,
 FROM gpu_samples_1m s
 WHERE s.ts >= $lo AND s.ts < $hi
   AND NOT EXISTS (SELECT 1 FROM gpu_samples_1h r
-                  WHERE r.ts >= $lo AND r.ts < $hi AND r.ts = date_trunc('hour', s.ts) AND r.node = s.node
+                  WHERE r.ts >= $lo AND r.ts < $hi
+                    AND r.ts = date_trunc('hour', s.ts) AND r.node = s.node
                     AND r.gpu_index = s.gpu_index)
 GROUP BY h, s.node, s.gpu_index
 """
@@ -102,7 +105,8 @@ SELECT date_trunc('hour', s.ts) AS h, s.node, sum(s.samples),
 FROM node_samples_1m s
 WHERE s.ts >= $lo AND s.ts < $hi
   AND NOT EXISTS (SELECT 1 FROM node_samples_1h r
-                  WHERE r.ts >= $lo AND r.ts < $hi AND r.ts = date_trunc('hour', s.ts) AND r.node = s.node)
+                  WHERE r.ts >= $lo AND r.ts < $hi
+                    AND r.ts = date_trunc('hour', s.ts) AND r.node = s.node)
 GROUP BY h, s.node
 """
 
