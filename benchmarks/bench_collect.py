@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import asyncssh
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from fleetbench import free_port_block, pct  # noqa: E402
 
 from collectors.fleet import FleetCollector  # noqa: E402
 from collectors.health import Backoff  # noqa: E402
@@ -55,31 +56,6 @@ def peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def free_port_block(n: int) -> int:
-    """A base port with n consecutive free ports on 127.0.0.1."""
-    for base in range(20000, 60000 - n, 97):
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no block of {n} free ports")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 class Sweeps:

@@ -21,17 +21,16 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from fleetbench import (
     Latencies,
     Serve,
+    fleet_args,
     has_method,
-    raise_nofile,
+    run_bench,
     seed_jobs,
     sim_nodes,
     write_config,
@@ -119,30 +118,13 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--nodes", type=int, default=1000)
-    ap.add_argument("--gpus", type=int, default=8)
-    ap.add_argument("--interval", type=float, default=5.0)
-    ap.add_argument("--jobs", type=int, default=100_000)
-    ap.add_argument("--queued", type=int, default=200)
-    ap.add_argument("--clients", type=int, default=200)
-    ap.add_argument("--period", type=float, default=2.0)
-    ap.add_argument("--duration", type=float, default=60.0)
-    ap.add_argument("--up-timeout", type=float, default=900.0)
+    ap = fleet_args(__doc__ or "", duration_s=60.0, clients=200)
+    ap.add_argument("--period", type=float, default=2.0, help="seconds between a client's calls")
     args = ap.parse_args()
-    if not (0 < args.nodes <= 5000 and 0 < args.clients <= 2000 and args.period > 0
-            and args.duration > 0 and 0 <= args.queued < args.jobs <= 10_000_000):
-        print("bench_engine: --nodes 1..5000, --clients 1..2000, --period > 0, --duration > 0, "
-              "0 <= --queued < --jobs", file=sys.stderr)
+    if args.period <= 0:
+        print("bench_engine: --period: expected seconds > 0", file=sys.stderr)
         return 2
-    raise_nofile(4 * args.nodes + 4 * args.clients + 256)
-    work = Path(tempfile.mkdtemp(prefix="fdbench-engine-"))
-    try:
-        lines = asyncio.run(run(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print("\n".join(lines))
-    return 0
+    return run_bench("bench_engine", args, run)
 
 
 if __name__ == "__main__":

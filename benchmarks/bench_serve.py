@@ -25,9 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +34,9 @@ from fleetbench import (
     Latencies,
     Serve,
     cpu_by_role,
+    fleet_args,
     has_method,
-    raise_nofile,
+    run_bench,
     seed_jobs,
     sim_nodes,
     thread_roles,
@@ -148,30 +147,13 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--nodes", type=int, default=1000)
-    ap.add_argument("--gpus", type=int, default=8)
-    ap.add_argument("--interval", type=float, default=5.0)
-    ap.add_argument("--duration", type=float, default=300.0, help="seconds measured")
-    ap.add_argument("--clients", type=int, default=20)
+    ap = fleet_args(__doc__ or "", duration_s=300.0, clients=20)
     ap.add_argument("--poll", type=float, default=2.0, help="seconds between a client's polls")
-    ap.add_argument("--jobs", type=int, default=100_000)
-    ap.add_argument("--queued", type=int, default=200)
-    ap.add_argument("--up-timeout", type=float, default=900.0)
     args = ap.parse_args()
-    if not (0 < args.nodes <= 5000 and 0 < args.interval <= 3600 and args.duration > 0
-            and 0 <= args.clients <= 1000 and 0 <= args.queued <= args.jobs <= 10_000_000):
-        print("bench_serve: --nodes 1..5000, --interval > 0, --duration > 0, --clients "
-              "0..1000, 0 <= --queued <= --jobs", file=sys.stderr)
+    if args.poll <= 0:
+        print("bench_serve: --poll: expected seconds > 0", file=sys.stderr)
         return 2
-    raise_nofile(4 * args.nodes + 4 * args.clients + 256)
-    work = Path(tempfile.mkdtemp(prefix="fdbench-serve-"))
-    try:
-        lines = asyncio.run(run(args, work))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print("\n".join(lines))
-    return 0
+    return run_bench("bench_serve", args, run)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,21 @@ lines, so nothing can start on them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
 import random
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,3 +309,38 @@ async def has_method(client: EngineClient, method: str, **params: Any) -> bool:
     except RemoteError as e:
         return e.code != "bad_request"
     return True
+
+
+def fleet_args(doc: str, *, duration_s: float, clients: int) -> argparse.ArgumentParser:
+    """The flags both fleet benches share (the fleet, the store, the clients, how long)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--interval", type=float, default=5.0, help="collection interval, s")
+    ap.add_argument("--jobs", type=int, default=100_000, help="jobs in the store")
+    ap.add_argument("--queued", type=int, default=200, help="of which queued (never fit)")
+    ap.add_argument("--clients", type=int, default=clients)
+    ap.add_argument("--duration", type=float, default=duration_s, help="seconds measured")
+    ap.add_argument("--up-timeout", type=float, default=900.0)
+    return ap
+
+
+def run_bench(name: str, args: argparse.Namespace,
+              run: Callable[[argparse.Namespace, Path], Coroutine[Any, Any, list[str]]]) -> int:
+    """Check the shared flags, run `run(args, workdir)` and print its lines (exit 2 on a bad
+    flag, one line)."""
+    if not (0 < args.nodes <= 5000 and 0 <= args.gpus <= 64 and 0 < args.interval <= 3600
+            and 0 < args.duration <= 86400 and 0 < args.clients <= 2000
+            and 0 <= args.queued < args.jobs <= 10_000_000):
+        print(f"{name}: expected --nodes 1..5000, --gpus 0..64, --interval 0..3600, "
+              "--duration 0..86400, --clients 1..2000, 0 <= --queued < --jobs <= 10000000",
+              file=sys.stderr)
+        return 2
+    raise_nofile(4 * args.nodes + 4 * args.clients + 256)
+    work = Path(tempfile.mkdtemp(prefix=f"fd{name}-"))
+    try:
+        lines = asyncio.run(run(args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(lines))
+    return 0
