@@ -474,12 +474,15 @@ def me_line(me: dict[str, Any]) -> str:
     return f"you: {gpus} · {spend:.2f} {me.get('currency') or ''} today".replace("  ", " ")
 
 
-async def open_link(loaded: Loaded, *, readonly: bool = False) -> EngineLink:
-    """Attach to a running engine, or start an embedded one."""
+async def open_link(loaded: Loaded, *, readonly: bool = False,
+                    embed: bool = True) -> EngineLink:
+    """Attach to a running engine, or start an embedded one (unless `embed` is False: an
+    engine named with --engine is attached to or nothing)."""
     try:
         client = await EngineClient.connect(loaded.config.socket_path, timeout=2.0)
     except NoEngine:
-        pass
+        if not embed:
+            raise
     else:
         await client.close()
         info = client.engine_info
@@ -497,7 +500,8 @@ async def open_link(loaded: Loaded, *, readonly: bool = False) -> EngineLink:
 def run_console(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
     enter_private_umask()  # an embedded engine's store and WAL are born 0600
-    link = asyncio.run(open_link(loaded, readonly=bool(getattr(args, "readonly", False))))
+    link = asyncio.run(open_link(loaded, readonly=bool(getattr(args, "readonly", False)),
+                                 embed=getattr(args, "engine_socket", None) is None))
     try:
         FleetdeckApp(link).run()
     finally:

@@ -87,3 +87,11 @@ def test_bad_address_is_bad_input(bad: str) -> None:
     res = cli("--engine", bad, "status")
     assert res.returncode == 2
     assert one_line_error(res).startswith("--engine: expected ssh://")
+
+
+def test_console_with_engine_named_never_embeds_one(tmp_path: Path) -> None:
+    sock = tmp_path / "none.sock"
+    res = cli("--engine", str(sock), "--store", str(tmp_path / "s.duckdb"))
+    assert res.returncode != 0
+    assert "no fleetdeck engine is running" in one_line_error(res)
+    assert not sock.exists() and not (tmp_path / "s.duckdb").exists()
