@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from collectors.config_schema import doc
 from collectors.errors import InputError
 from collectors.notify.config import NotifyConfig
 from collectors.notify.config import check as check_notify
-from console.typed import build, doc, field_paths, present_paths
+from console.typed import build, field_paths, present_paths
 from reports.rates import Rates
 from scheduler.fit import POLICY_NAMES
 from scheduler.policies import PoliciesConfig

@@ -258,6 +258,3 @@ def _check_range(value: float, source: str, path: str, tp: Any,
         raise InputError(source, path, _describe(tp, meta), got=value)
 
 
-def doc(text: str, **meta: Any) -> dict[str, Any]:
-    """Field metadata helper: `field(default=5.0, metadata=doc("...", min=0.1))`."""
-    return {"doc": text, **meta}

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collectors.config_schema import doc
+
 HOURS_PER_YEAR = 365.25 * 24.0
 HOURS_PER_MONTH = HOURS_PER_YEAR / 12.0
 GB = 2**30  # memory is billed per GiB, written "GB" as cloud price lists do
@@ -42,29 +44,25 @@ class GpuRate:
     """The price of one GPU of a model (optionally in one pool)."""
 
     purchase_price: float = field(
-        default=0.0, metadata={"doc": "purchase price per GPU incl. its share of the server",
-                               "min": 0.0})
+        default=0.0, metadata=doc("purchase price per GPU incl. its share of the server", min=0.0))
     """Money paid for one GPU, including its share of the server around it."""
     lifetime_years: float = field(
-        default=4.0, metadata={"doc": "years the purchase is amortized over", "min": 0.1})
+        default=4.0, metadata=doc("years the purchase is amortized over", min=0.1))
     """Years the purchase price is spread over (straight-line amortization)."""
     power_w: float = field(
-        default=0.0, metadata={"doc": "average power draw per GPU in watts", "min": 0.0})
+        default=0.0, metadata=doc("average power draw per GPU in watts", min=0.0))
     """Average electrical draw of one GPU with its server share, in watts."""
     kwh_price: float = field(
-        default=0.0, metadata={"doc": "electricity price per kWh", "min": 0.0})
+        default=0.0, metadata=doc("electricity price per kWh", min=0.0))
     """Price of one kWh of electricity (cooling included if you fold PUE in here)."""
     hosting_per_month: float = field(
-        default=0.0, metadata={"doc": "rack space, network, support per GPU and month",
-                               "min": 0.0})
+        default=0.0, metadata=doc("rack space, network, support per GPU and month", min=0.0))
     """Hosting cost per GPU and month: rack space, network, support contracts."""
     gpu_hour: float | None = field(
-        default=None, metadata={"doc": "price per GPU-hour; overrides the computed one",
-                                "min": 0.0})
+        default=None, metadata=doc("price per GPU-hour; overrides the computed one", min=0.0))
     """The GPU-hour price given directly; when set, the fields above are ignored."""
     cloud_gpu_hour: float | None = field(
-        default=None, metadata={"doc": "cloud price per GPU-hour of this model (forecast)",
-                                "min": 0.0})
+        default=None, metadata=doc("cloud price per GPU-hour of this model (forecast)", min=0.0))
     """What one GPU-hour of this model costs in the cloud; the forecast's break-even uses it
     (falling back to prices recorded in `burst_instances`)."""
 
@@ -88,13 +86,13 @@ class PoolRates:
     """Overrides for one pool; unset fields fall back to the fleet-wide rates."""
 
     gpu: dict[str, GpuRate] = field(
-        default_factory=dict, metadata={"doc": "GPU rates by model for this pool"})
+        default_factory=dict, metadata=doc("GPU rates by model for this pool"))
     """GPU rates by model name (substring match, as in `Rates.gpu`)."""
     cpu_core_hour: float | None = field(
-        default=None, metadata={"doc": "CPU core-hour price in this pool", "min": 0.0})
+        default=None, metadata=doc("CPU core-hour price in this pool", min=0.0))
     """CPU core-hour price in this pool."""
     mem_gb_hour: float | None = field(
-        default=None, metadata={"doc": "memory GB-hour price in this pool", "min": 0.0})
+        default=None, metadata=doc("memory GB-hour price in this pool", min=0.0))
     """Memory GB-hour price in this pool."""
 
 
@@ -102,23 +100,23 @@ class PoolRates:
 class Rates:
     """Every price reports use. `Rates()` bills nothing and still reports hours."""
 
-    currency: str = field(default="USD", metadata={"doc": "currency code shown in reports"})
+    currency: str = field(default="USD", metadata=doc("currency code shown in reports"))
     """ISO currency code printed beside money columns."""
     cpu_core_hour: float = field(
-        default=0.0, metadata={"doc": "price per CPU core-hour requested", "min": 0.0})
+        default=0.0, metadata=doc("price per CPU core-hour requested", min=0.0))
     """Price per CPU core-hour a job requested (cpu_milli / 1000 cores)."""
     mem_gb_hour: float = field(
-        default=0.0, metadata={"doc": "price per GB-hour (GiB) of memory requested", "min": 0.0})
+        default=0.0, metadata=doc("price per GB-hour (GiB) of memory requested", min=0.0))
     """Price per GB-hour (GiB) of memory a job requested."""
     gpu: dict[str, GpuRate] = field(
-        default_factory=dict, metadata={"doc": "GPU rates by model (substring of the name)"})
+        default_factory=dict, metadata=doc("GPU rates by model (substring of the name)"))
     """GPU rates by model. A key matches a model when it is contained in the model name,
     case-insensitively (`A100` matches `NVIDIA A100-SXM4-80GB`); the longest key wins."""
     default_gpu: GpuRate = field(
-        default_factory=GpuRate, metadata={"doc": "rate for GPU models without an entry"})
+        default_factory=GpuRate, metadata=doc("rate for GPU models without an entry"))
     """The rate of GPU models no key of `gpu` matches."""
     pools: dict[str, PoolRates] = field(
-        default_factory=dict, metadata={"doc": "per-pool overrides"})
+        default_factory=dict, metadata=doc("per-pool overrides"))
     """Per-pool overrides, by pool name."""
 
     def gpu_rate(self, model: str | None, pool: str | None = None) -> GpuRate:

@@ -8,39 +8,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlparse
 
+from collectors.config_schema import doc
 from collectors.errors import InputError
 from collectors.events import is_pattern
 
 ROUTE_TARGETS = ("owner", "admins")  # besides channel names
 
 
-def _doc(text: str, **meta: Any) -> dict[str, Any]:
-    return {"doc": text, **meta}
-
-
 @dataclass(frozen=True, slots=True)
 class ChannelConfig:
     """One `[[notify.channels]]` entry."""
 
-    name: str = field(metadata=_doc("channel name routes refer to", nonempty=True))
-    type: Literal["email", "webhook", "slack"] = field(metadata=_doc(
+    name: str = field(metadata=doc("channel name routes refer to", nonempty=True))
+    type: Literal["email", "webhook", "slack"] = field(metadata=doc(
         "email (SMTP), webhook (JSON POST) or slack (incoming-webhook JSON)"))
-    smtp_host: str = field(default="localhost", metadata=_doc("email: SMTP server"))
-    smtp_port: int = field(default=25, metadata=_doc("email: SMTP port", min=1, max=65535))
-    starttls: bool = field(default=False, metadata=_doc("email: STARTTLS before sending"))
-    username: str = field(default="", metadata=_doc("email: SMTP login (empty: none)"))
-    password_file: str = field(default="", metadata=_doc(
+    smtp_host: str = field(default="localhost", metadata=doc("email: SMTP server"))
+    smtp_port: int = field(default=25, metadata=doc("email: SMTP port", min=1, max=65535))
+    starttls: bool = field(default=False, metadata=doc("email: STARTTLS before sending"))
+    username: str = field(default="", metadata=doc("email: SMTP login (empty: none)"))
+    password_file: str = field(default="", metadata=doc(
         "email: file holding the SMTP password"))
-    sender: str = field(default="", metadata=_doc("email: From address", key="from"))
-    to: tuple[str, ...] = field(default=(), metadata=_doc(
+    sender: str = field(default="", metadata=doc("email: From address", key="from"))
+    to: tuple[str, ...] = field(default=(), metadata=doc(
         "email: addresses a route naming this channel mails"))
-    url: str = field(default="", metadata=_doc("webhook, slack: the URL to POST to"))
-    secret_file: str = field(default="", metadata=_doc(
+    url: str = field(default="", metadata=doc("webhook, slack: the URL to POST to"))
+    secret_file: str = field(default="", metadata=doc(
         "webhook: file holding the key of the body's HMAC-SHA256 (X-Fleetdeck-Signature)"))
-    timeout_s: float = field(default=10.0, metadata=_doc(
+    timeout_s: float = field(default=10.0, metadata=doc(
         "seconds one delivery attempt may take", min=0.1, max=300))
 
 
@@ -48,9 +45,9 @@ class ChannelConfig:
 class RouteConfig:
     """One `[[notify.routes]]` entry: which events go to whom."""
 
-    events: tuple[str, ...] = field(metadata=_doc(
+    events: tuple[str, ...] = field(metadata=doc(
         'event names or prefixes ("job.", "*" for all)', nonempty=True))
-    to: tuple[str, ...] = field(metadata=_doc(
+    to: tuple[str, ...] = field(metadata=doc(
         '"owner" (the job owner\'s email), "admins", or channel names', nonempty=True))
 
 
@@ -60,25 +57,25 @@ class NotifyConfig:
 
     channels: tuple[ChannelConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
-    admins: tuple[str, ...] = field(default=(), metadata=_doc(
+    admins: tuple[str, ...] = field(default=(), metadata=doc(
         'user names (from [[users]]) a route to "admins" mails'))
-    max_attempts: int = field(default=10, metadata=_doc(
+    max_attempts: int = field(default=10, metadata=doc(
         "attempts per message before it is marked failed", min=1, max=1000))
-    backoff_s: float = field(default=5.0, metadata=_doc(
+    backoff_s: float = field(default=5.0, metadata=doc(
         "wait before the first retry; doubles with each attempt", min=0.01, max=86400))
-    backoff_max_s: float = field(default=900.0, metadata=_doc(
+    backoff_max_s: float = field(default=900.0, metadata=doc(
         "longest wait between retries", min=0.01, max=86400))
-    batch_s: float = field(default=2.0, metadata=_doc(
+    batch_s: float = field(default=2.0, metadata=doc(
         "an event waits this long so a recipient's events close together go out as one "
         "message", min=0, max=3600))
-    rate_limit: int = field(default=6, metadata=_doc(
+    rate_limit: int = field(default=6, metadata=doc(
         "messages per recipient per rate_window_s; beyond it events wait and go out as one "
         "digest", min=1, max=100000))
-    rate_window_s: float = field(default=3600.0, metadata=_doc(
+    rate_window_s: float = field(default=3600.0, metadata=doc(
         "the rate limit's window", min=1, max=7 * 86400))
-    tick_s: float = field(default=1.0, metadata=_doc(
+    tick_s: float = field(default=1.0, metadata=doc(
         "how often the sender looks for events and due deliveries", min=0.05, max=600))
-    concurrency: int = field(default=4, metadata=_doc(
+    concurrency: int = field(default=4, metadata=doc(
         "messages in flight at once (each has its channel's timeout)", min=1, max=64))
 
     def channel(self, name: str) -> ChannelConfig | None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collectors.config_schema import doc
 from scheduler.policies.audit import Action, Snooze, snooze_action
 from scheduler.policies.burst import BudgetLimits, BurstConfig, BurstState, evaluate_burst
 from scheduler.policies.health import HealthConfig, HealthState, evaluate_health
 from scheduler.policies.idle import IdleConfig, IdleRule, IdleState, evaluate_idle
-from scheduler.providers.base import doc
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from collectors.config_schema import doc
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.models import FleetSnapshot, NodeCapacity, ResourceRequest
 from scheduler.policies.audit import BURST_ACTOR, Action, fmt_duration
 from scheduler.policies.spend import BudgetUse, BurstInstance, Period, ScopeKey, budget_use
-from scheduler.providers.base import Offer, doc
+from scheduler.providers.base import Offer
 from scheduler.providers.config import ProviderConfig
 
 _PERIODS: tuple[Period, ...] = ("daily", "monthly")

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from collectors.config_schema import doc
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.models import FleetSnapshot, NodeCapacity
 from scheduler.policies.audit import HEALTH_ACTOR, Action, to_epoch_s
-from scheduler.providers.base import doc
 
 GpuKey = tuple[str, int]  # (node, gpu_index)
 

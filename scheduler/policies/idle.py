@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from collectors.config_schema import doc
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.policies.audit import (
     IDLE_ACTOR,
@@ -43,7 +44,6 @@ from scheduler.policies.audit import (
     fmt_duration,
     to_epoch_s,
 )
-from scheduler.providers.base import doc
 
 JobKind = Literal["batch", "notebook", "service"]
 MissingSignal = Literal["skip", "gpu_only"]

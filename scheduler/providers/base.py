@@ -23,17 +23,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from collectors.config_schema import doc
 from collectors.errors import FleetdeckError
 
 Market = Literal["spot", "on-demand"]
-
-
-def doc(text: str, **meta: Any) -> dict[str, Any]:
-    """Field metadata for config dataclasses: the doc line plus `min`/`max`/`nonempty`.
-
-    Same shape as `console.typed.doc`, which builds these dataclasses from TOML.
-    """
-    return {"doc": text, **meta}
 
 
 class ProviderError(FleetdeckError):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from scheduler.providers.base import doc
+from collectors.config_schema import doc
 
 ProviderType = Literal["command", "aws"]
 
