@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from collectors.formatting import bytes_short
 from collectors.models import ProbeHello, ProbeRecord
 from collectors.sources.docker import ContainerSample
 from collectors.sources.slurm import SlurmJobSample, SlurmNodeSample
@@ -153,11 +154,11 @@ def format_view(view: FleetView, fmt: Literal["table", "json"] = "table") -> str
             node.health.state,
             node.pool,
             _num(host.cpu_util_pct if host else None),
-            f"{_bytes(host.mem_used_bytes if host else None)}/"
-            f"{_bytes(host.mem_total_bytes if host else None)}",
+            f"{bytes_short(host.mem_used_bytes if host else None)}/"
+            f"{bytes_short(host.mem_total_bytes if host else None)}",
             str(len(gpus)) if rec else "-",
             _num(sum(util) / len(util) if util else None),
-            f"{_bytes(gmem_used)}/{_bytes(gmem_total)}" if gpus else "-",
+            f"{bytes_short(gmem_used)}/{bytes_short(gmem_total)}" if gpus else "-",
             "-" if running is None else str(running),
             reason[:80],
         ))
@@ -183,14 +184,3 @@ def format_view(view: FleetView, fmt: Literal["table", "json"] = "table") -> str
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
-
-
-def _bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "K", "M", "G", "T"):
-        if size < 1024 or unit == "T":
-            return f"{size:.0f}{unit}" if unit in ("B", "K") else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}T"

@@ -25,6 +25,7 @@ from textual.timer import Timer
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from collectors.errors import InputError
+from collectors.formatting import bytes_exact, duration_exact
 from console.engine.client import RemoteError
 from console.messages import JobsSubmitted
 from console.screens.dialog import DialogScreen
@@ -138,25 +139,6 @@ def validate(values: Mapping[str, Any], *, final: bool = False,
         return None, {}, str(e)
 
 
-def _size_text(n: object) -> str:
-    if not isinstance(n, int) or n <= 0:
-        return ""
-    for unit, mult in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n % mult == 0:
-            return f"{n // mult}{unit}"
-    return str(n)
-
-
-def _duration_text(s: object) -> str:
-    if not isinstance(s, int | float) or s <= 0:
-        return ""
-    s = int(s)
-    for unit, mult in (("h", 3600), ("m", 60)):
-        if s % mult == 0:
-            return f"{s // mult}{unit}"
-    return f"{s}s"
-
-
 def values_from_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A stored spec (`JobSpec.to_dict` shape) as form values (the last submission's defaults)."""
     cmd = spec.get("command") or []
@@ -170,12 +152,12 @@ def values_from_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "command": command, "shell": shell, "image": spec.get("image") or "",
         "gpus": (f"{gpus:g}" if gpus else ""), "gpu_models": ",".join(spec.get("gpu_models") or []),
-        "min_gpu_mem": _size_text(spec.get("min_gpu_mem_bytes")),
+        "min_gpu_mem": bytes_exact(spec.get("min_gpu_mem_bytes")),
         "cpus": f"{spec['cpus']:g}" if spec.get("cpus") not in (None, 1, 1.0) else "",
-        "mem": _size_text(spec.get("mem_bytes")), "pool": spec.get("pool") or "",
+        "mem": bytes_exact(spec.get("mem_bytes")), "pool": spec.get("pool") or "",
         "node": spec.get("node") or "", "labels": pairs(spec.get("labels")),
         "priority": str(spec["priority"]) if spec.get("priority") else "",
-        "max_runtime": _duration_text(spec.get("max_runtime_s")),
+        "max_runtime": duration_exact(spec.get("max_runtime_s")),
         "retries": str(spec["retries"]) if spec.get("retries") else "",
         "env": pairs(spec.get("env")), "workdir": spec.get("workdir") or "",
         "executor": spec.get("executor") or "auto", "kind": spec.get("kind") or "batch",

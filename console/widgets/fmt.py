@@ -1,4 +1,5 @@
-"""Formatting for the console's cells: sizes, percentages, bars, ages. Pure functions.
+"""Formatting for the console's cells: bars, sparks, colours by state and utilization, and
+the shared value formatters (`collectors.formatting`) under short names. Pure functions.
 
 Helpers returning `Text` for table cells (`pct_text`, `state_text`, `gpu_spark`) hand out
 shared, cached objects: a refresh that changes nothing yields identical cells, which tables
@@ -7,12 +8,39 @@ compare by identity first. Never mutate what they return.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from rich.text import Span, Text
+
+from collectors.formatting import ago_text as ago
+from collectors.formatting import bytes_short as size
+from collectors.formatting import duration_short as duration
+from collectors.formatting import money_text as money
+from collectors.formatting import number_text as num
+from collectors.formatting import pct_short as pct
+from collectors.formatting import timestamp_text as clock_text
+
+# the shared formatters under the console's short names, and the console's own cell helpers
+__all__ = [
+    "STATE_STYLE",
+    "ago",
+    "bar",
+    "clock_text",
+    "duration",
+    "epoch",
+    "gpu_spark",
+    "labels_text",
+    "money",
+    "num",
+    "pct",
+    "pct_text",
+    "size",
+    "spark_char",
+    "state_text",
+    "util_style",
+]
 
 SPARK = "▁▂▃▄▅▆▇█"
 BAR_FULL = "█"
@@ -49,53 +77,6 @@ def util_style(pct: float | None) -> str:
     return "#d9442b"
 
 
-def size(n: float | None) -> str:
-    """Bytes as a short binary size: 512B, 1.5K, 80.0G."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "K", "M", "G", "T", "P"):
-        if abs(value) < 1024 or unit == "P":
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-        value /= 1024
-    return f"{value:.0f}P"  # pragma: no cover - loop always returns
-
-
-def pct(p: float | None, width: int = 0) -> str:
-    if p is None:
-        return "-".rjust(width)
-    return f"{p:.0f}%".rjust(width)
-
-
-def num(x: float | None, digits: int = 2) -> str:
-    """A number without trailing zeros: 2, 0.25, 12.5."""
-    if x is None:
-        return "-"
-    if float(x).is_integer():
-        return str(int(x))
-    return f"{x:.{digits}f}".rstrip("0").rstrip(".")
-
-
-def money(x: float | None) -> str:
-    return "-" if x is None else f"${x:,.2f}"
-
-
-def duration(seconds: float | None) -> str:
-    """3s, 4m05s, 2h13m, 3d04h."""
-    if seconds is None or seconds < 0 or math.isnan(seconds):
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
 def epoch(value: object) -> float | None:
     """Epoch seconds from an ISO string (naive means UTC), a number, or None."""
     if value is None or value == "":
@@ -116,19 +97,6 @@ def _iso_epoch(value: str) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
-
-
-def clock_text(ts: float | None) -> str:
-    """UTC time of day for a timestamp: 2024-05-01 12:03:04."""
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def ago(ts: float | None, now: float) -> str:
-    if ts is None:
-        return "-"
-    return duration(max(0.0, now - ts)) + " ago"
 
 
 def bar(fraction: float | None, width: int, style: str = "") -> Text:

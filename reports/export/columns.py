@@ -1,4 +1,5 @@
-"""Column kinds from names and types (units live in column names), and display formatting."""
+"""Column kinds from names and types (units live in column names), and how cells read
+(`collectors.formatting`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import date, datetime
 from typing import Literal
 
 import polars as pl
+
+from collectors.formatting import duration_short, grouped
 
 Kind = Literal["money", "pct", "hours", "seconds", "int", "float", "date", "datetime", "text"]
 
@@ -46,28 +49,13 @@ def display(value: object, kind: Kind) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     v = float(value)
-    if kind == "money":
-        return f"{v:,.2f}"
     if kind == "pct":
-        return f"{v:.1f}"
-    if kind == "hours":
-        return f"{v:,.2f}"
+        return grouped(v, 1)
     if kind == "seconds":
-        return duration(v)
+        return duration_short(v)
     if kind == "int":
-        return f"{int(v):,}"
-    return f"{v:,.2f}"
-
-
-def duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+        return grouped(int(v), 0)
+    return grouped(v)  # money (the currency is in the column name), hours, float
 
 
 def is_numeric(kind: Kind) -> bool:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from collectors.formatting import duration_rounded, eta_text
 from scheduler.fit import FitPolicy, FleetState
 from scheduler.models import Assignment, FleetSnapshot, RequestShape, ResourceRequest
 from scheduler.placement.preemption import (
@@ -47,8 +48,6 @@ from scheduler.placement.reasons import (
     WaitKind,
     WaitReason,
     capacity_reason,
-    duration_text,
-    eta_text,
     never_reason,
 )
 from scheduler.placement.reservations import Reservation, reserve
@@ -307,7 +306,7 @@ def _claim_reason(claim: Claim, t: QueuedTask, ledger: QuotaLedger | None, milli
 def _waiting_for(claim: Claim, rules: PreemptionRules | None) -> WaitReason:
     ids = [r.job_id for r in (*claim.victims, *claim.leaving)]
     jobs = ("job " if len(ids) == 1 else "jobs ") + ", ".join(ids)
-    grace = f" (grace {duration_text(rules.grace_s)})" if rules is not None else ""
+    grace = f" (grace {duration_rounded(rules.grace_s)})" if rules is not None else ""
     return WaitReason(
         WaitKind.PREEMPTING,
         f"waiting: preempting {jobs} on node {claim.node} ({claim.kind}){grace}; "
@@ -361,5 +360,5 @@ def _behind_reason(res: Reservation, task: QueuedTask, now: float) -> WaitReason
     left = res.start - now
     text = f"waiting: behind reservation for job {res.task_id} (starts {eta_text(left)})"
     if left >= 60 and (task.max_runtime_s is None or task.max_runtime_s > left):
-        text += f"; with a max runtime under {duration_text(left)} it could start now"
+        text += f"; with a max runtime under {duration_rounded(left)} it could start now"
     return WaitReason(WaitKind.BEHIND, text)

@@ -31,9 +31,9 @@ from enum import StrEnum
 
 import numpy as np
 
+from collectors.formatting import duration_rounded
 from scheduler.fit import FleetState
 from scheduler.models import MILLI_PER_GPU, Assignment, ResourceRequest, RunningAllocation
-from scheduler.placement.reasons import duration_text
 from scheduler.quota import Level, QuotaLedger, Usage, gpus_text
 
 # Beneficiaries searched per cycle at most: a full fleet with a deep queue stays fast, and the
@@ -93,7 +93,8 @@ def protection(r: RunningAllocation, rules: PreemptionRules, now: float) -> str 
         return f"preempted {r.preemptions} times already (limit {rules.max_preemptions})"
     ran = now - r.started_at
     if ran < rules.min_runtime_s:
-        return f"ran {duration_text(ran)}, under the {duration_text(rules.min_runtime_s)} minimum"
+        least = duration_rounded(rules.min_runtime_s)
+        return f"ran {duration_rounded(ran)}, under the {least} minimum"
     return None
 
 
@@ -314,6 +315,6 @@ def victim_text(r: RunningAllocation, ledger: QuotaLedger | None, now: float) ->
                              f"{gpus_text(g)} guaranteed")
                 break
     parts.append(f"priority {r.class_priority}")
-    parts.append(f"ran {duration_text(now - r.started_at)}")
+    parts.append(f"ran {duration_rounded(now - r.started_at)}")
     parts.append(f"{gpus_text(r.milli)} GPU")
     return f"job {r.job_id} ({'; '.join(parts)})"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from collectors.formatting import bytes_text
 from scheduler.fit import FleetState
 from scheduler.models import ResourceRequest
 from scheduler.quota import gpus_text
@@ -36,38 +37,9 @@ class WaitReason:
         return WaitReason(self.kind, f"{self.text}; {note}")
 
 
-_BINARY = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
-
-
-def bytes_text(n_bytes: int) -> str:
-    """`17179869184` -> "16 GiB"; `1610612736` -> "1.5 GiB"."""
-    for unit, size in _BINARY:
-        if n_bytes >= size:
-            return f"{round(n_bytes / size, 1):g} {unit}"
-    return f"{n_bytes} B"
-
-
 def cpus_text(cpu_milli: int) -> str:
     n = cpu_milli / 1000
     return f"{n:g} CPU" + ("" if n == 1 else "s")
-
-
-def eta_text(seconds: float) -> str:
-    """Seconds from now as "in ~2h", "in ~45m", "now"."""
-    if seconds <= 0:
-        return "now"
-    if seconds < 60:
-        return f"in ~{seconds:.0f}s"
-    if seconds < 3600:
-        return f"in ~{round(seconds / 60)}m"
-    if seconds < 48 * 3600:
-        h = seconds / 3600
-        return f"in ~{round(h, 1) if h < 10 else round(h):g}h"
-    return f"in ~{round(seconds / 86400)}d"
-
-
-def duration_text(seconds: float) -> str:
-    return eta_text(seconds).removeprefix("in ~")
 
 
 def _models(req: ResourceRequest) -> str:

@@ -116,28 +116,3 @@ def to_epoch_s(value: float | int | datetime) -> float:
             value = value.replace(tzinfo=UTC)
         return value.timestamp()
     return float(value)
-
-
-def fmt_duration(seconds: float) -> str:
-    """`90` -> `1m30s`, `7260` -> `2h01m`: short durations for reasons."""
-    s = round(max(0.0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        m, r = divmod(s, 60)
-        return f"{m}m{r:02d}s" if r else f"{m}m"
-    h, r = divmod(s, 3600)
-    if h < 48:
-        return f"{h}h{r // 60:02d}m"
-    d, r = divmod(s, 86400)
-    return f"{d}d{r // 3600:02d}h"
-
-
-def fmt_bytes(n: float) -> str:
-    """Binary units: `21474836480` -> `20.0 GiB`."""
-    v = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(v) < 1024 or unit == "TiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return f"{v:.1f} TiB"

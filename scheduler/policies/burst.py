@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collectors.config_schema import doc
+from collectors.formatting import duration_text
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.models import FleetSnapshot, NodeCapacity, ResourceRequest
-from scheduler.policies.audit import BURST_ACTOR, Action, fmt_duration
+from scheduler.policies.audit import BURST_ACTOR, Action
 from scheduler.policies.spend import BudgetUse, BurstInstance, Period, ScopeKey, budget_use
 from scheduler.providers.base import Offer
 from scheduler.providers.config import ProviderConfig
@@ -266,8 +267,8 @@ def evaluate_burst(
             continue
         if waited < config.wait_threshold_s:
             verdicts[job.job_id] = BurstVerdict(
-                job.job_id, "waiting", f"waiting {fmt_duration(waited)}; burst considered after "
-                f"{fmt_duration(config.wait_threshold_s)}", ev)
+                job.job_id, "waiting", f"waiting {duration_text(waited)}; burst considered after "
+                f"{duration_text(config.wait_threshold_s)}", ev)
             continue
         pct, eligible = onprem_allocation_pct(onprem, req)
         ev.update({"onprem_alloc_pct": round(pct, 2), "onprem_eligible_gpus": eligible,
@@ -324,7 +325,7 @@ def evaluate_burst(
                    "price_per_hour": chosen.price_per_hour, "team": job.team,
                    "project": job.project, "jobs": [job.job_id],
                    "skipped_offers": {name: w for name, _, w, _ in refusals}})
-        reason = (f"job {job.job_id} waited {fmt_duration(waited)}, on-prem GPUs it could use "
+        reason = (f"job {job.job_id} waited {duration_text(waited)}, on-prem GPUs it could use "
                   f"{pct:.0f}% allocated: {chosen.describe()}")
         act = Action(ActionKind.BURST_PROVISION, TargetKind.INSTANCE,
                      rid, reason, BURST_ACTOR, now, ev,
@@ -474,13 +475,13 @@ def _teardown(active: Sequence[BurstInstance], instances: Sequence[BurstInstance
         joined = i.node is not None and snapshot.node(i.node) is not None
         if i.state == "provisioning" or (i.state == "ready" and not joined):
             if now - i.launched_at > config.ready_timeout_s:
-                reason = (f"not ready {fmt_duration(now - i.launched_at)} after launch "
+                reason = (f"not ready {duration_text(now - i.launched_at)} after launch "
                           f"(ready_timeout_s {config.ready_timeout_s:g})")
         elif i.state == "ready" and i.node not in busy_nodes and i.instance_id not in awaited:
             idle_since = max(i.ready_at or i.launched_at, i.last_job_ended_at or 0.0)
             ev["idle_since"] = idle_since
             if now - idle_since >= config.idle_teardown_s:
-                reason = (f"burst node {i.node} idle {fmt_duration(now - idle_since)} with no "
+                reason = (f"burst node {i.node} idle {duration_text(now - idle_since)} with no "
                           f"fleetdeck job (idle_teardown_s {config.idle_teardown_s:g})")
         if reason is not None:
             act = Action(ActionKind.BURST_TERMINATE, TargetKind.INSTANCE,

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from collectors.events import Event, EventName
+from collectors.formatting import bytes_text, duration_text, timestamp_text
 from scheduler.job_events import JobLike
-from scheduler.policies.audit import Action, fmt_bytes, fmt_duration
+from scheduler.policies.audit import Action
 from scheduler.policies.burst import BudgetLimits
 from scheduler.policies.spend import BudgetUse, ScopeKey
 
@@ -21,10 +22,6 @@ def snooze_command(job_id: int | str) -> str:
     """The exact command an owner runs to keep an idle-looking job."""
     return (f'fleetdeck snooze {job_id} --hours {SNOOZE_HOURS} '
             f'--reason "still working: <why>"')
-
-
-def _clock(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _idle_evidence(ev: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,15 +44,17 @@ def idle_event(a: Action, job: JobLike | None) -> Event | None:
     job_id = int(a.target)
     name = job.name if job is not None else str(job_id)
     ev = _idle_evidence(a.evidence)
-    window = fmt_duration(float(a.evidence.get("window_s") or 0.0))
+    window = duration_text(float(a.evidence.get("window_s") or 0.0))
+    held_bytes = float(a.evidence.get("gpu_mem_held_bytes") or 0)
     seen = (f"GPU utilization at most {float(a.evidence.get('gpu_util_max_pct') or 0):.1f}% "
-            f"over {window}, {fmt_bytes(float(a.evidence.get('gpu_mem_held_bytes') or 0))} "
+            f"over {window}, {bytes_text(held_bytes, fixed=True)} "
             "GPU memory held")
     fields = _job_fields(job, job_id)
     if a.kind == "idle_warn":
         stop_at = float(a.evidence.get("stop_at") or a.ts)
         return Event(EventName.IDLE_WARNED, a.ts,
-                     f"job {job_id} ({name}) is idle and will be stopped at {_clock(stop_at)}",
+                     f"job {job_id} ({name}) is idle and will be stopped at "
+                     f"{timestamp_text(stop_at, zone=True)}",
                      reason=seen, evidence=ev,
                      actions=(snooze_command(job_id), f"fleetdeck stop {job_id}"), **fields)
     if a.kind == "idle_clear":

@@ -35,13 +35,12 @@ from typing import Any, Literal
 import numpy as np
 
 from collectors.config_schema import doc
+from collectors.formatting import bytes_text, duration_text
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.policies.audit import (
     IDLE_ACTOR,
     Action,
     Snooze,
-    fmt_bytes,
-    fmt_duration,
     to_epoch_s,
 )
 
@@ -284,12 +283,12 @@ def verdict_numbers(v: Mapping[str, Any]) -> str:
     """The numbers behind a verdict (`IdleVerdict.to_json()`), one line; '' when none."""
     parts: list[str] = []
     if v.get("window_s"):
-        parts.append(f"window {fmt_duration(float(v['window_s']))}")
+        parts.append(f"window {duration_text(float(v['window_s']))}")
     if v.get("gpu_util_max_pct") is not None:
         parts.append(f"GPU util max {float(v['gpu_util_max_pct']):.1f}%, mean "
                      f"{float(v.get('gpu_util_mean_pct') or 0.0):.1f}%")
     if v.get("gpu_mem_held_bytes") is not None:
-        parts.append(f"{fmt_bytes(int(v['gpu_mem_held_bytes']))} GPU memory held")
+        parts.append(f"{bytes_text(int(v['gpu_mem_held_bytes']), fixed=True)} GPU memory held")
     if v.get("cpu_util_max_pct") is not None:
         parts.append(f"CPU max {float(v['cpu_util_max_pct']):.1f}%")
     if v.get("signals"):
@@ -348,7 +347,7 @@ def _coverage(ts: np.ndarray, start: float, end: float, s: IdleSettings) -> str 
     edges = np.concatenate(([start], ts, [end]))
     gap = float(np.max(np.diff(edges)))
     if gap > s.max_gap_s + _EPS:
-        return f"a {fmt_duration(gap)} gap in the samples (max_gap_s {s.max_gap_s:g})"
+        return f"a {duration_text(gap)} gap in the samples (max_gap_s {s.max_gap_s:g})"
     return None
 
 
@@ -378,8 +377,8 @@ def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
     if not job.gpu_indices:
         return IdleStatus.NO_GPU, "holds no GPU", ev
     if start < job.started_at - _EPS:
-        return IdleStatus.NO_DATA, (f"running {fmt_duration(now - job.started_at)}, less than "
-                                    f"the {fmt_duration(s.window_s)} window"), ev
+        return IdleStatus.NO_DATA, (f"running {duration_text(now - job.started_at)}, less than "
+                                    f"the {duration_text(s.window_s)} window"), ev
     if window is None or not window.gpus:
         return IdleStatus.NO_DATA, "not enough data: no GPU samples", ev
     utils: list[np.ndarray] = []
@@ -406,7 +405,7 @@ def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
     if umax >= s.gpu_util_threshold_pct:
         return IdleStatus.BUSY, (f"GPU util reached {umax:.1f}% >= "
                                  f"{s.gpu_util_threshold_pct:g}% in the last "
-                                 f"{fmt_duration(s.window_s)}"), ev
+                                 f"{duration_text(s.window_s)}"), ev
     cpu_note = ""
     if s.check_cpu:
         verdict = _judge_cpu(window, start, now, s, mems, ev)
@@ -419,8 +418,8 @@ def detect_idle(job: IdleJob, window: JobUsageWindow | None, s: IdleSettings,
             cpu_note = (f", CPU max {ev['cpu_util_max_pct']:.1f}% < "
                         f"{s.cpu_util_threshold_pct:g}%")
     reason = (f"GPU util max {umax:.1f}% (mean {ev['gpu_util_mean_pct']:.1f}%) < "
-              f"{s.gpu_util_threshold_pct:g}% over {fmt_duration(s.window_s)}, "
-              f"{fmt_bytes(ev['gpu_mem_held_bytes'])} GPU memory held{cpu_note}")
+              f"{s.gpu_util_threshold_pct:g}% over {duration_text(s.window_s)}, "
+              f"{bytes_text(ev['gpu_mem_held_bytes'], fixed=True)} GPU memory held{cpu_note}")
     return IdleStatus.IDLE, reason, ev
 
 
@@ -440,8 +439,9 @@ def _judge_cpu(window: JobUsageWindow, start: float, now: float, s: IdleSettings
         ev["fallback"] = "gpu_only"
         ev["gpu_mem_growth_bytes"] = growth
         if growth > MEM_GROWTH_TOLERANCE_BYTES:
-            return IdleStatus.BUSY, (f"GPU memory grew {fmt_bytes(growth)} in the last "
-                                     f"{fmt_duration(s.window_s)} (CPU not measured: "
+            grew = bytes_text(growth, fixed=True)
+            return IdleStatus.BUSY, (f"GPU memory grew {grew} in the last "
+                                     f"{duration_text(s.window_s)} (CPU not measured: "
                                      f"{problem})"), ev
         return None
     cpu = np.asarray(window.cpu_util_pct, dtype=np.float64)[mask]
@@ -452,7 +452,7 @@ def _judge_cpu(window: JobUsageWindow, start: float, now: float, s: IdleSettings
                "signals": ["gpu", "cpu"]})
     if cmax >= s.cpu_util_threshold_pct:
         return IdleStatus.BUSY, (f"CPU reached {cmax:.1f}% >= {s.cpu_util_threshold_pct:g}% "
-                                 f"in the last {fmt_duration(s.window_s)}"), ev
+                                 f"in the last {duration_text(s.window_s)}"), ev
     return None
 
 
@@ -496,8 +496,8 @@ def evaluate_idle(
             exempt = (IdleStatus.SNOOZED,
                       f"snoozed by {snooze.user} until {until}: {snooze.reason}")
         elif now - job.started_at < s.grace_s:
-            exempt = (IdleStatus.GRACE, f"started {fmt_duration(now - job.started_at)} ago, "
-                                        f"grace {fmt_duration(s.grace_s)}")
+            exempt = (IdleStatus.GRACE, f"started {duration_text(now - job.started_at)} ago, "
+                                        f"grace {duration_text(s.grace_s)}")
         if exempt is not None:
             verdicts[job.job_id] = IdleVerdict(job.job_id, exempt[0], exempt[1],
                                                {"rules": list(rules)})
@@ -543,7 +543,7 @@ def _advance(job: IdleJob, prev: IdleJobState | None, s: IdleSettings, ev: dict[
         ev_w = {**ev, "stop_after_s": s.stop_after_s, "stop_at": now + s.stop_after_s}
         actions.append(Action(
             ActionKind.IDLE_WARN, TargetKind.JOB, job.job_id,
-            f"idle {fmt_duration(idle_for)}: {reason}; stop in {fmt_duration(s.stop_after_s)}",
+            f"idle {duration_text(idle_for)}: {reason}; stop in {duration_text(s.stop_after_s)}",
             IDLE_ACTOR, now, ev_w, dry_run=s.dry_run))
         st = dataclasses.replace(st, phase="warned", warned_at=now, evidence=ev_w,
                                  dry_run=s.dry_run)
@@ -553,7 +553,7 @@ def _advance(job: IdleJob, prev: IdleJobState | None, s: IdleSettings, ev: dict[
                 "requeue": s.requeue}
         actions.append(Action(
             ActionKind.IDLE_STOP, TargetKind.JOB, job.job_id,
-            f"idle {fmt_duration(idle_for)}, warned {fmt_duration(now - st.warned_at)} ago: "
+            f"idle {duration_text(idle_for)}, warned {duration_text(now - st.warned_at)} ago: "
             f"{reason}", IDLE_ACTOR, now, ev_s, dry_run=s.dry_run))
         if s.requeue:
             actions.append(Action(ActionKind.IDLE_REQUEUE, TargetKind.JOB, job.job_id,

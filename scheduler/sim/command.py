@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from collectors.errors import InputError
+from collectors.formatting import duration_short
 from collectors.validate import arg_number
 from scheduler.fit import POLICY_NAMES
 from scheduler.models import FleetSnapshot
@@ -240,18 +241,6 @@ def print_fill(fills: list[FillSummary], inputs: SimInputs, out: TextIO) -> None
     _table(curve_rows, out)
 
 
-def _dur(x: float) -> str:
-    if math.isnan(x):
-        return "-"
-    if x < 120:
-        return f"{x:.0f}s"
-    if x < 7200:
-        return f"{x / 60:.1f}m"
-    if x < 172800:
-        return f"{x / 3600:.1f}h"
-    return f"{x / 86400:.1f}d"
-
-
 def print_replay(replays: list[ReplaySummary], inputs: SimInputs, out: TextIO) -> None:
     run0 = replays[0].runs[0]
     out.write(
@@ -276,20 +265,20 @@ def print_replay(replays: list[ReplaySummary], inputs: SimInputs, out: TextIO) -
         rows.append(
             [
                 s.policy,
-                _dur(s.mean_queue_delay_s),
-                _dur(s.median_queue_delay_s),
-                _dur(s.p95_queue_delay_s),
-                _dur(s.mean_jct_s),
-                _dur(s.median_jct_s),
-                _dur(s.p95_jct_s),
-                _dur(s.makespan_s),
+                duration_short(s.mean_queue_delay_s),
+                duration_short(s.median_queue_delay_s),
+                duration_short(s.p95_queue_delay_s),
+                duration_short(s.mean_jct_s),
+                duration_short(s.median_jct_s),
+                duration_short(s.p95_jct_s),
+                duration_short(s.makespan_s),
                 f"{s.mean_alloc_pct:.1f}",
             ]
         )
     _table(rows, out)
     out.write("\nGPU allocation % over time (time from first submit):\n\n")
     samples = run0.alloc_samples[:: max(1, len(run0.alloc_samples) // 8)]
-    alloc_rows = [["policy", *[_dur(t) for t, _ in samples]]]
+    alloc_rows = [["policy", *[duration_short(t) for t, _ in samples]]]
     for s in replays:
         pts = s.runs[0].alloc_samples[:: max(1, len(run0.alloc_samples) // 8)]
         alloc_rows.append([s.policy, *[f"{a:.1f}" for _, a in pts]])
