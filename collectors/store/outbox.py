@@ -187,6 +187,14 @@ def delivery_counts(store: Store) -> list[dict[str, Any]]:
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
+def prune_sent(store: Store, before: float) -> int:
+    """Drop deliveries sent before `before` (events stay: they are the history)."""
+    rows = store.con.execute(
+        "DELETE FROM deliveries WHERE state = 'sent' AND sent_at < ? RETURNING 1",
+        [_utc(before)]).fetchall()
+    return len(rows)
+
+
 def failed_count(store: Store) -> int:
     """Deliveries given up on (after max_attempts)."""
     return int(store.con.execute(

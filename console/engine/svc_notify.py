@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HISTORY_MAX = 10_000  # events `fleetdeck events` may ask for at once
+KEEP_SENT_S = 30 * 86400.0  # sent deliveries are dropped after this (events are kept)
+PRUNE_EVERY_S = 3600.0
 
 
 class NotifyService:
@@ -50,6 +52,7 @@ class NotifyService:
         self._busy: set[Recipient] = set()  # a message to each is in flight
         self._sends: set[asyncio.Task[None]] = set()
         self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._pruned_at = 0.0
         self.sent_messages = 0
         self.failed_messages = 0
         self.failed_deliveries = 0  # given up on, in the store (shown in the console header)
@@ -79,6 +82,10 @@ class NotifyService:
             pass
         if self.cfg.channels:
             await self._send_due()
+        now = self.engine.clock()
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now
+            await self.engine.db.run(lambda s: outbox.prune_sent(s, now - KEEP_SENT_S))
 
     async def _route(self) -> bool:
         """Route (and stream) events newer than the cursor; True when there may be more."""

@@ -13,6 +13,8 @@ import getpass
 import hashlib
 import hmac
 import json
+import subprocess
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from console.engine.metrics import EXPORTED
 from tests.bed.fake_nvml import GIB, FakeGpu
 from tests.bed.prometheus import Prometheus, require_prometheus
 from tests.bed.receivers import HttpReceiver, SmtpServer, free_port, wait_for
-from tests.helpers import one_line_error
+from tests.helpers import FLEETDECK, REPO, one_line_error
 from tests.integration.policies_bed import Engine, node_toml
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
@@ -77,9 +79,15 @@ timeout_s = 2
 events = ["idle."]
 to = ["owner"]
 
+[[notify.channels]]
+name = "chat"
+type = "slack"
+url = "{hook.url}"
+timeout_s = 2
+
 [[notify.routes]]
 events = ["job.failed"]
-to = ["ops"]
+to = ["ops", "chat"]
 """
 
 
@@ -103,10 +111,22 @@ def test_idle_mail_failed_webhook_down_receiver_and_kill_9(idle_node: Any,
                  known_hosts=idle_node.known_hosts)
     try:
         with eng.serving() as proc:
+            follow = subprocess.Popen(
+                [*FLEETDECK, "--config", str(eng.config), "events", "-f", "--limit", "100",
+                 "--format", "json"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+            streamed: list[dict[str, Any]] = []
+
+            def read() -> None:
+                for line in follow.stdout or ():
+                    streamed.append(json.loads(line))
+
+            threading.Thread(target=read, daemon=True).start()
             failed = [eng.submit("sh", "-c", "exit 3", gpus=0, name=f"bad-{i}")
                       for i in range(2)]
             for j in failed:
                 eng.wait_state(j, "failed")
+            wait_for("job.failed on `fleetdeck events -f`", lambda: {
+                e["job_id"] for e in list(streamed) if e["name"] == "job.failed"} == set(failed))
             idle = eng.submit("sleep", "600", gpus=1, name="idle-job")
             warned = wait_for("the idle.warned mail", lambda: [
                 m for m in smtp.to(OWNER_MAIL) if "idle.warned" in str(m["Subject"])])
@@ -117,6 +137,8 @@ def test_idle_mail_failed_webhook_down_receiver_and_kill_9(idle_node: Any,
             stopped = wait_for("the idle.stopped mail", lambda: [
                 m for m in smtp.to(OWNER_MAIL) if "idle.stopped" in str(m["Subject"])])
             assert f"job {idle} (idle-job) was stopped for being idle" in stopped[0]["Subject"]
+            wait_for("idle.stopped followed live on `fleetdeck events -f`", lambda: [
+                e for e in list(streamed) if e["name"] == "idle.stopped"])
             # the webhook is down: its deliveries are pending (tried, failing), not lost
             status = eng.call("notify_status")
             ops = {d["state"]: d["deliveries"] for d in status["deliveries"]
@@ -124,6 +146,7 @@ def test_idle_mail_failed_webhook_down_receiver_and_kill_9(idle_node: Any,
             assert ops.get("pending") == 2 and "sent" not in ops, status
             proc.kill()  # kill -9 between the events and their delivery
             proc.wait()
+            follow.wait(30)  # the stream ends with its engine
         hook.up()
         mails_before = _subjects(smtp)
         with eng.serving():
@@ -131,10 +154,13 @@ def test_idle_mail_failed_webhook_down_receiver_and_kill_9(idle_node: Any,
                 {e["job_id"] for e in hook.events() if e["name"] == "job.failed"}
                 >= set(failed)))
             assert got
-            for post in hook.posts:
+            webhook = [p for p in hook.posts if "events" in p.json]
+            for post in webhook:
                 assert post.headers["X-Fleetdeck-Signature"] == "sha256=" + hmac.new(
                     SECRET, post.body, hashlib.sha256).hexdigest()
                 assert post.headers["X-Fleetdeck-Id"] == post.json["id"]
+            wait_for("job.failed in the Slack channel", lambda: [
+                p for p in hook.posts if "job.failed" in p.json.get("text", "")])
             eng.wait("deliveries marked sent", lambda: all(
                 d["state"] == "sent" for d in eng.call("notify_status")["deliveries"]))
             res = eng.cli("events", "--limit", "100", "--format", "json")  # JSON lines

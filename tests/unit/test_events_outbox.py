@@ -95,6 +95,7 @@ def test_routing_is_once_and_delivery_state_survives_reopen(tmp_path: Path) -> N
         assert again[0].message_key == "k1" and again[0].attempts == 1
         outbox.mark_sent(s, to, "k1", 46.0)
         assert outbox.sent_since(s, 0.0) == {to: 1}
+        assert outbox.prune_sent(s, 46.0) == 0 and outbox.prune_sent(s, 47.0) == 1
         outbox.claim(s, to, [due[1].event.seq], "k2", retry_at=50.0)
         outbox.mark_failed_attempt(s, to, "k2", "gave up", retry_at=None)
         assert [f["name"] for f in outbox.failures(s)] == ["node.recovered"]
