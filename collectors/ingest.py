@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from collectors.errors import FleetdeckError
 from collectors.models import ProbeRecord
-from collectors.store.db import Store
+from collectors.store.db import Store, StoreWriteError, write_failure
 from collectors.store.schema import TABLES
 
 JOB_LABEL = "fleetdeck.job"
@@ -216,6 +216,23 @@ class IngestBuffer:
     def __len__(self) -> int:
         return sum(self.pending().values())
 
+    def absorb(self, newer: IngestBuffer) -> None:
+        """Append what `newer` holds after what this one holds (newer is left empty)."""
+        self._records.extend(newer._records)
+        for table, rows in newer._rows.items():
+            self._rows.setdefault(table, []).extend(rows)
+        newer._records, newer._rows = [], {}
+
+    def trim(self, max_records: int, max_rows: int) -> int:
+        """Drop the oldest records and rows beyond the bounds; how many were dropped."""
+        dropped = max(0, len(self._records) - max_records)
+        del self._records[:dropped]
+        for rows in self._rows.values():
+            over = max(0, len(rows) - max_rows)
+            del rows[:over]
+            dropped += over
+        return dropped
+
     # -- writing ----------------------------------------------------------------------------
     def _schema(self, con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
         if self._types_for != id(con) or not self._types:
@@ -319,6 +336,12 @@ class IngestBuffer:
                     for table, batch in batches.items():
                         written[table] = store.append(table, batch)
             except duckdb.Error as e:
+                reason = write_failure(e)
+                if reason is not None:  # the disk, not the rows: keep them for the next try
+                    self._records = records + self._records
+                    for table, rows in rows_by_table.items():
+                        self._rows[table] = [*rows, *self._rows.get(table, ())]
+                    raise StoreWriteError(store.path, reason) from None
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 n = sum(b.num_rows for b in batches.values())
                 raise IngestError(f"ingest: batch of {n} rows not written: {msg}", {}) from e

@@ -84,6 +84,7 @@ def read_text_file(path: Path, *, source: str, key: str | None = None,
 
     `source` names where the path came from (a flag like `-f`, or a config file)."""
     label = f"{source} {path}" if key is None else source
+    check_text(str(path), source=label, key=key, max_len=4096)
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -108,6 +109,7 @@ def read_text_file(path: Path, *, source: str, key: str | None = None,
 
 def check_output_path(path: Path, *, flag: str) -> Path:
     """A path a command may write a file to: not a directory, in an existing directory."""
+    check_text(str(path), source=flag, key=None, max_len=4096)
     try:
         return _check_output_path(path, flag)
     except OSError as e:  # a name too long, a loop of links...

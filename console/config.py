@@ -301,6 +301,8 @@ def load(explicit: str | None = None, *,
             raise InputError(str(path), None, "a readable config file (not found)") from None
         except OSError as e:
             raise InputError(str(path), None, f"a readable config file ({e.strerror})") from None
+        except ValueError:  # a NUL byte in the path
+            raise InputError(str(path), None, "a config file path without NUL bytes") from None
         try:
             data = tomllib.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:

@@ -33,6 +33,32 @@ class StoreLockedError(StoreError):
     """Another engine owns the store."""
 
 
+class StoreWriteError(StoreError):
+    """A write the store could not commit (disk full, I/O error): nothing of it was kept."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"store write failed: {reason} at {path}")
+
+
+_WRITE_FAILURES = ("no space left on device", "disk quota exceeded", "read-only file system",
+                   "input/output error", "could not write", "failed to commit")
+
+
+def write_failure(e: BaseException) -> str | None:
+    """The plain reason ("no space left on device") if `e` is a failed store write, else None."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    if not isinstance(e, duckdb.Error | OSError):
+        return None
+    text = str(e).lower()
+    for reason in _WRITE_FAILURES[:4]:
+        if reason in text:
+            return reason
+    return first_line(e) if any(r in text for r in _WRITE_FAILURES[4:]) else None
+
+
 class Store:
     """A DuckDB store. Use `Store.open(path)` for the engine's writer, `read_only=True` else."""
 
@@ -82,6 +108,10 @@ class Store:
             store._check_version(upgrade=True)
             con.execute("INSERT OR IGNORE INTO meta VALUES ('fleet_id', ?)",
                         [uuid.uuid4().hex[:10]])
+        except duckdb.Error as e:  # e.g. a migration on a full disk: one line
+            store.close()
+            reason = write_failure(e) or first_line(e)
+            raise StoreError(f"{p}: cannot open for writing: {reason}") from None
         except BaseException:
             store.close()
             raise

@@ -143,6 +143,10 @@ def status_cmd(args: argparse.Namespace) -> int:
         print_json({"running": True, **info})
         return 0
     for k, v in info.items():
+        if k == "faults":  # "store: writes failing since ...", one line each
+            for line in v or ["none"]:
+                print(f"{'fault:':<20} {line}")
+            continue
         print(f"{k + ':':<20} {v}")
     return 0
 

@@ -18,12 +18,16 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import duckdb
+
 from collectors.private_files import describe as describe_private
 from collectors.private_files import enter_private_umask
 from collectors.store import Store
+from collectors.store.db import StoreWriteError, write_failure
 from console import __version__
 from console.config import Loaded
 from console.engine.banner import start_line
+from console.engine.faults import Faults, QuietFaults, watch_store
 from console.engine.server import Caller, ControlServer, Handler, StreamHandler
 
 log = logging.getLogger(__name__)
@@ -31,19 +35,31 @@ T = TypeVar("T")
 
 
 class StoreWorker:
-    """Runs every store operation on one thread: DuckDB connections are not thread-safe."""
+    """Runs every store operation on one thread: DuckDB connections are not thread-safe.
+    A write the disk refuses raises `StoreWriteError` (one line) and opens the store fault."""
 
-    def __init__(self) -> None:
+    def __init__(self, faults: Faults | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetdeck-store")
         self.store: Store | None = None
+        self.faults = faults if faults is not None else Faults(time.time)
 
     async def run(self, fn: Callable[[Store], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._call, fn)
+        try:
+            return await loop.run_in_executor(self._pool, self._call, fn)
+        except StoreWriteError as e:
+            self.faults.fail("store", "writes failing", e.reason)
+            raise
 
     def _call(self, fn: Callable[[Store], T]) -> T:
         assert self.store is not None, "store not open"
-        return fn(self.store)
+        try:
+            return fn(self.store)
+        except (duckdb.Error, OSError) as e:
+            reason = write_failure(e)
+            if reason is None:
+                raise
+            raise StoreWriteError(self.store.path, reason) from None
 
     async def open(self, path: os.PathLike[str]) -> Store:
         loop = asyncio.get_running_loop()
@@ -114,7 +130,8 @@ class Engine:
         self.config = loaded.config
         self.clock = clock
         self.started_at = clock()
-        self.db = StoreWorker()
+        self.faults = Faults(clock)
+        self.db = StoreWorker(self.faults)
         self.reads = StoreReader(self.db)  # client reads, apart from the writer
         self.handlers: dict[str, Handler] = {}
         self.streams: dict[str, StreamHandler] = {}
@@ -143,6 +160,7 @@ class Engine:
             await services.attach_all(self)
             self._server = ControlServer(self.config.socket_path, self.handlers, self.streams)
             await self._server.start()
+            self.spawn(watch_store(self.db.run, self.faults), "store-watch")
         except BaseException:
             await self._close()
             raise
@@ -199,6 +217,7 @@ class Engine:
             "nodes_configured": len(self.config.nodes),
             "fleet_id": self.fleet_id,
             "caller": caller.user,
+            "faults": self.faults.lines(),  # "store: writes failing since ..."
         }
         for name, fn in self.status_parts.items():
             info[name] = await fn()
@@ -230,6 +249,8 @@ def db_info(store: Store) -> dict[str, Any]:
 async def serve(loaded: Loaded) -> int:
     """`fleetdeck serve`: run until SIGINT/SIGTERM or a shutdown request."""
     enter_private_umask()  # the WAL and what services write later are born 0600
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietFaults())  # a failing store is said by Faults, once a minute
     engine = Engine(loaded)
     await engine.start()
     sys.stdout.write(start_line(loaded.config) + "\n")

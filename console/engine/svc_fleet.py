@@ -89,6 +89,7 @@ def attach(engine: Engine, telemetry: Telemetry) -> None:
         nodes = (await engine.reads.run(stored_fleet) if not engine.config.engine.collect
                  else fleet_json(telemetry, rows, idle_jobs()))
         out = summarize(nodes, rows, queued)
+        out["faults"] = engine.faults.headlines()  # the header says a failing store first
         out.update(engine.policies.burst_summary() if engine.policies
                    else {"burst_spend_today": 0.0, "burst_budget_today": None})
         out["notify_failed"] = engine.notify.failed_deliveries if engine.notify else 0

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from collectors.errors import FleetdeckError, InputError, NotFoundError
 from collectors.store import Store
+from collectors.store.db import StoreWriteError
 from collectors.transport.base import Transport
 from console.config import Config
 from console.engine.job_reads import JobQuery, find_jobs
@@ -235,7 +236,10 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         never = await never_fits(spec)
         if never is not None:  # bad input: it would wait forever (exit 2 in the CLI)
             raise RequestError("bad_request", f"job refused: {never}")
-        ids = await runner.submit(spec, actor=caller.user)
+        try:
+            ids = await runner.submit(spec, actor=caller.user)
+        except StoreWriteError as e:  # said once in the log and in `status`
+            raise RequestError("store_failing", f"{e}; nothing was queued") from None
         runner_kick.set()
         return {"ids": ids}
 

@@ -22,6 +22,7 @@ from collectors.ingest import IngestBuffer, IngestError, node_inventory
 from collectors.models import ProbeRecord
 from collectors.store import Store, outbox
 from collectors.store.audit import utc
+from collectors.store.db import StoreWriteError
 from collectors.store.rollup import rollup
 from collectors.transport import SshOptions, Transport
 from console.engine.server import Caller
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ROLLUP_EVERY_S = 60.0
+
+
+# What a failing store may leave in memory: ~an hour of a 50-node fleet at 5 s.
+MAX_HELD_RECORDS = 40_000
+MAX_HELD_ROWS = 400_000  # per table, for rows sources add (containers, Slurm)
 
 
 class Telemetry:
@@ -56,6 +62,8 @@ class Telemetry:
             on_record=self._on_record, on_rows=self._on_rows, clock=engine.clock)
         self._last_states: dict[str, tuple[str, str | None]] = {}
         self._inventory: dict[str, dict[str, Any]] = {}
+        self.held = False  # samples are held in memory: the store refused the last flush
+        self.held_dropped = 0  # samples dropped while held (past the memory bound)
         # called after each flush with (seconds it took, age of its newest sample or None)
         self.flush_observers: list[Callable[[float, float | None], None]] = []
         self.stats = IngestStats()
@@ -111,7 +119,23 @@ class Telemetry:
                 log.warning("ingest: %s", e)
             _update_nodes(store, changed, inventory, seen, now=self.engine.clock())
 
-        await self.engine.db.run(write)
+        try:
+            await self.engine.db.run(write)
+        except StoreWriteError:
+            # held in memory (bounded) until the store takes writes again
+            full.absorb(self.buffer)
+            self.buffer = full
+            self.held_dropped += full.trim(MAX_HELD_RECORDS, MAX_HELD_ROWS)
+            self._inventory = {**inventory, **self._inventory}
+            held = [t for t in (oldest, self._oldest_ts) if t is not None]
+            self._oldest_ts = min(held) if held else None
+            self.held = True
+            return
+        if self.held:
+            log.warning("telemetry held while the store failed is written%s",
+                        f"; {self.held_dropped} oldest samples were dropped (memory bound)"
+                        if self.held_dropped else " (nothing dropped)")
+            self.held, self.held_dropped = False, 0
         self.stats.flushed(handed_at=handed_at, committed_at=self.engine.clock(),
                            oldest_ts=oldest, rows=sum(written.values()))
         self._last_states.update(changed)

@@ -53,6 +53,7 @@ class SummaryBar(Widget):
             head.append((3, self._resource("CPU", s.get("cpus_total"), s.get("cpus_allocated"),
                                            s.get("cpu_util_pct"))))
             if not self.notice:
+                status.extend((9, Text(f, style="bold red")) for f in s.get("faults") or ())
                 status.extend(self._status(s))
         if self.me:
             status.append((7, Text(self.me, style="bold")))

@@ -106,6 +106,8 @@ class _Reader:
             f = self.path.open(newline="", encoding="utf-8")
         except OSError as e:
             raise InputError(self.source, None, f"a readable {self.what}", got=e.strerror) from e
+        except ValueError:  # a NUL byte in the path
+            raise InputError(self.source, None, f"a {self.what} path without NUL bytes") from None
         with f:
             reader = csv.reader(f)
             try:
@@ -282,7 +284,7 @@ def load_jobs(path: Path) -> list[TraceJob]:
     try:
         with path.open(newline="", encoding="utf-8") as f:
             first = f.readline()
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError):
         return load_job_csv(path)  # raises the proper InputError
     header = tuple(h.strip() for h in first.strip().split(","))
     if header == POD_COLUMNS:
