@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import grp
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from collectors.transport import NodeTarget, SshOptions, SshTransport
 from scheduler.executors import DockerExecutor, ExecutorError, Handle, Launch, Status
-from tests.bed.plugin import NodeFactory
+from tests.bed.plugin import BedAccounts, NodeFactory
 from tests.bed.ssh import SshNode
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
@@ -259,3 +260,20 @@ async def test_discover_after_restart_and_cleanup(node: SshNode, image: str) -> 
     finally:
         ex2.close()
         await t2.close()
+
+
+async def test_a_root_login_runs_the_container_as_its_owner(
+        executor: DockerExecutor, transport: SshTransport, image: str,
+        bed_accounts: BedAccounts) -> None:
+    alice = bed_accounts.user("alice", groups=["members"])
+    members = bed_accounts.group("members")
+    h = await executor.start(
+        Launch(job_id=40, attempt=0, name="as-alice", user=alice.name, project="p",
+               argv=("sh", "-c", "id -u; id -g; id -G"), image=image), transport)
+    assert (await wait_done(executor, h, transport)).exit_code == 0
+    out = (await read_logs(executor, h, transport)).decode().split()
+    assert out[0] == str(alice.uid) and out[1] == str(alice.gid)
+    assert str(grp.getgrnam(members).gr_gid) in out[2:]
+    with pytest.raises(ExecutorError, match="has no user fdbed-nobody"):
+        await executor.start(Launch(job_id=41, attempt=0, name="x", user="fdbed-nobody",
+                                    project="p", argv=("true",), image=image), transport)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from collectors.transport import NodeTarget, SshOptions, SshTransport
-from scheduler.executors import Handle, Launch, ProcessExecutor, Status
-from tests.bed.plugin import NodeFactory
+from scheduler.executors import ExecutorError, Handle, Launch, ProcessExecutor, Status
+from tests.bed.plugin import BedAccounts, NodeFactory
 from tests.bed.ssh import SshNode
 
 pytestmark = [pytest.mark.ssh]
@@ -283,3 +283,19 @@ async def test_leftover_processes_end_with_the_job(executor: ProcessExecutor,
     pid = int(child.read_text())
     ps = await transport.run(["ps", "-o", "stat=", "-p", str(pid)], timeout=10)
     assert ps.text().strip() in ("", "Z")  # gone (or a zombie about to be reaped)
+
+
+async def test_a_root_login_runs_the_job_as_its_owner(
+        executor: ProcessExecutor, transport: SshTransport, bed_accounts: BedAccounts) -> None:
+    alice = bed_accounts.user("alice", groups=["members"])
+    h = await executor.start(
+        Launch(job_id=40, attempt=0, name="as-alice", user=alice.name, project="p",
+               argv=('id -un; id -Gn; echo "$HOME $USER $SECRET"; pwd',), shell=True,
+               secret_env={"SECRET": "s3"}), transport)
+    assert (await wait_done(executor, h, transport)).exit_code == 0
+    lines = (await read_logs(executor, h, transport)).decode().splitlines()
+    assert lines[0] == alice.name and "fdbed-members" in lines[1].split()
+    assert lines[2:] == [f"{alice.home} {alice.name} s3", str(alice.home)]
+    with pytest.raises(ExecutorError, match="has no user fdbed-nobody"):
+        await executor.start(Launch(job_id=41, attempt=0, name="x", user="fdbed-nobody",
+                                    project="p", argv=("true",)), transport)
