@@ -154,8 +154,9 @@ def engine_metrics() -> EngineMetrics:
         buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400),
         registry=registry)
     sweep = Histogram(
-        SWEEP, "time to write one collection interval's samples and node states to the store",
+        SWEEP, "time from a probe tick until every node's sample of it arrived",
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry)
-    lag = Gauge(WRITE_LAG, "age of the newest sample when its interval was written",
+    lag = Gauge(WRITE_LAG, "time from handing an interval's samples to the store until "
+                "they were committed (the last write)",
                 registry=registry)
     return EngineMetrics(registry, fleet, queue_wait, sweep, lag)

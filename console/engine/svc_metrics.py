@@ -179,7 +179,7 @@ class MetricsServer:
                                         name="fleetdeck-metrics", daemon=True)
         self._version = 0
         self._started_mark = engine.clock()
-        telemetry.flush_observers.append(self._on_flush)
+        self._sweep_mark = float("-inf")  # the newest probe tick observed
 
     @property
     def address(self) -> tuple[str, int]:
@@ -194,11 +194,6 @@ class MetricsServer:
         self.exposition.stop()
         self.httpd.shutdown()
         self.httpd.server_close()
-
-    def _on_flush(self, duration_s: float, lag_s: float | None) -> None:
-        self.metrics.sweep.observe(duration_s)
-        if lag_s is not None:
-            self.metrics.write_lag.set(max(0.0, lag_s))
 
     async def loop(self) -> None:
         interval = max(0.2, self.engine.config.collect.interval_s)
@@ -218,6 +213,12 @@ class MetricsServer:
         self._started_mark = max(mark, newest)
         for w in waits:
             self.metrics.queue_wait.observe(max(0.0, w))
+        stats = self.telemetry.stats  # the same figures as `status` (telemetry_stats)
+        for tick, late in stats.sweeps_after(self._sweep_mark):
+            self.metrics.sweep.observe(max(0.0, late))
+            self._sweep_mark = tick
+        if stats.write_lag_s:
+            self.metrics.write_lag.set(max(0.0, stats.write_lag_s[-1]))
         self._version += 1
         self.exposition.publish(MetricsState(
             view=self.telemetry.view(), running=running, job_counts=counts,

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +65,6 @@ class Telemetry:
         self.held = False  # samples are held in memory: the store refused the last flush
         self.held_dropped = 0  # samples dropped while held (past the memory bound)
         # called after each flush with (seconds it took, age of its newest sample or None)
-        self.flush_observers: list[Callable[[float, float | None], None]] = []
         self.stats = IngestStats()
         self._oldest_ts: float | None = None  # oldest sample in the buffer
 
@@ -100,7 +99,6 @@ class Telemetry:
 
     # -- ingest -----------------------------------------------------------------------------
     async def flush(self) -> None:
-        t0 = time.perf_counter()
         full, self.buffer = self.buffer, IngestBuffer()
         oldest, self._oldest_ts = self._oldest_ts, None
         handed_at = self.engine.clock()
@@ -139,10 +137,6 @@ class Telemetry:
         self.stats.flushed(handed_at=handed_at, committed_at=self.engine.clock(),
                            oldest_ts=oldest, rows=sum(written.values()))
         self._last_states.update(changed)
-        newest = max(seen.values(), default=None)
-        lag = self.engine.clock() - newest if newest is not None else None
-        for fn in self.flush_observers:
-            fn(time.perf_counter() - t0, lag)
 
     async def _flush_loop(self) -> None:
         interval = self.engine.config.collect.interval_s

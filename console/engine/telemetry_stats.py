@@ -53,6 +53,12 @@ class IngestStats:
             self.data_age_s.append(committed_at - oldest_ts)
         self.rows_written += rows
 
+    def sweeps_after(self, tick: float) -> list[tuple[float, float]]:
+        """(tick, sweep latency) of the ticks after `tick` whose samples all arrived (all but
+        the newest), oldest first: for the /metrics histogram."""
+        done = list(self._ticks.items())[:-1]
+        return [(t, late) for t, late in done if t > tick]
+
     def rolled_up(self, seconds: float) -> None:
         self.rollup_s.append(seconds)
 

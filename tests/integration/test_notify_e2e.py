@@ -210,5 +210,8 @@ def test_prometheus_scrapes_the_engine_and_sees_the_fake_gpus(ssh_nodes: Any,
                      lambda: value() == pytest.approx(0.55))
             up = prom.query(f'fleetdeck_node_up{{node="{node.name}"}}')
             assert float(up[0]["value"][1]) == 1.0
+            wait_for("collection sweeps counted", lambda: [
+                r for r in prom.query("fleetdeck_collect_sweep_seconds_count")
+                if float(r["value"][1]) > 0])
         finally:
             prom.stop()

@@ -92,3 +92,12 @@ def test_every_dashboard_query_names_exported_metrics() -> None:
     for name in ("fleetdeck_node_up", "fleetdeck_gpu_utilization_ratio", "fleetdeck_jobs",
                  "fleetdeck_queue_wait_seconds_bucket", "fleetdeck_burst_spend_total"):
         assert name in used, name
+
+
+def test_forked_render_is_the_library_text() -> None:
+    from console.engine.svc_metrics import render_forked
+
+    m = engine_metrics()
+    m.fleet.state = MetricsState(job_counts={("queued", "a"): 2}, version=1)
+    m.sweep.observe(0.5)
+    assert render_forked(m) == generate_latest(m.registry)
