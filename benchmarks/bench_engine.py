@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import random
 import sys
 import time
 from pathlib import Path
 
 from fleetbench import (
-    Latencies,
     Serve,
+    engine_clients,
+    engine_lines,
     fleet_args,
     has_method,
     run_bench,
@@ -37,42 +36,6 @@ from fleetbench import (
 )
 
 from console.engine.client import EngineClient
-
-METHODS = ("status", "fleet", "jobs", "job", "explain", "policies")
-
-
-async def client_loop(sock: Path, lat: Latencies, args: argparse.Namespace, job_method: bool,
-                      stop: asyncio.Event, refused: list[str], seed: int) -> None:
-    rng = random.Random(seed)
-    try:
-        client = await EngineClient.connect(sock, timeout=30)
-    except Exception as e:  # counted, not fatal: that is what is measured
-        refused.append(type(e).__name__)
-        return
-    try:
-        k = rng.randrange(len(METHODS))
-        await asyncio.sleep(rng.uniform(0, args.period))
-        while not stop.is_set():
-            t0 = time.monotonic()
-            method = METHODS[k % len(METHODS)]
-            k += 1
-            job = rng.randint(1, args.jobs)
-            if method == "jobs":
-                await lat.time(client, "jobs", limit=50)
-            elif method == "job":
-                if job_method:
-                    await lat.time(client, "job", job=job)
-                else:
-                    await lat.time(client, "jobs", label="job*", ids=[job], limit=50)
-            elif method == "explain":
-                await lat.time(client, "explain", job=job)
-            else:
-                await lat.time(client, method)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(),
-                                       max(0.0, args.period - (time.monotonic() - t0)))
-    finally:
-        await client.close()
 
 
 async def run(args: argparse.Namespace, work: Path) -> list[str]:
@@ -91,27 +54,17 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
             up_s = time.monotonic() - t0
             job_method = await has_method(probe, "job", job=1)
             await probe.close()
-            lat = Latencies()
-            stop = asyncio.Event()
-            refused: list[str] = []
-            tasks = [asyncio.create_task(client_loop(serve.socket, lat, args, job_method, stop,
-                                                     refused, seed=i))
-                     for i in range(args.clients)]
-            await asyncio.sleep(args.duration)
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            lat, refused = await engine_clients(
+                serve.socket, clients=args.clients, period_s=args.period,
+                duration_s=args.duration, jobs=args.jobs, job_method=job_method)
             rss = serve.rss_mib()
         finally:
             serve.stop()
-    out = [f"bench_engine: {args.clients} concurrent clients, one call each every "
-           f"{args.period:g} s for {args.duration:.0f} s; {args.nodes} nodes x {args.gpus} GPUs "
-           f"collected every {args.interval:g} s, {args.jobs:,} jobs in the store "
-           f"({args.queued} queued, scheduling on); all nodes up after {up_s:.0f} s",
-           f"connections refused or failed: {len(refused)}"
-           + (f" ({', '.join(sorted(set(refused)))})" if refused else ""),
-           "per method (target p99 < 50 ms)"
-           + ("" if job_method else "; older engine: 'job' asked as jobs ids=[N]") + ":"]
-    out.extend(lat.lines())
+    out = [f"bench_engine: {args.nodes} nodes x {args.gpus} GPUs collected every "
+           f"{args.interval:g} s, {args.jobs:,} jobs in the store ({args.queued} queued, "
+           f"scheduling on); all nodes up after {up_s:.0f} s"]
+    out.extend(engine_lines(lat, refused, clients=args.clients, period_s=args.period,
+                            duration_s=args.duration, job_method=job_method))
     out.append(f"engine RSS {rss:.0f} MiB; machine: {os.cpu_count()} cores, load avg "
                f"{os.getloadavg()[0]:.2f} (simulator and clients on the same machine)")
     return out

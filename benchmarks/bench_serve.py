@@ -34,6 +34,8 @@ from fleetbench import (
     Latencies,
     Serve,
     cpu_by_role,
+    engine_clients,
+    engine_lines,
     fleet_args,
     has_method,
     run_bench,
@@ -108,11 +110,25 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
             summary = await probe.call("summary")
             rss = serve.rss_mib()
             peak = serve.peak_rss_mib()
+            engine_out: list[str] = []
+            if args.engine_clients:  # bench_engine's load on the same engine, afterwards
+                job_method = await has_method(probe, "job", job=1)
+                elat, refused = await engine_clients(
+                    serve.socket, clients=args.engine_clients, period_s=args.poll,
+                    duration_s=args.engine_duration, jobs=args.jobs, job_method=job_method)
+                engine_out = ["then, bench_engine's load on this engine: " + line
+                              if i == 0 else line
+                              for i, line in enumerate(engine_lines(
+                                  elat, refused, clients=args.engine_clients,
+                                  period_s=args.poll, duration_s=args.engine_duration,
+                                  job_method=job_method))]
+                peak = serve.peak_rss_mib()
             await probe.close()
         finally:
             serve.stop()
     wall = wall1 - wall0
-    by_role = cpu_by_role(cpu0, cpu1, roles, pid)
+    by_role = cpu_by_role(cpu0, cpu1, roles, pid,
+                          unknown="duckdb" if stats_ok else "other threads")
     total = sum(by_role.values())
     samples = args.nodes * wall / args.interval
     out.append(f"bench_serve: {args.nodes} nodes x {args.gpus} GPUs every {args.interval:g} s, "
@@ -141,6 +157,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
                f"queue {summary['queue_len']}")
     out.append("client reads (target p99 < 50 ms):")
     out.extend(lat.lines())
+    out.extend(engine_out)
     out.append(f"(machine: {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.2f}; "
                "simulator and clients run on the same machine)")
     return out
@@ -149,6 +166,9 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
 def main() -> int:
     ap = fleet_args(__doc__ or "", duration_s=300.0, clients=20)
     ap.add_argument("--poll", type=float, default=2.0, help="seconds between a client's polls")
+    ap.add_argument("--engine-clients", type=int, default=0,
+                    help="then run bench_engine's clients (this many) on the same engine")
+    ap.add_argument("--engine-duration", type=float, default=30.0)
     args = ap.parse_args()
     if args.poll <= 0:
         print("bench_serve: --poll: expected seconds > 0", file=sys.stderr)

@@ -260,11 +260,12 @@ def thread_roles(pid: int, threads: list[Mapping[str, Any]]) -> dict[int, str]:
 
 
 def cpu_by_role(before: Mapping[int, float], after: Mapping[int, float],
-                roles: Mapping[int, str], pid: int) -> dict[str, float]:
-    """CPU seconds between two readings, summed by thread role (unknown: duckdb)."""
+                roles: Mapping[int, str], pid: int, *, unknown: str) -> dict[str, float]:
+    """CPU seconds between two readings, summed by thread role (not in `roles`: `unknown`,
+    DuckDB's own threads when the engine named its Python threads)."""
     out: dict[str, float] = {}
     for tid, cpu in after.items():
-        role = roles.get(tid, "loop" if tid == pid else "duckdb")
+        role = roles.get(tid, "loop" if tid == pid else unknown)
         out[role] = out.get(role, 0.0) + cpu - before.get(tid, 0.0)
     return out
 
@@ -309,6 +310,71 @@ async def has_method(client: EngineClient, method: str, **params: Any) -> bool:
     except RemoteError as e:
         return e.code != "bad_request"
     return True
+
+
+METHODS = ("status", "fleet", "jobs", "job", "explain", "policies")
+
+
+async def _engine_client(sock: Path, lat: Latencies, *, period_s: float, jobs: int,
+                         job_method: bool, stop: asyncio.Event, refused: list[str],
+                         seed: int) -> None:
+    rng = random.Random(seed)
+    try:
+        client = await EngineClient.connect(sock, timeout=30)
+    except Exception as e:  # counted, not fatal: that is what is measured
+        refused.append(type(e).__name__)
+        return
+    try:
+        k = rng.randrange(len(METHODS))
+        await asyncio.sleep(rng.uniform(0, period_s))
+        while not stop.is_set():
+            t0 = time.monotonic()
+            method = METHODS[k % len(METHODS)]
+            k += 1
+            job = rng.randint(1, jobs)
+            if method == "jobs":
+                await lat.time(client, "jobs", limit=50)
+            elif method == "job":
+                if job_method:
+                    await lat.time(client, "job", job=job)
+                else:
+                    await lat.time(client, "jobs", label="job*", ids=[job], limit=50)
+            elif method == "explain":
+                await lat.time(client, "explain", job=job)
+            else:
+                await lat.time(client, method)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(),
+                                       max(0.0, period_s - (time.monotonic() - t0)))
+    finally:
+        await client.close()
+
+
+async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_s: float,
+                         jobs: int, job_method: bool) -> tuple[Latencies, list[str]]:
+    """`clients` concurrent clients, each calling the next of `METHODS` every `period_s`
+    (random job ids for `job` and `explain`) for `duration_s`; latencies and refusals."""
+    lat = Latencies()
+    stop = asyncio.Event()
+    refused: list[str] = []
+    tasks = [asyncio.create_task(_engine_client(sock, lat, period_s=period_s, jobs=jobs,
+                                                job_method=job_method, stop=stop,
+                                                refused=refused, seed=i))
+             for i in range(clients)]
+    await asyncio.sleep(duration_s)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return lat, refused
+
+
+def engine_lines(lat: Latencies, refused: list[str], *, clients: int, period_s: float,
+                 duration_s: float, job_method: bool) -> list[str]:
+    out = [f"{clients} concurrent clients, one call each every {period_s:g} s for "
+           f"{duration_s:.0f} s; connections refused or failed: {len(refused)}"
+           + (f" ({', '.join(sorted(set(refused)))})" if refused else ""),
+           "per method (target p99 < 50 ms)"
+           + ("" if job_method else "; older engine: 'job' asked as jobs ids=[N]") + ":"]
+    return out + lat.lines()
 
 
 def fleet_args(doc: str, *, duration_s: float, clients: int) -> argparse.ArgumentParser:
