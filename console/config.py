@@ -49,6 +49,11 @@ class StoreConfig:
         default_factory=default_store_path,
         metadata=doc("DuckDB file holding history, jobs and the audit trail"),
     )
+    memory_limit_mb: int = field(
+        default=384,
+        metadata=doc("DuckDB memory the engine's store may hold (MB); bigger queries spill "
+                     "to disk beside the store", min=64, max=1_048_576),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,9 +61,12 @@ class StoreWorker:
                 raise
             raise StoreWriteError(self.store.path, reason) from None
 
-    async def open(self, path: os.PathLike[str]) -> Store:
+    async def open(self, path: os.PathLike[str], *, memory_limit_mb: int | None = None) -> Store:
         loop = asyncio.get_running_loop()
         self.store = await loop.run_in_executor(self._pool, Store.open, path)
+        if memory_limit_mb is not None:  # DuckDB's default is 80 % of RAM: bound the engine
+            limit = f"SET memory_limit = '{int(memory_limit_mb)}MB'"
+            await self.run(lambda s: s.con.execute(limit))
         return self.store
 
     async def close(self) -> None:
@@ -149,7 +152,8 @@ class Engine:
     # -- lifetime -------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the store (refusing if another engine owns it) and serve the socket."""
-        store = await self.db.open(self.config.store.path)
+        store = await self.db.open(self.config.store.path,
+                                   memory_limit_mb=self.config.store.memory_limit_mb)
         if note := describe_private(store.made_private):
             log.warning("%s", note)
         await self.reads.open()
