@@ -45,7 +45,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
         serve = Serve(config, work / "engine.sock")
         await serve.start()
         try:
-            probe = await EngineClient.connect(serve.socket)
+            probe = await EngineClient.connect(serve.socket, timeout=60)
             t0 = time.monotonic()
             while (await probe.call("summary"))["nodes_up"] < args.nodes:
                 if time.monotonic() - t0 > args.up_timeout:

@@ -50,7 +50,7 @@ from console.engine.client import EngineClient
 
 async def wait_all_up(sock: Path, nodes: int, timeout_s: float) -> float:
     t0 = time.monotonic()
-    c = await EngineClient.connect(sock)
+    c = await EngineClient.connect(sock, timeout=60)
     try:
         while time.monotonic() - t0 < timeout_s:
             s = await c.call("summary")
@@ -91,7 +91,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
         try:
             up_s = await wait_all_up(serve.socket, args.nodes, args.up_timeout)
             await asyncio.sleep(args.interval)
-            probe = await EngineClient.connect(serve.socket)
+            probe = await EngineClient.connect(serve.socket, timeout=60)
             stats_ok = await has_method(probe, "ingest_stats")
             assert serve.proc is not None
             pid = serve.proc.pid
