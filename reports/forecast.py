@@ -151,7 +151,8 @@ _PLAN_SCHEMA: dict[str, pl.DataType] = {
     "trend_pp_per_month": pl.Float64(), "damping": pl.Float64(), "horizon_month": pl.Date(),
     "allocation_pct_forecast": pl.Float64(), "allocation_pct_low": pl.Float64(),
     "allocation_pct_high": pl.Float64(), "crossing_month": pl.Date(), "crossing": pl.String(),
-    "buy_gpus": pl.Int64(), "buy_gpus_high": pl.Int64(), "owned_cost_per_month": pl.Float64(),
+    "buy_gpus": pl.Int64(), "buy_gpus_high": pl.Int64(),
+    "buy_cost_per_month_amortized": pl.Float64(),
     "burst_gpu_h_per_month": pl.Float64(), "cloud_gpu_hour": pl.Float64(),
     "burst_cost_per_month": pl.Float64(), "break_even_gpu_h_per_month": pl.Float64(),
     "cheaper": pl.String(), "backtest_mae_pp": pl.Float64(), "backtest_rmse_pp": pl.Float64(),
@@ -237,7 +238,7 @@ def _forecast_group(
         "horizon_month": future[-1], "allocation_pct_forecast": t_alloc.point(months) * pct,
         "allocation_pct_low": lo_h * pct, "allocation_pct_high": hi_h * pct,
         "crossing_month": crossing_month, "crossing": crossing, "buy_gpus": buy,
-        "buy_gpus_high": buy_hi, "owned_cost_per_month": owned,
+        "buy_gpus_high": buy_hi, "buy_cost_per_month_amortized": owned,
         "burst_gpu_h_per_month": excess, "cloud_gpu_hour": cloud,
         "burst_cost_per_month": burst_cost, "break_even_gpu_h_per_month": break_even,
         "cheaper": cheaper,
@@ -330,7 +331,7 @@ def _explain(plan: dict[str, object], month_list: list[date], hist_pct: list[flo
     if buy:
         txt = (f"Keeping p95 allocation under {ceiling_pct:g}% through {future[-1]:%Y-%m} "
                f"needs {buy} more {plan['model']} (upper band: {plan['buy_gpus_high']}), "
-               f"{plan['owned_cost_per_month']:,.0f} {currency}/month amortized.")
+               f"{plan['buy_cost_per_month_amortized']:,.0f} {currency}/month amortized.")
         cloud = plan["cloud_gpu_hour"]
         if isinstance(cloud, float):
             txt += (f" Bursting the same demand instead: about "
@@ -357,3 +358,29 @@ def _explain(plan: dict[str, object], month_list: list[date], hist_pct: list[flo
         out.append("Too little history to backtest (needs three months): the band is a "
                    "rough guess.")
     return " ".join(out)
+
+
+def headline(plan: pl.DataFrame, currency: str, months: int) -> str:
+    """The purchase answer in one sentence per pool and model that needs GPUs ("Buy 15 x
+    H100 80GB by 2027-02 (upper band 24): 12,806 USD/month amortized, or burst for 21,714
+    USD/month"; "by now" when allocation is already above the ceiling), or that none is
+    needed through the horizon (`months` after the last month of history)."""
+    if plan.height == 0:
+        return "No forecast: no GPU history in this period."
+    buys = plan.filter(pl.col("buy_gpus") > 0).sort("buy_gpus", descending=True)
+    if buys.height == 0:
+        horizon = max(plan["horizon_month"].to_list())
+        return (f"No GPUs to buy through {horizon:%Y-%m}: allocation stays under the ceiling "
+                f"in every pool.")
+    out = []
+    for p in buys.iter_rows(named=True):
+        last = _add_months(p["horizon_month"], -months)
+        when = p["crossing_month"] or p["horizon_month"]
+        by = "now" if when <= last else f"{when:%Y-%m}"
+        text = (f"Buy {p['buy_gpus']} x {p['model']} in {p['pool']} by {by} (upper band "
+                f"{p['buy_gpus_high']}): {p['buy_cost_per_month_amortized']:,.0f} "
+                f"{currency}/month amortized")
+        if p["burst_cost_per_month"] is not None:
+            text += f", or burst for {p['burst_cost_per_month']:,.0f} {currency}/month"
+        out.append(text)
+    return "; ".join(out) + "."

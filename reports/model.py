@@ -14,6 +14,8 @@ class Table:
     """Short id, also the XLSX sheet name (<= 31 characters)."""
     title: str
     frame: pl.DataFrame
+    totals: bool = False
+    """Renderers add a totals row (sums of the additive columns; see export/columns.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,8 @@ class Report:
     tables: tuple[Table, ...]
     notes: tuple[str, ...] = ()
     charts: tuple[Chart, ...] = field(default_factory=tuple)
+    headline: str = ""
+    """The answer in one sentence, shown above everything else (the forecast's purchase)."""
 
     @property
     def period(self) -> str:

@@ -10,7 +10,7 @@ from datetime import datetime
 import polars as pl
 
 from reports.chargeback import BY_KEYS, chargeback
-from reports.forecast import forecast
+from reports.forecast import forecast, headline
 from reports.ledger import Ledger
 from reports.model import Band, BarChart, Chart, LineChart, Report, Series, Table
 from reports.rates import Rates
@@ -45,10 +45,11 @@ def build_report(
     tables: tuple[Table, ...]
     notes: list[str] = [common]
     charts: list[Chart] = []
+    answer = ""
     if name == "chargeback":
         key = by or "user"
         frame = chargeback(ledger, by=key, rates=rates)
-        tables = (Table("chargeback", f"Chargeback by {key}", frame),)
+        tables = (Table("chargeback", f"Chargeback by {key}", frame, totals=True),)
         notes += _chargeback_notes(frame, ledger, rates)
         charts.append(_wasters_chart(frame, key, rates.currency))
     elif name == "usage":
@@ -61,6 +62,7 @@ def build_report(
         charts.append(_usage_chart(ledger))
     elif name == "forecast":
         fc = forecast(ledger, rates=rates, months=months, ceiling_pct=ceiling_pct)
+        answer = headline(fc.plan, rates.currency, months)
         tables = (Table("forecast", "Forecast and purchase plan", fc.plan),
                   Table("forecast series", "Monthly history and forecast", fc.series))
         notes.append(
@@ -78,7 +80,7 @@ def build_report(
                      f"{freed:,.1f} GPU-hours would be freed.")
     return Report(name=name, title=TITLES[name], start=f.start, end=f.end,
                   generated_at=generated_at, currency=rates.currency, tables=tables,
-                  notes=tuple(notes), charts=tuple(charts))
+                  notes=tuple(notes), charts=tuple(charts), headline=answer)
 
 
 def build_all(

@@ -16,6 +16,7 @@ from console.engine.protocol import RequestError
 from console.engine.server import Caller
 from reports.command import build_reports as build
 from reports.command import parse_when, render_report
+from reports.export.columns import kinds, title, totals_row
 from reports.model import Report
 
 if TYPE_CHECKING:
@@ -23,16 +24,21 @@ if TYPE_CHECKING:
 
 
 def report_json(report: Report) -> dict[str, Any]:
-    """The first table as columns and rows, plus notes, for the console's preview."""
+    """The first table as columns and rows, plus notes, for the console's preview; each
+    table also has its columns' titles for people and kinds, and its totals row if any."""
     tables = []
     for t in report.tables:
         rows = [[_cell(v) for v in row] for row in t.frame.iter_rows()]
-        tables.append({"name": t.name, "title": t.title, "columns": t.frame.columns,
-                       "rows": rows})
+        tables.append({
+            "name": t.name, "title": t.title, "columns": t.frame.columns, "rows": rows,
+            "titles": [title(c, report.currency) for c in t.frame.columns],
+            "kinds": kinds(t.frame),
+            "totals": [_cell(v) for v in totals_row(t.frame)]
+            if t.totals and t.frame.height else None})
     first = tables[0] if tables else {"columns": [], "rows": []}
     return {"name": report.name, "title": report.title, "period": report.period,
             "currency": report.currency, "columns": first["columns"], "rows": first["rows"],
-            "tables": tables, "notes": list(report.notes)}
+            "tables": tables, "notes": list(report.notes), "headline": report.headline}
 
 
 def _cell(v: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -18,6 +18,9 @@ from textual.widgets import DataTable, Static
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets.bar_chart import BarChart
 
+if TYPE_CHECKING:
+    from reports.export.columns import Kind
+
 PERIODS_D = (7, 30, 90, 365)
 # which numeric column the preview chart shows, by preference
 CHART_PREFERENCE = ("cost", "gpu_h_allocated", "gpu_h", "gpus", "util")
@@ -27,12 +30,21 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
-def cell(v: Any) -> str | Text:
+def cell(v: Any, kind: Kind | None = None) -> str | Text:
+    """A report cell as the HTML pack shows it: ids as names, yes/no, "-" when missing,
+    numbers right-aligned."""
     if v is None:
         return Text("-", style="dim")
+    if kind is not None:
+        from reports.export.columns import display, is_numeric  # on first use: start-up
+
+        text = display(v, kind)
+        return Text(text, justify="right") if is_numeric(kind) else text
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return Text(f"{v:,.2f}", justify="right")
-    if isinstance(v, int) and not isinstance(v, bool):
+    if isinstance(v, int):
         return Text(f"{v:,}", justify="right")
     return str(v)
 
@@ -140,7 +152,13 @@ class ReportsScreen(FleetdeckScreen):
         for n in self.report_names:
             t.append(f" {n} ", style="reverse bold" if n == self.report_name else "dim")
         start, end = self.period()
-        t.append(f"   by {self.by}   last {self.days} days ({start[:10]} to {end[:10]})")
+        if self.report_name == "forecast":  # the CLI's default history, so both agree
+            from reports.command import FORECAST_DAYS
+
+            t.append(f"   history: the last {FORECAST_DAYS} days (as `fleetdeck report "
+                     "forecast`)")
+        else:
+            t.append(f"   by {self.by}   last {self.days} days ({start[:10]} to {end[:10]})")
         if loading:
             t.append("   loading...", style="dim")
         if extra:
@@ -161,7 +179,8 @@ class ReportsScreen(FleetdeckScreen):
     @work(exclusive=True, group="report")
     async def load(self, key: tuple[str, str, int], start: str, end: str) -> None:
         name, by, _days = key
-        report = await self.fetch("report", name=name, by=by, **{"from": start, "to": end})
+        period = {"to": end} if name == "forecast" else {"from": start, "to": end}
+        report = await self.fetch("report", name=name, by=by, **period)
         if report is not MISSING and isinstance(report, dict):
             self.post_message(self.ReportLoaded(key, report))
 
@@ -173,9 +192,11 @@ class ReportsScreen(FleetdeckScreen):
         self.table_i = 0
         self._choice()
         self.show_table()
-        notes = [str(n) for n in self.report.get("notes") or []]
-        self.query_one("#report-notes", Static).update(
-            Text("\n".join(notes), style="dim") if notes else "")
+        notes = Text("\n".join(str(n) for n in self.report.get("notes") or []), style="dim")
+        if self.report.get("headline"):
+            notes = Text(str(self.report["headline"]), style="bold yellow").append("\n").append(
+                notes)
+        self.query_one("#report-notes", Static).update(notes)
 
     def tables(self) -> list[dict[str, Any]]:
         tables = [t for t in self.report.get("tables") or [] if isinstance(t, dict)]
@@ -188,10 +209,18 @@ class ReportsScreen(FleetdeckScreen):
         table = self.query_one("#report-table", DataTable)
         with self.app.batch_update():
             table.clear(columns=True)
-            for col in current.get("columns") or []:
-                table.add_column(str(col), key=str(col))
+            columns = [str(c) for c in current.get("columns") or []]
+            titles = current.get("titles") or columns
+            col_kinds = current.get("kinds") or [None] * len(columns)
+            for col, text in zip(columns, titles, strict=False):
+                table.add_column(str(text), key=col)
             for i, row in enumerate(current.get("rows") or []):
-                table.add_row(*(cell(v) for v in row), key=str(i))
+                table.add_row(*(cell(v, k) for v, k in zip(row, col_kinds, strict=False)),
+                              key=str(i))
+            if current.get("totals"):
+                table.add_row(*(Text(str(v), style="bold") if j == 0 else cell(v, k)
+                                for j, (v, k) in enumerate(zip(current["totals"], col_kinds,
+                                                               strict=False))), key="total")
         title, pairs = chart_from({**current, "charts": self.report.get("charts")})
         chart = self.query_one(BarChart)
         chart.title = title

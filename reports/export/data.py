@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
+from reports.export.columns import with_totals
 from reports.model import Report
 
 
 def render_csv(report: Report) -> str:
-    return report.tables[0].frame.write_csv()
+    """The first table; a table with totals ends with its "Total" row."""
+    table = report.tables[0]
+    return (with_totals(table.frame) if table.totals else table.frame).write_csv()
 
 
 def render_parquet(report: Report) -> bytes:

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from reports.export.columns import display, is_numeric, kinds
-from reports.model import Report
+from reports.export.columns import display, is_numeric, kinds, with_totals
+from reports.model import Report, Table
 
 MAX_ROWS = 500
 LONG_TEXT = ("explanation",)
@@ -20,17 +20,21 @@ def _cells(frame: pl.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]
     return list(frame.columns), rows, [is_numeric(k) for k in ks]
 
 
-def _split(frame: pl.DataFrame) -> pl.DataFrame:
-    """Long text columns leave the table (reports repeat them in their notes)."""
-    return frame.drop([c for c in frame.columns if c in LONG_TEXT])
+def _split(t: Table) -> pl.DataFrame:
+    """Long text columns leave the table (reports repeat them in their notes); a table with
+    totals gets its totals row."""
+    frame = t.frame.drop([c for c in t.frame.columns if c in LONG_TEXT])
+    return with_totals(frame) if t.totals else frame
 
 
 def render_text(reports: Sequence[Report]) -> str:
     out: list[str] = []
     for r in reports:
         out += [f"{r.title}", "=" * len(r.title), f"{r.period}; money in {r.currency}", ""]
+        if r.headline:
+            out += [r.headline, ""]
         for t in r.tables:
-            frame = _split(t.frame)
+            frame = _split(t)
             out.append(t.title)
             out.append(_text_table(frame))
             if t.frame.height > MAX_ROWS:
@@ -65,8 +69,10 @@ def render_markdown(reports: Sequence[Report]) -> str:
     out: list[str] = []
     for r in reports:
         out += [f"## {r.title}", "", f"{r.period}; money in {r.currency}.", ""]
+        if r.headline:
+            out += [f"**{_md_escape(r.headline)}**", ""]
         for t in r.tables:
-            frame = _split(t.frame)
+            frame = _split(t)
             out += [f"### {t.title}", ""]
             if frame.height == 0:
                 out += ["(no rows)", ""]

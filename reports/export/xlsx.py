@@ -11,7 +11,7 @@ from typing import Any
 
 import xlsxwriter
 
-from reports.export.columns import Kind, kinds
+from reports.export.columns import Kind, kinds, title, totals_row
 from reports.model import Report
 
 _NUM_FORMATS: dict[str, str] = {
@@ -43,12 +43,18 @@ def render_xlsx(reports: Sequence[Report]) -> bytes:
     for r in reports:
         for t in r.tables:
             ws = wb.add_worksheet(sheet_name(t.name, used))
-            _write_table(ws, t.frame, kinds(t.frame), bold, wrap, fmts)
+            _write_table(ws, t.frame, kinds(t.frame), bold, wrap, fmts, r.currency)
+            if t.totals and t.frame.height:
+                _write_totals(ws, t.frame, bold, fmts)
     about = wb.add_worksheet(sheet_name("about", used))
     about.set_column(0, 0, 18)
     about.set_column(1, 1, 120, wrap)
     row = 0
     for r in reports:
+        if r.headline:
+            about.write_string(row, 0, "answer", bold)
+            about.write_string(row, 1, r.headline, wrap)
+            row += 1
         for label, value in (("report", r.title), ("period", r.period),
                              ("generated at", f"{r.generated_at:%Y-%m-%d %H:%M} UTC"),
                              ("currency", r.currency)):
@@ -64,10 +70,21 @@ def render_xlsx(reports: Sequence[Report]) -> bytes:
     return buf.getvalue()
 
 
+def _write_totals(ws: Any, frame: Any, bold: Any, fmts: dict[str, Any]) -> None:
+    """The totals row under the table, in bold (the key column says Total)."""
+    row = frame.height + 1
+    for j, (v, k) in enumerate(zip(totals_row(frame), kinds(frame), strict=True)):
+        if j == 0:
+            ws.write_string(row, j, str(v), bold)
+        elif isinstance(v, int | float) and math.isfinite(float(v)):
+            ws.write_number(row, j, float(v), fmts.get(k, fmts["float"]))
+
+
 def _write_table(ws: Any, frame: Any, ks: list[Kind], bold: Any, wrap: Any,
-                 fmts: dict[str, Any]) -> None:
-    widths = [len(c) + 2 for c in frame.columns]
-    for j, c in enumerate(frame.columns):
+                 fmts: dict[str, Any], currency: str) -> None:
+    titles = [title(c, currency) for c in frame.columns]
+    widths = [len(c) + 2 for c in titles]
+    for j, c in enumerate(titles):
         ws.write_string(0, j, c, bold)
     for i, row in enumerate(frame.iter_rows(), start=1):
         for j, (v, k) in enumerate(zip(row, ks, strict=True)):
@@ -77,7 +94,7 @@ def _write_table(ws: Any, frame: Any, ks: list[Kind], bold: Any, wrap: Any,
                 dt = v if isinstance(v, datetime) else datetime(v.year, v.month, v.day)
                 ws.write_datetime(i, j, dt, fmts[k])
                 widths[j] = max(widths[j], 12 if k == "date" else 17)
-            elif k == "text":
+            elif k in ("text", "id"):
                 s = str(v)
                 ws.write_string(i, j, s, wrap if len(s) > _WIDE_TEXT else None)
                 widths[j] = max(widths[j], min(len(s), _WIDE_TEXT) + 2)

@@ -211,7 +211,8 @@ def test_policies(snap_compare: Snap, fixed_link: EngineLink) -> None:
 
 def test_reports(snap_compare: Snap, fixed_link: EngineLink) -> None:
     """Reports: chargeback by user for the 30 days to 2024-05-01 (choice line), the table
-    with one row per user (ann, bob, burst idle) and GPU-hours, the bar chart of the
+    with titles for people (User, Jobs, GPU-hours allocated...), one row per user (ann, bob,
+    burst idle) and a Total row (5 jobs, 9.32 GPU-hours allocated), the bar chart of the
     preferred numeric column by user on the right, and the report's notes below."""
     def loaded(pilot: Pilot[int]) -> bool:
         screen = pilot.app.screen

@@ -12,6 +12,7 @@ import re
 import struct
 import subprocess
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,59 @@ def test_the_network_check_sees_a_page_that_fetches(tmp_path: Path) -> None:
     _, requests = _chromium(tmp_path, page, "--dump-dom")
     urls = sorted(r["url"] for r in requests)
     assert urls == ["http://example.invalid/x.png", "https://example.org/a.png"]
+
+
+class _Dom(HTMLParser):
+    """The dumped DOM as (tag, class, id, text) in document order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes: list[list[str]] = []
+        self._open: list[list[str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        node = [tag, a.get("class") or "", a.get("id") or "", ""]
+        self.nodes.append(node)
+        if tag not in ("br", "meta", "img", "input", "path", "rect", "line", "circle"):
+            self._open.append(node)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open and self._open.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        for node in self._open:
+            node[3] += data
+
+
+def test_pack_headline_above_first_chart_and_chargeback_totals(html_file: Path,
+                                                               tmp_path: Path) -> None:
+    """In the DOM Chromium built: the purchase answer is the first thing after the title
+    (above every chart), again at the top of the forecast section, and the chargeback
+    table ends with a Total row in its footer; column titles are for people."""
+    require_chromium()
+    dom, _ = _chromium(tmp_path, html_file, "--dump-dom")
+    parsed = _Dom()
+    parsed.feed(dom)
+    nodes = parsed.nodes
+    tags = [n[0] for n in nodes]
+    headline = next(i for i, n in enumerate(nodes) if "headline" in n[1])
+    assert headline < tags.index("svg"), "the purchase headline comes before the first chart"
+    text = nodes[headline][3]
+    assert re.match(r"(Buy \d+ x .+ in \S+ by (now|\d{4}-\d\d) \(upper band \d+\): [\d,]+ EUR/"
+                    r"month amortized|No GPUs to buy through \d{4}-\d\d)", text), text
+    forecast = next(i for i, n in enumerate(nodes) if n[2] == "forecast")
+    first_chart = tags.index("svg", forecast)
+    assert any("headline" in n[1] and n[3] == text for n in nodes[forecast:first_chart])
+
+    charge = next(i for i, n in enumerate(nodes) if n[2] == "chargeback")
+    table = tags.index("table", charge)
+    end = tags.index("section", table) if "section" in tags[table:] else len(nodes)
+    heads = [n[3] for n in nodes[table:end] if n[0] == "th"]
+    assert "GPU-hours idle" in heads and "Total cost (EUR)" in heads, heads
+    foot = tags.index("tfoot", table)
+    assert foot < end and tags.index("tbody", table) < foot
+    total_cells = [n[3] for n in nodes[foot:end] if n[0] == "td"]
+    assert total_cells[0] == "Total" and any(re.fullmatch(r"[\d,]+\.\d\d", c)
+                                             for c in total_cells[1:]), total_cells

@@ -1,4 +1,5 @@
-"""The XLSX pack opens with openpyxl: one sheet per report table, headers, typed cells."""
+"""The XLSX pack opens with openpyxl: one sheet per report table, column titles for people
+(units in brackets), typed cells, ids as text, a totals row under the chargeback."""
 
 from __future__ import annotations
 
@@ -42,37 +43,42 @@ def test_sheets(workbook: openpyxl.Workbook) -> None:
 def test_chargeback_sheet_types_and_formats(workbook: openpyxl.Workbook) -> None:
     ws = workbook["chargeback"]
     head = _header(ws)
-    assert head[:6] == ["user", "jobs", "gpu_h_allocated", "gpu_h_used", "gpu_h_idle",
-                        "util_pct"]
-    assert "total_cost" in head and "burst_cost" in head
-    rows = {r["user"]: r for r in _table(ws)}
+    assert head[:6] == ["User", "Jobs", "GPU-hours allocated", "GPU-hours used",
+                        "GPU-hours idle", "Utilization (%)"]
+    assert "Total cost (EUR)" in head and "Burst cost (EUR)" in head
+    table = _table(ws)
+    rows = {r["User"]: r for r in table}
     bob = rows["bob"]
-    assert isinstance(bob["jobs"], int) and bob["jobs"] == 1
-    assert isinstance(bob["gpu_h_allocated"], int | float)  # numbers, not text
-    assert bob["gpu_cost"] == pytest.approx(23 * RATE_A100)
+    assert isinstance(bob["Jobs"], int) and bob["Jobs"] == 1
+    assert isinstance(bob["GPU-hours allocated"], int | float)  # numbers, not text
+    assert bob["GPU cost (EUR)"] == pytest.approx(23 * RATE_A100)
     col = {name: i + 1 for i, name in enumerate(head)}
     r = next(i for i, row in enumerate(ws.iter_rows(values_only=True), start=1)
              if row[0] == "bob")
-    assert ws.cell(r, col["gpu_cost"]).number_format == '#,##0.00 "EUR"'
-    assert ws.cell(r, col["util_pct"]).number_format == "0.0"
-    assert ws.cell(r, col["gpu_h_allocated"]).data_type == "n"
+    assert ws.cell(r, col["GPU cost (EUR)"]).number_format == '#,##0.00 "EUR"'
+    assert ws.cell(r, col["Utilization (%)"]).number_format == "0.0"
+    assert ws.cell(r, col["GPU-hours allocated"]).data_type == "n"
     assert ws.freeze_panes == "A2"
+    total = table[-1]
+    assert total["User"] == "Total"
+    assert total["Total cost (EUR)"] == pytest.approx(
+        sum(float(t["Total cost (EUR)"] or 0) for t in table[:-1]))
 
 
 def test_usage_sheet_has_dates_and_numbers(workbook: openpyxl.Workbook) -> None:
     ws = workbook["usage"]
-    assert _header(ws)[:4] == ["period_start", "pool", "model", "gpus_present"]
+    assert _header(ws)[:4] == ["Period start", "Pool", "Model", "GPUs present"]
     first = ws.cell(2, 1)
     assert isinstance(first.value, datetime) and first.value == datetime(2024, 3, 1)
     assert first.number_format == "yyyy-mm-dd"
     for row in _table(ws):
-        assert isinstance(row["gpus_present"], int | float)
-        assert isinstance(row["jobs_submitted"], int)
+        assert isinstance(row["GPUs present"], int | float)
+        assert isinstance(row["Jobs submitted"], int)
 
 
 def test_rightsizing_and_about(workbook: openpyxl.Workbook) -> None:
     rows = _table(workbook["rightsizing"])
-    assert [r["job_id"] for r in rows] == [2, 5]
+    assert [r["Job ID"] for r in rows] == ["2", "5"]  # ids are names, not quantities
     about = list(workbook["about"].iter_rows(values_only=True))
     labels = [r[0] for r in about]
     assert labels.count("report") == 4 and "period" in labels
@@ -89,4 +95,4 @@ def test_xlsx_path_is_the_file(tmp_path: Path) -> None:
     out.write_bytes(data if isinstance(data, bytes) else data.encode())
     wb = openpyxl.load_workbook(out)
     assert wb.sheetnames == ["chargeback", "about"]
-    assert _header(wb["chargeback"])[0] == "project"
+    assert _header(wb["chargeback"])[0] == "Project"

@@ -52,7 +52,7 @@ def test_40_50_80_80_gets_a_sensible_explained_answer(tmp_path: Path) -> None:
     # p95 = mean here (whole-month jobs): keep 9.79 GPUs under 80% -> 12.24 GPUs -> buy 3
     assert plan["buy_gpus"] == 3
     assert plan["buy_gpus_high"] == math.ceil((point[2] + band) / 0.8 - 10)
-    assert plan["owned_cost_per_month"] == approx(3 * RATE_A100 * HOURS_PER_MONTH)
+    assert plan["buy_cost_per_month_amortized"] == approx(3 * RATE_A100 * HOURS_PER_MONTH)
     excess = sum(8 * (p / 8) - 8 for p in point) / 3 * HOURS_PER_MONTH
     assert plan["burst_gpu_h_per_month"] == approx(excess)
     assert plan["cloud_gpu_hour"] == 3.0
