@@ -143,7 +143,7 @@ def run_replay(
     first = submit[0] if submit else 0.0
     trace_t: list[float] = [first]
     trace_alloc: list[float] = [0.0]
-    snap = _Snapshots(snapshot, state)
+    snap = SimSnapshots(snapshot, state)
     tasks = [
         QueuedTask(
             id=str(k),
@@ -225,7 +225,7 @@ def run_replay(
     )
 
 
-class _Snapshots:
+class SimSnapshots:
     """FleetSnapshots of the simulated fleet for `plan`; unchanged nodes are reused."""
 
     def __init__(self, base: FleetSnapshot, state: FleetState) -> None:

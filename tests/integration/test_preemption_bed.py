@@ -9,6 +9,7 @@ the engine in the middle of a preemption. Short grace and minimum runtime keep i
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from collectors.store import Store
 from tests.bed.fake_nvml import FakeGpu
-from tests.bed.plugin import ImageLoader
+from tests.bed.plugin import BedAccounts, ImageLoader
 from tests.bed.require import require_docker, require_gcc
 from tests.bed.ssh import SshBed, SshNode
 from tests.integration.jobs_e2e import Fleet, fleet_toml
@@ -25,7 +26,8 @@ from tests.integration.jobs_e2e import Fleet, fleet_toml
 pytestmark = [pytest.mark.ssh]
 
 GRACE_S = 4.0
-TEAMS = """
+ALICE, BOB = "fdbed-alice", "fdbed-bob"  # real accounts: jobs run as their owner
+TEAMS = f"""
 [[teams]]
 name = "owners"
 gpu_quota = 2
@@ -34,10 +36,10 @@ gpu_guaranteed = 2
 name = "borrowers"
 gpu_quota = 2
 [[users]]
-name = "alice"
+name = "{ALICE}"
 team = "owners"
 [[users]]
-name = "bob"
+name = "{BOB}"
 team = "borrowers"
 """
 PREEMPTION = (f"preemption = true\npreempt_grace_s = {GRACE_S}\n"
@@ -67,14 +69,17 @@ def gpu_node(ssh_bed: SshBed) -> SshNode:
 
 
 @pytest.fixture(scope="module")
-def fleet(gpu_node: SshNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(gpu_node: SshNode, tmp_path_factory: pytest.TempPathFactory,
+          bed_accounts: BedAccounts) -> Iterator[Fleet]:
+    bed_accounts.user("alice")
+    bed_accounts.user("bob")
     toml = fleet_toml([gpu_node], extra=TEAMS).replace(
         "[scheduler]\n", "[scheduler]\n" + PREEMPTION, 1)
     yield Fleet(tmp_path_factory.mktemp("preempt"), toml)
 
 
 def fill_with_bob(fleet: Fleet, node: SshNode, script: str, *extra: str) -> list[int]:
-    ids = [fleet.submit("--user", "bob", "--gpus", "1", "--cpus", "0.2", "--node", node.name,
+    ids = [fleet.submit("--user", BOB, "--gpus", "1", "--cpus", "0.2", "--node", node.name,
                         *extra, "--", "sh", "-c", script)[0] for _ in range(2)]
     fleet.wait_states(ids, ("running",), timeout=180)
     for job in ids:
@@ -89,12 +94,22 @@ def events_of(fleet: Fleet, job: int) -> list[str]:
 
 
 @pytest.mark.timeout(600)
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder the jobs' owners may write (pytest's tmp folders are root's alone)."""
+    d = Path("/tmp") / f"fdbed-preempt-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    d.chmod(0o1777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def test_owner_reclaims_a_gpu_from_process_jobs(fleet: Fleet, gpu_node: SshNode,
-                                                tmp_path: Path) -> None:
-    ckpt = tmp_path / f"ck-{uuid.uuid4().hex[:6]}"
+                                                shared_dir: Path) -> None:
+    ckpt = shared_dir / "ck"
     with fleet.serving():
         bob = fill_with_bob(fleet, gpu_node, trainer(ckpt), "--executor", "process")
-        [alice] = fleet.submit("--user", "alice", "--gpus", "1", "--cpus", "0.2",
+        [alice] = fleet.submit("--user", ALICE, "--gpus", "1", "--cpus", "0.2",
                                "--executor", "process", "--", "sh", "-c",
                                "echo owner-ran; sleep 1")
         rows = fleet.wait_done([alice], timeout=180)
@@ -128,7 +143,7 @@ def test_owner_reclaims_a_gpu_from_a_docker_job(fleet: Fleet, gpu_node: SshNode,
               "echo running; while :; do sleep 0.2; done")
     with fleet.serving():
         bob = fill_with_bob(fleet, gpu_node, script, "--executor", "docker", "--image", image)
-        [alice] = fleet.submit("--user", "alice", "--gpus", "1", "--cpus", "0.2",
+        [alice] = fleet.submit("--user", ALICE, "--gpus", "1", "--cpus", "0.2",
                                "--executor", "process", "--", "sh", "-c", "sleep 1")
         assert fleet.wait_done([alice], timeout=180)[alice]["state"] == "succeeded"
         [victim] = [r["id"] for r in fleet.jobs() if r["id"] in bob and r["attempt"] == 1]
@@ -151,12 +166,12 @@ def test_owner_reclaims_a_gpu_from_a_docker_job(fleet: Fleet, gpu_node: SshNode,
 
 @pytest.mark.timeout(600)
 def test_kill_9_in_the_middle_of_a_preemption(fleet: Fleet, gpu_node: SshNode,
-                                              tmp_path: Path) -> None:
-    ckpt = tmp_path / f"ck-{uuid.uuid4().hex[:6]}"
+                                              shared_dir: Path) -> None:
+    ckpt = shared_dir / "ck"
     with fleet.serving() as first:
         bob = fill_with_bob(fleet, gpu_node, trainer(ckpt, stubborn=True),
                             "--executor", "process")
-        [alice] = fleet.submit("--user", "alice", "--gpus", "1", "--cpus", "0.2",
+        [alice] = fleet.submit("--user", ALICE, "--gpus", "1", "--cpus", "0.2",
                                "--executor", "process", "--", "sh", "-c", "sleep 1")
         # the stubborn victim ignores SIGTERM: it stays `preempted` for the whole grace
         fleet.wait("a victim being preempted",
