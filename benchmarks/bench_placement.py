@@ -6,7 +6,12 @@ empty, and about half full with running jobs. Prints per policy: cycle time (wal
 and process CPU time, which a busy shared machine inflates less), tasks/s and placements/s from
 the CPU time, placed/pending, and the share of wall time spent in `policy.select`.
 
+With `--preemption` the cycle also searches for victims: teams get guarantees (half the fleet
+between them, lent when idle), running jobs get classes (priority -100 or 0, some younger than
+the minimum runtime) and one queued task in ten a higher class (100).
+
     .venv/bin/python benchmarks/bench_placement.py [--repeat 5] [--policy fleetdeck first-fit]
+        [--preemption]
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from scheduler.models import (
     ResourceRequest,
     RunningAllocation,
 )
-from scheduler.placement import QueuedTask, plan
+from scheduler.placement import PreemptionRules, QueuedTask, plan
 from scheduler.quota import Quota, QuotaBook
 
 GIB = 1 << 30
@@ -85,7 +90,8 @@ def pick_request(reqs: list[ResourceRequest], rng: random.Random) -> ResourceReq
     return reqs[shape * 4 + model]
 
 
-def build_queue(n: int, reqs: list[ResourceRequest], rng: random.Random) -> list[QueuedTask]:
+def build_queue(n: int, reqs: list[ResourceRequest], rng: random.Random,
+                classes: bool = False) -> list[QueuedTask]:
     queue = []
     for i in range(n):
         runtime = rng.choice((600.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0, None))
@@ -99,13 +105,15 @@ def build_queue(n: int, reqs: list[ResourceRequest], rng: random.Random) -> list
                 priority=10 if rng.random() < 0.05 else 0,
                 submitted_at=NOW - n + i,
                 max_runtime_s=runtime,
+                class_priority=100 if classes and rng.random() < 0.1 else 0,
             )
         )
     return queue
 
 
 def preload(
-    nodes: list[NodeCapacity], reqs: list[ResourceRequest], fill: float, rng: random.Random
+    nodes: list[NodeCapacity], reqs: list[ResourceRequest], fill: float, rng: random.Random,
+    classes: bool = False,
 ) -> FleetSnapshot:
     """A snapshot with about `fill` of the GPUs held by running jobs (first-fit placed)."""
     snap = FleetSnapshot(tuple(nodes), (), NOW)
@@ -134,6 +142,7 @@ def preload(
                 a,
                 started,
                 runtime,
+                class_priority=rng.choice((-100, 0)) if classes else 0,
             )
         )
     return FleetSnapshot(tuple(_with_alloc(nodes, running)), tuple(running), NOW)
@@ -186,17 +195,23 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--policy", nargs="+", default=["fleetdeck", "best-fit", "first-fit"])
+    ap.add_argument("--preemption", action="store_true",
+                    help="guarantees, classes and preemption on (victim search in the cycle)")
     args = ap.parse_args()
+    rules = PreemptionRules(grace_s=60.0, min_runtime_s=300.0) if args.preemption else None
 
     rng = random.Random(7)
     nodes = build_nodes(args.nodes, rng)
     reqs = make_requests(rng)
-    queue = build_queue(args.tasks, reqs, rng)
-    quotas = QuotaBook(projects={"*": Quota.of_gpus(400)}, borrowing=True)
+    queue = build_queue(args.tasks, reqs, rng, classes=args.preemption)
+    teams = {f"t{i}": Quota.of_gpus(None, args.nodes * 8 / 10) for i in range(5)}
+    quotas = QuotaBook(projects={"*": Quota.of_gpus(400)}, borrowing=True,
+                       teams=teams if args.preemption else {})
     workload = WorkloadMix.from_requests(t.request for t in queue)
-    print(f"fleet: {args.nodes} nodes x 8 GPUs; queue: {args.tasks} tasks; repeat {args.repeat}")
+    print(f"fleet: {args.nodes} nodes x 8 GPUs; queue: {args.tasks} tasks; repeat {args.repeat}"
+          + ("; preemption on" if rules else ""))
     for fill in (0.0, 0.5):
-        snap = preload(nodes, reqs, fill, random.Random(11))
+        snap = preload(nodes, reqs, fill, random.Random(11), classes=args.preemption)
         print(f"\n-- fleet {fill:.0%} full ({len(snap.running)} running jobs)")
         for name in args.policy:
             walls, cpus, select_s = [], [], []
@@ -205,7 +220,8 @@ def main() -> None:
             for r in range(args.repeat):
                 policy = TimedPolicy(make_policy(name, seed=r, workload=workload))
                 c0, t0 = time.process_time(), time.perf_counter()
-                result = plan(snap, queue, policy=policy, quotas=quotas, now=NOW)
+                result = plan(snap, queue, policy=policy, quotas=quotas, now=NOW,
+                              preemption=rules)
                 walls.append(time.perf_counter() - t0)
                 cpus.append(time.process_time() - c0)
                 select_s.append(policy.spent_s / walls[-1])
@@ -219,7 +235,8 @@ def main() -> None:
                 f" | {len(queue) / cpu:7,.0f} tasks/s, {placed / cpu:7,.0f} placements/s (CPU)"
                 f" | placed {placed}, pending {len(result.pending)}, "
                 f"backfilled {len(result.backfilled)}, reservations {len(result.reservations)}"
-                f" | select {statistics.median(select_s):4.0%} of cycle ({calls} calls)"
+                + (f", preemptions {len(result.preemptions)}" if rules else "")
+                + f" | select {statistics.median(select_s):4.0%} of cycle ({calls} calls)"
             )
 
 

@@ -16,7 +16,8 @@ under `timeout` when the job has a max runtime, and records in the directory:
   it left running in its process group is killed first, as Docker and Slurm do.
 
 The job gets `CUDA_VISIBLE_DEVICES` set to its GPUs (empty when it holds none) and the
-`FLEETDECK_*` variables; `FLEETDECK_PREEMPT_FILE` is `<dir>/preempt`, created by a stop with
+`FLEETDECK_*` variables; `FLEETDECK_PREEMPT_FILE` is `<dir>/preempt` (for a job run as its
+owner `~owner/.fleetdeck/preempt/<fleet>-<tag>`, created as the owner), created by a stop with
 notice (preemption) before the SIGTERM. Every value placed in a script is quoted with `shlex.quote`.
 """
 
@@ -98,7 +99,10 @@ def runner_script(launch: Launch, *, kill_after_s: float = 10.0,
             sh_exports(env),
             'if [ -n "$4" ]; then export HOME="$4"; fi',
             'if [ -e "$d/secret_env" ]; then . "$d/secret_env"; fi',
-            f'export {PREEMPT_FILE_ENV}="$d/preempt"',
+            # the job dir is 0700: a job run as its owner gets its notice file in its own home
+            'if [ -n "$2" ]; then f="$4/.fleetdeck/preempt/$(basename "${d%/*}")-${d##*/}"; '
+            'echo "$2 $3 $f" > "$d/notice_to"; else f="$d/preempt"; fi',
+            f'export {PREEMPT_FILE_ENV}="$f"',
             f'({cd}exec {prefix}{sh_words(cmd)}) > "$d/output.log" 2>&1 < /dev/null &',
             "pid=$!",
             'echo "$pid" > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"',
@@ -160,6 +164,14 @@ def start_script(
     )
 
 
+# Create the preempt file: as the job's owner when it runs as one (in their home, so a link
+# they planted cannot make root write elsewhere), else in the job dir.
+_NOTICE = ('if [ -s "$d/notice_to" ]; then read -r u g f < "$d/notice_to"; '
+           'setpriv --reuid="$u" --regid="$g" --init-groups -- '
+           """sh -c 'mkdir -p -- "${1%/*}" && : > "$1"' fd-notice "$f"; """
+           'else : > "$d/preempt"; fi')
+
+
 def stop_script(jobs_dir: str, tag: str, grace_s: float, *, notice: bool = False) -> str:
     """SIGTERM the job's process group, SIGKILL it after `grace_s`, wait for the exit code.
     `notice`: create the job's preempt file first (`$FLEETDECK_PREEMPT_FILE`)."""
@@ -172,7 +184,7 @@ def stop_script(jobs_dir: str, tag: str, grace_s: float, *, notice: bool = False
             '[ -e "$d/exit_code" ] && exit 0',
             'b=$(cat "$d/boot_id" 2>/dev/null)',
             '[ "$b" = "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)" ] || exit 0',
-            ': > "$d/preempt"' if notice else ":",
+            _NOTICE if notice else ":",
             'kill -TERM -"$pid" 2>/dev/null && kill -CONT -"$pid" 2>/dev/null',
             "i=0",
             'while kill -0 -"$pid" 2>/dev/null; do',

@@ -14,8 +14,10 @@ preemption, unless its class is lower than the task's.
 Victims come from one node (a task runs on one node): on each node the task may use,
 candidates are taken in victim order (lowest class priority, then shortest runtime so far, then
 fewest GPUs) until the task fits there; then every victim the task can do without is given
-back, so nothing more is preempted than needed. Among nodes the smallest loss wins: (highest
-victim priority, GPU-seconds of work lost, GPUs, victims). No node: nobody is preempted.
+back, so nothing more is preempted than needed. Nodes are tried cheapest first candidate
+first; among the first `NODES_COMPARED` where the task would fit, the smallest loss wins:
+(highest victim priority, GPU-seconds of work lost, GPUs, victims). No node: nobody is
+preempted. At most `MAX_SEARCHES_PER_CYCLE` tasks search per cycle.
 
 Jobs already leaving (preempted in an earlier cycle, inside their grace) are free room for the
 task that claims them first, at no cost. The free room on the chosen node that the task will
@@ -29,8 +31,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import numpy as np
-
 from collectors.formatting import duration_rounded
 from scheduler.fit import FleetState
 from scheduler.models import MILLI_PER_GPU, Assignment, ResourceRequest, RunningAllocation
@@ -38,7 +38,10 @@ from scheduler.quota import Level, QuotaLedger, Usage, gpus_text
 
 # Beneficiaries searched per cycle at most: a full fleet with a deep queue stays fast, and the
 # rest try again next cycle (by then the first ones' victims are leaving).
-MAX_SEARCHES_PER_CYCLE = 64
+MAX_SEARCHES_PER_CYCLE = 32
+# Nodes where the task would fit whose losses are compared (nodes are tried cheapest
+# candidate first): a full fleet's every node is not read for one task.
+NODES_COMPARED = 8
 
 
 class PreemptKind(StrEnum):
@@ -105,8 +108,8 @@ def _entities(r: RunningAllocation) -> tuple[tuple[Level, str], ...]:
 class VictimSearch:
     """Candidates per node for one cycle; `find` picks the victims for one task."""
 
-    __slots__ = ("_cands", "_failed", "_leaving", "_ledger", "_lowest", "_now", "_state",
-                 "removed", "searches", "taken")
+    __slots__ = ("_cands", "_failed", "_held_gpus", "_leaving", "_ledger", "_lowest", "_nodes",
+                 "_now", "_state", "removed", "searches", "taken")
 
     def __init__(
         self,
@@ -137,6 +140,12 @@ class VictimSearch:
                 self._cands.setdefault(i, []).append(r)
         for lst in self._cands.values():
             lst.sort(key=self.victim_key)
+        # nodes with leaving jobs first, then by their cheapest candidate
+        self._nodes = sorted(set(self._cands) | set(self._leaving), key=lambda i: (
+            i not in self._leaving, self.victim_key(self._cands[i][0]) if i in self._cands
+            else (0, 0.0, 0)))
+        self._held_gpus = {i: len({g for r in (*self._cands.get(i, ()), *self._leaving.get(i, ()))
+                                   for g in r.assignment.gpu_indices}) for i in self._nodes}
         self._lowest = min((lst[0].class_priority for lst in self._cands.values()),
                            default=None)
 
@@ -161,12 +170,10 @@ class VictimSearch:
         return None
 
     def _keeps_guarantee(self, r: RunningAllocation, removed: Usage) -> bool:
+        """`removed`: this cycle's removals plus the victims chosen so far on this node."""
         if self._ledger is None:
             return True
-        merged = dict(self.removed)
-        for k, v in removed.items():
-            merged[k] = merged.get(k, 0) + v
-        return self._ledger.guarantee_kept(r.user, r.project, r.team, r.milli, merged) is None
+        return self._ledger.guarantee_kept(r.user, r.project, r.team, r.milli, removed) is None
 
     def find(self, req: ResourceRequest, kind: PreemptKind, class_priority: int,
              shape: object) -> Claim | None:
@@ -177,9 +184,14 @@ class VictimSearch:
         self.searches += 1
         state = self._state
         mask = state.static_mask(req)
+        # a node whose free GPUs plus all its candidates' GPUs are too few is skipped unread
+        free = state.gpu_class(req).n_full if req.gpu_count and not req.fractional else None
         best: tuple[tuple[float, float, int, int], Claim] | None = None
-        for i in set(self._cands) | set(self._leaving):
+        found = 0
+        for i in self._nodes:
             if not mask[i]:
+                continue
+            if free is not None and free[i] + self._held_gpus[i] < req.gpu_count:
                 continue
             claim = self._on_node(i, req, kind, class_priority)
             if claim is None:
@@ -187,6 +199,9 @@ class VictimSearch:
             cost = self._cost(claim)
             if best is None or cost < best[0]:
                 best = (cost, claim)
+            found += 1
+            if found >= NODES_COMPARED:
+                break
         if best is None:
             self._failed.add(key)
             return None
@@ -214,7 +229,7 @@ class VictimSearch:
             if r.job_id not in self.taken
             and (kind is PreemptKind.RECLAIM or r.class_priority < class_priority)]
         chosen: list[RunningAllocation] = []
-        removed: Usage = {}
+        removed: Usage = dict(self.removed)
         fits = False
         for r in pool:
             if not r.leaving and not self._keeps_guarantee(r, removed):
@@ -255,9 +270,9 @@ class VictimSearch:
 
     def _gpu_cols(self, i: int, req: ResourceRequest, row: list[int]) -> list[int]:
         """GPU columns of node `i` that could take the task's share, given free `row`."""
-        ok = self._state.gpu_class(req).gpu_ok[i]
+        ok = self._state.gpu_class(req).gpu_ok[i].tolist()
         need = req.gpu_milli if req.fractional else MILLI_PER_GPU
-        return [int(j) for j in np.flatnonzero(ok) if row[j] >= need]
+        return [j for j, good in enumerate(ok) if good and row[j] >= need]
 
     def _fits(self, i: int, req: ResourceRequest, freed: Sequence[RunningAllocation]) -> bool:
         row, cpu, mem = self._freed(i, freed)

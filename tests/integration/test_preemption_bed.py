@@ -93,7 +93,6 @@ def events_of(fleet: Fleet, job: int) -> list[str]:
             "SELECT name FROM events WHERE job_id = ? ORDER BY id", [job]).fetchall()]
 
 
-@pytest.mark.timeout(600)
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A folder the jobs' owners may write (pytest's tmp folders are root's alone)."""
@@ -104,6 +103,7 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.timeout(600)
 def test_owner_reclaims_a_gpu_from_process_jobs(fleet: Fleet, gpu_node: SshNode,
                                                 shared_dir: Path) -> None:
     ckpt = shared_dir / "ck"
