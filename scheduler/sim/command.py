@@ -22,6 +22,7 @@ from collectors.validate import arg_number
 from scheduler.fit import POLICY_NAMES
 from scheduler.models import FleetSnapshot
 from scheduler.sim.fill import DEFAULT_RATIO, FillSummary, run_fill_seeds
+from scheduler.sim.quota_replay import QuotaReplayResult
 from scheduler.sim.replay import ReplaySummary, run_replay_seeds
 from scheduler.sim.traces import TraceJob, load_alibaba_nodes, load_jobs
 
@@ -239,6 +240,36 @@ def print_fill(fills: list[FillSummary], inputs: SimInputs, out: TextIO) -> None
         c = s.curve()
         curve_rows.append([s.policy, *[f"{100 - c[b]:.2f}" if b in c else "-" for b in CURVE_BINS]])
     _table(curve_rows, out)
+
+
+def quota_json(r: QuotaReplayResult) -> dict[str, object]:
+    return {"scenario": r.scenario, "alloc_pct": _num(r.alloc_pct),
+            "gpu_hours": _num(r.gpu_hours), "started": r.started,
+            "never_started": r.never_started, "preemptions": r.preemptions,
+            "lost_gpu_hours": _num(r.lost_gpu_hours),
+            "teams": [{"team": t.team, "jobs": t.jobs, "guaranteed_jobs": t.guaranteed_jobs,
+                       "guaranteed_wait_p50_s": _num(t.guaranteed_wait_p50_s),
+                       "guaranteed_wait_p95_s": _num(t.guaranteed_wait_p95_s),
+                       "wait_p95_s": _num(t.wait_p95_s), "alloc_pct": _num(t.alloc_pct),
+                       "gpu_hours": _num(t.gpu_hours), "preemptions": t.preemptions,
+                       "lost_gpu_hours": _num(t.lost_gpu_hours)} for t in r.teams]}
+
+
+def print_quota_replay(r: QuotaReplayResult, out: TextIO) -> None:
+    """Per team: guaranteed-share queue wait, GPU allocation, preemptions, GPU-hours lost."""
+    out.write(f"\nquotas and preemption from the config ({r.scenario}): {r.started} jobs "
+              f"started, {r.preemptions} preemptions, {r.lost_gpu_hours:.1f} GPU-hours lost "
+              "(no checkpoints), fleet GPU allocation "
+              f"{r.alloc_pct:.1f} % over the arrival window\n\n")
+    rows = [["team", "jobs", "within guarantee", "their wait p50", "p95", "all p95",
+             "GPU alloc %", "GPU-hours", "preempted", "GPU-h lost"]]
+    for t in r.teams:
+        rows.append([t.team, str(t.jobs), str(t.guaranteed_jobs),
+                     duration_short(t.guaranteed_wait_p50_s),
+                     duration_short(t.guaranteed_wait_p95_s),
+                     duration_short(t.wait_p95_s), f"{t.alloc_pct:.1f}", f"{t.gpu_hours:.0f}",
+                     str(t.preemptions), f"{t.lost_gpu_hours:.1f}"])
+    _table(rows, out)
 
 
 def print_replay(replays: list[ReplaySummary], inputs: SimInputs, out: TextIO) -> None:
