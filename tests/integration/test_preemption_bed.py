@@ -42,8 +42,13 @@ team = "owners"
 name = "{BOB}"
 team = "borrowers"
 """
-PREEMPTION = (f"preemption = true\npreempt_grace_s = {GRACE_S}\n"
-              "min_runtime_before_preempt_s = 1.0\nmax_preemptions_per_job = 3\n")
+
+
+def config(node: SshNode, grace_s: float = GRACE_S) -> str:
+    preemption = (f"preemption = true\npreempt_grace_s = {grace_s}\n"
+                  "min_runtime_before_preempt_s = 1.0\nmax_preemptions_per_job = 3\n")
+    return fleet_toml([node], extra=TEAMS).replace("[scheduler]\n",
+                                                    "[scheduler]\n" + preemption, 1)
 
 
 def trainer(ckpt: Path, *, stubborn: bool = False) -> str:
@@ -73,9 +78,7 @@ def fleet(gpu_node: SshNode, tmp_path_factory: pytest.TempPathFactory,
           bed_accounts: BedAccounts) -> Iterator[Fleet]:
     bed_accounts.user("alice")
     bed_accounts.user("bob")
-    toml = fleet_toml([gpu_node], extra=TEAMS).replace(
-        "[scheduler]\n", "[scheduler]\n" + PREEMPTION, 1)
-    yield Fleet(tmp_path_factory.mktemp("preempt"), toml)
+    yield Fleet(tmp_path_factory.mktemp("preempt"), config(gpu_node))
 
 
 def fill_with_bob(fleet: Fleet, node: SshNode, script: str, *extra: str) -> list[int]:
@@ -168,6 +171,8 @@ def test_owner_reclaims_a_gpu_from_a_docker_job(fleet: Fleet, gpu_node: SshNode,
 def test_kill_9_in_the_middle_of_a_preemption(fleet: Fleet, gpu_node: SshNode,
                                               shared_dir: Path) -> None:
     ckpt = shared_dir / "ck"
+    # a long grace: the stop is still under way when the engine dies
+    fleet.reconfigure(config(gpu_node, grace_s=30.0))
     with fleet.serving() as first:
         bob = fill_with_bob(fleet, gpu_node, trainer(ckpt, stubborn=True),
                             "--executor", "process")
