@@ -21,8 +21,7 @@ import polars as pl
 from reports.ledger import Ledger
 from reports.rates import Rates
 
-BY_KEYS = ("user", "project", "team", "pool", "model")
-KEYS = ("user", "project", "team", "pool", "model")
+KEYS = ("user", "project", "team", "pool", "model")  # what a chargeback groups by
 SUM_COLUMNS = (
     "gpu_h_allocated", "gpu_h_used", "gpu_h_idle", "gpu_h_unmeasured", "gpu_h_broken",
     "cpu_core_h", "mem_gb_h", "burst_instance_h", "gpu_cost", "idle_cost", "cpu_cost",
@@ -34,8 +33,8 @@ UNATTRIBUTED = "(unattributed)"
 
 def chargeback(ledger: Ledger, *, by: str = "user", rates: Rates | None = None) -> pl.DataFrame:
     """Totals per `by` key (user, project, team, pool or model), most expensive first."""
-    if by not in BY_KEYS:
-        raise ValueError(f"by must be one of {', '.join(BY_KEYS)}")
+    if by not in KEYS:
+        raise ValueError(f"by must be one of {', '.join(KEYS)}")
     return summarize(chargeback_lines(ledger, rates or Rates()), by)
 
 

@@ -26,7 +26,7 @@ import duckdb
 
 from collectors.errors import InputError
 from collectors.validate import check_output_path, parse_number
-from reports.chargeback import BY_KEYS
+from reports.chargeback import KEYS
 from reports.export import BINARY, EXTENSIONS, FORMATS, SINGLE_TABLE, render
 from reports.ledger import build_ledger
 from reports.model import Report
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="period start (default: 30 days before --to; forecast: 365)")
     parser.add_argument("--to", dest="end", metavar="WHEN", help="period end (default: now)")
     parser.add_argument("--by", metavar="KEY",
-                        help="chargeback/rightsizing grouping: " + "|".join(BY_KEYS))
+                        help="chargeback/rightsizing grouping: " + "|".join(KEYS))
     parser.add_argument("--every", metavar="STEP", default="day",
                         help="usage periods: day|week|month (default day)")
     parser.add_argument("--months", metavar="N", default="3",
@@ -140,8 +140,8 @@ def build_reports(
     """The `Report`s behind `render_report` (for callers that render themselves)."""
     if name not in NAMES:
         raise InputError(SOURCE, "NAME", "one of " + ", ".join(NAMES), got=name)
-    if by is not None and by not in BY_KEYS:
-        raise InputError(SOURCE, "--by", "one of " + ", ".join(BY_KEYS), got=by)
+    if by is not None and by not in KEYS:
+        raise InputError(SOURCE, "--by", "one of " + ", ".join(KEYS), got=by)
     if every not in EVERY:
         raise InputError(SOURCE, "--every", "one of " + ", ".join(EVERY), got=every)
     if not 1 <= months <= 60:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import polars as pl
 
-from reports.chargeback import BY_KEYS, chargeback
+from reports.chargeback import KEYS, chargeback
 from reports.forecast import forecast, headline
 from reports.ledger import Ledger
 from reports.model import Band, BarChart, Chart, LineChart, Report, Series, Table
@@ -35,8 +35,8 @@ def build_report(
     rates = rates or Rates()
     if name not in REPORTS:
         raise ValueError(f"report must be one of {', '.join(REPORTS)}")
-    if by is not None and by not in BY_KEYS:
-        raise ValueError(f"by must be one of {', '.join(BY_KEYS)}")
+    if by is not None and by not in KEYS:
+        raise ValueError(f"by must be one of {', '.join(KEYS)}")
     if every not in EVERY:
         raise ValueError(f"every must be one of {', '.join(EVERY)}")
     f = ledger.frames

@@ -8,8 +8,6 @@ over the buckets. Queue wait is submitted -> started of the jobs submitted in th
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import polars as pl
 
 from reports.ledger import Ledger
@@ -114,7 +112,3 @@ def _burst_cost(ledger: Ledger, step: str, keys: list[str]) -> pl.DataFrame:
                       period_start=pl.col("ts").dt.truncate(step).dt.date())
         .group_by(keys).agg(burst_cost=pl.col("amount").sum())
     )
-
-
-def period_label(start: datetime, end: datetime) -> str:
-    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"

@@ -96,11 +96,6 @@ def memory_summary(meminfo: Dict[str, int]) -> Dict[str, Optional[int]]:
     }
 
 
-def parse_loadavg(text: str) -> Tuple[float, float, float]:
-    parts = text.split()
-    return float(parts[0]), float(parts[1]), float(parts[2])
-
-
 def parse_uptime(text: str) -> float:
     return float(text.split()[0])
 

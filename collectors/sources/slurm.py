@@ -25,7 +25,6 @@ _JOB_FIELDS = ("JobID", "Name", "UserName", "Account", "Partition", "State", "No
 _MARK = "@@fleetdeck"
 _KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/.]*)=")
 _GRES_GPU = re.compile(r"gpu(?::[^:(),]+)?:(\d+)")
-_TRES_GPU = re.compile(r"gres/gpu(?::[^=,]+)?=(\d+)")
 _JOB_TAG = re.compile(r"fleetdeck(?:\.job=|:)(\d+)")
 _JOB_NAME = re.compile(r"^(?:fleetdeck-(\d+)|fd-(\d+)-\d+)$")
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from console.demo.fleet import DemoNode
 
-HOUR_S = 3600.0
 SAMPLES_PER_HOUR = 720  # what a 5 s collection interval rolls up to
 
 

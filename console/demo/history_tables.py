@@ -32,8 +32,6 @@ from console.demo.history import pack as pack_jobs
 from console.demo.history_extra import Bursts, broken_gpus, bursts, dt
 from console.demo.history_jobs import dict_array, job_tables, ts_array
 
-ROLLUPS = ("gpu_samples_1h", "node_samples_1h")
-
 
 @dataclass(frozen=True, slots=True)
 class HistoryStats:

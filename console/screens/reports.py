@@ -119,11 +119,11 @@ class ReportsScreen(FleetdeckScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        from reports.chargeback import BY_KEYS
+        from reports.chargeback import KEYS
         from reports.pack import REPORTS
 
         self.report_names: tuple[str, ...] = tuple(REPORTS)
-        self.by_keys: tuple[str, ...] = tuple(BY_KEYS)
+        self.by_keys: tuple[str, ...] = tuple(KEYS)
         self.report_name = self.report_names[0]
         self.by = self.by_keys[0]
         self.days = 30

@@ -55,8 +55,6 @@ RUNNING_STATES = frozenset(
 )
 _NAME = re.compile(r"fd-(\d+)-(\d+)\Z")
 _EXIT = re.compile(r"\bExitCode=(\d+):(\d+)")
-_STATE = re.compile(r"\bJobState=(\S+)")
-_TIME = re.compile(r"\b(StartTime|EndTime)=(\S+)")
 
 
 def job_name(launch: Launch) -> str:

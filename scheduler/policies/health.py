@@ -361,15 +361,6 @@ def events_from_rows(rows: Iterable[Sequence[Any]]) -> list[GpuEvent]:
             for ts, node, idx, uuid, kind, code, detail in rows]
 
 
-def snapshot_gpu_state(state: HealthState) -> Mapping[str, list[int]]:
-    """Broken GPU indices per node, for the console."""
-    out: dict[str, list[int]] = {}
-    for (node, idx), r in sorted(state.gpus.items()):
-        if r.broken:
-            out.setdefault(node, []).append(idx)
-    return out
-
-
 def restore_health_state(open_intervals: Iterable[GpuHealthInterval], drained: Iterable[str],
                          events_until: float) -> HealthState:
     """Rebuild the state after an engine restart: open `gpu_health` rows (broken_until NULL),
