@@ -11,7 +11,6 @@ header shows when the data was last refreshed and marks it stale past two interv
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -105,8 +104,6 @@ class FleetdeckScreen(Screen[None]):
         bar.where = self.breadcrumb()
         bar.mode = self.fd.mode_text
         bar.me = self.fd.me_text
-        if any(not self.fd.may(a) for a in self.CHANGING):
-            self._hide_changing()
 
     def on_resize(self, event: events.Resize) -> None:
         self._check_size()
@@ -126,14 +123,28 @@ class FleetdeckScreen(Screen[None]):
         """What the header calls this screen."""
         return self.TITLE_TEXT
 
-    def _hide_changing(self) -> None:
-        """Keys this caller may not use (read-only console, or their role): kept (they
-        explain why they do nothing) but not offered in the footer."""
-        bindings = self._bindings.key_to_bindings
-        for key, items in bindings.items():
-            bindings[key] = [dataclasses.replace(b, show=False)
-                             if b.action in self.CHANGING and not self.fd.may(b.action)
-                             else b for b in items]
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Changing keys this caller may not use (read-only console, or their role) are not
+        offered in the footer (see `on_key` for what pressing one does)."""
+        return not (action in self.CHANGING and not self.fd.may(action))
+
+    def on_key(self, event: events.Key) -> None:
+        """A changing key this caller may not use still runs its action, which explains why
+        it does nothing (read-only notice, or the engine's refusal)."""
+        action = self._refused_keys().get(event.key)
+        if action is not None:
+            event.stop()
+            getattr(self, f"action_{action}")()
+
+    def _refused_keys(self) -> dict[str, str]:
+        """Key -> changing action of this screen that this caller may not use."""
+        out: dict[str, str] = {}
+        for cls in type(self).__mro__:
+            for b in getattr(cls, "BINDINGS", ()):
+                if isinstance(b, Binding) and not self.check_action(b.action, ()):
+                    for key in b.key.split(","):
+                        out[key.strip()] = b.action
+        return out
 
     # -- polling while visible ---------------------------------------------------------------
     def on_screen_resume(self, event: events.ScreenResume) -> None:
