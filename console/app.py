@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import getpass
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -461,6 +462,12 @@ class FleetdeckApp(App[int]):
         if not self.readonly:
             yield SystemCommand("Submit", "Submit a job (form)", self.action_submit)
 
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """The palette's screenshot: into ~/Downloads, or the home folder when there is none
+        (Textual's default fails without it)."""
+        return super().deliver_screenshot(filename, path or str(screenshot_dir()), time_format)
+
     async def on_unmount(self) -> None:
         await self.remote.close()
 
@@ -472,6 +479,15 @@ def me_line(me: dict[str, Any]) -> str:
     gpus = f"{used:g} of {float(quota):g} GPUs" if quota is not None else f"{used:g} GPUs"
     spend = float(me.get("spend_today") or 0.0)
     return f"you: {gpus} · {spend:.2f} {me.get('currency') or ''} today".replace("  ", " ")
+
+
+def screenshot_dir() -> Path:
+    """~/Downloads if it exists, else the home folder, else the working directory."""
+    home = Path.home()
+    for candidate in (home / "Downloads", home):
+        if candidate.is_dir() and os.access(candidate, os.W_OK):
+            return candidate
+    return Path.cwd()
 
 
 async def open_link(loaded: Loaded, *, readonly: bool = False,

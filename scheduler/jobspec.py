@@ -574,8 +574,27 @@ class _Parser:
         raise self.fail("command", "a command: a list of strings or one string", v)
 
 
+_SHELL_WORDS = frozenset({"do", "then", "else", "fi", "done", "esac", "{", "}", "(", ")", "!",
+                          "time", "exec", "env", "nohup", "nice"})
+# a segment starting so is a loop header or a condition, not the job's program
+_SHELL_SKIP = frozenset({"for", "case", "select", "function", "if", "elif", "while", "until"})
+
+
+def _shell_program(line: str) -> str:
+    """The first program a shell line runs: `for i in 1 2; do python t.py; done` -> python."""
+    for segment in re.split(r"[;&|\n]+", line):
+        words = segment.split()
+        if not words or words[0] in _SHELL_SKIP:
+            continue
+        for word in words:
+            if word in _SHELL_WORDS or re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", word):
+                continue
+            return word
+    return line.split()[0] if line.split() else ""
+
+
 def _default_name(command: tuple[str, ...], shell: bool) -> str:
-    first = command[0].split()[0] if shell and command[0].split() else command[0]
+    first = _shell_program(command[0]) if shell else command[0]
     base = first.rstrip("/").rsplit("/", 1)[-1]
     name = re.sub(r"[^A-Za-z0-9._-]", "-", base).lstrip("._-")[:64]
     return name or "job"

@@ -15,12 +15,14 @@ EXTRA = (
     ("↑ ↓ PgUp PgDn Home End", "move in a table"),
     ("Enter", "open the row under the cursor"),
     ("Tab", "next table or field"),
+    ("Shift+letter > < click", "sort by the column (underlined letter; again reverses)"),
     ("ctrl+p", "command palette (same as :)"),
 )
 
 
 # Textual's own screen bindings (focus moves, copy) and quit aliases: not worth a line
-SKIP = frozenset({"", "noop", "focus_next", "focus_previous", "copy_text", "help_quit"})
+SKIP = frozenset({"", "noop", "focus_next", "focus_previous", "copy_text", "help_quit",
+                  "open_submitted"})
 
 
 def key_name(app: Any, key: str) -> str:
@@ -65,7 +67,9 @@ class KeysScreen(ModalScreen[None]):
             where = ("everywhere" if everywhere
                      else type(active.node).__name__.removesuffix("Screen"))
             text = describe(active.node, binding.action, binding.description)
-            if "(" in binding.action and binding.description:
+            if binding.tooltip:  # a parameterised action says what this key of it does
+                text = binding.tooltip
+            elif "(" in binding.action and binding.description:
                 text = f"{binding.description}: {text}"
             if not active.enabled:
                 text += " (disabled here)"

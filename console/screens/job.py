@@ -106,9 +106,11 @@ class JobScreen(FleetdeckScreen):
     CHANGING = frozenset({"stop"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
-        Binding("p", "section('spec')", "Spec"),
-        Binding("e", "section('events')", "Explain"),
-        Binding("l", "section('logs')", "Logs"),
+        Binding("p", "section('spec')", "Spec", tooltip="The job's spec: every field as submitted"),
+        Binding("e", "section('events')", "Explain",
+                tooltip="Explain: its events and why it is placed, waiting or stopped"),
+        Binding("l", "section('logs')", "Logs",
+                tooltip="Logs: its output, live (f follows, / searches)"),
         Binding("f", "follow", "Follow"),
         Binding("x", "stop", "Stop"),
     ]

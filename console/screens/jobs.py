@@ -50,8 +50,8 @@ def runtime_text(job: Mapping[str, Any], now: float) -> tuple[str, bool]:
     """(runtime, waiting): waiting means the time since submission of a job not started."""
     started = fmt.epoch(job.get("started_at"))
     ended = fmt.epoch(job.get("ended_at"))
-    if started is not None:
-        return fmt.duration((ended if ended is not None else now) - started), False
+    if started is not None:  # the node's end can precede the engine's start: a short job
+        return fmt.duration(max(0.0, (ended if ended is not None else now) - started)), False
     submitted = fmt.epoch(job.get("submitted_at"))
     if submitted is not None and ended is None:
         return fmt.duration(now - submitted), True

@@ -195,9 +195,11 @@ class PoliciesScreen(FleetdeckScreen):
         self.fd.ask_stop(int(key), str(self.idle.get(key, {}).get("name") or ""))
 
     def action_uncordon(self) -> None:
-        """Uncordon the node under the cursor (in the cordoned table)."""
-        key = self._table_key("cordoned")
+        """Uncordon a node: the one under the cursor of the cordoned table, focused or not."""
+        table = self.query_one("#cordoned", KeyedTable)
+        key = table.current_key
         if key is None:
-            self.notify("select a cordoned node first", timeout=3)
+            self.notify("no cordoned node", timeout=3)
             return
+        table.focus()
         self.fd.ask_cordon(key, True)

@@ -524,6 +524,10 @@ class KeyedTable(ScrollView, can_focus=True):
             return strip.crop_extend(scroll_x, scroll_x + width, style)
         index = scroll_y + y - 1
         if index >= len(self._view):
+            if index == 0:  # an empty table says so (and whether the filter hid its rows)
+                note = "  none match the filter" if self._all and self._terms else "  none"
+                return Strip([Segment(note.ljust(width)[:width], base + Style(dim=True,
+                                                                           italic=True))])
             return Strip.blank(width, base)
         key = self._view[index]
         row = self._all[key]

@@ -104,7 +104,7 @@ def test_fleet_heatmap(snap_compare: Snap, fixed_link: EngineLink) -> None:
 def test_node(snap_compare: Snap, fixed_link: EngineLink) -> None:
     """Node gpu-a01 (Enter on the second Fleet row): info lines (up, pool train, zone=a,
     64 cores, memory, seen 0s ago), the GPU table (4 x A100-80GB with util bars, memory,
-    temperature, power, ECC 0, health ok), empty process and container tables, and the
+    temperature, power, ECC 0, health ok), process and container tables that say `none`, the
     history sparklines for CPU and GPUs 0-3 over the last 30 minutes."""
     def history(pilot: Pilot[int]) -> bool:
         screen = pilot.app.screen
@@ -234,7 +234,7 @@ def test_audit(snap_compare: Snap, fixed_link: EngineLink) -> None:
 def test_keys_help(snap_compare: Snap, fixed_link: EngineLink) -> None:
     """`?` on Jobs: the keys dialog listing the Jobs keys (Enter, t, l, e, x, /, Esc) with
     what they do, then the keys that work everywhere (q, :, 1-5, s, ?, ctrl+r), then table
-    movement."""
+    movement and sorting (Shift+letter > < click)."""
     def shown(pilot: Pilot[int]) -> bool:
         return not isinstance(pilot.app.screen, FleetdeckScreen)
 

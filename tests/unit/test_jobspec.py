@@ -333,3 +333,14 @@ def test_round_trip_property(
     req = spec.to_request()
     assert req.total_gpu_milli == round(gpus * 1000)
     assert req.fractional == (0 < gpus < 1)
+
+
+def test_shell_job_default_name_is_its_program() -> None:
+    """A shell job is named for the program it runs, not the shell word it starts with."""
+    def name(line: str) -> str:
+        return JobSpec.from_mapping({"command": line, "shell": True}, "t").name
+
+    assert name("for i in 1 2; do python train.py; done") == "python"
+    assert name("while true; do nvidia-smi; sleep 1; done") == "nvidia-smi"
+    assert name("FOO=1 ./run.sh --fast") == "run.sh"
+    assert name("echo hi") == "echo"
