@@ -22,7 +22,7 @@ import ctypes
 import os
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from collectors.parsers import nvidia_smi, procfs
 
@@ -346,6 +346,15 @@ def _empty_gpu(index: int) -> Row:
     return row
 
 
+def nvml_present() -> bool:
+    """Whether libnvidia-ml opens here, as pynvml would load it (cheap: no pynvml needed)."""
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def _which(name: str) -> Optional[str]:
     for d in [*os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep), "/usr/bin"]:
         p = os.path.join(d, name)
@@ -370,10 +379,24 @@ class GpuReader:
         self.failure = []  # type: List[str]
         self.prev = {}  # type: Dict[str, Tuple[Any, Any, Any]]
         self.load_error = None  # type: Optional[str]
+        # builds the bundled pynvml when first needed (see nvml); None: nothing to build
+        self.pynvml_loader: Optional[Callable[[], Any]] = None
+
+    def nvml(self) -> Any:
+        """The pynvml module, built on first need and only where libnvidia-ml opens:
+        compiling the bundled pynvml is most of the probe's start-up, wasted on CPU nodes."""
+        if self.pynvml is None and self.pynvml_loader is not None and nvml_present():
+            loader, self.pynvml_loader = self.pynvml_loader, None
+            try:
+                self.pynvml = loader()
+            except Exception as e:  # e.g. a Python too old for the bundled pynvml
+                self.load_error = ("nvml: bundled pynvml failed to load: "
+                                   f"{type(e).__name__}: {e}")
+        return self.pynvml
 
     def _choose(self) -> None:
         self.failure = []
-        if self.pynvml is not None:
+        if self.nvml() is not None:
             nvml = NvmlGpus(self.pynvml)
             try:
                 nvml.open()
@@ -385,7 +408,7 @@ class GpuReader:
                 nvml.close()
             except Exception as e:
                 self.failure.append(f"nvml: {type(e).__name__}: {e}")
-        else:
+        elif self.pynvml_loader is None:  # pending loader: no libnvidia-ml here, as not found
             self.failure.append(self.load_error or "nvml: pynvml not bundled")
         smi = _which("nvidia-smi")
         if smi is not None:

@@ -238,14 +238,10 @@ def main(config: Row, pynvml_source: Optional[bytes] = None, stdin_link: bool = 
     if stdin_link:
         watch_stdin()
     out = Output()
-    pynvml = None
-    note = None
-    try:
-        pynvml = load_pynvml(pynvml_source)
-    except Exception as e:  # e.g. a Python too old for the bundled pynvml
-        note = f"nvml: bundled pynvml failed to load: {type(e).__name__}: {e}"
-    probe = Probe(config, pynvml)
-    probe.gpus.load_error = note
+    probe = Probe(config, None)
+    if pynvml_source is not None:  # built only where libnvidia-ml opens, before sampling
+        probe.gpus.pynvml_loader = lambda: load_pynvml(pynvml_source)
+        probe.gpus.nvml()
     try:
         probe.run(out)
     except KeyboardInterrupt:
