@@ -84,7 +84,8 @@ class Faults:
         return [f.line() for f in self.open.values()]
 
     def headlines(self) -> list[str]:
-        return [f.headline() for f in self.open.values()]
+        """For the console header; unreachable nodes are counted there already."""
+        return [f.headline() for f in self.open.values() if not f.kind.startswith("connect:")]
 
 
 class QuietFaults(logging.Filter):

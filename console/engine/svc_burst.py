@@ -375,12 +375,15 @@ class BurstManager:
         except (ProviderError, OSError) as e:
             now = self.engine.clock()
             self.failed_offers[d.offer.name] = (now + FAILED_OFFER_PAUSE_S, str(e))
-            log.warning("burst provision %s failed: %s", d.request_id, e)
+            # said once, then once a minute with a count (console.engine.faults)
+            self.engine.faults.fail(f"provider:{d.offer.provider}", "provisioning failing",
+                                    str(e))
             await self._audit([Action(ActionKind.BURST_FAILED, TargetKind.INSTANCE,
                                       d.request_id, str(e),
                                       BURST_ACTOR, now, {"offer": d.offer.name})])
             self.pending.pop(d.request_id, None)
             return
+        self.engine.faults.ok(f"provider:{d.offer.provider}")
         self.known.setdefault(inst.instance_id, _Known()).instance = inst
         row = instance_row(inst, d, launched_at=d.action.ts)
         told = burst_started(inst.instance_id, d.offer.name, d.team, d.project,
