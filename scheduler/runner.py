@@ -21,7 +21,7 @@ from collectors.errors import FleetdeckError, NotFoundError
 from collectors.events import Event
 from collectors.store import Store
 from collectors.store.audit import AuditEntry
-from collectors.store.audit_kinds import ActionKind, TargetKind
+from collectors.store.audit_kinds import ActionKind
 from collectors.transport.base import Transport, TransportError
 from scheduler import journal, stop_journal
 from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, Status
@@ -44,7 +44,7 @@ from scheduler.preempting import Preempter, StoreRunner
 from scheduler.priority import ClassBook
 from scheduler.quota import QuotaBook
 from scheduler.states import JobState
-from scheduler.stop_journal import StopIntent
+from scheduler.stopping import Stopper
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -224,14 +224,16 @@ class JobRunner:
         self.clock = clock
         self.last_plan: PlacementPlan | None = None
         self._launching: set[int] = set()
-        self._stopping: set[int] = set()  # poll leaves these to stop(): its state wins
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cycle_lock = asyncio.Lock()
         self._commit = GroupCommit(db, clock, self.live)
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._intents: dict[int, StopIntent] = {}  # stops journaled, not yet finished
         # `starting` jobs whose start could not reach the node: (first failure, next try)
         self._unsure: dict[int, tuple[float, float]] = {}
+        self.stops = Stopper(db=db, executors=executors, transport=transport, clock=clock,
+                             grace_s=settings.stop_grace_s, live=self.live,
+                             launching=self._launching, slot=self._slot, tasks=self._tasks,
+                             on_done=lambda job_id: self._unsure.pop(job_id, None))
         self.preempter = Preempter(executors=executors, transport=transport,
                                    commit=self._commit, clock=clock,
                                    retry_s=settings.start_retry_s)
@@ -267,93 +269,9 @@ class JobRunner:
                    events: Sequence[Event] = ()) -> JobRow:
         """Stop a job (graceful, then forced after `grace_s`, default the runner's), audited;
         `requeue` puts it back in the queue. `events` are told with the change."""
-        row = await self._stop(job_id, actor=actor, reason=reason, action=action,
-                               evidence=evidence, requeue=requeue, grace_s=grace_s,
-                               events=events)
-        self.live.apply([row])
-        return row
-
-    async def _stop(self, job_id: int, *, actor: str, reason: str, action: ActionKind,
-                    evidence: Mapping[str, Any] | None, requeue: bool,
-                    grace_s: float | None, events: Sequence[Event]) -> JobRow:
-        row = await self.db.run(lambda s: journal.get(s, job_id))
-        audit = AuditEntry(actor, action, TargetKind.JOB, str(job_id), reason, evidence or {})
-        now = self.clock()
-        if row.state == JobState.QUEUED:
-            return await self.db.run(lambda s: journal.transition(
-                s, job_id, JobState.STOPPED, reason=reason, actor=actor, now=now, audit=audit,
-                events=events))
-        if row.state not in journal.HOLDING:
-            raise journal.TransitionError(f"job {job_id} is {row.state}; nothing to stop")
-        intent = StopIntent(job_id, row.attempt, actor, action, reason,
-                            self.settings.stop_grace_s if grace_s is None else grace_s,
-                            now, requeue, dict(evidence or {}))
-        # journaled before the executor acts: a restart finishes what this began
-        await self.db.run(lambda s: stop_journal.record(s, intent))
-        self._intents[job_id] = intent
-        return await self._carry_out(row, intent, events)
-
-    async def _carry_out(self, row: JobRow, intent: StopIntent,
-                         events: Sequence[Event] = ()) -> JobRow:
-        """Stop an active job as `intent` says and record its end with the intent's audit."""
-        job_id = row.id
-        handle = handle_of(row)
-        self._stopping.add(job_id)
-        try:
-            if handle is None and row.state == JobState.STARTING and row.id not in self._launching:
-                # an unconfirmed start (engine restart, node out of reach): it may run there
-                handle = await self._find_started(row)
-            if handle is not None:
-                transport = await self.transport(handle.node)
-                if transport is None:
-                    raise FleetdeckError(f"job {job_id}: node {handle.node} is unreachable; "
-                                         "cannot stop it now")
-                await self.executors[row.executor].stop(handle, transport, grace_s=intent.grace_s)
-            return await self._end_stop(row, intent, events)
-        finally:
-            self._stopping.discard(job_id)
-            self._unsure.pop(job_id, None)
-
-    async def _end_stop(self, row: JobRow, intent: StopIntent,
-                        events: Sequence[Event] = ()) -> JobRow:
-        """Record a stop's end: `stopped` (or `queued` for a requeue) with its audit row; the
-        same commit deletes the intent."""
-        fields: dict[str, Any] = {"attempt": row.attempt + 1, "node": None, "gpu_indices": None,
-                                  "external_id": None, "started_at": None} if intent.requeue else {}
-        ended = await self.db.run(lambda s: journal.transition(
-            s, row.id, JobState.QUEUED if intent.requeue else JobState.STOPPED,
-            reason=intent.reason, actor=intent.actor, now=self.clock(), audit=intent.audit(),
-            events=events, **fields))
-        self._intents.pop(row.id, None)
-        return ended
-
-    def _resume_stop(self, row: JobRow, intent: StopIntent) -> None:
-        """Carry out a journaled stop again (after a restart, or once its node is back)."""
-        async def run() -> None:
-            try:
-                await self._carry_out(row, intent)
-            except (FleetdeckError, ExecutorError, TransportError,
-                    journal.TransitionError) as e:
-                log.warning("stop of job %s not finished yet: %s", row.id, e)
-
-        if row.id not in self._stopping:
-            self._stopping.add(row.id)  # until the task runs: poll leaves it alone
-            task = asyncio.create_task(run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _find_started(self, row: JobRow) -> Handle | None:
-        """This attempt of a `starting` job on its node, if an earlier start made it."""
-        if row.node is None:
-            return None
-        transport = await self.transport(row.node)
-        if transport is None:
-            raise FleetdeckError(f"job {row.id}: node {row.node} is unreachable; "
-                                 "cannot stop it now")
-        async with self._slot(row.node):
-            found = await self.executors[row.executor].discover(transport)
-        return next((d.handle for d in found
-                     if (d.job_id, d.attempt) == (row.id, row.attempt)), None)
+        return await self.stops.stop(job_id, actor=actor, reason=reason, action=action,
+                                     evidence=evidence, requeue=requeue, grace_s=grace_s,
+                                     events=events)
 
     async def logs(self, job_id: int, *, tail_lines: int | None,
                    follow: bool) -> AsyncIterator[bytes]:
@@ -564,7 +482,7 @@ class JobRunner:
 
     async def _poll_one(self, row: JobRow) -> None:
         handle = handle_of(row)
-        if handle is None or row.id in self._launching or row.id in self._stopping:
+        if handle is None or row.id in self._launching or row.id in self.stops.stopping:
             return
         transport = await self.transport(handle.node)
         if transport is None:
@@ -575,19 +493,19 @@ class JobRunner:
         except (ExecutorError, TransportError) as e:
             log.warning("status of job %s: %s", row.id, e)
             return
-        if row.id not in self._stopping:  # a stop began meanwhile: it records the end
+        if row.id not in self.stops.stopping:  # a stop began meanwhile: it records the end
             await self._settle(row, status)
 
     async def _settle(self, row: JobRow, status: Status) -> None:
         now = self.clock()
-        intent = self._intents.get(row.id)
+        intent = self.stops.intents.get(row.id)
         if intent is not None and intent.attempt == row.attempt:
             # a journaled stop: its end is `stopped` with its reason, never the kill's code
             if status.finished:
                 with contextlib.suppress(journal.TransitionError, NotFoundError):
-                    await self._end_stop(row, intent)
+                    await self.stops.end(row, intent)
             else:
-                self._resume_stop(row, intent)
+                self.stops.resume(row, intent)
             return
         if status.state == "exited":
             ok = status.exit_code == 0
@@ -621,13 +539,13 @@ class JobRunner:
         placement cycle pick them up)."""
         counts = {"adopted": 0, "finished": 0, "restarted": 0, "lost": 0, "stopping": 0}
         rows = await self.db.run(lambda s: journal.list_jobs(s, states=journal.ACTIVE))
-        self._intents.update(await self.db.run(stop_journal.pending))
+        self.stops.intents.update(await self.db.run(stop_journal.pending))
         known = set(nodes)
 
         async def one(row: JobRow) -> None:
-            intent = self._intents.get(row.id)
+            intent = self.stops.intents.get(row.id)
             if intent is not None and intent.attempt == row.attempt:
-                self._resume_stop(row, intent)  # a stop the last engine did not finish
+                self.stops.resume(row, intent)  # a stop the last engine did not finish
                 counts["stopping"] += 1
                 return
             if row.node is None:

@@ -88,6 +88,11 @@ def test_store_on_a_full_disk(tmp_path: Path) -> None:
             assert any(str(f).startswith("store: writes failing since ") for f in faults), faults
             human = cli("--config", str(config), "status").stdout
             assert "store: writes failing since" in human, human
+            other = disk / "other.duckdb"  # starting serve on the full disk: one line
+            res = cli("--store", str(other), "--config", str(config), "serve", timeout=120)
+            assert res.returncode == 1, res
+            assert one_line_error(res).startswith(f"fleetdeck: {other}: cannot open"), res.stderr
+            assert "no space left on device" in res.stderr.lower(), res.stderr
             time.sleep(3)  # several collection intervals on a full disk
             failing_to = datetime.now(UTC).replace(tzinfo=None)
             filler.unlink()
