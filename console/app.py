@@ -32,8 +32,9 @@ from collectors.private_files import enter_private_umask
 from collectors.store import StoreLockedError
 from console.commands.common import loaded_config
 from console.config import Loaded
-from console.engine.client import EngineClient, NoEngine, RemoteError
+from console.engine.client import EngineClient, NoEngine, RemoteError, unsupported
 from console.engine.host import EmbeddedEngine
+from console.engine.protocol import ErrorCode
 from console.messages import ActionDone, EngineDown, EngineUp, RequestFailed, SummaryLoaded
 from console.widgets.summary import SummaryBar
 
@@ -55,12 +56,6 @@ class EngineLink:
     role: str = "admin"  # the caller's role as the engine's hello says (admin when embedded)
     user: str | None = None  # the caller as the engine sees it (an SSH login, say)
     label: str = ""  # what the header calls this console's source (the demo: its store)
-
-
-def unsupported(err: BaseException) -> bool:
-    """True when the engine answered "unknown method" (it does not have that feature yet)."""
-    return (isinstance(err, RemoteError) and err.code == "bad_request"
-            and "unknown method" in str(err))
 
 
 class Remote:
@@ -281,8 +276,8 @@ class FleetdeckApp(App[int]):
     @on(RequestFailed)
     def _request_failed(self, message: RequestFailed) -> None:
         if message.method == "summary":
-            note = ("engine does not support summary yet" if "unknown method" in message.text
-                    else f"summary: {message.text}")
+            note = ("engine does not support summary yet"
+                    if message.code == ErrorCode.UNKNOWN_METHOD else f"summary: {message.text}")
             for bar in self.bars():
                 bar.notice = note
             return

@@ -12,6 +12,7 @@ from collectors.errors import FleetdeckError, InputError, clip
 from console import __version__
 from console.commands import common, core, fleet, jobs, notify, policies
 from console.engine.client import RemoteError
+from console.engine.protocol import ErrorCode
 
 
 class Parser(argparse.ArgumentParser):
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except RemoteError as e:
         # the engine's words; a bad_request already names the source and key
-        prefix = "" if e.code == "bad_request" else "fleetdeck: "
+        prefix = "" if e.code is ErrorCode.BAD_REQUEST else "fleetdeck: "
         _say(f"{prefix}{e}")
         return e.exit_code
     except FleetdeckError as e:

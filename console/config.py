@@ -114,6 +114,43 @@ class EngineConfig:
         metadata=doc('serve Prometheus /metrics on HOST:PORT, e.g. "127.0.0.1:9464" '
                      "(empty: off)"),
     )
+    max_connections: int = field(
+        default=4096, metadata=doc("open control connections at most, all users", min=16,
+                                   max=1_000_000))
+    max_connections_per_user: int = field(
+        default=256, metadata=doc("open control connections at most per user (the engine's "
+                                  "owner and root are not limited)", min=4, max=1_000_000))
+
+
+def _check_principals(names: tuple[str, ...]) -> None:
+    for name in names:
+        bare = name.removeprefix("@")
+        if not bare or any(c.isspace() for c in bare) or (name == "@*"):
+            raise ValueError(f"a user name, \"@group\" or \"*\" (got {name!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """Who may use the engine: user names, "@group" for a Unix group, "*" for every local
+    user. The engine's owner and root are always admins; empty lists: owner only."""
+
+    admins: tuple[str, ...] = field(
+        default=(), metadata=doc("everything: reload, shutdown, exports, any job"))
+    operators: tuple[str, ...] = field(
+        default=(), metadata=doc("cordon/uncordon, stop/snooze any job, every report, audit"))
+    members: tuple[str, ...] = field(
+        default=(), metadata=doc("submit as themselves; stop/snooze/logs/explain their own jobs"))
+    viewers: tuple[str, ...] = field(
+        default=(), metadata=doc("read only: fleet, queue, reports; no other user's logs, env "
+                                 "or command lines"))
+
+    def __post_init__(self) -> None:
+        for names in (self.admins, self.operators, self.members, self.viewers):
+            _check_principals(names)
+
+    @property
+    def grants_others(self) -> bool:
+        return bool(self.admins or self.operators or self.members or self.viewers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +292,7 @@ class Config:
     policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     rates: Rates = field(default_factory=Rates)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
 
     @property
     def socket_path(self) -> Path:

@@ -18,6 +18,7 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -167,6 +168,71 @@ def build_reports(
     return build_all(ledger, history, by=by, **kw)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class ReportArgs:
+    """`fleetdeck report`'s flags as text, as the CLI and the engine's `report_run` get them."""
+
+    name: str
+    start: str | None = None
+    end: str | None = None
+    by: str | None = None
+    every: str = "day"
+    months: str = "3"
+    ceiling: str = "80"
+    fmt: str = "table"
+
+
+def output_format(fmt: str | None, output: str | None) -> str:
+    """The format asked for, else the one the output file's extension names, else table."""
+    if fmt is None:
+        ext = Path(output).suffix.lower() if output else ""
+        fmt = EXTENSIONS.get(ext, "table")
+    if fmt not in FORMATS:
+        raise InputError(SOURCE, "--format", "one of " + ", ".join(FORMATS), got=fmt)
+    return fmt
+
+
+def render_args(args: ReportArgs, con: duckdb.DuckDBPyConnection, *,
+                rates: Rates | None = None, now: float | None = None) -> str | bytes:
+    """The report document `args` ask for (parsed and checked here: bad flags raise)."""
+    now_dt = to_naive_utc(time.time() if now is None else now)
+    start = parse_when(args.start, now=now_dt, flag="--from") if args.start else None
+    end = parse_when(args.end, now=now_dt, flag="--to", is_end=True) if args.end else None
+    return render_report(args.name, con, start=start, end=end, by=args.by,
+                         fmt=output_format(args.fmt, None), rates=rates, now=now_dt,
+                         every=args.every, months=_int(args.months, "--months"),
+                         ceiling_pct=_float(args.ceiling, "--ceiling"))
+
+
+def deliver(result: str | bytes, *, fmt: str, output: str | None, out: IO[str]) -> None:
+    """Write a rendered report to `output` (atomically, saying so) or to `out`."""
+    if output:
+        _write_atomic(Path(output), result)
+        size = len(result.encode() if isinstance(result, str) else result)
+        out.write(f"wrote {output} ({size:,} bytes, {fmt})\n")
+    elif isinstance(result, bytes):
+        buffer = getattr(out, "buffer", None)
+        if buffer is None:
+            raise InputError(SOURCE, "-o", f"a file path for {fmt} output (binary)")
+        out.flush()
+        buffer.write(result)
+        buffer.flush()
+    else:
+        out.write(result)
+
+
+def check_output(fmt: str, output: str | None, out: IO[str]) -> None:
+    if fmt in BINARY and output is None and out.isatty():
+        raise InputError(SOURCE, "-o", f"a file path for {fmt} output (binary, not for a "
+                         "terminal)")
+
+
+def report_args(args: argparse.Namespace) -> ReportArgs:
+    return ReportArgs(name=args.name, start=args.start, end=args.end, by=args.by,
+                      every=args.every, months=str(args.months), ceiling=str(args.ceiling),
+                      fmt=output_format(args.fmt, args.output))
+
+
 def run(
     args: argparse.Namespace,
     con: duckdb.DuckDBPyConnection,
@@ -177,32 +243,11 @@ def run(
 ) -> int:
     """Run `fleetdeck report` with parsed `args`. Raises `InputError` for bad flags."""
     out = stdout if stdout is not None else sys.stdout
-    now_dt = to_naive_utc(time.time() if now is None else now)
-    fmt = args.fmt
-    if fmt is None:
-        ext = Path(args.output).suffix.lower() if args.output else ""
-        fmt = EXTENSIONS.get(ext, "table")
-    if fmt not in FORMATS:
-        raise InputError(SOURCE, "--format", "one of " + ", ".join(FORMATS), got=fmt)
-    if fmt in BINARY and args.output is None and out.isatty():
-        raise InputError(SOURCE, "-o", f"a file path for {fmt} output (binary, not for a "
-                         "terminal)")
-    start, end, months, ceiling = check_flags(args, now=now_dt)
-    result = render_report(args.name, con, start=start, end=end, by=args.by, fmt=fmt,
-                           output_path=args.output, rates=rates, now=now_dt, every=args.every,
-                           months=months, ceiling_pct=ceiling)
-    if args.output:
-        size = len(result.encode() if isinstance(result, str) else result)
-        out.write(f"wrote {args.output} ({size:,} bytes, {fmt})\n")
-    elif isinstance(result, bytes):
-        buffer = getattr(out, "buffer", None)
-        if buffer is None:
-            raise InputError(SOURCE, "-o", f"a file path for {fmt} output (binary)")
-        out.flush()
-        buffer.write(result)
-        buffer.flush()
-    else:
-        out.write(result)
+    rargs = report_args(args)
+    check_output(rargs.fmt, args.output, out)
+    check_flags(args, now=to_naive_utc(time.time() if now is None else now))
+    result = render_args(rargs, con, rates=rates, now=now)
+    deliver(result, fmt=rargs.fmt, output=args.output, out=out)
     return 0
 
 

@@ -39,6 +39,9 @@ class ActionKind(StrEnum):
     DRAIN = "drain"
     UNDRAIN = "undrain"
     HEALTH_REQUEUE = "health_requeue"
+    # engine API calls (console.engine.server): a changing call, a refused call
+    CALL = "call"
+    REFUSED = "refused"
 
 
 class TargetKind(StrEnum):
@@ -47,3 +50,4 @@ class TargetKind(StrEnum):
     GPU = "gpu"
     INSTANCE = "instance"
     CONFIG = "config"
+    METHOD = "method"  # an engine API method, for CALL and REFUSED rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subcommand(sub, "status", "ask the running engine how it is")
     add_format(p)
     p.set_defaults(func=status_cmd)
+
+    p = subcommand(sub, "api", "the engine's methods: parameters, replies, least role "
+                   "(docs/PROTOCOL.md is this, as markdown)")
+    add_format(p, "md", "json")
+    p.set_defaults(func=api_cmd)
 
 
 def config_check(args: argparse.Namespace) -> int:
@@ -148,6 +154,16 @@ def status_cmd(args: argparse.Namespace) -> int:
                 print(f"{'fault:':<20} {line}")
             continue
         print(f"{k + ':':<20} {v}")
+    return 0
+
+
+def api_cmd(args: argparse.Namespace) -> int:
+    from console.engine.api.doc import table_json, table_markdown
+
+    if args.format == "json":
+        print_json(table_json())
+    else:
+        sys.stdout.write(table_markdown())
     return 0
 
 

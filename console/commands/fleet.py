@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from collectors.errors import FleetdeckError, InputError
 from collectors.fleet import collect_once
@@ -32,13 +33,17 @@ from console.commands.common import (
     subcommand,
 )
 from console.config import Config, NodeConfig
+from console.engine.api.replies import ReportOutput
+from console.engine.api.requests import ReportRun
 from console.engine.services import list_nodes
 from console.engine.svc_jobs import class_book, membership, preemption_rules, quota_book
+from console.engine.svc_reports import rendered, whatif_prices
 from reports import command as report_command
 from reports.sources import to_naive_utc
 from scheduler.sim import command as sim_command
+from scheduler.sim import whatif as sim_whatif
 from scheduler.sim.quota_replay import QuotaScenario, run_quota_replay
-from scheduler.sim.whatif import compare, parse_change, read_history
+from scheduler.sim.whatif import parse_change
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -143,53 +148,27 @@ def trust_cmd(args: argparse.Namespace) -> int:
 
 
 def report_cmd(args: argparse.Namespace) -> int:
+    """The engine renders while it holds the store (else the store, read-only); the file or
+    stdout is written here, as the caller."""
     report_command.check_flags(args, now=to_naive_utc(time.time()))  # before any store work
     loaded = loaded_config(args)
     rates = loaded.config.rates
-    if args.output:
-        args.output = str(Path(args.output).resolve())
-    params = {k: getattr(args, k) for k in REPORT_KEYS}
+    rargs = report_command.report_args(args)
+    report_command.check_output(rargs.fmt, args.output, sys.stdout)
+    req = ReportRun(name=rargs.name, start=rargs.start, end=rargs.end, by=rargs.by,
+                    every=rargs.every, months=rargs.months, ceiling=rargs.ceiling,
+                    format=rargs.fmt)
 
     def local(store: Store) -> dict[str, Any]:
-        return run_report(params, store, rates)
+        return rendered(report_command.render_args(rargs, store.cursor(), rates=rates),
+                        rargs.fmt)
 
-    result = engine_or_store(loaded, "report_cli", local, args=params)
-    if "b64" in result:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(base64.b64decode(result["b64"]))
-    else:
-        sys.stdout.write(result["text"])
+    out = msgspec.convert(engine_or_store(loaded, "report_run", local,
+                                          **msgspec.to_builtins(req)), ReportOutput)
+    result: str | bytes = base64.b64decode(out.b64) if out.b64 is not None else out.text or ""
+    output = str(Path(args.output).resolve()) if args.output else None
+    report_command.deliver(result, fmt=rargs.fmt, output=output, out=sys.stdout)
     return 0
-
-
-REPORT_KEYS = ("name", "start", "end", "by", "every", "months", "ceiling", "fmt", "output")
-
-
-def run_report(params: dict[str, Any], store: Store, rates: Any) -> dict[str, Any]:
-    """Run `fleetdeck report` on a store connection and capture what it printed."""
-    ns = argparse.Namespace(**params)
-    out = _Capture()
-    report_command.run(ns, store.cursor(), rates=rates, stdout=out)
-    data = out.binary.getvalue()
-    text = out.getvalue()
-    if data:
-        return {"b64": base64.b64encode(data).decode()}
-    return {"text": text}
-
-
-class _Capture(io.StringIO):
-    """A stdout stand-in that keeps binary output apart (xlsx, parquet to stdout)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.binary = io.BytesIO()
-
-    @property
-    def buffer(self) -> io.BytesIO:
-        return self.binary
-
-    def isatty(self) -> bool:
-        return False
 
 
 def quota_replay_cmd(args: argparse.Namespace) -> int:
@@ -259,30 +238,7 @@ def run_whatif(store: Store, cfg: Config, *, changes: list[str], days: float,
     """Replay the store's last `days` of jobs on the fleet and on the changed fleet."""
     import time
 
-    return whatif_compare(whatif_history(store, days, now=time.time()), cfg, changes=changes,
-                          days=days, policy=policy)
-
-
-def whatif_history(store: Store, days: float, *, now: float) -> tuple[list[Any], list[Any]]:
-    """The store side of a what-if (quick); the replay itself runs elsewhere."""
-    from datetime import UTC, datetime
-
-    return read_history(store, now=datetime.fromtimestamp(now, UTC).replace(tzinfo=None),
-                        days=days)
-
-
-def whatif_compare(history: tuple[list[Any], list[Any]], cfg: Config, *, changes: list[str],
-                   days: float, policy: str) -> dict[str, Any]:
-    nodes, jobs = history
-    if not nodes:
-        raise InputError("store", "nodes", "GPU nodes with known GPU counts (collect first)")
-    parsed = [c for text in changes for c in parse_change(text)]
-    cloud = max((g.cloud_gpu_hour or 0.0 for g in cfg.rates.gpu.values()), default=0.0)
-    cloud = cloud or (cfg.rates.default_gpu.cloud_gpu_hour or 0.0)
-    offers = [o.price_per_hour / max(o.gpu_count, 1) for o in cfg.policies.burst.offers]
-    if offers:
-        cloud = min(offers)
-    result = compare(nodes, jobs, parsed, days=days, policy=policy,
-                     wait_threshold_s=cfg.policies.burst.wait_threshold_s,
-                     cloud_gpu_hour=cloud)
-    return result.to_json()
+    wait_s, cloud = whatif_prices(cfg)
+    return sim_whatif.whatif(sim_whatif.history(store, days, now=time.time()), changes=changes,
+                             days=days, policy=policy, wait_threshold_s=wait_s,
+                             cloud_gpu_hour=cloud)

@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from collectors.errors import EngineError, FleetdeckError
 from console import __version__
-from console.engine.protocol import ERROR_EXIT_CODES, MAX_LINE_BYTES, PROTOCOL_VERSION, encode
+from console.engine.api.methods import BY_NAME
+from console.engine.api.requests import Request
+from console.engine.protocol import (
+    ERROR_EXIT_CODES,
+    MAX_LINE_BYTES,
+    PROTOCOL_VERSION,
+    ErrorCode,
+    encode,
+    error_code,
+)
+
+R = TypeVar("R")
+# connect() errors that mean "the engine's accept queue is full right now": try again
+_RETRY_ERRNOS = (errno.EAGAIN, errno.EINTR, errno.EINVAL, errno.ECONNRESET)
 
 
 class NoEngine(FleetdeckError):
@@ -21,14 +39,52 @@ class NoEngine(FleetdeckError):
 
 
 class RemoteError(EngineError):
-    def __init__(self, code: str, message: str) -> None:
+    """The engine answered with an error; `code` says what kind (never parse the text)."""
+
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
         super().__init__(message)
-        self.code = code
-        self.exit_code = ERROR_EXIT_CODES.get(code, 1)
+        self.code = error_code(code) if isinstance(code, str) else code
+        self.exit_code = ERROR_EXIT_CODES.get(self.code, 1)
+
+
+def unsupported(err: BaseException) -> bool:
+    """True when the engine has no such method (an older engine: the feature is missing)."""
+    return isinstance(err, RemoteError) and err.code is ErrorCode.UNKNOWN_METHOD
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEngine:
+    pid: int
+    store: str
+
+
+async def _open(path: Path, timeout: float) -> tuple[asyncio.StreamReader,
+                                                    asyncio.StreamWriter]:
+    """Connect, retrying while the engine's accept queue is full (EAGAIN)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_unix_connection(str(path), limit=MAX_LINE_BYTES),
+                max(0.1, deadline - time.monotonic()))
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise NoEngine(f"no fleetdeck engine is running (socket {path})") from e
+        except PermissionError:  # the kernel refused: say so instead of a traceback
+            raise EngineError(f"not allowed to open the engine socket {path} (permission "
+                              "denied; ask the engine's owner for access)") from None
+        except TimeoutError as e:
+            raise NoEngine(f"engine at {path} did not answer within {timeout:.0f}s") from e
+        except OSError as e:
+            if e.errno not in _RETRY_ERRNOS or time.monotonic() + delay > deadline:
+                raise EngineError(f"cannot open the engine socket {path}: "
+                                  f"{(e.strerror or type(e).__name__).lower()}") from None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 class EngineClient:
-    """`async with EngineClient.connect(path) as c: await c.call("status")`."""
+    """`async with await EngineClient.connect(path) as c: await c.call("status")`."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
@@ -41,20 +97,7 @@ class EngineClient:
     async def connect(cls, path: Path, *, timeout: float = 5.0,
                       readonly: bool = False) -> EngineClient:
         """Connect and say hello; `readonly` asks the engine to refuse every change."""
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(path), limit=MAX_LINE_BYTES), timeout
-            )
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise NoEngine(f"no fleetdeck engine is running (socket {path})") from e
-        except TimeoutError as e:
-            raise NoEngine(f"engine at {path} did not answer within {timeout:.0f}s") from e
-        except PermissionError:  # the kernel refused: say so instead of a traceback
-            raise EngineError(f"not allowed to open the engine socket {path} (permission "
-                              "denied; ask the engine's owner for access)") from None
-        except OSError as e:
-            raise EngineError(f"cannot open the engine socket {path}: "
-                              f"{(e.strerror or type(e).__name__).lower()}") from None
+        reader, writer = await _open(path, timeout)
         client = cls(reader, writer)
         try:
             client.engine_info = await asyncio.wait_for(client.call(
@@ -64,17 +107,23 @@ class EngineClient:
             await client.close()
             raise EngineError(f"engine at {path} did not answer within {timeout:.0f}s "
                               "(busy?); try again") from None
+        except (ConnectionError, OSError) as e:
+            await client.close()
+            raise EngineError(f"engine at {path} closed the connection ({e}); "
+                              "try again") from None
         except BaseException:
             await client.close()
             raise
         return client
 
+    @property
+    def role(self) -> str:
+        return str(self.engine_info.get("role", "admin"))
+
     async def close(self) -> None:
         self._writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
-        except (ConnectionError, BrokenPipeError):
-            pass
 
     async def __aenter__(self) -> EngineClient:
         return self
@@ -89,6 +138,12 @@ class EngineClient:
                 if kind == "result":
                     return payload
         raise EngineError(f"engine closed the connection during {method}")
+
+    async def ask(self, method: str, request: Request, reply: type[R]) -> R:
+        """A typed call: the request Struct in, the method's reply type out."""
+        assert BY_NAME[method].request is type(request), f"{method} takes {BY_NAME[method]}"
+        raw = await self.call(method, **msgspec.to_builtins(request))
+        return msgspec.convert(raw, reply, strict=False)
 
     async def stream(self, method: str, **params: Any) -> AsyncIterator[Any]:
         """Events of a streaming method; closing early drops the connection's stream."""
@@ -108,13 +163,34 @@ class EngineClient:
                 if not line:
                     raise EngineError(f"engine closed the connection during {method}")
                 msg = json.loads(line)
-                if msg.get("id") != rid:
+                if msg.get("id") not in (rid, None):
                     continue
                 if "error" in msg:
                     err = msg["error"]
-                    raise RemoteError(err.get("code", "failed"), err.get("message", "error"))
+                    raise RemoteError(str(err.get("code", "failed")),
+                                      str(err.get("message", "error")))
                 if "event" in msg:
                     yield "event", msg["event"]
                     continue
                 yield "result", msg.get("result")
                 return
+
+
+async def live_engine(path: Path, timeout: float = 3.0) -> LiveEngine | None:
+    """The engine listening on `path`, or None when nothing does (a stale socket file).
+    Anything that accepts the connection counts as live, answering or not."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except (OSError, TimeoutError):
+        return LiveEngine(pid=-1, store="unknown (it did not answer)")
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
+    try:
+        async with await EngineClient.connect(path, timeout=timeout, readonly=True) as c:
+            info = await c.call("status")
+            return LiveEngine(pid=int(info["pid"]), store=str(info["store"]))
+    except (FleetdeckError, OSError, ValueError, KeyError) as e:
+        return LiveEngine(pid=-1, store=f"unknown ({e})")

@@ -14,21 +14,29 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import duckdb
+import msgspec
 
+from collectors.errors import EngineError
 from collectors.private_files import describe as describe_private
 from collectors.private_files import enter_private_umask
 from collectors.store import Store
+from collectors.store.audit import AuditEntry, record
+from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.store.db import StoreWriteError, write_failure
 from console import __version__
 from console.config import Loaded
+from console.engine.access import Caller, Peer, role_of, unreachable_dirs
+from console.engine.api.methods import TABLE, Role
+from console.engine.api.replies import DbInfo, StatusReply, Stopping
+from console.engine.api.requests import NoParams, Request
 from console.engine.banner import start_line
 from console.engine.faults import Faults, QuietFaults, watch_store
-from console.engine.server import Caller, ControlServer, Handler, StreamHandler
+from console.engine.server import ControlServer, Handler, Limits, StreamHandler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -142,6 +150,8 @@ class Engine:
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[Callable[[], Any]] = []
+        self.services: list[Any] = []  # console.engine.services.Service, in start order
+        # extra `status` keys from services (notify, metrics): name -> async () -> value
         self.status_parts: dict[str, Callable[[], Any]] = {}
         self.runner: Any = None  # the scheduler's JobRunner, once attached
         self.policies: Any = None  # the policy service, once attached
@@ -151,24 +161,79 @@ class Engine:
 
     # -- lifetime -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the store (refusing if another engine owns it) and serve the socket."""
-        store = await self.db.open(self.config.store.path,
+        """Open the store (refusing if another engine owns it or a live engine answers on
+        the socket) and serve the socket."""
+        from console.engine.client import live_engine
+
+        path = self.config.socket_path
+        store = await self.db.open(self.config.store.path,  # refuses a store in use
                                    memory_limit_mb=self.config.store.memory_limit_mb)
         if note := describe_private(store.made_private):
             log.warning("%s", note)
         await self.reads.open()
-        self.fleet_id = await self.db.run(lambda s: s.fleet_id())
         try:
+            other = await live_engine(path)
+            if other is not None:
+                raise EngineError(f"socket {path} is served by a running fleetdeck engine "
+                                  f"(pid {other.pid}, store {other.store}); stop it first or "
+                                  "set [engine] socket to another path")
+            self.fleet_id = await self.db.run(lambda s: s.fleet_id())
             from console.engine import services
 
             await services.attach_all(self)
-            self._server = ControlServer(self.config.socket_path, self.handlers, self.streams)
+            check_table(self.handlers, self.streams)
+            eng = self.config.engine
+            shared = self.config.access.grants_others
+            self._server = ControlServer(
+                path, self.handlers, self.streams, self,
+                limits=Limits(eng.max_connections, eng.max_connections_per_user),
+                shared=shared)
             await self._server.start()
             self.spawn(watch_store(self.db.run, self.faults), "store-watch")
         except BaseException:
             await self._close()
             raise
-        log.info("engine serving on %s", self.config.socket_path)
+        log.info("engine serving on %s", path)
+        blocked = unreachable_dirs(path) if shared else []
+        if blocked:
+            log.warning("[access] grants other users, but they cannot reach %s: %s lacks "
+                        "o+x (use a socket path in a folder others can pass, e.g. "
+                        "/run/fleetdeck/engine.sock)", path, blocked[0])
+
+    @property
+    def server(self) -> ControlServer:
+        assert self._server is not None, "engine not started"
+        return self._server
+
+    # -- what the control server asks (console.engine.server.Gate) -----------------------
+    def role_of(self, peer: Peer) -> Role | None:
+        return role_of(self.config.access, peer)
+
+    async def owner_of(self, job_id: int) -> str | None:
+        rows = await self.db.run(lambda s: s.con.execute(
+            "SELECT user FROM jobs WHERE id = ?", [job_id]).fetchall())
+        return str(rows[0][0]) if rows else None
+
+    async def audit(self, caller: Caller, method: str, req: Request | None, outcome: str,
+                    message: str) -> None:
+        """One `actions` row for a changing or refused call."""
+        refused = outcome in ("forbidden", "unauthorized", "readonly")
+        entry = AuditEntry(
+            actor=caller.user, action=ActionKind.REFUSED if refused else ActionKind.CALL,
+            target_kind=TargetKind.METHOD, target=method,
+            reason=message if outcome != "ok" else "",
+            evidence={"uid": caller.uid, "role": caller.role.label, "outcome": outcome,
+                      "readonly": caller.readonly,
+                      "params": redact(msgspec.to_builtins(req)) if req is not None else {}})
+
+        def write(store: Store) -> None:
+            with store.transaction() as con:
+                record(con, [entry], now=self.clock())
+
+        try:
+            await self.db.run(write)
+        except Exception:
+            log.exception("audit row for %s failed", method)
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a service loop for the engine's life; a crash is logged, not fatal."""
@@ -210,33 +275,46 @@ class Engine:
         await self.db.close()
 
     # -- built-in handlers ------------------------------------------------------------------
-    async def _status(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "engine": __version__,
-            "pid": os.getpid(),
-            "uptime_s": round(self.clock() - self.started_at, 1),
-            "store": str(self.config.store.path),
-            "socket": str(self.config.socket_path),
-            "config": self.loaded.source,
-            "nodes_configured": len(self.config.nodes),
-            "fleet_id": self.fleet_id,
-            "caller": caller.user,
-            "faults": self.faults.lines(),  # "store: writes failing since ..."
-        }
+    async def _status(self, caller: Caller, req: NoParams) -> dict[str, Any]:
+        """A StatusReply plus one key per status part."""
+        out: dict[str, Any] = msgspec.structs.asdict(StatusReply(
+            engine=__version__, pid=os.getpid(),
+            uptime_s=round(self.clock() - self.started_at, 1),
+            store=str(self.config.store.path), socket=str(self.config.socket_path),
+            config=self.loaded.source, nodes_configured=len(self.config.nodes),
+            fleet_id=self.fleet_id, caller=caller.user, role=caller.role.label,
+            faults=self.faults.lines()))  # "store: writes failing since ..."
         for name, fn in self.status_parts.items():
-            info[name] = await fn()
-        return info
+            out[name] = await fn()
+        return out
 
-    async def _db_info(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.reads.run(db_info)
+    async def _db_info(self, caller: Caller, req: NoParams) -> DbInfo:
+        return DbInfo(**await self.reads.run(db_info))
 
-    async def _shutdown(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        if caller.uid != os.getuid():
-            from console.engine.protocol import RequestError
-
-            raise RequestError("refused", "only the engine's owner may shut it down")
+    async def _shutdown(self, caller: Caller, req: NoParams) -> Stopping:
         asyncio.get_running_loop().call_soon(self.request_stop)
-        return {"stopping": True}
+        return Stopping(stopping=True)
+
+
+def check_table(handlers: dict[str, Handler], streams: dict[str, StreamHandler]) -> None:
+    """Every table method has its handler and every handler a table entry."""
+    want = {m.name for m in TABLE if not m.stream and m.name != "hello"}
+    want_streams = {m.name for m in TABLE if m.stream}
+    missing = (want - set(handlers)) | (want_streams - set(streams))
+    extra = (set(handlers) - want) | (set(streams) - want_streams)
+    if missing or extra:
+        raise RuntimeError(f"method table and handlers differ: missing {sorted(missing)}, "
+                           f"not in the table {sorted(extra)}")
+
+
+def redact(params: Any) -> Any:
+    """Request params for the audit trail: environment values are never stored."""
+    if isinstance(params, dict):
+        return {k: ({e: "(hidden)" for e in v} if k in ("env", "secret_env")
+                    and isinstance(v, dict) else redact(v)) for k, v in params.items()}
+    if isinstance(params, list):
+        return [redact(v) for v in params]
+    return params
 
 
 def db_info(store: Store) -> dict[str, Any]:
@@ -255,6 +333,7 @@ async def serve(loaded: Loaded) -> int:
     enter_private_umask()  # the WAL and what services write later are born 0600
     for handler in logging.getLogger().handlers:
         handler.addFilter(QuietFaults())  # a failing store is said by Faults, once a minute
+    raise_fd_limit()
     engine = Engine(loaded)
     await engine.start()
     sys.stdout.write(start_line(loaded.config) + "\n")
@@ -265,6 +344,17 @@ async def serve(loaded: Loaded) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: engine.spawn(_sighup(engine), "reload"))
     await engine.wait_stopped()
     return 0
+
+
+def raise_fd_limit() -> None:
+    """Open files up to the hard limit: every control connection holds one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 async def _sighup(engine: Engine) -> None:

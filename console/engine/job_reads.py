@@ -3,11 +3,9 @@ the runner's in-memory live set (queued and holding jobs) or the store's reader 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from console.engine.protocol import RequestError
 from scheduler import journal
 from scheduler.journal import JobRow
 from scheduler.states import JobState
@@ -26,36 +24,6 @@ class JobQuery:
     ids: tuple[int, ...] | None = None
     limit: int | None = None
     offset: int = 0
-
-    @classmethod
-    def of(cls, params: Mapping[str, Any]) -> JobQuery:
-        """From request params; a bad value is a `bad_request` naming the key."""
-        def count(key: str, most: int) -> int | None:
-            raw = params.get(key)
-            if raw is None:
-                return None
-            if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= most:
-                raise RequestError("bad_request", f"jobs: {key}: expected a whole number "
-                                   f"0..{most}, got {raw!r}")
-            return raw
-
-        ids = params.get("ids")
-        if ids is not None and (not isinstance(ids, list | tuple) or len(ids) > _MAX_IDS or any(
-                isinstance(i, bool) or not isinstance(i, int) for i in ids)):
-            raise RequestError("bad_request", f"jobs: ids: expected a list of at most "
-                               f"{_MAX_IDS} job ids, got {str(ids)[:60]}")
-        states = params.get("states") or ()
-        if not isinstance(states, list | tuple) or any(s not in journal.STATES for s in states):
-            raise RequestError("bad_request", "jobs: states: expected a list of "
-                               f"{', '.join(journal.STATES)}, got {str(states)[:60]}")
-        user = params.get("user")
-        return cls(states=tuple(JobState(s) for s in states), user=str(user) if user else None,
-                   ids=tuple(ids) if ids is not None else None,
-                   limit=count("limit", _MAX_PAGE) or None, offset=count("offset", 10**9) or 0)
-
-
-_MAX_IDS = 1000
-_MAX_PAGE = 1_000_000
 
 
 async def find_jobs(engine: Engine, runner: JobRunner, q: JobQuery) -> list[JobRow]:

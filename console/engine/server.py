@@ -1,164 +1,328 @@
-"""The control socket server: hello handshake, peer credentials, request dispatch."""
+"""The control socket server: connection limits, hello, roles, typed dispatch, audit.
+
+Every request is checked against the method table (`console.engine.api.methods`) before its
+handler runs: the params decode into the method's request type, the caller's role must reach
+the method's, a read-only session may not change anything, and a caller below the method's
+`others` role may only name their own jobs and themselves. Changing calls and refused calls
+leave one audit row each (`Gate.audit`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import os
-import pwd
 import socket
-import struct
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from console import __version__
-from console.engine.protocol import MAX_LINE_BYTES, PROTOCOL_VERSION, RequestError, encode
+from console.engine.access import Caller, Peer, no_role_message, peer_of
+from console.engine.api.methods import BY_NAME, Method, Role
+from console.engine.api.requests import Hello, Request
+from console.engine.protocol import PROTOCOL_VERSION, ErrorCode, RequestError, encode
 
 log = logging.getLogger(__name__)
 
+HELLO_TIMEOUT_S = 5.0
+MAX_REQUEST_BYTES = 1024 * 1024  # requests are small; a longer line closes the connection
+LISTEN_BACKLOG = 4096  # a burst of 1,000 connects waits in the kernel, not refused
+ERROR_LOG_EVERY_S = 60.0
+
+Handler = Callable[[Caller, Any], Awaitable[Any]]
+StreamHandler = Callable[[Caller, Any], AsyncIterator[Any]]
+
+
+class Gate(Protocol):
+    """What the server asks the engine about callers."""
+
+    def role_of(self, peer: Peer) -> Role | None: ...
+
+    async def owner_of(self, job_id: int) -> str | None: ...
+
+    async def audit(self, caller: Caller, method: str, req: Request | None, outcome: str,
+                    message: str) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is on the other end of a connection."""
-
-    uid: int
-    pid: int
-    user: str
-    readonly: bool = False
+class Limits:
+    max_connections: int = 4096
+    max_connections_per_user: int = 256
 
 
-Handler = Callable[[Caller, Mapping[str, Any]], Awaitable[Any]]
-StreamHandler = Callable[[Caller, Mapping[str, Any]], AsyncIterator[Any]]
+class _Envelope(msgspec.Struct):
+    method: str
+    id: Any = None
+    params: dict[str, Any] | None = None
+
+
+_DECODE = msgspec.json.Decoder(_Envelope)
+
+
+class ErrorTally:
+    """Connection errors logged once per interval with a count, never one line per event."""
+
+    def __init__(self, every_s: float = ERROR_LOG_EVERY_S) -> None:
+        self.every_s = every_s
+        self.counts: Counter[str] = Counter()
+        self._last = time.monotonic()
+
+    def add(self, kind: str) -> None:
+        self.counts[kind] += 1
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        if self.counts:
+            log.warning("control connections in the last %.0fs: %s", self.every_s,
+                        ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())))
+            self.counts.clear()
+        self._last = time.monotonic() if now is None else now
 
 
 class ControlServer:
-    """Serves `handlers` (request/reply) and `streams` (events then a final reply)."""
+    """Serves the table's request/reply `handlers` and `streams` (events, then a reply)."""
 
     def __init__(self, path: Path, handlers: Mapping[str, Handler],
-                 streams: Mapping[str, StreamHandler]) -> None:
+                 streams: Mapping[str, StreamHandler], gate: Gate, *,
+                 limits: Limits = Limits(), shared: bool = False) -> None:
         self.path = path
         self.handlers = handlers
         self.streams = streams
+        self.gate = gate
+        self.limits = limits
+        self.shared = shared  # [access] grants others: the socket is 0666
+        self.errors = ErrorTally()
+        self.per_uid: Counter[int] = Counter()
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Listen; the caller proved no live engine answers on the path (a stale one goes)."""
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, mode=0o755 if self.shared else 0o700)
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # stale: the store lock proved no engine owns it
-        old = os.umask(0o177)
+            self.path.unlink()
+        old = os.umask(0o111 if self.shared else 0o177)
         try:
             self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_LINE_BYTES
-            )
+                self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES,
+                backlog=LISTEN_BACKLOG)
         finally:
             os.umask(old)
-        self.path.chmod(0o600)
+        self.path.chmod(0o666 if self.shared else 0o600)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
         for t in list(self._clients):
             t.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        self.errors.flush()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    # -- one connection -------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
+        peer: Peer | None = None
         try:
-            caller = _peer(writer)
-            readonly = await self._hello(reader, writer)
-            if readonly is None:
+            sock: socket.socket = writer.get_extra_info("socket")
+            peer = peer_of(sock)
+            self.per_uid[peer.uid] += 1
+            if not await self._admit(peer, writer):
                 return
-            if readonly:
-                caller = dataclasses.replace(caller, readonly=True)
+            caller = await self._hello(peer, reader, writer)
+            if caller is None:
+                return
             while line := await reader.readline():
-                await self._one(caller, line, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                await self._one(peer, caller, line, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.errors.add("dropped")
+        except ValueError:  # a line over MAX_REQUEST_BYTES
+            self.errors.add("oversized request")
+            with contextlib.suppress(Exception):
+                writer.write(encode({"id": None, "error": {
+                    "code": ErrorCode.BAD_REQUEST,
+                    "message": f"request line over {MAX_REQUEST_BYTES} bytes"}}))
+        except OSError:
+            self.errors.add("socket error")
+        except asyncio.CancelledError:
             pass
         finally:
+            if peer is not None:
+                self.per_uid[peer.uid] -= 1
+                if self.per_uid[peer.uid] <= 0:
+                    del self.per_uid[peer.uid]
             self._clients.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _hello(self, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> bool | None:
-        """Handshake; None refuses the connection, else whether it is read-only."""
-        line = await reader.readline()
+    async def _admit(self, peer: Peer, writer: asyncio.StreamWriter) -> bool:
+        """Connection caps: all users together, and per user (not the owner or root)."""
+        total = sum(self.per_uid.values())
+        if total > self.limits.max_connections:
+            why = f"engine busy: {self.limits.max_connections} connections open; try again"
+        elif (self.per_uid[peer.uid] > self.limits.max_connections_per_user
+              and peer.uid not in (0, os.getuid())):
+            why = (f"{peer.user} has {self.limits.max_connections_per_user} connections open "
+                   "to the engine already; close some and try again")
+        else:
+            return True
+        self.errors.add("refused over the connection cap")
+        writer.write(encode({"id": None, "error": {"code": ErrorCode.BUSY, "message": why}}))
+        with contextlib.suppress(Exception):
+            await writer.drain()
+        return False
+
+    async def _hello(self, peer: Peer, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> Caller | None:
+        """Handshake within HELLO_TIMEOUT_S; None refuses the connection."""
+        try:
+            line = await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            self.errors.add("no hello within 5s")
+            return None
         if not line:
             return None
-        try:
-            msg = json.loads(line)
-            rid = msg.get("id")
-            ok = msg.get("method") == "hello"
-            version = msg.get("params", {}).get("protocol")
-            readonly = bool(msg.get("params", {}).get("readonly", False))
-        except (ValueError, AttributeError):
-            rid, ok, version, readonly = None, False, None, False
-        if not ok:
-            writer.write(encode({"id": rid, "error": {
-                "code": "bad_request", "message": "first request must be hello"}}))
-            await writer.drain()
-            return None
-        if version != PROTOCOL_VERSION:
-            writer.write(encode({"id": rid, "error": {
-                "code": "protocol_mismatch",
-                "message": f"engine speaks protocol {PROTOCOL_VERSION} (fleetdeck {__version__}),"
-                           f" client speaks {version}; use the same fleetdeck version"}}))
-            await writer.drain()
-            return None
-        writer.write(encode({"id": rid, "result": {
-            "protocol": PROTOCOL_VERSION, "engine": __version__, "pid": os.getpid(),
-            "readonly": readonly}}))
-        await writer.drain()
-        return readonly
-
-    async def _one(self, caller: Caller, line: bytes, writer: asyncio.StreamWriter) -> None:
         rid: Any = None
         try:
-            msg = json.loads(line)
-            rid = msg.get("id")
-            method = msg["method"]
-            params = msg.get("params") or {}
-            if not isinstance(params, dict):
-                raise RequestError("bad_request", "params must be an object")
-            if method in self.streams:
-                async for event in self.streams[method](caller, params):
-                    writer.write(encode({"id": rid, "event": event}))
-                    await writer.drain()
-                writer.write(encode({"id": rid, "result": None}))
-            elif method in self.handlers:
-                result = await self.handlers[method](caller, params)
-                writer.write(encode({"id": rid, "result": result}))
+            env = _DECODE.decode(line)
+            rid = env.id
+            if env.method != "hello":
+                raise ValueError
+            hello = msgspec.convert(env.params or {}, Hello)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            await _refuse(writer, rid, ErrorCode.BAD_REQUEST, "first request must be hello")
+            return None
+        if hello.protocol != PROTOCOL_VERSION:
+            await _refuse(
+                writer, rid, ErrorCode.PROTOCOL_MISMATCH,
+                f"engine speaks protocol {PROTOCOL_VERSION} (fleetdeck {__version__}), "
+                f"client speaks {hello.protocol}; use the same fleetdeck version")
+            return None
+        role = self.gate.role_of(peer)
+        if role is None:
+            nobody = Caller(uid=peer.uid, pid=peer.pid, user=peer.user, role=Role.VIEWER,
+                            readonly=True)
+            await self.gate.audit(nobody, "hello", hello, ErrorCode.UNAUTHORIZED.value,
+                                  no_role_message(peer.user))
+            await _refuse(writer, rid, ErrorCode.UNAUTHORIZED, no_role_message(peer.user))
+            return None
+        caller = Caller(uid=peer.uid, pid=peer.pid, user=peer.user, role=role,
+                        readonly=hello.readonly)
+        writer.write(encode({"id": rid, "result": {
+            "protocol": PROTOCOL_VERSION, "engine": __version__, "pid": os.getpid(),
+            "readonly": hello.readonly, "user": peer.user, "role": role.label}}))
+        await writer.drain()
+        return caller
+
+    async def _one(self, peer: Peer, caller: Caller, line: bytes,
+                   writer: asyncio.StreamWriter) -> None:
+        try:
+            env = _DECODE.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            writer.write(encode({"id": None, "error": {
+                "code": ErrorCode.BAD_REQUEST, "message": f"malformed request: {e}"}}))
+            await writer.drain()
+            return
+        async for msg in self.handle(peer, caller, env.method, env.params or {}, env.id):
+            writer.write(encode(msg))
+            await writer.drain()
+
+    async def handle(self, peer: Peer, caller: Caller, name: str, params: Mapping[str, Any],
+                     rid: Any = None) -> AsyncIterator[dict[str, Any]]:
+        """One request of a connection made by `peer` (hello gave it `caller`): the messages
+        to send back, events first. Tests drive it directly for any peer."""
+        method = BY_NAME.get(name)
+        req: Request | None = None
+        try:
+            if method is None or method.name == "hello":
+                raise RequestError(ErrorCode.UNKNOWN_METHOD,
+                                   f"unknown method {name!r} (see `fleetdeck api`)")
+            role = self.gate.role_of(peer)  # [access] may have changed since hello
+            if role is None:
+                raise RequestError(ErrorCode.UNAUTHORIZED, no_role_message(peer.user))
+            caller = caller.with_role(role)
+            self._authorize(caller, method)
+            try:
+                req = msgspec.convert(dict(params), method.request)
+            except msgspec.ValidationError as e:
+                raise RequestError(ErrorCode.BAD_REQUEST, f"{method.name}: {e}") from None
+            await self._check_owner(caller, method, req)
+            if method.stream:
+                async for event in self.streams[method.name](caller, req):
+                    yield {"id": rid, "event": event}
+                yield {"id": rid, "result": None}
             else:
-                raise RequestError("bad_request", f"unknown method {method!r}")
+                yield {"id": rid, "result": await self.handlers[method.name](caller, req)}
+            if method.changes:
+                await self.gate.audit(caller, method.name, req, "ok", "")
         except RequestError as e:
-            writer.write(encode({"id": rid, "error": {"code": e.code, "message": e.message}}))
-        except (ValueError, KeyError, TypeError) as e:
-            writer.write(encode({"id": rid, "error": {"code": "bad_request", "message": str(e)}}))
-        except ConnectionError:
+            yield {"id": rid, "error": {"code": e.code, "message": e.message}}
+            if method is not None and (method.changes or e.code in _REFUSALS):
+                await self.gate.audit(caller, method.name, req, e.code.value, e.message)
+        except (ConnectionError, GeneratorExit):
             raise
         except Exception as e:  # one bad request never takes the engine down
-            log.exception("request failed")
-            writer.write(encode({"id": rid, "error": {"code": "failed", "message": str(e)}}))
-        await writer.drain()
+            log.exception("request %s failed", name)
+            yield {"id": rid, "error": {"code": ErrorCode.FAILED, "message": str(e)}}
+            if method is not None and method.changes:
+                await self.gate.audit(caller, method.name, req, ErrorCode.FAILED.value, str(e))
+
+    def _authorize(self, caller: Caller, method: Method) -> None:
+        """Role and read-only, from the table, before the request is even decoded."""
+        if caller.role < method.role:
+            raise RequestError(ErrorCode.FORBIDDEN,
+                               f"{method.name} needs the {method.role.label} role; "
+                               f"{caller.user} is {caller.role.label}")
+        if method.changes and caller.readonly:
+            raise RequestError(ErrorCode.READONLY,
+                               f"{method.name} changes the fleet; this session is read-only")
+
+    async def _check_owner(self, caller: Caller, method: Method, req: Request) -> None:
+        """Below the method's `others` role, a caller names only their own jobs and self."""
+        if method.others is None or caller.role >= method.others:
+            return
+        for user, what in await self._targets(req):
+            if user is not None and user != caller.user:
+                raise RequestError(ErrorCode.FORBIDDEN,
+                                   f"{method.name} on {what} needs the {method.others.label} "
+                                   f"role; {caller.user} is {caller.role.label}")
+
+    async def _targets(self, req: Request) -> list[tuple[str | None, str]]:
+        """(user, what) pairs a request acts on: its job's owner, its user, its spec's."""
+        out: list[tuple[str | None, str]] = []
+        job = getattr(req, "job", None)
+        if isinstance(job, int):
+            owner = await self.gate.owner_of(job)
+            out.append((owner, f"{owner}'s job {job}"))
+        user = getattr(req, "user", None)
+        if isinstance(user, str):
+            out.append((user, f"user {user}"))
+        spec = getattr(req, "spec", None)
+        if isinstance(spec, dict) and isinstance(spec.get("user"), str):
+            out.append((spec["user"], f"a job as {spec['user']}"))
+        return out
 
 
-def _peer(writer: asyncio.StreamWriter) -> Caller:
-    sock: socket.socket = writer.get_extra_info("socket")
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", creds)
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = f"uid:{uid}"
-    return Caller(uid=uid, pid=pid, user=user)
+_REFUSALS = (ErrorCode.FORBIDDEN, ErrorCode.READONLY, ErrorCode.UNAUTHORIZED)
+
+
+async def _refuse(writer: asyncio.StreamWriter, rid: Any, code: ErrorCode,
+                  message: str) -> None:
+    writer.write(encode({"id": rid, "error": {"code": code, "message": message}}))
+    await writer.drain()

@@ -1,71 +1,117 @@
-"""Wires the core packages' services into an engine: each adds handlers and loops."""
+"""The engine's services: each starts, stops, exposes its handlers and takes a new config.
+
+A service is a class with `handlers()` (and `streams()`) mapping table method names to its
+bound methods (`async def name(self, caller, req) -> reply`), `start()`, `stop()` and
+`reconfigure(config)` (called by `config reload` with the new config).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from collectors.store import Store
-from console.engine.server import Caller
+from console.config import Config
+from console.engine.access import Caller
+from console.engine.api.requests import AuditQuery, NoParams
+from console.engine.server import Handler, StreamHandler
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
 
 
+class Service(Protocol):
+    def handlers(self) -> Mapping[str, Handler]: ...
+
+    def streams(self) -> Mapping[str, StreamHandler]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def reconfigure(self, config: Config) -> None: ...
+
+
+class BaseService:
+    """Defaults for services without streams, loops or live settings."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {}
+
+    def streams(self) -> Mapping[str, StreamHandler]:
+        return {}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def reconfigure(self, config: Config) -> None:
+        return None
+
+
 async def attach_all(engine: Engine) -> None:
-    from console.engine import (
-        svc_fleet,
-        svc_jobs,
-        svc_metrics,
-        svc_notify,
-        svc_policies,
-        svc_reload,
-        svc_reports,
-        svc_telemetry,
-    )
+    from console.engine import svc_metrics
+    from console.engine.svc_fleet import FleetService
+    from console.engine.svc_jobs import JobService
+    from console.engine.svc_notify import NotifyService
+    from console.engine.svc_policies import PolicyService
+    from console.engine.svc_reload import ReloadService
+    from console.engine.svc_reports import ReportService
+    from console.engine.svc_telemetry import Telemetry
 
-    await attach_inventory(engine)
-    await attach_audit(engine)
-    await svc_notify.attach(engine)
-    telemetry = await svc_telemetry.attach(engine)
+    async def add(svc: Service) -> None:
+        await svc.start()
+        engine.services.append(svc)
+        engine.on_close(svc.stop)
+        engine.handlers.update(svc.handlers())
+        engine.streams.update(svc.streams())
+
+    await add(InventoryService(engine))
+    await add(NotifyService(engine))
+    telemetry = Telemetry(engine)
+    await add(telemetry)
     await svc_metrics.attach(engine, telemetry)
-    await svc_jobs.attach(engine, telemetry)
-    await svc_policies.attach(engine, telemetry)
-    svc_fleet.attach(engine, telemetry)
-    svc_reports.attach(engine)
-    svc_reload.attach(engine)
+    for svc in (JobService(engine, telemetry), PolicyService(engine, telemetry),
+                FleetService(engine, telemetry), ReportService(engine), ReloadService(engine)):
+        await add(svc)
 
 
-async def attach_inventory(engine: Engine) -> None:
-    """Record configured nodes in the store so history and reports know them."""
-    nodes = engine.config.nodes
-    now = datetime.fromtimestamp(engine.clock(), UTC).replace(tzinfo=None)
+class InventoryService(BaseService):
+    """Configured nodes recorded in the store; the `nodes` and `audit` questions."""
 
-    def upsert(store: Store) -> None:
-        rows = [
-            {"name": n.name, "host": n.host or n.name, "pool": n.pool, "transport": n.transport,
-             "labels": json.dumps(n.labels), "first_seen": now}
-            for n in nodes
-        ]
-        with store.transaction() as con:
-            for r in rows:
-                con.execute(
-                    "INSERT INTO nodes (name, host, pool, transport, labels, state, first_seen) "
-                    "VALUES (?, ?, ?, ?, ?, 'unknown', ?) ON CONFLICT (name) DO UPDATE SET "
-                    "host = excluded.host, pool = excluded.pool, "
-                    "transport = excluded.transport, labels = excluded.labels",
-                    [r["name"], r["host"], r["pool"], r["transport"], r["labels"],
-                     r["first_seen"]],
-                )
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
-    await engine.db.run(upsert)
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"nodes": self.nodes, "audit": self.audit}
 
-    async def nodes_handler(caller: Caller, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return await engine.db.run(list_nodes)
+    async def start(self) -> None:
+        nodes = self.engine.config.nodes
+        now = datetime.fromtimestamp(self.engine.clock(), UTC).replace(tzinfo=None)
 
-    engine.handlers["nodes"] = nodes_handler
+        def upsert(store: Store) -> None:
+            with store.transaction() as con:
+                for n in nodes:
+                    con.execute(
+                        "INSERT INTO nodes (name, host, pool, transport, labels, state, "
+                        "first_seen) VALUES (?, ?, ?, ?, ?, 'unknown', ?) ON CONFLICT (name) "
+                        "DO UPDATE SET host = excluded.host, pool = excluded.pool, "
+                        "transport = excluded.transport, labels = excluded.labels",
+                        [n.name, n.host or n.name, n.pool, n.transport, json.dumps(n.labels),
+                         now])
+
+        await self.engine.db.run(upsert)
+
+    async def nodes(self, caller: Caller, req: NoParams) -> list[dict[str, Any]]:
+        return await self.engine.db.run(list_nodes)
+
+    async def audit(self, caller: Caller, req: AuditQuery) -> list[dict[str, Any]]:
+        return await self.engine.db.run(
+            lambda s: list_actions(s, since=req.since, limit=req.limit))
 
 
 def list_nodes(store: Store) -> list[dict[str, Any]]:
@@ -74,15 +120,6 @@ def list_nodes(store: Store) -> list[dict[str, Any]]:
         "gpu_count, gpu_model, last_seen FROM nodes ORDER BY name")
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-
-
-async def attach_audit(engine: Engine) -> None:
-    async def audit_handler(caller: Caller, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        since = params.get("since")
-        limit = int(params.get("limit", 1000))
-        return await engine.db.run(lambda s: list_actions(s, since=since, limit=limit))
-
-    engine.handlers["audit"] = audit_handler
 
 
 def list_actions(store: Store, *, since: str | None = None, limit: int = 1000,

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from collectors.store import Store
-from console.engine.server import Caller
+from console.engine.access import Caller
+from console.engine.api.methods import Role
+from console.engine.api.requests import FleetQuery, NoParams
+from console.engine.server import Handler
+from console.engine.services import BaseService
+from console.engine.svc_jobs import HIDDEN
 from console.engine.svc_telemetry import node_json, stored_fleet
 from scheduler import journal
 from scheduler.journal import JobRow
@@ -66,33 +71,52 @@ def summarize(nodes: list[dict[str, Any]], rows: list[JobRow], queued: int) -> d
     }
 
 
-def attach(engine: Engine, telemetry: Telemetry) -> None:
-    def idle_jobs() -> set[int]:
-        return set(engine.policies.idle_job_ids()) if engine.policies else set()
+class FleetService(BaseService):
+    """`fleet` (every node, live) and `summary` (header totals)."""
 
-    async def active() -> tuple[list[JobRow], int]:
+    def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
+        self.engine = engine
+        self.telemetry = telemetry
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"fleet": self.fleet, "summary": self.summary}
+
+    def _idle_jobs(self) -> set[int]:
+        policies = self.engine.policies
+        return set(policies.idle_job_ids()) if policies else set()
+
+    async def active(self) -> tuple[list[JobRow], int]:
         """Active jobs and the queue length: from the runner's live set once it is loaded
         (the scheduler runs), else from the store on a reader thread."""
+        engine = self.engine
         live = engine.runner.live if engine.runner is not None else None
         if live is not None and live.loaded:
             return live.rows(journal.ACTIVE), live.count("queued")
         return await engine.reads.run(_active)
 
-    async def fleet(caller: Caller, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        if not engine.config.engine.collect:
-            return await engine.reads.run(stored_fleet)
-        rows, _ = await active()
-        return fleet_json(telemetry, rows, idle_jobs())
+    async def fleet(self, caller: Caller, req: FleetQuery) -> list[dict[str, Any]]:
+        if not self.engine.config.engine.collect:
+            stored = await self.engine.reads.run(stored_fleet)
+            return [n for n in stored if req.node in (None, n["name"])]
+        rows, _ = await self.active()
+        nodes = [n for n in fleet_json(self.telemetry, rows, self._idle_jobs())
+                 if req.node in (None, n["name"])]
+        if caller.role < Role.OPERATOR:  # others' command lines stay theirs
+            own = {r.id for r in rows if r.user == caller.user}
+            for n in nodes:
+                for p in n["processes"]:
+                    if p.get("job_id") not in own:
+                        p["command"] = HIDDEN
+        return nodes
 
-    async def summary(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        rows, queued = await active()
+    async def summary(self, caller: Caller, req: NoParams) -> dict[str, Any]:
+        engine = self.engine
+        rows, queued = await self.active()
         nodes = (await engine.reads.run(stored_fleet) if not engine.config.engine.collect
-                 else fleet_json(telemetry, rows, idle_jobs()))
+                 else fleet_json(self.telemetry, rows, self._idle_jobs()))
         out = summarize(nodes, rows, queued)
         out["faults"] = engine.faults.headlines()  # the header says a failing store first
         out.update(engine.policies.burst_summary() if engine.policies
                    else {"burst_spend_today": 0.0, "burst_budget_today": None})
         out["notify_failed"] = engine.notify.failed_deliveries if engine.notify else 0
         return out
-
-    engine.handlers.update(fleet=fleet, summary=summary)

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,15 +14,27 @@ from collectors.store import Store
 from collectors.store.db import StoreWriteError
 from collectors.transport.base import Transport
 from console.config import Config
+from console.engine.access import Caller
+from console.engine.api.methods import Role
+from console.engine.api.requests import (
+    JobRef,
+    JobsQuery,
+    LogsRequest,
+    SpecRequest,
+    StopRequest,
+    SuggestQuery,
+)
 from console.engine.job_reads import JobQuery, find_jobs
-from console.engine.protocol import RequestError
-from console.engine.server import Caller
+from console.engine.protocol import ErrorCode, RequestError
+from console.engine.server import Handler, StreamHandler
+from console.engine.services import BaseService
 from scheduler import journal
 from scheduler.executors import DockerExecutor, ProcessExecutor, SlurmExecutor
 from scheduler.executors.base import Executor
 from scheduler.fit import make_policy
 from scheduler.fit.workload import WorkloadMix
 from scheduler.jobspec import JobSpec
+from scheduler.journal import JobRow
 from scheduler.placement import PlacementPlan, PreemptionRules, QueuedTask, WaitKind, plan
 from scheduler.priority import ClassBook, PriorityClass
 from scheduler.quota import Quota, QuotaBook
@@ -179,28 +190,100 @@ class _NodeDocker:
         return call
 
 
-async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
-    cfg = engine.config
-    executors = Executors(cfg, engine.fleet_id)
-    engine.on_close(executors.close)
-    slurm_pools = {p.name: p.login_node for p in cfg.pools if p.kind == "slurm" and p.login_node}
-    runner = JobRunner(
-        db=engine.db, executors=executors.by_kind(), transport=telemetry.transport,
-        inventory=telemetry.inventory,
-        policy=make_policy(cfg.scheduler.policy, workload=await engine.db.run(workload_mix)),
-        quotas=quota_book(cfg),
-        settings=runner_settings(cfg),
-        clock=engine.clock, reads=engine.reads)
-    engine.runner = runner
-    engine.on_close(runner.close)
+HIDDEN = "(hidden)"
 
-    def ro(caller: Caller) -> None:
-        if caller.readonly:
-            raise RequestError("readonly", "this session is read-only")
 
-    def check_targets(spec: JobSpec) -> None:
+def sees_secrets(caller: Caller, owner: str) -> bool:
+    """A job's secret env is shown to its owner and to admins."""
+    return caller.user == owner or caller.role >= Role.ADMIN
+
+
+def redacted(row: JobRow, caller: Caller) -> dict[str, Any]:
+    """A job as JSON; another user's command line, env and workdir hidden below operator,
+    secret env values to all but the owner and admins."""
+    out = row.to_json(reveal_secrets=sees_secrets(caller, row.user))
+    if row.user != caller.user and caller.role < Role.OPERATOR:
+        spec = out["spec"]
+        spec["command"] = [HIDDEN] if spec.get("command") else []
+        spec["env"] = {k: HIDDEN for k in spec.get("env") or {}}
+        spec["workdir"] = HIDDEN if spec.get("workdir") else None
+    return out
+
+
+class JobService(BaseService):
+    """The job runner's loops and the submit/jobs/stop/logs/explain/preview/suggest methods."""
+
+    def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
+        self.engine = engine
+        self.telemetry = telemetry
+        cfg = engine.config
+        self.executors = Executors(cfg, engine.fleet_id)
+        self.slurm_pools = {p.name: p.login_node for p in cfg.pools
+                            if p.kind == "slurm" and p.login_node}
+        self.cycle_s = cfg.scheduler.cycle_s
+        self.kick = asyncio.Event()
+        self.workload: WorkloadMix | None = None
+        self.runner = JobRunner(
+            db=engine.db, executors=self.executors.by_kind(), transport=telemetry.transport,
+            inventory=telemetry.inventory, policy=make_policy(cfg.scheduler.policy),
+            quotas=quota_book(cfg),
+            settings=runner_settings(cfg), clock=engine.clock, reads=engine.reads)
+        engine.runner = self.runner
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"submit": self.submit, "jobs": self.jobs, "job": self.job, "stop": self.stop_job,
+                "explain": self.explain, "preview": self.preview, "suggest": self.suggest}
+
+    def streams(self) -> Mapping[str, StreamHandler]:
+        return {"logs": self.logs}
+
+    async def start(self) -> None:
+        engine, cfg = self.engine, self.engine.config
+        self.workload = await engine.db.run(workload_mix)
+        self.runner.policy = make_policy(cfg.scheduler.policy, workload=self.workload)
+        if cfg.engine.schedule:
+            burst_nodes = await engine.db.run(lambda s: [str(r[0]) for r in s.con.execute(
+                "SELECT node FROM burst_instances WHERE node IS NOT NULL AND state IN "
+                "('provisioning', 'ready', 'terminating')").fetchall()])  # rejoin on restart
+            counts = await self.runner.reconcile([n.name for n in cfg.nodes] + burst_nodes)
+            if any(counts.values()):
+                log.info("reconciled jobs: %s", counts)
+            engine.spawn(self._loop(), "scheduler")
+            engine.spawn(_poll_loop(self.runner, min(cfg.collect.interval_s, 2.0)), "job-poll")
+
+    async def stop(self) -> None:
+        await _maybe_await(self.runner.close())
+        self.executors.close()
+
+    def reconfigure(self, config: Config) -> None:
+        """Placement policy, quotas and borrowing, backfill and the cycle apply at once;
+        users' default project and team are read from the config at each submit."""
+        if self.engine.config.scheduler.policy != config.scheduler.policy:
+            self.runner.policy = make_policy(config.scheduler.policy, workload=self.workload)
+        self.runner.quotas = quota_book(config)
+        self.runner.settings = dataclasses.replace(
+            runner_settings(config), slurm_pools=self.runner.settings.slurm_pools,
+            slurm_partitions=self.runner.settings.slurm_partitions)  # pools need a restart
+        self.cycle_s = config.scheduler.cycle_s
+        self.kick.set()  # the next cycle runs with the new settings now
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.runner.cycle()
+            except Exception:
+                log.exception("scheduler cycle failed")
+            self.kick.clear()
+            try:
+                await asyncio.wait_for(self.kick.wait(), self.cycle_s)
+            except TimeoutError:
+                pass
+
+    # -- handlers -----------------------------------------------------------------------------
+    def check_targets(self, spec: JobSpec) -> None:
         """A job naming a node or pool the fleet does not have would wait forever."""
-        nodes = {n.name for n in cfg.nodes} | set(telemetry.view().nodes)
+        cfg = self.engine.config
+        nodes = {n.name for n in cfg.nodes} | set(self.telemetry.view().nodes)
         if spec.node is not None and spec.node not in nodes:
             raise InputError("submitted spec", "node",
                              f"a node of the fleet ({_listed(nodes)})", got=spec.node)
@@ -208,94 +291,91 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         if spec.pool is not None and spec.pool not in pools:
             raise InputError("submitted spec", "pool",
                              f"a pool of the fleet ({_listed(pools)})", got=spec.pool)
-        if spec.executor == "slurm" and not slurm_pools:
+        if spec.executor == "slurm" and not self.slurm_pools:
             raise InputError("submitted spec", "executor",
                              'a Slurm pool in the config ([[pools]] kind = "slurm") for '
                              'executor "slurm"', got=spec.executor)
 
-    def spec_for(caller: Caller, raw: Mapping[str, Any]) -> JobSpec:
+    def spec_for(self, caller: Caller, raw: Mapping[str, Any]) -> JobSpec:
+        """The spec with the caller (or, for an admin, the named user) and their defaults;
+        the server already refused naming another user below admin."""
         try:
             spec = JobSpec.from_dict(raw, source="submitted spec")
-            check_targets(spec)
+            self.check_targets(spec)
         except InputError as e:
-            raise RequestError("bad_request", str(e)) from None
-        classes = runner.settings.classes
+            raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
+        classes = self.runner.settings.classes
         if spec.priority_class is not None and classes.get(spec.priority_class) is None:
-            raise RequestError("bad_request", str(InputError(
+            raise RequestError(ErrorCode.BAD_REQUEST, str(InputError(
                 "submitted spec", "class",
                 f"a priority class of the config ({', '.join(classes.names)})",
                 got=spec.priority_class)))
-        if spec.user and spec.user != caller.user and caller.uid not in (0, os.getuid()):
-            raise RequestError("refused", f"{caller.user} may not submit as {spec.user}")
-        project, team = membership(cfg, spec.user or caller.user)
+        project, team = membership(self.engine.config, spec.user or caller.user)
         return spec.with_defaults(user=caller.user, project=project, team=team)
 
-    async def submit(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        ro(caller)
-        spec = spec_for(caller, params["spec"])
-        never = await never_fits(spec)
+    async def submit(self, caller: Caller, req: SpecRequest) -> dict[str, Any]:
+        spec = self.spec_for(caller, req.spec)
+        never = await self.never_fits(spec)
         if never is not None:  # bad input: it would wait forever (exit 2 in the CLI)
-            raise RequestError("bad_request", f"job refused: {never}")
+            raise RequestError(ErrorCode.BAD_REQUEST, f"job refused: {never}")
         try:
-            ids = await runner.submit(spec, actor=caller.user)
+            ids = await self.runner.submit(spec, actor=caller.user)
         except StoreWriteError as e:  # said once in the log and in `status`
-            raise RequestError("store_failing", f"{e}; nothing was queued") from None
-        runner_kick.set()
+            raise RequestError(ErrorCode.STORE_FAILING, f"{e}; nothing was queued") from None
+        self.kick.set()
         return {"ids": ids}
 
-    async def jobs(caller: Caller, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Jobs, newest first. Params (all optional): `states` [..], `user`, `ids` [..] (by
-        key, O(1) each), and paging: `limit` (page size; none: every match) with `offset`
-        (rows skipped), so page k of n rows is `limit=n, offset=k*n`. Queued and holding jobs
-        answer from memory; the rest from the store on a reader thread, never behind writes."""
-        rows = await find_jobs(engine, runner, JobQuery.of(params))
-        return [r.to_json(reveal_secrets=sees_secrets(caller, r.user)) for r in rows]
+    async def jobs(self, caller: Caller, req: JobsQuery) -> list[dict[str, Any]]:
+        """Jobs, newest first: by states, user, ids (by key), a page (`limit`, `offset`).
+        Queued and holding jobs answer from memory; the rest from the store on a reader
+        thread, never behind writes."""
+        query = JobQuery(states=tuple(req.states), user=req.user,
+                         ids=tuple(req.ids) if req.ids is not None else None,
+                         limit=req.limit or None, offset=req.offset)
+        rows = await find_jobs(self.engine, self.runner, query)
+        return [redacted(r, caller) for r in rows]
 
-    async def job(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        """One job by id (`job`), from memory when queued or holding, else by the store's key."""
-        query = JobQuery.of({"ids": [params.get("job")]})
-        rows = await find_jobs(engine, runner, query)
+    async def job(self, caller: Caller, req: JobRef) -> dict[str, Any]:
+        """One job by id, from memory when queued or holding, else by the store's key."""
+        rows = await find_jobs(self.engine, self.runner, JobQuery(ids=(req.job,)))
         if not rows:
-            raise RequestError("not_found", f"no job {query.ids[0] if query.ids else '?'}")
-        return rows[0].to_json(reveal_secrets=sees_secrets(caller, rows[0].user))
+            raise RequestError(ErrorCode.NOT_FOUND, f"no job {req.job}")
+        return redacted(rows[0], caller)
 
-    async def stop(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        ro(caller)
-        job_id = int(params["job"])
-        reason = str(params.get("reason") or f"stopped by {caller.user}")
+    async def stop_job(self, caller: Caller, req: StopRequest) -> dict[str, Any]:
+        reason = req.reason or f"stopped by {caller.user}"
         try:
-            row = await runner.stop(job_id, actor=caller.user, reason=reason)
+            row = await self.runner.stop(req.job, actor=caller.user, reason=reason)
         except NotFoundError as e:
-            raise RequestError("not_found", str(e)) from None
+            raise RequestError(ErrorCode.NOT_FOUND, str(e)) from None
         except journal.TransitionError as e:
-            raise RequestError("refused", str(e)) from None
-        return row.to_json()
+            raise RequestError(ErrorCode.REFUSED, str(e)) from None
+        return redacted(row, caller)
 
-    async def logs(caller: Caller, params: Mapping[str, Any]) -> AsyncIterator[str]:
-        job_id = int(params["job"])
-        tail = params.get("tail")
+    async def logs(self, caller: Caller, req: LogsRequest) -> AsyncIterator[str]:
         try:
-            async for chunk in runner.logs(job_id, tail_lines=tail,
-                                           follow=bool(params.get("follow"))):
+            async for chunk in self.runner.logs(req.job, tail_lines=req.tail,
+                                                follow=req.follow):
                 yield chunk.decode(errors="replace")
         except NotFoundError as e:
-            raise RequestError("not_found", str(e)) from None
+            raise RequestError(ErrorCode.NOT_FOUND, str(e)) from None
         except FleetdeckError as e:
-            raise RequestError("failed", str(e)) from None
+            raise RequestError(ErrorCode.FAILED, str(e)) from None
 
-    async def explain(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def explain(self, caller: Caller, req: JobRef) -> dict[str, Any]:
         try:
-            out = await runner.explain(int(params["job"]))
+            out = await self.runner.explain(req.job)
         except NotFoundError as e:
-            raise RequestError("not_found", str(e)) from None
-        if engine.policies is not None:  # burst verdicts and decisions, the idle verdict
-            out.update(await engine.policies.explain(int(params["job"])))
+            raise RequestError(ErrorCode.NOT_FOUND, str(e)) from None
+        if self.engine.policies is not None:  # burst verdicts and decisions, the idle verdict
+            out.update(await self.engine.policies.explain(req.job))
         return out
 
-    async def place_now(spec: JobSpec, *, empty_fleet: bool = False) -> PlacementPlan:
+    async def place_now(self, spec: JobSpec, *, empty_fleet: bool = False) -> PlacementPlan:
         """Where `spec` would go now (a plan of it alone on the current fleet); with
         `empty_fleet`, on every known node up and free (can it ever fit?)."""
-        inventory = telemetry.inventory()
+        engine, runner = self.engine, self.runner
+        inventory = self.telemetry.inventory()
         if empty_fleet:
             inventory = [dataclasses.replace(n, schedulable=True) for n in inventory]
             rows = []
@@ -308,21 +388,22 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         return await asyncio.to_thread(plan, snap, [task], policy=runner.policy,
                                        quotas=runner.quotas, now=engine.clock())
 
-    async def never_fits(spec: JobSpec) -> str | None:
+    async def never_fits(self, spec: JobSpec) -> str | None:
         """Why `spec` can never fit the fleet, every known node up and free ("never fits: no
         node has 8 GPUs"), or None. None too before any node is known, and where burst
         pools could add nodes."""
-        if not telemetry.inventory() or any(p.kind == "burst" for p in cfg.pools):
+        if not self.telemetry.inventory() or any(
+                p.kind == "burst" for p in self.engine.config.pools):
             return None
-        result = await place_now(spec, empty_fleet=True)
+        result = await self.place_now(spec, empty_fleet=True)
         why = result.pending.get("preview")
         if result.assignments or why is None or why.kind is not WaitKind.NEVER_FITS:
             return None
         return why.text
 
-    async def preview(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        spec = spec_for(caller, params["spec"])
-        result = await place_now(spec)
+    async def preview(self, caller: Caller, req: SpecRequest) -> dict[str, Any]:
+        spec = self.spec_for(caller, req.spec)
+        result = await self.place_now(spec)
         if result.assignments:
             a = result.assignments[0][1]
             return {"placeable": True, "node": a.node, "gpu_indices": list(a.gpu_indices),
@@ -330,49 +411,20 @@ async def attach(engine: Engine, telemetry: Telemetry) -> JobRunner:
         return {"placeable": False, "node": None, "gpu_indices": [],
                 "reason": result.explain("preview") or "would wait"}
 
-    async def suggest_handler(caller: Caller, params: Mapping[str, Any]) -> Any:
-        user = str(params.get("user") or caller.user)
-        return await engine.db.run(lambda s: suggest(s, user))
-
-    engine.handlers.update(submit=submit, jobs=jobs, job=job, stop=stop, explain=explain,
-                           preview=preview, suggest=suggest_handler)
-    engine.streams["logs"] = logs
-
-    runner_kick = asyncio.Event()
-    if cfg.engine.schedule:
-        burst_nodes = await engine.db.run(lambda s: [str(r[0]) for r in s.con.execute(
-            "SELECT node FROM burst_instances WHERE node IS NOT NULL AND state IN "
-            "('provisioning', 'ready', 'terminating')").fetchall()])  # rejoin after a restart
-        counts = await runner.reconcile([n.name for n in cfg.nodes] + burst_nodes)
-        if any(counts.values()):
-            log.info("reconciled jobs: %s", counts)
-        engine.spawn(_loop(runner, runner_kick, cfg.scheduler.cycle_s), "scheduler")
-        engine.spawn(_poll_loop(runner, min(cfg.collect.interval_s, 2.0)), "job-poll")
-    return runner
+    async def suggest(self, caller: Caller, req: SuggestQuery) -> dict[str, Any] | None:
+        user = req.user or caller.user
+        return await self.engine.db.run(lambda s: suggest(s, user))
 
 
-def sees_secrets(caller: Caller, owner: str) -> bool:
-    """A job's secret env is shown to its owner and to admins (root, the engine's owner)."""
-    return caller.user == owner or caller.uid in (0, os.getuid())
+async def _maybe_await(res: Any) -> None:
+    if asyncio.iscoroutine(res):
+        await res
 
 
 def _listed(names: set[str], most: int = 8) -> str:
     shown = sorted(names)
     return ", ".join(shown[:most]) + (f", ... {len(shown) - most} more"
                                       if len(shown) > most else "")
-
-
-async def _loop(runner: JobRunner, kick: asyncio.Event, cycle_s: float) -> None:
-    while True:
-        try:
-            await runner.cycle()
-        except Exception:
-            log.exception("scheduler cycle failed")
-        kick.clear()
-        try:
-            await asyncio.wait_for(kick.wait(), cycle_s)
-        except TimeoutError:
-            pass
 
 
 async def _poll_loop(runner: JobRunner, poll_s: float) -> None:

@@ -25,9 +25,13 @@ from collectors.store import Store, outbox
 from collectors.store.audit import AuditEntry, record
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.store.outbox import Recipient
+from console.config import Config
+from console.engine.access import Caller
+from console.engine.api.requests import EventsQuery, NoParams, NotifyTestRequest
 from console.engine.notify_send import SendError, send
-from console.engine.protocol import RequestError
-from console.engine.server import Caller
+from console.engine.protocol import ErrorCode, RequestError
+from console.engine.server import Handler, StreamHandler
+from console.engine.services import BaseService
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
@@ -38,7 +42,7 @@ KEEP_SENT_S = 30 * 86400.0  # sent deliveries are dropped after this (events are
 PRUNE_EVERY_S = 3600.0
 
 
-class NotifyService:
+class NotifyService(BaseService):
     """Routes events, delivers messages, serves the event stream."""
 
     def __init__(self, engine: Engine) -> None:
@@ -57,13 +61,26 @@ class NotifyService:
         self.failed_messages = 0
         self.failed_deliveries = 0  # given up on, in the store (shown in the console header)
 
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"notify_status": self.status, "notify_test": self.test}
+
+    def streams(self) -> Mapping[str, StreamHandler]:
+        return {"events": self.events}
+
+    def reconfigure(self, config: Config) -> None:
+        return None  # channels and routes need a restart (svc_reload.RESTART)
+
     async def start(self) -> None:
         self._seen = await self.engine.db.run(outbox.routed_cursor)
         self.failed_deliveries = await self.engine.db.run(outbox.failed_count)
         self.engine.spawn(self._loop(), "notify")
-        self.engine.on_close(self.close)
+        self.engine.status_parts["notify"] = self._status_part
+        self.engine.notify = self
 
-    async def close(self) -> None:
+    async def _status_part(self) -> dict[str, Any]:
+        return self.summary()
+
+    async def stop(self) -> None:
         for t in list(self._sends):
             t.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -157,7 +174,7 @@ class NotifyService:
                 "failed": self.failed_messages, "in_flight": len(self._busy),
                 "failed_deliveries": self.failed_deliveries}
 
-    async def status(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def status(self, caller: Caller, req: NoParams) -> dict[str, Any]:
         def read(s: Store) -> dict[str, Any]:
             return {"deliveries": outbox.delivery_counts(s),
                     "failures": outbox.failures(s, limit=20)}
@@ -168,22 +185,20 @@ class NotifyService:
         out["in_flight"] = len(self._busy)
         return out
 
-    async def test(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        if caller.readonly:
-            raise RequestError("readonly", "this session is read-only")
-        name = str(params.get("channel") or "")
+    async def test(self, caller: Caller, req: NotifyTestRequest) -> dict[str, Any]:
+        name = req.channel
         channel = self.cfg.channel(name)
         if channel is None:
             known = ", ".join(c.name for c in self.cfg.channels) or "none configured"
-            raise RequestError("not_found", f"no channel {name!r} in [[notify.channels]] "
+            raise RequestError(ErrorCode.NOT_FOUND, f"no channel {name!r} in [[notify.channels]] "
                                             f"({known})")
         address = ""
         if channel.type == "email":
-            address = str(params.get("to") or "") or self.people.email(caller.user) or (
+            address = req.to or self.people.email(caller.user) or (
                 channel.to[0] if channel.to else "")
             if "@" not in address:
-                raise RequestError("bad_request", f"channel {name} is email: give --to ADDRESS "
-                                                  f"({caller.user} has no email in [[users]])")
+                raise RequestError(ErrorCode.BAD_REQUEST, f"channel {name} is email: give --to "
+                                   f"ADDRESS ({caller.user} has no email in [[users]])")
         now = self.engine.clock()
         event = Event(EventName.TEST, now, f"test message from fleetdeck to channel {name}",
                       reason=f"{caller.user} ran fleetdeck notify test {name}",
@@ -194,7 +209,7 @@ class NotifyService:
             await asyncio.wait_for(loop.run_in_executor(self._pool, send, channel, m),
                                    timeout=2 * channel.timeout_s + 1.0)
         except (SendError, TimeoutError) as e:
-            raise RequestError("failed", str(e) or f"{name}: timed out") from None
+            raise RequestError(ErrorCode.FAILED, str(e) or f"{name}: timed out") from None
         entry = AuditEntry(caller.user, ActionKind.NOTIFY_TEST, TargetKind.CONFIG, name,
                            f"test message to {address or channel.url}")
 
@@ -206,15 +221,9 @@ class NotifyService:
         return {"channel": name, "type": channel.type, "to": address or channel.url,
                 "id": event.key}
 
-    async def events(self, caller: Caller, params: Mapping[str, Any]) -> AsyncIterator[Any]:
+    async def events(self, caller: Caller, req: EventsQuery) -> AsyncIterator[Any]:
         """The newest `limit` events, then (with `follow`) each new one as it is written."""
-        try:
-            limit = int(params.get("limit", 50))
-        except (TypeError, ValueError):
-            raise RequestError("bad_request", "limit must be an integer") from None
-        if not 0 <= limit <= HISTORY_MAX:
-            raise RequestError("bad_request", f"limit must be 0-{HISTORY_MAX}")
-        follow = bool(params.get("follow"))
+        limit, follow = req.limit, req.follow
         queue: asyncio.Queue[Event] = asyncio.Queue()
         if follow:
             self._subscribers.add(queue)
@@ -245,20 +254,3 @@ def _give_up(m: Message) -> Callable[[Store], None]:
                                    retry_at=None)
 
     return run
-
-
-async def attach(engine: Engine) -> NotifyService:
-    svc = NotifyService(engine)
-    await svc.start()
-    engine.notify = svc
-    engine.handlers.update(notify_status=svc.status, notify_test=svc.test)
-    engine.streams["events"] = svc.events
-    engine.status_parts["notify"] = _status_part(svc)
-    return svc
-
-
-def _status_part(svc: NotifyService) -> Any:
-    async def part() -> dict[str, Any]:
-        return svc.summary()
-
-    return part

@@ -22,7 +22,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -32,14 +31,18 @@ from collectors.store import Store, outbox
 from collectors.store.audit import utc
 from collectors.store.audit_kinds import ActionKind
 from collectors.store.db import insert_rows
+from console.config import Config
+from console.engine.access import Caller
+from console.engine.api.requests import NodeRequest, NoParams, SnoozeRequest
 from console.engine.idle_inputs import (
     BlindSpot,
     latest_job_usage,
     running_gpu_jobs,
     usage_rows,
 )
-from console.engine.protocol import RequestError
-from console.engine.server import Caller
+from console.engine.protocol import ErrorCode, RequestError
+from console.engine.server import Handler
+from console.engine.services import BaseService
 from console.engine.svc_burst import BurstManager
 from scheduler import journal
 from scheduler.journal import JobRow
@@ -67,7 +70,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NEG_INF = float("-inf")
 HEALTH_LOOKBACK_S = 600.0  # a node silent longer than this restarts its health watermark
-MAX_SNOOZE_HOURS = 24.0 * 30
 
 
 def write_actions(con: Any, actions: Iterable[Action],
@@ -85,7 +87,7 @@ def job_rows(store: Store, actions: Iterable[Action]) -> dict[int, JobRow]:
     return {r.id: r for r in journal.list_jobs(store, ids=ids)}
 
 
-class PolicyService:
+class PolicyService(BaseService):
     """Runs the idle and health policies, owns the burst manager, answers policy requests."""
 
     def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
@@ -106,7 +108,22 @@ class PolicyService:
         self._start_mark = NEG_INF  # rows up to this were handled before a restart
         self._lag_s = 3 * self.interval_s + 5.0
         self._health_lock = asyncio.Lock()
+        self._started = False
         self.burst = BurstManager(engine, telemetry)
+        engine.policies = self
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"policies": self.policies, "snooze": self.snooze, "cordon": self.cordon,
+                "uncordon": self.uncordon}
+
+    def reconfigure(self, config: Config) -> None:
+        """Idle, health and burst rules apply from the next pass; a changed provider list
+        needs a restart (instances it started stay its own)."""
+        self.cfg = config.policies
+        burst = self.burst
+        if burst.cfg.providers == config.policies.burst.providers:
+            burst.cfg = config.policies.burst
+            burst.offers = {o.name: o for o in config.policies.burst.offers}
 
     # -- what other services read ------------------------------------------------------------
     def idle_job_ids(self) -> set[int]:
@@ -141,13 +158,18 @@ class PolicyService:
             if node in self.telemetry.cordoned:
                 self.telemetry.cordoned[node] = reason
         await self.burst.start()
+        self._started = True
         if self.engine.config.engine.schedule:
             self.engine.spawn(self._every(self.idle_tick, "idle"), "policy:idle")
             self.engine.spawn(self._every(self.health_tick, "health"), "policy:health")
             if self.engine.config.engine.collect:
                 self.engine.spawn(self._every(self.burst.tick, "burst",
                                               max(self.interval_s, 0.5)), "policy:burst")
-        self.engine.on_close(self.burst.close)
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await _maybe_await(self.burst.close())
 
     async def _every(self, fn: Any, what: str, period_s: float | None = None) -> None:
         period = period_s or self.interval_s
@@ -312,12 +334,11 @@ class PolicyService:
         return (node in self.telemetry.view().nodes
                 or any(n.name == node for n in self.engine.config.nodes))
 
-    async def cordon(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        _writable(caller)
-        node = str(params.get("node") or "")
+    async def cordon(self, caller: Caller, req: NodeRequest) -> dict[str, Any]:
+        node = req.node
         if not self._known_node(node):
-            raise RequestError("not_found", f"no node {node!r} in the fleet")
-        reason = str(params.get("reason") or "").strip() or f"cordoned by {caller.user}"
+            raise RequestError(ErrorCode.NOT_FOUND, f"no node {node!r} in the fleet")
+        reason = req.reason.strip() or f"cordoned by {caller.user}"
         act = hp.cordon(node, caller.user, reason, self.engine.clock())
 
         def write(store: Store) -> None:
@@ -330,16 +351,15 @@ class PolicyService:
             self.telemetry.cordoned[node] = reason
         return {"node": node, "cordoned": True, "reason": reason}
 
-    async def uncordon(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        _writable(caller)
-        node = str(params.get("node") or "")
+    async def uncordon(self, caller: Caller, req: NodeRequest) -> dict[str, Any]:
+        node = req.node
         if not self._known_node(node):
-            raise RequestError("not_found", f"no node {node!r} in the fleet")
+            raise RequestError(ErrorCode.NOT_FOUND, f"no node {node!r} in the fleet")
         broken = [k for k in self.health_state.broken() if k[0] == node]
         if (node not in self.telemetry.cordoned and node not in self.telemetry.drained
                 and not broken):
-            raise RequestError("refused", f"node {node} is not cordoned or drained")
-        reason = str(params.get("reason") or "").strip() or f"uncordoned by {caller.user}"
+            raise RequestError(ErrorCode.REFUSED, f"node {node} is not cordoned or drained")
+        reason = req.reason.strip() or f"uncordoned by {caller.user}"
         async with self._health_lock:
             now = self.engine.clock()
             snap = await self._snapshot(now)
@@ -351,29 +371,18 @@ class PolicyService:
         return {"node": node, "cordoned": False, "reason": reason,
                 "recovered_gpus": sorted(i for _, i in broken)}
 
-    async def snooze(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        _writable(caller)
-        try:
-            job_id = int(params["job"])
-            hours = float(params["hours"])
-        except (KeyError, TypeError, ValueError):
-            raise RequestError("bad_request", "snooze needs job (an id) and hours (a number)"
-                               ) from None
-        reason = str(params.get("reason") or "").strip()
+    async def snooze(self, caller: Caller, req: SnoozeRequest) -> dict[str, Any]:
+        job_id, hours = req.job, req.hours
+        reason = req.reason.strip()
         if not reason:
-            raise RequestError("bad_request", "a snooze needs a reason (--reason)")
-        if not 0 < hours <= MAX_SNOOZE_HOURS:
-            raise RequestError("bad_request",
-                               f"hours must be above 0 and at most {MAX_SNOOZE_HOURS:g}")
+            raise RequestError(ErrorCode.BAD_REQUEST, "a snooze needs a reason (--reason)")
         try:
             row = await self.engine.db.run(lambda s: journal.get(s, job_id))
         except NotFoundError as e:
-            raise RequestError("not_found", str(e)) from None
+            raise RequestError(ErrorCode.NOT_FOUND, str(e)) from None
         if row.state not in (JobState.QUEUED, *ACTIVE):
-            raise RequestError("refused", f"job {job_id} is {row.state}; nothing to snooze")
-        if row.user != caller.user and caller.uid not in (0, os.getuid()):
-            raise RequestError("refused", f"{caller.user} may not snooze {row.user}'s job "
-                                          f"{job_id}")
+            raise RequestError(ErrorCode.REFUSED,
+                               f"job {job_id} is {row.state}; nothing to snooze")
         now = self.engine.clock()
         sn = Snooze(str(job_id), caller.user, reason, now + hours * 3600.0)
         await self._write([snooze_action(sn, now)])
@@ -381,7 +390,7 @@ class PolicyService:
         return {"job": job_id, "user": caller.user, "reason": reason,
                 "until": datetime.fromtimestamp(sn.until, UTC).isoformat()}
 
-    async def policies(self, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def policies(self, caller: Caller, req: NoParams) -> dict[str, Any]:
         now = self.engine.clock()
         ids = [int(j) for j in self.idle_state.jobs]
         rows = {r.id: r for r in await self.engine.reads.run(
@@ -411,9 +420,9 @@ class PolicyService:
         }
 
 
-def _writable(caller: Caller) -> None:
-    if caller.readonly:
-        raise RequestError("readonly", "this session is read-only")
+async def _maybe_await(res: Any) -> None:
+    if asyncio.iscoroutine(res):
+        await res
 
 
 
@@ -480,12 +489,3 @@ def _restore(store: Store) -> dict[str, Any]:
     return {"idle": idle, "snoozes": snoozes, "health": health,
             "samples_until": epoch(samples_until) or NEG_INF, "event_marks": event_marks,
             "cordon_reasons": cordon_reasons}
-
-
-async def attach(engine: Engine, telemetry: Telemetry) -> PolicyService:
-    svc = PolicyService(engine, telemetry)
-    await svc.start()
-    engine.policies = svc
-    engine.handlers.update(policies=svc.policies, snooze=svc.snooze, cordon=svc.cordon,
-                           uncordon=svc.uncordon)
-    return svc

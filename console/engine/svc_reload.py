@@ -16,14 +16,17 @@ from collectors.store import Store
 from collectors.store.audit import AuditEntry, record
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from console.config import Config, load
-from console.engine.protocol import RequestError
-from console.engine.server import Caller
+from console.engine.access import Caller
+from console.engine.api.requests import NoParams
+from console.engine.protocol import ErrorCode, RequestError
+from console.engine.server import Handler
+from console.engine.services import BaseService
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
 
-LIVE = ("policies", "users", "projects", "teams", "scheduler", "rates")
-RESTART = ("store", "collect", "ssh", "engine", "nodes", "pools")
+LIVE = ("policies", "users", "projects", "teams", "scheduler", "rates", "access")
+RESTART = ("store", "collect", "ssh", "engine", "nodes", "pools", "notify")
 
 
 def diff(old: Config, new: Config) -> tuple[list[str], list[str]]:
@@ -33,31 +36,33 @@ def diff(old: Config, new: Config) -> tuple[list[str], list[str]]:
     return live, restart
 
 
-def attach(engine: Engine) -> None:
-    async def reload(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        if caller.readonly:
-            raise RequestError("readonly", "this session is read-only")
-        return await reload_config(engine, actor=caller.user)
+class ReloadService(BaseService):
+    """`config reload` (and SIGHUP): every service gets the new config."""
 
-    engine.handlers["reload_config"] = reload
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"reload_config": self.reload}
+
+    async def reload(self, caller: Caller, req: NoParams) -> dict[str, Any]:
+        return await reload_config(self.engine, actor=caller.user)
 
 
 async def reload_config(engine: Engine, *, actor: str) -> dict[str, Any]:
     if engine.loaded.embedded and engine.loaded.source == "embedded default":
-        raise RequestError("refused", "the engine runs on the embedded default; "
+        raise RequestError(ErrorCode.REFUSED, "the engine runs on the embedded default; "
                                       "there is no config file to reload")
     try:
         new = load(engine.loaded.source).config
     except InputError as e:
-        raise RequestError("bad_request", str(e)) from None
+        raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
     old = engine.config
     # the store and socket stay what the engine was started with (they may come from flags)
     new = dataclasses.replace(new, store=old.store, engine=old.engine)
     live, restart = diff(old, new)
     if live:
-        engine.config = dataclasses.replace(old, **{k: getattr(new, k) for k in LIVE})
-        engine.loaded = dataclasses.replace(engine.loaded, config=engine.config)
-        _apply(engine)
+        _apply(engine, dataclasses.replace(old, **{k: getattr(new, k) for k in LIVE}))
     evidence = {"applied": live, "needs_restart": restart, "file": engine.loaded.source}
     reason = (f"applied {', '.join(live)}" if live else "nothing to apply") + (
         f"; restart to apply {', '.join(restart)}" if restart else "")
@@ -72,21 +77,9 @@ async def reload_config(engine: Engine, *, actor: str) -> dict[str, Any]:
     return {"applied": live, "needs_restart": restart, "reason": reason}
 
 
-def _apply(engine: Engine) -> None:
-    from console.engine.svc_jobs import class_book, preemption_rules, quota_book
-
-    cfg = engine.config
-    runner = engine.runner
-    if runner is not None:
-        runner.quotas = quota_book(cfg)
-        runner.settings = dataclasses.replace(
-            runner.settings, backfill=cfg.scheduler.backfill,
-            preemption=preemption_rules(cfg), classes=class_book(cfg),
-            fair_share_half_life_s=cfg.scheduler.fair_share_half_life_s)
-    policies = engine.policies
-    if policies is not None:
-        policies.cfg = cfg.policies
-        burst = getattr(policies, "burst", None)
-        if burst is not None and burst.cfg.providers == cfg.policies.burst.providers:
-            burst.cfg = cfg.policies.burst
-            burst.offers = {o.name: o for o in cfg.policies.burst.offers}
+def _apply(engine: Engine, new: Config) -> None:
+    """Each service takes what it can apply live, then the engine holds the new config."""
+    for svc in engine.services:
+        svc.reconfigure(new)
+    engine.config = new
+    engine.loaded = dataclasses.replace(engine.loaded, config=new)

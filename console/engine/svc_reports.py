@@ -4,6 +4,7 @@ console's previews and exports. Reports read through a cursor on the store threa
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -12,12 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from collectors.errors import InputError
 from collectors.store import Store
-from console.engine.protocol import RequestError
-from console.engine.server import Caller
+from console.config import Config
+from console.engine.access import Caller
+from console.engine.api.requests import ExportRequest, ReportQuery, ReportRun, WhatifRequest
+from console.engine.protocol import ErrorCode, RequestError
+from console.engine.server import Handler
+from console.engine.services import BaseService
+from reports.command import ReportArgs, parse_when, render_args, render_report
 from reports.command import build_reports as build
-from reports.command import parse_when, render_report
 from reports.export.columns import kinds, title, totals_row
 from reports.model import Report
+from scheduler.sim import whatif as sim_whatif
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
@@ -49,70 +55,94 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def attach(engine: Engine) -> None:
+def whatif_prices(cfg: Config) -> tuple[float, float]:
+    """(wait threshold s, cloud price per GPU-hour) a what-if's burst estimate uses: the
+    cheapest burst offer per GPU, else the highest configured cloud rate."""
+    cloud = max((g.cloud_gpu_hour or 0.0 for g in cfg.rates.gpu.values()), default=0.0)
+    cloud = cloud or (cfg.rates.default_gpu.cloud_gpu_hour or 0.0)
+    offers = [o.price_per_hour / max(o.gpu_count, 1) for o in cfg.policies.burst.offers]
+    if offers:
+        cloud = min(offers)
+    return cfg.policies.burst.wait_threshold_s, cloud
 
-    def period(params: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
-        now = datetime.fromtimestamp(engine.clock())
-        start = params.get("from")
-        end = params.get("to")
+
+def run_args(req: ReportRun) -> ReportArgs:
+    return ReportArgs(name=req.name, start=req.start, end=req.end, by=req.by, every=req.every,
+                      months=req.months, ceiling=req.ceiling, fmt=req.format)
+
+
+def rendered(result: str | bytes, fmt: str) -> dict[str, Any]:
+    """A rendered report as the `report_run` reply carries it."""
+    if isinstance(result, bytes):
+        return {"format": fmt, "b64": base64.b64encode(result).decode()}
+    return {"format": fmt, "text": result}
+
+
+class ReportService(BaseService):
+    """Reports and what-ifs: they read through a cursor on the store thread and return data
+    (or a rendered document); the CLI and the screens show it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"report": self.report, "report_run": self.report_run, "export": self.export,
+                "whatif": self.whatif}
+
+    def _period(self, start: str | None, end: str | None,
+                ) -> tuple[datetime | None, datetime | None]:
+        now = datetime.fromtimestamp(self.engine.clock())
         return (parse_when(start, now=now, flag="--from") if start else None,
                 parse_when(end, now=now, flag="--to", is_end=True) if end else None)
 
-    async def report_cli(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        from console.commands.fleet import run_report
-
+    async def report_run(self, caller: Caller, req: ReportRun) -> dict[str, Any]:
+        engine = self.engine
         try:
-            args = dict(params["args"])
-            return await engine.db.run(lambda s: run_report(args, s, engine.config.rates))
+            result = await engine.db.run(lambda s: render_args(
+                run_args(req), s.cursor(), rates=engine.config.rates, now=engine.clock()))
         except InputError as e:
-            raise RequestError("bad_request", str(e)) from None
+            raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
+        return rendered(result, req.format)
 
-    async def report(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def report(self, caller: Caller, req: ReportQuery) -> dict[str, Any]:
+        engine = self.engine
         try:
-            start, end = period(params)
+            start, end = self._period(req.start, req.end)
 
             def run(store: Store) -> dict[str, Any]:
-                (rep,) = build(str(params["name"]), store.cursor(), start=start, end=end,
-                               by=params.get("by"), rates=engine.config.rates,
-                               now=engine.clock())
+                (rep,) = build(req.name, store.cursor(), start=start, end=end, by=req.by,
+                               rates=engine.config.rates, now=engine.clock())
                 return report_json(rep)
 
             return await engine.db.run(run)
         except InputError as e:
-            raise RequestError("bad_request", str(e)) from None
+            raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
 
-    async def export(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        path = Path(str(params["path"]))
+    async def export(self, caller: Caller, req: ExportRequest) -> dict[str, Any]:
+        engine = self.engine
+        path = Path(req.path)
         if not path.is_absolute():
-            raise RequestError("bad_request", "path: expected an absolute path")
+            raise RequestError(ErrorCode.BAD_REQUEST, "path: expected an absolute path")
         try:
-            start, end = period(params)
+            start, end = self._period(req.start, req.end)
             await engine.db.run(lambda s: render_report(
-                str(params["name"]), s.cursor(), start=start, end=end, by=params.get("by"),
-                fmt=str(params.get("format") or "xlsx"), output_path=path,
-                rates=engine.config.rates,
-                now=engine.clock()))
+                req.name, s.cursor(), start=start, end=end, by=req.by, fmt=req.format,
+                output_path=path, rates=engine.config.rates, now=engine.clock()))
         except InputError as e:
-            raise RequestError("bad_request", str(e)) from None
+            raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
         size = await engine.db.run(lambda s: path.stat().st_size)
         return {"path": str(path), "bytes": size}
 
-    engine.handlers.update(report_cli=report_cli, report=report, export=export)
-    attach_whatif(engine)
-
-
-def attach_whatif(engine: Engine) -> None:
-    async def whatif(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        from console.commands.fleet import whatif_compare, whatif_history
-
-        days = float(params["days"])
+    async def whatif(self, caller: Caller, req: WhatifRequest) -> dict[str, Any]:
+        engine = self.engine
+        wait_s, cloud = whatif_prices(engine.config)
         try:
-            history = await engine.db.run(lambda s: whatif_history(s, days, now=engine.clock()))
+            hist = await engine.db.run(lambda s: sim_whatif.history(s, req.days,
+                                                                    now=engine.clock()))
             # the replay is CPU work: off the store thread so ingest keeps its interval
             return await asyncio.to_thread(
-                whatif_compare, history, engine.config, changes=list(params["changes"]),
-                days=days, policy=str(params.get("policy") or "fleetdeck"))
+                sim_whatif.whatif, hist, changes=req.changes, days=req.days,
+                policy=req.policy or "fleetdeck", wait_threshold_s=wait_s,
+                cloud_gpu_hour=cloud)
         except InputError as e:
-            raise RequestError("bad_request", str(e)) from None
-
-    engine.handlers["whatif"] = whatif
+            raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None

@@ -25,7 +25,11 @@ from collectors.store.audit import utc
 from collectors.store.db import StoreWriteError
 from collectors.store.rollup import rollup
 from collectors.transport import SshOptions, Transport
-from console.engine.server import Caller
+from console.config import Config
+from console.engine.access import Caller
+from console.engine.api.requests import NodeHistoryQuery, NoParams
+from console.engine.server import Handler
+from console.engine.services import BaseService
 from console.engine.telemetry_stats import IngestStats, threads
 from scheduler.models import GpuSlot, NodeCapacity
 
@@ -41,7 +45,7 @@ MAX_HELD_RECORDS = 40_000
 MAX_HELD_ROWS = 400_000  # per table, for rows sources add (containers, Slurm)
 
 
-class Telemetry:
+class Telemetry(BaseService):
     """Owns the collector and the ingest loop; answers fleet questions from its view."""
 
     def __init__(self, engine: Engine) -> None:
@@ -67,6 +71,7 @@ class Telemetry:
         # called after each flush with (seconds it took, age of its newest sample or None)
         self.stats = IngestStats()
         self._oldest_ts: float | None = None  # oldest sample in the buffer
+        self._collecting = False
 
     def _on_record(self, record: ProbeRecord) -> None:
         self.buffer.add(record)
@@ -78,16 +83,32 @@ class Telemetry:
     def _on_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         self.buffer.add_rows(table, rows)
 
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"node_history": self.node_history, "ingest_stats": self.ingest_stats}
+
     async def start(self) -> None:
         await self.engine.db.run(self._load_flags)
         if self.engine.config.engine.collect:
             await self.collector.start()
             self.engine.spawn(self._flush_loop(), "ingest")
-            self.engine.on_close(self.close)
+            self._collecting = True
 
-    async def close(self) -> None:
-        await self.collector.stop()
-        await self.flush()
+    async def stop(self) -> None:
+        if self._collecting:
+            self._collecting = False
+            await self.collector.stop()
+            await self.flush()
+
+    def reconfigure(self, config: Config) -> None:
+        return None  # nodes, SSH and collection settings need a restart (svc_reload.RESTART)
+
+    async def ingest_stats(self, caller: Caller, req: NoParams) -> dict[str, Any]:
+        """How ingest keeps up (see telemetry_stats) and the engine's threads by native id."""
+        return {**self.stats.summary(), "threads": threads()}
+
+    async def node_history(self, caller: Caller, req: NodeHistoryQuery) -> dict[str, Any]:
+        since = utc(self.engine.clock() - req.minutes * 60)
+        return await self.engine.db.run(lambda s: history(s, req.node, since))
 
     def _load_flags(self, store: Store) -> None:
         for name, cordoned, drained in store.con.execute(
@@ -326,25 +347,6 @@ def stored_fleet(store: Store) -> list[dict[str, Any]]:
                     "gpus": by_node.get(name, []), "jobs": [], "containers": [],
                     "processes": []})
     return out
-
-
-async def attach(engine: Engine) -> Telemetry:
-    tel = Telemetry(engine)
-    await tel.start()
-
-    async def node_history(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        node = str(params["node"])
-        minutes = float(params.get("minutes", 60))
-        since = utc(engine.clock() - minutes * 60)
-        return await engine.db.run(lambda s: history(s, node, since))
-
-    async def ingest_stats(caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
-        """How ingest keeps up (see telemetry_stats) and the engine's threads by native id."""
-        return {**tel.stats.summary(), "threads": threads()}
-
-    engine.handlers["node_history"] = node_history
-    engine.handlers["ingest_stats"] = ingest_stats
-    return tel
 
 
 def history(store: Store, node: str, since: datetime) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker
 
-from console.engine.client import RemoteError
+from console.engine.client import RemoteError, unsupported
 from console.messages import EngineDown, EngineUp, RequestFailed, Unsupported
 from console.screens.dialog import fleetdeck_app
 from console.widgets.keyed_table import KeyedTable
@@ -232,7 +232,7 @@ class FleetdeckScreen(Screen[None]):
             return await self.fd.remote.call(method, channel=channel or self.CHANNEL, **params)
         except RemoteError as e:
             self._poll_failed = True
-            if e.code == "bad_request" and "unknown method" in str(e):
+            if unsupported(e):
                 self.post_message(Unsupported(method))
             else:
                 self.post_message(RequestFailed(method, e.code, str(e)))
@@ -249,7 +249,7 @@ class FleetdeckScreen(Screen[None]):
         try:
             return await self.fd.remote.call("fleet", channel=channel, **params), True
         except RemoteError as e:
-            if not (e.code == "bad_request" and "unknown method" in str(e)):
+            if not unsupported(e):
                 self._poll_failed = True
                 self.post_message(RequestFailed("fleet", e.code, str(e)))
                 return MISSING

@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
+from console.engine.client import unsupported
 from console.screens.base import MISSING, FilterInput, FleetdeckScreen
 from console.screens.jobs import JOBS_LIMIT, job_gpus, runtime
 from console.widgets import fmt
@@ -202,9 +203,7 @@ class JobScreen(FleetdeckScreen):
                                                      follow=follow):
                 self.post_message(self.LogChunk(str(chunk)))
         except Exception as e:
-            text = str(e)
-            if "unknown method" in text:
-                text = "engine does not support logs yet"
+            text = "engine does not support logs yet" if unsupported(e) else str(e)
             self.post_message(self.LogChunk(f"[{text}]\n"))
         self.post_message(self.LogEnded())
 

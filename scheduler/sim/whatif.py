@@ -206,3 +206,24 @@ def read_history(store: Store, *, now: datetime, days: float,
                              duration_s=max(1.0, end - started), user=user or "",
                              project=project or ""))
     return nodes, jobs
+
+
+def history(store: Store, days: float, *, now: float,
+            ) -> tuple[list[NodeCapacity], list[TraceJob]]:
+    """The store side of a what-if (quick): the fleet and the last `days` of jobs."""
+    from datetime import UTC
+
+    return read_history(store, now=datetime.fromtimestamp(now, UTC).replace(tzinfo=None),
+                        days=days)
+
+
+def whatif(hist: tuple[list[NodeCapacity], list[TraceJob]], *, changes: Sequence[str],
+           days: float, policy: str, wait_threshold_s: float,
+           cloud_gpu_hour: float) -> dict[str, object]:
+    """Replay history on the fleet and on the changed fleet (CPU work: run it off the loop)."""
+    nodes, jobs = hist
+    if not nodes:
+        raise InputError("store", "nodes", "GPU nodes with known GPU counts (collect first)")
+    parsed = [c for text in changes for c in parse_change(text)]
+    return compare(nodes, jobs, parsed, days=days, policy=policy,
+                   wait_threshold_s=wait_threshold_s, cloud_gpu_hour=cloud_gpu_hour).to_json()

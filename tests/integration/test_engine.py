@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from console.engine.client import EngineClient, RemoteError
-from console.engine.protocol import encode
+from console.engine.protocol import ErrorCode, encode
 from tests.helpers import FLEETDECK, REPO, cli, one_line_error, serve, write_config
 
 
@@ -83,13 +83,13 @@ def test_protocol_mismatch_is_refused(config: Path, tmp_path: Path) -> None:
     assert out["closed"]
 
 
-def test_unknown_method_is_a_bad_request(config: Path, tmp_path: Path) -> None:
+def test_unknown_method_has_its_own_code(config: Path, tmp_path: Path) -> None:
     async def talk() -> None:
         client = await EngineClient.connect(tmp_path / "store.duckdb.sock")
         try:
             with pytest.raises(RemoteError) as e:
                 await client.call("no_such_method")
-            assert e.value.code == "bad_request"
+            assert e.value.code is ErrorCode.UNKNOWN_METHOD
             assert (await client.call("status"))["engine"]  # connection still usable
         finally:
             await client.close()

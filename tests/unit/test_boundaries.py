@@ -58,3 +58,25 @@ def test_no_forbidden_import_statements(pkg: str) -> None:
 def test_core_is_on_disk() -> None:
     for pkg in CORE:
         assert (Path(REPO) / pkg / "__init__.py").exists()
+
+
+ENGINE_FORBIDDEN = ("textual", "console.commands", "console.screens", "console.cli",
+                    "console.app", "console.widgets")
+
+
+def _imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_engine_never_imports_the_cli_screens_or_textual() -> None:
+    bad = [f"{path.relative_to(REPO)}: {n}"
+           for path in sorted((REPO / "console" / "engine").rglob("*.py"))
+           for n in _imports(path)
+           if any(n == f or n.startswith(f + ".") for f in ENGINE_FORBIDDEN)]
+    assert not bad

@@ -1,0 +1,293 @@
+"""What the engine answers: one msgspec Struct per kind of reply.
+
+Replies may grow fields (clients ignore what they do not know); `tests/unit/test_api_table.py`
+and the authorization matrix decode real replies into these types. Free-form parts (a job's
+spec, audit evidence, report cells) stay JSON objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Reply(msgspec.Struct, kw_only=True):
+    """Base of every reply type."""
+
+
+class HelloReply(Reply):
+    protocol: int
+    engine: str
+    pid: int
+    readonly: bool
+    user: str
+    role: str
+
+
+class StatusReply(Reply):
+    engine: str
+    pid: int
+    uptime_s: float
+    store: str
+    socket: str
+    config: str
+    nodes_configured: int
+    fleet_id: str
+    caller: str
+    role: str
+    faults: list[str]  # what is failing now, e.g. "store: writes failing since ..."
+
+
+class DbInfo(Reply):
+    path: str
+    schema_version: int
+    size_bytes: int
+    tables: dict[str, int]
+
+
+class Stopping(Reply):
+    stopping: bool
+
+
+class NodeRow(Reply):
+    name: str
+    host: str | None
+    pool: str | None
+    transport: str | None
+    labels: str | None
+    state: str | None
+    state_reason: str | None
+    cordoned: bool | None
+    gpu_count: int | None
+    gpu_model: str | None
+    last_seen: str | None
+
+
+class AuditRow(Reply):
+    id: int
+    ts: str
+    actor: str
+    action: str
+    target_kind: str
+    target: str
+    reason: str | None
+    evidence: str | None
+    dry_run: bool | None
+
+
+class NodeHistory(Reply):
+    gpus: dict[str, list[list[Any]]]  # gpu index -> [ts, util_pct, mem_used_bytes, power_w]
+    cpu: list[list[Any]]  # [ts, cpu_util_pct, mem_used_bytes]
+
+
+class Percentiles(Reply):
+    n: int
+    p50_s: float | None
+    p99_s: float | None
+    max_s: float | None
+
+
+class IngestStatsReply(Reply):
+    sweep: Percentiles
+    write_lag: Percentiles
+    data_age: Percentiles
+    rollup: Percentiles
+    rows_written: int
+    threads: list[dict[str, Any]]  # {"tid": native thread id, "name": ...}
+
+
+class Submitted(Reply):
+    ids: list[int]
+
+
+class JobInfo(Reply):
+    id: int
+    name: str | None
+    user: str
+    project: str | None
+    team: str | None
+    state: str
+    reason: str | None
+    priority: int
+    pool: str | None
+    node: str | None
+    gpu_indices: list[int]
+    gpu_count: int
+    gpu_milli: int
+    gpus: float
+    executor: str | None
+    submitted_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    exit_code: int | None
+    attempt: int
+    spec: dict[str, Any]  # command, env and workdir hidden from those not allowed to see them
+
+
+class Explanation(Reply):
+    id: int
+    name: str | None
+    state: str
+    reason: str | None
+    events: list[dict[str, Any]]
+    placement: dict[str, Any] | None = None
+    reserved_start: float | None = None
+    burst: list[str] = []
+    idle: str | None = None
+
+
+class Preview(Reply):
+    placeable: bool
+    node: str | None
+    gpu_indices: list[int]
+    reason: str
+
+
+class Suggestion(Reply):
+    gpus: float
+    gpu_model: str | None
+    based_on: int
+    of: int
+
+
+class IdleEntry(Reply):
+    job: int
+    name: str | None
+    user: str
+    node: str | None
+    state: str
+    dry_run: bool
+    evidence: dict[str, Any]
+
+
+class SnoozeEntry(Reply):
+    job: int
+    user: str
+    reason: str
+    until: str
+
+
+class NodeReason(Reply):
+    node: str
+    reason: str
+
+
+class PoliciesReply(Reply):
+    idle: list[IdleEntry]
+    snoozed: list[SnoozeEntry]
+    burst: list[dict[str, Any]]
+    cordoned: list[NodeReason]
+    drained: list[dict[str, Any]]
+
+
+class Cordoned(Reply):
+    node: str
+    cordoned: bool
+    reason: str
+    recovered_gpus: list[int] = []
+
+
+class GpuInfo(Reply):
+    index: int
+    model: str | None
+    util_pct: float | None
+    mem_used_bytes: int | None
+    mem_total_bytes: int | None
+    alloc_milli: int
+    jobs: list[int]
+    idle: bool
+    healthy: bool
+
+
+class FleetNode(Reply):
+    name: str
+    pool: str | None
+    state: str
+    state_reason: str | None
+    cordoned: bool
+    drained_reason: str | None
+    cpu_count: int | None
+    cpu_util_pct: float | None
+    mem_used_bytes: int | None
+    mem_total_bytes: int | None
+    gpus: list[GpuInfo]
+    jobs: list[int]
+    processes: list[dict[str, Any]]  # command lines of others' jobs hidden below operator
+    containers: list[dict[str, Any]]
+
+
+class Summary(Reply):
+    gpus_total: int
+    gpus_allocated: float
+    cpus_total: int
+    nodes_up: int
+    queue_len: int
+    running_jobs: int
+    idle_warnings: int
+    burst_spend_today: float
+
+
+class ReportTable(Reply):
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+class ReportData(Reply):
+    name: str
+    title: str
+    period: str | None
+    currency: str | None
+    columns: list[str]
+    rows: list[list[Any]]
+    tables: list[ReportTable]
+    notes: list[str]
+
+
+class ReportOutput(Reply):
+    """A rendered report: text, or base64 for binary formats (xlsx, parquet)."""
+
+    format: str
+    text: str | None = None
+    b64: str | None = None
+
+
+class Exported(Reply):
+    path: str
+    bytes: int
+
+
+class WhatifSide(Reply):
+    fleet: str
+    gpus: int
+
+
+class WhatifReply(Reply):
+    days: float
+    jobs: int
+    what_if: str
+    current: WhatifSide
+    changed: WhatifSide
+
+
+class Reloaded(Reply):
+    applied: list[str]
+    needs_restart: list[str]
+    reason: str
+
+
+class NotifyStatus(Reply):
+    deliveries: list[dict[str, Any]]  # per channel and state
+    failures: list[dict[str, Any]]
+    channels: list[dict[str, Any]]
+    routed_until: int
+    in_flight: int
+
+
+class NotifyTested(Reply):
+    channel: str
+    type: str
+    to: str
+    id: str
