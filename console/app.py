@@ -36,6 +36,7 @@ from console.engine.client import EngineClient, NoEngine, RemoteError, unsupport
 from console.engine.host import EmbeddedEngine
 from console.engine.protocol import ErrorCode
 from console.messages import ActionDone, EngineDown, EngineUp, RequestFailed, SummaryLoaded
+from console.screens.host import ConsoleHost
 from console.widgets.summary import SummaryBar
 
 SUMMARY_POLL_S = 2.0
@@ -519,3 +520,9 @@ def run_console(args: argparse.Namespace) -> int:
         if link.embedded is not None:
             link.embedded.stop()
     return 0
+
+
+def as_host(app: FleetdeckApp) -> ConsoleHost:
+    """The app as screens see it (mypy checks FleetdeckApp provides ConsoleHost)."""
+    return app
+

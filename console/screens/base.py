@@ -12,7 +12,7 @@ header shows when the data was last refreshed and marks it stale past two interv
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from textual import events, on
 from textual.app import ComposeResult
@@ -26,11 +26,9 @@ from textual.worker import Worker
 from console.engine.client import RemoteError, unsupported
 from console.messages import EngineDown, EngineUp, RequestFailed, Unsupported
 from console.screens.dialog import fleetdeck_app
+from console.screens.host import ConsoleHost
 from console.widgets.keyed_table import KeyedTable
 from console.widgets.summary import SummaryBar
-
-if TYPE_CHECKING:
-    from console.app import FleetdeckApp
 
 MISSING: Any = object()
 MIN_SIZE = (60, 12)  # below this the console shows a note instead of its screens
@@ -79,7 +77,7 @@ class FleetdeckScreen(Screen[None]):
         self._refreshed_mono: float | None = None  # monotonic: staleness, whatever the clock
 
     @property
-    def fd(self) -> FleetdeckApp:
+    def fd(self) -> ConsoleHost:
         return fleetdeck_app(self.app)
 
     # -- layout ----------------------------------------------------------------------------

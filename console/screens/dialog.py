@@ -2,7 +2,7 @@
 
 A dialog answers through `dismiss`: `action_confirm` (Enter in a text box, the #yes button)
 decides the answer, `action_cancel` (Esc, the #no button) answers None. `fd` is the running
-`FleetdeckApp`, typed, without importing console.app (which imports the screens).
+app as a `ConsoleHost` (console.screens.host), never importing console.app.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input
 
+from console.screens.host import ConsoleHost
+
 if TYPE_CHECKING:
     from textual.app import App
-
-    from console.app import FleetdeckApp
 
 ResultT = TypeVar("ResultT")
 
 
-def fleetdeck_app(app: App[object]) -> FleetdeckApp:
-    """`app` as the `FleetdeckApp` every fleetdeck screen runs under."""
-    return cast("FleetdeckApp", app)
+def fleetdeck_app(app: App[object]) -> ConsoleHost:
+    """`app` as the ConsoleHost every fleetdeck screen runs under (FleetdeckApp)."""
+    return cast(ConsoleHost, app)
 
 
 class DialogScreen(ModalScreen[ResultT | None]):
@@ -33,7 +33,7 @@ class DialogScreen(ModalScreen[ResultT | None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     @property
-    def fd(self) -> FleetdeckApp:
+    def fd(self) -> ConsoleHost:
         return fleetdeck_app(self.app)
 
     def action_confirm(self) -> None:

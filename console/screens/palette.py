@@ -8,12 +8,11 @@ open, so a name typed right after start is found too.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from console.app import FleetdeckApp
+from console.screens.host import ConsoleHost
 
 MAX_HITS = 40
 Candidate = tuple[str, Any, str]  # (text, command, help)
@@ -23,14 +22,14 @@ class FleetdeckCommands(Provider):
     """Nodes, jobs and users."""
 
     async def startup(self) -> None:
-        app: FleetdeckApp = self.app  # type: ignore[assignment]
+        app = cast(ConsoleHost, self.app)
         self._source: tuple[object, object, object] | None = None
         self._cache: list[Candidate] = []
         app.refresh_names()
 
     def _candidates(self) -> list[Candidate]:
         """Candidates from the app's latest names, rebuilt only when those changed."""
-        app: FleetdeckApp = self.app  # type: ignore[assignment]
+        app = cast(ConsoleHost, self.app)
         source = (app.last_fleet, app.last_jobs, app.known_users)
         if self._source is not None and all(a is b for a, b in zip(source, self._source,
                                                                    strict=True)):

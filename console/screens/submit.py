@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from textual import events, on, work
 from textual.app import ComposeResult
@@ -30,9 +30,6 @@ from console.engine.client import RemoteError, unsupported
 from console.messages import JobsSubmitted
 from console.screens.dialog import DialogScreen
 from scheduler.jobspec import EXECUTORS, KINDS, JobSpec
-
-if TYPE_CHECKING:
-    pass
 
 SOURCE = "form"
 PREVIEW_DELAY_S = 0.4

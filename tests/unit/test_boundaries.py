@@ -80,3 +80,11 @@ def test_engine_never_imports_the_cli_screens_or_textual() -> None:
            for n in _imports(path)
            if any(n == f or n.startswith(f + ".") for f in ENGINE_FORBIDDEN)]
     assert not bad
+
+
+def test_screens_never_import_the_app() -> None:
+    """Screens reach the app through console.screens.host.ConsoleHost."""
+    bad = [f"{path.relative_to(REPO)}: {n}"
+           for path in sorted((REPO / "console" / "screens").rglob("*.py"))
+           for n in _imports(path) if n == "console.app"]
+    assert not bad

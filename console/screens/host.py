@@ -1,0 +1,87 @@
+"""What screens need from the console app, as a Protocol: screens never import console.app.
+
+`console.app.FleetdeckApp` provides it (mypy checks that in `console.app.as_host`); screens
+reach it as `self.fd`. Textual's own App methods (push_screen, screen_stack) stay on
+`self.app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from textual.message import Message
+
+from console.config import Loaded
+
+
+class EngineCalls(Protocol):
+    """The console's engine connections (one per channel)."""
+
+    async def call(self, method: str, *, channel: str = "main", **params: Any) -> Any: ...
+
+    def stream(self, method: str, **params: Any) -> AsyncIterator[Any]: ...
+
+
+class LinkInfo(Protocol):
+    @property
+    def loaded(self) -> Loaded: ...
+
+    @property
+    def readonly(self) -> bool: ...
+
+
+class ConsoleHost(Protocol):
+    """The app as screens see it: the engine, shared caches, and the actions they ask for."""
+
+    last_fleet: list[dict[str, Any]]
+    last_jobs: list[dict[str, Any]]
+    known_users: tuple[str, ...]
+    summary: dict[str, Any] | None
+    engine_down: str
+    user: str
+
+    @property
+    def remote(self) -> EngineCalls: ...
+
+    @property
+    def link(self) -> LinkInfo: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def readonly(self) -> bool: ...
+
+    @property
+    def mode_text(self) -> str: ...
+
+    @property
+    def limited(self) -> bool:
+        """A member or viewer: screens open on their own jobs."""
+
+    @property
+    def me_text(self) -> str:
+        """A member's quota use and spend today, for the header."""
+
+    def may(self, action: str) -> bool:
+        """Whether the caller's role allows `action` (a changing key of a screen)."""
+
+    def post_message(self, message: Message) -> bool: ...
+
+    def refresh_names(self) -> None: ...
+
+    def open_node(self, node: str) -> None: ...
+
+    def open_job(self, job_id: int | str, *, section: str = "spec") -> None: ...
+
+    async def open_jobs_filtered(self, text: str) -> None: ...
+
+    def ask_stop(self, job_id: int, name: str) -> None: ...
+
+    def ask_cordon(self, node: str, cordoned: bool) -> None: ...
+
+    def ask_snooze(self, job_id: int, name: str) -> None: ...
+
+    def run_action_call(self, method: str, text: str, **params: Any) -> object:
+        """Call a changing method in the background; the app reports done or failed."""
