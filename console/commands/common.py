@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import msgspec
 
 from collectors.errors import InputError
 from collectors.store import Store
 from collectors.store.db import StoreError, first_line
 from collectors.validate import check_store_path
 from console.config import Loaded, load
+from console.engine.api.methods import BY_NAME
+from console.engine.api.requests import Request
 from console.engine.client import EngineClient, NoEngine
 from console.remote import ENGINE_ENV, SshEngineTunnel, parse_engine_address
 
 T = TypeVar("T")
+R = TypeVar("R")
 ENGINE_HELP = ("the engine to talk to: ssh://[user@]host[:port][/socket/path] (an engine on "
                "another machine, over SSH) or a socket path (default: $FLEETDECK_ENGINE, "
                "else [engine] socket)")
@@ -130,6 +134,13 @@ async def _wrap(coro: Awaitable[T]) -> T:
 async def call_engine(loaded: Loaded, method: str, **params: Any) -> Any:
     async with await EngineClient.connect(loaded.config.socket_path) as client:
         return await client.call(method, **params)
+
+
+def ask_engine(loaded: Loaded, method: str, request: Request, reply: type[R]) -> R:
+    """A typed call: the method's request Struct in, its reply type out."""
+    assert BY_NAME[method].request is type(request), f"{method} takes {BY_NAME[method]}"
+    raw = run_async(call_engine(loaded, method, **msgspec.to_builtins(request)))
+    return msgspec.convert(raw, reply, strict=False)
 
 
 def engine_or_store(loaded: Loaded, method: str, local: Callable[[Store], T],

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import msgspec
+
 from collectors.validate import arg_int, arg_number
 from console.commands.common import (
     add_format,
+    ask_engine,
     call_engine,
     loaded_config,
     print_json,
@@ -15,6 +18,8 @@ from console.commands.common import (
     run_async,
     subcommand,
 )
+from console.engine.api.replies import Cordoned, SnoozeEntry
+from console.engine.api.requests import NodeRequest, SnoozeRequest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,34 +50,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cordon_cmd(args: argparse.Namespace) -> int:
-    res = run_async(call_engine(loaded_config(args), "cordon", node=args.node,
-                                reason=args.reason))
+    res = ask_engine(loaded_config(args), "cordon",
+                     NodeRequest(node=args.node, reason=args.reason or ""), Cordoned)
     if args.format == "json":
-        print_json(res)
+        print_json(msgspec.to_builtins(res))
     else:
-        print(f"node {res['node']} cordoned: {res['reason']}")
+        print(f"node {res.node} cordoned: {res.reason}")
     return 0
 
 
 def uncordon_cmd(args: argparse.Namespace) -> int:
-    res = run_async(call_engine(loaded_config(args), "uncordon", node=args.node,
-                                reason=args.reason))
+    res = ask_engine(loaded_config(args), "uncordon",
+                     NodeRequest(node=args.node, reason=args.reason or ""), Cordoned)
     if args.format == "json":
-        print_json(res)
+        print_json(msgspec.to_builtins(res))
     else:
-        gpus = res.get("recovered_gpus") or []
+        gpus = res.recovered_gpus
         extra = f" (GPUs {','.join(map(str, gpus))} declared healthy)" if gpus else ""
-        print(f"node {res['node']} uncordoned{extra}")
+        print(f"node {res.node} uncordoned{extra}")
     return 0
 
 
 def snooze_cmd(args: argparse.Namespace) -> int:
-    res = run_async(call_engine(loaded_config(args), "snooze", job=args.job, hours=args.hours,
-                                reason=args.reason))
+    res = ask_engine(loaded_config(args), "snooze",
+                     SnoozeRequest(job=args.job, hours=args.hours, reason=args.reason or ""),
+                     SnoozeEntry)
     if args.format == "json":
-        print_json(res)
+        print_json(msgspec.to_builtins(res))
     else:
-        print(f"job {res['job']} snoozed until {res['until']}: {res['reason']}")
+        print(f"job {res.job} snoozed until {res.until}: {res.reason}")
     return 0
 
 

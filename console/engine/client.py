@@ -156,10 +156,19 @@ class EngineClient:
                         params: Mapping[str, Any]) -> AsyncGenerator[tuple[str, Any], None]:
         async with self._lock:
             rid = next(self._ids)
-            self._writer.write(encode({"id": rid, "method": method, "params": dict(params)}))
-            await self._writer.drain()
+            try:
+                self._writer.write(encode({"id": rid, "method": method,
+                                           "params": dict(params)}))
+                await self._writer.drain()
+            except (ConnectionError, OSError) as e:
+                raise EngineError(f"engine closed the connection before {method} "
+                                  f"({e.strerror or type(e).__name__})") from None
             while True:
-                line = await self._reader.readline()
+                try:
+                    line = await self._reader.readline()
+                except (ConnectionError, OSError, ValueError) as e:
+                    raise EngineError(f"engine connection lost during {method} "
+                                      f"({type(e).__name__})") from None
                 if not line:
                     raise EngineError(f"engine closed the connection during {method}")
                 msg = json.loads(line)

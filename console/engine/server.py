@@ -108,7 +108,8 @@ class ControlServer:
     async def start(self) -> None:
         """Listen; the caller proved no live engine answers on the path (a stale one goes)."""
         if not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, mode=0o755 if self.shared else 0o700)
+            self.path.parent.mkdir(parents=True)
+            self.path.parent.chmod(0o755 if self.shared else 0o700)  # whatever the umask
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         old = os.umask(0o111 if self.shared else 0o177)
