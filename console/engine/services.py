@@ -1,8 +1,7 @@
-"""The engine's services: each starts, stops, exposes its handlers and takes a new config.
+"""The engine's services, started in order (`attach_all`), and the inventory service.
 
-A service is a class with `handlers()` (and `streams()`) mapping table method names to its
-bound methods (`async def name(self, caller, req) -> reply`), `start()`, `stop()` and
-`reconfigure(config)` (called by `config reload` with the new config).
+A service (`console.engine.service_base.Service`) starts, stops, exposes its handlers and
+takes a new config.
 """
 
 from __future__ import annotations
@@ -10,59 +9,27 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from collectors.store import Store
-from console.config import Config
+from console.engine import svc_metrics
 from console.engine.access import Caller
 from console.engine.api.requests import AuditQuery, NoParams
-from console.engine.server import Handler, StreamHandler
+from console.engine.server import Handler
+from console.engine.service_base import BaseService, Service
+from console.engine.svc_fleet import FleetService
+from console.engine.svc_jobs import JobService
+from console.engine.svc_notify import NotifyService
+from console.engine.svc_policies import PolicyService
+from console.engine.svc_reload import ReloadService
+from console.engine.svc_reports import ReportService
+from console.engine.svc_telemetry import Telemetry
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
 
 
-class Service(Protocol):
-    def handlers(self) -> Mapping[str, Handler]: ...
-
-    def streams(self) -> Mapping[str, StreamHandler]: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def reconfigure(self, config: Config) -> None: ...
-
-
-class BaseService:
-    """Defaults for services without streams, loops or live settings."""
-
-    def handlers(self) -> Mapping[str, Handler]:
-        return {}
-
-    def streams(self) -> Mapping[str, StreamHandler]:
-        return {}
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    def reconfigure(self, config: Config) -> None:
-        return None
-
-
 async def attach_all(engine: Engine) -> None:
-    from console.engine import svc_metrics
-    from console.engine.svc_fleet import FleetService
-    from console.engine.svc_jobs import JobService
-    from console.engine.svc_notify import NotifyService
-    from console.engine.svc_policies import PolicyService
-    from console.engine.svc_reload import ReloadService
-    from console.engine.svc_reports import ReportService
-    from console.engine.svc_telemetry import Telemetry
-
     async def add(svc: Service) -> None:
         await svc.start()
         engine.services.append(svc)

@@ -10,7 +10,7 @@ from console.engine.access import Caller
 from console.engine.api.methods import Role
 from console.engine.api.requests import FleetQuery, NoParams
 from console.engine.server import Handler
-from console.engine.services import BaseService
+from console.engine.service_base import BaseService
 from console.engine.svc_jobs import HIDDEN
 from console.engine.svc_telemetry import node_json, stored_fleet
 from scheduler import journal

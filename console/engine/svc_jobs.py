@@ -27,7 +27,7 @@ from console.engine.api.requests import (
 from console.engine.job_reads import JobQuery, find_jobs
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler, StreamHandler
-from console.engine.services import BaseService
+from console.engine.service_base import BaseService
 from scheduler import journal
 from scheduler.executors import DockerExecutor, ProcessExecutor, SlurmExecutor
 from scheduler.executors.base import Executor

@@ -31,7 +31,7 @@ from console.engine.api.requests import EventsQuery, NoParams, NotifyTestRequest
 from console.engine.notify_send import SendError, send
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler, StreamHandler
-from console.engine.services import BaseService
+from console.engine.service_base import BaseService
 
 if TYPE_CHECKING:
     from console.engine.host import Engine

@@ -42,7 +42,7 @@ from console.engine.idle_inputs import (
 )
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler
-from console.engine.services import BaseService
+from console.engine.service_base import BaseService
 from console.engine.svc_burst import BurstManager
 from scheduler import journal
 from scheduler.journal import JobRow

@@ -20,7 +20,7 @@ from console.engine.access import Caller
 from console.engine.api.requests import NoParams
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler
-from console.engine.services import BaseService
+from console.engine.service_base import BaseService
 
 if TYPE_CHECKING:
     from console.engine.host import Engine

@@ -18,7 +18,7 @@ from console.engine.access import Caller
 from console.engine.api.requests import ExportRequest, ReportQuery, ReportRun, WhatifRequest
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler
-from console.engine.services import BaseService
+from console.engine.service_base import BaseService
 from reports.command import ReportArgs, parse_when, render_args, render_report
 from reports.command import build_reports as build
 from reports.export.columns import kinds, title, totals_row

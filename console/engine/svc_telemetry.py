@@ -29,7 +29,7 @@ from console.config import Config
 from console.engine.access import Caller
 from console.engine.api.requests import NodeHistoryQuery, NoParams
 from console.engine.server import Handler
-from console.engine.services import BaseService
+from console.engine.service_base import BaseService
 from console.engine.telemetry_stats import IngestStats, threads
 from scheduler.models import GpuSlot, NodeCapacity
 

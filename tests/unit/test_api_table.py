@@ -46,7 +46,8 @@ def test_changing_methods_need_more_than_viewer() -> None:
     ("stop", {"job": "seven"}, "$.job"),
     ("snooze", {"job": 1, "hours": float("nan"), "reason": "x"}, "$.hours"),
     ("snooze", {"job": 1, "hours": 1e9, "reason": "x"}, "$.hours"),
-    ("jobs", {"limit": 0}, "$.limit"),
+    ("jobs", {"limit": -1}, "$.limit"),
+    ("jobs", {"states": ["sleeping"]}, "$.states[0]"),
     ("cordon", {"node": "a", "resaon": "typo"}, "resaon"),
     ("whatif", {"days": 7}, "changes"),
 ])
