@@ -250,6 +250,14 @@ def explain_cmd(args: argparse.Namespace) -> int:
         print(f"  on {p['node']} GPUs {gpus} via {p['executor']}")
         if p.get("runs_as"):
             print(f"  runs as {p['runs_as']}")
+    if info.get("priority_class"):
+        c = info["priority_class"]
+        print(f"  class {c['name']} (priority {c['priority']}"
+              + ("" if c["preemptible"] else ", not preemptible")
+              + f"), fair share {info.get('fair_share', 1.0):g}")
+    for p in info.get("preemptions", []):
+        print(f"  preemption: job {p['victim']} for job {p['beneficiary']} at {p['ts']}: "
+              f"{p['reason']}")
     for e in info.get("burst", []):
         print(f"  burst: {e}")
     if info.get("idle"):

@@ -173,6 +173,10 @@ def plan(
         claim = search.find(t.request, kind, t.class_priority, k)
         if claim is None:
             return False
+        if claim.hold is not None:
+            apply(claim.hold)
+            if res is not None:  # keep the reservation's view of the state in step
+                (res.placed_long if res.allows(claim.hold) else res.placed_short)(claim.hold)
         why = _claim_reason(claim, t, ledger, milli, now)
         preempting[t.id] = _waiting_for(claim, preemption)
         preemptions.extend(Preemption(v.job_id, t.id, claim.node, kind, why + "; victim " +

@@ -21,7 +21,8 @@ preempted. At most `MAX_SEARCHES_PER_CYCLE` tasks search per cycle.
 
 Jobs already leaving (preempted in an earlier cycle, inside their grace) are free room for the
 task that claims them first, at no cost. The free room on the chosen node that the task will
-need is held for the rest of the cycle (`Claim.hold`), so nothing else takes it meanwhile.
+need is held for the rest of the cycle (`Claim.hold`, applied by the plan), so nothing else
+takes it meanwhile.
 """
 
 from __future__ import annotations
@@ -210,9 +211,7 @@ class VictimSearch:
             self.taken.add(r.job_id)
         for r in claim.victims:
             self._remove(r)
-        if claim.hold is not None:
-            state.apply(claim.hold)
-        return claim
+        return claim  # the caller applies claim.hold
 
     def _cost(self, claim: Claim) -> tuple[float, float, int, int]:
         v = claim.victims

@@ -8,7 +8,8 @@ from the beginning: the GPU-hours it had run are counted as lost (an upper bound
 checkpoints on its notice loses less).
 
 Per team: jobs, the queue wait (p50, p95) of jobs that arrived within their team's guarantee
-(the team's GPUs in use plus the job's fit in it), GPU-hours and the share of the fleet's GPU
+(the team's GPUs in use, plus those of its earlier jobs still waiting within it, plus the
+job's fit in it), GPU-hours and the share of the fleet's GPU
 capacity allocated over the arrival window (first to last submit), preemptions suffered and
 GPU-hours lost to them.
 """
@@ -108,6 +109,7 @@ class _Sim:
         self.guaranteed = np.zeros(len(self.jobs), dtype=bool)
         self.waiting: list[int] = []
         self.team_used: dict[str, int] = {}
+        self.owed: dict[str, int] = {}  # milli of waiting jobs counted within the guarantee
         self.lost_milli_s: dict[str, float] = {}
         self.preemptions: dict[str, int] = {}
         # allocation over time: (time, milli in use per team) at every change
@@ -130,6 +132,8 @@ class _Sim:
         self.team_used[self.teams[k]] = self.team_used.get(self.teams[k], 0) + m
         if math.isnan(self.first_start[k]):
             self.first_start[k] = now
+            if self.guaranteed[k]:
+                self.owed[self.teams[k]] -= self.milli[k]
         end = self._tick(now + float(self.jobs[k].duration_s or 0.0))
         heapq.heappush(self.events, (end, _END, k, self.attempt[k]))
 
@@ -180,9 +184,12 @@ class _Sim:
             while self.events and self.events[0][0] == now:
                 _, kind, k, attempt = heapq.heappop(self.events)
                 if kind == _ARRIVE:
-                    g = self._guarantee(self.teams[k])
-                    self.guaranteed[k] = g > 0 and (self.team_used.get(self.teams[k], 0)
-                                                    + self.milli[k] <= g)
+                    team = self.teams[k]
+                    g = self._guarantee(team)
+                    ahead = self.team_used.get(team, 0) + self.owed.get(team, 0)
+                    self.guaranteed[k] = g > 0 and ahead + self.milli[k] <= g
+                    if self.guaranteed[k]:
+                        self.owed[team] = self.owed.get(team, 0) + self.milli[k]
                     arrived.append(k)
                     continue
                 if k not in self.running or self.running[k][2] != attempt:

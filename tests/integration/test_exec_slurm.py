@@ -254,3 +254,20 @@ async def test_discover_after_restart(node: SshNode, tmp_path: Path) -> None:
         assert (await ex2.status(running, t2)).state == "exited"
     finally:
         await t2.close()
+
+
+async def test_stop_with_notice_creates_the_preempt_file(executor: SlurmExecutor,
+                                                         transport: SshTransport) -> None:
+    """Preemption of a Slurm job: `$FLEETDECK_PREEMPT_FILE` appears before the SIGTERM, so the
+    job checkpoints; its next attempt is told to resume."""
+    h = await executor.start(launch((
+        "sh", "-c", "trap 'test -e \"$FLEETDECK_PREEMPT_FILE\" && echo checkpoint; exit 0' TERM;"
+                    " echo ready; while :; do sleep 0.1; done")), transport)
+    await wait_log(executor, h, transport, b"ready")
+    await executor.stop(h, transport, grace_s=10.0, notice=True)
+    assert b"checkpoint" in await read_logs(executor, h, transport)
+    again = await executor.start(
+        launch(("sh", "-c", 'echo "resume=$FLEETDECK_RESUME"'), resume=True), transport)
+    st = await wait_done(executor, again, transport)
+    assert (st.state, st.exit_code) == ("exited", 0), st
+    assert await read_logs(executor, again, transport) == b"resume=1\n"

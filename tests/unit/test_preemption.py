@@ -180,7 +180,9 @@ def scenes(draw: st.DrawFn) -> tuple[FleetSnapshot, list[QueuedTask], QuotaBook]
             k += 1
     queue = [replace(task(f"q{i}", draw(st.sampled_from([1, 2, 4])),
                           user=draw(st.sampled_from(("u1", "u2", "u3"))), project="",
-                          team=draw(st.sampled_from(TEAMS)), submitted=float(i)),
+                          team=draw(st.sampled_from(TEAMS)), submitted=float(i),
+                          runtime_s=draw(st.sampled_from([None, 600.0, 7200.0])),
+                          cpus=draw(st.sampled_from([1, 8, 40]))),
                      class_priority=draw(st.sampled_from([-100, 0, 100])))
              for i in range(draw(st.integers(1, 6)))]
     teams = {}
