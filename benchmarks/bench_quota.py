@@ -7,7 +7,7 @@ GPUs), and replayed three times with the real placement cycle (`scheduler.sim.qu
 - (a) reserved: each team may hold its guarantee and borrow only what nobody is guaranteed
   (none here), so a quiet team's GPUs sit idle;
 - (b) lend-and-reclaim: no cap, guarantees lent when idle and reclaimed by preemption
-  (grace 60 s, minimum runtime 300 s, at most 3 preemptions per job);
+  (grace 60 s, minimum runtime 300 s by default, at most 3 preemptions per job);
 - (c) no quotas.
 
 Prints per team and scenario: guaranteed-share queue wait p50/p95, GPU allocation, preemptions,
@@ -23,6 +23,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,16 +105,24 @@ def main() -> int:
                          "(the trace alone leaves the fleet ~0.2 %% busy; default 1.2)")
     ap.add_argument("--cycle-s", type=float, default=10.0)
     ap.add_argument("--grace-s", type=float, default=60.0)
+    ap.add_argument("--min-runtime-s", type=float, default=300.0)
+    ap.add_argument("--gpus-only", action="store_true",
+                    help="drop the jobs' CPU, memory and GPU model asks: GPUs are the only "
+                         "contended resource, as guarantees assume")
     ap.add_argument("--policy", default="best-fit")
     args = ap.parse_args()
     nodes = load_alibaba_nodes(args.nodes)[: args.fleet_nodes]
     # GPU jobs only: guarantees are GPUs, and CPU-only pods would only compete for CPUs
     jobs = [j for j in load_jobs(args.jobs_file) if j.request.gpu_count > 0][: args.jobs]
+    if args.gpus_only:
+        jobs = [replace(j, request=replace(j.request, cpu_milli=0, mem_bytes=0,
+                                           gpu_models=frozenset())) for j in jobs]
     snap = FleetSnapshot(nodes=tuple(nodes))
     total = sum(len(n.gpus) for n in nodes)
     args.time_scale = time_scale_for(jobs, args.load * total)
     teams = [TEAMS[k % len(TEAMS)][0] for k in range(len(jobs))]
-    rules = PreemptionRules(grace_s=args.grace_s, min_runtime_s=300.0, max_preemptions=3)
+    rules = PreemptionRules(grace_s=args.grace_s, min_runtime_s=args.min_runtime_s,
+                            max_preemptions=3)
     print(f"{len(nodes)} nodes, {total} GPUs; {len(jobs)} jobs, demand {args.load:g} x the "
           f"fleet (time scale {args.time_scale:.3g}), "
           f"cycle {args.cycle_s:g}s, policy {args.policy}; guarantees "
