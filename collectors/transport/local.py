@@ -22,6 +22,7 @@ from collectors.transport.base import (
     quote_argv,
     tail,
 )
+from collectors.transport.line_stream import CommandLineStream
 
 _LINE_LIMIT = 16 * 1024 * 1024
 
@@ -113,27 +114,16 @@ class LocalTransport:
         return remote_path
 
 
-class LocalLineStream:
+class LocalLineStream(CommandLineStream):
     """`LineStream` over a local subprocess."""
 
     def __init__(self, transport: LocalTransport, argv: list[str], input: bytes | None,
                  keep_stdin_open: bool = False) -> None:
+        super().__init__(input, keep_stdin_open)
         self._transport = transport
         self._argv = argv
-        self._input = input
-        self._keep_open = keep_stdin_open
         self._proc: asyncio.subprocess.Process | None = None
-        self._stderr = bytearray()
         self._tasks: list[asyncio.Task[Any]] = []
-        self.exit_status: int | None = None
-        self.stderr_tail = b""
-
-    async def __aenter__(self) -> LocalLineStream:
-        await self._start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def _start(self) -> None:
         try:
@@ -165,21 +155,15 @@ class LocalLineStream:
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
         while chunk := await proc.stderr.read(4096):
-            self._stderr += chunk
-            if len(self._stderr) > 16384:
-                del self._stderr[:-4096]
+            self._keep_stderr(chunk)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._proc is None:
             await self._start()
         proc = self._proc
         assert proc is not None and proc.stdout is not None
-        readline = proc.stdout.readline
-        while True:
-            line = await readline()
-            if not line:
-                break
-            yield line[:-1] if line.endswith(b"\n") else line
+        async for line in self._lines(proc.stdout.readline):
+            yield line
         await self._finish()
 
     async def _finish(self) -> None:

@@ -38,6 +38,7 @@ from collectors.transport.base import (
     tail,
 )
 from collectors.transport.hostkeys import fingerprint, key_status
+from collectors.transport.line_stream import CommandLineStream
 
 DEFAULT_CONNECT_CONCURRENCY = 32
 
@@ -303,27 +304,16 @@ class SshTransport:
         self._forwards.clear()
 
 
-class SshLineStream:
+class SshLineStream(CommandLineStream):
     """`LineStream` over an SSH exec channel (see `collectors.transport.base.LineStream`)."""
 
     def __init__(self, transport: SshTransport, command: str, input: bytes | None,
                  keep_stdin_open: bool = False) -> None:
+        super().__init__(input, keep_stdin_open)
         self._transport = transport
         self._command = command
-        self._input = input
-        self._keep_open = keep_stdin_open
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
-        self._stderr = bytearray()
         self._stderr_task: asyncio.Task[None] | None = None
-        self.exit_status: int | None = None
-        self.stderr_tail = b""
-
-    async def __aenter__(self) -> SshLineStream:
-        await self._start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def _start(self) -> None:
         t = self._transport
@@ -343,22 +333,16 @@ class SshLineStream:
     async def _drain_stderr(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
         with contextlib.suppress(asyncssh.Error, OSError):
             while chunk := await proc.stderr.read(4096):
-                self._stderr += chunk
-                if len(self._stderr) > 16384:
-                    del self._stderr[:-4096]
+                self._keep_stderr(chunk)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._proc is None:
             await self._start()
         proc = self._proc
         assert proc is not None
-        readline = proc.stdout.readline
         try:
-            while True:
-                line = await readline()
-                if not line:
-                    break
-                yield line[:-1] if line.endswith(b"\n") else line
+            async for line in self._lines(proc.stdout.readline):
+                yield line
         except (asyncssh.Error, OSError) as e:
             await self._finish()
             raise Disconnected(f"{self._transport.where}: stream: {_reason(e)}") from None

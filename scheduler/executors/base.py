@@ -262,6 +262,22 @@ def check(result: CommandResult, transport: Transport, what: str) -> CommandResu
     return result
 
 
+async def run_checked(transport: Transport, script: str, what: str, *, timeout: float,
+                      input: bytes | None = None) -> CommandResult:
+    """Run a shell script on the node; its result, or an `ExecutorError` (see `check`)."""
+    return check(await transport.run_shell(script, input=input, timeout=timeout), transport, what)
+
+
+def started_handle(kind: ExecutorKind, reply: CommandResult, transport: Transport,
+                   launch: Launch, what: str) -> Handle:
+    """The handle a start script's reply names: "<tag> <numeric id>" (a pid, a Slurm id)."""
+    parts = reply.text().split()
+    if len(parts) != 2 or not parts[1].isdigit():
+        raise ExecutorError(f"node {transport.node.name}: {what}: unexpected reply "
+                            f"{reply.text()[:80]!r}")
+    return Handle(kind, transport.node.name, parts[1], launch.job_id, launch.attempt)
+
+
 TAG = re.compile(r"(\d+)-(\d+)\Z")
 
 

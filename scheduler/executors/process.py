@@ -37,11 +37,12 @@ from scheduler.executors.base import (
     Handle,
     Launch,
     Status,
-    check,
     jobs_dir_expr,
     parse_tag,
+    run_checked,
     sh_exports,
     sh_words,
+    started_handle,
 )
 from scheduler.executors.identity import engine_user, job_identity, resolve_owner_sh
 
@@ -239,28 +240,16 @@ class ProcessExecutor:
             run_as=run_as, node=transport.node.name,
         )
         secrets = sh_exports(launch.secret_env).encode() + b"\n" if launch.secret_env else None
-        res = check(
-            await transport.run_shell(script, input=secrets,
-                                      timeout=self.start_wait_s + self.command_timeout_s),
-            transport,
-            f"start job {launch.tag}",
-        )
-        parts = res.text().split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ExecutorError(
-                f"node {transport.node.name}: start job {launch.tag}: unexpected reply "
-                f"{res.text()[:80]!r}"
-            )
-        return Handle("process", transport.node.name, parts[1], launch.job_id, launch.attempt)
+        what = f"start job {launch.tag}"
+        res = await run_checked(transport, script, what, input=secrets,
+                                timeout=self.start_wait_s + self.command_timeout_s)
+        return started_handle("process", res, transport, launch, what)
 
     async def status(self, handle: Handle, transport: Transport) -> Status:
         tag = f"{handle.job_id}-{handle.attempt}"
         script = f'{_DESCRIBE}\nd={self._dir(tag)}\n[ -d "$d" ] && describe "$d"\nexit 0'
-        res = check(
-            await transport.run_shell(script, timeout=self.command_timeout_s),
-            transport,
-            f"status of job {tag}",
-        )
+        res = await run_checked(transport, script, f"status of job {tag}",
+                                timeout=self.command_timeout_s)
         line = res.text().rstrip("\n")
         if not line:
             return Status("missing", detail=f"no directory for job {tag} on the node")
@@ -269,14 +258,9 @@ class ProcessExecutor:
     async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
                    notice: bool = False) -> None:
         tag = f"{handle.job_id}-{handle.attempt}"
-        check(
-            await transport.run_shell(
-                stop_script(self.jobs_dir, tag, grace_s, notice=notice),
-                timeout=grace_s + self.command_timeout_s,
-            ),
-            transport,
-            f"stop job {tag}",
-        )
+        script = stop_script(self.jobs_dir, tag, grace_s, notice=notice)
+        await run_checked(transport, script, f"stop job {tag}",
+                          timeout=grace_s + self.command_timeout_s)
 
     async def logs(
         self,
@@ -291,11 +275,8 @@ class ProcessExecutor:
         head = f'd={self._dir(tag)}\n[ -d "$d" ] || {{ echo "no job directory $d" >&2; exit 3; }}\n'
         once = head + f'[ -e "$d/output.log" ] || exit 0\nexec tail -n {n} -- "$d/output.log"'
         if not follow:
-            res = check(
-                await transport.run_shell(once, timeout=self.command_timeout_s),
-                transport,
-                f"logs of job {tag}",
-            )
+            res = await run_checked(transport, once, f"logs of job {tag}",
+                                    timeout=self.command_timeout_s)
             if res.stdout:
                 yield res.stdout
             return
@@ -328,11 +309,8 @@ class ProcessExecutor:
                 "exit 0",
             ]
         )
-        res = check(
-            await transport.run_shell(script, timeout=self.command_timeout_s),
-            transport,
-            "discover process jobs",
-        )
+        res = await run_checked(transport, script, "discover process jobs",
+                                timeout=self.command_timeout_s)
         found = []
         for line in res.text().splitlines():
             fields = line.split("\t")
@@ -353,10 +331,5 @@ class ProcessExecutor:
                 "stop it before cleaning up"
             )
         tag = f"{handle.job_id}-{handle.attempt}"
-        check(
-            await transport.run_shell(
-                f"rm -rf -- {self._dir(tag)}", timeout=self.command_timeout_s
-            ),
-            transport,
-            f"clean up job {tag}",
-        )
+        await run_checked(transport, f"rm -rf -- {self._dir(tag)}", f"clean up job {tag}",
+                          timeout=self.command_timeout_s)

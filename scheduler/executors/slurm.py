@@ -38,11 +38,12 @@ from scheduler.executors.base import (
     Handle,
     Launch,
     Status,
-    check,
     jobs_dir_expr,
     parse_tag,
+    run_checked,
     sh_exports,
     sh_words,
+    started_handle,
 )
 
 DEFAULT_JOBS_DIR = "~/.fleetdeck/slurm"
@@ -272,22 +273,10 @@ class SlurmExecutor:
             account=self.account,
             wait_s=self.start_wait_s,
         )
-        res = check(
-            await transport.run_shell(
-                script,
-                input=batch_script(launch).encode(),
-                timeout=self.start_wait_s + self.command_timeout_s,
-            ),
-            transport,
-            f"sbatch job {launch.tag}",
-        )
-        parts = res.text().split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ExecutorError(
-                f"node {transport.node.name}: sbatch job {launch.tag}: unexpected reply "
-                f"{res.text()[:80]!r}"
-            )
-        return Handle("slurm", transport.node.name, parts[1], launch.job_id, launch.attempt)
+        what = f"sbatch job {launch.tag}"
+        res = await run_checked(transport, script, what, input=batch_script(launch).encode(),
+                                timeout=self.start_wait_s + self.command_timeout_s)
+        return started_handle("slurm", res, transport, launch, what)
 
     async def status(self, handle: Handle, transport: Transport) -> Status:
         jid = self._id(handle)
@@ -309,11 +298,8 @@ class SlurmExecutor:
                 "exit 0",
             ]
         )
-        res = check(
-            await transport.run_shell(script, timeout=self.command_timeout_s),
-            transport,
-            f"status of Slurm job {jid}",
-        )
+        res = await run_checked(transport, script, f"status of Slurm job {jid}",
+                                timeout=self.command_timeout_s)
         return status_from_report(res.text())
 
     async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
@@ -345,11 +331,8 @@ class SlurmExecutor:
                 "exit 0",
             ]
         )
-        check(
-            await transport.run_shell(script, timeout=grace_s + self.command_timeout_s + 20.0),
-            transport,
-            f"scancel {jid}",
-        )
+        await run_checked(transport, script, f"scancel {jid}",
+                          timeout=grace_s + self.command_timeout_s + 20.0)
 
     async def logs(
         self,
@@ -363,14 +346,9 @@ class SlurmExecutor:
         n = "+1" if tail_lines is None else str(max(0, tail_lines))
         head = f'id={jid}; f={self._dir(handle)}/slurm-"$id".out\n'
         if not follow:
-            res = check(
-                await transport.run_shell(
-                    head + '[ -e "$f" ] || exit 0\nexec tail -n ' + n + ' -- "$f"',
-                    timeout=self.command_timeout_s,
-                ),
-                transport,
-                f"logs of Slurm job {jid}",
-            )
+            once = head + '[ -e "$f" ] || exit 0\nexec tail -n ' + n + ' -- "$f"'
+            res = await run_checked(transport, once, f"logs of Slurm job {jid}",
+                                    timeout=self.command_timeout_s)
             if res.stdout:
                 yield res.stdout
             return
@@ -404,11 +382,8 @@ class SlurmExecutor:
                 "exit 0",
             ]
         )
-        res = check(
-            await transport.run_shell(script, timeout=self.command_timeout_s),
-            transport,
-            "discover Slurm jobs",
-        )
+        res = await run_checked(transport, script, "discover Slurm jobs",
+                                timeout=self.command_timeout_s)
         queued: dict[tuple[int, int], tuple[str, str]] = {}  # key -> (slurm id, Q report)
         dirs: dict[tuple[int, int], tuple[str, str]] = {}  # key -> (slurm id, F report)
         for line in res.text().splitlines():
@@ -444,11 +419,7 @@ class SlurmExecutor:
                 f"node {transport.node.name}: Slurm job {handle.external_id} is still "
                 f"{status.detail}; stop it before cleaning up"
             )
-        check(
-            await transport.run_shell(
-                f"rm -rf -- {self._dir(handle)}", timeout=self.command_timeout_s
-            ),
-            transport,
-            f"clean up Slurm job {handle.external_id}",
-        )
+        await run_checked(transport, f"rm -rf -- {self._dir(handle)}",
+                          f"clean up Slurm job {handle.external_id}",
+                          timeout=self.command_timeout_s)
 
