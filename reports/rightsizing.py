@@ -35,15 +35,7 @@ def rightsizing(
 ) -> pl.DataFrame:
     """One row per flagged job (most GPU-hours freed first), or totals per `by` key."""
     rates = rates or Rates()
-    idle_h = (ledger.job_gpus.filter(pl.col("util_mean_pct") < IDLE_GPU_PCT)
-              .group_by("job_id").agg(pl.col("gpu_h_allocated").sum().alias("idle_gpu_h")))
-    jobs = (
-        ledger.jobs.filter((pl.col("gpu_h_allocated") >= min_gpu_h)
-                           & (pl.col("gpus_measured") > 0))
-        .join(idle_h, left_on="id", right_on="job_id", how="left")
-        .with_columns(util=pl.col("util_mean_pct").fill_null(0.0),
-                      frac=pl.col("mem_peak_bytes") / pl.col("mem_total_bytes"))
-    )
+    jobs = _measured_jobs(ledger, min_gpu_h)
     alloc, util, n, idle = (pl.col("gpu_h_allocated"), pl.col("util"), pl.col("gpu_count"),
                             pl.col("gpus_idle"))
     quarter = pl.max_horizontal(pl.lit(0.25), (pl.col("frac") * 1.25 * 4).ceil() / 4)
@@ -101,8 +93,25 @@ def rightsizing(
         .cast(_SCHEMA)  # type: ignore[arg-type]
         .sort(["gpu_h_freed", "gpu_h_allocated", "job_id"], descending=[True, True, False])
     )
-    if by is None:
-        return out
+    return out if by is None else _totals_by(out, by)
+
+
+def _measured_jobs(ledger: Ledger, min_gpu_h: float) -> pl.DataFrame:
+    """Jobs with at least `min_gpu_h` GPU-hours and measured GPUs, with their idle GPU-hours,
+    mean utilization (`util`) and peak memory share of the GPU (`frac`)."""
+    idle_h = (ledger.job_gpus.filter(pl.col("util_mean_pct") < IDLE_GPU_PCT)
+              .group_by("job_id").agg(pl.col("gpu_h_allocated").sum().alias("idle_gpu_h")))
+    return (
+        ledger.jobs.filter((pl.col("gpu_h_allocated") >= min_gpu_h)
+                           & (pl.col("gpus_measured") > 0))
+        .join(idle_h, left_on="id", right_on="job_id", how="left")
+        .with_columns(util=pl.col("util_mean_pct").fill_null(0.0),
+                      frac=pl.col("mem_peak_bytes") / pl.col("mem_total_bytes"))
+    )
+
+
+def _totals_by(out: pl.DataFrame, by: str) -> pl.DataFrame:
+    """Flagged jobs, GPU-hours and findings per `by` key (most GPU-hours freed first)."""
     return (
         out.group_by(by)
         .agg(jobs_flagged=pl.len().cast(pl.Int64),

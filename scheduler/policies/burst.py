@@ -219,6 +219,41 @@ def offer_fits(offer: Offer, req: ResourceRequest) -> str | None:
     return None
 
 
+def _not_yet(job: WaitingJob, waited: float, onprem: Sequence[NodeCapacity],
+             config: BurstConfig, ev: dict[str, Any]) -> tuple[BurstVerdict | None, float]:
+    """The verdict for a job that does not call for a burst node (needs no GPU, has not waited
+    long enough, on-prem GPUs it could use are not busy enough) or None, and the allocation %
+    of the on-prem GPUs it could use (also recorded in `ev`)."""
+    req = job.request
+    if req.gpu_count == 0 or not job.burst_ok:
+        why = "needs no GPU" if req.gpu_count == 0 else "job does not allow bursting"
+        return BurstVerdict(job.job_id, "not_gpu", f"no burst: {why}", ev), 0.0
+    if waited < config.wait_threshold_s:
+        return BurstVerdict(
+            job.job_id, "waiting", f"waiting {duration_text(waited)}; burst considered after "
+            f"{duration_text(config.wait_threshold_s)}", ev), 0.0
+    pct, eligible = onprem_allocation_pct(onprem, req)
+    ev.update({"onprem_alloc_pct": round(pct, 2), "onprem_eligible_gpus": eligible,
+               "allocation_threshold_pct": config.allocation_threshold_pct})
+    if pct < config.allocation_threshold_pct:
+        return BurstVerdict(
+            job.job_id, "on_prem", f"no burst: on-prem GPUs it could use are {pct:.0f}% "
+            f"allocated (< {config.allocation_threshold_pct:g}%)", ev), pct
+    return None, pct
+
+
+def _refusal_summary(refusals: Sequence[tuple[str, str, str, bool]]) -> tuple[str, str]:
+    """(code, why) of a refused burst: the first offer that fits the job but may not be
+    rented, else why none fits."""
+    fitting = [r for r in refusals if r[3]]
+    if fitting:
+        _, code, why, _ = fitting[0]
+        return code, why
+    if refusals:
+        return "nofit", "no offer fits: " + refusals[0][2]
+    return "nooffer", "no offers configured"
+
+
 def evaluate_burst(
     waiting: Sequence[WaitingJob],
     snapshot: FleetSnapshot,
@@ -261,22 +296,9 @@ def evaluate_burst(
         req = job.request
         waited = now - job.waiting_since
         ev: dict[str, Any] = {"waited_s": waited, "wait_threshold_s": config.wait_threshold_s}
-        if req.gpu_count == 0 or not job.burst_ok:
-            why = "needs no GPU" if req.gpu_count == 0 else "job does not allow bursting"
-            verdicts[job.job_id] = BurstVerdict(job.job_id, "not_gpu", f"no burst: {why}", ev)
-            continue
-        if waited < config.wait_threshold_s:
-            verdicts[job.job_id] = BurstVerdict(
-                job.job_id, "waiting", f"waiting {duration_text(waited)}; burst considered after "
-                f"{duration_text(config.wait_threshold_s)}", ev)
-            continue
-        pct, eligible = onprem_allocation_pct(onprem, req)
-        ev.update({"onprem_alloc_pct": round(pct, 2), "onprem_eligible_gpus": eligible,
-                   "allocation_threshold_pct": config.allocation_threshold_pct})
-        if pct < config.allocation_threshold_pct:
-            verdicts[job.job_id] = BurstVerdict(
-                job.job_id, "on_prem", f"no burst: on-prem GPUs it could use are {pct:.0f}% "
-                f"allocated (< {config.allocation_threshold_pct:g}%)", ev)
+        early, pct = _not_yet(job, waited, onprem, config, ev)
+        if early is not None:
+            verdicts[job.job_id] = early
             continue
         slot = _take_slot(slots, job)
         if slot is not None:
@@ -297,13 +319,7 @@ def evaluate_burst(
                 break
             refusals.append((offer.name, code, why, fits))
         if chosen is None:
-            fitting = [r for r in refusals if r[3]]
-            if fitting:
-                _, code, why, _ = fitting[0]
-            elif refusals:
-                code, why = "nofit", "no offer fits: " + refusals[0][2]
-            else:
-                code, why = "nooffer", "no offers configured"
+            code, why = _refusal_summary(refusals)
             reason = f"burst refused: {why}"
             ev["offers"] = {name: w for name, _, w, _ in refusals}
             verdicts[job.job_id] = BurstVerdict(job.job_id, "refused", reason, ev)

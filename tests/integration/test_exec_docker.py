@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import grp
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import docker
 import pytest
 
-from collectors.transport import NodeTarget, SshOptions, SshTransport
-from scheduler.executors import DockerExecutor, ExecutorError, Handle, Launch, Status
+from collectors.transport import SshTransport
+from scheduler.executors import DockerExecutor, ExecutorError, Launch
 from tests.bed.plugin import BedAccounts, NodeFactory
 from tests.bed.ssh import SshNode
+from tests.integration.executor_kit import (
+    read_logs,
+    transport_for,
+    wait_done,
+)
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 
@@ -33,18 +37,6 @@ HOSTILE = (
 )
 
 
-def transport_for(node: SshNode) -> SshTransport:
-    target = NodeTarget(
-        name=node.name,
-        host=node.host,
-        port=node.port,
-        user=node.user,
-        identity_file=node.identity_file,
-        docker_socket=str(node.docker_socket),
-    )
-    return SshTransport(target, SshOptions(known_hosts=node.known_hosts, use_agent=False))
-
-
 @pytest.fixture
 def node(ssh_nodes: NodeFactory) -> SshNode:
     n: SshNode = ssh_nodes(1, docker=True)[0]
@@ -59,13 +51,6 @@ def image(node: SshNode, docker_image: Callable[[SshNode], str]) -> str:
 
 
 @pytest.fixture
-async def transport(node: SshNode) -> AsyncIterator[SshTransport]:
-    t = transport_for(node)
-    yield t
-    await t.close()
-
-
-@pytest.fixture
 def executor() -> Iterator[DockerExecutor]:
     ex = DockerExecutor(gpu_runtime=False)
     yield ex
@@ -75,27 +60,6 @@ def executor() -> Iterator[DockerExecutor]:
 def launch(job_id: int, argv: tuple[str, ...], image: str, **kw: Any) -> Launch:
     return Launch(job_id=job_id, attempt=0, name=f"job{job_id}", user="root",
                   project="vision", argv=argv, image=image, **kw)
-
-
-async def wait_done(ex: DockerExecutor, h: Handle, t: SshTransport,
-                    timeout_s: float = 30.0) -> Status:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        st = await ex.status(h, t)
-        if st.state not in ("running", "pending") or time.monotonic() > deadline:
-            return st
-        await asyncio.sleep(0.2)
-
-
-async def read_logs(ex: DockerExecutor, h: Handle, t: SshTransport, **kw: Any) -> bytes:
-    return b"".join([c async for c in ex.logs(h, t, **kw)])
-
-
-async def wait_log(ex: DockerExecutor, h: Handle, t: SshTransport, text: bytes) -> None:
-    deadline = time.monotonic() + 20
-    while text not in await read_logs(ex, h, t):
-        assert time.monotonic() < deadline, f"{text!r} never appeared in the log"
-        await asyncio.sleep(0.1)
 
 
 async def test_exit_codes_logs_labels_and_limits(executor: DockerExecutor, transport: SshTransport,
@@ -147,33 +111,6 @@ async def test_gpu_device_request_reaches_dockerd(transport: SshTransport, image
         ex.close()
 
 
-async def test_follow_streams_until_the_container_ends(executor: DockerExecutor,
-                                                       transport: SshTransport, image: str,
-                                                       node: SshNode) -> None:
-    # The container prints tick1, then waits for a gate file the test creates (docker exec)
-    # only once tick1 has arrived: output streams while it runs (no clock involved).
-    script = ("echo tick1; while [ ! -e /tmp/gate ]; do sleep 0.05; done; echo tick2; "
-              "echo tick3; echo tick4")
-    h = await executor.start(launch(5, ("sh", "-c", script), image), transport)
-    got: list[bytes] = []
-    async for chunk in executor.logs(h, transport, follow=True):
-        if not got:
-            assert chunk.startswith(b"tick1")
-            assert (await executor.status(h, transport)).state == "running"
-            await asyncio.to_thread(open_gate, node, h.external_id)
-        got.append(chunk)
-    assert b"".join(got) == b"tick1\ntick2\ntick3\ntick4\n"
-    assert (await executor.status(h, transport)).exit_code == 0
-
-
-def open_gate(node: SshNode, container_id: str) -> None:
-    client = docker.DockerClient(base_url=f"unix://{node.docker_socket}")
-    try:
-        client.containers.get(container_id).exec_run(["touch", "/tmp/gate"])
-    finally:
-        client.close()
-
-
 async def test_hostile_arguments_reach_the_program_verbatim(
     executor: DockerExecutor, transport: SshTransport, image: str
 ) -> None:
@@ -198,31 +135,6 @@ async def test_hostile_arguments_reach_the_program_verbatim(
     assert (await wait_done(executor, h2, transport)).exit_code == 0
     assert (await read_logs(executor, h2, transport)).split(b"\0") == [
         name.encode(), HOSTILE[0].encode(), b""]
-
-
-async def test_stop_graceful_then_forced(executor: DockerExecutor, transport: SshTransport,
-                                         image: str) -> None:
-    polite = await executor.start(
-        launch(8, ("sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; "
-                               "while :; do sleep 0.1; done"), image), transport)
-    stubborn = await executor.start(
-        launch(9, ("sh", "-c", "trap 'echo ignoring TERM' TERM; echo ready; "
-                               "while :; do sleep 0.1; done"), image),
-        transport)
-    await wait_log(executor, polite, transport, b"ready")
-    await wait_log(executor, stubborn, transport, b"ready")
-    # a polite container ends on TERM: stop returns without waiting out the (huge) grace
-    await executor.stop(polite, transport, grace_s=3600.0)
-    t0 = time.monotonic()
-    await executor.stop(stubborn, transport, grace_s=2.0)
-    stubborn_s = time.monotonic() - t0
-    st = await executor.status(polite, transport)
-    assert (st.state, st.exit_code) == ("exited", 0)
-    assert b"got TERM" in await read_logs(executor, polite, transport)
-    st = await executor.status(stubborn, transport)
-    assert (st.state, st.exit_code) == ("exited", 137)
-    assert b"ignoring TERM" in await read_logs(executor, stubborn, transport)  # TERM came first
-    assert stubborn_s >= 2.0  # the grace was waited out (a lower bound holds at any speed)
 
 
 async def test_start_is_idempotent(executor: DockerExecutor, transport: SshTransport,

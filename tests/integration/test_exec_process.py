@@ -4,16 +4,19 @@ surviving a dropped SSH connection, and hostile arguments that must not inject c
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from collectors.transport import NodeTarget, SshOptions, SshTransport
-from scheduler.executors import ExecutorError, Handle, Launch, ProcessExecutor, Status
+from collectors.transport import SshTransport
+from scheduler.executors import ExecutorError, Launch, ProcessExecutor
 from tests.bed.plugin import BedAccounts, NodeFactory
 from tests.bed.ssh import SshNode
+from tests.integration.executor_kit import (
+    read_logs,
+    transport_for,
+    wait_done,
+)
 
 pytestmark = [pytest.mark.ssh]
 
@@ -35,28 +38,9 @@ HOSTILE = (
 )
 
 
-def transport_for(node: SshNode) -> SshTransport:
-    target = NodeTarget(
-        name=node.name,
-        host=node.host,
-        port=node.port,
-        user=node.user,
-        identity_file=node.identity_file,
-        docker_socket=str(node.docker_socket or "/var/run/docker.sock"),
-    )
-    return SshTransport(target, SshOptions(known_hosts=node.known_hosts, use_agent=False))
-
-
 @pytest.fixture
 def node(ssh_nodes: NodeFactory) -> SshNode:
     return ssh_nodes(1)[0]
-
-
-@pytest.fixture
-async def transport(node: SshNode) -> AsyncIterator[SshTransport]:
-    t = transport_for(node)
-    yield t
-    await t.close()
 
 
 @pytest.fixture
@@ -68,27 +52,6 @@ def executor(tmp_path: Path) -> ProcessExecutor:
 def launch(job_id: int, argv: tuple[str, ...], **kw: object) -> Launch:
     return Launch(job_id=job_id, attempt=0, name=f"job{job_id}", user="root",
                   project="vision", argv=argv, **kw)  # type: ignore[arg-type]
-
-
-async def wait_done(ex: ProcessExecutor, h: Handle, t: SshTransport,
-                    timeout_s: float = 20.0) -> Status:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        st = await ex.status(h, t)
-        if st.state != "running" or time.monotonic() > deadline:
-            return st
-        await asyncio.sleep(0.2)
-
-
-async def read_logs(ex: ProcessExecutor, h: Handle, t: SshTransport, **kw: object) -> bytes:
-    return b"".join([c async for c in ex.logs(h, t, **kw)])  # type: ignore[arg-type]
-
-
-async def wait_log(ex: ProcessExecutor, h: Handle, t: SshTransport, text: bytes) -> None:
-    deadline = time.monotonic() + 10
-    while text not in await read_logs(ex, h, t):
-        assert time.monotonic() < deadline, f"{text!r} never appeared in the log"
-        await asyncio.sleep(0.1)
 
 
 async def test_exit_codes_and_logs(executor: ProcessExecutor, transport: SshTransport,
@@ -115,25 +78,6 @@ async def test_exit_codes_and_logs(executor: ProcessExecutor, transport: SshTran
     assert await read_logs(executor, bad, transport, follow=True) == b"failing\n"
 
 
-async def test_follow_streams_until_the_job_ends(executor: ProcessExecutor,
-                                                 transport: SshTransport, tmp_path: Path) -> None:
-    # The job prints tick1, then waits for a gate file the test creates only once tick1 has
-    # arrived: output streams while the job runs, not all at its end (no clock involved).
-    gate = tmp_path / "gate"
-    script = f"echo tick1; while [ ! -e {gate} ]; do sleep 0.05; done; echo tick2; echo tick3; " \
-             "echo tick4"
-    h = await executor.start(launch(3, ("sh", "-c", script)), transport)
-    got: list[bytes] = []
-    async for chunk in executor.logs(h, transport, follow=True):
-        if not got:
-            assert chunk.startswith(b"tick1")
-            assert (await executor.status(h, transport)).state == "running"
-            gate.touch()
-        got.append(chunk)
-    assert b"".join(got) == b"tick1\ntick2\ntick3\ntick4\n"
-    assert (await executor.status(h, transport)).exit_code == 0
-
-
 async def test_hostile_arguments_cannot_inject(executor: ProcessExecutor, transport: SshTransport,
                                                tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
@@ -158,36 +102,6 @@ async def test_hostile_arguments_cannot_inject(executor: ProcessExecutor, transp
     out2 = await read_logs(executor, h2, transport)
     assert out2.split(b"\0")[:-1] == [name.encode(), args[0].encode(), args[2].encode()]
     assert not marker.exists()
-
-
-async def test_stop_graceful_then_forced(executor: ProcessExecutor,
-                                         transport: SshTransport) -> None:
-    polite = await executor.start(
-        launch(6, ("sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; "
-                               "while :; do sleep 0.1; done")), transport)
-    stubborn = await executor.start(
-        launch(7, ("sh", "-c", "trap 'echo ignoring TERM' TERM; echo ready; "
-                               "while :; do sleep 0.1; done")),
-        transport)
-    await wait_log(executor, polite, transport, b"ready")
-    await wait_log(executor, stubborn, transport, b"ready")
-
-    # a polite job ends on TERM: stop returns without waiting out a grace this test could
-    # never sit through (it would hit the test timeout)
-    await executor.stop(polite, transport, grace_s=3600.0)
-    t0 = time.monotonic()
-    await executor.stop(stubborn, transport, grace_s=1.5)
-    stubborn_s = time.monotonic() - t0
-
-    st = await executor.status(polite, transport)
-    assert (st.state, st.exit_code) == ("exited", 0)
-    assert b"got TERM" in await read_logs(executor, polite, transport)
-    st = await executor.status(stubborn, transport)
-    assert (st.state, st.exit_code) == ("exited", 137)  # SIGKILL
-    assert b"ignoring TERM" in await read_logs(executor, stubborn, transport)  # TERM came first
-    assert stubborn_s >= 1.5  # the grace was waited out (a lower bound holds at any speed)
-    # stopping a finished job is a no-op
-    await executor.stop(polite, transport, grace_s=1.0)
 
 
 async def test_max_runtime_is_enforced(executor: ProcessExecutor,

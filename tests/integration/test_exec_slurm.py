@@ -6,17 +6,22 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from collectors.transport import NodeTarget, SshOptions, SshTransport
-from scheduler.executors import Handle, Launch, SlurmExecutor, Status
+from collectors.transport import SshTransport
+from scheduler.executors import Launch, SlurmExecutor
 from tests.bed.plugin import NodeFactory
 from tests.bed.slurm import SlurmCluster
 from tests.bed.ssh import SshNode
+from tests.integration.executor_kit import (
+    read_logs,
+    transport_for,
+    wait_done,
+    wait_state,
+)
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slurm]
 
@@ -39,12 +44,6 @@ HOSTILE = (
 )
 
 
-def transport_for(node: SshNode) -> SshTransport:
-    target = NodeTarget(name=node.name, host=node.host, port=node.port, user=node.user,
-                        identity_file=node.identity_file)
-    return SshTransport(target, SshOptions(known_hosts=node.known_hosts, use_agent=False))
-
-
 @pytest.fixture
 def node(ssh_nodes: NodeFactory) -> SshNode:
     n: SshNode = ssh_nodes(1, slurm=True)[0]
@@ -59,13 +58,6 @@ def cluster(node: SshNode) -> SlurmCluster:
 
 
 @pytest.fixture
-async def transport(node: SshNode) -> AsyncIterator[SshTransport]:
-    t = transport_for(node)
-    yield t
-    await t.close()
-
-
-@pytest.fixture
 def executor(tmp_path: Path) -> SlurmExecutor:
     return SlurmExecutor(jobs_dir=str(tmp_path / "slurm"), poll_s=0.5)
 
@@ -74,40 +66,6 @@ def launch(argv: tuple[str, ...], job_id: int | None = None, **kw: Any) -> Launc
     jid = next(_IDS) if job_id is None else job_id
     return Launch(job_id=jid, attempt=0, name=f"job{jid}", user="alice", project="vision",
                   argv=argv, **kw)
-
-
-async def wait_done(ex: SlurmExecutor, h: Handle, t: SshTransport,
-                    timeout_s: float = 60.0) -> Status:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        st = await ex.status(h, t)
-        if st.state not in ("running", "pending") or time.monotonic() > deadline:
-            return st
-        await asyncio.sleep(0.3)
-
-
-async def wait_state(ex: SlurmExecutor, h: Handle, t: SshTransport, state: str) -> Status:
-    deadline = time.monotonic() + 60
-    while True:
-        st = await ex.status(h, t)
-        if st.state == state:
-            return st
-        assert time.monotonic() < deadline, f"job never reached {state}: {st}"
-        await asyncio.sleep(0.2)
-
-
-async def read_logs(ex: SlurmExecutor, h: Handle, t: SshTransport, **kw: Any) -> bytes:
-    return b"".join([c async for c in ex.logs(h, t, **kw)])
-
-
-async def wait_log(ex: SlurmExecutor, h: Handle, t: SshTransport, text: bytes) -> None:
-    deadline = time.monotonic() + 60
-    while text not in await read_logs(ex, h, t):
-        if time.monotonic() > deadline:
-            st = await ex.status(h, t)
-            queue = await t.run(["squeue", "-t", "all"], timeout=10)
-            raise AssertionError(f"{text!r} never appeared in the log; {st}; {queue.text()}")
-        await asyncio.sleep(0.2)
 
 
 async def test_exit_codes_logs_and_resources(executor: SlurmExecutor, transport: SshTransport,
@@ -137,16 +95,6 @@ async def test_exit_codes_logs_and_resources(executor: SlurmExecutor, transport:
     assert await read_logs(executor, bad, transport, follow=True) == b"failing\n"
 
 
-async def test_follow_streams_until_the_job_ends(executor: SlurmExecutor,
-                                                 transport: SshTransport) -> None:
-    h = await executor.start(
-        launch(("sh", "-c", "for i in 1 2 3 4 5; do echo tick$i; sleep 0.5; done")), transport)
-    await wait_state(executor, h, transport, "running")
-    chunks = [c async for c in executor.logs(h, transport, follow=True)]
-    assert b"".join(chunks) == b"".join(b"tick%d\n" % i for i in range(1, 6))
-    assert (await executor.status(h, transport)).exit_code == 0
-
-
 async def test_hostile_arguments_cannot_inject(executor: SlurmExecutor, transport: SshTransport,
                                                tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
@@ -170,31 +118,6 @@ async def test_hostile_arguments_cannot_inject(executor: SlurmExecutor, transpor
     assert (await read_logs(executor, h2, transport)).split(b"\0")[:-1] == [
         name.encode(), args[0].encode()]
     assert not marker.exists()
-
-
-async def test_stop_graceful_then_forced(executor: SlurmExecutor,
-                                         transport: SshTransport) -> None:
-    polite = await executor.start(
-        launch(("sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo ready; "
-                            "while :; do sleep 0.1; done")), transport)
-    stubborn = await executor.start(
-        launch(("sh", "-c", "trap 'echo ignoring TERM' TERM; echo ready; "
-                            "while :; do sleep 0.1; done")),
-        transport)
-    await wait_log(executor, polite, transport, b"ready")
-    await wait_log(executor, stubborn, transport, b"ready")
-    # a polite job ends on TERM: stop returns without waiting out the (huge) grace
-    await executor.stop(polite, transport, grace_s=3600.0)
-    t0 = time.monotonic()
-    await executor.stop(stubborn, transport, grace_s=2.0)
-    stubborn_s = time.monotonic() - t0
-    st = await executor.status(polite, transport)
-    assert (st.state, st.exit_code) == ("exited", 0), st
-    assert b"got TERM" in await read_logs(executor, polite, transport)
-    st = await executor.status(stubborn, transport)
-    assert st.state == "exited" and st.exit_code == 137, st
-    assert b"ignoring TERM" in await read_logs(executor, stubborn, transport)  # TERM came first
-    assert stubborn_s >= 2.0  # the grace was waited out (a lower bound holds at any speed)
 
 
 async def test_pending_job_and_its_cancel(executor: SlurmExecutor, transport: SshTransport,
