@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from scheduler.fit import FleetState, WorkloadMix, make_policy
 from scheduler.models import Assignment, FleetSnapshot, GpuSlot, NodeCapacity, RunningAllocation
@@ -132,14 +133,9 @@ def run_replay(
     submit = [j.submit_time_s * time_scale for j in runnable]
     t0 = time.perf_counter()
 
-    # event heap: (time, kind, index) with kind 0 = completion, 1 = arrival
-    events: list[tuple[float, int, int]] = [(t, 1, k) for k, t in enumerate(submit)]
-    heapq.heapify(events)
-    running: dict[int, Assignment] = {}
-    holds: dict[int, RunningAllocation] = {}  # the same, as placement sees running jobs
+    fleet = _ReplayFleet(state, runnable, submit)
+    events, holds, launch = fleet.events, fleet.holds, fleet.launch
     waiting: list[int] = []  # FIFO by submit time
-    start = np.full(len(runnable), np.nan)
-    used = 0
     first = submit[0] if submit else 0.0
     trace_t: list[float] = [first]
     trace_alloc: list[float] = [0.0]
@@ -156,16 +152,6 @@ def run_replay(
         for k, j in enumerate(runnable)
     ]
 
-    def launch(k: int, a: Assignment, now: float) -> None:
-        nonlocal used
-        state.apply(a)
-        running[k] = a
-        job = runnable[k]
-        holds[k] = RunningAllocation(str(k), job.user, job.project, "", a, now, job.duration_s)
-        used += a.gpu_milli * len(a.gpu_indices)
-        start[k] = now
-        heapq.heappush(events, (now + float(runnable[k].duration_s or 0.0), 0, k))
-
     while events:
         now = events[0][0]
         arrived: list[int] = []
@@ -173,11 +159,8 @@ def run_replay(
         while events and events[0][0] == now:
             _, kind, k = heapq.heappop(events)
             if kind == 0:
-                done = running.pop(k)
-                del holds[k]
+                fleet.finish(k)
                 released = True
-                state.release(done)
-                used -= done.gpu_milli * len(done.gpu_indices)
             else:
                 arrived.append(k)
         if not waiting:
@@ -201,9 +184,50 @@ def run_replay(
                     started.add(k)
                 waiting = [k for k in waiting if k not in started]
         trace_t.append(now)
-        trace_alloc.append(used * 100.0 / capacity)
+        trace_alloc.append(fleet.used_milli * 100.0 / capacity)
     elapsed = time.perf_counter() - t0
+    return _replay_run(pol.name, seed, runnable, submit, fleet.start, skipped, len(never),
+                       trace_t, trace_alloc, elapsed)
 
+
+class _ReplayFleet:
+    """The simulated fleet during a replay: running jobs, their holds as placement sees them,
+    GPU milli in use, start times, and the event heap (time, kind, index) with kind 0 a
+    completion and 1 an arrival."""
+
+    def __init__(self, state: FleetState, runnable: Sequence[TraceJob],
+                 submit: Sequence[float]) -> None:
+        self.state = state
+        self.runnable = runnable
+        self.events: list[tuple[float, int, int]] = [(t, 1, k) for k, t in enumerate(submit)]
+        heapq.heapify(self.events)
+        self.running: dict[int, Assignment] = {}
+        self.holds: dict[int, RunningAllocation] = {}
+        self.start = np.full(len(runnable), np.nan)
+        self.used_milli = 0
+
+    def launch(self, k: int, a: Assignment, now: float) -> None:
+        self.state.apply(a)
+        self.running[k] = a
+        job = self.runnable[k]
+        self.holds[k] = RunningAllocation(str(k), job.user, job.project, "", a, now,
+                                          job.duration_s)
+        self.used_milli += a.gpu_milli * len(a.gpu_indices)
+        self.start[k] = now
+        heapq.heappush(self.events, (now + float(job.duration_s or 0.0), 0, k))
+
+    def finish(self, k: int) -> None:
+        done = self.running.pop(k)
+        del self.holds[k]
+        self.state.release(done)
+        self.used_milli -= done.gpu_milli * len(done.gpu_indices)
+
+
+def _replay_run(policy: str, seed: int, runnable: Sequence[TraceJob], submit: Sequence[float],
+                start: npt.NDArray[np.float64], skipped: int, never_fit: int,
+                trace_t: list[float], trace_alloc: list[float], elapsed: float) -> ReplayRun:
+    """Queue delays, completion times, makespan and allocation over time of a replay."""
+    first = submit[0] if submit else 0.0
     subs = np.array(submit)
     durs = np.array([float(j.duration_s or 0.0) for j in runnable])
     ok = ~np.isnan(start)
@@ -211,11 +235,11 @@ def run_replay(
     jct = delay + durs[ok]
     end = float((start[ok] + durs[ok]).max()) if ok.any() else first
     return ReplayRun(
-        policy=pol.name,
+        policy=policy,
         seed=seed,
         jobs=len(runnable),
         skipped=skipped,
-        never_fit=len(never),
+        never_fit=never_fit,
         queue_delay_s=tuple(float(x) for x in delay),
         jct_s=tuple(float(x) for x in jct),
         makespan_s=end - first,

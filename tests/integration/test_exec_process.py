@@ -164,10 +164,14 @@ async def test_discover_after_restart(tmp_path: Path, node: SshNode) -> None:
 
 
 async def test_job_survives_the_ssh_connection_dropping(executor: ProcessExecutor,
-                                                        node: SshNode) -> None:
+                                                        node: SshNode, tmp_path: Path) -> None:
+    # the job ends only once the test opens its gate: it is surely still running after the
+    # SSH restart, however slow the machine
+    gate = tmp_path / "gate"
     t1 = transport_for(node)
-    h = await executor.start(
-        launch(12, ("sh", "-c", "for i in 1 2 3 4 5 6; do echo tick$i; sleep 0.4; done")), t1)
+    script = (f"for i in 1 2 3; do echo tick$i; done; while [ ! -e {gate} ]; do sleep 0.05; "
+              "done; for i in 4 5 6; do echo tick$i; done")
+    h = await executor.start(launch(12, ("sh", "-c", script)), t1)
     await t1.close()
     node.stop()  # kill sshd and every session under it, like a crash
     await asyncio.sleep(0.5)
@@ -176,6 +180,7 @@ async def test_job_survives_the_ssh_connection_dropping(executor: ProcessExecuto
     try:
         st = await executor.status(h, t2)
         assert st.state == "running", st
+        gate.touch()
         st = await wait_done(executor, h, t2)
         assert (st.state, st.exit_code) == ("exited", 0)
         out = await read_logs(executor, h, t2)
