@@ -20,6 +20,7 @@ from tests.integration.executor_kit import (
     read_logs,
     transport_for,
     wait_done,
+    wait_log,
     wait_state,
 )
 
