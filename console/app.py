@@ -30,7 +30,7 @@ from textual.worker import Worker
 from collectors.errors import EngineError
 from collectors.private_files import enter_private_umask
 from collectors.store import StoreLockedError
-from console.commands.common import loaded_config
+from console.commands.common import loaded_config, me_line
 from console.config import Loaded
 from console.engine.client import EngineClient, NoEngine, RemoteError, unsupported
 from console.engine.host import EmbeddedEngine
@@ -466,15 +466,6 @@ class FleetdeckApp(App[int]):
 
     async def on_unmount(self) -> None:
         await self.remote.close()
-
-
-def me_line(me: dict[str, Any]) -> str:
-    """`you: 2 of 4 GPUs · 12.40 USD today` from a `whoami` reply."""
-    used = float(me.get("gpus_in_use") or 0.0)
-    quota = me.get("gpu_quota")
-    gpus = f"{used:g} of {float(quota):g} GPUs" if quota is not None else f"{used:g} GPUs"
-    spend = float(me.get("spend_today") or 0.0)
-    return f"you: {gpus} · {spend:.2f} {me.get('currency') or ''} today".replace("  ", " ")
 
 
 def screenshot_dir() -> Path:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ import duckdb
 import msgspec
 
 from collectors.errors import InputError
+from collectors.formatting import grouped, number_text
 from collectors.store import Store
 from collectors.store.db import StoreError, first_line
 from collectors.validate import check_store_path
@@ -155,3 +156,12 @@ def engine_or_store(loaded: Loaded, method: str, local: Callable[[Store], T],
             except duckdb.Error as e:  # a corrupt store: one line, exit 1
                 raise StoreError(f"{store.path}: cannot read the store: {first_line(e)}"
                                  ) from None
+
+
+def me_line(me: Mapping[str, Any]) -> str:
+    """`you: 2 of 4 GPUs · 12.40 USD today` from a `whoami` reply (CLI and console header)."""
+    used = number_text(float(me.get("gpus_in_use") or 0.0))
+    quota = me.get("gpu_quota")
+    gpus = f"{used} of {number_text(float(quota))} GPUs" if quota is not None else f"{used} GPUs"
+    spend = grouped(float(me.get("spend_today") or 0.0))
+    return f"you: {gpus} · {spend} {me.get('currency') or ''}".rstrip() + " today"

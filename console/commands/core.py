@@ -11,8 +11,10 @@ from typing import Any
 
 from console.commands.common import (
     add_format,
+    call_engine,
     engine_or_store,
     loaded_config,
+    me_line,
     print_json,
     print_table,
     run_async,
@@ -48,6 +50,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subcommand(sub, "status", "ask the running engine how it is")
     add_format(p)
     p.set_defaults(func=status_cmd)
+
+    p = subcommand(sub, "whoami", "who the engine takes you for: user, role, GPUs your jobs "
+                   "hold of your quota, spend today")
+    add_format(p)
+    p.set_defaults(func=whoami_cmd)
 
     p = subcommand(sub, "api", "the engine's methods: parameters, replies, least role "
                    "(docs/PROTOCOL.md is this, as markdown)")
@@ -128,6 +135,15 @@ def db_info_cmd(args: argparse.Namespace) -> int:
 def serve_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
     return asyncio.run(serve(loaded))
+
+
+def whoami_cmd(args: argparse.Namespace) -> int:
+    me = run_async(call_engine(loaded_config(args), "whoami"))
+    if args.format == "json":
+        print_json(me)
+        return 0
+    print(f"{me['user']} ({me['role']}): {me_line(me)}")
+    return 0
 
 
 def status_cmd(args: argparse.Namespace) -> int:

@@ -104,7 +104,7 @@ def nodes_cmd(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         print_table(rows, ["name", "host", "pool", "transport", "state", "gpu_count",
-                           "gpu_model", "cordoned", "state_reason"])
+                           "gpu_model", "cordoned", "jobs_run_as", "state_reason"])
     return 0
 
 

@@ -315,7 +315,8 @@ class ControlServer:
         if isinstance(user, str):
             out.append((user, f"user {user}"))
         spec = getattr(req, "spec", None)
-        if isinstance(spec, dict) and isinstance(spec.get("user"), str):
+        if isinstance(spec, dict) and isinstance(spec.get("user"), str) and spec["user"]:
+            # "" (the CLI's spec without --user) means the caller, as the engine fills it in
             out.append((spec["user"], f"a job as {spec['user']}"))
         return out
 

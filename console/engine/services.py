@@ -20,10 +20,12 @@ from console.engine.service_base import BaseService, Service
 from console.engine.svc_fleet import FleetService
 from console.engine.svc_jobs import JobService
 from console.engine.svc_notify import NotifyService
+from console.engine.svc_people import PeopleService
 from console.engine.svc_policies import PolicyService
 from console.engine.svc_reload import ReloadService
 from console.engine.svc_reports import ReportService
 from console.engine.svc_telemetry import Telemetry
+from scheduler.executors.identity import engine_user, job_identity
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
@@ -43,7 +45,8 @@ async def attach_all(engine: Engine) -> None:
     await add(telemetry)
     await svc_metrics.attach(engine, telemetry)
     for svc in (JobService(engine, telemetry), PolicyService(engine, telemetry),
-                FleetService(engine, telemetry), ReportService(engine), ReloadService(engine)):
+                FleetService(engine, telemetry), ReportService(engine), ReloadService(engine),
+                PeopleService(engine)):
         await add(svc)
 
 
@@ -74,7 +77,10 @@ class InventoryService(BaseService):
         await self.engine.db.run(upsert)
 
     async def nodes(self, caller: Caller, req: NoParams) -> list[dict[str, Any]]:
-        return await self.engine.db.run(list_nodes)
+        rows = await self.engine.db.run(list_nodes)
+        login = engine_user()
+        run_as = {n.name: job_identity(n, login).describe() for n in self.engine.config.nodes}
+        return [{**r, "jobs_run_as": run_as.get(r["name"])} for r in rows]
 
     async def audit(self, caller: Caller, req: AuditQuery) -> list[dict[str, Any]]:
         return await self.engine.db.run(

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from console.app import EngineLink, FleetdeckApp, me_line
+from console.app import EngineLink, FleetdeckApp
+from console.commands.common import me_line
 from console.screens.fleet import FleetScreen
 from console.screens.jobs import JobsScreen
 from console.widgets.keyed_table import KeyedTable

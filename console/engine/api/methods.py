@@ -52,6 +52,8 @@ TABLE: tuple[Method, ...] = (
            "engine version, pid, uptime, store, socket, config file, the caller and role"),
     Method("db_info", rq.NoParams, rp.DbInfo, V, False,
            "the store's path, schema version, size and row counts"),
+    Method("whoami", rq.NoParams, rp.WhoAmI, V, False,
+           "the caller: user, role, GPUs their jobs hold of their quota, spend today"),
     Method("nodes", rq.NoParams, list[rp.NodeRow], V, False,
            "configured and discovered nodes as the store knows them"),
     Method("fleet", rq.FleetQuery, list[rp.FleetNode], V, False,

@@ -50,6 +50,16 @@ class Stopping(Reply):
     stopping: bool
 
 
+class WhoAmI(Reply):
+    user: str
+    role: str
+    gpus_in_use: float  # GPUs the caller's queued-to-running jobs hold now
+    gpu_quota: float | None  # the caller's [[users]] gpu_quota; None: none set
+    gpu_h_today: float  # GPU-hours allocated since 00:00 UTC
+    spend_today: float  # the chargeback total since 00:00 UTC, in `currency`
+    currency: str
+
+
 class NodeRow(Reply):
     name: str
     host: str | None
@@ -62,6 +72,7 @@ class NodeRow(Reply):
     gpu_count: int | None
     gpu_model: str | None
     last_seen: str | None
+    jobs_run_as: str | None = None  # "each job's owner", or the login account
 
 
 class AuditRow(Reply):
