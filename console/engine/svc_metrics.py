@@ -45,7 +45,8 @@ class Exposition:
         self._cache: tuple[int, bytes] | None = None
         self._wake = threading.Event()
         self._stop = False
-        self.last_scrape = 0.0
+        # as if scraped at start: the first snapshot is rendered before anyone asks
+        self.last_scrape = time.monotonic()
         self._rendered_at = 0.0  # monotonic start of the last render
         self.render_s = 0.0  # how long the last render took
         self._thread = threading.Thread(target=self._run, name="fleetdeck-metrics-render",
@@ -64,6 +65,11 @@ class Exposition:
         self.metrics.fleet.state = state
         if self.last_scrape > self._rendered_at:
             self._wake.set()
+
+    @property
+    def rendered(self) -> bool:
+        """Whether a scrape would be answered from the cache."""
+        return self._cache is not None
 
     def body(self) -> bytes:
         """The scrape answer: the cached text of the current snapshot, rendering it here

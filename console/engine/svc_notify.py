@@ -81,8 +81,11 @@ class NotifyService(BaseService):
         return self.summary()
 
     async def stop(self) -> None:
-        for t in list(self._sends):
+        """Stop sending: an attempt cut short is retried after a restart (same key)."""
+        sends = list(self._sends)
+        for t in sends:
             t.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _loop(self) -> None:
