@@ -212,7 +212,7 @@ async def bench_outbox(events: int, trickle: int, tmp: Path) -> None:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await svc.close()
+    await svc.stop()
     await db.close()
     rx.httpd.shutdown()
 
