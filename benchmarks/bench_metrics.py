@@ -181,7 +181,7 @@ async def bench_outbox(events: int, trickle: int, tmp: Path) -> None:
     tasks: list[asyncio.Task[Any]] = []
     engine = SimpleNamespace(config=Config(notify=cfg), db=db, clock=time.time,
                              spawn=lambda coro, name: tasks.append(asyncio.create_task(coro)),
-                             on_close=lambda fn: None)
+                             on_close=lambda fn: None, status_parts={}, notify=None)
     svc = NotifyService(engine)  # type: ignore[arg-type]
 
     def burst(store: Store) -> None:
