@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def notify_test_cmd(args: argparse.Namespace) -> int:
     res = run_async(call_engine(loaded_config(args), "notify_test", channel=args.channel,
-                                to=args.to))
+                                to=args.to or ""))
     if args.format == "json":
         print_json(res)
     else:
