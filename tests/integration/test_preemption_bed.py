@@ -21,6 +21,7 @@ from tests.bed.fake_nvml import FakeGpu
 from tests.bed.plugin import BedAccounts, ImageLoader
 from tests.bed.require import require_docker, require_gcc
 from tests.bed.ssh import SshBed, SshNode
+from tests.helpers import one_line_error
 from tests.integration.jobs_e2e import Fleet, fleet_toml
 
 pytestmark = [pytest.mark.ssh]
@@ -111,6 +112,10 @@ def test_owner_reclaims_a_gpu_from_process_jobs(fleet: Fleet, gpu_node: SshNode,
                                                 shared_dir: Path) -> None:
     ckpt = shared_dir / "ck"
     with fleet.serving():
+        res = fleet.run("submit", "--class", "nope", "--", "true")
+        assert res.returncode == 2
+        assert "class: expected a priority class of the config (batch), got \"nope\"" in \
+            one_line_error(res)
         bob = fill_with_bob(fleet, gpu_node, trainer(ckpt), "--executor", "process")
         [alice] = fleet.submit("--user", ALICE, "--gpus", "1", "--cpus", "0.2",
                                "--executor", "process", "--", "sh", "-c",

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.fit import make_policy
-from scheduler.models import Assignment, FleetSnapshot, RunningAllocation
+from scheduler.models import Assignment, FleetSnapshot, NodeCapacity, RunningAllocation
 from scheduler.placement import PlacementPlan, PreemptionRules, PreemptKind, QueuedTask, plan
 from scheduler.quota import Quota, QuotaBook, usage_from_running
 from tests.unit.test_placement import NOW, node, task, with_running
@@ -242,7 +242,8 @@ def test_preemption_invariants(scene: tuple[FleetSnapshot, list[QueuedTask], Quo
         assert nd is not None
         leaving = [r for r in snap.running if r.leaving and r.assignment.node == node_name]
 
-        def fits(gone: list[RunningAllocation], nd=nd, t=t, leaving=leaving) -> bool:
+        def fits(gone: list[RunningAllocation], nd: NodeCapacity = nd, t: QueuedTask = t,
+                 leaving: list[RunningAllocation] = leaving) -> bool:
             free = {g.index: 1000 - g.alloc_milli for g in nd.gpus}
             for r in (*gone, *leaving):
                 for i in r.assignment.gpu_indices:
