@@ -9,8 +9,12 @@
    protocol's `summary` reports them), the bulk history written in the background.
    With `--ui` it runs `console.demo.start_demo` and the console itself, headless (Textual
    `run_test`); the milestone is the console's header showing 48 nodes up.
+3. Steady state (`--ui --steady S`): once the history is written, S more seconds on the Jobs
+   screen (the busiest): the process's RSS (and its peak), and CPU as % of one core, for the
+   whole process and for the console's own thread (Textual's loop; the rest is the embedded
+   engine and the simulated fleet, which `fleetdeck --demo` runs in the same process).
 
-    .venv/bin/python benchmarks/bench_demo.py [--runs 3] [--ui] [--skip-history]
+    .venv/bin/python benchmarks/bench_demo.py [--runs 3] [--ui [--steady 30]] [--skip-history]
 """
 
 from __future__ import annotations
@@ -59,7 +63,17 @@ async def headless(socket):
     finally:
         await c.close()
 
-async def with_ui(link):
+STEADY_S = float(os.environ.get("BENCH_STEADY_S") or 0)
+
+def rss_mb():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+
+def thread_cpu_s(tid):
+    parts = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+async def with_ui(link, demo):
     from console.app import FleetdeckApp
     app = FleetdeckApp(link)
     async with app.run_test(size=(160, 50)) as pilot:
@@ -71,8 +85,23 @@ async def with_ui(link):
             if (s.get("running_jobs") or 0) > 0:
                 mark("ui_first_job_running")
             if "ui_all_nodes_up" in marks and "ui_first_job_running" in marks:
-                return
+                break
             await pilot.pause(0.05)
+        if not STEADY_S:
+            return
+        await pilot.press("2")
+        while not demo.history_done.is_set():
+            await pilot.pause(0.5)
+        await pilot.pause(5.0)  # let the first polls after the history settle
+        main = os.getpid()  # Textual's loop runs on the main thread
+        wall, cpu, ui = time.monotonic(), time.process_time(), thread_cpu_s(main)
+        await pilot.pause(STEADY_S)
+        wall = time.monotonic() - wall
+        rss, peak = rss_mb()
+        marks["steady:rss_mb"] = round(rss, 1)
+        marks["steady:rss_peak_mb"] = round(peak, 1)
+        marks["steady:cpu_pct_process"] = round((time.process_time() - cpu) / wall * 100, 1)
+        marks["steady:cpu_pct_console"] = round((thread_cpu_s(main) - ui) / wall * 100, 1)
 
 with Demo() as demo:
     if UI:
@@ -88,7 +117,7 @@ with Demo() as demo:
         demo.start(embedded_store_runner(engine))
     try:
         if UI:
-            asyncio.run(with_ui(link))
+            asyncio.run(with_ui(link, demo))
         else:
             asyncio.run(headless(loaded.config.socket_path))
         demo.wait_history(600)
@@ -118,8 +147,9 @@ def history_bench() -> None:
           f"total {wall:.2f} s wall / {cpu:.2f} s CPU")
 
 
-def startup_run(ui: bool) -> dict[str, float]:
-    env = {**os.environ, "BENCH_T0": repr(time.time()), "BENCH_UI": "1" if ui else "0"}
+def startup_run(ui: bool, steady_s: float = 0.0) -> dict[str, float]:
+    env = {**os.environ, "BENCH_T0": repr(time.time()), "BENCH_UI": "1" if ui else "0",
+           "BENCH_STEADY_S": repr(steady_s)}
     res = subprocess.run([sys.executable, "-c", CHILD], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=900)
     line = next((x for x in res.stdout.splitlines() if x.startswith("BENCH ")), None)
@@ -134,11 +164,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--ui", action="store_true", help="time the headless console too")
     ap.add_argument("--skip-history", action="store_true")
+    ap.add_argument("--steady", type=float, default=0.0, metavar="S",
+                    help="with --ui: then S seconds of steady state (RSS, CPU %%)")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if not args.skip_history:
         history_bench()
-    runs = [startup_run(args.ui) for _ in range(args.runs)]
+    runs = [startup_run(args.ui, args.steady if args.ui else 0.0) for _ in range(args.runs)]
     keys = list(runs[0])
     print(f"start-up ({args.runs} fresh interpreters; seconds from spawn, median [min-max]):")
     for k in keys:

@@ -58,7 +58,8 @@ def build_report(
         notes.append("GPUs present: with telemetry; allocated: job shares with broken time "
                      "excluded (mean, p95 and peak of bucket means); used: sum of "
                      "utilization / 100; queue wait: submitted -> started of the jobs "
-                     "submitted in the period.")
+                     "submitted in the period. A period cut short by the report's end is "
+                     "marked partial and left out of the chart.")
         charts.append(_usage_chart(ledger))
     elif name == "forecast":
         fc = forecast(ledger, rates=rates, months=months, ceiling_pct=ceiling_pct)

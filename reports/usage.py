@@ -4,6 +4,8 @@ Per bucket of the ledger (an hour, or a minute for short periods): GPUs present 
 sample), broken, allocated (job shares, broken time excluded), used (sum of utilization / 100)
 and burst GPUs alive. Per reporting period these become means; allocation also p95 and peak
 over the buckets. Queue wait is submitted -> started of the jobs submitted in the period.
+A period that the report's end cuts short (today, this week) is marked `partial`; the chart
+leaves it out, so it never reads as a drop.
 """
 
 from __future__ import annotations
@@ -82,18 +84,27 @@ def usage(ledger: Ledger, *, every: str = "day") -> pl.DataFrame:
         "allocation_p95_pct", "utilization_pct", "used_of_allocated_pct", "gpu_h_allocated",
         "gpu_h_used", "jobs_submitted", "jobs_started", "queue_wait_median_s",
         "queue_wait_p95_s", "burst_gpus_mean", "burst_gpu_h", "burst_cost",
-    )
+    ).with_columns(partial=_partial(pl.col("period_start").cast(pl.Datetime("us")), step,
+                                    f.end))
+
+
+def _partial(start: pl.Expr, step: str, end: object) -> pl.Expr:
+    """True for a period that ends after the report's end (cut short, still filling)."""
+    return start.dt.offset_by(step) > pl.lit(end).cast(pl.Datetime("us"))
 
 
 def fleet_series(ledger: Ledger, *, every: str = "day") -> pl.DataFrame:
-    """Fleet totals per period (GPUs present, allocated, used): the usage chart's data."""
+    """Fleet totals per complete period (GPUs present, allocated, used): the usage chart's
+    data; a last period the report's end cuts short is left out."""
     step = EVERY[every]
+    end = ledger.frames.end
     return (
         ledger.buckets.group_by("ts")
         .agg(pl.col("gpus_present", "gpus_allocated", "gpus_used", "burst_gpus").sum())
         .with_columns(period_start=pl.col("ts").dt.truncate(step))
         .group_by("period_start").agg(pl.col("gpus_present", "gpus_allocated", "gpus_used",
                                              "burst_gpus").mean())
+        .filter(~_partial(pl.col("period_start").cast(pl.Datetime("us")), step, end))
         .sort("period_start")
     )
 

@@ -239,6 +239,8 @@ def run_whatif(store: Store, cfg: Config, *, changes: list[str], days: float,
     import time
 
     wait_s, cloud = whatif_prices(cfg)
-    return sim_whatif.whatif(sim_whatif.history(store, days, now=time.time()), changes=changes,
-                             days=days, policy=policy, wait_threshold_s=wait_s,
-                             cloud_gpu_hour=cloud)
+    now = time.time()
+    result = sim_whatif.whatif(sim_whatif.history(store, days, now=now), changes=changes,
+                               days=days, policy=policy, wait_threshold_s=wait_s,
+                               cloud_gpu_hour=cloud)
+    return {**result, "observed": sim_whatif.observed(store, days, now=now)}

@@ -137,12 +137,15 @@ class ReportService(BaseService):
         engine = self.engine
         wait_s, cloud = whatif_prices(engine.config)
         try:
-            hist = await engine.db.run(lambda s: sim_whatif.history(s, req.days,
-                                                                    now=engine.clock()))
+            now = engine.clock()
+            hist, observed = await engine.db.run(lambda s: (
+                sim_whatif.history(s, req.days, now=now),
+                sim_whatif.observed(s, req.days, now=now)))
             # the replay is CPU work: off the store thread so ingest keeps its interval
-            return await asyncio.to_thread(
+            result = await asyncio.to_thread(
                 sim_whatif.whatif, hist, changes=req.changes, days=req.days,
                 policy=req.policy or "fleetdeck", wait_threshold_s=wait_s,
                 cloud_gpu_hour=cloud)
+            return {**result, "observed": observed}  # what the window really had
         except InputError as e:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None

@@ -80,6 +80,7 @@ def chart_from(report: Mapping[str, Any]) -> tuple[str, list[tuple[str, float]]]
 def whatif_report(result: dict[str, Any]) -> dict[str, Any]:
     """The engine's `whatif` answer as a one-table report for the preview."""
     cur, new = result["current"], result["changed"]
+    seen = result.get("observed") or {}
     rows = []
     for key, label in (("gpus", "GPUs"), ("mean_queue_delay_s", "mean queue wait (s)"),
                        ("p95_queue_delay_s", "p95 queue wait (s)"),
@@ -87,11 +88,20 @@ def whatif_report(result: dict[str, Any]) -> dict[str, Any]:
                        ("burst_gpu_h", "burst GPU-hours"), ("burst_cost", "burst cost")):
         a, b = cur.get(key), new.get(key)
         delta = None if a is None or b is None else round(b - a, 2)
-        rows.append([label, a, b, delta])
+        rows.append([label, seen.get(key), a, b, delta])
+    notes = [f"what if {result['what_if']}: {result['jobs']} jobs of the last "
+             f"{result['days']:g} days replayed on the current and the changed fleet"]
+    if seen:
+        notes.append(
+            f"observed: {seen.get('jobs_submitted', 0)} jobs submitted in the window, "
+            f"{seen.get('jobs_started', 0)} started. The replay re-places every job at once "
+            "on a fleet that is always up, without quotas or priorities: compare its "
+            "'current' column with 'observed' before trusting the change.")
+        if seen.get("jobs_started", 0) > result["jobs"] * 1.2 + 10:
+            notes.append("fewer jobs replayed than started: some specs could not be read")
     return {"name": "what-if", "title": f"What if {result['what_if']}",
-            "columns": ["measure", "current", "changed", "change"], "rows": rows,
-            "notes": [f"what if {result['what_if']}: {result['jobs']} jobs of the last "
-                      f"{result['days']:g} days replayed on the current and the changed fleet"]}
+            "columns": ["measure", "observed", "current (replay)", "changed (replay)",
+                        "change"], "rows": rows, "notes": notes}
 
 
 class ReportsScreen(FleetdeckScreen):

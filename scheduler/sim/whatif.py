@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -215,6 +215,23 @@ def history(store: Store, days: float, *, now: float,
 
     return read_history(store, now=datetime.fromtimestamp(now, UTC).replace(tzinfo=None),
                         days=days)
+
+
+def observed(store: Store, days: float, *, now: float) -> dict[str, object]:
+    """What the window really had, beside the replay: jobs submitted, how long the ones that
+    started waited, and the burst spend recorded (what the chargeback bills)."""
+    end = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
+    since = end - timedelta(days=days)
+    jobs, started, mean_s, p95_s = store.con.execute(
+        "SELECT count(*), count(started_at), avg(epoch(started_at) - epoch(submitted_at)), "
+        "quantile_cont(epoch(started_at) - epoch(submitted_at), 0.95) FROM jobs "
+        "WHERE submitted_at >= ?", [since]).fetchone() or (0, 0, None, None)
+    (burst,) = store.con.execute("SELECT coalesce(sum(amount), 0) FROM spend WHERE ts >= ?",
+                                 [since]).fetchone() or (0.0,)
+    return {"jobs_submitted": int(jobs), "jobs_started": int(started),
+            "mean_queue_delay_s": None if mean_s is None else round(float(mean_s), 2),
+            "p95_queue_delay_s": None if p95_s is None else round(float(p95_s), 2),
+            "burst_cost": round(float(burst), 2)}
 
 
 def whatif(hist: tuple[list[NodeCapacity], list[TraceJob]], *, changes: Sequence[str],
