@@ -17,7 +17,7 @@ from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from console.engine.client import unsupported
 from console.screens.base import MISSING, FilterInput, FleetdeckScreen
-from console.screens.jobs import JOBS_LIMIT, job_gpus, runtime
+from console.screens.jobs import job_gpus, runtime
 from console.widgets import fmt
 from console.widgets.keyed_table import Column, KeyedTable, Row
 from console.widgets.log_view import LogView
@@ -180,7 +180,7 @@ class JobScreen(FleetdeckScreen):
         calls = [self.fetch("explain", job=self.job_id)]
         if live:
             calls.append(self.fetch("jobs", channel=f"{self.CHANNEL}-row", ids=[self.job_id],
-                                    limit=JOBS_LIMIT))
+                                    limit=1))
         info, *rest = await asyncio.gather(*calls)
         if info is not MISSING and isinstance(info, dict):
             self.post_message(self.Explained(info))
@@ -191,7 +191,7 @@ class JobScreen(FleetdeckScreen):
 
     @work(exclusive=True, group="job-row")
     async def load_row(self) -> None:
-        rows = await self.fetch("jobs", ids=[self.job_id], limit=JOBS_LIMIT)
+        rows = await self.fetch("jobs", ids=[self.job_id], limit=1)
         if rows is not MISSING:
             self.post_message(self.RowLoaded(
                 next((j for j in rows if int(j["id"]) == self.job_id), None)))
