@@ -34,6 +34,8 @@ async def test_what_if_from_the_reports_screen(fixed_link: EngineLink) -> None:
         table = reports.query_one("#report-table", DataTable)
         measures = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         assert measures[0] == "GPUs" and "burst cost" in measures
-        gpus = table.get_row_at(0)
-        assert float(str(gpus[2])) == float(str(gpus[1])) + 16  # changed = current + 16
+        gpus = table.get_row_at(0)  # measure, observed, current (replay), changed, change
+        assert float(str(gpus[3])) == float(str(gpus[2])) + 16  # changed = current + 16
+        waits = table.get_row_at(measures.index("mean queue wait (s)"))
+        assert str(waits[1]) != "-", "what the window really had is shown beside the replay"
         await pilot.press("q")
