@@ -11,6 +11,25 @@ from collectors.transport import NodeTarget, SshOptions, SshTransport
 from scheduler.executors import Executor, Handle, Status
 from tests.bed.ssh import SshNode
 
+# Arguments that must reach a job's program verbatim, never run by a shell; `{m}` is a marker
+# path a successful injection would create.
+HOSTILE = (
+    '"; touch {m} #',
+    "'; touch {m}; '",
+    "$(touch {m})",
+    "`touch {m}`",
+    "a\ntouch {m}\n",
+    "x && touch {m}",
+    "| touch {m}",
+    "$HOME ${{IFS}} * ?",
+    "  spaces  inside  ",
+    "",
+    "-n",
+    "--",
+    "\\\"'\\''",
+    "unicode ☃ 日本語 é",
+)
+
 
 def transport_for(node: SshNode) -> SshTransport:
     target = NodeTarget(

@@ -15,6 +15,9 @@ from scheduler.executors import DockerExecutor, ExecutorError, Launch
 from tests.bed.plugin import BedAccounts, NodeFactory
 from tests.bed.ssh import SshNode
 from tests.integration.executor_kit import (
+    HOSTILE as HOSTILE_ARGS,
+)
+from tests.integration.executor_kit import (
     read_logs,
     transport_for,
     wait_done,
@@ -22,19 +25,7 @@ from tests.integration.executor_kit import (
 
 pytestmark = [pytest.mark.ssh, pytest.mark.docker]
 
-HOSTILE = (
-    '"; touch /tmp/pwned #',
-    "'; touch /tmp/pwned; '",
-    "$(touch /tmp/pwned)",
-    "`touch /tmp/pwned`",
-    "a\ntouch /tmp/pwned\n",
-    "x && touch /tmp/pwned",
-    "$HOME ${IFS} * ?",
-    "  spaces  ",
-    "",
-    "--",
-    "unicode ☃ 日本語 é",
-)
+HOSTILE = tuple(a.format(m="/tmp/pwned") for a in HOSTILE_ARGS)
 
 
 @pytest.fixture

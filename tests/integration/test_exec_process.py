@@ -13,6 +13,7 @@ from scheduler.executors import ExecutorError, Launch, ProcessExecutor
 from tests.bed.plugin import BedAccounts, NodeFactory
 from tests.bed.ssh import SshNode
 from tests.integration.executor_kit import (
+    HOSTILE,
     read_logs,
     transport_for,
     wait_done,
@@ -20,22 +21,6 @@ from tests.integration.executor_kit import (
 
 pytestmark = [pytest.mark.ssh]
 
-HOSTILE = (
-    '"; touch {m} #',
-    "'; touch {m}; '",
-    "$(touch {m})",
-    "`touch {m}`",
-    "a\ntouch {m}\n",
-    "x && touch {m}",
-    "| touch {m}",
-    "$HOME ${{IFS}} * ?",
-    "  spaces  inside  ",
-    "",
-    "-n",
-    "--",
-    "\\\"'\\''",
-    "unicode ☃ 日本語 é",
-)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from tests.bed.plugin import NodeFactory
 from tests.bed.slurm import SlurmCluster
 from tests.bed.ssh import SshNode
 from tests.integration.executor_kit import (
+    HOSTILE,
     read_logs,
     transport_for,
     wait_done,
@@ -30,19 +31,6 @@ pytestmark = [pytest.mark.ssh, pytest.mark.slurm]
 # session: every test uses fresh fleetdeck job ids.
 _IDS = itertools.count(random.randint(1, 10**6) * 1000)
 
-HOSTILE = (
-    '"; touch {m} #',
-    "'; touch {m}; '",
-    "$(touch {m})",
-    "`touch {m}`",
-    "a\ntouch {m}\n",
-    "x && touch {m}",
-    "$HOME ${{IFS}} * ?",
-    "  spaces  ",
-    "",
-    "--",
-    "unicode ☃ 日本語 é",
-)
 
 
 @pytest.fixture
