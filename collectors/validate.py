@@ -194,3 +194,12 @@ def _check_store_path(path: Path, flag: str) -> Path:
         raise InputError(flag, None, f"a store path under a directory ({ancestor} is a file)",
                          got=str(path))
     return path
+
+
+def user_path(text: str, *, source: str, key: str | None = None) -> Path:
+    """A path given by a user, `~` and `~user` expanded; an unknown user is InputError."""
+    check_text(text, source=source, key=key, max_len=4096)
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # ~name of no such user
+        raise InputError(source, key, "a path whose ~user exists", got=text) from None

@@ -25,6 +25,7 @@ from collectors.config_schema import doc
 from collectors.errors import InputError
 from collectors.notify.config import NotifyConfig
 from collectors.notify.config import check as check_notify
+from collectors.validate import user_path
 from console.typed import build, field_paths, present_paths
 from reports.rates import Rates
 from scheduler.fit import POLICY_NAMES
@@ -319,10 +320,10 @@ class Loaded:
 def locate(explicit: str | None) -> Path | None:
     """The config file to read, or None for the embedded default."""
     if explicit:
-        return Path(explicit).expanduser()
+        return user_path(explicit, source="--config")
     env = os.environ.get("FLEETDECK_CONFIG")
     if env:
-        return Path(env).expanduser()
+        return user_path(env, source="environment FLEETDECK_CONFIG")
     default = xdg_config_home() / "fleetdeck" / "config.toml"
     return default if default.exists() else None
 

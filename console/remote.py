@@ -27,6 +27,7 @@ import asyncssh
 
 from collectors.errors import FleetdeckError, InputError
 from collectors.transport.hostkeys import fingerprint, key_status
+from collectors.validate import user_path
 from console.config import SshConfig
 
 ENGINE_ENV = "FLEETDECK_ENGINE"
@@ -71,7 +72,7 @@ def parse_engine_address(value: str, source: str = "--engine") -> EngineAddress:
     if not text or any(c in text for c in "\0\n\r"):
         raise InputError(source, None, _EXPECTED, got=value)
     if "://" not in text:
-        return EngineAddress(socket=str(Path(text).expanduser()))
+        return EngineAddress(socket=str(user_path(text, source="--engine")))
     try:
         parts = urlsplit(text)
         port = parts.port

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from collectors.errors import InputError
-from collectors.validate import MAX_INT, MAX_TEXT_LEN, NAME_EXPECTED, NAME_RE, check_text
+from collectors.validate import (
+    MAX_INT,
+    MAX_TEXT_LEN,
+    NAME_EXPECTED,
+    NAME_RE,
+    check_text,
+    user_path,
+)
 
 MAX_ITEMS = 100_000  # entries of one array or table
 MAX_PATH_LEN = 4096
@@ -212,7 +219,7 @@ def _convert(tp: Any, value: Any, source: str, path: str, meta: Mapping[str, Any
         if not isinstance(value, str) or not value:
             fail()
         check_text(value, source=source, key=path, max_len=MAX_PATH_LEN)
-        return Path(value).expanduser()
+        return user_path(value, source=source, key=path)
     if origin is Literal:
         if value not in get_args(tp):
             fail()

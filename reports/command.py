@@ -26,7 +26,7 @@ from typing import IO
 import duckdb
 
 from collectors.errors import InputError
-from collectors.validate import check_output_path, parse_number
+from collectors.validate import check_output_path, parse_number, user_path
 from reports.chargeback import KEYS
 from reports.export import BINARY, EXTENSIONS, FORMATS, SINGLE_TABLE, render
 from reports.ledger import build_ledger
@@ -255,7 +255,7 @@ def check_flags(args: argparse.Namespace, *, now: datetime
                 ) -> tuple[datetime | None, datetime | None, int, float]:
     """The flags checked before any store is opened: (--from, --to, --months, --ceiling)."""
     if args.output is not None:
-        check_output_path(Path(args.output).expanduser(), flag="-o")
+        check_output_path(user_path(args.output, source="-o"), flag="-o")
     start = parse_when(args.start, now=now, flag="--from") if args.start is not None else None
     end = parse_when(args.end, now=now, flag="--to", is_end=True) if args.end is not None else None
     return start, end, _int(args.months, "--months"), _float(args.ceiling, "--ceiling")

@@ -18,7 +18,7 @@ from collectors.errors import InputError
 from collectors.formatting import grouped, number_text
 from collectors.store import Store
 from collectors.store.db import StoreError, first_line
-from collectors.validate import check_store_path
+from collectors.validate import check_store_path, user_path
 from console.config import Loaded, load
 from console.engine.api.methods import BY_NAME
 from console.engine.api.requests import Request
@@ -62,7 +62,7 @@ def add_format(parser: argparse.ArgumentParser, *choices: str) -> None:
 def loaded_config(args: argparse.Namespace) -> Loaded:
     store = getattr(args, "store", None)
     if store is not None:
-        check_store_path(Path(store).expanduser(), flag="--store")
+        check_store_path(user_path(store, source="--store"), flag="--store")
     flags = {"store.path": ("--store", store),
              "engine.socket": ("--engine", getattr(args, "engine_socket", None))}
     return load(getattr(args, "config", None), flags=flags)

@@ -239,3 +239,15 @@ def test_error_values_shortened_and_escaped() -> None:
     assert "\n" not in str(err) and len(str(err)) < 200
     assert "(2000000 characters)" in str(err)
     assert "an integer of more than" in str(InputError("f", "k", "x", got=10**5000))
+
+
+def test_unknown_home_directory(tmp_path: Path) -> None:
+    """`~name` of no such user (found by the fuzz test): one line, not a RuntimeError."""
+    line = one_line(*run_main("--config", "~fd-no-such-user/c.toml", "config", "check")[::2])
+    assert line.startswith("--config: expected a path whose ~user exists"), line
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[store]\npath = "~fd-no-such-user/s.duckdb"\n')
+    line = one_line(*run_main("--config", cfg, "config", "check")[::2])
+    assert line.startswith(f"{cfg}: store.path: expected a path whose ~user exists"), line
+    line = one_line(*run_main("--store", "~fd-no-such-user/s.duckdb", "jobs")[::2])
+    assert line.startswith("--store: expected a path whose ~user exists"), line
