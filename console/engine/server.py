@@ -262,7 +262,8 @@ class ControlServer:
             try:
                 req = msgspec.convert(dict(params), method.request)
             except msgspec.ValidationError as e:
-                raise RequestError(ErrorCode.BAD_REQUEST, f"{method.name}: {e}") from None
+                raise RequestError(ErrorCode.BAD_REQUEST, bad_params(method.name,
+                                                                     method.request, e)) from None
             await self._check_owner(caller, method, req)
             if method.stream:
                 async for event in self.streams[method.name](caller, req):
@@ -328,3 +329,17 @@ async def _refuse(writer: asyncio.StreamWriter, rid: Any, code: ErrorCode,
                   message: str) -> None:
     writer.write(encode({"id": rid, "error": {"code": code, "message": message}}))
     await writer.drain()
+
+
+def bad_params(method: str, request: type[msgspec.Struct], e: msgspec.ValidationError) -> str:
+    """One line naming what was wrong and, for an unknown or missing parameter, the
+    parameters the method takes (`explain: unknown parameter job_id; it takes: job`)."""
+    text = str(e)
+    names = [f.encode_name for f in msgspec.structs.fields(request)]
+    for prefix, what in (("Object contains unknown field ", "unknown parameter"),
+                         ("Object missing required field ", "missing parameter")):
+        if text.startswith(prefix):
+            field = text.removeprefix(prefix).strip("`")
+            takes = ", ".join(names) if names else "no parameters"
+            return f"{method}: {what} {field}; it takes: {takes}"
+    return f"{method}: {text}"

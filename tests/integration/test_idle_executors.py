@@ -14,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from console.engine.api.replies import Explanation
 from tests.bed.fake_nvml import GIB, FakeGpu
 from tests.integration.policies_bed import Engine, node_toml
 
@@ -98,6 +100,8 @@ def test_process_jobs_idle_stopped_busy_kept_unjudged_said(ssh_nodes: Any,
         assert info["idle"]["summary"].startswith("not enough data: GPU "), info["idle"]
         assert "need 100000" in info["idle"]["summary"]
         assert info["usage"]["procs"] >= 1 and info["usage"]["node"] == node.name
+        typed = msgspec.convert(info, Explanation, strict=False)  # the table's reply type
+        assert typed.idle is not None and typed.idle.status == "no_data"
         listed = eng.call("policies")["idle_unjudged"]
         assert [u["job"] for u in listed] == [nd]
         out = eng.cli("explain", str(nd))

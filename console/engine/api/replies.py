@@ -136,6 +136,37 @@ class JobInfo(Reply):
     spec: dict[str, Any]  # command, env and workdir hidden from those not allowed to see them
 
 
+class IdleVerdictInfo(Reply):
+    """The idle policy's verdict on a running GPU job, with the numbers behind it."""
+
+    status: str  # idle | busy | grace | protected | snoozed | disabled | no_data | no_gpu
+    label: str  # idle, busy, exempt (grace), not enough data, ...
+    reason: str
+    summary: str  # `label: reason`, one line
+    window_s: float | None = None
+    samples: int | None = None
+    gpu_util_max_pct: float | None = None
+    gpu_util_mean_pct: float | None = None
+    gpu_mem_held_bytes: int | None = None
+    gpu_mem_growth_bytes: int | None = None
+    cpu_util_max_pct: float | None = None
+    signals: list[str] = []  # gpu, cpu: what the verdict used
+    missing: str | None = None  # the signal that was missing, and why
+    fallback: str | None = None  # gpu_only when a missing CPU signal was judged without it
+
+
+class JobUsage(Reply):
+    """A job's processes in the newest probe sample (found by FLEETDECK_JOB_ID)."""
+
+    ts: str
+    node: str
+    procs: int | None
+    cpu_time_s: float | None
+    cpu_util_pct: float | None
+    rss_bytes: int | None
+    gpu_indices: list[int] | None
+
+
 class Explanation(Reply):
     id: int
     name: str | None
@@ -145,7 +176,8 @@ class Explanation(Reply):
     placement: dict[str, Any] | None = None
     reserved_start: float | None = None
     burst: list[str] = []
-    idle: str | None = None
+    idle: IdleVerdictInfo | None = None
+    usage: JobUsage | None = None
 
 
 class Preview(Reply):
