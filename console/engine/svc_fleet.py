@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from collectors.store import Store
@@ -71,12 +71,43 @@ def summarize(nodes: list[dict[str, Any]], rows: list[JobRow], queued: int) -> d
     }
 
 
+FLEET_TTL_S = 1.0
+
+
+class FleetAnswer:
+    """The live fleet's answer, built at most once per `FLEET_TTL_S`: the samples change once
+    per interval, and 20 consoles polling 1,000 x 8 GPUs would otherwise each rebuild it (the
+    loop's largest cost at that size). Callers treat the list as read-only."""
+
+    def __init__(self) -> None:
+        self._built_at = float("-inf")
+        self._key: object = None
+        self._nodes: list[dict[str, Any]] = []
+
+    def get(self, now: float, key: object,
+            build: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The cached answer unless `key` (what a caller's change touches: jobs, cordons,
+        idle warnings) changed or it is older than the TTL."""
+        if key != self._key or not 0 <= now - self._built_at < FLEET_TTL_S:
+            self._nodes, self._built_at, self._key = build(), now, key
+        return self._nodes
+
+
 class FleetService(BaseService):
     """`fleet` (every node, live) and `summary` (header totals)."""
 
     def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
         self.engine = engine
         self.telemetry = telemetry
+        self.answer = FleetAnswer()
+
+    def _live_nodes(self, rows: list[JobRow]) -> list[dict[str, Any]]:
+        """The live fleet (shared, read-only: copy what a caller's answer changes)."""
+        idle = self._idle_jobs()
+        t = self.telemetry
+        key = (tuple((r.id, r.state, r.node) for r in rows), tuple(t.cordoned.items()),
+               tuple(t.drained.items()), frozenset(idle))
+        return self.answer.get(self.engine.clock(), key, lambda: fleet_json(t, rows, idle))
 
     def handlers(self) -> Mapping[str, Handler]:
         return {"fleet": self.fleet, "summary": self.summary}
@@ -99,21 +130,18 @@ class FleetService(BaseService):
             stored = await self.engine.reads.run(stored_fleet)
             return [n for n in stored if req.node in (None, n["name"])]
         rows, _ = await self.active()
-        nodes = [n for n in fleet_json(self.telemetry, rows, self._idle_jobs())
-                 if req.node in (None, n["name"])]
+        nodes = [n for n in self._live_nodes(rows) if req.node in (None, n["name"])]
         if caller.role < Role.OPERATOR:  # others' command lines stay theirs
             own = {r.id for r in rows if r.user == caller.user}
-            for n in nodes:
-                for p in n["processes"]:
-                    if p.get("job_id") not in own:
-                        p["command"] = HIDDEN
+            nodes = [{**n, "processes": [p if p.get("job_id") in own else {**p, "command": HIDDEN}
+                                         for p in n["processes"]]} for n in nodes]
         return nodes
 
     async def summary(self, caller: Caller, req: NoParams) -> dict[str, Any]:
         engine = self.engine
         rows, queued = await self.active()
         nodes = (await engine.reads.run(stored_fleet) if not engine.config.engine.collect
-                 else fleet_json(self.telemetry, rows, self._idle_jobs()))
+                 else self._live_nodes(rows))
         out = summarize(nodes, rows, queued)
         out["faults"] = engine.faults.headlines()  # the header says a failing store first
         out.update(engine.policies.burst_summary() if engine.policies
