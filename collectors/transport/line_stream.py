@@ -1,4 +1,6 @@
-"""What the local and SSH line streams share (`collectors.transport.base.LineStream`).
+"""What the transports share: `NodeTransport` (the node and where it is, for messages) and
+`CommandLineStream`, the base of the local and SSH line streams
+(`collectors.transport.base.LineStream`).
 
 A stream starts its command on entry (or on first iteration), yields stdout one line at a
 time, keeps the tail of stderr in a bounded buffer, and stops the command on exit.
@@ -10,7 +12,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
 
+from collectors.transport.base import NodeLike
+
 STDERR_KEEP = 16384  # bytes of stderr held at most; trimmed to the last 4 KiB beyond it
+
+
+class NodeTransport:
+    """A transport's node, and `where` it is for messages: "node gpu01 (10.0.0.5:22)"."""
+
+    def __init__(self, node: NodeLike) -> None:
+        self._node = node
+
+    @property
+    def node(self) -> NodeLike:
+        return self._node
+
+    @property
+    def place(self) -> str:
+        """How this transport reaches the node (in `where`)."""
+        raise NotImplementedError
+
+    @property
+    def where(self) -> str:
+        return f"node {self._node.name} ({self.place})"
 
 
 class CommandLineStream:
@@ -36,10 +60,12 @@ class CommandLineStream:
     async def aclose(self) -> None:
         raise NotImplementedError
 
-    def _keep_stderr(self, chunk: bytes) -> None:
-        self._stderr += chunk
-        if len(self._stderr) > STDERR_KEEP:
-            del self._stderr[:-4096]
+    async def _keep_stderr(self, read: Callable[[int], Awaitable[bytes]]) -> None:
+        """Read stderr to its end, keeping its tail."""
+        while chunk := await read(4096):
+            self._stderr += chunk
+            if len(self._stderr) > STDERR_KEEP:
+                del self._stderr[:-4096]
 
     @staticmethod
     async def _lines(readline: Callable[[], Awaitable[bytes]]) -> AsyncIterator[bytes]:

@@ -17,29 +17,19 @@ from collectors.private_files import child_umask
 from collectors.transport.base import (
     CommandResult,
     CommandTimeout,
-    NodeLike,
     TransportError,
     quote_argv,
     tail,
 )
-from collectors.transport.line_stream import CommandLineStream
+from collectors.transport.line_stream import CommandLineStream, NodeTransport
 
 _LINE_LIMIT = 16 * 1024 * 1024
 
 
-class LocalTransport:
+class LocalTransport(NodeTransport):
     """`Transport` for this machine. See `collectors.transport.base.Transport`."""
 
-    def __init__(self, node: NodeLike) -> None:
-        self._node = node
-
-    @property
-    def node(self) -> NodeLike:
-        return self._node
-
-    @property
-    def where(self) -> str:
-        return f"node {self._node.name} (local)"
+    place = "local"
 
     @property
     def connected(self) -> bool:
@@ -154,8 +144,7 @@ class LocalLineStream(CommandLineStream):
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
-        while chunk := await proc.stderr.read(4096):
-            self._keep_stderr(chunk)
+        await self._keep_stderr(proc.stderr.read)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._proc is None:

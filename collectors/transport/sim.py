@@ -45,6 +45,7 @@ from collectors.transport.base import (
     TransportError,
     quote_argv,
 )
+from collectors.transport.line_stream import NodeTransport
 from collectors.transport.local import LocalLineStream, LocalTransport
 
 GIB = 1024**3
@@ -440,11 +441,13 @@ def _line(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-class SimTransport:
+class SimTransport(NodeTransport):
     """`Transport` of a simulated node. See the module docstring."""
 
+    place = "sim"
+
     def __init__(self, node: NodeLike, profile: SimProfile | None = None) -> None:
-        self._node = node
+        super().__init__(node)
         self.sandbox = sandbox_of(node)
         self._profile = profile
         self._model: NodeModel | None = None
@@ -452,14 +455,6 @@ class SimTransport:
         self._local = LocalTransport(node)
         self.scanner = JobScanner(self.sandbox)
         self._env: dict[str, str] | None = None
-
-    @property
-    def node(self) -> NodeLike:
-        return self._node
-
-    @property
-    def where(self) -> str:
-        return f"node {self._node.name} (sim)"
 
     @property
     def connected(self) -> bool:

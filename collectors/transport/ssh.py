@@ -38,7 +38,7 @@ from collectors.transport.base import (
     tail,
 )
 from collectors.transport.hostkeys import fingerprint, key_status
-from collectors.transport.line_stream import CommandLineStream
+from collectors.transport.line_stream import CommandLineStream, NodeTransport
 
 DEFAULT_CONNECT_CONCURRENCY = 32
 
@@ -80,7 +80,7 @@ class _Client(asyncssh.SSHClient):
         return False
 
 
-class SshTransport:
+class SshTransport(NodeTransport):
     """`Transport` over SSH for one node. See `collectors.transport.base.Transport`."""
 
     def __init__(
@@ -90,7 +90,7 @@ class SshTransport:
         *,
         connect_limit: asyncio.Semaphore | None = None,
     ) -> None:
-        self._node = node
+        super().__init__(node)
         self.options = options or SshOptions()
         self._limit = connect_limit or asyncio.Semaphore(DEFAULT_CONNECT_CONCURRENCY)
         self._lock = asyncio.Lock()
@@ -99,13 +99,9 @@ class SshTransport:
         self._tmpdir: str | None = None
 
     @property
-    def node(self) -> NodeLike:
-        return self._node
-
-    @property
-    def where(self) -> str:
-        """`name (host:port)` for messages."""
-        return f"node {self._node.name} ({address(self._node)}:{self._node.port})"
+    def place(self) -> str:
+        """host:port."""
+        return f"{address(self._node)}:{self._node.port}"
 
     @property
     def connected(self) -> bool:
@@ -332,8 +328,7 @@ class SshLineStream(CommandLineStream):
 
     async def _drain_stderr(self, proc: asyncssh.SSHClientProcess[bytes]) -> None:
         with contextlib.suppress(asyncssh.Error, OSError):
-            while chunk := await proc.stderr.read(4096):
-                self._keep_stderr(chunk)
+            await self._keep_stderr(proc.stderr.read)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._proc is None:
