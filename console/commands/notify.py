@@ -10,6 +10,7 @@ from typing import Any
 
 from collectors.errors import InputError
 from collectors.store import Store, outbox
+from collectors.validate import arg_int
 from console.commands.common import (
     add_format,
     call_engine,
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = subcommand(sub, "events", "events as they happen (job.failed, idle.warned, ...)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    p.add_argument("--limit", type=int, default=50, metavar="N",
+    p.add_argument("--limit", type=arg_int(0, 1_000_000), default=50, metavar="N",
                    help="the newest N events first (default 50; 0: only new ones)")
     add_format(p, "text", "json")
     p.set_defaults(func=events_cmd)
