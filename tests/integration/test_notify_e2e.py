@@ -52,6 +52,7 @@ def notify_toml(smtp: SmtpServer, hook: HttpReceiver, secret: Path) -> str:
 [[users]]
 name = "{getpass.getuser()}"
 email = "{OWNER_MAIL}"
+notify = ["job.failed"]    # opted in: failures of their jobs are mailed to them
 
 [notify]
 tick_s = 0.2
@@ -87,7 +88,7 @@ timeout_s = 2
 
 [[notify.routes]]
 events = ["job.failed"]
-to = ["ops", "chat"]
+to = ["owner", "ops", "chat"]
 """
 
 
@@ -127,6 +128,9 @@ def test_idle_mail_failed_webhook_down_receiver_and_kill_9(idle_node: Any,
                 eng.wait_state(j, "failed")
             wait_for("job.failed on `fleetdeck events -f`", lambda: {
                 e["job_id"] for e in list(streamed) if e["name"] == "job.failed"} == set(failed))
+            wait_for("the opted-in owner mailed of both failures", lambda: all(
+                any(f"job {j} (bad-" in m.get_content() for m in smtp.to(OWNER_MAIL)
+                    if "job.failed" in m.get_content()) for j in failed))
             idle = eng.submit("sleep", "600", gpus=1, name="idle-job")
             warned = wait_for("the idle.warned mail", lambda: [
                 m for m in smtp.to(OWNER_MAIL) if "idle.warned" in str(m["Subject"])])
