@@ -9,7 +9,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGES=(openssh-server openssh-client docker.io slurm-wlm munge busybox-static tmux gcc libc6-dev
           python3 python3-venv
-          chromium prometheus)
+          chromium prometheus
+          stress-ng)  # the load test: the suite under `taskset -c 0` beside `stress-ng --cpu 1`
 LIB_DIR="$REPO/.bed/lib"
 NVML_DIR="$REPO/tests/bed/fake_nvml"
 

@@ -4,7 +4,6 @@ the real reports: capacity is never exceeded, rollups are ordered and follow the
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,10 +154,8 @@ def test_burst_spend_matches_instances(store: tuple[Store, HistoryStats]) -> Non
 def test_reports_on_the_history_are_not_empty(store: tuple[Store, HistoryStats]) -> None:
     s, _ = store
     rates = build(Rates, fleet.RATES, source="demo rates")
-    t0 = time.perf_counter()
     reports = build_reports("all", s.con, rates=rates, now=NOW,
                             start=NOW - 14 * 86400.0, end=NOW)
-    assert time.perf_counter() - t0 < 120
     by_name = {r.name: r for r in reports}
     assert set(by_name) == {"usage", "forecast", "chargeback", "rightsizing"}
     charge = by_name["chargeback"].tables[0].frame

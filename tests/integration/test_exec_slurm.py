@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +116,9 @@ async def test_pending_job_and_its_cancel(executor: SlurmExecutor, transport: Ss
     waiting = await executor.start(launch(("true",), cpu_milli=cluster.cpus * 1000), transport)
     st = await executor.status(waiting, transport)
     assert st.state == "pending" and st.detail == "PENDING"
-    t0 = time.monotonic()
-    await executor.stop(waiting, transport, grace_s=30.0)
-    assert time.monotonic() - t0 < 10.0
+    # a pending job is cancelled at once: stop returns without waiting out a grace no test
+    # could sit through
+    await executor.stop(waiting, transport, grace_s=3600.0)
     st = await executor.status(waiting, transport)
     assert (st.state, st.detail) == ("exited", "CANCELLED")
     await executor.stop(big, transport, grace_s=1.0)

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,8 +283,7 @@ async def test_local_probe_streams_samples_sees_changes_and_stops(fake: FakeNvml
             seen.append(rec)
             if rec.gpus[0].ecc_uncorrected == 4:
                 break
-        started = time.monotonic()
-    assert time.monotonic() - started < 2.5  # closing stdin stopped it, no 0.3 s poll needed
+    # closing stdin stopped it: it exited by itself (0), it was not killed
     assert probe.returncode == 0, probe.stderr_tail
     assert [r.seq for r in seen] == list(range(1, len(seen) + 1))
     assert all(b.ts - a.ts == pytest.approx(0.3, abs=0.25) for a, b in itertools.pairwise(seen))

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -216,14 +215,13 @@ async def test_timeout_kills_the_script(tmp_path: Path, cloud: Path) -> None:
     pidfile = tmp_path / "pid"
     up = script(tmp_path, "slow.py",
                 f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
-                "time.sleep(60)\nprint('{}')")
+                "time.sleep(3600)\nprint('{}')")
     prov = CommandProvider("lab", settings(tmp_path, provision_command=(up,),
                                            provision_timeout_s=1.0), [OFFER])
-    t0 = time.monotonic()
+    # the script sleeps an hour: provision returning at all means the timeout killed it
     with pytest.raises(ProviderError, match="provision_command timed out after 1s and was "
                                             "killed"):
         await prov.provision(OFFER, request_id="r", tags={})
-    assert time.monotonic() - t0 < 10
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
