@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from collectors.health import FleetView
 from collectors.store import Store
 from collectors.store.db import StoreWriteError
 
@@ -86,6 +87,20 @@ class Faults:
     def headlines(self) -> list[str]:
         """For the console header; unreachable nodes are counted there already."""
         return [f.headline() for f in self.open.values() if not f.kind.startswith("connect:")]
+
+
+def node_faults(faults: Faults, view: FleetView) -> None:
+    """Docker sockets that stopped answering and unreachable nodes, as engine faults (called
+    on every telemetry flush: the count is of flushes that saw the fault)."""
+    for name, v in view.nodes.items():
+        if v.docker_error and v.containers is not None:  # it worked before
+            faults.fail(f"docker:{name}", "socket unreachable", v.docker_error)
+        else:
+            faults.ok(f"docker:{name}")
+        if v.health.state == "unreachable":
+            faults.fail(f"connect:{name}", "unreachable", v.health.reason or "no answer")
+        else:
+            faults.ok(f"connect:{name}")
 
 
 class QuietFaults(logging.Filter):

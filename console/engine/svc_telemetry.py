@@ -28,6 +28,7 @@ from collectors.transport import SshOptions, Transport
 from console.config import Config
 from console.engine.access import Caller
 from console.engine.api.requests import NodeHistoryQuery, NoParams
+from console.engine.faults import node_faults
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
 from console.engine.telemetry_stats import IngestStats, threads
@@ -129,7 +130,7 @@ class Telemetry(BaseService):
         changed = {k: v for k, v in states.items() if self._last_states.get(k) != v}
         inventory, self._inventory = self._inventory, {}
         seen = {name: v.last_seen for name, v in view.nodes.items() if v.last_seen}
-        self._say_faults(view)
+        node_faults(self.engine.faults, view)
 
         def write(store: Store) -> None:
             try:
@@ -159,20 +160,6 @@ class Telemetry(BaseService):
         self.stats.flushed(handed_at=handed_at, committed_at=self.engine.clock(),
                            oldest_ts=oldest, rows=sum(written.values()))
         self._last_states.update(changed)
-
-    def _say_faults(self, view: FleetView) -> None:
-        """Docker sockets that stopped answering and unreachable nodes, as engine faults:
-        logged once, then once a minute with a count, and listed by `status`."""
-        faults = self.engine.faults
-        for name, v in view.nodes.items():
-            if v.docker_error and v.containers is not None:  # it worked before
-                faults.fail(f"docker:{name}", "socket unreachable", v.docker_error)
-            else:
-                faults.ok(f"docker:{name}")
-            if v.health.state == "unreachable":
-                faults.fail(f"connect:{name}", "unreachable", v.health.reason or "no answer")
-            else:
-                faults.ok(f"connect:{name}")
 
     async def _flush_loop(self) -> None:
         interval = self.engine.config.collect.interval_s

@@ -4,12 +4,14 @@ of failures since, and once when it ends; status lines say since when."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from collectors.health import FleetView, NodeHealth, NodeView
 from collectors.store.db import StoreWriteError
-from console.engine.faults import Faults, QuietFaults
+from console.engine.faults import Faults, QuietFaults, node_faults
 
 
 class Clock:
@@ -59,3 +61,25 @@ def test_quiet_filter_drops_store_write_tracebacks() -> None:
 
     assert not quiet.filter(record(StoreWriteError(Path("/s"), "no space left on device")))
     assert quiet.filter(record(ValueError("a real bug keeps its traceback")))
+
+
+def node(name: str, **kw: object) -> NodeView:
+    return NodeView(name=name, pool="default", transport="ssh", labels={},
+                    health=NodeHealth("up"), **kw)  # type: ignore[arg-type]
+
+
+def test_docker_and_connection_faults_from_the_fleet_view() -> None:
+    clock = Clock()
+    faults = Faults(clock)
+    never_docker = node("plain", docker_error="no docker here")  # never answered: no fault
+    stopped = node("dock", containers=(), docker_error="connection refused")
+    gone = replace(node("far"), health=NodeHealth("unreachable", "connection timed out"))
+    node_faults(faults, FleetView(ts=0.0, interval_s=5.0, nodes={
+        n.name: n for n in (never_docker, stopped, gone)}))
+    assert faults.lines() == [
+        "docker:dock: socket unreachable since 2025-12-02 06:00:00 UTC "
+        "(connection refused, once)",
+        "connect:far: unreachable since 2025-12-02 06:00:00 UTC (connection timed out, once)"]
+    node_faults(faults, FleetView(ts=1.0, interval_s=5.0, nodes={
+        "dock": replace(stopped, docker_error=None), "far": node("far")}))
+    assert faults.lines() == []
