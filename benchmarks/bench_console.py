@@ -236,14 +236,16 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
 
         # the `:` palette with every node and job loaded: key press to its first hits shown
         palette_ms: list[float] = []
+        palette_cpu: list[float] = []
         for _ in range(5):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             await pilot.press("colon")
             while not (isinstance(app.screen, CommandPalette)
                        and app.screen.query(CommandList)
                        and app.screen.query_one(CommandList).option_count > 0):
                 await pilot.pause(0)
             palette_ms.append((time.perf_counter() - t0) * 1e3)
+            palette_cpu.append((time.process_time() - c0) * 1e3)
             await pilot.press("escape")
             while isinstance(app.screen, CommandPalette):
                 await pilot.pause(0)
@@ -265,7 +267,8 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
             line += f"   CPU p50 {statistics.median(cpu):6.1f} ms  p95 {pctl(cpu, 0.95):6.1f} ms"
         print(line)
     print(f"  palette (`:` -> first hits shown, {n_nodes} nodes + {n_jobs} jobs known): "
-          f"p50 {statistics.median(palette_ms):.0f} ms, max {max(palette_ms):.0f} ms")
+          f"wall p50 {statistics.median(palette_ms):.0f} ms, max {max(palette_ms):.0f} ms; "
+          f"CPU p50 {statistics.median(palette_cpu):.0f} ms (target: under 200 ms)")
     print(f"  cells updated per refresh: fleet {cells / refreshes:.0f}, jobs "
           f"{jcells / refreshes:.0f} (+ the live columns of the visible rows, drawn fresh); "
           f"full rebuilds: {'yes' if rebuilt else 'none'}")

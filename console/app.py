@@ -25,6 +25,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import Provider
 from textual.screen import ModalScreen, Screen
+from textual.widgets import Input
 from textual.worker import Worker
 
 from collectors.errors import EngineError
@@ -175,6 +176,7 @@ class FleetdeckApp(App[int]):
         self.last_jobs: list[dict[str, Any]] = []
         self.known_users: tuple[str, ...] = ()
         self.jump_to_job: int | None = None  # Enter opens it (just submitted)
+        self._jump_screen: Screen[Any] | None = None
         self.table_sorts: dict[str, tuple[str, bool] | None] = {}  # KeyedTable sort memory
         self._names_worker: Worker[None] | None = None
 
@@ -347,6 +349,7 @@ class FleetdeckApp(App[int]):
             return
         what = f"job {ids[0]}" if len(ids) == 1 else f"jobs {ids[0]}-{ids[-1]}"
         self.jump_to_job = ids[0]
+        self._jump_screen = self.screen  # Enter jumps only here, and not while typing
         self.notify(f"queued {what}: Enter opens it", title="Submitted", timeout=JUMP_S)
         self.set_timer(JUMP_S, partial(self._jump_expired, ids[0]))
         self.refresh_screen()
@@ -357,7 +360,8 @@ class FleetdeckApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "open_submitted":
-            return self.jump_to_job is not None and not isinstance(self.screen, ModalScreen)
+            return (self.jump_to_job is not None and self.screen is self._jump_screen
+                    and not isinstance(self.focused, Input))
         return not (action == "submit" and self.role == "viewer")  # not offered to viewers
 
     def action_open_submitted(self) -> None:

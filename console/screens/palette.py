@@ -7,6 +7,7 @@ open, so a name typed right after start is found too.
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 from typing import Any, cast
 
@@ -18,22 +19,33 @@ MAX_HITS = 40
 Candidate = tuple[str, Any, str]  # (text, command, help)
 
 
+class _Names:
+    """The candidates built from an app's names, kept until those lists are replaced (a new
+    palette opens with them at once; Textual makes a new provider per opening)."""
+
+    def __init__(self) -> None:
+        self.source: tuple[object, object, object] | None = None
+        self.items: list[Candidate] = []
+        self.lower: list[str] = []
+
+
+_NAMES: weakref.WeakKeyDictionary[object, _Names] = weakref.WeakKeyDictionary()
+
+
 class FleetdeckCommands(Provider):
     """Nodes, jobs and users."""
 
     async def startup(self) -> None:
-        app = cast(ConsoleHost, self.app)
-        self._source: tuple[object, object, object] | None = None
-        self._cache: list[Candidate] = []
-        app.refresh_names()
+        cast(ConsoleHost, self.app).refresh_names()
 
-    def _candidates(self) -> list[Candidate]:
+    def _names(self) -> _Names:
         """Candidates from the app's latest names, rebuilt only when those changed."""
         app = cast(ConsoleHost, self.app)
+        names = _NAMES.setdefault(app, _Names())
         source = (app.last_fleet, app.last_jobs, app.known_users)
-        if self._source is not None and all(a is b for a, b in zip(source, self._source,
+        if names.source is not None and all(a is b for a, b in zip(source, names.source,
                                                                    strict=True)):
-            return self._cache
+            return names
         out: list[Candidate] = []
         for n in app.last_fleet:
             name = str(n.get("name"))
@@ -49,17 +61,21 @@ class FleetdeckCommands(Provider):
         for user in sorted(users):
             out.append((f"user {user}", partial(app.open_jobs_filtered, f"user:{user}"),
                         "show this user's jobs"))
-        self._source, self._cache = source, out
-        return out
+        names.source, names.items, names.lower = source, out, [c[0].lower() for c in out]
+        return names
 
     async def discover(self) -> Hits:
-        for text, command, help_text in self._candidates()[:MAX_HITS]:
+        for text, command, help_text in self._names().items[:MAX_HITS]:
             yield DiscoveryHit(text, command, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
+        needle = set(query.lower().replace(" ", ""))
+        names = self._names()
         hits = 0
-        for text, command, help_text in self._candidates():
+        for (text, command, help_text), low in zip(names.items, names.lower, strict=True):
+            if not needle.issubset(low):  # a fuzzy match needs every letter: skip cheaply
+                continue
             score = matcher.match(text)
             if score > 0:
                 yield Hit(score, matcher.highlight(text), command, text=text, help=help_text)
