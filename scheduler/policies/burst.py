@@ -242,6 +242,23 @@ def _not_yet(job: WaitingJob, waited: float, onprem: Sequence[NodeCapacity],
     return None, pct
 
 
+def _first_offer(
+    job: WaitingJob, config: BurstConfig, unavailable: Mapping[str, str],
+    use: Mapping[ScopeKey, BudgetUse], planned_cost: Mapping[ScopeKey, float],
+    nodes_per_offer: Mapping[str, int], total_nodes: int,
+) -> tuple[Offer | None, list[tuple[str, str, str, bool]]]:
+    """The first offer (config order) that may be rented for `job`, and why the ones before
+    it may not: (offer, code, reason, whether it fits the job)."""
+    refusals: list[tuple[str, str, str, bool]] = []
+    for offer in config.offers:
+        code, why, fits = _refusal(offer, job, config, unavailable, use, planned_cost,
+                                   nodes_per_offer, total_nodes)
+        if code is None:
+            return offer, refusals
+        refusals.append((offer.name, code, why, fits))
+    return None, refusals
+
+
 def _refusal_summary(refusals: Sequence[tuple[str, str, str, bool]]) -> tuple[str, str]:
     """(code, why) of a refused burst: the first offer that fits the job but may not be
     rented, else why none fits."""
@@ -309,15 +326,8 @@ def evaluate_burst(
             verdicts[job.job_id] = BurstVerdict(job.job_id, "disabled",
                                                 "no burst: bursting is disabled", ev)
             continue
-        chosen: Offer | None = None
-        refusals: list[tuple[str, str, str, bool]] = []  # offer, code, reason, fits
-        for offer in config.offers:
-            code, why, fits = _refusal(offer, job, config, unavailable, use, planned_cost,
-                                       nodes_per_offer, total_nodes)
-            if code is None:
-                chosen = offer
-                break
-            refusals.append((offer.name, code, why, fits))
+        chosen, refusals = _first_offer(job, config, unavailable, use, planned_cost,
+                                        nodes_per_offer, total_nodes)
         if chosen is None:
             code, why = _refusal_summary(refusals)
             reason = f"burst refused: {why}"
