@@ -150,7 +150,7 @@ class Engine:
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[Callable[[], Any]] = []
-        self.services: list[Any] = []  # console.engine.services.Service, in start order
+        self.services: list[Any] = []  # console.engine.service_base.Service, in start order
         # extra `status` keys from services (notify, metrics): name -> async () -> value
         self.status_parts: dict[str, Callable[[], Any]] = {}
         self.runner: Any = None  # the scheduler's JobRunner, once attached
@@ -178,9 +178,9 @@ class Engine:
                                   f"(pid {other.pid}, store {other.store}); stop it first or "
                                   "set [engine] socket to another path")
             self.fleet_id = await self.db.run(lambda s: s.fleet_id())
-            from console.engine import services
+            from console.engine import wiring
 
-            await services.attach_all(self)
+            await wiring.attach_all(self)
             check_table(self.handlers, self.streams)
             eng = self.config.engine
             shared = self.config.access.grants_others

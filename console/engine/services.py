@@ -1,7 +1,7 @@
-"""The engine's services, started in order (`attach_all`), and the inventory service.
+"""The inventory service (`nodes`, `audit`) and the store reads the CLI shares with it.
 
-A service (`console.engine.service_base.Service`) starts, stops, exposes its handlers and
-takes a new config.
+Kept light: the CLI imports `list_nodes` and `list_actions` from here; the engine's wiring of
+every service is `console.engine.wiring`.
 """
 
 from __future__ import annotations
@@ -12,42 +12,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from collectors.store import Store
-from console.engine import svc_metrics
 from console.engine.access import Caller
 from console.engine.api.requests import AuditQuery, NoParams
 from console.engine.server import Handler
-from console.engine.service_base import BaseService, Service
-from console.engine.svc_fleet import FleetService
-from console.engine.svc_jobs import JobService
-from console.engine.svc_notify import NotifyService
-from console.engine.svc_people import PeopleService
-from console.engine.svc_policies import PolicyService
-from console.engine.svc_reload import ReloadService
-from console.engine.svc_reports import ReportService
-from console.engine.svc_telemetry import Telemetry
+from console.engine.service_base import BaseService
 from scheduler.executors.identity import engine_user, job_identity
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
-
-
-async def attach_all(engine: Engine) -> None:
-    async def add(svc: Service) -> None:
-        await svc.start()
-        engine.services.append(svc)
-        engine.on_close(svc.stop)
-        engine.handlers.update(svc.handlers())
-        engine.streams.update(svc.streams())
-
-    await add(InventoryService(engine))
-    await add(NotifyService(engine))
-    telemetry = Telemetry(engine)
-    await add(telemetry)
-    await svc_metrics.attach(engine, telemetry)
-    for svc in (JobService(engine, telemetry), PolicyService(engine, telemetry),
-                FleetService(engine, telemetry), ReportService(engine), ReloadService(engine),
-                PeopleService(engine)):
-        await add(svc)
 
 
 class InventoryService(BaseService):
