@@ -38,7 +38,7 @@ from scheduler.journal import JobRow
 from scheduler.placement import PlacementPlan, PreemptionRules, QueuedTask, WaitKind, plan
 from scheduler.priority import ClassBook, PriorityClass
 from scheduler.quota import Quota, QuotaBook
-from scheduler.runner import JobRunner, RunnerSettings, allocations, snapshot
+from scheduler.runner import JobRunner, RunnerSettings, allocations, choose_executor, snapshot
 
 if TYPE_CHECKING:
     from console.engine.host import Engine
@@ -390,10 +390,13 @@ class JobService(BaseService):
 
     async def never_fits(self, spec: JobSpec) -> str | None:
         """Why `spec` can never fit the fleet, every known node up and free ("never fits: no
-        node has 8 GPUs"), or None. None too before any node is known, and where burst
-        pools could add nodes."""
+        node has 8 GPUs"), or None. None too before any node is known, where burst pools
+        could add nodes, and for Slurm jobs (Slurm places them, not fleetdeck)."""
         if not self.telemetry.inventory() or any(
                 p.kind == "burst" for p in self.engine.config.pools):
+            return None
+        slurm_pools = self.runner.settings.slurm_pools
+        if choose_executor(spec, spec.pool, slurm_pools) == "slurm":
             return None
         result = await self.place_now(spec, empty_fleet=True)
         why = result.pending.get("preview")
