@@ -88,6 +88,12 @@ def test_bad_submit_input_names_the_flag_and_queues_nothing(ssh_nodes: NodeFacto
         res = fleet.run("submit", "-f", str(tmp_path / "missing.toml"))
         assert res.returncode == 2 and "missing.toml" in one_line_error(res)
 
+        # larger than any node the engine knows: refused with the placement's reason
+        fleet.wait_done([good])  # the node is known (the good job ran on it)
+        res = fleet.run("submit", "--gpus", "64", "--", "true")
+        assert res.returncode == 2, (res.stdout, res.stderr)
+        assert "never fits: no node has 64 GPUs" in one_line_error(res), res.stderr
+
         # --dry-run validates and queues nothing either
         res = fleet.run("submit", "--dry-run", "--gpus", "0.5", "--", "true")
         assert res.returncode == 0 and '"valid": true' in res.stdout
