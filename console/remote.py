@@ -91,10 +91,12 @@ class _KeyRecorder(asyncssh.SSHClient):
 
     def __init__(self) -> None:
         self.offered_key: asyncssh.SSHKey | None = None
+        self.where: tuple[str, str, int] = ("", "", 22)  # host, address, port really used
 
     def validate_host_public_key(self, host: str, addr: str, port: int,
                                  key: asyncssh.SSHKey) -> bool:
         self.offered_key = key
+        self.where = (host, addr, port)
         return False
 
 
@@ -153,7 +155,7 @@ class SshEngineTunnel:
                 self._conn = await asyncssh.connect(addr.host, **kwargs,
                                                     client_factory=lambda: recorder)
         except asyncssh.HostKeyNotVerifiable:
-            raise RemoteEngineError(self._host_key_refusal(recorder.offered_key)) from None
+            raise RemoteEngineError(self._host_key_refusal(recorder)) from None
         except TimeoutError:
             raise RemoteEngineError(
                 f"{addr.url}: no SSH answer within {self.connect_timeout_s:g} s") from None
@@ -192,15 +194,15 @@ class SshEngineTunnel:
             kwargs["agent_path"] = None
         return kwargs
 
-    def _host_key_refusal(self, key: asyncssh.SSHKey | None) -> str:
-        addr = self.address
+    def _host_key_refusal(self, recorder: _KeyRecorder) -> str:
+        addr, key = self.address, recorder.offered_key
         known = Path(self.ssh.known_hosts).expanduser()
         check = f"check it with the engine's admin, then `ssh {addr.host}` once to record it"
         if key is None:
             return f"{addr.url}: host key not trusted by {known}; {check}"
         fp = f"{key.get_algorithm()} {fingerprint(key)}"
-        assert addr.host is not None
-        if key_status(known, addr.host, addr.port or 22, key) == "changed":
+        host, ip, port = recorder.where  # after ~/.ssh/config's HostName and Port
+        if key_status(known, host, port, key, ip) == "changed":
             return (f"{addr.url}: host key CHANGED, the host now offers {fp} which differs "
                     f"from {known}; refused")
         return f"{addr.url}: unknown host key {fp} (not in {known}); {check}"

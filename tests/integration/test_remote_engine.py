@@ -75,6 +75,20 @@ def test_unknown_host_key_is_refused(remote: RemoteEngine, tmp_path: Path) -> No
     assert "unknown host key" in line and remote.node.host_key_fingerprint in line
 
 
+def test_changed_host_key_is_refused(remote: RemoteEngine, ssh_bed: SshBed,
+                                     tmp_path: Path) -> None:
+    other_key = " ".join(ssh_bed.client_public_key.split()[:2])  # a key the host lacks
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{remote.node.host}]:{remote.node.port} {other_key}\n")
+    text = remote.client_config.read_text().replace(
+        f'known_hosts = "{remote.node.known_hosts}"', f'known_hosts = "{known}"')
+    cfg = tmp_path / "client.toml"
+    cfg.write_text(text)
+    res = cli("--config", str(cfg), "status", "--engine", remote.url())
+    assert res.returncode == 3
+    assert "host key CHANGED" in one_line_error(res)
+
+
 def test_no_engine_at_that_path_is_one_line(remote: RemoteEngine, tmp_path: Path) -> None:
     res = cli("--config", str(remote.client_config), "--engine",
               remote.url(path=tmp_path / "nothing.sock"), "status")
