@@ -83,6 +83,9 @@ def test_slurm_job_reports_exit_code_and_logs(ssh_nodes: NodeFactory, tmp_path: 
         assert login.slurm is not None
         info = login.slurm.job(int(row["external_id"]))
         assert info.get("JobName") == f"fd-{job}-0", info
+        explain = fleet.run("explain", str(job))
+        assert "runs as root (Slurm jobs are submitted as the login account)" in \
+            explain.stdout, (explain.stdout, explain.stderr)
 
 
 def test_two_gpus_are_two_distinct_gpu_ids(ssh_nodes: NodeFactory, tmp_path: Path) -> None:
