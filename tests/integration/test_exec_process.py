@@ -4,14 +4,16 @@ surviving a dropped SSH connection, and hostile arguments that must not inject c
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from collectors.transport import SshTransport
+from collectors.transport import NodeTarget, SshOptions, SshTransport
 from scheduler.executors import ExecutorError, Launch, ProcessExecutor
 from tests.bed.plugin import BedAccounts, NodeFactory
-from tests.bed.ssh import SshNode
+from tests.bed.ssh import SshBed, SshNode, keygen
 from tests.integration.executor_kit import (
     HOSTILE,
     read_logs,
@@ -210,3 +212,24 @@ async def test_a_root_login_runs_the_job_as_its_owner(
     with pytest.raises(ExecutorError, match="has no user fdbed-nobody"):
         await executor.start(Launch(job_id=41, attempt=0, name="x", user="fdbed-nobody",
                                     project="p", argv=("true",)), transport)
+
+
+async def test_an_unprivileged_login_runs_every_job_as_itself(
+        node: SshNode, ssh_bed: SshBed, bed_accounts: BedAccounts, bed_root: Path) -> None:
+    alice = bed_accounts.user("alice", groups=["members"])
+    d = Path(tempfile.mkdtemp(prefix="alice-login-", dir=bed_root))
+    keygen(d / "id_ed25519", "alice-login")
+    ssh_bed.authorize(alice.name, (d / "id_ed25519.pub").read_text())
+    os.chown(d, alice.uid, alice.gid)
+    target = NodeTarget(name=node.name, host=node.host, port=node.port, user=alice.name,
+                        identity_file=d / "id_ed25519")
+    t = SshTransport(target, SshOptions(known_hosts=node.known_hosts, use_agent=False))
+    ex = ProcessExecutor(jobs_dir=str(d / "jobs"), kill_after_s=1.0)
+    try:
+        # bob's job: the login cannot become bob, so it runs as alice (nodes say so)
+        h = await ex.start(Launch(job_id=50, attempt=0, name="j", user="bob", project="p",
+                                  argv=("id", "-un")), t)
+        assert (await wait_done(ex, h, t)).exit_code == 0
+        assert (await read_logs(ex, h, t)).decode().strip() == alice.name
+    finally:
+        await t.close()
