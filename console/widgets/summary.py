@@ -59,7 +59,7 @@ class SummaryBar(Widget):
             status.append((7, Text(self.me, style="bold")))
         status.extend(self._age())
         if self.mode:
-            status.append((1, Text(self.mode, style="dim")))
+            status.append((5, Text(self.mode, style="dim")))  # which engine, read-only, demo store
         return Text("\n").join([fit(head, width), fit(status, width)])
 
     def _age(self) -> list[Part]:
