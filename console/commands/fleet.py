@@ -220,6 +220,7 @@ def simulate_cmd(args: argparse.Namespace) -> int:
     print(f"what if {result['what_if']}: {result['jobs']} jobs of the last "
           f"{result['days']:g} days replayed")
     cur, new = result["current"], result["changed"]
+    seen = result.get("observed") or {}  # what the window really had, beside the replay
     rows = []
     for key, label in (("gpus", "GPUs"), ("mean_queue_delay_s", "mean queue wait (s)"),
                        ("p95_queue_delay_s", "p95 queue wait (s)"),
@@ -228,7 +229,8 @@ def simulate_cmd(args: argparse.Namespace) -> int:
                        ("burst_gpu_h", "burst GPU-hours"), ("burst_cost", "burst cost")):
         a, b = cur[key], new[key]
         delta = None if a is None or b is None else round(b - a, 2)
-        rows.append({"measure": label, "current": a, "changed": b, "change": delta})
+        rows.append({"measure": label, "observed": seen.get(key), "current": a,
+                     "changed": b, "change": delta})
     print_table(rows)
     return 0
 
