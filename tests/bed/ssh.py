@@ -80,9 +80,12 @@ class SshNode:
         self.slurm = slurm
         # FDBED_NODE_DIR marks every process started through this node, so destroy() and the
         # session teardown can find even detached ones.
+        # PYENV_REHASH_TIMEOUT: where root's ~/.bashrc runs `pyenv init` (sshd sessions read
+        # it), a rehash lock left by a killed login would hold every later login 60 s.
         self.env: dict[str, str] = {
             "FLEETDECK_BED_NODE": self.name,
             "FDBED_NODE_DIR": str(self.dir),
+            "PYENV_REHASH_TIMEOUT": "1",
         }
         if docker:
             self.docker = DockerDaemon(self.dir / "d", self.name)
