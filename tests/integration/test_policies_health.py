@@ -81,7 +81,9 @@ def test_ecc_error_drains_the_node_and_cordon_uncordon_work(ssh_nodes: Any,
 
         # a manual cordon: no new placements until uncordoned
         res = eng.cli_json("cordon", node.name, "--reason", "maintenance window")
-        assert res == {"node": node.name, "cordoned": True, "reason": "maintenance window"}
+        # cordon and uncordon share one reply type: a cordon recovers no GPU
+        assert res == {"node": node.name, "cordoned": True, "reason": "maintenance window",
+                       "recovered_gpus": []}
         shown = eng.cli_json("policies")
         assert shown["cordoned"] == [{"node": node.name, "reason": "maintenance window"}]
         j3 = eng.submit("sleep", "600", name="late")
