@@ -49,10 +49,10 @@ from console.widgets.table_columns import (
     sort_letters,
     sort_value,
 )
+from console.widgets.table_filter import Cell, parse_filter, plain
 
-__all__ = ["Cell", "Column", "KeyedTable", "Row", "SyncStats", "plain"]
+__all__ = ["Cell", "Column", "KeyedTable", "Row", "SyncStats", "parse_filter", "plain"]
 
-Cell = str | Text
 Row = tuple[Cell, ...]
 Live = Callable[[str], tuple[Cell, ...]]
 Sort = tuple[str, bool]  # (column key, descending)
@@ -67,22 +67,6 @@ class SyncStats:
     removed: int = 0
     cells_updated: int = 0
     rebuilt: bool = False
-
-
-def plain(cell: Cell) -> str:
-    return cell.plain if isinstance(cell, Text) else str(cell)
-
-
-def parse_filter(text: str) -> tuple[tuple[str | None, str], ...]:
-    """`user:ann gpu` -> (("user", "ann"), (None, "gpu"))."""
-    terms: list[tuple[str | None, str]] = []
-    for word in text.lower().split():
-        key, sep, value = word.partition(":")
-        if sep and key and value:
-            terms.append((key, value))
-        elif word:
-            terms.append((None, word))
-    return tuple(terms)
 
 
 class KeyedTable(ScrollView, can_focus=True):
