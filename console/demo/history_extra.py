@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+import console.demo.fleet as fleet
 from collectors.transport.sim import gpu_uuid
-from console.demo import fleet
 from console.demo.history import KIND_INDEX, Packed
 
 US = 1_000_000

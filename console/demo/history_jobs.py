@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from console.demo import fleet
+import console.demo.fleet as fleet
 from console.demo.history import CPU_SLOTS, KIND_INDEX, KINDS, Packed
 from scheduler.jobspec import JobSpec
 

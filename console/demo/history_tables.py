@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+import console.demo.fleet as fleet
 from collectors.store import Store
 from collectors.transport.sim import gpu_uuid
-from console.demo import fleet
 from console.demo.history import SAMPLES_PER_HOUR, GpuHours, Packed, gpu_hours, node_cpu_hours
 from console.demo.history import pack as pack_jobs
 from console.demo.history_extra import Bursts, broken_gpus, bursts, dt

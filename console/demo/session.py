@@ -35,10 +35,10 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+import console.demo.fleet as fleet
 from collectors.store import Store
 from collectors.transport.sim import stop_sandbox_jobs
 from console.config import Config, EngineConfig, Loaded, load
-from console.demo import fleet
 from console.demo.history_tables import (
     History,
     plan,
