@@ -15,6 +15,7 @@ Not thread-safe: fill and flush from one thread (the engine's loop owns the writ
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -80,7 +81,11 @@ def _epoch_to_us(v: Any) -> int | None:
         if v.tzinfo is not None:
             v = v.astimezone(UTC).replace(tzinfo=None)
         return int((v - _EPOCH).total_seconds() * 1_000_000)
-    return round(float(v) * 1_000_000)
+    seconds = float(v)
+    whole = math.floor(seconds)
+    # the fraction alone times 1e6, as `datetime.fromtimestamp` rounds: ts * 1e6 would lose
+    # the last microsecond to the float's precision
+    return whole * 1_000_000 + round((seconds - whole) * 1_000_000)
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -100,7 +105,10 @@ def arrow_column(values: Sequence[Any], duckdb_type: str) -> pa.Array:
     if duckdb_type == "TIMESTAMP":
         if all(v.__class__ is float for v in values):  # probe samples: epoch seconds
             seconds = pa.array(values, pa.float64())
-            return pc.round(pc.multiply(seconds, 1_000_000.0)).cast(pa.int64()).cast(t)
+            whole = pc.floor(seconds)
+            frac_us = pc.round(pc.multiply(pc.subtract(seconds, whole), 1_000_000.0))
+            us = pc.add(pc.multiply(whole.cast(pa.int64()), 1_000_000), frac_us.cast(pa.int64()))
+            return us.cast(t)
         return pa.array([_epoch_to_us(v) for v in values], pa.int64()).cast(t)
     if duckdb_type == "JSON":
         return pa.array([_json_text(v) for v in values], t)

@@ -7,6 +7,7 @@ Sessions get per-node environment through sshd_config `SetEnv`:
   DOCKER_HOST=unix://<socket>                       nodes with docker=True
   LD_LIBRARY_PATH=<fake NVML dir> FAKE_NVML_STATE   nodes with fake GPUs
   SLURM_CONF=<conf> SBATCH_OUTPUT=<jobs dir>/...    nodes created with a Slurm cluster
+  HOME=<dir>/home                                   root's logins (`Match User root`)
 """
 
 from __future__ import annotations
@@ -80,13 +81,16 @@ class SshNode:
         self.slurm = slurm
         # FDBED_NODE_DIR marks every process started through this node, so destroy() and the
         # session teardown can find even detached ones.
-        # PYENV_REHASH_TIMEOUT: where root's ~/.bashrc runs `pyenv init` (sshd sessions read
-        # it), a rehash lock left by a killed login would hold every later login 60 s.
         self.env: dict[str, str] = {
             "FLEETDECK_BED_NODE": self.name,
             "FDBED_NODE_DIR": str(self.dir),
-            "PYENV_REHASH_TIMEOUT": "1",
         }
+        # Root logs in with a home of this node's own (`Match User root` + `SetEnv HOME`), as
+        # on a machine of its own: bash, started by sshd, reads ~/.bashrc, and the machine's
+        # root ~/.bashrc may run `pyenv init`, whose rehash lock races between concurrent
+        # logins and writes to stderr. Job folders under ~ are then per node, too.
+        self.root_home = self.dir / "home"
+        self.root_home.mkdir()
         if docker:
             self.docker = DockerDaemon(self.dir / "d", self.name)
             self.env.update(self.docker.env)
@@ -156,6 +160,8 @@ PrintLastLog no
 X11Forwarding no
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
+Match User root
+  SetEnv HOME={self.root_home} {setenv}
 """
         (self.dir / "sshd_config").write_text(config)
 
