@@ -55,6 +55,40 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def sshd_config(*, listen: str, host_key: Path, pidfile: Path, authorized_keys: str,
+                env: Mapping[str, str], root_home: Path) -> str:
+    """An sshd_config for a bed node: key logins only, `env` for every session, and for
+    root a home of the node's own (`root_home`), so the machine's root ~/.bashrc (which may
+    run `pyenv init`, racing on a rehash lock and writing to stderr) is never read."""
+    if any(" " in v or '"' in v for v in env.values()):
+        raise ValueError(f"SetEnv values must not contain spaces or quotes: {dict(env)}")
+    setenv = " ".join(f"{k}={v}" for k, v in env.items())
+    return f"""\
+ListenAddress {listen}
+HostKey {host_key}
+PidFile {pidfile}
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile {authorized_keys}
+AcceptEnv LANG LC_*
+SetEnv {setenv}
+MaxStartups 200:30:400
+MaxSessions 64
+UseDNS no
+PrintMotd no
+PrintLastLog no
+X11Forwarding no
+LogLevel VERBOSE
+Subsystem sftp internal-sftp
+Match User root
+  SetEnv HOME={root_home} {setenv}
+"""
+
+
 class SshNode:
     """One bed node: its own sshd (and dockerd / fake GPUs / Slurm client env when asked)."""
 
@@ -136,34 +170,11 @@ class SshNode:
     # ---- lifecycle ----
 
     def _write_config(self) -> None:
-        setenv = " ".join(f"{k}={v}" for k, v in self.env.items())
-        if any(" " in v or '"' in v for v in self.env.values()):
-            raise ValueError(f"SetEnv values must not contain spaces or quotes: {self.env}")
-        config = f"""\
-ListenAddress {self.host}:{self.port}
-HostKey {self.host_key_path}
-PidFile {self.dir / 'sshd.pid'}
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-AuthorizedKeysFile {self.bed.authorized_keys} {self.bed.user_keys}/%u.pub
-AcceptEnv LANG LC_*
-SetEnv {setenv}
-MaxStartups 200:30:400
-MaxSessions 64
-UseDNS no
-PrintMotd no
-PrintLastLog no
-X11Forwarding no
-LogLevel VERBOSE
-Subsystem sftp internal-sftp
-Match User root
-  SetEnv HOME={self.root_home} {setenv}
-"""
-        (self.dir / "sshd_config").write_text(config)
+        (self.dir / "sshd_config").write_text(sshd_config(
+            listen=f"{self.host}:{self.port}", host_key=self.host_key_path,
+            pidfile=self.dir / "sshd.pid",
+            authorized_keys=f"{self.bed.authorized_keys} {self.bed.user_keys}/%u.pub",
+            env=self.env, root_home=self.root_home))
 
     def start(self, *, timeout_s: float = 20.0) -> None:
         """Start sshd (again): same host key and port; dockerd is started too if not running."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.bed.fake_nvml import FakeGpu, write_state
 from tests.bed.procs import free_port, kill_mentioning, kill_tree, port_accepts, wait_for
-from tests.bed.ssh import SSHD, keygen
+from tests.bed.ssh import SSHD, keygen, sshd_config
 
 USAGE = "usage: burst_node.py provision REQUEST_ID | status|terminate|kill INSTANCE_ID"
 
@@ -61,25 +61,11 @@ def provision(request_id: str) -> dict[str, object]:
     write_state(nvml_state, [FakeGpu(util_pct=60)] * gpus)
     env = {"FLEETDECK_BED_NODE": instance_id, "FDBED_NODE_DIR": str(d),
            "LD_LIBRARY_PATH": os.environ["FDTEST_NVML_LIB"], "FAKE_NVML_STATE": str(nvml_state)}
-    (d / "sshd_config").write_text(f"""\
-ListenAddress {host}:{port}
-HostKey {key}
-PidFile {d / 'sshd.pid'}
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-AuthorizedKeysFile {os.environ['FDTEST_AUTHORIZED_KEYS']}
-SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}
-MaxStartups 200:30:400
-MaxSessions 64
-UseDNS no
-PrintMotd no
-X11Forwarding no
-Subsystem sftp internal-sftp
-""")
+    root_home = d / "home"
+    root_home.mkdir()
+    (d / "sshd_config").write_text(sshd_config(
+        listen=f"{host}:{port}", host_key=key, pidfile=d / "sshd.pid",
+        authorized_keys=os.environ["FDTEST_AUTHORIZED_KEYS"], env=env, root_home=root_home))
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     # without -D sshd detaches (new session) and outlives this script, like a booted VM
     subprocess.run([SSHD, "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")],
