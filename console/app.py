@@ -43,6 +43,7 @@ from console.widgets.summary import SummaryBar
 SUMMARY_POLL_S = 2.0
 JUMP_S = 8.0  # how long Enter opens a job just submitted (its toast shows as long)
 ME_POLL_S = 30.0
+NAMES_FRESH_S = 15.0  # the palette asks the engine for names at most this often
 LIMITED_ROLES = ("member", "viewer")
 # changing keys a member has (on their own jobs); the rest (cordon, drain...) are not offered
 MEMBER_ACTIONS = frozenset({"submit", "stop", "snooze"})
@@ -179,6 +180,7 @@ class FleetdeckApp(App[int]):
         self._jump_screen: Screen[Any] | None = None
         self.table_sorts: dict[str, tuple[str, bool] | None] = {}  # KeyedTable sort memory
         self._names_worker: Worker[None] | None = None
+        self._names_at = float("-inf")  # when the palette's names were last asked for
 
     @property
     def readonly(self) -> bool:
@@ -241,13 +243,16 @@ class FleetdeckApp(App[int]):
         self.post_message(SummaryLoaded(summary or {}))
 
     def refresh_names(self) -> None:
-        """Bring the palette's names (nodes, jobs, users) up to date in the background;
-        one refresh at a time, never cancelled."""
+        """Bring the palette's names (nodes, jobs, users) up to date in the background when
+        older than NAMES_FRESH_S; one refresh at a time, never cancelled."""
+        if self.clock() - self._names_at < NAMES_FRESH_S:
+            return
         if self._names_worker is None or self._names_worker.is_finished:
             self._names_worker = self.run_worker(self._load_names(), group="names",
                                                  exit_on_error=False)
 
     async def _load_names(self) -> None:
+        self._names_at = self.clock()
         with contextlib.suppress(Exception):
             self.last_fleet = list(await self.remote.call("fleet", channel="palette") or [])
         with contextlib.suppress(Exception):
@@ -315,6 +320,12 @@ class FleetdeckApp(App[int]):
     def action_goto_palette(self) -> None:
         """Go to a node, job or user by name, or run a command (the command palette)."""
         self.action_command_palette()
+
+    def action_command_palette(self) -> None:
+        from console.screens.palette import QuickPalette
+
+        if self.use_command_palette and not isinstance(self.screen, QuickPalette):
+            self.push_screen(QuickPalette(id="--command-palette"))
 
     def action_refresh(self) -> None:
         """Ask the engine again now."""

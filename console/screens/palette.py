@@ -1,27 +1,62 @@
-"""The `:` command palette's provider: go to a node, a job or a user's jobs by name.
+"""The `:` command palette: go to a node, a job or a user's jobs by name.
 
-Opening never waits for the engine: the names come from what the screens last loaded, and a
-background refresh (`FleetdeckApp.refresh_names`) brings them up to date while the palette is
-open, so a name typed right after start is found too.
+Opening never waits for the engine and builds little: the first screenful of names comes
+straight from what the screens last loaded (nodes, then the newest jobs), the full list is
+built only when a search needs it (and kept until the names change), and a hit's command is
+made only for what is shown. A background refresh (`FleetdeckApp.refresh_names`) brings the
+names up to date a moment after the palette shows, when they are older than `NAMES_FRESH_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import weakref
+from collections.abc import AsyncGenerator, Callable, Iterator
 from functools import partial
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Provider
 
 from console.screens.host import ConsoleHost
 
-MAX_HITS = 40
-Candidate = tuple[str, Any, str]  # (text, command, help)
+MAX_HITS = 24  # discovery: about two palette screenfuls
+MAX_SEARCH_HITS = 200
+NAMES_DELAY_S = 0.3  # the background name refresh starts after the palette's first paint
+
+
+class Candidate(NamedTuple):
+    text: str
+    kind: str  # "node", "job" or "user"
+    key: str
+    help: str
+
+
+def _command(app: ConsoleHost, c: Candidate) -> Callable[[], Any]:
+    if c.kind == "node":
+        return partial(app.open_node, c.key)
+    if c.kind == "job":
+        return partial(app.open_job, int(c.key))
+    return partial(app.open_jobs_filtered, f"user:{c.key}")
+
+
+def _candidates(app: ConsoleHost) -> Iterator[Candidate]:
+    """Nodes, the newest jobs first, then users; lazily, so discovery takes only a few."""
+    for n in app.last_fleet:
+        name = str(n.get("name"))
+        yield Candidate(f"node {name}", "node", name, "open the node")
+    for j in app.last_jobs:  # the Jobs screen keeps them newest first
+        yield Candidate(f"job {j['id']} {j.get('name') or ''}", "job", str(j["id"]),
+                        f"open the job ({j.get('state') or ''})")
+    users = set(app.known_users)
+    users.update(u.name for u in app.link.loaded.config.users)
+    users.update(str(j["user"]) for j in app.last_jobs if j.get("user"))
+    for user in sorted(users):
+        yield Candidate(f"user {user}", "user", user, "show this user's jobs")
 
 
 class _Names:
-    """The candidates built from an app's names, kept until those lists are replaced (a new
-    palette opens with them at once; Textual makes a new provider per opening)."""
+    """The full candidate list of an app's names, kept until those lists are replaced."""
 
     def __init__(self) -> None:
         self.source: tuple[object, object, object] | None = None
@@ -36,49 +71,76 @@ class FleetdeckCommands(Provider):
     """Nodes, jobs and users."""
 
     async def startup(self) -> None:
-        cast(ConsoleHost, self.app).refresh_names()
+        app = cast(ConsoleHost, self.app)
+        self.app.set_timer(NAMES_DELAY_S, app.refresh_names)
 
     def _names(self) -> _Names:
-        """Candidates from the app's latest names, rebuilt only when those changed."""
+        """All candidates from the app's latest names, rebuilt only when those changed."""
         app = cast(ConsoleHost, self.app)
         names = _NAMES.setdefault(app, _Names())
         source = (app.last_fleet, app.last_jobs, app.known_users)
-        if names.source is not None and all(a is b for a, b in zip(source, names.source,
-                                                                   strict=True)):
-            return names
-        out: list[Candidate] = []
-        for n in app.last_fleet:
-            name = str(n.get("name"))
-            out.append((f"node {name}", partial(app.open_node, name), "open the node"))
-        users = set(app.known_users)
-        users.update(u.name for u in app.link.loaded.config.users)
-        for j in sorted(app.last_jobs, key=lambda j: -int(j["id"])):
-            job_id = int(j["id"])
-            out.append((f"job {job_id} {j.get('name') or ''}", partial(app.open_job, job_id),
-                        f"open the job ({j.get('state') or ''})"))
-            if j.get("user"):
-                users.add(str(j["user"]))
-        for user in sorted(users):
-            out.append((f"user {user}", partial(app.open_jobs_filtered, f"user:{user}"),
-                        "show this user's jobs"))
-        names.source, names.items, names.lower = source, out, [c[0].lower() for c in out]
+        if names.source is None or any(a is not b for a, b in zip(source, names.source,
+                                                                  strict=True)):
+            names.items = list(_candidates(app))
+            names.lower = [c.text.lower() for c in names.items]
+            names.source = source
         return names
 
     async def discover(self) -> Hits:
-        for text, command, help_text in self._names().items[:MAX_HITS]:
-            yield DiscoveryHit(text, command, help=help_text)
+        app = cast(ConsoleHost, self.app)
+        for c in itertools.islice(_candidates(app), MAX_HITS):
+            yield DiscoveryHit(c.text, _command(app, c), help=c.help)
 
     async def search(self, query: str) -> Hits:
+        app = cast(ConsoleHost, self.app)
         matcher = self.matcher(query)
         needle = set(query.lower().replace(" ", ""))
         names = self._names()
         hits = 0
-        for (text, command, help_text), low in zip(names.items, names.lower, strict=True):
+        for c, low in zip(names.items, names.lower, strict=True):
             if not needle.issubset(low):  # a fuzzy match needs every letter: skip cheaply
                 continue
-            score = matcher.match(text)
+            score = matcher.match(c.text)
             if score > 0:
-                yield Hit(score, matcher.highlight(text), command, text=text, help=help_text)
+                yield Hit(score, matcher.highlight(c.text), _command(app, c), text=c.text,
+                          help=c.help)
                 hits += 1
-                if hits >= 200:
+                if hits >= MAX_SEARCH_HITS:
                     return
+
+
+class QuickPalette(CommandPalette):
+    """Textual's command palette, less its wait: Textual polls its providers' hit queue with
+    a 0.1 s timeout and only then sees they are done, so every opening and keystroke showed
+    its hits up to 0.1 s late. Here each provider says when it is done, and the list is
+    drawn the moment the last one is."""
+
+    async def _search_for(self, search_value: str) -> AsyncGenerator[DiscoveryHit | Hit, bool]:
+        queue: asyncio.Queue[DiscoveryHit | Hit | None] = asyncio.Queue()
+
+        async def feed(provider: Provider) -> None:
+            try:
+                async for hit in provider._search(search_value):
+                    queue.put_nowait(hit)
+            except Exception as e:  # a failing provider is logged, as Textual does
+                self.app.log.error(f"command provider {type(provider).__name__}: {e!r}")
+            finally:
+                queue.put_nowait(None)
+
+        # Textual's private names (8.x): its providers and the busy indicator's countdown
+        providers: list[Provider] = self._providers
+        tasks = [asyncio.create_task(feed(p)) for p in providers]
+        self._start_busy_countdown()
+        left, aborted = len(tasks), False
+        try:
+            while left and not aborted:
+                hit = await queue.get()
+                if hit is None:
+                    left -= 1
+                else:
+                    aborted = bool((yield hit))
+        finally:
+            for task in tasks:
+                task.cancel()
+        if not aborted:
+            self._stop_busy_countdown()
