@@ -153,18 +153,145 @@ def plan(
     preemption: PreemptionRules | None = None,
 ) -> PlacementPlan:
     """Decide which of `queue` start now and where; see the module docstring."""
-    state = FleetState.from_snapshot(snapshot)
-    ledger: QuotaLedger | None = None
-    if quotas is not None and not quotas.empty:
-        idle = int(state.gpu_free[state.static.schedulable].sum())
-        ledger = QuotaLedger(quotas, snapshot.running, idle, lend=preemption is not None)
-    search = (None if preemption is None
-              else VictimSearch(state, snapshot.running, preemption, now, ledger))
-    preempting: dict[str, WaitReason] = {}  # task id -> why it waits for preempted jobs
-    preemptions: list[Preemption] = []
+    cycle = _Cycle(snapshot, policy, quotas, now, preemption)
+    for t in queue_order(queue, cycle.ledger, cycle.search is not None):
+        cycle.consider(t, backfill)
+    return cycle.outcome()
 
-    def try_preempt(t: QueuedTask, k: RequestShape, milli: int) -> bool:
+
+class _Cycle:
+    """The fleet as this cycle has placed it so far, and what it decided for each task."""
+
+    def __init__(self, snapshot: FleetSnapshot, policy: FitPolicy, quotas: QuotaBook | None,
+                 now: float, rules: PreemptionRules | None) -> None:
+        self.snapshot = snapshot
+        self.policy = policy
+        self.now = now
+        self.rules = rules
+        self.state = state = FleetState.from_snapshot(snapshot)
+        self.ledger: QuotaLedger | None = None
+        if quotas is not None and not quotas.empty:
+            idle = int(state.gpu_free[state.static.schedulable].sum())
+            self.ledger = QuotaLedger(quotas, snapshot.running, idle, lend=rules is not None)
+        self.search = (None if rules is None
+                       else VictimSearch(state, snapshot.running, rules, now, self.ledger))
+        self.assignments: list[tuple[str, Assignment]] = []
+        self.backfilled: list[str] = []
+        self.preemptions: list[Preemption] = []
+        # Pending, by kind: resolved into reasons in `outcome`.
+        self.never: dict[str, ResourceRequest] = {}
+        self.waiting: dict[str, ResourceRequest] = {}  # capacity
+        self.quota_why: dict[str, str] = {}
+        self.behind: dict[str, QueuedTask] = {}  # fits now, but would delay the reservation
+        self.stopped: list[str] = []  # backfill off: everything after the blocked head
+        self.unestimated: list[str] = []  # blocked, no start estimate
+        self.preempting: dict[str, WaitReason] = {}  # waits for the jobs it preempts
+        # Per request shape: nothing is released during a cycle, so a failure stands.
+        self.shapes: dict[int, RequestShape] = {}  # id(request) -> its shape
+        self.never_fits: dict[RequestShape, bool] = {}
+        self.fail_now: set[RequestShape] = set()
+        self.fail_long: set[RequestShape] = set()  # also with the reservation's nodes held
+        self.ends: list[tuple[float, Assignment]] = []  # expected ends of this cycle's placements
+        self.res: Reservation | None = None
+        self.head: str | None = None  # first task blocked for capacity
+
+    def consider(self, t: QueuedTask, backfill: bool) -> None:
+        """Place `t` now, or record why it waits."""
+        req = t.request
+        k = self.shape_of(req)
+        if self.never_fits_at_all(k, req):
+            self.never[t.id] = req
+            return
+        if self.head is not None and not backfill:
+            self.stopped.append(t.id)
+            return
+        milli = req.gpu_count * req.gpu_milli
+        if self.ledger is not None:
+            why = self.ledger.check(t.user, t.project, t.team, milli)
+            if why is not None:
+                self.quota_why[t.id] = why
+                return
+        if k in self.fail_now:
+            if not self.try_preempt(t, k, milli):
+                self.waiting[t.id] = req
+            return
+        res = self.res
+        a = self.place_free(t, k, milli) if res is None else self.backfill(t, k, milli, res)
+        if a is not None:
+            self.placed(t, a, milli)
+
+    def shape_of(self, req: ResourceRequest) -> RequestShape:
+        k = self.shapes.get(id(req))
+        if k is None:
+            k = self.shapes[id(req)] = RequestShape.of(req)
+        return k
+
+    def never_fits_at_all(self, k: RequestShape, req: ResourceRequest) -> bool:
+        """Whether `req` fits nowhere even on an empty fleet (memoized per shape)."""
+        nf = self.never_fits.get(k)
+        if nf is None:
+            nf = self.never_fits[k] = not self.state.can_ever_fit(req)
+        return nf
+
+    def place_free(self, t: QueuedTask, k: RequestShape, milli: int) -> Assignment | None:
+        """No reservation yet: place `t` where the policy picks, or block it."""
+        a = self.policy.select(self.state, t.request)
+        if a is None:
+            self.fail_now.add(k)
+            if not self.try_preempt(t, k, milli):
+                self.block(t)
+            return None
+        self.state.apply(a)
+        return a
+
+    def block(self, t: QueuedTask) -> None:
+        """`t` waits for capacity; the first such task that gets an estimate is reserved."""
+        self.waiting[t.id] = t.request
+        if self.head is None:
+            self.head = t.id
+        self.res = _try_reserve(self.state, self.policy, t, self.snapshot, self.ends, self.now)
+        if self.res is None:
+            self.unestimated.append(t.id)
+
+    def backfill(self, t: QueuedTask, k: RequestShape, milli: int,
+                 res: Reservation) -> Assignment | None:
+        """Place `t` ahead of the reservation only where it cannot delay it."""
+        short = t.max_runtime_s is not None and self.now + t.max_runtime_s <= res.start
+        if not short and k in self.fail_long:
+            self.behind[t.id] = t
+            return None
+        a = self.policy.select(self.state, t.request)
+        if a is None:
+            self.fail_now.add(k)
+            if not self.try_preempt(t, k, milli):
+                self.waiting[t.id] = t.request
+            return None
+        if short:
+            self.state.apply(a)
+            res.placed_short(a)
+            return a
+        if not res.allows(a):
+            a = self.policy.select(res.long_state(), t.request)
+            if a is None:
+                self.fail_long.add(k)
+                self.behind[t.id] = t
+                return None
+        self.state.apply(a)
+        res.placed_long(a)
+        return a
+
+    def placed(self, t: QueuedTask, a: Assignment, milli: int) -> None:
+        self.assignments.append((t.id, a))
+        if self.head is not None:
+            self.backfilled.append(t.id)
+        if self.ledger is not None:
+            self.ledger.charge(t.user, t.project, t.team, milli)
+        if t.max_runtime_s is not None and self.res is None:
+            self.ends.append((self.now + t.max_runtime_s, a))
+
+    def try_preempt(self, t: QueuedTask, k: RequestShape, milli: int) -> bool:
         """Whether preemption makes room for `t` (recorded in `preemptions`)."""
+        search, ledger = self.search, self.ledger
         if search is None:
             return False
         kind = search.kind_for(t.user, t.project, t.team, milli, t.class_priority)
@@ -174,129 +301,47 @@ def plan(
         if claim is None:
             return False
         if claim.hold is not None:
-            apply(claim.hold)
+            self.state.apply(claim.hold)
+            res = self.res
             if res is not None:  # keep the reservation's view of the state in step
                 (res.placed_long if res.allows(claim.hold) else res.placed_short)(claim.hold)
-        why = _claim_reason(claim, t, ledger, milli, now)
-        preempting[t.id] = _waiting_for(claim, preemption)
-        preemptions.extend(Preemption(v.job_id, t.id, claim.node, kind, why + "; victim " +
-                                      victim_text(v, ledger, now)) for v in claim.victims)
+        why = _claim_reason(claim, t, ledger, milli, self.now)
+        self.preempting[t.id] = _waiting_for(claim, self.rules)
+        self.preemptions.extend(
+            Preemption(v.job_id, t.id, claim.node, kind,
+                       why + "; victim " + victim_text(v, ledger, self.now))
+            for v in claim.victims
+        )
         if ledger is not None:
             ledger.charge(t.user, t.project, t.team, milli)
         return True
 
-    assignments: list[tuple[str, Assignment]] = []
-    # Pending, by kind: resolved into reason strings at the end.
-    never: dict[str, ResourceRequest] = {}
-    waiting: dict[str, ResourceRequest] = {}  # capacity
-    quota_why: dict[str, str] = {}
-    behind: dict[str, QueuedTask] = {}  # would fit now, but not without delaying the reservation
-    stopped: list[str] = []  # backfill off: everything after the blocked head
-    unestimated: list[str] = []  # blocked, no start estimate
-    backfilled: list[str] = []
-
-    keys: dict[int, RequestShape] = {}
-    never_fits: dict[RequestShape, bool] = {}
-    fail_now: set[RequestShape] = set()
-    fail_long: set[RequestShape] = set()
-    ends: list[tuple[float, Assignment]] = []  # expected ends of this cycle's placements
-    res: Reservation | None = None
-    head: str | None = None  # first task blocked for capacity
-    select = policy.select
-    apply = state.apply
-
-    for t in queue_order(queue, ledger, search is not None):
-        req = t.request
-        k = keys.get(id(req))
-        if k is None:
-            k = keys[id(req)] = RequestShape.of(req)
-        nf = never_fits.get(k)
-        if nf is None:
-            nf = never_fits[k] = not state.can_ever_fit(req)
-        if nf:
-            never[t.id] = req
-            continue
-        if head is not None and not backfill:
-            stopped.append(t.id)
-            continue
-        milli = req.gpu_count * req.gpu_milli
-        if ledger is not None:
-            why = ledger.check(t.user, t.project, t.team, milli)
-            if why is not None:
-                quota_why[t.id] = why
-                continue
-        if k in fail_now:
-            if not try_preempt(t, k, milli):
-                waiting[t.id] = req
-            continue
-
-        if res is None:
-            a = select(state, req)
-            if a is None:
-                fail_now.add(k)
-                if try_preempt(t, k, milli):
-                    continue
-                waiting[t.id] = req
-                if head is None:
-                    head = t.id
-                res = _try_reserve(state, policy, t, snapshot, ends, now)
-                if res is None:
-                    unestimated.append(t.id)
-                continue
-            apply(a)
-        else:
-            short = t.max_runtime_s is not None and now + t.max_runtime_s <= res.start
-            if not short and k in fail_long:
-                behind[t.id] = t
-                continue
-            a = select(state, req)
-            if a is None:
-                fail_now.add(k)
-                if not try_preempt(t, k, milli):
-                    waiting[t.id] = req
-                continue
-            if short:
-                apply(a)
-                res.placed_short(a)
-            else:
-                if not res.allows(a):
-                    a = select(res.long_state(), req)
-                    if a is None:
-                        fail_long.add(k)
-                        behind[t.id] = t
-                        continue
-                apply(a)
-                res.placed_long(a)
-
-        assignments.append((t.id, a))
-        if head is not None:
-            backfilled.append(t.id)
-        if ledger is not None:
-            ledger.charge(t.user, t.project, t.team, milli)
-        if t.max_runtime_s is not None and res is None:
-            ends.append((now + t.max_runtime_s, a))
-
-    pending = _reasons(state, never, waiting, quota_why)
-    reservations: dict[str, float] = {}
-    reserved: dict[str, Assignment] = {}
-    if res is not None:
-        reservations[res.task_id] = res.start
-        reserved[res.task_id] = res.assignment
-        eta = eta_text(res.start - now)
-        pending[res.task_id] = pending[res.task_id].noted(
-            f"reserved on node {res.assignment.node}, starts {eta}"
-        )
-        for tid, task in behind.items():
-            pending[tid] = _behind_reason(res, task, now)
-    for tid in unestimated:
-        pending[tid] = pending[tid].noted(
-            "no start estimate (what it needs is held by jobs without a max runtime)"
-        )
-    for tid in stopped:
-        pending[tid] = WaitReason(WaitKind.BEHIND, f"waiting: behind job {head} (backfill is off)")
-    pending.update(preempting)
-    return PlacementPlan(assignments, pending, reservations, reserved, frozenset(backfilled),
-                         preemptions)
+    def outcome(self) -> PlacementPlan:
+        """The plan, with one reason per waiting task."""
+        pending = _reasons(self.state, self.never, self.waiting, self.quota_why)
+        reservations: dict[str, float] = {}
+        reserved: dict[str, Assignment] = {}
+        res, now = self.res, self.now
+        if res is not None:
+            reservations[res.task_id] = res.start
+            reserved[res.task_id] = res.assignment
+            eta = eta_text(res.start - now)
+            pending[res.task_id] = pending[res.task_id].noted(
+                f"reserved on node {res.assignment.node}, starts {eta}"
+            )
+            for tid, task in self.behind.items():
+                pending[tid] = _behind_reason(res, task, now)
+        for tid in self.unestimated:
+            pending[tid] = pending[tid].noted(
+                "no start estimate (what it needs is held by jobs without a max runtime)"
+            )
+        for tid in self.stopped:
+            pending[tid] = WaitReason(
+                WaitKind.BEHIND, f"waiting: behind job {self.head} (backfill is off)"
+            )
+        pending.update(self.preempting)
+        return PlacementPlan(self.assignments, pending, reservations, reserved,
+                             frozenset(self.backfilled), self.preemptions)
 
 
 def _claim_reason(claim: Claim, t: QueuedTask, ledger: QuotaLedger | None, milli: int,
