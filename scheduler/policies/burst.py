@@ -284,68 +284,92 @@ def evaluate_burst(
     """One evaluation. `instances`: every burst instance of the current month (ended ones
     count for budgets). `unavailable`: offer name -> reason (see
     `providers.registry.unavailable_offers`)."""
-    unavailable = unavailable or {}
-    ann: dict[str, str] = {}
-    actions: list[Action] = []
-
-    def announce(key: str, code: str, action: Action) -> None:
-        if state.announced.get(key) != code:
-            actions.append(action)
-        ann[key] = code
-
-    burst_nodes = {i.node for i in instances if i.node}
-    burst_pools = {o.pool for o in config.offers}
-    onprem = [n for n in snapshot.nodes if n.name not in burst_nodes and n.pool not in burst_pools]
-    active = [i for i in instances if i.active]
-    offers_by_name = {o.name: o for o in config.offers}
-    slots = _slots(active, snapshot, offers_by_name)
-    use = budget_use(instances, now, min_billed_hours=config.min_billed_hours)
-    planned_cost: dict[ScopeKey, float] = {}
-    nodes_per_offer: dict[str, int] = {}
-    for i in active:
-        nodes_per_offer[i.offer] = nodes_per_offer.get(i.offer, 0) + 1
-    total_nodes = len(active)
-    provisions: list[ProvisionDecision] = []
-    verdicts: dict[str, BurstVerdict] = {}
-    used_rids = {i.request_id for i in instances if i.request_id}
-
+    ev = _Evaluation(snapshot, instances, config, state, now, unavailable or {})
     for job in sorted(waiting, key=lambda j: (j.waiting_since, j.job_id)):
-        req = job.request
-        waited = now - job.waiting_since
+        ev.verdicts[job.job_id] = ev.decide(job)
+    return ev.result()
+
+
+class _Evaluation:
+    """One evaluation's running totals: nodes and money committed so far, and its actions."""
+
+    def __init__(self, snapshot: FleetSnapshot, instances: Sequence[BurstInstance],
+                 config: BurstConfig, state: BurstState, now: float,
+                 unavailable: Mapping[str, str]) -> None:
+        self.snapshot = snapshot
+        self.instances = instances
+        self.config = config
+        self.state = state
+        self.now = now
+        self.unavailable = unavailable
+        burst_nodes = {i.node for i in instances if i.node}
+        burst_pools = {o.pool for o in config.offers}
+        self.onprem = [n for n in snapshot.nodes
+                       if n.name not in burst_nodes and n.pool not in burst_pools]
+        self.active = [i for i in instances if i.active]
+        self.slots = _slots(self.active, snapshot, {o.name: o for o in config.offers})
+        self.use = budget_use(instances, now, min_billed_hours=config.min_billed_hours)
+        self.planned_cost: dict[ScopeKey, float] = {}
+        self.nodes_per_offer: dict[str, int] = {}
+        for i in self.active:
+            self.nodes_per_offer[i.offer] = self.nodes_per_offer.get(i.offer, 0) + 1
+        self.total_nodes = len(self.active)
+        self.used_rids = {i.request_id for i in instances if i.request_id}
+        self.provisions: list[ProvisionDecision] = []
+        self.verdicts: dict[str, BurstVerdict] = {}
+        self.actions: list[Action] = []
+        self.announced: dict[str, str] = {}
+
+    def announce(self, key: str, code: str, action: Action) -> None:
+        """Audit `action` unless the last evaluation already announced `code` for `key`."""
+        if self.state.announced.get(key) != code:
+            self.actions.append(action)
+        self.announced[key] = code
+
+    def decide(self, job: WaitingJob) -> BurstVerdict:
+        """The verdict for one waiting job (oldest first), provisioning when it calls for it."""
+        config = self.config
+        waited = self.now - job.waiting_since
         ev: dict[str, Any] = {"waited_s": waited, "wait_threshold_s": config.wait_threshold_s}
-        early, pct = _not_yet(job, waited, onprem, config, ev)
+        early, pct = _not_yet(job, waited, self.onprem, config, ev)
         if early is not None:
-            verdicts[job.job_id] = early
-            continue
-        slot = _take_slot(slots, job)
+            return early
+        slot = _take_slot(self.slots, job)
         if slot is not None:
-            verdicts[job.job_id] = BurstVerdict(
-                job.job_id, "covered", f"waiting for burst node {slot.key}", ev)
-            continue
+            return BurstVerdict(job.job_id, "covered", f"waiting for burst node {slot.key}", ev)
         if not config.enabled:
-            verdicts[job.job_id] = BurstVerdict(job.job_id, "disabled",
-                                                "no burst: bursting is disabled", ev)
-            continue
-        chosen, refusals = _first_offer(job, config, unavailable, use, planned_cost,
-                                        nodes_per_offer, total_nodes)
+            return BurstVerdict(job.job_id, "disabled", "no burst: bursting is disabled", ev)
+        chosen, refusals = _first_offer(job, config, self.unavailable, self.use,
+                                        self.planned_cost, self.nodes_per_offer,
+                                        self.total_nodes)
         if chosen is None:
-            code, why = _refusal_summary(refusals)
-            reason = f"burst refused: {why}"
-            ev["offers"] = {name: w for name, _, w, _ in refusals}
-            verdicts[job.job_id] = BurstVerdict(job.job_id, "refused", reason, ev)
-            announce(f"refuse:{job.job_id}", code,
-                     Action(ActionKind.BURST_REFUSE, TargetKind.JOB,
-                            job.job_id, reason, BURST_ACTOR, now, ev))
-            continue
-        rid = _fresh_request_id(job, used_rids)
-        used_rids.add(rid)
+            return self.refuse(job, refusals, ev)
+        return self.provision(job, chosen, refusals, ev, waited, pct)
+
+    def refuse(self, job: WaitingJob, refusals: Sequence[tuple[str, str, str, bool]],
+               ev: dict[str, Any]) -> BurstVerdict:
+        code, why = _refusal_summary(refusals)
+        reason = f"burst refused: {why}"
+        ev["offers"] = {name: w for name, _, w, _ in refusals}
+        self.announce(f"refuse:{job.job_id}", code,
+                      Action(ActionKind.BURST_REFUSE, TargetKind.JOB,
+                             job.job_id, reason, BURST_ACTOR, self.now, ev))
+        return BurstVerdict(job.job_id, "refused", reason, ev)
+
+    def provision(self, job: WaitingJob, chosen: Offer,
+                  refusals: Sequence[tuple[str, str, str, bool]], ev: dict[str, Any],
+                  waited: float, pct: float) -> BurstVerdict:
+        """Rent a node of `chosen` for `job` (counted against budgets and max_nodes)."""
+        config = self.config
+        rid = _fresh_request_id(job, self.used_rids)
+        self.used_rids.add(rid)
         cost = chosen.price_per_hour * config.min_billed_hours
         for key in _scopes(job):
-            planned_cost[key] = planned_cost.get(key, 0.0) + cost
-        nodes_per_offer[chosen.name] = nodes_per_offer.get(chosen.name, 0) + 1
-        total_nodes += 1
-        slots.append(_Slot(rid, job.team, job.project, chosen, chosen.gpu_model,
-                           chosen.gpu_count - req.gpu_count, rid, used=True))
+            self.planned_cost[key] = self.planned_cost.get(key, 0.0) + cost
+        self.nodes_per_offer[chosen.name] = self.nodes_per_offer.get(chosen.name, 0) + 1
+        self.total_nodes += 1
+        self.slots.append(_Slot(rid, job.team, job.project, chosen, chosen.gpu_model,
+                                chosen.gpu_count - job.request.gpu_count, rid, used=True))
         ev.update({"offer": chosen.name, "provider": chosen.provider,
                    "instance_type": chosen.instance_type, "market": chosen.market,
                    "price_per_hour": chosen.price_per_hour, "team": job.team,
@@ -354,27 +378,32 @@ def evaluate_burst(
         reason = (f"job {job.job_id} waited {duration_text(waited)}, on-prem GPUs it could use "
                   f"{pct:.0f}% allocated: {chosen.describe()}")
         act = Action(ActionKind.BURST_PROVISION, TargetKind.INSTANCE,
-                     rid, reason, BURST_ACTOR, now, ev,
+                     rid, reason, BURST_ACTOR, self.now, ev,
                      dry_run=config.dry_run)
-        verdicts[job.job_id] = BurstVerdict(job.job_id, "provision",
-                                            f"provisioning {chosen.describe()} ({rid})", ev)
         if config.dry_run:
-            announce(f"provision:{rid}", "dry-run", act)
+            self.announce(f"provision:{rid}", "dry-run", act)
         else:
-            actions.append(act)
-            provisions.append(ProvisionDecision(rid, chosen, (job.job_id,), job.team,
-                                                job.project, act))
+            self.actions.append(act)
+            self.provisions.append(ProvisionDecision(rid, chosen, (job.job_id,), job.team,
+                                                     job.project, act))
+        return BurstVerdict(job.job_id, "provision",
+                            f"provisioning {chosen.describe()} ({rid})", ev)
 
-    terminations, requeues = _teardown(active, instances, snapshot, slots, config, now)
-    for t in terminations:
-        if config.dry_run:
-            announce(f"terminate:{t.instance_id}", "dry-run", t.action)
-        else:
-            actions.append(t.action)
-    actions.extend(requeues)
-    return BurstResult(
-        tuple(provisions), () if config.dry_run else tuple(terminations), tuple(requeues),
-        tuple(actions), dict(verdicts), BurstState(dict(ann)))
+    def result(self) -> BurstResult:
+        """Teardowns and requeues after the provisions, and the result."""
+        config = self.config
+        terminations, requeues = _teardown(self.active, self.instances, self.snapshot,
+                                           self.slots, config, self.now)
+        for t in terminations:
+            if config.dry_run:
+                self.announce(f"terminate:{t.instance_id}", "dry-run", t.action)
+            else:
+                self.actions.append(t.action)
+        self.actions.extend(requeues)
+        return BurstResult(
+            tuple(self.provisions), () if config.dry_run else tuple(terminations),
+            tuple(requeues), tuple(self.actions), dict(self.verdicts),
+            BurstState(dict(self.announced)))
 
 
 def _fresh_request_id(job: WaitingJob, used: set[str]) -> str:
