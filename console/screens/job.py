@@ -22,6 +22,7 @@ from console.widgets import fmt
 from console.widgets.keyed_table import Column, KeyedTable, Row
 from console.widgets.log_view import LogView
 from scheduler.policies.idle import verdict_numbers
+from scheduler.states import ACTIVE, JobState
 
 LOG_TAIL = 1000
 EVENT_COLUMNS = (
@@ -176,7 +177,7 @@ class JobScreen(FleetdeckScreen):
     # -- data ------------------------------------------------------------------------------
     async def poll_once(self) -> None:
         """`explain` and, while the job is live, its row: side by side on two connections."""
-        live = self.row is None or self.row.get("state") in ("queued", "starting", "running")
+        live = self.row is None or self.row.get("state") in (JobState.QUEUED, *ACTIVE)
         calls = [self.fetch("explain", job=self.job_id)]
         if live:
             calls.append(self.fetch("jobs", channel=f"{self.CHANNEL}-row", ids=[self.job_id],

@@ -19,26 +19,29 @@ from textual.widgets import Static
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
 from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
+from scheduler.states import ACTIVE, TERMINAL, JobState
 
-VIEWS: dict[str, tuple[str, ...]] = {
+VIEWS: dict[str, tuple[JobState, ...]] = {
     "all": (),
-    "queue": ("queued", "starting"),
-    "running": ("starting", "running"),
-    "finished": ("succeeded", "failed", "stopped", "lost"),
+    "queue": (JobState.QUEUED, JobState.STARTING),
+    "running": ACTIVE,
+    "finished": TERMINAL,
 }
+WAITING_PREFIX = "waiting: "  # of a queued job's reason (scheduler/placement/plan.py)
 JOBS_LIMIT = 10_000
 # one poll asks for the newest page only: 2,000 rows every 2 s keep the console light on a
 # store with months of history (the engine pages; the palette knows older jobs by name)
 JOBS_PAGE = 2_000
 COLUMNS = (
-    Column("id", "ID", 5, priority=9), Column("name", "Name", 18, priority=7, grow=True),
+    Column("id", "ID", 7, priority=9, grow=True),
+    Column("name", "Name", 18, priority=7, grow=True),
     Column("user", "User", 8, priority=8, grow=True),
     Column("project", "Project", 9, priority=3, grow=True),
     Column("state", "State", 9, priority=9), Column("gpus", "GPUs", 4, priority=6),
     Column("node", "Node", 10, priority=4, grow=True),
     Column("pool", "Pool", 7, priority=2, grow=True),
     Column("runtime", "Runtime", 8, priority=6), Column("util", "Util", 4, priority=3),
-    Column("idle", "Idle", 8, priority=2), Column("reason", "Reason", 16, priority=5, grow=True),
+    Column("idle", "Idle", 8, priority=2), Column("reason", "Reason", 16, priority=7, grow=True),
 )
 GpuUtil = Mapping[tuple[str, int], float]
 
@@ -98,8 +101,11 @@ def job_row(job: Mapping[str, Any], idle: Mapping[str, str]) -> Row:
     state = str(job.get("state") or "")
     reason = str(job.get("reason") or "")
     code = job.get("exit_code")
-    if state in ("succeeded", "failed") and code is not None and reason != f"exit {code}":
+    ended = state in (JobState.SUCCEEDED, JobState.FAILED)
+    if ended and code is not None and reason != f"exit {code}":
         reason = f"exit {code}" + (f": {reason}" if reason else "")
+    elif state == JobState.QUEUED:
+        reason = reason.removeprefix(WAITING_PREFIX)  # the State column says it waits
     return (str(job["id"]), str(job.get("name") or ""), str(job.get("user") or ""),
             str(job.get("project") or ""), fmt.state_text(state), job_gpus(job),
             str(job.get("node") or "-"), str(job.get("pool") or ""), "", "",
@@ -109,7 +115,7 @@ def job_row(job: Mapping[str, Any], idle: Mapping[str, str]) -> Row:
 def live_cells(job: Mapping[str, Any], now: float, util: GpuUtil) -> tuple[Cell, Cell]:
     """Runtime and GPU utilization: change on every refresh, drawn only when on screen."""
     text, waiting = runtime_text(job, now)
-    u = job_util(job, util) if job.get("state") == "running" else None
+    u = job_util(job, util) if job.get("state") == JobState.RUNNING else None
     return (_runtime_cell(text, waiting) if waiting else text,
             fmt.pct_text(u) if u is not None else "-")
 
@@ -181,7 +187,7 @@ class JobsScreen(FleetdeckScreen):
         params: dict[str, Any] = {"limit": JOBS_PAGE}
         if VIEWS[view]:
             params["states"] = list(VIEWS[view])
-        running = any(j.get("state") == "running" for j in self.jobs.values())
+        running = any(j.get("state") == JobState.RUNNING for j in self.jobs.values())
         jobs, fleet, policies = await asyncio.gather(
             self.fetch("jobs", **params), self._extra(running, self.fetch_fleet(
                 channel=f"{self.CHANNEL}-fleet")),
@@ -189,7 +195,7 @@ class JobsScreen(FleetdeckScreen):
                                                   channel=f"{self.CHANNEL}-policies")))
         if jobs is MISSING:
             return
-        if fleet is MISSING and any(j.get("state") == "running" for j in jobs):
+        if fleet is MISSING and any(j.get("state") == JobState.RUNNING for j in jobs):
             fleet, policies = await asyncio.gather(
                 self.fetch_fleet(channel=f"{self.CHANNEL}-fleet"),
                 self.fetch_quiet("policies", channel=f"{self.CHANNEL}-policies"))

@@ -21,6 +21,7 @@ from collectors.formatting import money_text as money
 from collectors.formatting import number_text as num
 from collectors.formatting import pct_short as pct
 from collectors.formatting import timestamp_text as clock_text
+from scheduler.states import JobState
 
 # the shared formatters under the console's short names, and the console's own cell helpers
 __all__ = [
@@ -45,18 +46,19 @@ __all__ = [
 SPARK = "▁▂▃▄▅▆▇█"
 BAR_FULL = "█"
 BAR_PARTS = " ▏▎▍▌▋▊▉"
-STATE_STYLE = {
+STATE_STYLE: dict[str, str] = {
     "up": "green",
     "degraded": "yellow",
     "unreachable": "bold red",
     "unknown": "dim",
-    "queued": "cyan",
-    "starting": "bright_cyan",
-    "running": "green",
-    "succeeded": "dim green",
-    "failed": "red",
-    "stopped": "yellow",
-    "lost": "bold red",
+    JobState.QUEUED: "cyan",
+    JobState.STARTING: "bright_cyan",
+    JobState.RUNNING: "green",
+    JobState.PREEMPTED: "magenta",
+    JobState.SUCCEEDED: "dim green",
+    JobState.FAILED: "red",
+    JobState.STOPPED: "yellow",
+    JobState.LOST: "bold red",
     "warned": "yellow",
     "stop_due": "bold red",
 }

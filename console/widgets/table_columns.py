@@ -40,40 +40,66 @@ def base_width(column: Column, need: int) -> int:
 
 def fit_widths(columns: Sequence[Column], width: int, need: Sequence[int]) -> tuple[int, ...]:
     """Each column's width for a table `width` cells wide (0: left out). Columns with the
-    lowest priority go first (the rightmost of equals) until the rest fit; spare width goes
-    to growing columns up to their widest content (`need`), then to columns without a width.
-    """
+    lowest priority go first (the rightmost of equals) until the rest fit. Spare width goes
+    to growing columns up to their widest content (`need`), the highest priority first; a
+    growing column still cut makes columns of lower priority give way to it. What is left
+    goes to columns without a width."""
     shown = list(range(len(columns)))
     base = [base_width(c, n) for c, n in zip(columns, need, strict=True)]
 
-    def used() -> int:
-        return sum(base[i] + 2 * PAD for i in shown)
+    def lowest(among: list[int]) -> int:
+        return min(among, key=lambda i: (columns[i].priority, -i))
 
-    while len(shown) > 1 and used() > width:
-        shown.remove(min(shown, key=lambda i: (columns[i].priority, -i)))
+    while len(shown) > 1 and _used(base, shown) > width:
+        shown.remove(lowest(shown))
+    widths = _grow(columns, shown, base, need, width)
+    while True:
+        cut = [i for i in shown if (columns[i].grow or columns[i].width is None)
+               and widths[i] < need[i]]
+        top = max((columns[i].priority for i in cut), default=-1)
+        weaker = [i for i in shown if columns[i].priority < top]
+        if not weaker:
+            break
+        shown.remove(lowest(weaker))
+        widths = _grow(columns, shown, base, need, width)
+    flex = [i for i in shown if columns[i].width is None]
+    spare = max(0, width - sum(widths[i] + 2 * PAD for i in shown))
+    for n, i in enumerate(flex):
+        widths[i] += spare // len(flex) + (1 if n < spare % len(flex) else 0)
+    return tuple(widths)
+
+
+def _used(widths: Sequence[int], shown: Sequence[int]) -> int:
+    return sum(widths[i] + 2 * PAD for i in shown)
+
+
+def _grow(columns: Sequence[Column], shown: list[int], base: Sequence[int],
+          need: Sequence[int], width: int) -> list[int]:
+    """Widths with the spare width given to growing columns by priority (the highest first;
+    equals share it in proportion to what each still wants)."""
     widths = [0] * len(columns)
     for i in shown:
         widths[i] = base[i]
-    spare = max(0, width - used())
+    spare = max(0, width - _used(base, shown))
     growers = [i for i in shown if columns[i].grow or columns[i].width is None]
-    wants = {i: max(0, need[i] - widths[i]) for i in growers}
-    total = sum(wants.values())
-    if total and spare:
+    for priority in sorted({columns[i].priority for i in growers}, reverse=True):
+        wants = {i: max(0, need[i] - widths[i]) for i in growers
+                 if columns[i].priority == priority}
+        total = sum(wants.values())
+        if not total or not spare:
+            continue
         if total <= spare:
             for i, want in wants.items():
                 widths[i] += want
             spare -= total
-        else:
-            given = 0
-            for i, want in wants.items():
-                extra = spare * want // total
-                widths[i] += extra
-                given += extra
-            spare -= given
-    flex = [i for i in shown if columns[i].width is None]
-    for n, i in enumerate(flex):
-        widths[i] += spare // len(flex) + (1 if n < spare % len(flex) else 0)
-    return tuple(widths)
+            continue
+        given = 0
+        for i, want in wants.items():
+            extra = spare * want // total
+            widths[i] += extra
+            given += extra
+        spare -= given
+    return widths
 
 
 def sort_letters(columns: Sequence[Column]) -> dict[str, str]:

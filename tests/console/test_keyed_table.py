@@ -74,3 +74,25 @@ async def test_filter_words_and_columns() -> None:
         data["6"] = ("6", "user0", Text("running"))
         table.sync(data)
         assert table.shown_keys == ["6", "5"]
+
+
+def test_columns_give_way_to_a_cut_reason() -> None:
+    """At 100 columns a long Reason (priority 7) takes the width of the lower-priority columns
+    (Project, GPUs, Node, Pool, Runtime, Util, Idle) and shows in full; the higher ones
+    (ID, Name, User, State) stay at their content's width. With short reasons they all stay."""
+    from console.screens.jobs import COLUMNS as JOB_COLUMNS
+    from console.widgets.table_columns import fit_widths
+
+    keys = [c.key for c in JOB_COLUMNS]
+    reason = "needs 4 x A100-80GB, largest free block is 1 on node gpu-a01"
+    need = {"id": 1, "name": 12, "user": 5, "project": 6, "node": 8, "pool": 5,
+            "reason": len(reason)}
+    needs = [need.get(k, 0) for k in keys]
+    widths = dict(zip(keys, fit_widths(JOB_COLUMNS, 100, needs), strict=True))
+    assert widths["reason"] == len(reason)
+    assert {k for k, w in widths.items() if w} == {"id", "name", "user", "state", "reason"}
+    assert widths["name"] == 12 and widths["user"] == 5
+
+    needs[keys.index("reason")] = 6  # "exit 2"
+    widths = dict(zip(keys, fit_widths(JOB_COLUMNS, 100, needs), strict=True))
+    assert widths["reason"] >= 6 and widths["gpus"] and widths["runtime"] and widths["project"]

@@ -98,3 +98,17 @@ async def test_sort_fleet_by_gpu_util_and_jobs_by_runtime(fixed_link: EngineLink
         await pilot.press("1")
         await wait_for(pilot, lambda: isinstance(app.screen, FleetScreen), what="Fleet")
         assert app.screen.query_one(KeyedTable).sort == ("util", True)
+
+
+async def test_jobs_at_100_columns_show_the_full_reason(fixed_link: EngineLink) -> None:
+    """At 100x30 big-pretrain's row shows its whole waiting reason: lower-priority columns
+    give way to it, ID, Name, User and State stay."""
+    app = fixed_app(fixed_link, "jobs")
+    reason = "needs 4 x A100-80GB, largest free block is 1 on node gpu-a01"
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one(KeyedTable)
+        await wait_for(pilot, lambda: table.row_count >= 7, what="the jobs")
+        await pilot.pause()
+        lines = [table.render_line(y).text for y in range(table.size.height)]
+        assert any("big-pretrain" in line and reason in line for line in lines), lines
+        assert table.shown_columns == ["id", "name", "user", "state", "reason"]

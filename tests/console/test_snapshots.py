@@ -73,9 +73,9 @@ def test_fleet_80x24(snap_compare: Snap, fixed_link: EngineLink) -> None:
 
 def test_jobs_100x30(snap_compare: Snap, fixed_link: EngineLink) -> None:
     """Jobs at 100x30: header in two rows (the nodes/queue line and `as of 12:00:00` kept);
-    the table shows ID, Name, User, Project, State, GPUs, Node, Runtime, Util and Reason
-    (Pool and Idle left out), names at their full length, no column cut mid-word except
-    the long reasons."""
+    the table shows ID, Name, User, State and Reason: the lower-priority columns (Project,
+    GPUs, Node, Pool, Runtime, Util, Idle) give way so big-pretrain's reason shows in full
+    ("needs 4 x A100-80GB, largest free block is 1 on node gpu-a01"); no column is cut."""
     assert snap_compare(fixed_app(fixed_link, "jobs"), terminal_size=(100, 30),
                         run_before=settle(rows("jobs-table", 7)))
 
