@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from collectors.events import Event, EventName
+from scheduler.states import JobState
 
 
 class JobLike(Protocol):
@@ -38,17 +39,17 @@ class JobLike(Protocol):
 
 # the state a job enters -> the event it is
 _NAMES: dict[str, EventName] = {
-    "running": EventName.JOB_STARTED,
-    "succeeded": EventName.JOB_SUCCEEDED,
-    "failed": EventName.JOB_FAILED,
-    "lost": EventName.JOB_LOST,
+    JobState.RUNNING: EventName.JOB_STARTED,
+    JobState.SUCCEEDED: EventName.JOB_SUCCEEDED,
+    JobState.FAILED: EventName.JOB_FAILED,
+    JobState.LOST: EventName.JOB_LOST,
 }
 
 
 def name_for(from_state: str, to_state: str) -> EventName | None:
     """The event a change is, if any: starts, ends other than a stop, and requeues."""
-    if to_state == "queued":
-        return EventName.JOB_REQUEUED if from_state != "queued" else None
+    if to_state == JobState.QUEUED:
+        return EventName.JOB_REQUEUED if from_state != JobState.QUEUED else None
     return _NAMES.get(to_state)
 
 

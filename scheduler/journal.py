@@ -239,7 +239,7 @@ def transition_many(store: Store, changes: Sequence[Change], *,
         _update(con, final)
         # a stop ends with its job (stopped, or requeued): its intent goes in the same commit
         stop_journal.clear(con, [i for i, sets in final.items()
-                                 if sets["state"] in TERMINAL or sets["state"] == "queued"])
+                                 if sets["state"] in TERMINAL or sets["state"] == JobState.QUEUED])
         insert_rows(con, "job_events", event_rows)
         outbox.append(con, told)
         if audits:

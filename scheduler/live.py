@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from scheduler.journal import HOLDING, JobRow
+from scheduler.states import JobState
 
-LIVE_STATES = frozenset(("queued", *HOLDING))
+LIVE_STATES = frozenset((JobState.QUEUED, *HOLDING))
 
 
 class LiveJobs:

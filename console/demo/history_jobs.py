@@ -17,10 +17,12 @@ import pyarrow.compute as pc
 import console.demo.fleet as fleet
 from console.demo.history import CPU_SLOTS, KIND_INDEX, KINDS, Packed
 from scheduler.jobspec import JobSpec
+from scheduler.states import JobState
 
 US = 1_000_000
 GIB = 2**30
-STATES = ("succeeded", "failed", "stopped", "stopped", "lost", "stopped")
+STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED, JobState.STOPPED, JobState.LOST,
+          JobState.STOPPED)
 OK, FAILED, IDLE_STOP, USER_STOP, LOST, CUT = range(6)
 COMMANDS = {"train": ("python", "train.py"), "sweep": ("python", "sweep.py"),
             "dev": ("python", "dev.py"), "notebook": ("jupyter", "lab", "--no-browser"),
@@ -247,7 +249,7 @@ def _events(ids: np.ndarray, submitted: np.ndarray, start: np.ndarray, end: np.n
     why[:, 3] = reason
     ts = np.stack([submitted, start - 1.0 / 3600, start, end], axis=1).ravel()
     # states: 0 queued, 1 starting, 2 running, 3.. the end states
-    names = ["queued", "starting", "running", *STATES]
+    names = [JobState.QUEUED, JobState.STARTING, JobState.RUNNING, *STATES]
     from_code = np.tile(np.array([-1, 0, 1, 2]), n)
     to_code = np.stack([np.zeros(n, np.int64), np.ones(n, np.int64), np.full(n, 2),
                         3 + state], axis=1).ravel()

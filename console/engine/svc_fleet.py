@@ -122,7 +122,7 @@ class FleetService(BaseService):
         engine = self.engine
         live = engine.runner.live if engine.runner is not None else None
         if live is not None and live.loaded:
-            return live.rows(journal.ACTIVE), live.count("queued")
+            return live.rows(journal.ACTIVE), live.count(JobState.QUEUED)
         return await engine.reads.run(_active)
 
     async def fleet(self, caller: Caller, req: FleetQuery) -> list[dict[str, Any]]:
