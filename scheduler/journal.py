@@ -23,6 +23,7 @@ from collectors.store.db import insert_rows
 from scheduler import job_events, stop_journal
 from scheduler.executors.base import Handle
 from scheduler.fairshare import UsageRecord
+from scheduler.job_match import JobMatch
 from scheduler.jobspec import JobSpec, expand_array
 from scheduler.states import ACTIVE as ACTIVE
 from scheduler.states import HOLDING as HOLDING
@@ -317,9 +318,10 @@ def get(store: Store, job_id: int) -> JobRow:
 
 def list_jobs(store: Store, *, states: Sequence[JobState] = (), user: str | None = None,
               limit: int | None = None, newest_first: bool = False, offset: int = 0,
-              ids: Sequence[int] | None = None) -> list[JobRow]:
+              ids: Sequence[int] | None = None, match: JobMatch | None = None) -> list[JobRow]:
     """Jobs matching every filter given, by id (newest first if asked); `limit`/`offset`
-    page through them. `ids` looks jobs up by primary key (the store's index)."""
+    page through them. `ids` looks jobs up by primary key (the store's index); `match` is
+    a text match (scheduler/job_match.py)."""
     sql = f"SELECT {_select()} FROM jobs"
     where: list[str] = []
     args: list[Any] = []
@@ -334,6 +336,10 @@ def list_jobs(store: Store, *, states: Sequence[JobState] = (), user: str | None
     if user:
         where.append("user = ?")
         args.append(user)
+    if match is not None:
+        match_where, match_args = match.sql()
+        where.extend(match_where)
+        args.extend(match_args)
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from scheduler.job_match import JobMatch
 from scheduler.journal import HOLDING, JobRow
 from scheduler.states import JobState
 
@@ -51,9 +52,10 @@ class LiveJobs:
         return sum(1 for r in self._rows.values() if r.state == state)
 
     def page(self, states: Sequence[str], *, user: str | None = None, limit: int | None = None,
-             offset: int = 0) -> list[JobRow]:
+             offset: int = 0, match: JobMatch | None = None) -> list[JobRow]:
         """Newest first, filtered like `journal.list_jobs`, `offset` rows skipped."""
-        rows = [r for r in self.rows(states or LIVE_STATES) if user is None or r.user == user]
+        rows = [r for r in self.rows(states or LIVE_STATES)
+                if (user is None or r.user == user) and (match is None or match.matches(r))]
         rows.reverse()
         return rows[offset:offset + limit] if limit else rows[offset:]
 

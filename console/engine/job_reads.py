@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scheduler import journal
+from scheduler.job_match import JobMatch
 from scheduler.journal import JobRow
 from scheduler.states import JobState
 
@@ -24,6 +25,7 @@ class JobQuery:
     ids: tuple[int, ...] | None = None
     limit: int | None = None
     offset: int = 0
+    match: JobMatch | None = None
 
 
 async def find_jobs(engine: Engine, runner: JobRunner, q: JobQuery) -> list[JobRow]:
@@ -37,10 +39,12 @@ async def find_jobs(engine: Engine, runner: JobRunner, q: JobQuery) -> list[JobR
                 found[r.id] = r
         rows = sorted((r for r in found.values()
                        if (not q.states or r.state in q.states)
-                       and (q.user is None or r.user == q.user)),
+                       and (q.user is None or r.user == q.user)
+                       and (q.match is None or q.match.matches(r))),
                       key=lambda r: -r.id)
         return rows[q.offset:q.offset + q.limit] if q.limit else rows[q.offset:]
     if live.covers(q.states):
-        return live.page(q.states, user=q.user, limit=q.limit, offset=q.offset)
+        return live.page(q.states, user=q.user, limit=q.limit, offset=q.offset, match=q.match)
     return await engine.reads.run(lambda s: journal.list_jobs(
-        s, states=q.states, user=q.user, limit=q.limit, offset=q.offset, newest_first=True))
+        s, states=q.states, user=q.user, limit=q.limit, offset=q.offset, newest_first=True,
+        match=q.match))

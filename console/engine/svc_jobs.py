@@ -33,6 +33,7 @@ from scheduler.executors import DockerExecutor, ProcessExecutor, SlurmExecutor
 from scheduler.executors.base import Executor
 from scheduler.fit import make_policy
 from scheduler.fit.workload import WorkloadMix
+from scheduler.job_match import parse_match
 from scheduler.jobspec import JobSpec
 from scheduler.journal import JobRow
 from scheduler.placement import PlacementPlan, PreemptionRules, QueuedTask, WaitKind, plan
@@ -326,12 +327,16 @@ class JobService(BaseService):
         return {"ids": ids}
 
     async def jobs(self, caller: Caller, req: JobsQuery) -> list[dict[str, Any]]:
-        """Jobs, newest first: by states, user, ids (by key), a page (`limit`, `offset`).
-        Queued and holding jobs answer from memory; the rest from the store on a reader
-        thread, never behind writes."""
+        """Jobs, newest first: by states, user, ids (by key), a text match, a page (`limit`,
+        `offset`). Queued and holding jobs answer from memory; the rest from the store on a
+        reader thread, never behind writes."""
+        try:
+            match = parse_match(req.match) if req.match else None
+        except ValueError as e:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"match: {e}") from None
         query = JobQuery(states=tuple(req.states), user=req.user,
                          ids=tuple(req.ids) if req.ids is not None else None,
-                         limit=req.limit or None, offset=req.offset)
+                         limit=req.limit or None, offset=req.offset, match=match)
         rows = await find_jobs(self.engine, self.runner, query)
         return [redacted(r, caller) for r in rows]
 

@@ -19,6 +19,7 @@ from textual.widgets import Static
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
 from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
+from scheduler.job_match import engine_part
 from scheduler.states import ACTIVE, TERMINAL, JobState
 
 VIEWS: dict[str, tuple[JobState, ...]] = {
@@ -143,9 +144,10 @@ class JobsScreen(FleetdeckScreen):
         """`jobs` rows, plus GPU utilization and idle warnings when the engine has them."""
 
         def __init__(self, jobs: list[dict[str, Any]], util: dict[tuple[str, int], float],
-                     idle: dict[str, str], view: str) -> None:
+                     idle: dict[str, str], view: str, match: str = "") -> None:
             super().__init__()
             self.view = view
+            self.match = match  # the filter terms the engine matched
             self.jobs = jobs
             self.util = util
             self.idle = idle
@@ -154,6 +156,7 @@ class JobsScreen(FleetdeckScreen):
         super().__init__()
         self.view = "all"
         self.capped = False  # the last poll filled a whole page: older jobs are not shown
+        self.match = ""  # the filter's terms the engine matches (every job, not a page)
         self.jobs: dict[str, dict[str, Any]] = {}
         self._util: dict[tuple[str, int], float] = {}
         self._idle: dict[str, str] = {}
@@ -177,16 +180,19 @@ class JobsScreen(FleetdeckScreen):
             t.append(" ")
         t.append("   t: next view   /: filter (user:NAME project: state: pool:)", style="dim")
         if self.capped:
-            t.append(f"   newest {JOBS_PAGE:,} shown", style="yellow")
+            which = "matching " if self.match else ""
+            t.append(f"   newest {JOBS_PAGE:,} {which}shown", style="yellow")
         return t
 
     async def poll_once(self) -> None:
         """`jobs` for the view; while jobs run, GPU utilization (`fleet`) and idle warnings
         (`policies`) too, asked side by side on connections of their own."""
-        view = self.view
+        view, match = self.view, self.match
         params: dict[str, Any] = {"limit": JOBS_PAGE}
         if VIEWS[view]:
             params["states"] = list(VIEWS[view])
+        if match:
+            params["match"] = match
         running = any(j.get("state") == JobState.RUNNING for j in self.jobs.values())
         jobs, fleet, policies = await asyncio.gather(
             self.fetch("jobs", **params), self._extra(running, self.fetch_fleet(
@@ -206,7 +212,7 @@ class JobsScreen(FleetdeckScreen):
         if isinstance(policies, dict):
             idle = {str(w.get("job")): str(w.get("state") or "warned")
                     for w in policies.get("idle") or []}
-        self.post_message(self.JobsLoaded(jobs, util, idle, view))
+        self.post_message(self.JobsLoaded(jobs, util, idle, view, match))
 
     @staticmethod
     async def _extra(wanted: bool, call: Coroutine[Any, Any, Any]) -> Any:
@@ -225,8 +231,8 @@ class JobsScreen(FleetdeckScreen):
 
     @on(JobsLoaded)
     def show_jobs(self, message: JobsLoaded) -> None:
-        if message.view != self.view:
-            return  # asked before the view changed; the next poll asks for this one
+        if message.view != self.view or message.match != self.match:
+            return  # asked before the view or filter changed; the next poll asks anew
         self.show_notice("")
         if self.capped != (len(message.jobs) >= JOBS_PAGE):
             self.capped = not self.capped
@@ -235,7 +241,8 @@ class JobsScreen(FleetdeckScreen):
         if any(a["id"] < b["id"] for a, b in pairwise(ordered)):
             ordered = sorted(ordered, key=lambda j: -int(j["id"]))
         self.jobs = {str(j["id"]): j for j in ordered}
-        self.fd.last_jobs = ordered
+        if not message.match:  # the palette's names: the newest jobs, unfiltered
+            self.fd.last_jobs = ordered
         self._util, self._idle = message.util, message.idle
         table = self.query_one(KeyedTable)
         table.sync(self.rows_for())
@@ -267,6 +274,15 @@ class JobsScreen(FleetdeckScreen):
         if job is None:
             return ("", "")
         return live_cells(job, self.fd.clock(), self._util)
+
+    def apply_filter(self, text: str) -> None:
+        """Filter the table now, and ask the engine for every job matching the filter's
+        job terms (a filter finds jobs beyond the newest page)."""
+        super().apply_filter(text)
+        match = engine_part(text)
+        if match != self.match:
+            self.match = match
+            self.refresh_data()
 
     def action_view(self) -> None:
         """Cycle the view: all, queue, running, finished."""

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from scheduler.job_match import split_terms as parse_filter
+
+__all__ = ["Cell", "parse_filter", "plain"]
+
 Cell = str | Text
 
 
@@ -11,14 +15,3 @@ def plain(cell: Cell) -> str:
     """A cell's text without styles."""
     return cell.plain if isinstance(cell, Text) else str(cell)
 
-
-def parse_filter(text: str) -> tuple[tuple[str | None, str], ...]:
-    """`user:ann gpu` -> (("user", "ann"), (None, "gpu"))."""
-    terms: list[tuple[str | None, str]] = []
-    for word in text.lower().split():
-        key, sep, value = word.partition(":")
-        if sep and key and value:
-            terms.append((key, value))
-        elif word:
-            terms.append((None, word))
-    return tuple(terms)

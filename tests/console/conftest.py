@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,14 @@ SNAP_SIZE = (140, 36)
 @pytest.fixture(scope="session")
 def fixed_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineLink]:
     root = tmp_path_factory.mktemp("fixed")
-    store = fixed_fleet.build(root / "store.duckdb")
-    cfg = root / "config.toml"
+    with fixed_engine(fixed_fleet.build(root / "store.duckdb")) as link:
+        yield link
+
+
+@contextmanager
+def fixed_engine(store: Path) -> Iterator[EngineLink]:
+    """An engine on a fixed-fleet store (collection and scheduling off, clock pinned)."""
+    cfg = store.parent / "config.toml"
     cfg.write_text(fixed_fleet.config_text(store))
     loaded = load(str(cfg))
     engine = EmbeddedEngine(loaded, clock=lambda: fixed_fleet.FIXED_NOW)

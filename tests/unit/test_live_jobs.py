@@ -9,6 +9,7 @@ import pytest
 
 from collectors.store import Store
 from scheduler import journal
+from scheduler.job_match import engine_part, parse_match
 from scheduler.jobspec import JobSpec
 from scheduler.live import LiveJobs
 
@@ -46,3 +47,20 @@ def test_pages_match_the_store_and_writes_keep_it_current(store: Store) -> None:
     assert live.get(2) == started and live.get(3) is None
     assert [r.id for r in live.rows(journal.ACTIVE)] == [2]
     assert live.count("queued") == 5
+
+
+def test_a_text_match_answers_alike_from_memory_and_the_store(store: Store) -> None:
+    submit(store, 4, "alice")
+    submit(store, 3, "bob")
+    live = LiveJobs()
+    live.replace(journal.list_jobs(store, states=("queued",)))
+    for text in ("bob", "user:ali j2", "j", "STATE:queue", "name:nothing", "id:5"):
+        match = parse_match(text)
+        want = journal.list_jobs(store, states=("queued",), newest_first=True, match=match)
+        assert live.page(["queued"], match=match) == want, text
+        assert [r.id for r in want] == [r.id for r in live.page(["queued"])
+                                        if match.matches(r)], text
+    assert [r.name for r in live.page(["queued"], match=parse_match("user:bob j1"))] == ["j1"]
+    with pytest.raises(ValueError, match="unknown field 'gpus'"):
+        parse_match("gpus:4")
+    assert engine_part("gpus:4 Ann node:gpu-a01") == "ann node:gpu-a01"

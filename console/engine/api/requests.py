@@ -65,6 +65,8 @@ class JobsQuery(Request, frozen=True):
     user: Name | None = None
     limit: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     offset: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0
+    # the console's filter words: `ann pretrain`, `node:gpu-a01 reason:quota` (job_match.py)
+    match: Text | None = None
 
 
 class JobRef(Request, frozen=True):
