@@ -11,8 +11,8 @@ from scheduler.executors.base import (
     ExecutorError,
     ExecutorKind,
     Handle,
-    JobState,
     Launch,
+    RunState,
     Status,
 )
 from scheduler.executors.docker import DockerExecutor
@@ -26,9 +26,9 @@ __all__ = [
     "ExecutorError",
     "ExecutorKind",
     "Handle",
-    "JobState",
     "Launch",
     "ProcessExecutor",
+    "RunState",
     "SlurmExecutor",
     "Status",
 ]

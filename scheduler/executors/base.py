@@ -25,7 +25,8 @@ from collectors.errors import FleetdeckError
 from collectors.transport.base import CommandResult, Transport
 
 ExecutorKind = Literal["docker", "process", "slurm"]
-JobState = Literal["pending", "running", "exited", "missing"]
+# a job's run as its executor sees it (not the engine's `scheduler.states.JobState`)
+RunState = Literal["pending", "running", "exited", "missing"]
 
 # Set in a job's environment: the file that appears when the job is preempted (checkpoint
 # now; SIGTERM follows and the forced kill after the grace), and "1" when resuming after one.
@@ -160,7 +161,7 @@ class Status:
     the job once it is past.
     """
 
-    state: JobState
+    state: RunState
     exit_code: int | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -224,14 +225,8 @@ class Executor(Protocol):
         """
         ...
 
-    def logs(
-        self,
-        handle: Handle,
-        transport: Transport,
-        *,
-        tail_lines: int | None = None,
-        follow: bool = False,
-    ) -> AsyncIterator[bytes]:
+    def logs(self, handle: Handle, transport: Transport, *, tail_lines: int | None = None,
+             follow: bool = False) -> AsyncIterator[bytes]:
         """The job's output (stdout and stderr together) as byte chunks.
 
         `tail_lines` limits the output to its last lines; `follow` keeps yielding new output
@@ -276,6 +271,37 @@ def started_handle(kind: ExecutorKind, reply: CommandResult, transport: Transpor
         raise ExecutorError(f"node {transport.node.name}: {what}: unexpected reply "
                             f"{reply.text()[:80]!r}")
     return Handle(kind, transport.node.name, parts[1], launch.job_id, launch.attempt)
+
+
+class ShellLogs:
+    """`logs` for executors whose jobs write their output to a file on the node (process,
+    Slurm): the executor gives the scripts, `logs` runs them."""
+
+    command_timeout_s: float
+
+    def log_scripts(self, handle: Handle, tail: str) -> tuple[str, str, str]:
+        """(print the log once, follow it until the job ends, what for messages); `tail` is
+        the `tail -n` argument."""
+        raise NotImplementedError
+
+    async def logs(self, handle: Handle, transport: Transport, *, tail_lines: int | None = None,
+                   follow: bool = False) -> AsyncIterator[bytes]:
+        """See `Executor.logs`."""
+        tail = "+1" if tail_lines is None else str(max(0, tail_lines))
+        once, follow_script, what = self.log_scripts(handle, tail)
+        if not follow:
+            res = await run_checked(transport, once, what, timeout=self.command_timeout_s)
+            if res.stdout:
+                yield res.stdout
+            return
+        async with transport.stream(["sh", "-c", follow_script]) as lines:
+            async for line in lines:
+                yield line + b"\n"
+            if lines.exit_status not in (0, None):
+                raise ExecutorError(
+                    f"node {transport.node.name}: {what}: "
+                    f"{lines.stderr_tail.decode('utf-8', 'replace').strip()}"
+                )
 
 
 TAG = re.compile(r"(\d+)-(\d+)\Z")

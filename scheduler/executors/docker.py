@@ -297,14 +297,8 @@ class DockerExecutor:
 
         await self._call(transport, f"stop job {handle.job_id}-{handle.attempt}", stop)
 
-    async def logs(
-        self,
-        handle: Handle,
-        transport: Transport,
-        *,
-        tail_lines: int | None = None,
-        follow: bool = False,
-    ) -> AsyncIterator[bytes]:
+    async def logs(self, handle: Handle, transport: Transport, *, tail_lines: int | None = None,
+                   follow: bool = False) -> AsyncIterator[bytes]:
         tail: int | str = "all" if tail_lines is None else max(0, tail_lines)
         what = f"logs of job {handle.job_id}-{handle.attempt}"
         if not follow:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from collectors.transport.base import Transport
@@ -36,6 +35,7 @@ from scheduler.executors.base import (
     ExecutorKind,
     Handle,
     Launch,
+    ShellLogs,
     Status,
     jobs_dir_expr,
     parse_tag,
@@ -217,7 +217,7 @@ def _status_from(fields: list[str]) -> Status:
 
 
 @dataclass
-class ProcessExecutor:
+class ProcessExecutor(ShellLogs):
     """`Executor` for plain processes over SSH. See the module docstring for the layout."""
 
     jobs_dir: str = DEFAULT_JOBS_DIR
@@ -262,43 +262,22 @@ class ProcessExecutor:
         await run_checked(transport, script, f"stop job {tag}",
                           timeout=grace_s + self.command_timeout_s)
 
-    async def logs(
-        self,
-        handle: Handle,
-        transport: Transport,
-        *,
-        tail_lines: int | None = None,
-        follow: bool = False,
-    ) -> AsyncIterator[bytes]:
+    def log_scripts(self, handle: Handle, tail: str) -> tuple[str, str, str]:
         tag = f"{handle.job_id}-{handle.attempt}"
-        n = "+1" if tail_lines is None else str(max(0, tail_lines))
         head = f'd={self._dir(tag)}\n[ -d "$d" ] || {{ echo "no job directory $d" >&2; exit 3; }}\n'
-        once = head + f'[ -e "$d/output.log" ] || exit 0\nexec tail -n {n} -- "$d/output.log"'
-        if not follow:
-            res = await run_checked(transport, once, f"logs of job {tag}",
-                                    timeout=self.command_timeout_s)
-            if res.stdout:
-                yield res.stdout
-            return
+        once = head + f'[ -e "$d/output.log" ] || exit 0\nexec tail -n {tail} -- "$d/output.log"'
         # Follow until the wrapper ends (GNU tail --pid), or print once if it already has.
-        script = head + "\n".join(
+        follow = head + "\n".join(
             [
                 'rp=$(cat "$d/runner_pid" 2>/dev/null)',
                 'if [ -e "$d/exit_code" ] || [ -z "$rp" ] || ! kill -0 "$rp" 2>/dev/null; then',
-                f'  [ -e "$d/output.log" ] || exit 0; exec tail -n {n} -- "$d/output.log"',
+                f'  [ -e "$d/output.log" ] || exit 0; exec tail -n {tail} -- "$d/output.log"',
                 "fi",
-                f'exec tail -n {n} -F --pid="$rp" -s {self.poll_s:g} -- "$d/output.log"'
+                f'exec tail -n {tail} -F --pid="$rp" -s {self.poll_s:g} -- "$d/output.log"'
                 " 2>/dev/null",
             ]
         )
-        async with transport.stream(["sh", "-c", script]) as lines:
-            async for line in lines:
-                yield line + b"\n"
-            if lines.exit_status not in (0, None):
-                raise ExecutorError(
-                    f"node {transport.node.name}: logs of job {tag}: "
-                    f"{lines.stderr_tail.decode('utf-8', 'replace').strip()}"
-                )
+        return once, follow, f"logs of job {tag}"
 
     async def discover(self, transport: Transport) -> list[Discovered]:
         script = "\n".join(

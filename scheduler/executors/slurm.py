@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -37,6 +36,7 @@ from scheduler.executors.base import (
     ExecutorKind,
     Handle,
     Launch,
+    ShellLogs,
     Status,
     jobs_dir_expr,
     parse_tag,
@@ -240,7 +240,7 @@ def status_from_report(report: str) -> Status:
 
 
 @dataclass
-class SlurmExecutor:
+class SlurmExecutor(ShellLogs):
     """`Executor` for Slurm, through a transport to the pool's login node.
 
     `partition` and `account` are defaults a `Launch` may override.
@@ -334,27 +334,13 @@ class SlurmExecutor:
         await run_checked(transport, script, f"scancel {jid}",
                           timeout=grace_s + self.command_timeout_s + 20.0)
 
-    async def logs(
-        self,
-        handle: Handle,
-        transport: Transport,
-        *,
-        tail_lines: int | None = None,
-        follow: bool = False,
-    ) -> AsyncIterator[bytes]:
+    def log_scripts(self, handle: Handle, tail: str) -> tuple[str, str, str]:
         jid = self._id(handle)
-        n = "+1" if tail_lines is None else str(max(0, tail_lines))
         head = f'id={jid}; f={self._dir(handle)}/slurm-"$id".out\n'
-        if not follow:
-            once = head + '[ -e "$f" ] || exit 0\nexec tail -n ' + n + ' -- "$f"'
-            res = await run_checked(transport, once, f"logs of Slurm job {jid}",
-                                    timeout=self.command_timeout_s)
-            if res.stdout:
-                yield res.stdout
-            return
-        script = head + "\n".join(
+        once = head + '[ -e "$f" ] || exit 0\nexec tail -n ' + tail + ' -- "$f"'
+        follow = head + "\n".join(
             [
-                f'tail -n {n} -F -s {self.poll_s / 2:g} -- "$f" 2>/dev/null & t=$!',
+                f'tail -n {tail} -F -s {self.poll_s / 2:g} -- "$f" 2>/dev/null & t=$!',
                 'while [ -n "$(squeue -h -j "$id" -o %i 2>/dev/null)" ]; do',
                 f"  sleep {self.poll_s:g}",
                 "done",
@@ -363,9 +349,7 @@ class SlurmExecutor:
                 "exit 0",
             ]
         )
-        async with transport.stream(["sh", "-c", script]) as lines:
-            async for line in lines:
-                yield line + b"\n"
+        return once, follow, f"logs of Slurm job {jid}"
 
     async def discover(self, transport: Transport) -> list[Discovered]:
         script = "\n".join(
