@@ -3,7 +3,9 @@
 Scores by (request shape, node state id) are kept in the policy (`ScoreTable`): nodes in
 equal states (`FleetState.state_ids`) score equally, a select gathers its shape's row over the
 fleet's state ids, and a state not seen before is scored in one numpy pass for the shapes
-asked for lately (`fragmentation.shape_candidates`), not once per shape.
+asked for lately (`fragmentation.shape_candidates`), not once per shape. The table outlives a
+placement cycle: the next cycle's snapshot of the same fleet adopts its state numbering, so
+states scored in earlier cycles cost a lookup.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _G = TypeVar("_G", bound=np.generic)
 _RECENT = 200  # a new node state is scored for the shapes queried in this many latest selects
 _BATCH_SHAPES = 32  # at most this many of them
 _SCORE_LIMIT = 1 << 21  # table cells (state ids x request shapes) kept at most
+_NO_COL = np.full(1, -1, dtype=np.intp)
 
 
 class Fleetdeck(FragPolicy):
@@ -49,8 +52,23 @@ class Fleetdeck(FragPolicy):
         self._reqs: dict[int, tuple[ResourceRequest, int, BoolArray | None]] = {}
 
     def model_changed(self) -> None:
-        self._table = None
+        self._reqs = {}  # node masks are per fleet snapshot
+
+    def _table_for(self, static: FleetStatic, mix: WorkloadMix) -> ScoreTable:
+        """The score table for `static`: the one kept from an earlier snapshot of the fleet
+        when the workload mix is unchanged (the new snapshot adopts its state numbering: a
+        placement cycle starts with the states seen before already scored), else a new one."""
         self._reqs = {}
+        old = self._table
+        if old is not None and old.mix == mix:
+            prev = old.shapes.static
+            if prev is static or static.adopt_numbering(prev):
+                if prev is not static:
+                    old.shapes.rebind(static)
+                old.mix = mix
+                return old
+        table = self._table = ScoreTable(static, mix)
+        return table
 
     def _scores(
         self, state: FleetState, req: ResourceRequest
@@ -59,9 +77,8 @@ class Fleetdeck(FragPolicy):
         the shape's row in it and each node's state id."""
         model = self.model_for(state, req)
         table = self._table
-        if table is None or table.shapes.static is not state.static:
-            table = self._table = ScoreTable(state.static)
-            self._reqs = {}
+        if table is None or table.mix is not model.mix or table.shapes.static is not state.static:
+            table = self._table_for(state.static, model.mix)
         info = self._reqs.get(id(req))
         if info is None or info[0] is not req:
             if len(self._reqs) >= MEMO_LIMIT:
@@ -72,27 +89,33 @@ class Fleetdeck(FragPolicy):
         _, q, off = info
         sid = state.all_state_ids()
         n_ids = len(state.static.state_ids)
-        if len(table.shapes) * n_ids > _SCORE_LIMIT and n_ids > 2 * state.n_nodes:
-            # too many states to keep scores for (long runs): number them afresh
-            state.static.reset_state_ids()
-            table.clear()
-            sid = state.all_state_ids()
-            n_ids = len(state.static.state_ids)
-        table.reserve(len(table.shapes), n_ids)
+        if n_ids != table.n_ids:  # new states: bound the table, make room
+            if len(table.shapes) * n_ids > _SCORE_LIMIT and n_ids > 2 * state.n_nodes:
+                # too many states to keep scores for (long runs): number them afresh
+                state.static.reset_state_ids()
+                table.clear()
+                sid = state.all_state_ids()
+                n_ids = len(state.static.state_ids)
+            table.n_ids = n_ids
+        if n_ids > table.score.shape[1] or q >= table.score.shape[0]:
+            table.reserve(len(table.shapes), n_ids)
         table.touch(q)
-        score = table.score[q][sid]
+        score = table.score[q].take(sid)
         if off is not None:
             score[off] = -np.inf
         best = float(score.max()) if score.size else -np.inf
         if best == np.inf:
             # states not scored yet (+inf): score each once (on one node in it) for `req` and
             # the shapes asked for lately, in one numpy pass
-            miss = score == np.inf
-            new_ids, first = np.unique(sid[miss], return_index=True)
-            reps = np.flatnonzero(miss)[first]
+            miss = (score == np.inf).nonzero()[0]
+            if miss.size == 1:  # usually: the node placed on last
+                new_ids, reps = sid[miss], miss
+            else:
+                new_ids, first = np.unique(sid[miss], return_index=True)
+                reps = miss[first]
             qs = table.shapes_to_score(q, new_ids)
             self._score_states(model, state, table, qs, reps, new_ids)
-            score = table.score[q][sid]
+            score = table.score[q].take(sid)
             if off is not None:
                 score[off] = -np.inf
             best = float(score.max())
@@ -101,12 +124,13 @@ class Fleetdeck(FragPolicy):
     def _share_col(
         self, state: FleetState, req: ResourceRequest, table: ScoreTable, q: int, i: int, sid: int
     ) -> int:
-        c = int(table.col[q, sid])
+        c = table.col.item(q, sid)
         if c >= 0 and state.static.uniform[i]:
             # the key sorts a uniform node's free shares: take the first eligible GPU holding
             # the free milli the scored node's chosen GPU held
-            hold = (state.gpu_free[i] == table.val[q, sid]) & state.gpu_class(req).gpu_ok[i]
-            c = int(np.argmax(hold))
+            held = table.val.item(q, sid)
+            row = state.gpu_free[i].tolist()
+            c = next((j for j in state.gpu_class(req).cols[i] if row[j] == held), 0)
         return c
 
     def _arrays(
@@ -123,7 +147,7 @@ class Fleetdeck(FragPolicy):
         score, best, table, q, sid = self._scores(state, req)
         if best == -np.inf:
             return None
-        top = np.flatnonzero(score == best)
+        top = (score == best).nonzero()[0]
         if top.size > 1:
             tie = _tie(state, req, top)
             top = top[tie == tie.max()]
@@ -150,7 +174,7 @@ class Fleetdeck(FragPolicy):
         c = shape_candidates(model, state, shapes, qs, reps, self.fill_weight)
         nq, nr = qs.size, reps.size
         best, arg = best_per_row(nq * nr, c.pair, np.round(-c.delta, 6))
-        cand_col = np.append(c.cand_col, -1)  # arg -1: no candidate
+        cand_col = np.concatenate((c.cand_col, _NO_COL))  # arg -1: no candidate
         col = cand_col[arg].reshape(nq, nr)
         free0 = state.gpu_free[reps]
         at = (qs[:, None], ids[None, :])
@@ -165,17 +189,19 @@ class ScoreTable:
     """Fleetdeck's scores by request shape (rows, `shapes` indices) and node state id
     (columns, `FleetState.state_ids`): nodes in equal states score equally, so a node that
     reaches a state seen before costs a lookup, and a new state is scored for all shapes in
-    one numpy pass."""
+    one numpy pass. Kept across snapshots of one fleet (`FleetStatic.adopt_numbering`)."""
 
-    __slots__ = ("clock", "col", "last", "score", "shapes", "val")
+    __slots__ = ("clock", "col", "last", "mix", "n_ids", "score", "shapes", "val")
 
-    def __init__(self, static: FleetStatic) -> None:
+    def __init__(self, static: FleetStatic, mix: WorkloadMix) -> None:
         self.shapes = ShapeSet(static)
+        self.mix = mix  # scores hold for this workload mix
         self.score = np.zeros((0, 0))  # +inf: not scored yet
         self.col = np.zeros((0, 0), dtype=np.intp)  # chosen GPU column (shares), -1 none
         self.val = np.zeros((0, 0), dtype=np.int64)  # free milli of the chosen GPU (shares)
         self.clock = 0  # queries so far
         self.last = np.zeros(0, dtype=np.int64)  # per shape: clock of its latest query
+        self.n_ids = 0  # state ids in use when last checked against the size bound
 
     def touch(self, q: int) -> None:
         self.clock += 1
@@ -210,6 +236,10 @@ class ScoreTable:
         rows, cols = self.score.shape
         if n_shapes <= rows and n_ids <= cols:
             return
+        self._grow(n_shapes, n_ids)
+
+    def _grow(self, n_shapes: int, n_ids: int) -> None:
+        rows, cols = self.score.shape
         new_rows = max(n_shapes, 2 * rows, 8) if n_shapes > rows else rows
         new_cols = max(n_ids, 2 * cols, 1024) if n_ids > cols else cols
         shape = (new_rows, new_cols)
@@ -228,6 +258,6 @@ def _tie(state: FleetState, req: ResourceRequest, rows: npt.NDArray[np.intp]) ->
     """Fleetdeck's tie-break: higher for less free capacity left after placing `req`."""
     s = state.static
     cpu_left = (state.cpu_free[rows] - req.cpu_milli) / max(s.max_cpu_milli, 1)
-    gpu_left = (state.gpu_free[rows].sum(axis=1) - req.total_gpu_milli) / max(s.max_gpus * 1000, 1)
+    gpu_left = (state.gpu_sum[rows] - req.total_gpu_milli) / max(s.max_gpus * 1000, 1)
     tie: FloatArray = -(cpu_left + gpu_left)
     return tie

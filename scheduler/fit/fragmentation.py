@@ -62,7 +62,8 @@ class FragModel:
         for key, idx in by_class.items():
             shapes = [mix.shapes[i] for i in idx]
             milli_all = np.array([s.gpu_milli for s in shapes], dtype=np.int64)
-            milli = np.unique(milli_all)
+            # sorted distinct demands (np.unique costs milliseconds on first use)
+            milli = np.array(sorted(set(milli_all.tolist())), dtype=np.int64)
             ok = static.gpu_ok(key)
             groups.append(
                 _Group(
@@ -331,6 +332,12 @@ class ShapeSet:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def rebind(self, static: FleetStatic) -> None:
+        """Move to another snapshot of the fleet (same shapes and numbering, its GPU masks)."""
+        self.static = static
+        oks = [static.gpu_ok(ck) for ck in self._class_keys]
+        self.class_ok = np.stack(oks) if oks else np.zeros((0, *static.gpu_exists.shape), bool)
 
     def add(self, key: RequestShape, req: ResourceRequest) -> int:
         """Index of the shape `key` (of `req`), added if new."""

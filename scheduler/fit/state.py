@@ -24,6 +24,7 @@ BoolArray = npt.NDArray[np.bool_]
 
 ClassKey = tuple[frozenset[str], int]
 NodeKey = tuple[str | None, str | None, tuple[tuple[str, str], ...]]
+Layout = tuple[tuple[str, int], ...]  # (model, memory bytes) per GPU column
 
 
 @dataclass(slots=True)
@@ -35,8 +36,8 @@ class GpuClass:
     max_free: IntArray  # (N,) largest free milli on one eligible GPU
     sum_free: IntArray  # (N,) free milli over eligible GPUs
     n_gpus: IntArray  # (N,) static: eligible GPUs
-    # static, filled on first use: per node the columns of its eligible GPUs
-    cols: list[list[int] | None] = field(default_factory=list)
+    # static: per node the columns of its eligible GPUs (see FleetStatic.class_cols)
+    cols: list[list[int]] = field(default_factory=list)
 
     def copy(self) -> GpuClass:
         return GpuClass(
@@ -83,7 +84,7 @@ class FleetStatic:
         self.gpu_exists = np.zeros((n, g), dtype=np.bool_)
         self.gpu_healthy = np.zeros((n, g), dtype=np.bool_)
         self.gpu_index = np.full((n, g), -1, dtype=np.int64)
-        self.pos: list[dict[int, int]] = []
+        self.pos: list[dict[int, int]] = []  # per node: GPU index -> column
         for i, nd in enumerate(nodes):
             pos: dict[int, int] = {}
             for j, slot in enumerate(nd.gpus):
@@ -99,11 +100,13 @@ class FleetStatic:
                 pos[slot.index] = j
             self.pos.append(pos)
         self.model_ids = model_ids
+        self.index_lists: list[list[int]] = self.gpu_index.tolist()  # per node: column -> index
         # Nodes with the same GPU layout (model and memory per column) share a signature;
         # on a node whose GPUs are all alike, which column holds which free share is moot.
-        sigs: dict[tuple[tuple[str, int], ...], int] = {}
+        sigs: dict[Layout, int] = {}
         layouts = [tuple((g.model, g.mem_total_bytes) for g in nd.gpus) for nd in nodes]
         self.sig = np.array([sigs.setdefault(t, len(sigs)) for t in layouts], dtype=np.int64)
+        self.layouts = sigs  # layout -> its signature
         self.uniform = [len(set(t)) <= 1 for t in layouts]
         self.uniform_arr = np.array(self.uniform, dtype=np.bool_)
         self.n_gpus = self.gpu_exists.sum(axis=1).astype(np.int64)
@@ -112,26 +115,45 @@ class FleetStatic:
         self.max_gpus = int(self.n_gpus.max()) if n else 0
         self.node_masks: dict[NodeKey, BoolArray] = {}
         self.class_gpu_ok: dict[ClassKey, BoolArray] = {}
+        self._class_cols: dict[ClassKey, list[list[int]]] = {}
+        self._col_lists: dict[int, list[int]] = {}  # column bit mask -> its columns
         # node_key -> small integer id, shared by all copies of states over this fleet
-        self.state_ids: dict[tuple[int, tuple[int, ...]], int] = {}
+        self.state_ids: dict[tuple[int, ...], int] = {}
         self.state_epoch = 0  # bumped when the numbering starts over
-        self._cols: list[list[list[int]]] = [[] for _ in range(n)]  # see cols_of
 
     def reset_state_ids(self) -> None:
         """Start the state numbering over (states renumber their nodes on next use)."""
         self.state_ids = {}
         self.state_epoch += 1
 
-    def cols_of(self, i: int, ok_row: BoolArray) -> list[int]:
-        """Columns set in `ok_row` (of node `i`), as a list shared by equal lists on the node:
-        treat as read-only."""
-        cols = np.flatnonzero(ok_row).tolist()
-        known = self._cols[i]
-        for k in known:
-            if k == cols:
-                return k
-        known.append(cols)
-        return cols
+    def adopt_numbering(self, prev: FleetStatic) -> bool:
+        """Number GPU layouts and node states as `prev` (an earlier snapshot of the fleet)
+        does, so that what a policy keeps by state id stays valid here: equal ids, equal
+        layout and free resources. Only before any state id is taken on this fleet (False
+        otherwise); the two fleets then share the numbering from here on."""
+        if self.state_ids or prev is self:
+            return False
+        layouts = dict(prev.layouts)
+        mine = sorted(self.layouts, key=self.layouts.__getitem__)
+        remap = np.array([layouts.setdefault(t, len(layouts)) for t in mine], dtype=np.int64)
+        self.sig = remap[self.sig] if remap.size else self.sig
+        self.layouts = layouts
+        self.state_ids = prev.state_ids
+        self.state_epoch += 1  # states re-key their nodes (keys hold the signature)
+        return True
+
+    def class_cols(self, key: ClassKey) -> list[list[int]]:
+        """Per node the columns of the GPUs of class `key`, as lists shared by all equal lists
+        (over nodes and classes): treat as read-only."""
+        out = self._class_cols.get(key)
+        if out is None:
+            ok = self.gpu_ok(key)
+            bits = (ok.astype(np.int64) << np.arange(ok.shape[1], dtype=np.int64)).sum(axis=1)
+            known = self._col_lists
+            for b in set(bits.tolist()) - known.keys():
+                known[b] = [j for j in range(ok.shape[1]) if b >> j & 1]
+            out = self._class_cols[key] = [known[b] for b in bits.tolist()]
+        return out
 
     def node_mask(self, req: ResourceRequest) -> BoolArray:
         key: NodeKey = (req.pool, req.node, tuple(sorted(req.labels.items())))
@@ -183,6 +205,7 @@ class FleetState:
         "affinity",
         "cpu_free",
         "gpu_free",
+        "gpu_sum",
         "mem_free",
         "memo",
         "node_names",
@@ -203,6 +226,7 @@ class FleetState:
         self.cpu_free = cpu_free
         self.mem_free = mem_free
         self.gpu_free = gpu_free  # (N, G) milli free; 0 for absent or unhealthy GPUs
+        self.gpu_sum = gpu_free.sum(axis=1)  # (N,) milli free over the node's GPUs
         # (N, max GPUs + 1) tasks per node by GPU shape: column 0 shared GPUs, k whole k GPUs.
         self.affinity = affinity
         # Bumped whenever a node's free resources change; policies' memo entries compare it to
@@ -210,7 +234,7 @@ class FleetState:
         self.node_version = node_version
         self.memo: dict[object, Memo] = {}
         self._classes: dict[ClassKey, GpuClass] = {}
-        self._keys: list[tuple[int, tuple[int, ...]] | None] = [None] * len(static.names)
+        self._keys: list[tuple[int, ...] | None] = [None] * len(static.names)
         self._sid = np.full(len(static.names), -1, dtype=np.int64)  # -1: not interned yet
         self._dirty: list[int] = list(range(len(static.names)))  # nodes whose _sid is -1
         self._epoch = static.state_epoch  # ids in _sid are from this numbering
@@ -296,8 +320,8 @@ class FleetState:
             raise ValueError(f"node {a.node!r} has no GPU {a.gpu_indices[cols.index(-1)]}")
         if len(cols) > 1 and len(set(cols)) != len(cols):
             raise ValueError(f"duplicate GPU index in {a.gpu_indices}")
-        cpu = int(self.cpu_free[i]) + sign * a.cpu_milli
-        mem = int(self.mem_free[i]) + sign * a.mem_bytes
+        cpu = self.cpu_free.item(i) + sign * a.cpu_milli
+        mem = self.mem_free.item(i) + sign * a.mem_bytes
         if sign < 0 and (cpu < 0 or mem < 0):
             raise ValueError(f"node {a.node!r}: not enough CPU or memory free for {a}")
         row: list[int] = []
@@ -317,9 +341,11 @@ class FleetState:
         self._keys[i] = None
         self._sid[i] = -1
         self._dirty.append(i)
-        self._count_affinity(i, a, -sign)
         if cols:
+            if a.gpu_milli > 0:
+                self._count_affinity(i, a, -sign)
             self.gpu_free[i] = row
+            self.gpu_sum[i] = sum(row)
             self._refresh_row(i, row)
 
     def _count_affinity(self, i: int, a: Assignment, delta: int) -> None:
@@ -334,11 +360,9 @@ class FleetState:
         n_full = max_free = sum_free = 0
         for c in self._classes.values():
             cols = c.cols[i]
-            if cols is None:
-                cols = c.cols[i] = self._s.cols_of(i, c.gpu_ok[i])
             if not cols:
                 continue  # no eligible GPU here: the aggregates stay 0
-            if cols is not last:  # classes often share one column list (see cols_of)
+            if cols is not last:  # classes often share one column list (see class_cols)
                 vals = [row[j] for j in cols]
                 n_full = vals.count(MILLI_PER_GPU)
                 max_free = max(vals)
@@ -362,7 +386,7 @@ class FleetState:
                 max_free=free.max(axis=1, initial=0).astype(np.int64),
                 sum_free=free.sum(axis=1).astype(np.int64),
                 n_gpus=ok.sum(axis=1).astype(np.int64),
-                cols=[None] * len(ok),
+                cols=self._s.class_cols(key),
             )
             self._classes[key] = c
         return c
@@ -415,7 +439,7 @@ class FleetState:
         """(N,) fully free healthy GPUs per node."""
         return self.gpu_class(_ANY_GPU).n_full
 
-    def node_key(self, i: int) -> tuple[int, tuple[int, ...]]:
+    def node_key(self, i: int) -> tuple[int, ...]:
         """Hashable free state of node `i`: layout signature, CPU and memory free, free milli
         per GPU column (sorted when the node's GPUs are all alike). Nodes with equal keys
         score equally for any request."""
@@ -425,8 +449,7 @@ class FleetState:
             if self._s.uniform[i]:
                 free.sort()
             k = self._keys[i] = (
-                int(self._s.sig[i]),
-                (int(self.cpu_free[i]), int(self.mem_free[i]), *free),
+                self._s.sig.item(i), self.cpu_free.item(i), self.mem_free.item(i), *free
             )
         return k
 
@@ -437,6 +460,7 @@ class FleetState:
         if self._epoch != self._s.state_epoch:
             self._epoch = self._s.state_epoch
             self._sid[:] = -1
+            self._keys = [None] * self.n_nodes
             self._dirty = list(range(self.n_nodes))
         if self._dirty:
             ids = self._s.state_ids
@@ -466,20 +490,17 @@ class FleetState:
 
     def free_gpu_cols(self, i: int, req: ResourceRequest) -> list[int]:
         """`eligible_gpus` of a whole-GPU request as a list (fast for one node)."""
-        c = self.gpu_class(req)
-        cols = c.cols[i]
-        if cols is None:
-            cols = c.cols[i] = self._s.cols_of(i, c.gpu_ok[i])
+        cols = self.gpu_class(req).cols[i]
         row = self.gpu_free[i].tolist()
         return [j for j in cols if row[j] >= MILLI_PER_GPU]
 
     def assignment_cols(self, i: int, cols: list[int], req: ResourceRequest) -> Assignment:
         """`assignment` for GPU columns given as a list."""
         gpu = req.gpu_count > 0
-        index = self._s.gpu_index[i].tolist() if gpu else []
+        index = self._s.index_lists[i] if gpu else []
         return Assignment(
             node=self._s.names[i],
-            gpu_indices=tuple(index[j] for j in cols) if gpu else (),
+            gpu_indices=tuple([index[j] for j in cols]) if gpu else (),
             gpu_milli=req.gpu_milli if gpu else 0,
             cpu_milli=req.cpu_milli,
             mem_bytes=req.mem_bytes,

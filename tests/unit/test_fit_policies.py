@@ -191,3 +191,35 @@ def test_memoized_scores_follow_state_changes_and_copies() -> None:
             assert np.array_equal(
                 p._arrays(cp, probe)["score"], cls(0, mix)._arrays(cp, probe)["score"]
             )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=fleets(),
+    second=fleets(),
+    reqs=st.lists(requests(), min_size=1, max_size=12),
+)
+def test_fleetdeck_scores_carry_over_to_the_next_snapshot(
+    first: FleetSnapshot, second: FleetSnapshot, reqs: list[ResourceRequest]
+) -> None:
+    """Fleetdeck keeps its score table from one placement cycle to the next (the next
+    snapshot adopts the state numbering): what it reads there equals a fresh policy's scores,
+    for a snapshot of another fleet as for the same fleet after placements."""
+    from scheduler.fit import Fleetdeck
+
+    mix = WorkloadMix.from_requests(reqs)
+    kept = Fleetdeck(0, mix)
+    state = FleetState.from_snapshot(first)
+    for req in reqs:
+        a = kept.select(state, req)
+        if a is not None:
+            state.apply(a)
+    table = kept._table
+    for snap in (second, first):
+        nxt = FleetState.from_snapshot(snap)
+        for req in reqs:
+            ours, fresh = kept._arrays(nxt, req), Fleetdeck(0, mix)._arrays(nxt.copy(), req)
+            assert np.array_equal(ours["score"], fresh["score"])
+            can = fresh["score"] > -np.inf  # the GPU a share takes, where it may go
+            assert np.array_equal(ours["col"][can], fresh["col"][can])
+    assert kept._table is table  # kept, not rebuilt
