@@ -15,7 +15,7 @@ from reports.ledger import Ledger
 from reports.model import Band, BarChart, Chart, LineChart, Report, Series, Table
 from reports.rates import Rates
 from reports.rightsizing import rightsizing
-from reports.usage import EVERY, fleet_series, usage
+from reports.usage import EVERY, fleet_series, partial_period, usage
 
 REPORTS = ("chargeback", "usage", "forecast", "rightsizing")
 TITLES = {
@@ -131,20 +131,18 @@ def _usage_chart(ledger: Ledger) -> LineChart:
     f = ledger.frames
     span_days = (f.end - f.start).total_seconds() / 86400
     every = "hour" if span_days <= 14 else "day"
-    s = (fleet_series(ledger, every="day") if every == "day" else
-         ledger.buckets.group_by("ts").agg(pl.col("gpus_present", "gpus_allocated",
-                                                  "gpus_used", "burst_gpus").sum())
-         .with_columns(period_start=pl.col("ts").dt.truncate("1h"))
-         .group_by("period_start").agg(pl.col("gpus_present", "gpus_allocated", "gpus_used",
-                                              "burst_gpus").mean())
-         .sort("period_start"))
+    s = fleet_series(ledger, every=every)
+    partial = partial_period(ledger, every=every)
+    left_out = ("" if partial is None else
+                f"; the {every} from {partial:%Y-%m-%d %H:%M} is still filling, not shown")
     x = _epoch(s["period_start"])
     series = [Series("GPUs present", x, tuple(s["gpus_present"].to_list())),
               Series("GPUs allocated", x, tuple(s["gpus_allocated"].to_list())),
               Series("GPUs used", x, tuple(s["gpus_used"].to_list()))]
     if s.height and float(s["burst_gpus"].max() or 0) > 0:  # type: ignore[arg-type]
         series.append(Series("burst GPUs", x, tuple(s["burst_gpus"].to_list()), dashed=True))
-    return LineChart(title=f"Allocation vs utilization (fleet, by {every})", y_label="GPUs",
+    return LineChart(title=f"Allocation vs utilization (fleet, by {every}{left_out})",
+                     y_label="GPUs",
                      series=tuple(series))
 
 

@@ -10,11 +10,14 @@ leaves it out, so it never reads as a drop.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import polars as pl
 
 from reports.ledger import Ledger
 
 EVERY = {"day": "1d", "week": "1w", "month": "1mo"}
+SERIES_EVERY = {"hour": "1h", **EVERY}  # the fleet series (the usage chart) also by hour
 
 
 def usage(ledger: Ledger, *, every: str = "day") -> pl.DataFrame:
@@ -95,8 +98,8 @@ def _partial(start: pl.Expr, step: str, end: object) -> pl.Expr:
 
 def fleet_series(ledger: Ledger, *, every: str = "day") -> pl.DataFrame:
     """Fleet totals per complete period (GPUs present, allocated, used): the usage chart's
-    data; a last period the report's end cuts short is left out."""
-    step = EVERY[every]
+    data; a last period the report's end cuts short is left out (see `partial_period`)."""
+    step = SERIES_EVERY[every]
     end = ledger.frames.end
     return (
         ledger.buckets.group_by("ts")
@@ -107,6 +110,17 @@ def fleet_series(ledger: Ledger, *, every: str = "day") -> pl.DataFrame:
         .filter(~_partial(pl.col("period_start").cast(pl.Datetime("us")), step, end))
         .sort("period_start")
     )
+
+
+def partial_period(ledger: Ledger, *, every: str = "day") -> datetime | None:
+    """The start of the last period when the report's end cuts it short (the hour or day
+    still filling, left out of `fleet_series`); None when the end is on a period boundary
+    or no bucket falls in that period."""
+    step = SERIES_EVERY[every]
+    end = pl.lit(ledger.frames.end).cast(pl.Datetime("us"))
+    starts = (ledger.buckets.select(start=pl.col("ts").cast(pl.Datetime("us")).dt.truncate(step))
+              .filter(pl.col("start").dt.offset_by(step) > end)["start"])
+    return None if starts.is_empty() else starts.max()  # type: ignore[return-value]
 
 
 def _pct(num: str, den: str) -> pl.Expr:

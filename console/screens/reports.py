@@ -49,6 +49,9 @@ def cell(v: Any, kind: Kind | None = None) -> str | Text:
     return str(v)
 
 
+PARTIAL_MARK = " *"  # a period the report's end cuts short: a short bar, not a drop
+
+
 def chart_from(report: Mapping[str, Any]) -> tuple[str, list[tuple[str, float]]]:
     """A bar chart for the preview: the report's own bar chart if it has one, else its first
     numeric column by its first text column."""
@@ -72,9 +75,14 @@ def chart_from(report: Mapping[str, Any]) -> tuple[str, list[tuple[str, float]]]
         if match is not None:
             value_i = match
             break
-    pairs = [(str(r[label_i]), float(r[value_i] or 0)) for r in rows
-             if isinstance(r[value_i], int | float)]
-    return f"{columns[value_i]} by {columns[label_i]}", pairs
+    partial_i = list(columns).index("partial") if "partial" in columns else None
+    pairs = [(str(r[label_i]) + (PARTIAL_MARK if partial_i is not None and r[partial_i] is True
+                                 else ""), float(r[value_i] or 0))
+             for r in rows if isinstance(r[value_i], int | float)]
+    title = f"{columns[value_i]} by {columns[label_i]}"
+    if any(label.endswith(PARTIAL_MARK) for label, _ in pairs):
+        title += f" ({PARTIAL_MARK.strip()} partial period, still filling)"
+    return title, pairs
 
 
 def whatif_report(result: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -224,3 +224,31 @@ def test_short_period_uses_minutes_from_raw_samples(tmp_path: Path) -> None:
     assert j["gpu_h_allocated"] == approx(0.5)
     assert j["gpu_h_used"] == approx(0.5 * 0.6)
     assert j["util_mean_pct"] == approx(60.0)
+
+
+def test_hourly_chart_marks_the_partial_last_hour(tmp_path: Path) -> None:
+    """A report ending at 23:30 plots whole hours only: the hour still filling (23:00) is
+    named in the chart's title, not drawn as a drop; ending on the hour, nothing is left out."""
+    from datetime import timedelta
+
+    from reports.model import LineChart
+    from reports.pack import build_report
+    from reports.usage import fleet_series, partial_period
+
+    path = write_history(tmp_path / "s.duckdb")
+    cut = END - timedelta(minutes=30)
+    with Store.open(path, read_only=True) as store:
+        led = build_ledger(from_store(store.con, START, cut, now=cut))
+        whole = build_ledger(from_store(store.con, START, END, now=NOW))
+    last = END - timedelta(hours=1)
+    assert partial_period(led, every="hour") == last
+    hours = fleet_series(led, every="hour")["period_start"].to_list()
+    assert hours and max(hours) == last - timedelta(hours=1)
+    (chart,) = build_report("usage", led, generated_at=cut).charts
+    assert isinstance(chart, LineChart)
+    assert "the hour from 2024-03-03 23:00 is still filling, not shown" in chart.title
+    assert max(chart.series[0].x) == (last - timedelta(hours=1) - datetime(1970, 1, 1)
+                                     ).total_seconds()
+    assert partial_period(whole, every="hour") is None
+    (chart,) = build_report("usage", whole, generated_at=END).charts
+    assert isinstance(chart, LineChart) and "still filling" not in chart.title
