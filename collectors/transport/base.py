@@ -149,26 +149,16 @@ class Transport(Protocol):
         """Open the connection if it is not open (idempotent; concurrent callers share one)."""
         ...
 
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        timeout: float,
-    ) -> CommandResult:
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None,
+                  timeout: float) -> CommandResult:
         """Run `argv` (no shell: arguments are quoted) and wait at most `timeout` seconds.
 
         A non-zero exit is returned, not raised; a timeout raises `CommandTimeout`.
         """
         ...
 
-    async def run_shell(
-        self,
-        script: str,
-        *,
-        input: bytes | None = None,
-        timeout: float,
-    ) -> CommandResult:
+    async def run_shell(self, script: str, *, input: bytes | None = None,
+                        timeout: float) -> CommandResult:
         """Run `script` with the node's `sh` (the only way fleetdeck runs a shell string)."""
         ...
 

@@ -41,53 +41,18 @@ class LocalTransport(NodeTransport):
     async def close(self) -> None:
         return None
 
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        timeout: float,
-    ) -> CommandResult:
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None,
+                  timeout: float) -> CommandResult:
         quote_argv(argv)  # same argument checks as SSH
         return await self._run(list(argv), input, timeout)
 
-    async def run_shell(
-        self,
-        script: str,
-        *,
-        input: bytes | None = None,
-        timeout: float,
-    ) -> CommandResult:
+    async def run_shell(self, script: str, *, input: bytes | None = None,
+                        timeout: float) -> CommandResult:
         return await self._run(["sh", "-c", script], input, timeout)
 
     async def _run(self, argv: list[str], input: bytes | None, limit_s: float) -> CommandResult:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                umask=child_umask(),  # the engine's own files are private; a job's are not
-            )
-        except OSError as e:
-            # Same shape as a remote shell's "command not found".
-            msg = f"{argv[0]}: {e.strerror or e}\n".encode()
-            return CommandResult(127 if isinstance(e, FileNotFoundError) else 126, b"", msg)
-        try:
-            async with asyncio.timeout(limit_s):
-                out, err = await proc.communicate(input)
-        except TimeoutError:
-            _kill_group(proc)
-            await proc.wait()
-            raise CommandTimeout(
-                f"{self.where}: `{quote_argv(argv)[:60]}` did not finish within {limit_s:g} s"
-            ) from None
-        except BaseException:
-            _kill_group(proc)
-            raise
-        assert proc.returncode is not None
-        return CommandResult(proc.returncode, out, err)
+        # the engine's own files are private; a job's are not
+        return await run_local(argv, input, limit_s, self.where, umask=child_umask())
 
     def stream(
         self, argv: Sequence[str], *, input: bytes | None = None, keep_stdin_open: bool = False
@@ -184,6 +149,39 @@ class LocalLineStream(CommandLineStream):
         self._proc = None
         for task in self._tasks:
             task.cancel()
+
+
+async def run_local(argv: list[str], input: bytes | None, limit_s: float, where: str,
+                    **popen: Any) -> CommandResult:
+    """Run `argv` as a local subprocess in a session of its own (`popen`: more
+    `create_subprocess_exec` arguments); its process group is killed on a timeout or a cancel."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            **popen,
+        )
+    except OSError as e:
+        # Same shape as a remote shell's "command not found".
+        msg = f"{argv[0]}: {e.strerror or e}\n".encode()
+        return CommandResult(127 if isinstance(e, FileNotFoundError) else 126, b"", msg)
+    try:
+        async with asyncio.timeout(limit_s):
+            out, err = await proc.communicate(input)
+    except TimeoutError:
+        _kill_group(proc)
+        await proc.wait()
+        raise CommandTimeout(
+            f"{where}: `{quote_argv(argv)[:60]}` did not finish within {limit_s:g} s"
+        ) from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    assert proc.returncode is not None
+    return CommandResult(proc.returncode, out, err)
 
 
 def _kill_group(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:

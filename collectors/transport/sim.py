@@ -38,7 +38,6 @@ from typing import Any
 
 from collectors.transport.base import (
     CommandResult,
-    CommandTimeout,
     ConnectError,
     Disconnected,
     NodeLike,
@@ -46,7 +45,7 @@ from collectors.transport.base import (
     quote_argv,
 )
 from collectors.transport.line_stream import NodeTransport
-from collectors.transport.local import LocalLineStream, LocalTransport
+from collectors.transport.local import LocalLineStream, LocalTransport, run_local
 
 GIB = 1024**3
 PROFILE_FILE = "node.json"
@@ -516,28 +515,8 @@ class SimTransport(NodeTransport):
     async def _run(self, argv: list[str], input: bytes | None, limit_s: float) -> CommandResult:
         await self.connect()
         self._check()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE if input is not None
-                else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True, env=self._environment(), cwd=self.sandbox)
-        except OSError as e:
-            msg = f"{argv[0]}: {e.strerror or e}\n".encode()
-            return CommandResult(127 if isinstance(e, FileNotFoundError) else 126, b"", msg)
-        try:
-            async with asyncio.timeout(limit_s):
-                out, err = await proc.communicate(input)
-        except TimeoutError:
-            _kill_group(proc.pid)
-            await proc.wait()
-            raise CommandTimeout(f"{self.where}: `{quote_argv(argv)[:60]}` did not finish "
-                                 f"within {limit_s:g} s") from None
-        except BaseException:
-            _kill_group(proc.pid)
-            raise
-        assert proc.returncode is not None
-        return CommandResult(proc.returncode, out, err)
+        return await run_local(argv, input, limit_s, self.where, env=self._environment(),
+                               cwd=self.sandbox)
 
     def _sandboxed(self, argv: Sequence[str]) -> list[str]:
         return ["env", "-C", str(self.sandbox), f"HOME={self.sandbox}",
@@ -566,11 +545,6 @@ class SimTransport(NodeTransport):
     async def forward_unix(self, remote_path: str) -> str:
         raise TransportError(f"{self.where}: simulated nodes have no Docker socket "
                              f"({remote_path})")
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def sandbox_pids(sandbox: Path) -> list[int]:

@@ -216,22 +216,12 @@ class SshTransport(NodeTransport):
         return self._conn
 
     # -- commands --------------------------------------------------------------------------
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        input: bytes | None = None,
-        timeout: float,
-    ) -> CommandResult:
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None,
+                  timeout: float) -> CommandResult:
         return await self._run(_with_deadline(argv, timeout), input, timeout)
 
-    async def run_shell(
-        self,
-        script: str,
-        *,
-        input: bytes | None = None,
-        timeout: float,
-    ) -> CommandResult:
+    async def run_shell(self, script: str, *, input: bytes | None = None,
+                        timeout: float) -> CommandResult:
         return await self._run(_with_deadline(["sh", "-c", script], timeout), input, timeout)
 
     async def _run(self, command: str, input: bytes | None, limit_s: float) -> CommandResult:
