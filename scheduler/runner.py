@@ -19,15 +19,17 @@ from typing import Any, TypeVar
 
 from collectors.errors import FleetdeckError, NotFoundError
 from collectors.events import Event
+from collectors.health import SlurmPoolView
 from collectors.store import Store
 from collectors.store.audit import AuditEntry
 from collectors.store.audit_kinds import ActionKind
 from collectors.transport.base import Transport, TransportError
-from scheduler import journal, stop_journal
+from scheduler import journal, slurm_pool, stop_journal
 from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, Status
 from scheduler.executors.identity import engine_user, job_identity
 from scheduler.fairshare import FairShare, decayed_gpu_hours
 from scheduler.fit import FitPolicy
+from scheduler.group_commit import GroupCommit
 from scheduler.jobspec import ARRAY_COUNT_ENV, ARRAY_INDEX_ENV, JobSpec
 from scheduler.journal import JobRow, handle_of
 from scheduler.live import LiveJobs
@@ -40,6 +42,7 @@ from scheduler.models import (
 )
 from scheduler.placement import PlacementPlan, QueuedTask, plan
 from scheduler.placement.preemption import PreemptionRules
+from scheduler.placement.reasons import WaitKind
 from scheduler.preempting import Preempter, StoreRunner
 from scheduler.priority import ClassBook
 from scheduler.quota import QuotaBook
@@ -152,50 +155,6 @@ def launch_of(row: JobRow, *, partition: str | None = None) -> Launch:
         resume=row.preemptions > 0)
 
 
-class GroupCommit:
-    """Job transitions from many tasks written together: while one batch commits on the store
-    thread, the next gathers, so N concurrent transitions cost a few commits, not N."""
-
-    def __init__(self, db: StoreRunner, clock: Callable[[], float],
-                 live: LiveJobs | None = None) -> None:
-        self.db = db
-        self.clock = clock
-        self.live = live
-        self._queue: list[tuple[journal.Change, asyncio.Future[JobRow]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def __call__(self, change: journal.Change) -> JobRow:
-        """Apply one change (raises its `TransitionError`/`NotFoundError`)."""
-        fut: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
-        self._queue.append((change, fut))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name="job-commits")
-        return await fut
-
-    def _write(self, changes: list[journal.Change]) -> Callable[[Store], list[Any]]:
-        return lambda s: journal.transition_many(s, changes, now=self.clock())
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                results = await self.db.run(self._write([c for c, _ in batch]))
-            except Exception as e:  # handed to every waiter
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            if self.live is not None:
-                self.live.apply(results)
-            for (_, fut), r in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(r, Exception):
-                    fut.set_exception(r)
-                else:
-                    fut.set_result(r)
-
-
 class JobRunner:
     """Places and runs jobs; every effect is journaled before or as it happens."""
 
@@ -211,6 +170,7 @@ class JobRunner:
         settings: RunnerSettings,
         clock: Callable[[], float],
         reads: StoreRunner | None = None,
+        slurm: Callable[[], Mapping[str, SlurmPoolView]] | None = None,
     ) -> None:
         self.db = db
         self.reads = reads or db  # answers questions (explain) apart from the writer
@@ -218,6 +178,7 @@ class JobRunner:
         self.executors = executors
         self.transport = transport
         self.inventory = inventory
+        self.slurm = slurm  # the Slurm pools as their controllers report them
         self.policy = policy
         self.quotas = quotas
         self.settings = settings
@@ -327,19 +288,19 @@ class JobRunner:
                 if (r.state == JobState.STARTING and r.id not in self._launching
                         and self._unsure.get(r.id, (0.0, 0.0))[1] <= now):
                     self._spawn_launch(r)
-            slurm = [r for r in queued if self._slurm_pool(r) is not None]
-            placeable = [r for r in queued if self._slurm_pool(r) is None]
             holding = [r for r in rows if r.state in journal.HOLDING]
-            snap = snapshot(self.inventory(), allocations(holding, self.settings.classes), now)
+            allocs = allocations(holding, self.settings.classes)
+            # with preemption on, a Slurm pool whose controller was read is a node of the plan
+            pools = {} if rules is None or self.slurm is None else slurm_pool.capacities(
+                self.slurm(), self.settings.slurm_partitions)
+            if pools:
+                allocs = slurm_pool.on_pools(allocs, slurm_pool.held_by_slurm(holding), pools)
+            slurm = [r for r in queued if self._slurm_pool(r) not in (None, *pools)]
+            pooled = [r for r in queued if self._slurm_pool(r) in pools]
+            placeable = [r for r in queued if self._slurm_pool(r) is None]
+            snap = snapshot(self.inventory(), allocs, now)
             fair = await self._fair_share()
-            classes = self.settings.classes
-            queue = [QueuedTask(id=str(r.id), request=r.spec.to_request(), user=r.user,
-                                project=r.project or "", team=r.team or "",
-                                priority=r.priority, submitted_at=epoch(r.submitted_at) or 0.0,
-                                max_runtime_s=r.max_runtime_s,
-                                class_priority=classes.resolve(r.spec.priority_class).priority,
-                                fair_share=fair.factor(r.user, r.project or ""))
-                     for r in placeable]
+            queue = [self._task(r, fair) for r in placeable]
             result = await asyncio.to_thread(
                 plan, snap, queue, policy=self.policy, quotas=self.quotas, now=now,
                 backfill=self.settings.backfill, preemption=rules)
@@ -347,6 +308,25 @@ class JobRunner:
             by_id = {r.id: r for r in placeable}
             changes = [self._placement(by_id[int(task_id)], a, snap)
                        for task_id, a in result.assignments]
+            if pooled:  # second plan: the pools' nodes, counting this cycle's starts
+                squeue = [self._task(r, fair) for r in pooled]
+                ssnap = snapshot(list(pools.values()), [*allocs, *slurm_pool.started(
+                    queue, result.assignments, now)], now)
+                sres = await asyncio.to_thread(
+                    plan, ssnap, squeue, policy=self.policy, quotas=self.quotas, now=now,
+                    backfill=self.settings.backfill, preemption=rules)
+                for task_id, _ in sres.assignments:
+                    job = next(r for r in pooled if r.id == int(task_id))
+                    pool = self._slurm_pool(job)
+                    assert pool is not None
+                    changes.append(self._placement(
+                        job, Assignment(node=self.settings.slurm_pools[pool]), snap, pool=pool))
+                # what the pool's node can never take (a model, a label) is left to Slurm
+                slurm += [r for r in pooled if (w := sres.pending.get(str(r.id))) is not None
+                          and w.kind is WaitKind.NEVER_FITS]
+                placeable += [r for r in pooled if r not in slurm]
+                result = replace(result, pending={**result.pending, **sres.pending},
+                                 preemptions=[*result.preemptions, *sres.preemptions])
             for r in slurm:
                 pool = self._slurm_pool(r)
                 assert pool is not None
@@ -371,6 +351,15 @@ class JobRunner:
                 self.live.apply(replace(r, reason=reasons[r.id]) for r in placeable
                                 if r.id in reasons and self.live.get(r.id) is r)
             return result
+
+    def _task(self, r: JobRow, fair: FairShare) -> QueuedTask:
+        return QueuedTask(id=str(r.id), request=r.spec.to_request(), user=r.user,
+                          project=r.project or "", team=r.team or "", priority=r.priority,
+                          submitted_at=epoch(r.submitted_at) or 0.0,
+                          max_runtime_s=r.max_runtime_s,
+                          class_priority=self.settings.classes.resolve(
+                              r.spec.priority_class).priority,
+                          fair_share=fair.factor(r.user, r.project or ""))
 
     async def _fair_share(self) -> FairShare:
         """Fair-share factors from the store's decayed GPU use (recomputed each minute)."""

@@ -228,7 +228,8 @@ class JobService(BaseService):
             db=engine.db, executors=self.executors.by_kind(), transport=telemetry.transport,
             inventory=telemetry.inventory, policy=make_policy(cfg.scheduler.policy),
             quotas=quota_book(cfg),
-            settings=runner_settings(cfg), clock=engine.clock, reads=engine.reads)
+            settings=runner_settings(cfg), clock=engine.clock, reads=engine.reads,
+            slurm=lambda: telemetry.view().slurm)
         engine.runner = self.runner
 
     def handlers(self) -> Mapping[str, Handler]:

@@ -3,8 +3,9 @@
 One fake-NVML node with 2 GPUs (and dockerd) serves the module. Team `borrowers` (bob) fills
 both GPUs; team `owners` (alice, 2 GPUs guaranteed) submits; one of bob's jobs gets its
 notice (`$FLEETDECK_PREEMPT_FILE`), SIGTERM, writes its checkpoint, is requeued and later
-resumes with `FLEETDECK_RESUME=1`; alice's job runs. Then a Docker victim, then a kill -9 of
-the engine in the middle of a preemption. Short grace and minimum runtime keep it quick.
+resumes with `FLEETDECK_RESUME=1`; alice's job runs. Then a Docker victim, a Slurm victim (the
+bed's one-node Slurm cluster as a pool), then a kill -9 of the engine in the middle of a
+preemption. Short grace and minimum runtime keep it quick.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from collectors.store import Store
 from tests.bed.fake_nvml import FakeGpu
-from tests.bed.plugin import BedAccounts, ImageLoader
+from tests.bed.plugin import BedAccounts, ImageLoader, NodeFactory
 from tests.bed.require import require_docker, require_gcc
 from tests.bed.ssh import SshBed, SshNode
 from tests.helpers import one_line_error
@@ -206,3 +207,52 @@ def test_kill_9_in_the_middle_of_a_preemption(fleet: Fleet, gpu_node: SshNode,
         [(n,)] = store.con.execute("SELECT count(*) FROM actions WHERE action = 'preempt' "
                                    "AND target = ?", [str(victim)]).fetchall()
     assert n == 1
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_owner_reclaims_a_gpu_from_a_slurm_job(ssh_nodes: NodeFactory, tmp_path: Path,
+                                               bed_accounts: BedAccounts,
+                                               shared_dir: Path) -> None:
+    """The Slurm pool (one Slurm node, its GPUs as GRES) is a node of the plan: bob's Slurm
+    jobs fill it, alice's Slurm job reclaims one with `scancel --signal=TERM` and notice."""
+    bed_accounts.user("alice")
+    bed_accounts.user("bob")
+    [login] = ssh_nodes(1, slurm=True)
+    assert login.slurm is not None
+    gpus = login.slurm.gpus
+    pools = f'[[pools]]\nname = "hpc"\nkind = "slurm"\nlogin_node = "{login.name}"\n'
+    teams = TEAMS.replace("gpu_quota = 2", f"gpu_quota = {gpus}")
+    toml = fleet_toml([login], extra=teams + pools).replace(
+        "[scheduler]\n", f"[scheduler]\npreemption = true\npreempt_grace_s = {GRACE_S}\n"
+        "min_runtime_before_preempt_s = 1.0\n", 1)
+    fleet = Fleet(tmp_path, toml)
+    ckpt = shared_dir / "ck"
+    slurm = ("--pool", "hpc", "--executor", "slurm", "--gpus", "1", "--cpus", "0.2")
+    with fleet.serving():
+        bob = [fleet.submit("--user", BOB, *slurm, "--", "sh", "-c", trainer(ckpt))[0]
+               for _ in range(gpus)]
+        fleet.wait_states(bob, ("running",), timeout=180)
+        for job in bob:
+            fleet.wait_logs(job, "running", timeout=120)
+        [alice] = fleet.submit("--user", ALICE, *slurm, "--", "sh", "-c", "echo owner-ran")
+        rows = fleet.wait_done([alice], timeout=180)
+        assert (rows[alice]["state"], rows[alice]["executor"]) == ("succeeded", "slurm"), rows
+        assert fleet.logs(alice) == "owner-ran\n"
+        # one of bob's jobs (one GPU was needed) got the notice, was requeued and resumes
+        [victim] = [r["id"] for r in fleet.jobs() if r["id"] in bob and r["attempt"] == 1]
+        done = fleet.wait_done([victim], timeout=180)[victim]
+        assert (done["state"], done["preemptions"], done["executor"]) == \
+            ("succeeded", 1, "slurm"), done
+        assert fleet.logs(victim) == "resumed attempt 1 from step-7 attempt-0\n"
+        info = fleet.json("explain", str(alice))
+        [pre] = info["preemptions"]
+        assert (pre["victim"], pre["beneficiary"]) == (str(victim), str(alice))
+        assert "team owners is under its guarantee: 0/2 GPUs in use, asks 1" in pre["reason"]
+        assert f"team borrowers holds {gpus} GPUs, 0 guaranteed" in pre["reason"]
+        others = [j for j in bob if j != victim]
+        assert {fleet.job(j)["attempt"] for j in others} == {0}
+        for job in others:
+            assert fleet.run("stop", str(job)).returncode == 0
+        fleet.wait_done(others)
+    assert events_of(fleet, victim)[:3] == ["job.started", "job.preempted", "job.requeued"]
