@@ -31,11 +31,16 @@ BURST_IDLE = "(burst idle)"
 UNATTRIBUTED = "(unattributed)"
 
 
-def chargeback(ledger: Ledger, *, by: str = "user", rates: Rates | None = None) -> pl.DataFrame:
-    """Totals per `by` key (user, project, team, pool or model), most expensive first."""
+def chargeback(ledger: Ledger, *, by: str = "user", rates: Rates | None = None,
+               user: str | None = None) -> pl.DataFrame:
+    """Totals per `by` key (user, project, team, pool or model), most expensive first;
+    with `user`, that user's line items alone."""
     if by not in KEYS:
         raise ValueError(f"by must be one of {', '.join(KEYS)}")
-    return summarize(chargeback_lines(ledger, rates or Rates()), by)
+    lines = chargeback_lines(ledger, rates or Rates())
+    if user is not None:
+        lines = lines.filter(pl.col("user") == user)
+    return summarize(lines, by)
 
 
 def summarize(lines: pl.DataFrame, by: str) -> pl.DataFrame:

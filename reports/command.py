@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", dest="end", metavar="WHEN", help="period end (default: now)")
     parser.add_argument("--by", metavar="KEY",
                         help="chargeback/rightsizing grouping: " + "|".join(KEYS))
+    parser.add_argument("--user", metavar="NAME",
+                        help="chargeback: only this user's jobs (a member always gets their own)")
     parser.add_argument("--every", metavar="STEP", default="day",
                         help="usage periods: day|week|month (default day)")
     parser.add_argument("--months", metavar="N", default="3",
@@ -116,6 +118,7 @@ def render_report(
     every: str = "day",
     months: int = 3,
     ceiling_pct: float = 80.0,
+    user: str | None = None,
 ) -> str | bytes:
     """Build report `name` (or `all`) from a store connection and render it in `fmt`; write it
     to `output_path` when given (atomically) and return it either way."""
@@ -125,7 +128,7 @@ def render_report(
         raise InputError(SOURCE, "--format", "table, xlsx, html, md or json for the all pack "
                          "(csv and parquet hold one table)", got=fmt)
     reports = build_reports(name, con, start=start, end=end, by=by, rates=rates, now=now,
-                            every=every, months=months, ceiling_pct=ceiling_pct)
+                            every=every, months=months, ceiling_pct=ceiling_pct, user=user)
     out = render(reports, fmt)
     if output_path is not None:
         _write_atomic(Path(output_path), out)
@@ -136,11 +139,15 @@ def build_reports(
     name: str, con: duckdb.DuckDBPyConnection, *, start: datetime | float | None = None,
     end: datetime | float | None = None, by: str | None = None, rates: Rates | None = None,
     now: datetime | float | None = None, every: str = "day", months: int = 3,
-    ceiling_pct: float = 80.0,
+    ceiling_pct: float = 80.0, user: str | None = None,
 ) -> tuple[Report, ...]:
-    """The `Report`s behind `render_report` (for callers that render themselves)."""
+    """The `Report`s behind `render_report` (for callers that render themselves); `user`
+    narrows a chargeback to that user's jobs."""
     if name not in NAMES:
         raise InputError(SOURCE, "NAME", "one of " + ", ".join(NAMES), got=name)
+    if user is not None and name != "chargeback":
+        raise InputError(SOURCE, "--user", "no --user (it narrows a chargeback only)",
+                         got=user)
     if by is not None and by not in KEYS:
         raise InputError(SOURCE, "--by", "one of " + ", ".join(KEYS), got=by)
     if every not in EVERY:
@@ -161,7 +168,7 @@ def build_reports(
           "ceiling_pct": ceiling_pct}
     ledger = build_ledger(from_store(con, start_dt, end_dt, now=now_dt))
     if name != "all":
-        return (build_report(name, ledger, by=by, **kw),)  # type: ignore[arg-type]
+        return (build_report(name, ledger, by=by, user=user, **kw),)  # type: ignore[arg-type]
     hist_start = min(start_dt, end_dt - timedelta(days=FORECAST_DAYS))
     history = ledger if hist_start == start_dt else build_ledger(
         from_store(con, hist_start, end_dt, now=now_dt, bucket_s=3600))
@@ -180,6 +187,7 @@ class ReportArgs:
     months: str = "3"
     ceiling: str = "80"
     fmt: str = "table"
+    user: str | None = None
 
 
 def output_format(fmt: str | None, output: str | None) -> str:
@@ -201,7 +209,7 @@ def render_args(args: ReportArgs, con: duckdb.DuckDBPyConnection, *,
     return render_report(args.name, con, start=start, end=end, by=args.by,
                          fmt=output_format(args.fmt, None), rates=rates, now=now_dt,
                          every=args.every, months=_int(args.months, "--months"),
-                         ceiling_pct=_float(args.ceiling, "--ceiling"))
+                         ceiling_pct=_float(args.ceiling, "--ceiling"), user=args.user)
 
 
 def deliver(result: str | bytes, *, fmt: str, output: str | None, out: IO[str]) -> None:
@@ -230,7 +238,7 @@ def check_output(fmt: str, output: str | None, out: IO[str]) -> None:
 def report_args(args: argparse.Namespace) -> ReportArgs:
     return ReportArgs(name=args.name, start=args.start, end=args.end, by=args.by,
                       every=args.every, months=str(args.months), ceiling=str(args.ceiling),
-                      fmt=output_format(args.fmt, args.output))
+                      fmt=output_format(args.fmt, args.output), user=getattr(args, "user", None))
 
 
 def run(

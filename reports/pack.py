@@ -30,8 +30,10 @@ MAX_FORECAST_CHARTS = 6
 def build_report(
     name: str, ledger: Ledger, *, generated_at: datetime, rates: Rates | None = None,
     by: str | None = None, every: str = "day", months: int = 3, ceiling_pct: float = 80.0,
+    user: str | None = None,
 ) -> Report:
-    """One report over a ledger. `by` applies to chargeback (default user) and rightsizing."""
+    """One report over a ledger. `by` applies to chargeback (default user) and rightsizing;
+    `user` narrows a chargeback to that user's jobs."""
     rates = rates or Rates()
     if name not in REPORTS:
         raise ValueError(f"report must be one of {', '.join(REPORTS)}")
@@ -39,6 +41,8 @@ def build_report(
         raise ValueError(f"by must be one of {', '.join(KEYS)}")
     if every not in EVERY:
         raise ValueError(f"every must be one of {', '.join(EVERY)}")
+    if user is not None and name != "chargeback":
+        raise ValueError("user narrows a chargeback only")
     f = ledger.frames
     common = (f"Period {f.start:%Y-%m-%d %H:%M} to {f.end:%Y-%m-%d %H:%M} UTC; GPU telemetry "
               f"in {f.bucket_s // 60}-minute buckets ({f.resolution} rollups).")
@@ -48,8 +52,9 @@ def build_report(
     answer = ""
     if name == "chargeback":
         key = by or "user"
-        frame = chargeback(ledger, by=key, rates=rates)
-        tables = (Table("chargeback", f"Chargeback by {key}", frame, totals=True),)
+        frame = chargeback(ledger, by=key, rates=rates, user=user)
+        title = f"Chargeback by {key}" + (f" for {user}" if user is not None else "")
+        tables = (Table("chargeback", title, frame, totals=True),)
         notes += _chargeback_notes(frame, ledger, rates)
         charts.append(_wasters_chart(frame, key, rates.currency))
     elif name == "usage":

@@ -19,7 +19,8 @@ from collectors.store import Store
 from collectors.store.db import StoreError, first_line
 from collectors.validate import check_store_path, user_path
 from console.config import Loaded, load
-from console.engine.api.methods import BY_NAME
+from console.engine.api.methods import BY_REQUEST, conforms
+from console.engine.api.replies import WhoAmI
 from console.engine.api.requests import Request
 from console.engine.client import EngineClient, NoEngine
 from console.remote import ENGINE_ENV, SshEngineTunnel, parse_engine_address
@@ -131,36 +132,43 @@ async def _wrap(coro: Awaitable[T]) -> T:
     return await coro
 
 
-async def call_engine(loaded: Loaded, method: str, **params: Any) -> Any:
+async def call_engine(loaded: Loaded, request: Request[R]) -> R:
     async with await EngineClient.connect(loaded.config.socket_path) as client:
-        return await client.call(method, **params)
+        return await client.call(request)
 
 
-def ask_engine(loaded: Loaded, method: str, request: Request, reply: type[R]) -> R:
+def ask_engine(loaded: Loaded, request: Request[R]) -> R:
     """A typed call: the method's request Struct in, its reply type out."""
-    assert BY_NAME[method].request is type(request), f"{method} takes {BY_NAME[method]}"
-    raw = run_async(call_engine(loaded, method, **msgspec.to_builtins(request)))
-    return msgspec.convert(raw, reply, strict=False)
+    return run_async(call_engine(loaded, request))
 
 
-def engine_or_store(loaded: Loaded, method: str, local: Callable[[Store], T],
-                    **params: Any) -> T:
-    """Ask the running engine; with none running, open the store read-only."""
+def engine_or_store(loaded: Loaded, request: Request[R], local: Callable[[Store], Any]) -> R:
+    """Ask the running engine; with none running, open the store read-only and answer the
+    same reply type from `local`'s plain data."""
     try:
-        return run_async(call_engine(loaded, method, **params))
+        return ask_engine(loaded, request)
     except NoEngine:
         with Store.open(loaded.config.store.path, read_only=True) as store:
             try:
-                return local(store)
+                data = local(store)
             except duckdb.Error as e:  # a corrupt store: one line, exit 1
                 raise StoreError(f"{store.path}: cannot read the store: {first_line(e)}"
                                  ) from None
+        reply: Any = BY_REQUEST[type(request)].reply
+        return data if conforms(data, reply) else msgspec.convert(data, reply, strict=False)
 
 
-def me_line(me: Mapping[str, Any]) -> str:
-    """`you: 2 of 4 GPUs · 12.40 USD today` from a `whoami` reply (CLI and console header)."""
-    used = number_text(float(me.get("gpus_in_use") or 0.0))
-    quota = me.get("gpu_quota")
+def plain(reply: Any) -> Any:
+    """A reply as plain JSON data, for `--format json` and the table printer."""
+    return msgspec.to_builtins(reply)
+
+
+def me_line(me: WhoAmI | Mapping[str, Any]) -> str:
+    """`you: 2 of 4 GPUs · 12.40 USD today` from a `whoami` reply (CLI and console header;
+    the console still passes the plain JSON)."""
+    d = msgspec.to_builtins(me) if isinstance(me, WhoAmI) else me
+    used = number_text(float(d.get("gpus_in_use") or 0.0))
+    quota = d.get("gpu_quota")
     gpus = f"{used} of {number_text(float(quota))} GPUs" if quota is not None else f"{used} GPUs"
-    spend = grouped(float(me.get("spend_today") or 0.0))
-    return f"you: {gpus} · {spend} {me.get('currency') or ''}".rstrip() + " today"
+    spend = grouped(float(d.get("spend_today") or 0.0))
+    return f"you: {gpus} · {spend} {d.get('currency') or ''}".rstrip() + " today"

@@ -11,17 +11,18 @@ from typing import Any
 
 from console.commands.common import (
     add_format,
-    call_engine,
+    ask_engine,
     engine_or_store,
     loaded_config,
     me_line,
+    plain,
     print_json,
     print_table,
-    run_async,
     subcommand,
 )
 from console.config import Config
-from console.engine.client import EngineClient, NoEngine
+from console.engine.api.requests import DbInfoQuery, ReloadConfig, StatusQuery, WhoAmIQuery
+from console.engine.client import NoEngine
 from console.engine.host import db_info, serve
 
 
@@ -84,15 +85,11 @@ def config_check(args: argparse.Namespace) -> int:
 def config_reload(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
 
-    async def ask() -> dict[str, Any]:
-        async with await EngineClient.connect(loaded.config.socket_path) as c:
-            return await c.call("reload_config")
-
-    result = run_async(ask())
+    result = ask_engine(loaded, ReloadConfig())
     if args.format == "json":
-        print_json(result)
+        print_json(plain(result))
     else:
-        print(f"config reloaded: {result['reason']}")
+        print(f"config reloaded: {result.reason}")
     return 0
 
 
@@ -121,14 +118,14 @@ def _show(v: Any) -> str:
 
 def db_info_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
-    info = engine_or_store(loaded, "db_info", db_info)
+    info = engine_or_store(loaded, DbInfoQuery(), db_info)
     if args.format == "json":
-        print_json(info)
+        print_json(plain(info))
         return 0
-    print(f"store:   {info['path']}")
-    print(f"schema:  version {info['schema_version']}")
-    print(f"size:    {info['size_bytes'] / 1e6:.1f} MB")
-    print_table([{"table": t, "rows": n} for t, n in info["tables"].items()])
+    print(f"store:   {info.path}")
+    print(f"schema:  version {info.schema_version}")
+    print(f"size:    {info.size_bytes / 1e6:.1f} MB")
+    print_table([{"table": t, "rows": n} for t, n in info.tables.items()])
     return 0
 
 
@@ -138,29 +135,27 @@ def serve_cmd(args: argparse.Namespace) -> int:
 
 
 def whoami_cmd(args: argparse.Namespace) -> int:
-    me = run_async(call_engine(loaded_config(args), "whoami"))
+    me = ask_engine(loaded_config(args), WhoAmIQuery())
     if args.format == "json":
-        print_json(me)
+        print_json(plain(me))
         return 0
-    print(f"{me['user']} ({me['role']}): {me_line(me)}")
+    print(f"{me.user} ({me.role}): {me_line(me)}")
     return 0
 
 
 def status_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
 
-    async def ask() -> dict[str, Any]:
-        async with await EngineClient.connect(loaded.config.socket_path) as c:
-            return await c.call("status")
-
     try:
-        info = run_async(ask())
+        reply = ask_engine(loaded, StatusQuery())
     except NoEngine as e:
         if args.format == "json":
             print_json({"running": False, "message": str(e)})
         else:
             print(str(e))
         return 3
+    parts = ("notify", "metrics")  # only where the engine runs them
+    info = {k: v for k, v in plain(reply).items() if v is not None or k not in parts}
     if args.format == "json":
         print_json({"running": True, **info})
         return 0

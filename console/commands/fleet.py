@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from collectors.errors import FleetdeckError, InputError
 from collectors.fleet import collect_once
 from collectors.health import format_view
@@ -27,6 +25,7 @@ from console.commands.common import (
     add_format,
     engine_or_store,
     loaded_config,
+    plain,
     print_json,
     print_table,
     run_async,
@@ -34,7 +33,7 @@ from console.commands.common import (
 )
 from console.config import Config, NodeConfig
 from console.engine.api.replies import ReportOutput
-from console.engine.api.requests import ReportRun
+from console.engine.api.requests import NodesQuery, ReportRun, WhatifRequest
 from console.engine.services import list_nodes
 from console.engine.svc_jobs import class_book, membership, preemption_rules, quota_book
 from console.engine.svc_reports import rendered, whatif_prices
@@ -99,7 +98,7 @@ def ssh_options(cfg: Config) -> SshOptions:
 
 def nodes_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
-    rows = engine_or_store(loaded, "nodes", list_nodes)
+    rows = plain(engine_or_store(loaded, NodesQuery(), list_nodes))
     if args.format == "json":
         print_json(rows)
     else:
@@ -157,14 +156,13 @@ def report_cmd(args: argparse.Namespace) -> int:
     report_command.check_output(rargs.fmt, args.output, sys.stdout)
     req = ReportRun(name=rargs.name, start=rargs.start, end=rargs.end, by=rargs.by,
                     every=rargs.every, months=rargs.months, ceiling=rargs.ceiling,
-                    format=rargs.fmt)
+                    format=rargs.fmt, user=rargs.user)
 
-    def local(store: Store) -> dict[str, Any]:
+    def local(store: Store) -> ReportOutput:
         return rendered(report_command.render_args(rargs, store.cursor(), rates=rates),
                         rargs.fmt)
 
-    out = msgspec.convert(engine_or_store(loaded, "report_run", local,
-                                          **msgspec.to_builtins(req)), ReportOutput)
+    out = engine_or_store(loaded, req, local)
     result: str | bytes = base64.b64decode(out.b64) if out.b64 is not None else out.text or ""
     output = str(Path(args.output).resolve()) if args.output else None
     report_command.deliver(result, fmt=rargs.fmt, output=output, out=sys.stdout)
@@ -211,9 +209,10 @@ def simulate_cmd(args: argparse.Namespace) -> int:
         raise InputError("command line", "--days", "a number of days > 0", got=args.days)
     loaded = loaded_config(args)
     cfg = loaded.config
-    params = {"changes": changes, "days": args.days, "policy": args.policy or "fleetdeck"}
-    result = engine_or_store(
-        loaded, "whatif", lambda s: run_whatif(s, cfg, **params), **params)
+    policy = args.policy or "fleetdeck"
+    result = plain(engine_or_store(
+        loaded, WhatifRequest(changes=changes, days=args.days, policy=policy),
+        lambda s: run_whatif(s, cfg, changes=changes, days=args.days, policy=policy)))
     if args.format == "json":
         print_json(result)
         return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,22 @@ from collectors.errors import InputError
 from collectors.validate import arg_int, arg_iso_time, read_text_file
 from console.commands.common import (
     add_format,
-    call_engine,
+    ask_engine,
     engine_or_store,
     loaded_config,
+    plain,
     print_json,
     print_table,
     run_async,
     subcommand,
+)
+from console.engine.api.requests import (
+    AuditQuery,
+    ExplainRequest,
+    JobsQuery,
+    LogsRequest,
+    StopRequest,
+    SubmitRequest,
 )
 from console.engine.client import EngineClient
 from console.engine.services import list_actions
@@ -171,11 +179,10 @@ def submit_cmd(args: argparse.Namespace) -> int:
         print_json({"valid": True, "spec": spec.to_dict()})
         return 0
     loaded = loaded_config(args)
-    res = run_async(call_engine(loaded, "submit", spec=spec.to_dict()))
+    ids = ask_engine(loaded, SubmitRequest(spec=spec.to_dict())).ids
     if args.format == "json":
-        print_json(res["ids"])
+        print_json(ids)
     else:
-        ids = res["ids"]
         shown = str(ids[0]) if len(ids) == 1 else f"{ids[0]}-{ids[-1]} ({len(ids)} tasks)"
         print(f"submitted job {shown}")
     return 0
@@ -193,8 +200,8 @@ def jobs_cmd(args: argparse.Namespace) -> int:
         return [r.to_json() for r in journal.list_jobs(
             store, states=states, user=args.user, limit=args.limit, newest_first=True)]
 
-    rows = engine_or_store(loaded, "jobs", local, states=states, user=args.user,
-                           limit=args.limit)
+    rows = plain(engine_or_store(
+        loaded, JobsQuery(states=states, user=args.user, limit=args.limit), local))
     if args.format == "json":
         print_json([_job_json(r) for r in rows])
     else:
@@ -213,11 +220,11 @@ def _job_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def stop_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
-    row = run_async(call_engine(loaded, "stop", job=args.job, reason=args.reason))
+    row = ask_engine(loaded, StopRequest(job=args.job, reason=args.reason))
     if args.format == "json":
-        print_json({k: v for k, v in row.items() if k != "spec"})
+        print_json({k: v for k, v in plain(row).items() if k != "spec"})
     else:
-        print(f"job {row['id']} {row['state']}: {row['reason']}")
+        print(f"job {row.id} {row.state}: {row.reason}")
     return 0
 
 
@@ -226,9 +233,8 @@ def logs_cmd(args: argparse.Namespace) -> int:
 
     async def stream() -> None:
         async with await EngineClient.connect(loaded.config.socket_path) as c:
-            chunks: AsyncIterator[Any] = c.stream("logs", job=args.job, tail=args.tail,
-                                                  follow=args.follow)
-            async for chunk in chunks:
+            async for chunk in c.stream(LogsRequest(job=args.job, tail=args.tail,
+                                                    follow=args.follow)):
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
 
@@ -238,7 +244,7 @@ def logs_cmd(args: argparse.Namespace) -> int:
 
 def explain_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
-    info = run_async(call_engine(loaded, "explain", job=args.job))
+    info = plain(ask_engine(loaded, ExplainRequest(job=args.job)))
     if args.format == "json":
         print_json(info)
         return 0
@@ -272,9 +278,9 @@ def explain_cmd(args: argparse.Namespace) -> int:
 
 def audit_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
-    rows = engine_or_store(
-        loaded, "audit", lambda s: list_actions(s, since=args.since, limit=args.limit),
-        since=args.since, limit=args.limit)
+    rows = plain(engine_or_store(
+        loaded, AuditQuery(since=args.since, limit=args.limit),
+        lambda s: list_actions(s, since=args.since, limit=args.limit)))
     if args.format == "json":
         print_json(rows)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from collectors.errors import InputError
@@ -13,14 +13,16 @@ from collectors.store import Store, outbox
 from collectors.validate import arg_int
 from console.commands.common import (
     add_format,
-    call_engine,
+    ask_engine,
     engine_or_store,
     loaded_config,
+    plain,
     print_json,
     print_table,
     run_async,
     subcommand,
 )
+from console.engine.api.requests import EventsQuery, NotifyStatusQuery, NotifyTestRequest
 from console.engine.client import EngineClient, NoEngine
 
 
@@ -46,12 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def notify_test_cmd(args: argparse.Namespace) -> int:
-    res = run_async(call_engine(loaded_config(args), "notify_test", channel=args.channel,
-                                to=args.to or ""))
+    res = ask_engine(loaded_config(args), NotifyTestRequest(channel=args.channel,
+                                                            to=args.to or ""))
     if args.format == "json":
-        print_json(res)
+        print_json(plain(res))
     else:
-        print(f"test message sent through {res['channel']} ({res['type']}) to {res['to']}")
+        print(f"test message sent through {res.channel} ({res.type}) to {res.to}")
     return 0
 
 
@@ -62,9 +64,10 @@ def notify_status_cmd(args: argparse.Namespace) -> int:
         return {"deliveries": outbox.delivery_counts(store),
                 "failures": outbox.failures(store, limit=20),
                 "channels": [{"name": c.name, "type": c.type}
-                             for c in loaded.config.notify.channels]}
+                             for c in loaded.config.notify.channels],
+                "routed_until": outbox.routed_cursor(store), "in_flight": 0}
 
-    res = engine_or_store(loaded, "notify_status", local)
+    res = plain(engine_or_store(loaded, NotifyStatusQuery(), local))
     if args.format == "json":
         print_json(res)
         return 0
@@ -91,9 +94,7 @@ def events_cmd(args: argparse.Namespace) -> int:
 
     async def stream(show: Callable[[dict[str, Any]], None]) -> None:
         async with await EngineClient.connect(loaded.config.socket_path) as c:
-            events: AsyncIterator[Any] = c.stream("events", follow=args.follow,
-                                                  limit=args.limit)
-            async for e in events:
+            async for e in c.stream(EventsQuery(follow=args.follow, limit=args.limit)):
                 show(e)
 
     def show(e: dict[str, Any]) -> None:

@@ -11,15 +11,18 @@ from collectors.validate import arg_int, arg_number
 from console.commands.common import (
     add_format,
     ask_engine,
-    call_engine,
     loaded_config,
+    plain,
     print_json,
     print_table,
-    run_async,
     subcommand,
 )
-from console.engine.api.replies import Cordoned, SnoozeEntry
-from console.engine.api.requests import NodeRequest, SnoozeRequest
+from console.engine.api.requests import (
+    CordonRequest,
+    PoliciesQuery,
+    SnoozeRequest,
+    UncordonRequest,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,8 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cordon_cmd(args: argparse.Namespace) -> int:
-    res = ask_engine(loaded_config(args), "cordon",
-                     NodeRequest(node=args.node, reason=args.reason or ""), Cordoned)
+    res = ask_engine(loaded_config(args), CordonRequest(node=args.node, reason=args.reason or ""))
     if args.format == "json":
         print_json(msgspec.to_builtins(res))
     else:
@@ -60,8 +62,8 @@ def cordon_cmd(args: argparse.Namespace) -> int:
 
 
 def uncordon_cmd(args: argparse.Namespace) -> int:
-    res = ask_engine(loaded_config(args), "uncordon",
-                     NodeRequest(node=args.node, reason=args.reason or ""), Cordoned)
+    res = ask_engine(loaded_config(args),
+                     UncordonRequest(node=args.node, reason=args.reason or ""))
     if args.format == "json":
         print_json(msgspec.to_builtins(res))
     else:
@@ -72,9 +74,8 @@ def uncordon_cmd(args: argparse.Namespace) -> int:
 
 
 def snooze_cmd(args: argparse.Namespace) -> int:
-    res = ask_engine(loaded_config(args), "snooze",
-                     SnoozeRequest(job=args.job, hours=args.hours, reason=args.reason or ""),
-                     SnoozeEntry)
+    res = ask_engine(loaded_config(args),
+                     SnoozeRequest(job=args.job, hours=args.hours, reason=args.reason or ""))
     if args.format == "json":
         print_json(msgspec.to_builtins(res))
     else:
@@ -83,7 +84,7 @@ def snooze_cmd(args: argparse.Namespace) -> int:
 
 
 def policies_cmd(args: argparse.Namespace) -> int:
-    res: dict[str, Any] = run_async(call_engine(loaded_config(args), "policies"))
+    res: dict[str, Any] = plain(ask_engine(loaded_config(args), PoliciesQuery()))
     if args.format == "json":
         print_json(res)
         return 0

@@ -12,14 +12,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
 from collectors.errors import EngineError, FleetdeckError
 from console import __version__
-from console.engine.api.methods import BY_NAME
-from console.engine.api.requests import Request
+from console.engine.api.methods import BY_REQUEST
+from console.engine.api.requests import Request, StatusQuery
 from console.engine.protocol import (
     ERROR_EXIT_CODES,
     MAX_LINE_BYTES,
@@ -100,9 +100,9 @@ class EngineClient:
         reader, writer = await _open(path, timeout)
         client = cls(reader, writer)
         try:
-            client.engine_info = await asyncio.wait_for(client.call(
-                "hello", protocol=PROTOCOL_VERSION, client=f"fleetdeck {__version__}",
-                readonly=readonly), timeout)
+            client.engine_info = await asyncio.wait_for(client._result("hello", {
+                "protocol": PROTOCOL_VERSION, "client": f"fleetdeck {__version__}",
+                "readonly": readonly}), timeout)
         except TimeoutError:
             await client.close()
             raise EngineError(f"engine at {path} did not answer within {timeout:.0f}s "
@@ -132,25 +132,50 @@ class EngineClient:
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    async def call(self, method: str, **params: Any) -> Any:
+    @overload
+    async def call(self, request: Request[R], /) -> R: ...
+
+    @overload
+    async def call(self, request: str, /, **params: Any) -> Any: ...
+
+    async def call(self, request: Request[Any] | str, /, **params: Any) -> Any:
+        """`call(JobsQuery(user="mia"))` answers the method's reply type (`list[JobInfo]`);
+        the method is the one the table declares for the request's type.
+        `call("jobs", user="mia")` is the untyped path (plain JSON), kept for the console's
+        screens until they switch."""
+        if isinstance(request, str):
+            return await self._result(request, params)
+        method = BY_REQUEST[type(request)]
+        raw = await self._result(method.name, msgspec.to_builtins(request))
+        return msgspec.convert(raw, method.reply, strict=False)
+
+    async def _result(self, method: str, params: Mapping[str, Any]) -> Any:
         async with contextlib.aclosing(self._exchange(method, params)) as replies:
             async for kind, payload in replies:
                 if kind == "result":
                     return payload
         raise EngineError(f"engine closed the connection during {method}")
 
-    async def ask(self, method: str, request: Request, reply: type[R]) -> R:
-        """A typed call: the request Struct in, the method's reply type out."""
-        assert BY_NAME[method].request is type(request), f"{method} takes {BY_NAME[method]}"
-        raw = await self.call(method, **msgspec.to_builtins(request))
-        return msgspec.convert(raw, reply, strict=False)
+    @overload
+    def stream(self, request: Request[R], /) -> AsyncIterator[R]: ...
 
-    async def stream(self, method: str, **params: Any) -> AsyncIterator[Any]:
-        """Events of a streaming method; closing early drops the connection's stream."""
-        async with contextlib.aclosing(self._exchange(method, params)) as replies:
+    @overload
+    def stream(self, request: str, /, **params: Any) -> AsyncIterator[Any]: ...
+
+    async def stream(self, request: Request[Any] | str, /, **params: Any,
+                     ) -> AsyncIterator[Any]:
+        """Events of a streaming method (typed for a request, as `call`); closing early
+        drops the connection's stream."""
+        if isinstance(request, str):
+            name, event_type, sent = request, None, params
+        else:
+            method = BY_REQUEST[type(request)]
+            name, event_type, sent = method.name, method.reply, msgspec.to_builtins(request)
+        async with contextlib.aclosing(self._exchange(name, sent)) as replies:
             async for kind, payload in replies:
                 if kind == "event":
-                    yield payload
+                    yield (payload if event_type is None
+                           else msgspec.convert(payload, event_type, strict=False))
 
     async def _exchange(self, method: str,
                         params: Mapping[str, Any]) -> AsyncGenerator[tuple[str, Any], None]:
@@ -199,7 +224,7 @@ async def live_engine(path: Path, timeout: float = 3.0) -> LiveEngine | None:
         await writer.wait_closed()
     try:
         async with await EngineClient.connect(path, timeout=timeout, readonly=True) as c:
-            info = await c.call("status")
-            return LiveEngine(pid=int(info["pid"]), store=str(info["store"]))
+            info = await c.call(StatusQuery())
+            return LiveEngine(pid=info.pid, store=info.store)
     except (FleetdeckError, OSError, ValueError, KeyError) as e:
         return LiveEngine(pid=-1, store=f"unknown ({e})")

@@ -33,7 +33,7 @@ from console.config import Loaded
 from console.engine.access import Caller, Peer, role_of, unreachable_dirs
 from console.engine.api.methods import TABLE, Role
 from console.engine.api.replies import DbInfo, StatusReply, Stopping
-from console.engine.api.requests import NoParams, Request
+from console.engine.api.requests import DbInfoQuery, Request, Shutdown, StatusQuery
 from console.engine.banner import start_line
 from console.engine.faults import Faults, QuietFaults, watch_store
 from console.engine.server import ControlServer, Handler, Limits, StreamHandler
@@ -275,23 +275,22 @@ class Engine:
         await self.db.close()
 
     # -- built-in handlers ------------------------------------------------------------------
-    async def _status(self, caller: Caller, req: NoParams) -> dict[str, Any]:
-        """A StatusReply plus one key per status part."""
-        out: dict[str, Any] = msgspec.structs.asdict(StatusReply(
+    async def _status(self, caller: Caller, req: StatusQuery) -> StatusReply:
+        """The engine and the caller, with one field per status part (notify, metrics)."""
+        parts = {name: await fn() for name, fn in self.status_parts.items()}
+        return StatusReply(
             engine=__version__, pid=os.getpid(),
             uptime_s=round(self.clock() - self.started_at, 1),
             store=str(self.config.store.path), socket=str(self.config.socket_path),
             config=self.loaded.source, nodes_configured=len(self.config.nodes),
             fleet_id=self.fleet_id, caller=caller.user, role=caller.role.label,
-            faults=self.faults.lines()))  # "store: writes failing since ..."
-        for name, fn in self.status_parts.items():
-            out[name] = await fn()
-        return out
+            faults=self.faults.lines(),  # "store: writes failing since ..."
+            notify=parts.get("notify"), metrics=parts.get("metrics"))
 
-    async def _db_info(self, caller: Caller, req: NoParams) -> DbInfo:
+    async def _db_info(self, caller: Caller, req: DbInfoQuery) -> DbInfo:
         return DbInfo(**await self.reads.run(db_info))
 
-    async def _shutdown(self, caller: Caller, req: NoParams) -> Stopping:
+    async def _shutdown(self, caller: Caller, req: Shutdown) -> Stopping:
         asyncio.get_running_loop().call_soon(self.request_stop)
         return Stopping(stopping=True)
 
@@ -363,7 +362,7 @@ async def _sighup(engine: Engine) -> None:
 
     try:
         result = await reload_config(engine, actor="signal:SIGHUP")
-        log.warning("config reloaded: %s", result["reason"])
+        log.warning("config reloaded: %s", result.reason)
     except RequestError as e:
         log.error("config reload refused: %s", e.message)
 

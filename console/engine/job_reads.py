@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class JobQuery:
+class JobFilter:
     """A `jobs` request: filters and a page."""
 
     states: tuple[JobState, ...] = ()
@@ -28,7 +28,7 @@ class JobQuery:
     match: JobMatch | None = None
 
 
-async def find_jobs(engine: Engine, runner: JobRunner, q: JobQuery) -> list[JobRow]:
+async def find_jobs(engine: Engine, runner: JobRunner, q: JobFilter) -> list[JobRow]:
     """Answer a job query from the runner's live set where it covers it, else the store."""
     live = runner.live
     if q.ids is not None:

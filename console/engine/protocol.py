@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     BUSY = "busy"  # too many connections; try again
     STORE_FAILING = "store_failing"  # the store refuses writes (disk full); nothing changed
     FAILED = "failed"  # the engine tried and failed
+    INTERNAL = "internal"  # an engine bug: a handler answered off its declared reply type
 
 
 # CLI exit status per error: 2 for bad input, 1 for everything else.

@@ -25,7 +25,7 @@ import msgspec
 
 from console import __version__
 from console.engine.access import Caller, Peer, no_role_message, peer_of
-from console.engine.api.methods import BY_NAME, Method, Role
+from console.engine.api.methods import BY_NAME, Method, Role, conforms
 from console.engine.api.requests import Hello, Request
 from console.engine.protocol import PROTOCOL_VERSION, ErrorCode, RequestError, encode
 
@@ -102,6 +102,7 @@ class ControlServer:
         self.shared = shared  # [access] grants others: the socket is 0666
         self.errors = ErrorTally()
         self.per_uid: Counter[int] = Counter()
+        self.bad_replies: set[str] = set()  # methods that answered off their reply type
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
 
@@ -265,17 +266,19 @@ class ControlServer:
                 raise RequestError(ErrorCode.BAD_REQUEST, bad_params(method.name,
                                                                      method.request, e)) from None
             await self._check_owner(caller, method, req)
+            req = self._narrow(caller, method, req)
             if method.stream:
                 async for event in self.streams[method.name](caller, req):
-                    yield {"id": rid, "event": event}
+                    yield {"id": rid, "event": self._checked(method, event)}
                 yield {"id": rid, "result": None}
             else:
-                yield {"id": rid, "result": await self.handlers[method.name](caller, req)}
+                result = await self.handlers[method.name](caller, req)
+                yield {"id": rid, "result": self._checked(method, result)}
             if method.changes:
                 await self.gate.audit(caller, method.name, req, "ok", "")
         except RequestError as e:
             yield {"id": rid, "error": {"code": e.code, "message": e.message}}
-            if method is not None and (method.changes or e.code in _REFUSALS):
+            if method is not None and (method.changes or e.code in _AUDITED):
                 await self.gate.audit(caller, method.name, req, e.code.value, e.message)
         except (ConnectionError, GeneratorExit):
             raise
@@ -284,6 +287,18 @@ class ControlServer:
             yield {"id": rid, "error": {"code": ErrorCode.FAILED, "message": str(e)}}
             if method is not None and method.changes:
                 await self.gate.audit(caller, method.name, req, ErrorCode.FAILED.value, str(e))
+
+    def _checked(self, method: Method, value: Any) -> Any:
+        """The handler's answer if it is of the method's declared reply type; else an
+        engine bug: logged once per method, answered as an internal error."""
+        if conforms(value, method.reply):
+            return value
+        if method.name not in self.bad_replies:
+            self.bad_replies.add(method.name)
+            log.error("engine bug: %s answered %s, not its declared %s", method.name,
+                      type(value).__name__, method.reply)
+        raise RequestError(ErrorCode.INTERNAL, f"engine bug: {method.name} answered outside "
+                           "its declared reply type (see the engine's log)")
 
     def _authorize(self, caller: Caller, method: Method) -> None:
         """Role and read-only, from the table, before the request is even decoded."""
@@ -294,6 +309,23 @@ class ControlServer:
         if method.changes and caller.readonly:
             raise RequestError(ErrorCode.READONLY,
                                f"{method.name} changes the fleet; this session is read-only")
+
+    def _narrow(self, caller: Caller, method: Method, req: Request[Any]) -> Request[Any]:
+        """The table's `own_only` for the caller's role: only its names, only their own."""
+        own = method.own_only
+        if own is None or caller.role != own.role:
+            return req
+        name, user = getattr(req, "name", None), getattr(req, "user", None)
+        if name not in own.names:
+            raise RequestError(ErrorCode.FORBIDDEN,
+                               f"{method.name} {name}: {own.text()} "
+                               f"({', '.join(sorted(own.names))}); {caller.user} is "
+                               f"{caller.role.label}")
+        if user not in (None, caller.user):
+            raise RequestError(ErrorCode.FORBIDDEN,
+                               f"{method.name} {name} for {user}: {own.text()}; "
+                               f"{caller.user} is {caller.role.label}")
+        return msgspec.structs.replace(req, user=caller.user)
 
     async def _check_owner(self, caller: Caller, method: Method, req: Request) -> None:
         """Below the method's `others` role, a caller names only their own jobs and self."""
@@ -322,7 +354,7 @@ class ControlServer:
         return out
 
 
-_REFUSALS = (ErrorCode.FORBIDDEN, ErrorCode.READONLY, ErrorCode.UNAUTHORIZED)
+_AUDITED = (ErrorCode.FORBIDDEN, ErrorCode.READONLY, ErrorCode.UNAUTHORIZED)
 
 
 async def _refuse(writer: asyncio.StreamWriter, rid: Any, code: ErrorCode,

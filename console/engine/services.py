@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from collectors.store import Store
 from console.engine.access import Caller
-from console.engine.api.requests import AuditQuery, NoParams
+from console.engine.api.replies import AuditRow, NodeRow
+from console.engine.api.requests import AuditQuery, NodesQuery
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
 from scheduler.executors.identity import engine_user, job_identity
@@ -48,15 +49,16 @@ class InventoryService(BaseService):
 
         await self.engine.db.run(upsert)
 
-    async def nodes(self, caller: Caller, req: NoParams) -> list[dict[str, Any]]:
+    async def nodes(self, caller: Caller, req: NodesQuery) -> list[NodeRow]:
         rows = await self.engine.db.run(list_nodes)
         login = engine_user()
         run_as = {n.name: job_identity(n, login).describe() for n in self.engine.config.nodes}
-        return [{**r, "jobs_run_as": run_as.get(r["name"])} for r in rows]
+        return [NodeRow(**r, jobs_run_as=run_as.get(r["name"])) for r in rows]
 
-    async def audit(self, caller: Caller, req: AuditQuery) -> list[dict[str, Any]]:
-        return await self.engine.db.run(
+    async def audit(self, caller: Caller, req: AuditQuery) -> list[AuditRow]:
+        rows = await self.engine.db.run(
             lambda s: list_actions(s, since=req.since, limit=req.limit))
+        return [AuditRow(**r) for r in rows]
 
 
 def list_nodes(store: Store) -> list[dict[str, Any]]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from collectors.store import Store
 from console.engine.access import Caller
 from console.engine.api.methods import Role
-from console.engine.api.requests import FleetQuery, NoParams
+from console.engine.api.replies import FleetNode, Summary
+from console.engine.api.requests import FleetQuery, SummaryQuery
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
 from console.engine.svc_jobs import HIDDEN
@@ -30,7 +33,7 @@ def _active(store: Store) -> tuple[list[JobRow], int]:
 
 
 def fleet_json(telemetry: Telemetry, rows: list[JobRow],
-               idle_jobs: set[int]) -> list[dict[str, Any]]:
+               idle_jobs: set[int]) -> list[FleetNode]:
     alloc: dict[str, dict[int, int]] = {}
     by_gpu: dict[str, dict[int, list[int]]] = {}
     by_node: dict[str, list[int]] = {}
@@ -49,26 +52,29 @@ def fleet_json(telemetry: Telemetry, rows: list[JobRow],
             for name, v in sorted(view.nodes.items())]
 
 
-def summarize(nodes: list[dict[str, Any]], rows: list[JobRow], queued: int) -> dict[str, Any]:
-    gpus = [g for n in nodes for g in n["gpus"]]
-    utils = [g["util_pct"] for g in gpus if g["util_pct"] is not None]
-    cpu_total = sum(n["cpu_count"] or 0 for n in nodes)
-    cpu_used = sum((n["cpu_util_pct"] or 0) * (n["cpu_count"] or 0) / 100 for n in nodes)
-    states = [n["state"] for n in nodes]
-    return {
-        "gpus_total": len(gpus),
-        "gpus_allocated": round(sum(r.gpu_count * r.gpu_milli for r in rows) / 1000, 3),
-        "gpu_util_pct": round(sum(utils) / len(utils), 1) if utils else None,
-        "cpus_total": cpu_total,
-        "cpus_allocated": round(sum((r.cpu_milli or 0) for r in rows) / 1000, 3),
-        "cpu_util_pct": round(100 * cpu_used / cpu_total, 1) if cpu_total else None,
-        "nodes_up": states.count("up"),
-        "nodes_degraded": states.count("degraded"),
-        "nodes_unreachable": states.count("unreachable"),
-        "queue_len": queued,
-        "running_jobs": sum(1 for r in rows if r.state == JobState.RUNNING),
-        "idle_warnings": sum(1 for g in gpus if g["idle"]),
-    }
+def summarize(nodes: list[FleetNode], rows: list[JobRow], queued: int, *,
+              burst_spend_today: float = 0.0, burst_budget_today: float | None = None,
+              faults: list[str] | None = None, notify_failed: int = 0) -> Summary:
+    gpus = [g for n in nodes for g in n.gpus]
+    utils = [g.util_pct for g in gpus if g.util_pct is not None]
+    cpu_total = sum(n.cpu_count or 0 for n in nodes)
+    cpu_used = sum((n.cpu_util_pct or 0) * (n.cpu_count or 0) / 100 for n in nodes)
+    states = [n.state for n in nodes]
+    return Summary(
+        gpus_total=len(gpus),
+        gpus_allocated=round(sum(r.gpu_count * r.gpu_milli for r in rows) / 1000, 3),
+        gpu_util_pct=round(sum(utils) / len(utils), 1) if utils else None,
+        cpus_total=cpu_total,
+        cpus_allocated=round(sum((r.cpu_milli or 0) for r in rows) / 1000, 3),
+        cpu_util_pct=round(100 * cpu_used / cpu_total, 1) if cpu_total else None,
+        nodes_up=states.count("up"),
+        nodes_degraded=states.count("degraded"),
+        nodes_unreachable=states.count("unreachable"),
+        queue_len=queued,
+        running_jobs=sum(1 for r in rows if r.state == JobState.RUNNING),
+        idle_warnings=sum(1 for g in gpus if g.idle),
+        burst_spend_today=burst_spend_today, burst_budget_today=burst_budget_today,
+        faults=faults or [], notify_failed=notify_failed)
 
 
 FLEET_TTL_S = 1.0
@@ -82,10 +88,10 @@ class FleetAnswer:
     def __init__(self) -> None:
         self._built_at = float("-inf")
         self._key: object = None
-        self._nodes: list[dict[str, Any]] = []
+        self._nodes: list[FleetNode] = []
 
     def get(self, now: float, key: object,
-            build: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+            build: Callable[[], list[FleetNode]]) -> list[FleetNode]:
         """The cached answer unless `key` (what a caller's change touches: jobs, cordons,
         idle warnings) changed or it is older than the TTL."""
         if key != self._key or not 0 <= now - self._built_at < FLEET_TTL_S:
@@ -101,7 +107,7 @@ class FleetService(BaseService):
         self.telemetry = telemetry
         self.answer = FleetAnswer()
 
-    def _live_nodes(self, rows: list[JobRow]) -> list[dict[str, Any]]:
+    def _live_nodes(self, rows: list[JobRow]) -> list[FleetNode]:
         """The live fleet (shared, read-only: copy what a caller's answer changes)."""
         idle = self._idle_jobs()
         t = self.telemetry
@@ -125,26 +131,27 @@ class FleetService(BaseService):
             return live.rows(journal.ACTIVE), live.count(JobState.QUEUED)
         return await engine.reads.run(_active)
 
-    async def fleet(self, caller: Caller, req: FleetQuery) -> list[dict[str, Any]]:
+    async def fleet(self, caller: Caller, req: FleetQuery) -> list[FleetNode]:
         if not self.engine.config.engine.collect:
             stored = await self.engine.reads.run(stored_fleet)
-            return [n for n in stored if req.node in (None, n["name"])]
+            return [n for n in stored if req.node in (None, n.name)]
         rows, _ = await self.active()
-        nodes = [n for n in self._live_nodes(rows) if req.node in (None, n["name"])]
+        nodes = [n for n in self._live_nodes(rows) if req.node in (None, n.name)]
         if caller.role < Role.OPERATOR:  # others' command lines stay theirs
             own = {r.id for r in rows if r.user == caller.user}
-            nodes = [{**n, "processes": [p if p.get("job_id") in own else {**p, "command": HIDDEN}
-                                         for p in n["processes"]]} for n in nodes]
+            nodes = [msgspec.structs.replace(n, processes=[
+                p if p.get("job_id") in own else {**p, "command": HIDDEN}
+                for p in n.processes]) if n.processes else n for n in nodes]
         return nodes
 
-    async def summary(self, caller: Caller, req: NoParams) -> dict[str, Any]:
+    async def summary(self, caller: Caller, req: SummaryQuery) -> Summary:
         engine = self.engine
         rows, queued = await self.active()
         nodes = (await engine.reads.run(stored_fleet) if not engine.config.engine.collect
                  else self._live_nodes(rows))
-        out = summarize(nodes, rows, queued)
-        out["faults"] = engine.faults.headlines()  # the header says a failing store first
-        out.update(engine.policies.burst_summary() if engine.policies
-                   else {"burst_spend_today": 0.0, "burst_budget_today": None})
-        out["notify_failed"] = engine.notify.failed_deliveries if engine.notify else 0
-        return out
+        burst = engine.policies.burst_summary() if engine.policies else {}
+        return summarize(
+            nodes, rows, queued, burst_spend_today=burst.get("burst_spend_today", 0.0),
+            burst_budget_today=burst.get("burst_budget_today"),
+            faults=engine.faults.headlines(),  # the header says a failing store first
+            notify_failed=engine.notify.failed_deliveries if engine.notify else 0)

@@ -9,6 +9,8 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from collectors.errors import FleetdeckError, InputError, NotFoundError
 from collectors.store import Store
 from collectors.store.db import StoreWriteError
@@ -16,15 +18,18 @@ from collectors.transport.base import Transport
 from console.config import Config
 from console.engine.access import Caller
 from console.engine.api.methods import Role
+from console.engine.api.replies import Explanation, JobInfo, Preview, Submitted, Suggestion
 from console.engine.api.requests import (
-    JobRef,
+    ExplainRequest,
+    JobQuery,
     JobsQuery,
     LogsRequest,
-    SpecRequest,
+    PreviewRequest,
     StopRequest,
+    SubmitRequest,
     SuggestQuery,
 )
-from console.engine.job_reads import JobQuery, find_jobs
+from console.engine.job_reads import JobFilter, find_jobs
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler, StreamHandler
 from console.engine.service_base import BaseService
@@ -101,7 +106,7 @@ def workload_mix(store: Store, *, days: float = 30.0, limit: int = 50_000) -> Wo
     return WorkloadMix.from_requests(requests) if requests else None
 
 
-def suggest(store: Store, user: str, *, recent: int = 50) -> dict[str, Any] | None:
+def suggest(store: Store, user: str, *, recent: int = 50) -> Suggestion | None:
     """The GPU amount and model the user's recent GPU jobs most often ran with (finished
     ones first), for the submit form; None without such history."""
     rows = store.con.execute(
@@ -115,7 +120,7 @@ def suggest(store: Store, user: str, *, recent: int = 50) -> dict[str, Any] | No
         key = (float(gpus), model)
         counts[key] = counts.get(key, 0) + 1
     (gpus, model), n = max(counts.items(), key=lambda kv: kv[1])
-    return {"gpus": gpus, "gpu_model": model, "based_on": n, "of": len(rows)}
+    return Suggestion(gpus=gpus, gpu_model=model, based_on=n, of=len(rows))
 
 
 def membership(config: Config, user: str) -> tuple[str | None, str | None]:
@@ -199,16 +204,25 @@ def sees_secrets(caller: Caller, owner: str) -> bool:
     return caller.user == owner or caller.role >= Role.ADMIN
 
 
-def redacted(row: JobRow, caller: Caller) -> dict[str, Any]:
-    """A job as JSON; another user's command line, env and workdir hidden below operator,
-    secret env values to all but the owner and admins."""
-    out = row.to_json(reveal_secrets=sees_secrets(caller, row.user))
+def redacted(row: JobRow, caller: Caller) -> JobInfo:
+    """A job for `caller`; another user's command line, env and workdir hidden below
+    operator, secret env values to all but the owner and admins."""
+    spec = (row.spec if sees_secrets(caller, row.user) else row.spec.redacted()).to_dict()
     if row.user != caller.user and caller.role < Role.OPERATOR:
-        spec = out["spec"]
         spec["command"] = [HIDDEN] if spec.get("command") else []
         spec["env"] = {k: HIDDEN for k in spec.get("env") or {}}
         spec["workdir"] = HIDDEN if spec.get("workdir") else None
-    return out
+    return JobInfo(
+        id=row.id, name=row.name, user=row.user, project=row.project, team=row.team,
+        state=row.state, reason=row.reason, priority=row.priority, pool=row.pool,
+        node=row.node, gpu_indices=list(row.gpu_indices), gpu_count=row.gpu_count,
+        gpu_milli=row.gpu_milli, gpus=row.spec.gpus, executor=row.executor,
+        submitted_at=row.submitted_at, started_at=row.started_at, ended_at=row.ended_at,
+        exit_code=row.exit_code, attempt=row.attempt, spec=spec, kind=row.kind,
+        gpu_model=row.gpu_model, cpu_milli=row.cpu_milli, mem_bytes=row.mem_bytes,
+        max_runtime_s=row.max_runtime_s, external_id=row.external_id,
+        array_parent=row.array_parent, array_index=row.array_index, burst=row.burst,
+        preemptions=row.preemptions)
 
 
 class JobService(BaseService):
@@ -315,7 +329,7 @@ class JobService(BaseService):
         project, team = membership(self.engine.config, spec.user or caller.user)
         return spec.with_defaults(user=caller.user, project=project, team=team)
 
-    async def submit(self, caller: Caller, req: SpecRequest) -> dict[str, Any]:
+    async def submit(self, caller: Caller, req: SubmitRequest) -> Submitted:
         spec = self.spec_for(caller, req.spec)
         never = await self.never_fits(spec)
         if never is not None:  # bad input: it would wait forever (exit 2 in the CLI)
@@ -325,9 +339,9 @@ class JobService(BaseService):
         except StoreWriteError as e:  # said once in the log and in `status`
             raise RequestError(ErrorCode.STORE_FAILING, f"{e}; nothing was queued") from None
         self.kick.set()
-        return {"ids": ids}
+        return Submitted(ids=ids)
 
-    async def jobs(self, caller: Caller, req: JobsQuery) -> list[dict[str, Any]]:
+    async def jobs(self, caller: Caller, req: JobsQuery) -> list[JobInfo]:
         """Jobs, newest first: by states, user, ids (by key), a text match, a page (`limit`,
         `offset`). Queued and holding jobs answer from memory; the rest from the store on a
         reader thread, never behind writes."""
@@ -335,20 +349,20 @@ class JobService(BaseService):
             match = parse_match(req.match) if req.match else None
         except ValueError as e:
             raise RequestError(ErrorCode.BAD_REQUEST, f"match: {e}") from None
-        query = JobQuery(states=tuple(req.states), user=req.user,
+        query = JobFilter(states=tuple(req.states), user=req.user,
                          ids=tuple(req.ids) if req.ids is not None else None,
                          limit=req.limit or None, offset=req.offset, match=match)
         rows = await find_jobs(self.engine, self.runner, query)
         return [redacted(r, caller) for r in rows]
 
-    async def job(self, caller: Caller, req: JobRef) -> dict[str, Any]:
+    async def job(self, caller: Caller, req: JobQuery) -> JobInfo:
         """One job by id, from memory when queued or holding, else by the store's key."""
-        rows = await find_jobs(self.engine, self.runner, JobQuery(ids=(req.job,)))
+        rows = await find_jobs(self.engine, self.runner, JobFilter(ids=(req.job,)))
         if not rows:
             raise RequestError(ErrorCode.NOT_FOUND, f"no job {req.job}")
         return redacted(rows[0], caller)
 
-    async def stop_job(self, caller: Caller, req: StopRequest) -> dict[str, Any]:
+    async def stop_job(self, caller: Caller, req: StopRequest) -> JobInfo:
         reason = req.reason or f"stopped by {caller.user}"
         try:
             row = await self.runner.stop(req.job, actor=caller.user, reason=reason)
@@ -368,14 +382,14 @@ class JobService(BaseService):
         except FleetdeckError as e:
             raise RequestError(ErrorCode.FAILED, str(e)) from None
 
-    async def explain(self, caller: Caller, req: JobRef) -> dict[str, Any]:
+    async def explain(self, caller: Caller, req: ExplainRequest) -> Explanation:
         try:
             out = await self.runner.explain(req.job)
         except NotFoundError as e:
             raise RequestError(ErrorCode.NOT_FOUND, str(e)) from None
         if self.engine.policies is not None:  # burst verdicts and decisions, the idle verdict
             out.update(await self.engine.policies.explain(req.job))
-        return out
+        return msgspec.convert(out, Explanation)  # the runner (core) answers plain data
 
     async def place_now(self, spec: JobSpec, *, empty_fleet: bool = False) -> PlacementPlan:
         """Where `spec` would go now (a plan of it alone on the current fleet); with
@@ -386,7 +400,7 @@ class JobService(BaseService):
             inventory = [dataclasses.replace(n, schedulable=True) for n in inventory]
             rows = []
         else:
-            rows = await find_jobs(engine, runner, JobQuery(states=journal.ACTIVE))
+            rows = await find_jobs(engine, runner, JobFilter(states=journal.ACTIVE))
         snap = snapshot(inventory, allocations(rows), engine.clock())
         task = QueuedTask(id="preview", request=spec.to_request(), user=spec.user,
                           project=spec.project, team=spec.team, priority=spec.priority,
@@ -410,17 +424,17 @@ class JobService(BaseService):
             return None
         return why.text
 
-    async def preview(self, caller: Caller, req: SpecRequest) -> dict[str, Any]:
+    async def preview(self, caller: Caller, req: PreviewRequest) -> Preview:
         spec = self.spec_for(caller, req.spec)
         result = await self.place_now(spec)
         if result.assignments:
             a = result.assignments[0][1]
-            return {"placeable": True, "node": a.node, "gpu_indices": list(a.gpu_indices),
-                    "reason": f"would start now on {a.node}"}
-        return {"placeable": False, "node": None, "gpu_indices": [],
-                "reason": result.explain("preview") or "would wait"}
+            return Preview(placeable=True, node=a.node, gpu_indices=list(a.gpu_indices),
+                           reason=f"would start now on {a.node}")
+        return Preview(placeable=False, node=None, gpu_indices=[],
+                       reason=result.explain("preview") or "would wait")
 
-    async def suggest(self, caller: Caller, req: SuggestQuery) -> dict[str, Any] | None:
+    async def suggest(self, caller: Caller, req: SuggestQuery) -> Suggestion | None:
         user = req.user or caller.user
         return await self.engine.db.run(lambda s: suggest(s, user))
 

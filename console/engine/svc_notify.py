@@ -27,7 +27,8 @@ from collectors.store.audit_kinds import ActionKind, TargetKind
 from collectors.store.outbox import Recipient
 from console.config import Config
 from console.engine.access import Caller
-from console.engine.api.requests import EventsQuery, NoParams, NotifyTestRequest
+from console.engine.api.replies import NotifyStatus, NotifyTested
+from console.engine.api.requests import EventsQuery, NotifyStatusQuery, NotifyTestRequest
 from console.engine.notify_send import SendError, send
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler, StreamHandler
@@ -177,18 +178,17 @@ class NotifyService(BaseService):
                 "failed": self.failed_messages, "in_flight": len(self._busy),
                 "failed_deliveries": self.failed_deliveries}
 
-    async def status(self, caller: Caller, req: NoParams) -> dict[str, Any]:
-        def read(s: Store) -> dict[str, Any]:
-            return {"deliveries": outbox.delivery_counts(s),
-                    "failures": outbox.failures(s, limit=20)}
+    async def status(self, caller: Caller, req: NotifyStatusQuery) -> NotifyStatus:
+        def read(s: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            return outbox.delivery_counts(s), outbox.failures(s, limit=20)
 
-        out = await self.engine.db.run(read)
-        out["channels"] = [{"name": c.name, "type": c.type} for c in self.cfg.channels]
-        out["routed_until"] = self._seen
-        out["in_flight"] = len(self._busy)
-        return out
+        deliveries, failures = await self.engine.db.run(read)
+        return NotifyStatus(
+            deliveries=deliveries, failures=failures,
+            channels=[{"name": c.name, "type": c.type} for c in self.cfg.channels],
+            routed_until=self._seen, in_flight=len(self._busy))
 
-    async def test(self, caller: Caller, req: NotifyTestRequest) -> dict[str, Any]:
+    async def test(self, caller: Caller, req: NotifyTestRequest) -> NotifyTested:
         name = req.channel
         channel = self.cfg.channel(name)
         if channel is None:
@@ -221,10 +221,10 @@ class NotifyService(BaseService):
                 record(con, [entry], now=now)
 
         await self.engine.db.run(audit)
-        return {"channel": name, "type": channel.type, "to": address or channel.url,
-                "id": event.key}
+        return NotifyTested(channel=name, type=channel.type, to=address or channel.url,
+                            id=event.key)
 
-    async def events(self, caller: Caller, req: EventsQuery) -> AsyncIterator[Any]:
+    async def events(self, caller: Caller, req: EventsQuery) -> AsyncIterator[dict[str, Any]]:
         """The newest `limit` events, then (with `follow`) each new one as it is written."""
         limit, follow = req.limit, req.follow
         queue: asyncio.Queue[Event] = asyncio.Queue()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from console.engine.access import Caller
 from console.engine.api.replies import WhoAmI
-from console.engine.api.requests import NoParams
+from console.engine.api.requests import WhoAmIQuery
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
 from reports.personal import user_day
@@ -28,7 +28,7 @@ class PeopleService(BaseService):
     def handlers(self) -> Mapping[str, Handler]:
         return {"whoami": self.whoami}
 
-    async def whoami(self, caller: Caller, req: NoParams) -> WhoAmI:
+    async def whoami(self, caller: Caller, req: WhoAmIQuery) -> WhoAmI:
         cfg, user = self.engine.config, caller.user
         quota = next((u.gpu_quota for u in cfg.users if u.name == user), None)
         holding = await self.engine.reads.run(

@@ -33,7 +33,19 @@ from collectors.store.audit_kinds import ActionKind
 from collectors.store.db import insert_rows
 from console.config import Config
 from console.engine.access import Caller
-from console.engine.api.requests import NodeRequest, NoParams, SnoozeRequest
+from console.engine.api.replies import (
+    Cordoned,
+    IdleEntry,
+    NodeReason,
+    PoliciesReply,
+    SnoozeEntry,
+)
+from console.engine.api.requests import (
+    CordonRequest,
+    PoliciesQuery,
+    SnoozeRequest,
+    UncordonRequest,
+)
 from console.engine.idle_inputs import (
     BlindSpot,
     latest_job_usage,
@@ -334,7 +346,7 @@ class PolicyService(BaseService):
         return (node in self.telemetry.view().nodes
                 or any(n.name == node for n in self.engine.config.nodes))
 
-    async def cordon(self, caller: Caller, req: NodeRequest) -> dict[str, Any]:
+    async def cordon(self, caller: Caller, req: CordonRequest) -> Cordoned:
         node = req.node
         if not self._known_node(node):
             raise RequestError(ErrorCode.NOT_FOUND, f"no node {node!r} in the fleet")
@@ -349,9 +361,9 @@ class PolicyService(BaseService):
         async with self._health_lock:
             await self.engine.db.run(write)
             self.telemetry.cordoned[node] = reason
-        return {"node": node, "cordoned": True, "reason": reason}
+        return Cordoned(node=node, cordoned=True, reason=reason)
 
-    async def uncordon(self, caller: Caller, req: NodeRequest) -> dict[str, Any]:
+    async def uncordon(self, caller: Caller, req: UncordonRequest) -> Cordoned:
         node = req.node
         if not self._known_node(node):
             raise RequestError(ErrorCode.NOT_FOUND, f"no node {node!r} in the fleet")
@@ -368,10 +380,10 @@ class PolicyService(BaseService):
             await self._apply_health(result, cordon=(node, False))
             self.telemetry.cordoned.pop(node, None)
             self.telemetry.drained.pop(node, None)
-        return {"node": node, "cordoned": False, "reason": reason,
-                "recovered_gpus": sorted(i for _, i in broken)}
+        return Cordoned(node=node, cordoned=False, reason=reason,
+                        recovered_gpus=sorted(i for _, i in broken))
 
-    async def snooze(self, caller: Caller, req: SnoozeRequest) -> dict[str, Any]:
+    async def snooze(self, caller: Caller, req: SnoozeRequest) -> SnoozeEntry:
         job_id, hours = req.job, req.hours
         reason = req.reason.strip()
         if not reason:
@@ -387,10 +399,9 @@ class PolicyService(BaseService):
         sn = Snooze(str(job_id), caller.user, reason, now + hours * 3600.0)
         await self._write([snooze_action(sn, now)])
         self.snoozes[sn.job_id] = sn
-        return {"job": job_id, "user": caller.user, "reason": reason,
-                "until": datetime.fromtimestamp(sn.until, UTC).isoformat()}
+        return _snooze_entry(sn)
 
-    async def policies(self, caller: Caller, req: NoParams) -> dict[str, Any]:
+    async def policies(self, caller: Caller, req: PoliciesQuery) -> PoliciesReply:
         now = self.engine.clock()
         ids = [int(j) for j in self.idle_state.jobs]
         rows = {r.id: r for r in await self.engine.reads.run(
@@ -400,24 +411,18 @@ class PolicyService(BaseService):
             entry = idle_entry(job_id, st, rows.get(int(job_id)), now)
             if entry is not None:
                 idle.append(entry)
-        snoozed = [{"job": int(s.job_id), "user": s.user, "reason": s.reason,
-                    "until": datetime.fromtimestamp(s.until, UTC).isoformat()}
-                   for s in self.snoozes.values() if s.active(now)]
+        snoozed = [_snooze_entry(s) for s in self.snoozes.values() if s.active(now)]
         unjudged = [{"job": int(j), "status": v.status.value, "reason": v.reason}
                     for j, v in sorted(self.idle_verdicts.items(), key=lambda kv: int(kv[0]))
                     if v.status == IdleStatus.NO_DATA]
-        return {
-            "idle": idle,
-            "idle_unjudged": unjudged,
-            "idle_note": self.idle_blind.note,
-            "snoozed": snoozed,
-            "burst": await self.burst.instances_json(),
-            "cordoned": [{"node": n, "reason": r} for n, r in sorted(
-                self.telemetry.cordoned.items())],
-            "drained": [{"node": n, "reason": r,
-                         "gpus": sorted(i for (k, i) in self.health_state.broken() if k == n)}
-                        for n, r in sorted(self.telemetry.drained.items())],
-        }
+        return PoliciesReply(
+            idle=idle, idle_unjudged=unjudged, idle_note=self.idle_blind.note,
+            snoozed=snoozed, burst=await self.burst.instances_json(),
+            cordoned=[NodeReason(node=n, reason=r)
+                      for n, r in sorted(self.telemetry.cordoned.items())],
+            drained=[{"node": n, "reason": r,
+                      "gpus": sorted(i for (k, i) in self.health_state.broken() if k == n)}
+                     for n, r in sorted(self.telemetry.drained.items())])
 
 
 async def _maybe_await(res: Any) -> None:
@@ -428,23 +433,27 @@ async def _maybe_await(res: Any) -> None:
 
 
 def idle_entry(job_id: str, st: IdleJobState, row: JobRow | None,
-               now: float) -> dict[str, Any] | None:
+               now: float) -> IdleEntry | None:
     """One `policies` idle line: warned, or stop_due (stop time passed / dry-run stop)."""
     if st.phase == "idle" or row is None or (st.phase == "stopped" and not st.dry_run):
         return None
     ev = st.evidence
     stop_at = ev.get("stop_at")
     due = st.phase == "stopped" or (stop_at is not None and now >= float(stop_at))
-    return {
-        "job": int(job_id), "name": row.name, "user": row.user, "node": row.node,
-        "state": "stop_due" if due else "warned", "dry_run": st.dry_run,
-        "since": st.idle_since, "warned_at": st.warned_at, "stop_at": stop_at,
-        "evidence": {"window_s": ev.get("window_s"),
+    return IdleEntry(
+        job=int(job_id), name=row.name, user=row.user, node=row.node,
+        state="stop_due" if due else "warned", dry_run=st.dry_run,
+        since=st.idle_since, warned_at=st.warned_at, stop_at=stop_at,
+        evidence={"window_s": ev.get("window_s"),
                      "mean_util_pct": ev.get("gpu_util_mean_pct"),
                      "max_util_pct": ev.get("gpu_util_max_pct"),
                      "mem_held_bytes": ev.get("gpu_mem_held_bytes"),
-                     "cpu_util_pct": ev.get("cpu_util_max_pct")},
-    }
+                     "cpu_util_pct": ev.get("cpu_util_max_pct")})
+
+
+def _snooze_entry(sn: Snooze) -> SnoozeEntry:
+    return SnoozeEntry(job=int(sn.job_id), user=sn.user, reason=sn.reason,
+                       until=datetime.fromtimestamp(sn.until, UTC).isoformat())
 
 
 # -- store reads (on the store thread) ---------------------------------------------------------

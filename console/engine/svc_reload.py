@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from collectors.errors import InputError
 from collectors.store import Store
@@ -17,7 +17,8 @@ from collectors.store.audit import AuditEntry, record
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from console.config import Config, load
 from console.engine.access import Caller
-from console.engine.api.requests import NoParams
+from console.engine.api.replies import Reloaded
+from console.engine.api.requests import ReloadConfig
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
@@ -45,11 +46,11 @@ class ReloadService(BaseService):
     def handlers(self) -> Mapping[str, Handler]:
         return {"reload_config": self.reload}
 
-    async def reload(self, caller: Caller, req: NoParams) -> dict[str, Any]:
+    async def reload(self, caller: Caller, req: ReloadConfig) -> Reloaded:
         return await reload_config(self.engine, actor=caller.user)
 
 
-async def reload_config(engine: Engine, *, actor: str) -> dict[str, Any]:
+async def reload_config(engine: Engine, *, actor: str) -> Reloaded:
     if engine.loaded.embedded and engine.loaded.source == "embedded default":
         raise RequestError(ErrorCode.REFUSED, "the engine runs on the embedded default; "
                                       "there is no config file to reload")
@@ -74,7 +75,7 @@ async def reload_config(engine: Engine, *, actor: str) -> dict[str, Any]:
                                     reason, evidence)], now=engine.clock())
 
     await engine.db.run(audit)
-    return {"applied": live, "needs_restart": restart, "reason": reason}
+    return Reloaded(applied=live, needs_restart=restart, reason=reason)
 
 
 def _apply(engine: Engine, new: Config) -> None:

@@ -11,10 +11,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from collectors.errors import InputError
 from collectors.store import Store
 from console.config import Config
 from console.engine.access import Caller
+from console.engine.api.replies import (
+    Exported,
+    ReportData,
+    ReportOutput,
+    ReportTable,
+    WhatifReply,
+)
 from console.engine.api.requests import ExportRequest, ReportQuery, ReportRun, WhatifRequest
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler
@@ -29,22 +38,23 @@ if TYPE_CHECKING:
     from console.engine.host import Engine
 
 
-def report_json(report: Report) -> dict[str, Any]:
+def report_json(report: Report) -> ReportData:
     """The first table as columns and rows, plus notes, for the console's preview; each
     table also has its columns' titles for people and kinds, and its totals row if any."""
     tables = []
     for t in report.tables:
         rows = [[_cell(v) for v in row] for row in t.frame.iter_rows()]
-        tables.append({
-            "name": t.name, "title": t.title, "columns": t.frame.columns, "rows": rows,
-            "titles": [title(c, report.currency) for c in t.frame.columns],
-            "kinds": kinds(t.frame),
-            "totals": [_cell(v) for v in totals_row(t.frame)]
-            if t.totals and t.frame.height else None})
-    first = tables[0] if tables else {"columns": [], "rows": []}
-    return {"name": report.name, "title": report.title, "period": report.period,
-            "currency": report.currency, "columns": first["columns"], "rows": first["rows"],
-            "tables": tables, "notes": list(report.notes), "headline": report.headline}
+        tables.append(ReportTable(
+            name=t.name, title=t.title, columns=t.frame.columns, rows=rows,
+            titles=[title(c, report.currency) for c in t.frame.columns],
+            kinds=list[str](kinds(t.frame)),
+            totals=[_cell(v) for v in totals_row(t.frame)]
+            if t.totals and t.frame.height else None))
+    first = tables[0] if tables else None
+    return ReportData(name=report.name, title=report.title, period=report.period,
+                      currency=report.currency, columns=first.columns if first else [],
+                      rows=first.rows if first else [], tables=tables,
+                      notes=list(report.notes), headline=report.headline)
 
 
 def _cell(v: Any) -> Any:
@@ -68,14 +78,14 @@ def whatif_prices(cfg: Config) -> tuple[float, float]:
 
 def run_args(req: ReportRun) -> ReportArgs:
     return ReportArgs(name=req.name, start=req.start, end=req.end, by=req.by, every=req.every,
-                      months=req.months, ceiling=req.ceiling, fmt=req.format)
+                      months=req.months, ceiling=req.ceiling, fmt=req.format, user=req.user)
 
 
-def rendered(result: str | bytes, fmt: str) -> dict[str, Any]:
+def rendered(result: str | bytes, fmt: str) -> ReportOutput:
     """A rendered report as the `report_run` reply carries it."""
     if isinstance(result, bytes):
-        return {"format": fmt, "b64": base64.b64encode(result).decode()}
-    return {"format": fmt, "text": result}
+        return ReportOutput(format=fmt, b64=base64.b64encode(result).decode())
+    return ReportOutput(format=fmt, text=result)
 
 
 class ReportService(BaseService):
@@ -95,7 +105,7 @@ class ReportService(BaseService):
         return (parse_when(start, now=now, flag="--from") if start else None,
                 parse_when(end, now=now, flag="--to", is_end=True) if end else None)
 
-    async def report_run(self, caller: Caller, req: ReportRun) -> dict[str, Any]:
+    async def report_run(self, caller: Caller, req: ReportRun) -> ReportOutput:
         engine = self.engine
         try:
             result = await engine.db.run(lambda s: render_args(
@@ -104,21 +114,21 @@ class ReportService(BaseService):
             raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
         return rendered(result, req.format)
 
-    async def report(self, caller: Caller, req: ReportQuery) -> dict[str, Any]:
+    async def report(self, caller: Caller, req: ReportQuery) -> ReportData:
         engine = self.engine
         try:
             start, end = self._period(req.start, req.end)
 
-            def run(store: Store) -> dict[str, Any]:
+            def run(store: Store) -> ReportData:
                 (rep,) = build(req.name, store.cursor(), start=start, end=end, by=req.by,
-                               rates=engine.config.rates, now=engine.clock())
+                               rates=engine.config.rates, now=engine.clock(), user=req.user)
                 return report_json(rep)
 
             return await engine.db.run(run)
         except InputError as e:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
 
-    async def export(self, caller: Caller, req: ExportRequest) -> dict[str, Any]:
+    async def export(self, caller: Caller, req: ExportRequest) -> Exported:
         engine = self.engine
         path = Path(req.path)
         if not path.is_absolute():
@@ -131,9 +141,9 @@ class ReportService(BaseService):
         except InputError as e:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
         size = await engine.db.run(lambda s: path.stat().st_size)
-        return {"path": str(path), "bytes": size}
+        return Exported(path=str(path), bytes=size)
 
-    async def whatif(self, caller: Caller, req: WhatifRequest) -> dict[str, Any]:
+    async def whatif(self, caller: Caller, req: WhatifRequest) -> WhatifReply:
         engine = self.engine
         wait_s, cloud = whatif_prices(engine.config)
         try:
@@ -146,6 +156,7 @@ class ReportService(BaseService):
                 sim_whatif.whatif, hist, changes=req.changes, days=req.days,
                 policy=req.policy or "fleetdeck", wait_threshold_s=wait_s,
                 cloud_gpu_hour=cloud)
-            return {**result, "observed": observed}  # what the window really had
+            # scheduler.sim answers plain data; `observed` is what the window really had
+            return msgspec.convert({**result, "observed": observed}, WhatifReply)
         except InputError as e:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None

@@ -27,11 +27,12 @@ from collectors.store.rollup import rollup
 from collectors.transport import SshOptions, Transport
 from console.config import Config
 from console.engine.access import Caller
-from console.engine.api.requests import NodeHistoryQuery, NoParams
+from console.engine.api.replies import FleetNode, GpuInfo, IngestStatsReply, NodeHistory
+from console.engine.api.requests import IngestStatsQuery, NodeHistoryQuery
 from console.engine.faults import node_faults
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
-from console.engine.telemetry_stats import IngestStats, threads
+from console.engine.telemetry_stats import IngestStats
 from scheduler.models import GpuSlot, NodeCapacity
 
 if TYPE_CHECKING:
@@ -103,11 +104,11 @@ class Telemetry(BaseService):
     def reconfigure(self, config: Config) -> None:
         return None  # nodes, SSH and collection settings need a restart (svc_reload.RESTART)
 
-    async def ingest_stats(self, caller: Caller, req: NoParams) -> dict[str, Any]:
+    async def ingest_stats(self, caller: Caller, req: IngestStatsQuery) -> IngestStatsReply:
         """How ingest keeps up (see telemetry_stats) and the engine's threads by native id."""
-        return {**self.stats.summary(), "threads": threads()}
+        return self.stats.summary()
 
-    async def node_history(self, caller: Caller, req: NodeHistoryQuery) -> dict[str, Any]:
+    async def node_history(self, caller: Caller, req: NodeHistoryQuery) -> NodeHistory:
         since = utc(self.engine.clock() - req.minutes * 60)
         return await self.engine.db.run(lambda s: history(s, req.node, since))
 
@@ -267,42 +268,41 @@ _NODE_FACTS = ("hostname", "kernel", "cpu_model", "cpu_count", "mem_total_bytes"
 
 def node_json(v: NodeView, *, cordoned: str | None, drained: str | None,
               alloc: Mapping[int, int], jobs_by_gpu: Mapping[int, Sequence[int]],
-              node_jobs: Sequence[int], idle_jobs: set[int]) -> dict[str, Any]:
+              node_jobs: Sequence[int], idle_jobs: set[int]) -> FleetNode:
     rec = v.record
     host = rec.host if rec else None
     gpus = []
     for g in (rec.gpus if rec else ()):
         jobs = list(jobs_by_gpu.get(g.gpu_index, ()))
-        gpus.append({
-            "index": g.gpu_index, "uuid": g.uuid, "model": g.model, "util_pct": g.util_pct,
-            "mem_used_bytes": g.mem_used_bytes, "mem_total_bytes": g.mem_total_bytes,
-            "temp_c": g.temp_c, "power_w": g.power_w, "power_limit_w": g.power_limit_w,
-            "ecc_uncorrected": g.ecc_uncorrected,
-            "healthy": not (g.retired_pending or g.remap_failure),
-            "alloc_milli": alloc.get(g.gpu_index, 0), "jobs": jobs,
-            "idle": any(j in idle_jobs for j in jobs)})
-    return {
-        "name": v.name, "pool": v.pool, "labels": dict(v.labels), "state": v.health.state,
-        "state_reason": v.health.reason, "cordoned": cordoned is not None,
-        "drained_reason": drained,
-        "cpu_count": host.cpu_count if host else None,
-        "cpu_util_pct": host.cpu_util_pct if host else None,
-        "mem_used_bytes": host.mem_used_bytes if host else None,
-        "mem_total_bytes": host.mem_total_bytes if host else None,
-        "load1": host.load1 if host else None, "last_seen": v.last_seen, "gpus": gpus,
-        "jobs": list(node_jobs),
-        "containers": [{"id": c.container_id, "name": c.name, "image": c.image,
-                        "state": c.state, "cpu_util_pct": c.cpu_util_pct,
-                        "mem_used_bytes": c.mem_used_bytes, "job_id": c.job_id}
-                       for c in (v.containers or ())],
-        "processes": [{"pid": p.pid, "gpu_index": p.gpu_index,
-                       "gpu_mem_used_bytes": p.gpu_mem_used_bytes, "command": p.command,
-                       "container_id": p.container_id, "job_id": p.job_id}
-                      for p in (rec.processes if rec else ())],
-    }
+        gpus.append(GpuInfo(
+            index=g.gpu_index, uuid=g.uuid, model=g.model, util_pct=g.util_pct,
+            mem_used_bytes=g.mem_used_bytes, mem_total_bytes=g.mem_total_bytes,
+            temp_c=g.temp_c, power_w=g.power_w, power_limit_w=g.power_limit_w,
+            ecc_uncorrected=g.ecc_uncorrected,
+            healthy=not (g.retired_pending or g.remap_failure),
+            alloc_milli=alloc.get(g.gpu_index, 0), jobs=jobs,
+            idle=any(j in idle_jobs for j in jobs)))
+    return FleetNode(
+        name=v.name, pool=v.pool, labels=dict(v.labels), state=v.health.state,
+        state_reason=v.health.reason, cordoned=cordoned is not None,
+        drained_reason=drained,
+        cpu_count=host.cpu_count if host else None,
+        cpu_util_pct=host.cpu_util_pct if host else None,
+        mem_used_bytes=host.mem_used_bytes if host else None,
+        mem_total_bytes=host.mem_total_bytes if host else None,
+        load1=host.load1 if host else None, last_seen=v.last_seen, gpus=gpus,
+        jobs=list(node_jobs),
+        containers=[{"id": c.container_id, "name": c.name, "image": c.image,
+                     "state": c.state, "cpu_util_pct": c.cpu_util_pct,
+                     "mem_used_bytes": c.mem_used_bytes, "job_id": c.job_id}
+                    for c in (v.containers or ())],
+        processes=[{"pid": p.pid, "gpu_index": p.gpu_index,
+                    "gpu_mem_used_bytes": p.gpu_mem_used_bytes, "command": p.command,
+                    "container_id": p.container_id, "job_id": p.job_id}
+                   for p in (rec.processes if rec else ())])
 
 
-def stored_fleet(store: Store) -> list[dict[str, Any]]:
+def stored_fleet(store: Store) -> list[FleetNode]:
     """The fleet from the store alone (collection off): nodes and their latest GPU samples."""
     nodes = store.con.execute(
         "SELECT name, pool, labels, state, state_reason, cordoned, drained_reason, cpu_count, "
@@ -315,28 +315,27 @@ def stored_fleet(store: Store) -> list[dict[str, Any]]:
     host_rows = {r[0]: r[1:] for r in store.con.execute(
         "SELECT node, cpu_util_pct, mem_used_bytes, load1 FROM node_samples "
         "QUALIFY row_number() OVER (PARTITION BY node ORDER BY ts DESC) = 1").fetchall()}
-    by_node: dict[str, list[dict[str, Any]]] = {}
+    by_node: dict[str, list[GpuInfo]] = {}
     for r in gpu_rows:
-        by_node.setdefault(r[0], []).append({
-            "index": r[1], "uuid": r[2], "model": r[3], "util_pct": r[4],
-            "mem_used_bytes": r[5], "mem_total_bytes": r[6], "temp_c": r[7], "power_w": r[8],
-            "power_limit_w": r[9], "ecc_uncorrected": r[10], "healthy": True,
-            "alloc_milli": 0, "jobs": [], "idle": False})
+        by_node.setdefault(r[0], []).append(GpuInfo(
+            index=r[1], uuid=r[2], model=r[3], util_pct=r[4], mem_used_bytes=r[5],
+            mem_total_bytes=r[6], temp_c=r[7], power_w=r[8], power_limit_w=r[9],
+            ecc_uncorrected=r[10], healthy=True, alloc_milli=0, jobs=[], idle=False))
     out = []
     for (name, pool, labels, state, reason, cordoned, drained, cpus, mem_total,
          last_seen) in nodes:
         cpu_util, mem_used, load1 = host_rows.get(name, (None, None, None))
-        out.append({"name": name, "pool": pool, "labels": json.loads(labels or "{}"),
-                    "state": state or "unknown", "state_reason": reason,
-                    "cordoned": bool(cordoned), "drained_reason": drained, "cpu_count": cpus,
-                    "cpu_util_pct": cpu_util, "mem_used_bytes": mem_used,
-                    "mem_total_bytes": mem_total, "load1": load1, "last_seen": last_seen,
-                    "gpus": by_node.get(name, []), "jobs": [], "containers": [],
-                    "processes": []})
+        out.append(FleetNode(
+            name=name, pool=pool, labels=json.loads(labels or "{}"),
+            state=state or "unknown", state_reason=reason, cordoned=bool(cordoned),
+            drained_reason=drained, cpu_count=cpus, cpu_util_pct=cpu_util,
+            mem_used_bytes=mem_used, mem_total_bytes=mem_total, load1=load1,
+            last_seen=float(last_seen) if last_seen is not None else None,
+            gpus=by_node.get(name, []), jobs=[], containers=[], processes=[]))
     return out
 
 
-def history(store: Store, node: str, since: datetime) -> dict[str, Any]:
+def history(store: Store, node: str, since: datetime) -> NodeHistory:
     gpus: dict[str, list[list[Any]]] = {}
     for idx, ts, util, mem, power in store.con.execute(
             "SELECT gpu_index, epoch(ts), util_pct, mem_used_bytes, power_w FROM gpu_samples "
@@ -345,4 +344,4 @@ def history(store: Store, node: str, since: datetime) -> dict[str, Any]:
     cpu = [list(r) for r in store.con.execute(
         "SELECT epoch(ts), cpu_util_pct, mem_used_bytes FROM node_samples "
         "WHERE node = ? AND ts >= ? ORDER BY ts", [node, since]).fetchall()]
-    return {"gpus": gpus, "cpu": cpu}
+    return NodeHistory(gpus=gpus, cpu=cpu)

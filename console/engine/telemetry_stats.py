@@ -18,6 +18,8 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any
 
+from console.engine.api.replies import IngestStatsReply, Percentiles
+
 KEEP = 720
 
 
@@ -62,16 +64,18 @@ class IngestStats:
     def rolled_up(self, seconds: float) -> None:
         self.rollup_s.append(seconds)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> IngestStatsReply:
+        """The `ingest_stats` reply, the engine's threads included."""
         sweeps = list(self._ticks.values())[:-1]  # the newest tick may still be arriving
 
-        def stats(values: list[float]) -> dict[str, Any]:
-            return {"n": len(values), "p50_s": percentile(values, 50),
-                    "p99_s": percentile(values, 99), "max_s": max(values, default=None)}
+        def stats(values: list[float]) -> Percentiles:
+            return Percentiles(n=len(values), p50_s=percentile(values, 50),
+                               p99_s=percentile(values, 99), max_s=max(values, default=None))
 
-        return {"sweep": stats(sweeps), "write_lag": stats(list(self.write_lag_s)),
-                "data_age": stats(list(self.data_age_s)), "rollup": stats(list(self.rollup_s)),
-                "rows_written": self.rows_written}
+        return IngestStatsReply(
+            sweep=stats(sweeps), write_lag=stats(list(self.write_lag_s)),
+            data_age=stats(list(self.data_age_s)), rollup=stats(list(self.rollup_s)),
+            rows_written=self.rows_written, threads=threads())
 
 
 def threads() -> list[dict[str, Any]]:

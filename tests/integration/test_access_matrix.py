@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ import pytest
 
 from console.config import load
 from console.engine.access import Caller, Peer, role_of
-from console.engine.api.methods import BY_NAME, TABLE, Role
+from console.engine.api import replies as rp
+from console.engine.api import requests as rq
+from console.engine.api.methods import BY_NAME, TABLE, Role, conforms
+from console.engine.client import EngineClient
 from console.engine.host import Engine
 from console.engine.protocol import ErrorCode, encode
 from tests.helpers import write_config
@@ -59,6 +63,8 @@ async def ask(eng: Engine, who: str, method: str, readonly: bool = False,
     last: dict[str, Any] = {}
     async for msg in eng.server.handle(peer, caller, method, params):
         last = msg
+    if "result" in last:  # as a client reads it; the typed reply stays under "reply"
+        last = {**last, "reply": last["result"], "result": json.loads(encode(last["result"]))}
     return last
 
 
@@ -77,8 +83,8 @@ def params_for(method: str, jobs: dict[str, int], tmp: Path) -> dict[str, Any]:
         "stop": {"job": jobs["mia"], "reason": "matrix"},
         "snooze": {"job": jobs["mia"], "hours": 1, "reason": "matrix"},
         "cordon": {"node": "nowhere"}, "uncordon": {"node": "nowhere"},
-        "audit": {"limit": 5}, "report": {"name": "usage"},
-        "report_run": {"name": "usage", "format": "csv"},
+        "audit": {"limit": 5}, "report": {"name": "chargeback"},
+        "report_run": {"name": "chargeback", "format": "csv"},
         "whatif": {"days": 1, "changes": ["+1 A100"]},
         "export": {"name": "usage", "path": str(tmp / "usage.csv"), "format": "csv"},
         "notify_test": {"channel": "nope"}, "events": {"limit": 5},
@@ -108,6 +114,7 @@ async def test_every_method_against_every_role(engine: Engine, tmp_path: Path) -
             else:
                 assert got not in DENIED, (m.name, who, msg)
                 if got is None and not m.stream:
+                    assert conforms(msg["reply"], m.reply), (m.name, msg["reply"])
                     wire = encode(msg["result"])  # as the client reads it: the declared type
                     msgspec.json.decode(wire, type=m.reply, strict=False)
             denied += got in DENIED
@@ -156,6 +163,31 @@ async def test_members_act_only_on_their_own_jobs(engine: Engine) -> None:
     assert rows and all("s3cret" not in r[0] for r in rows)
 
 
+async def test_members_get_their_own_chargeback_only(engine: Engine) -> None:
+    """The table's own_only: a member's report is their chargeback, narrowed to them; a
+    viewer (below member) still reads every report."""
+    for m in TABLE:
+        if m.own_only is None:
+            continue
+        assert m.own_only.role is Role.MEMBER and m.own_only.names == {"chargeback"}
+        extra = {"format": "csv"} if m.name == "report_run" else {}
+        for params in ({"name": "usage"}, {"name": "chargeback", "user": "max"}):
+            msg = await ask(engine, "member", m.name, **params, **extra)
+            assert code(msg) == ErrorCode.FORBIDDEN, (m.name, params, msg)
+            assert "a member gets their own chargeback only" in msg["error"]["message"]
+        for who in ("viewer", "operator"):
+            assert code(await ask(engine, who, m.name, name="usage", **extra)) is None
+    mine = await ask(engine, "member", "report", name="chargeback")
+    assert mine["result"]["tables"][0]["title"] == "Chargeback by user for mia"
+    assert code(await ask(engine, "member", "report", name="chargeback", user="mia")) is None
+    everyone = await ask(engine, "viewer", "report", name="chargeback", user="max")
+    assert everyone["result"]["tables"][0]["title"] == "Chargeback by user for max"
+    rows = await engine.db.run(lambda s: s.con.execute(
+        "SELECT count(*) FROM actions WHERE action = 'refused' AND actor = 'mia'"
+    ).fetchall())
+    assert rows[0][0] == 4  # each refusal audited
+
+
 async def test_readonly_sessions_may_call_no_changing_method(engine: Engine,
                                                              tmp_path: Path) -> None:
     jobs = {"mia": 1}
@@ -191,3 +223,46 @@ def test_roles_from_names_groups_and_star(tmp_path: Path) -> None:
     assert role_of(empty.access, root) is Role.ADMIN
     assert role_of(empty.access, PEERS["admin"]) is None  # empty [access]: owner only
     assert BY_NAME["export"].role is Role.ADMIN
+
+
+async def test_a_reply_off_its_declared_type_is_an_internal_error_logged_once(
+        engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """The server checks every answer against the table's reply type: a handler answering a
+    plain dict (an engine bug) is refused as `internal`, and the log says so once."""
+    real = engine.server.handlers["summary"]
+
+    async def untyped(caller: Caller, req: Any) -> Any:
+        return msgspec.to_builtins(await real(caller, req))
+
+    handlers = dict(engine.server.handlers)
+    handlers["summary"] = untyped
+    engine.server.handlers = handlers
+    for _ in range(3):
+        msg = await ask(engine, "admin", "summary")
+        assert code(msg) == ErrorCode.INTERNAL, msg
+        assert msg["error"]["message"] == ("engine bug: summary answered outside its "
+                                           "declared reply type (see the engine's log)")
+    bugs = [r for r in caplog.records if "engine bug: summary answered dict" in r.getMessage()]
+    assert len(bugs) == 1
+    assert code(await ask(engine, "admin", "fleet")) is None  # other methods unaffected
+
+
+async def test_the_client_answers_each_method_in_its_reply_type(engine: Engine) -> None:
+    """`call(request)` over the socket: the table's method for the request's type, the
+    answer decoded into its reply type; the untyped path still answers plain JSON."""
+    async with await EngineClient.connect(engine.config.socket_path) as c:
+        [job] = (await c.call(rq.SubmitRequest(spec={"name": "t", "command": ["true"]}))).ids
+        status = await c.call(rq.StatusQuery())
+        assert isinstance(status, rp.StatusReply) and status.caller == c.engine_info["user"]
+        jobs = await c.call(rq.JobsQuery(limit=5))
+        assert [type(j) for j in jobs] == [rp.JobInfo] and jobs[0].id == job
+        assert isinstance(jobs[0].submitted_at, datetime)
+        assert (await c.call(rq.JobQuery(job=job))).id == job
+        assert isinstance(await c.call(rq.SummaryQuery()), rp.Summary)
+        assert isinstance(await c.call(rq.WhoAmIQuery()), rp.WhoAmI)
+        assert isinstance(await c.call(rq.ReportQuery(name="usage")), rp.ReportData)
+        assert all(isinstance(n, rp.FleetNode) for n in await c.call(rq.FleetQuery()))
+        events = [e async for e in c.stream(rq.EventsQuery(limit=5))]
+        assert all(isinstance(e, dict) for e in events)
+        raw = await c.call("jobs", limit=5)  # the console screens' path, until they switch
+        assert raw[0]["id"] == job and isinstance(raw[0]["submitted_at"], str)

@@ -183,3 +183,28 @@ def test_member_over_ssh_status_submit_jobs_logs_console(bed: Bed) -> None:
     assert seen["filter"] == f"user:{alice.name}" and str(job) in seen["shown"]
     assert seen["me"].startswith("you: ") and seen["me"].endswith(" today")
     assert seen["submit_offered"]
+
+
+def test_a_member_gets_their_own_chargeback_only(bed: Bed) -> None:
+    jobs = [*bed.fleet.submit("--user", bed.alice.name, "--", "sleep", "1"),
+            *bed.fleet.submit("--user", bed.bob.name, "--", "sleep", "1")]
+    assert {r["state"] for r in bed.fleet.wait_done(jobs).values()} == {"succeeded"}
+
+    def users(who: BedUser, *extra: str) -> set[str]:
+        res = bed.as_user(who, "report", "chargeback", "--format", "json", *extra)
+        assert res.returncode == 0, res.stderr
+        return {row["user"] for row in json.loads(res.stdout)["tables"]["chargeback"]}
+
+    # the viewer reads every report; alice, a member, her own chargeback alone
+    assert {bed.alice.name, bed.bob.name} <= users(bed.vera)
+    assert users(bed.alice) == {bed.alice.name}
+    assert users(bed.alice, "--user", bed.alice.name) == {bed.alice.name}
+    line = refused(bed.as_user(bed.alice, "report", "chargeback", "--user", bed.bob.name),
+                   "report_run")
+    assert "a member gets their own chargeback only" in line
+    refused(bed.as_user(bed.alice, "report", "usage"), "report_run")
+    audit = bed.fleet.run("audit", "--format", "json")
+    assert audit.returncode == 0, audit.stderr
+    refusals = [r for r in json.loads(audit.stdout) if r["actor"] == bed.alice.name
+                and r["target"] == "report_run" and r["action"] == "refused"]
+    assert len(refusals) == 2

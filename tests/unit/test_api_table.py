@@ -10,7 +10,7 @@ import pytest
 
 from console.engine.api import requests as rq
 from console.engine.api.doc import table_json, table_markdown
-from console.engine.api.methods import BY_NAME, TABLE, Role
+from console.engine.api.methods import BY_NAME, BY_REQUEST, TABLE, Role, declared_reply
 from console.engine.protocol import ErrorCode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +31,15 @@ def test_every_method_is_declared_once_with_typed_request_and_reply() -> None:
         if m.others is not None:
             assert m.others >= m.role, m.name
     assert {m["name"] for m in table_json()["methods"]} == set(BY_NAME)
+
+
+def test_each_method_has_a_request_type_of_its_own_declaring_its_reply() -> None:
+    """`EngineClient.call(request)` finds the method by the request's type and decodes the
+    reply the request declares (`Request[R]`), which is the table's reply."""
+    assert len(BY_REQUEST) == len(TABLE)
+    for m in TABLE:
+        assert BY_REQUEST[m.request] is m
+        assert declared_reply(m.request) == m.reply, m.name
 
 
 def test_changing_methods_need_more_than_viewer() -> None:

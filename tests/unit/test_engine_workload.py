@@ -28,6 +28,7 @@ def test_mix_comes_from_recent_jobs(tmp_path: Path) -> None:
 
 
 def test_suggestion_is_the_users_usual_gpu_shape(tmp_path: Path) -> None:
+    from console.engine.api.replies import Suggestion
     from console.engine.svc_jobs import suggest
 
     with Store.open(tmp_path / "s.duckdb") as store:
@@ -43,6 +44,6 @@ def test_suggestion_is_the_users_usual_gpu_shape(tmp_path: Path) -> None:
                                node="n1", gpu_model="A100")
             journal.transition(store, jid, "running", reason="up", actor="s", now=now)
             journal.transition(store, jid, "succeeded", reason="done", actor="s", now=now)
-        assert suggest(store, "ann") == {"gpus": 2.0, "gpu_model": "A100", "based_on": 3,
-                                         "of": 4}
+        assert suggest(store, "ann") == Suggestion(gpus=2.0, gpu_model="A100", based_on=3,
+                                                   of=4)
         assert suggest(store, "bob") is None

@@ -23,6 +23,7 @@ _ERROR_MEANING = {
     ErrorCode.BUSY: "too many connections open; try again",
     ErrorCode.STORE_FAILING: "the store refuses writes (disk full); nothing was changed",
     ErrorCode.FAILED: "the engine tried and failed",
+    ErrorCode.INTERNAL: "an engine bug: the answer was not of the method's reply type",
 }
 
 
@@ -68,6 +69,7 @@ def _reply_struct(tp: Any) -> Any:
 def method_json(m: Method) -> dict[str, Any]:
     return {"name": m.name, "role": m.role.label, "changes": m.changes, "stream": m.stream,
             "others": m.others.label if m.others is not None else None, "doc": m.doc,
+            "own_only": m.own_only.text() if m.own_only is not None else None,
             "request": _fields(m.request), "reply": type_name(m.reply),
             "reply_fields": _fields(_reply_struct(m.reply))}
 
@@ -122,6 +124,7 @@ def table_markdown() -> str:
         lines += ["", f"### `{m.name}`", "", m.doc + ".", "",
                   f"Least role: {m.role.label}."
                   + (f" Others' jobs or users: {j['others']}." if j["others"] else "")
+                  + (f" Narrowed: {j['own_only']}." if j["own_only"] else "")
                   + (" Changes the fleet (audited)." if m.changes else "")
                   + (" Streams events." if m.stream else ""), ""]
         if j["request"]:

@@ -7,6 +7,7 @@ spec, audit evidence, report cells) stay JSON objects.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -37,6 +38,8 @@ class StatusReply(Reply):
     caller: str
     role: str
     faults: list[str]  # what is failing now, e.g. "store: writes failing since ..."
+    notify: dict[str, Any] | None = None  # deliveries: channels, sent, failed, in flight
+    metrics: dict[str, Any] | None = None  # the /metrics endpoint, when [metrics] serves one
 
 
 class DbInfo(Reply):
@@ -71,13 +74,13 @@ class NodeRow(Reply):
     cordoned: bool | None
     gpu_count: int | None
     gpu_model: str | None
-    last_seen: str | None
+    last_seen: datetime | None
     jobs_run_as: str | None = None  # "each job's owner", or the login account
 
 
 class AuditRow(Reply):
     id: int
-    ts: str
+    ts: datetime
     actor: str
     action: str
     target_kind: str
@@ -128,12 +131,22 @@ class JobInfo(Reply):
     gpu_milli: int
     gpus: float
     executor: str | None
-    submitted_at: str | None
-    started_at: str | None
-    ended_at: str | None
+    submitted_at: datetime | None  # ISO 8601 on the wire, UTC
+    started_at: datetime | None
+    ended_at: datetime | None
     exit_code: int | None
     attempt: int
     spec: dict[str, Any]  # command, env and workdir hidden from those not allowed to see them
+    kind: str | None = None
+    gpu_model: str | None = None
+    cpu_milli: int | None = None
+    mem_bytes: int | None = None
+    max_runtime_s: float | None = None
+    external_id: str | None = None
+    array_parent: int | None = None
+    array_index: int | None = None
+    burst: bool = False
+    preemptions: int = 0
 
 
 class IdleVerdictInfo(Reply):
@@ -158,7 +171,7 @@ class IdleVerdictInfo(Reply):
 class JobUsage(Reply):
     """A job's processes in the newest probe sample (found by FLEETDECK_JOB_ID)."""
 
-    ts: str
+    ts: datetime
     node: str
     procs: int | None
     cpu_time_s: float | None
@@ -178,6 +191,9 @@ class Explanation(Reply):
     burst: list[str] = []
     idle: IdleVerdictInfo | None = None
     usage: JobUsage | None = None
+    priority_class: dict[str, Any] | None = None  # name, priority, preemptible
+    fair_share: float | None = None
+    preemptions: list[dict[str, Any]] = []
 
 
 class Preview(Reply):
@@ -202,6 +218,9 @@ class IdleEntry(Reply):
     state: str
     dry_run: bool
     evidence: dict[str, Any]
+    since: float | None = None
+    warned_at: float | None = None
+    stop_at: float | None = None
 
 
 class SnoozeEntry(Reply):
@@ -222,6 +241,8 @@ class PoliciesReply(Reply):
     burst: list[dict[str, Any]]
     cordoned: list[NodeReason]
     drained: list[dict[str, Any]]
+    idle_unjudged: list[dict[str, Any]] = []
+    idle_note: str | None = None
 
 
 class Cordoned(Reply):
@@ -241,6 +262,11 @@ class GpuInfo(Reply):
     jobs: list[int]
     idle: bool
     healthy: bool
+    uuid: str | None = None
+    temp_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    ecc_uncorrected: int | None = None
 
 
 class FleetNode(Reply):
@@ -258,6 +284,9 @@ class FleetNode(Reply):
     jobs: list[int]
     processes: list[dict[str, Any]]  # command lines of others' jobs hidden below operator
     containers: list[dict[str, Any]]
+    labels: dict[str, str] = {}
+    load1: float | None = None
+    last_seen: float | None = None  # epoch seconds
 
 
 class Summary(Reply):
@@ -269,6 +298,14 @@ class Summary(Reply):
     running_jobs: int
     idle_warnings: int
     burst_spend_today: float
+    burst_budget_today: float | None = None
+    gpu_util_pct: float | None = None
+    cpus_allocated: float = 0.0
+    cpu_util_pct: float | None = None
+    nodes_degraded: int = 0
+    nodes_unreachable: int = 0
+    faults: list[str] = []  # headlines of what is failing now (the header says so first)
+    notify_failed: int = 0
 
 
 class ReportTable(Reply):
@@ -276,6 +313,9 @@ class ReportTable(Reply):
     title: str
     columns: list[str]
     rows: list[list[Any]]
+    titles: list[str] = []
+    kinds: list[str] = []
+    totals: list[Any] | None = None
 
 
 class ReportData(Reply):
@@ -287,6 +327,7 @@ class ReportData(Reply):
     rows: list[list[Any]]
     tables: list[ReportTable]
     notes: list[str]
+    headline: str = ""
 
 
 class ReportOutput(Reply):
@@ -305,6 +346,12 @@ class Exported(Reply):
 class WhatifSide(Reply):
     fleet: str
     gpus: int
+    mean_queue_delay_s: float | None = None
+    p95_queue_delay_s: float | None = None
+    mean_jct_s: float | None = None
+    mean_alloc_pct: float | None = None
+    burst_gpu_h: float | None = None
+    burst_cost: float | None = None
 
 
 class WhatifReply(Reply):
@@ -313,6 +360,7 @@ class WhatifReply(Reply):
     what_if: str
     current: WhatifSide
     changed: WhatifSide
+    observed: dict[str, Any] | None = None  # what the window really had
 
 
 class Reloaded(Reply):
