@@ -1,6 +1,6 @@
 """Run the probe on this machine (the embedded default fleet): no SSH, same line stream.
 
-The child is `python -u -c BOOTSTRAP` fed `stdin_payload(...)`; its stdin stays open, so the
+The child is `python -u -S -c BOOTSTRAP` fed `stdin_payload(...)`; its stdin stays open, so the
 probe exits as soon as we close it (or die). Lines are bytes without the newline, exactly what
 an SSH channel yields; `records()` parses them.
 """
@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from collectors.models import ProbeMessage
-from collectors.probe import BOOTSTRAP, parse_line, stdin_payload
+from collectors.probe import BOOTSTRAP, PYTHON_FLAGS, parse_line, stdin_payload
 
 LINE_LIMIT_BYTES = 8 * 1024 * 1024  # one sample line (many cores, many GPU processes) fits
 
@@ -60,7 +60,7 @@ class LocalProbe:
         if self._proc is not None:
             raise RuntimeError("probe already started")
         self._proc = await asyncio.create_subprocess_exec(
-            self._python, "-u", "-c", BOOTSTRAP,
+            self._python, *PYTHON_FLAGS, "-c", BOOTSTRAP,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -20,7 +20,6 @@ nvmlEventSetFree, nvmlDeviceGetIndex (only for an event on an unknown handle).
 
 import ctypes
 import os
-import subprocess
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -297,6 +296,8 @@ class SmiGpus:
         self.driver_version = None  # type: Optional[str]
 
     def _run(self, args: List[str]) -> str:
+        import subprocess  # only here: nodes with NVML never pay for the import
+
         proc = subprocess.Popen([self.binary, *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, universal_newlines=True)
         try:

@@ -23,9 +23,11 @@ _JOB_KEY = b"FLEETDECK_JOB_ID="
 ProcKey = Tuple[int, int]
 
 
-def parse_pid_stat(text: str) -> Tuple[int, int, int]:
-    """(utime + stime ticks, start time ticks, rss pages) from /proc/<pid>/stat."""
-    rest = text[text.rindex(")") + 2:].split()  # the command may hold spaces and ')'
+def parse_pid_stat(text: Any) -> Tuple[int, int, int]:
+    """(utime + stime ticks, start time ticks, rss pages) from /proc/<pid>/stat (str or
+    bytes)."""
+    close = ")" if isinstance(text, str) else b")"
+    rest = text[text.rindex(close) + 2:].split()  # the command may hold spaces and ')'
     # rest[0] is field 3 (state): utime = field 14, stime = 15, starttime = 22, rss = 24
     return int(rest[11]) + int(rest[12]), int(rest[19]), int(rest[21])
 
@@ -41,26 +43,51 @@ def gpu_indices(value: bytes) -> Optional[List[int]]:
     return out or None
 
 
+def _env_value(data: bytes, key: bytes) -> Optional[bytes]:
+    """The value of the last `key` (b"NAME=") in a NUL-separated environment, or None."""
+    i = data.rfind(b"\0" + key)
+    if i >= 0:
+        start = i + 1 + len(key)
+    elif data.startswith(key):
+        start = len(key)
+    else:
+        return None
+    end = data.find(b"\0", start)
+    return data[start:] if end < 0 else data[start:end]
+
+
 def job_of_environ(data: bytes) -> Tuple[Optional[int], Optional[List[int]]]:
     """(FLEETDECK_JOB_ID, GPU indices from the first visible-devices variable set)."""
     job = None  # type: Optional[int]
-    found = {}  # type: Dict[bytes, Optional[List[int]]]
-    for item in data.split(b"\0"):
-        if item.startswith(_JOB_KEY):
-            try:
-                job = int(item[len(_JOB_KEY):].strip())
-            except ValueError:
-                job = None
-        else:
-            for key in _GPU_KEYS:
-                if item.startswith(key):
-                    found[key] = gpu_indices(item[len(key):])
+    value = _env_value(data, _JOB_KEY)
+    if value is not None:
+        try:
+            job = int(value.strip())
+        except ValueError:
+            job = None
     gpus = None
     for key in _GPU_KEYS:
-        if found.get(key):
-            gpus = found[key]
-            break
+        value = _env_value(data, key)
+        if value is not None:
+            gpus = gpu_indices(value)
+            if gpus:
+                break
     return job, gpus
+
+
+def read_bytes(path: str) -> bytes:
+    """A whole (small, /proc) file, without the io module's buffered and text layers: the
+    first sample reads two files of every process on the node."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = []  # type: List[bytes]
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+    finally:
+        os.close(fd)
 
 
 class JobReader:
@@ -79,8 +106,9 @@ class JobReader:
         hit = self.known.get(key)
         if hit is None:
             try:
-                with open(f"{self.proc}/{key[0]}/environ", "rb") as f:
-                    hit = job_of_environ(f.read())
+                data = read_bytes(f"{self.proc}/{key[0]}/environ")
+                # most processes are no job's: skip parsing their environment
+                hit = job_of_environ(data) if _JOB_KEY in data else (None, None)
             except OSError:  # gone, or another user's process when not root
                 hit = (None, None)
             self.known[key] = hit
@@ -99,8 +127,7 @@ class JobReader:
             if pid == self.own_pid:
                 continue
             try:
-                with open(f"{self.proc}/{pid}/stat") as f:
-                    ticks, start, rss_pages = parse_pid_stat(f.read())
+                ticks, start, rss_pages = parse_pid_stat(read_bytes(f"{self.proc}/{pid}/stat"))
             except (OSError, ValueError, IndexError):
                 continue
             key = (pid, start)

@@ -7,14 +7,12 @@ Python 3.6 syntax. Nothing is written on the node and no process is started per 
 # Runs on nodes with Python >= 3.6: typing generics, os.path, no zip(strict=).
 # ruff: noqa: UP006, UP035, UP045, PTH110, PTH118, PTH208, B905
 
+import _thread
 import json
 import os
-import platform
-import socket
 import sys
-import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from collectors.parsers import procfs
 from collectors.probe import gpus as gpu_mod
@@ -45,8 +43,9 @@ class HostReader:
         self.disk_paths = list(disk_paths)
         self.proc = proc_root
         self.prev = None  # type: Optional[Tuple[Any, List[Any]]]
-        self.hostname = socket.gethostname()
-        self.kernel = platform.release()
+        uname = os.uname()  # what socket.gethostname and platform.release read, unimported
+        self.hostname = uname.nodename
+        self.kernel = uname.release
         try:
             self.cpu_model = procfs.parse_cpu_model(_read(self.proc + "/cpuinfo"))
         except OSError:
@@ -111,17 +110,37 @@ class HostReader:
         return host, disks
 
 
-def load_pynvml(source: Optional[bytes]) -> Any:
-    """The bundled pynvml as a module (no file on the node); None when not bundled."""
-    if source is None:
+def load_pynvml(code: Any) -> Any:
+    """The bundled pynvml as a module (no file on the node) from its code: a code object, or
+    source to compile; None when not bundled."""
+    if code is None:
         return None
     import types
 
     mod = types.ModuleType("pynvml")
     mod.__file__ = "<fleetdeck-probe:pynvml>"
     sys.modules["pynvml"] = mod
-    exec(compile(source, mod.__file__, "exec"), mod.__dict__)
+    if not isinstance(code, types.CodeType):
+        code = compile(code, mod.__file__, "exec")
+    # pynvml imports ctypes.util.find_library but calls it only on Windows; the real module
+    # pulls in subprocess, shutil and tempfile (a tenth of a GPU node's start-up)
+    stub = None
+    if "ctypes.util" not in sys.modules:
+        stub = sys.modules["ctypes.util"] = types.ModuleType("ctypes.util")
+        stub.find_library = _find_library  # type: ignore[attr-defined]
+    try:
+        exec(code, mod.__dict__)
+    finally:
+        if stub is not None and sys.modules.get("ctypes.util") is stub:
+            del sys.modules["ctypes.util"]
     return mod
+
+
+def _find_library(name: str) -> Optional[str]:
+    """ctypes.util.find_library, imported when first called."""
+    from ctypes.util import find_library
+
+    return find_library(name)
 
 
 class Output:
@@ -129,7 +148,7 @@ class Output:
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()  # the threading module is not needed here
 
     def emit(self, obj: Row) -> None:
         try:
@@ -160,8 +179,7 @@ def watch_stdin() -> None:
             pass
         os._exit(0)
 
-    t = threading.Thread(target=run, name="fleetdeck-stdin", daemon=True)
-    t.start()
+    _thread.start_new_thread(run, ())  # ends with the process, like a daemon thread
 
 
 def _clean(value: Any) -> Any:
@@ -183,7 +201,7 @@ class Probe:
 
     def hello(self) -> Row:
         return {"type": "hello", "v": 1, "probe_version": PROBE_VERSION, "mode": "python",
-                "ts": time.time(), "python_version": platform.python_version(),
+                "ts": time.time(), "python_version": sys.version.split()[0],
                 "hostname": self.host.hostname, "kernel": self.host.kernel,
                 "pid": os.getpid(), "interval_s": self.interval_s}
 
@@ -233,14 +251,16 @@ class Probe:
                 next_t = now + self.interval_s - ((now - next_t) % self.interval_s)
 
 
-def main(config: Row, pynvml_source: Optional[bytes] = None, stdin_link: bool = False) -> None:
-    """Entry point used by the bundle."""
+def main(config: Row, pynvml_code: Optional[Callable[[], Any]] = None,
+         stdin_link: bool = False) -> None:
+    """Entry point used by the bundle; `pynvml_code` gives the bundled pynvml's code (or
+    source), called only where libnvidia-ml opens."""
     if stdin_link:
         watch_stdin()
     out = Output()
     probe = Probe(config, None)
-    if pynvml_source is not None:  # built only where libnvidia-ml opens, before sampling
-        probe.gpus.pynvml_loader = lambda: load_pynvml(pynvml_source)
+    if pynvml_code is not None:  # built only where libnvidia-ml opens, before sampling
+        probe.gpus.pynvml_loader = lambda: load_pynvml(pynvml_code())
         probe.gpus.nvml()
     try:
         probe.run(out)
