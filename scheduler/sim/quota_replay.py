@@ -2,37 +2,57 @@
 
 The real placement cycle (`scheduler.placement.plan`) runs on a simulated fleet, as in
 `replay`, with each job's team and the scenario's quotas and preemption rules. Time moves in
-cycles of `cycle_s`: an arrival or an end is seen at the next cycle. A preempted job leaves
-`grace_s` after the cycle that chose it, is requeued (its submit time kept) and starts over
-from the beginning: the GPU-hours it had run are counted as lost (an upper bound: a job that
-checkpoints on its notice loses less).
+cycles of `cycle_s`: an arrival or an end is seen at the next cycle, and while jobs wait a
+cycle also runs when a running job passes the minimum runtime (it may become a victim). A
+preempted job leaves `grace_s` after the cycle that chose it, is requeued (its submit time
+kept) and starts over from the beginning: the GPU-hours it had run are counted as lost (an
+upper bound: a job that checkpoints on its notice loses less).
 
 Per team: jobs, the queue wait (p50, p95) of jobs that arrived within their team's guarantee
 (the team's GPUs in use, plus those of its earlier jobs still waiting within it, plus the
 job's fit in it), GPU-hours and the share of the fleet's GPU
 capacity allocated over the arrival window (first to last submit), preemptions suffered and
-GPU-hours lost to them.
+GPU-hours lost to them. For jobs within their guarantee that waited longer than the grace plus
+one cycle, where that wait went (`WaitCause`, summed seconds): each cycle's wait reason, a
+capacity wait split by whether any job could have been preempted at all.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import numpy as np
 
 from scheduler.fit import FleetState, WorkloadMix, make_policy
 from scheduler.models import Assignment, FleetSnapshot, RunningAllocation
 from scheduler.placement import PreemptionRules, QueuedTask, plan
+from scheduler.placement.preemption import protection
+from scheduler.placement.reasons import WaitKind, WaitReason
 from scheduler.priority import ClassBook
 from scheduler.quota import QuotaBook, QuotaLedger
 from scheduler.sim.replay import SimSnapshots
 from scheduler.sim.traces import TraceJob
 
-_END, _LEAVE, _ARRIVE = 0, 1, 2  # event kinds, in this order at equal times
+_END, _LEAVE, _ARRIVE, _TICK = 0, 1, 2, 3  # event kinds, in this order at equal times
+
+
+class WaitCause(StrEnum):
+    """Where a within-guarantee job's wait went, cycle by cycle."""
+
+    FIRST_CYCLE = "until the first cycle"
+    GRACE = "victims in their grace"
+    YOUNG = ("no job preemptible (over-guarantee jobs all younger than the minimum runtime, "
+             "protected or preempted the most times)")
+    NO_ROOM = ("no victims chosen (none on one node makes it fit: GPUs, CPU, memory; or the "
+               "cycle's victim searches were spent)")
+    QUOTA = "over a quota"
+    BEHIND = "behind a reservation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +90,8 @@ class QuotaReplayResult:
     preemptions: int
     lost_gpu_hours: float
     elapsed_s: float
+    slow_guaranteed: int = 0  # within-guarantee jobs that waited over grace + one cycle
+    slow_wait_s: dict[WaitCause, float] = field(default_factory=dict)  # their wait, by cause
 
 
 class _Sim:
@@ -112,6 +134,7 @@ class _Sim:
         self.owed: dict[str, int] = {}  # milli of waiting jobs counted within the guarantee
         self.lost_milli_s: dict[str, float] = {}
         self.preemptions: dict[str, int] = {}
+        self.causes: dict[int, list[tuple[float, WaitCause]]] = {}  # within-guarantee waits
         # allocation over time: (time, milli in use per team) at every change
         self.trace: list[tuple[float, dict[str, int]]] = []
 
@@ -169,12 +192,58 @@ class _Sim:
             started.add(int(task_id))
         self.waiting = [k for k in self.waiting if k not in started]
         rules = self.sc.preemption
+        self._note_causes(result.pending, now)
         for p in result.preemptions:
             v = int(p.victim_id)
             self.holds[v] = replace(self.holds[v], leaving=True)
             assert rules is not None
             heapq.heappush(self.events, (self._tick(now + rules.grace_s), _LEAVE, v,
                                          self.attempt[v]))
+
+    def _wake_when_victims_age(self, now: float) -> None:
+        """The engine cycles on while jobs wait: the next cycle that can decide differently
+        with nothing arriving or ending is the one where a running job passes the minimum
+        runtime (and may become a victim)."""
+        rules = self.sc.preemption
+        if rules is None or not self.waiting:
+            return
+        ages = [h.started_at + rules.min_runtime_s for h in self.holds.values()
+                if not h.leaving and h.started_at + rules.min_runtime_s > now]
+        if ages:
+            heapq.heappush(self.events, (self._tick(min(ages)), _TICK, -1, 0))
+
+    def _note_causes(self, pending: Mapping[str, WaitReason], now: float) -> None:
+        rules = self.sc.preemption
+        if rules is None:
+            return
+        any_victim = any(
+            not h.leaving and protection(h, rules, now) is None
+            and self.team_used.get(h.team, 0) > self._guarantee(h.team)
+            for h in self.holds.values())
+        for tid, why in pending.items():
+            k = int(tid)
+            if not self.guaranteed[k]:
+                continue
+            cause = {WaitKind.PREEMPTING: WaitCause.GRACE, WaitKind.QUOTA: WaitCause.QUOTA,
+                     WaitKind.BEHIND: WaitCause.BEHIND}.get(
+                why.kind, WaitCause.NO_ROOM if any_victim else WaitCause.YOUNG)
+            self.causes.setdefault(k, []).append((now, cause))
+
+    def slow_waits(self, bound_s: float) -> tuple[int, dict[WaitCause, float]]:
+        """Within-guarantee jobs that waited over `bound_s`, and their wait by cause."""
+        out: dict[WaitCause, float] = {}
+        slow = 0
+        for k, seen in self.causes.items():
+            start = float(self.first_start[k])
+            if math.isnan(start) or start - self.submit[k] <= bound_s:
+                continue
+            slow += 1
+            marks = [(self.submit[k], WaitCause.FIRST_CYCLE), *(m for m in seen if m[0] < start),
+                     (start, WaitCause.GRACE)]
+            for (t0, cause), (t1, _) in itertools.pairwise(marks):
+                if t1 > t0:
+                    out[cause] = out.get(cause, 0.0) + (t1 - t0)
+        return slow, out
 
     def run(self) -> None:
         while self.events:
@@ -183,6 +252,9 @@ class _Sim:
             arrived = []
             while self.events and self.events[0][0] == now:
                 _, kind, k, attempt = heapq.heappop(self.events)
+                if kind == _TICK:
+                    changed = True
+                    continue
                 if kind == _ARRIVE:
                     team = self.teams[k]
                     g = self._guarantee(team)
@@ -215,6 +287,7 @@ class _Sim:
                 changed = changed or bool(arrived)
             if changed and self.waiting:
                 self._cycle(now)
+                self._wake_when_victims_age(now)
             self.trace.append((now, dict(self.team_used)))
 
     def result(self, name: str, elapsed_s: float) -> QuotaReplayResult:
@@ -243,12 +316,15 @@ class _Sim:
                 preemptions=self.preemptions.get(team, 0),
                 lost_gpu_hours=self.lost_milli_s.get(team, 0.0) / 1000 / 3600))
         total = sum(milli_s.values())
+        rules = self.sc.preemption
+        slow, slow_s = self.slow_waits(rules.grace_s + self.cycle_s) if rules else (0, {})
         return QuotaReplayResult(
             scenario=name, teams=tuple(out), alloc_pct=total * 100 / (self.capacity * window),
             gpu_hours=total / 1000 / 3600, started=int((~np.isnan(self.first_start)).sum()),
             never_started=self.never + int(np.isnan(self.first_start).sum()),
             preemptions=sum(self.preemptions.values()),
-            lost_gpu_hours=sum(self.lost_milli_s.values()) / 1000 / 3600, elapsed_s=elapsed_s)
+            lost_gpu_hours=sum(self.lost_milli_s.values()) / 1000 / 3600, elapsed_s=elapsed_s,
+            slow_guaranteed=slow, slow_wait_s=slow_s)
 
 
 def _pct(values: np.ndarray, q: float) -> float:

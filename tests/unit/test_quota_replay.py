@@ -7,7 +7,7 @@ import math
 from scheduler.models import FleetSnapshot, ResourceRequest
 from scheduler.placement import PreemptionRules
 from scheduler.quota import Quota, QuotaBook
-from scheduler.sim.quota_replay import QuotaScenario, run_quota_replay
+from scheduler.sim.quota_replay import QuotaScenario, WaitCause, run_quota_replay
 from scheduler.sim.traces import TraceJob
 from tests.unit.test_placement import node
 
@@ -43,3 +43,15 @@ def test_reserved_guarantees_leave_gpus_idle() -> None:
     assert borrowers.gpu_hours == 0.0  # nothing may be borrowed: all is guaranteed to owners
     free = run_quota_replay(SNAP, JOBS, TEAMS, QuotaScenario("none", None), cycle_s=10.0)
     assert free.alloc_pct > r.alloc_pct
+
+
+def test_a_slow_reclaim_is_told_by_cause() -> None:
+    """The owner comes at t=100, before the borrowers' minimum runtime (300 s): it waits for
+    that, then for the grace; the breakdown says so."""
+    book = QuotaBook(teams={"owners": Quota.of_gpus(None, 2), "borrowers": Quota.of_gpus(None)})
+    jobs = [*JOBS[:2], TraceJob("a1", GPU, 100.0, 100.0)]
+    r = run_quota_replay(SNAP, jobs, TEAMS, QuotaScenario("lend", book, RULES), cycle_s=10.0)
+    owners = next(t for t in r.teams if t.team == "owners")
+    assert owners.guaranteed_wait_p95_s == 200.0 + 60.0  # until t=300, then the grace
+    assert r.slow_guaranteed == 1
+    assert r.slow_wait_s == {WaitCause.YOUNG: 200.0, WaitCause.GRACE: 60.0}
