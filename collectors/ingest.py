@@ -14,6 +14,7 @@ Not thread-safe: fill and flush from one thread (the engine's loop owns the writ
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import operator
@@ -258,13 +259,16 @@ class IngestBuffer:
                       types: Mapping[str, Mapping[str, str]]) -> dict[str, pa.Table]:
         """The records' samples as one Arrow table per store table, built column by column
         straight from the frozen samples (no row dicts; timestamps converted vectorised)."""
+        def flat(field: str) -> list[Any]:
+            return list(itertools.chain.from_iterable(map(operator.attrgetter(field), records)))
+
         sources: dict[str, list[Any]] = {
-            "node_samples": [r.host for r in records],
-            "disk_samples": [d for r in records for d in r.disks],
-            "gpu_samples": [g for r in records for g in r.gpus],
-            "gpu_processes": [p for r in records for p in r.processes],
-            "gpu_events": [e for r in records for e in r.events],
-            "job_samples": [j for r in records for j in r.jobs],
+            "node_samples": list(map(operator.attrgetter("host"), records)),
+            "disk_samples": flat("disks"),
+            "gpu_samples": flat("gpus"),
+            "gpu_processes": flat("processes"),
+            "gpu_events": flat("events"),
+            "job_samples": flat("jobs"),
         }
         out: dict[str, pa.Table] = {}
         for table, objs in sources.items():
@@ -272,13 +276,14 @@ class IngestBuffer:
             if not objs or table_types is None:
                 continue
             names = _PROBE_COLUMNS[table]
-            # one C-level getter per object, then transposed: rows never become dicts
-            columns = list(zip(*map(operator.attrgetter(*names), objs), strict=True))
+            # one C-level getter per column: rows never become dicts or tuples (a tuple per
+            # row costs more in the garbage collector's passes than in building it)
+            columns = [list(map(operator.attrgetter(col), objs)) for col in names]
             arrays: list[pa.Array] = []
             for col, values in zip(names, columns, strict=True):
                 if table == "gpu_processes" and col == "job_id":
-                    values = tuple(j if j is not None else self.job_for_container(p.container_id)
-                                   for j, p in zip(values, objs, strict=True))
+                    values = [j if j is not None else self.job_for_container(p.container_id)
+                              for j, p in zip(values, objs, strict=True)]
                 if col == "per_core_util_pct":
                     arrays.append(_float_lists(values))
                 elif col == "gpu_indices":  # job_samples: tuples (or None) -> INTEGER[]
