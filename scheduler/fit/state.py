@@ -77,28 +77,24 @@ class FleetStatic:
         self.schedulable = np.array([nd.schedulable for nd in nodes], dtype=np.bool_)
         self.cpu_cap = np.array([nd.cpu_milli for nd in nodes], dtype=np.int64)
         self.mem_cap = np.array([nd.mem_bytes for nd in nodes], dtype=np.int64)
-        self.model_names: list[str] = []
         model_ids: dict[str, int] = {}
         self.gpu_model = np.full((n, g), -1, dtype=np.int64)
         self.gpu_mem = np.zeros((n, g), dtype=np.int64)
         self.gpu_exists = np.zeros((n, g), dtype=np.bool_)
         self.gpu_healthy = np.zeros((n, g), dtype=np.bool_)
         self.gpu_index = np.full((n, g), -1, dtype=np.int64)
-        self.pos: list[dict[int, int]] = []  # per node: GPU index -> column
-        for i, nd in enumerate(nodes):
-            pos: dict[int, int] = {}
-            for j, slot in enumerate(nd.gpus):
-                mid = model_ids.get(slot.model)
-                if mid is None:
-                    mid = model_ids[slot.model] = len(self.model_names)
-                    self.model_names.append(slot.model)
-                self.gpu_model[i, j] = mid
-                self.gpu_mem[i, j] = slot.mem_total_bytes
-                self.gpu_exists[i, j] = True
-                self.gpu_healthy[i, j] = slot.healthy
-                self.gpu_index[i, j] = slot.index
-                pos[slot.index] = j
-            self.pos.append(pos)
+        # per node: GPU index -> column
+        self.pos: list[dict[int, int]] = [
+            {slot.index: j for j, slot in enumerate(nd.gpus)} for nd in nodes
+        ]
+        slots = [slot for nd in nodes for slot in nd.gpus]
+        at = slot_cells([len(nd.gpus) for nd in nodes])
+        self.gpu_model[at] = [model_ids.setdefault(x.model, len(model_ids)) for x in slots]
+        self.model_names: list[str] = list(model_ids)
+        self.gpu_mem[at] = [x.mem_total_bytes for x in slots]
+        self.gpu_exists[at] = True
+        self.gpu_healthy[at] = [x.healthy for x in slots]
+        self.gpu_index[at] = [x.index for x in slots]
         self.model_ids = model_ids
         self.index_lists: list[list[int]] = self.gpu_index.tolist()  # per node: column -> index
         # Nodes with the same GPU layout (model and memory per column) share a signature;
@@ -192,6 +188,14 @@ class FleetStatic:
 _ANY_GPU = ResourceRequest(cpu_milli=0, gpu_count=1)
 
 
+def slot_cells(counts: list[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(rows, columns) of every GPU slot, node by node, for nodes with `counts` GPUs."""
+    c = np.array(counts, dtype=np.intp)
+    rows = np.repeat(np.arange(c.size, dtype=np.intp), c)
+    starts = np.repeat(np.cumsum(c) - c, c)
+    return rows, np.arange(rows.size, dtype=np.intp) - starts
+
+
 class FleetState:
     """Free resources of a fleet, fast to query per task and cheap to copy."""
 
@@ -245,9 +249,9 @@ class FleetState:
         cpu_free = np.array([nd.cpu_free_milli for nd in snap.nodes], dtype=np.int64)
         mem_free = np.array([nd.mem_free_bytes for nd in snap.nodes], dtype=np.int64)
         gpu_free = np.zeros_like(s.gpu_model)
-        for i, nd in enumerate(snap.nodes):
-            for j, slot in enumerate(nd.gpus):
-                gpu_free[i, j] = max(0, slot.free_milli)
+        gpu_free[slot_cells([len(nd.gpus) for nd in snap.nodes])] = [
+            max(0, slot.free_milli) for nd in snap.nodes for slot in nd.gpus
+        ]
         affinity = np.zeros((len(s.names), s.max_gpus + 1), dtype=np.int64)
         state = cls(s, cpu_free, mem_free, gpu_free, affinity, np.zeros(len(s.names), np.int64))
         index = s.index
