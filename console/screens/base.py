@@ -174,6 +174,10 @@ class FleetdeckScreen(Screen[None]):
     def _tick(self) -> None:
         """The poll timer: poll (once more after the one in flight); update the age."""
         self.show_age()
+        self.timed_refresh()
+
+    def timed_refresh(self) -> None:
+        """The poll timer's refresh (a screen may ask for less than on Ctrl+R)."""
         self.refresh_data()
 
     @property

@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from console.screens.base import MISSING, FleetdeckScreen
+from console.screens.jobs_window import FULL_EVERY, LIVE_STATES, ids_to_ask, merge
 from console.widgets import fmt
 from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
 from scheduler.job_match import engine_part
@@ -144,8 +145,10 @@ class JobsScreen(FleetdeckScreen):
         """`jobs` rows, plus GPU utilization and idle warnings when the engine has them."""
 
         def __init__(self, jobs: list[dict[str, Any]], util: dict[tuple[str, int], float],
-                     idle: dict[str, str], view: str, match: str = "") -> None:
+                     idle: dict[str, str], view: str, match: str = "", *,
+                     full: bool = True) -> None:
             super().__init__()
+            self.full = full  # a whole page (else live jobs merged into the last one)
             self.view = view
             self.match = match  # the filter terms the engine matched
             self.jobs = jobs
@@ -157,6 +160,8 @@ class JobsScreen(FleetdeckScreen):
         self.view = "all"
         self.capped = False  # the last poll filled a whole page: older jobs are not shown
         self.match = ""  # the filter's terms the engine matches (every job, not a page)
+        self._polls = 0  # polls of this screen: every FULL_EVERY-th asks for a whole page
+        self._full_next = True  # the next poll asks for a whole page (Ctrl+R, a new filter)
         self.jobs: dict[str, dict[str, Any]] = {}
         self._util: dict[tuple[str, int], float] = {}
         self._idle: dict[str, str] = {}
@@ -193,9 +198,13 @@ class JobsScreen(FleetdeckScreen):
             params["states"] = list(VIEWS[view])
         if match:
             params["match"] = match
+        full = view != "all" or self._full_next or self._polls % FULL_EVERY == 0
+        self._full_next = False  # asked again while this poll runs: the next one is full
+        self._polls += 1
         running = any(j.get("state") == JobState.RUNNING for j in self.jobs.values())
         jobs, fleet, policies = await asyncio.gather(
-            self.fetch("jobs", **params), self._extra(running, self.fetch_fleet(
+            self.fetch("jobs", **params) if full else self._live_jobs(params),
+            self._extra(running, self.fetch_fleet(
                 channel=f"{self.CHANNEL}-fleet")),
             self._extra(running, self.fetch_quiet("policies",
                                                   channel=f"{self.CHANNEL}-policies")))
@@ -212,7 +221,22 @@ class JobsScreen(FleetdeckScreen):
         if isinstance(policies, dict):
             idle = {str(w.get("job")): str(w.get("state") or "warned")
                     for w in policies.get("idle") or []}
-        self.post_message(self.JobsLoaded(jobs, util, idle, view, match))
+        self.post_message(self.JobsLoaded(jobs, util, idle, view, match, full=full))
+
+    async def _live_jobs(self, params: dict[str, Any]) -> Any:
+        """The "all" view between full pages (jobs_window.py): the live jobs, and by id the
+        ones that left the live set or were born and ended since the last poll."""
+        shown = self.jobs
+        live = await self.fetch("jobs", **params, states=list(LIVE_STATES))
+        if live is MISSING:
+            return MISSING
+        ask = ids_to_ask(shown, live)
+        if ask is None:
+            return await self.fetch("jobs", **params)
+        found = await self.fetch("jobs", ids=ask, match=params.get("match")) if ask else []
+        if found is MISSING:
+            return MISSING
+        return merge(shown, live, ask, found, JOBS_PAGE)
 
     @staticmethod
     async def _extra(wanted: bool, call: Coroutine[Any, Any, Any]) -> Any:
@@ -234,7 +258,7 @@ class JobsScreen(FleetdeckScreen):
         if message.view != self.view or message.match != self.match:
             return  # asked before the view or filter changed; the next poll asks anew
         self.show_notice("")
-        if self.capped != (len(message.jobs) >= JOBS_PAGE):
+        if message.full and self.capped != (len(message.jobs) >= JOBS_PAGE):
             self.capped = not self.capped
             self.query_one("#job-views", Static).update(self._tabs_text())
         ordered = message.jobs  # the engine answers newest first; sort only if not
@@ -282,6 +306,7 @@ class JobsScreen(FleetdeckScreen):
         match = engine_part(text)
         if match != self.match:
             self.match = match
+            self._full_next = True
             self.refresh_data()
 
     def action_view(self) -> None:
@@ -289,7 +314,16 @@ class JobsScreen(FleetdeckScreen):
         names = list(VIEWS)
         self.view = names[(names.index(self.view) + 1) % len(names)]
         self.query_one("#job-views", Static).update(self._tabs_text())
+        self._full_next = True
         self.refresh_data()
+
+    def refresh_data(self) -> None:
+        """Poll now; asked for (Ctrl+R, after an action), it reads a whole page."""
+        self._full_next = True
+        super().refresh_data()
+
+    def timed_refresh(self) -> None:
+        super().refresh_data()
 
     def current(self) -> dict[str, Any] | None:
         key = self.query_one(KeyedTable).current_key

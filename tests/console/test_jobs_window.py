@@ -1,0 +1,33 @@
+"""Between full pages the Jobs screen asks only for live jobs and, by id, the ones that left
+the live set or were born and ended in between (console/screens/jobs_window.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from console.screens.jobs_window import MAX_IDS, ids_to_ask, merge
+
+
+def job(i: int, state: str) -> dict[str, Any]:
+    return {"id": i, "state": state, "name": f"j{i}"}
+
+
+def test_ended_and_skipped_jobs_are_asked_by_id_and_merged() -> None:
+    shown = {str(j["id"]): j for j in (job(5, "running"), job(4, "queued"), job(3, "running"),
+                                       job(2, "succeeded"), job(1, "failed"))}
+    # 4 started, 3 ended; 6 was born and ended between polls, 7 is queued
+    live = [job(7, "queued"), job(4, "running")]
+    ask = ids_to_ask(shown, live)
+    assert ask == [3, 5, 6]
+    found = [job(6, "succeeded"), job(5, "stopped"), job(3, "succeeded")]
+    merged = merge(shown, live, ask or [], found, page=5)
+    assert [(j["id"], j["state"]) for j in merged] == [
+        (7, "queued"), (6, "succeeded"), (5, "stopped"), (4, "running"), (3, "succeeded")]
+
+
+def test_an_id_asked_and_not_found_leaves_and_too_many_ask_for_a_page() -> None:
+    shown = {"2": job(2, "running"), "1": job(1, "succeeded")}
+    merged = merge(shown, [], [2], [], page=10)  # 2 no longer matches the filter
+    assert [j["id"] for j in merged] == [1]
+    assert ids_to_ask(shown, [job(2, "running")]) == []
+    assert ids_to_ask(shown, [job(MAX_IDS + 10, "queued")]) is None
