@@ -10,10 +10,10 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.widgets import Button, Input, Label, Static
 
-from console.screens.dialog import DialogScreen
+from console.screens.dialog import DialogScreen, dialog_buttons
 
 
 class ConfirmScreen(DialogScreen[str]):
@@ -39,9 +39,7 @@ class ConfirmScreen(DialogScreen[str]):
                 yield Static(self.detail, classes="dialog-detail")
             if self.ask_reason:
                 yield Input(placeholder=self.ask_reason, id="reason")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button(self.confirm_label, variant="error", id="yes")
-                yield Button("Cancel", id="no")
+            yield dialog_buttons(self.confirm_label, "error")
 
     def on_mount(self) -> None:
         if self.ask_reason:
@@ -58,6 +56,8 @@ class ConfirmScreen(DialogScreen[str]):
 class SnoozeScreen(DialogScreen[tuple[float, str]]):
     """Snooze idle stopping of one job: hours and a reason (both required)."""
 
+    FOCUS = "#reason"
+
     def __init__(self, job_id: int, name: str) -> None:
         super().__init__()
         self.job_id = job_id
@@ -71,12 +71,7 @@ class SnoozeScreen(DialogScreen[tuple[float, str]]):
             yield Input(placeholder="reason (required), e.g. debugging in the notebook",
                         id="reason")
             yield Label("", id="snooze-error", classes="field-error")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Snooze", variant="warning", id="yes")
-                yield Button("Cancel", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#reason", Input).focus()
+            yield dialog_buttons("Snooze", "warning")
 
     def action_confirm(self) -> None:
         """Snooze with these hours and reason."""

@@ -1,8 +1,9 @@
 """The base of fleetdeck's modal dialogs (confirm, snooze, export, submit).
 
 A dialog answers through `dismiss`: `action_confirm` (Enter in a text box, the #yes button)
-decides the answer, `action_cancel` (Esc, the #no button) answers None. `fd` is the running
-app as a `ConsoleHost` (console.screens.host), never importing console.app.
+decides the answer, `action_cancel` (Esc, the #no button) answers None; `dialog_buttons` is
+that button row and `FOCUS` the text box focused on opening. `fd` is the running app as a
+`ConsoleHost` (console.screens.host), never importing console.app.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 from textual import on
 from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input
+from textual.widgets.button import ButtonVariant
 
 from console.screens.host import ConsoleHost
 
@@ -27,10 +30,21 @@ def fleetdeck_app(app: App[object]) -> ConsoleHost:
     return cast(ConsoleHost, app)
 
 
+def dialog_buttons(yes: str, variant: ButtonVariant) -> Horizontal:
+    """The row a dialog ends with: `yes` (#yes) and Cancel (#no)."""
+    return Horizontal(Button(yes, variant=variant, id="yes"), Button("Cancel", id="no"),
+                      classes="dialog-buttons")
+
+
 class DialogScreen(ModalScreen[ResultT | None]):
     """A modal dialog answering a `ResultT`, or None when cancelled."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    FOCUS: ClassVar[str] = ""  # the text box (a selector) focused on opening; "" for none
+
+    def on_mount(self) -> None:
+        if self.FOCUS:
+            self.query_one(self.FOCUS, Input).focus()
 
     @property
     def fd(self) -> ConsoleHost:

@@ -8,16 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, Select
+from textual.containers import Vertical
+from textual.widgets import Input, Label, Select
 
-from console.screens.dialog import DialogScreen
+from console.screens.dialog import DialogScreen, dialog_buttons
 
 AUTO = "from extension"
 
 
 class ExportScreen(DialogScreen[tuple[str, str]]):
     """Ask for a path and a format; answers (absolute path, format) or None."""
+
+    FOCUS = "#path"
 
     def __init__(self, default_name: str) -> None:
         super().__init__()
@@ -36,12 +38,7 @@ class ExportScreen(DialogScreen[tuple[str, str]]):
             yield Label(f"extensions: {', '.join(sorted(self.extensions))}",
                         classes="dialog-detail")
             yield Label("", id="export-error", classes="field-error")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Export", variant="primary", id="yes")
-                yield Button("Cancel", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#path", Input).focus()
+            yield dialog_buttons("Export", "primary")
 
     def answer(self) -> tuple[str, str] | str:
         """(path, format), or an error line."""

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label
+from textual.containers import Vertical
+from textual.widgets import Input, Label
 
 from collectors.errors import InputError
+from console.screens.dialog import DialogScreen, dialog_buttons
 from scheduler.sim.whatif import parse_change
 
 
-class WhatIfScreen(ModalScreen[str | None]):
+class WhatIfScreen(DialogScreen[str]):
     """Ask for a change like "+16 A100"; answers the text, or None when cancelled."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    FOCUS = "#change"
 
     def __init__(self, days: int) -> None:
         super().__init__()
@@ -30,16 +26,10 @@ class WhatIfScreen(ModalScreen[str | None]):
                         classes="dialog-title")
             yield Input(placeholder='+16 A100   or   -8 T4, +4 H100', id="change")
             yield Label("", id="whatif-error", classes="field-error")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Replay", variant="primary", id="yes")
-                yield Button("Cancel", id="no")
+            yield dialog_buttons("Replay", "primary")
 
-    def on_mount(self) -> None:
-        self.query_one("#change", Input).focus()
-
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#yes")
-    def submit(self) -> None:
+    def action_confirm(self) -> None:
+        """Replay with this change (once it parses)."""
         text = self.query_one("#change", Input).value.strip()
         try:
             parse_change(text)
@@ -47,7 +37,3 @@ class WhatIfScreen(ModalScreen[str | None]):
             self.query_one("#whatif-error", Label).update(str(e).split(": ", 1)[-1])
             return
         self.dismiss(text)
-
-    @on(Button.Pressed, "#no")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
