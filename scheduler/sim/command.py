@@ -252,7 +252,9 @@ def quota_json(r: QuotaReplayResult) -> dict[str, object]:
                        "guaranteed_wait_p95_s": _num(t.guaranteed_wait_p95_s),
                        "wait_p95_s": _num(t.wait_p95_s), "alloc_pct": _num(t.alloc_pct),
                        "gpu_hours": _num(t.gpu_hours), "preemptions": t.preemptions,
-                       "lost_gpu_hours": _num(t.lost_gpu_hours)} for t in r.teams]}
+                       "lost_gpu_hours": _num(t.lost_gpu_hours)} for t in r.teams],
+            "slow_guaranteed": r.slow_guaranteed,
+            "slow_wait_s": {str(c): _num(v) for c, v in r.slow_wait_s.items()}}
 
 
 def print_quota_replay(r: QuotaReplayResult, out: TextIO) -> None:
@@ -270,6 +272,13 @@ def print_quota_replay(r: QuotaReplayResult, out: TextIO) -> None:
                      duration_short(t.wait_p95_s), f"{t.alloc_pct:.1f}", f"{t.gpu_hours:.0f}",
                      str(t.preemptions), f"{t.lost_gpu_hours:.1f}"])
     _table(rows, out)
+    total = sum(r.slow_wait_s.values())
+    if r.slow_guaranteed and total > 0:
+        out.write(f"\n{r.slow_guaranteed} jobs within their guarantee waited over the grace "
+                  "plus one cycle; their wait went to:\n")
+        for cause, secs in sorted(r.slow_wait_s.items(), key=lambda kv: -kv[1]):
+            out.write(f"  {secs / total * 100:5.1f} %  "
+                      f"{duration_short(secs / r.slow_guaranteed)} per job  {cause}\n")
 
 
 def print_replay(replays: list[ReplaySummary], inputs: SimInputs, out: TextIO) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 
+from collectors.formatting import duration_short
 from scheduler.models import FleetSnapshot, ResourceRequest
 from scheduler.placement import PreemptionRules
 from scheduler.quota import Quota, QuotaBook
+from scheduler.sim.command import print_quota_replay, quota_json
 from scheduler.sim.quota_replay import QuotaScenario, WaitCause, run_quota_replay
 from scheduler.sim.traces import TraceJob
 from tests.unit.test_placement import node
@@ -55,3 +58,11 @@ def test_a_slow_reclaim_is_told_by_cause() -> None:
     assert owners.guaranteed_wait_p95_s == 200.0 + 60.0  # until t=300, then the grace
     assert r.slow_guaranteed == 1
     assert r.slow_wait_s == {WaitCause.YOUNG: 200.0, WaitCause.GRACE: 60.0}
+    out = io.StringIO()
+    print_quota_replay(r, out)
+    lines = out.getvalue().splitlines()
+    assert "1 jobs within their guarantee waited over the grace plus one cycle; their wait " \
+        "went to:" in lines
+    assert f"   76.9 %  {duration_short(200.0)} per job  {WaitCause.YOUNG}" in lines
+    assert quota_json(r)["slow_wait_s"] == {str(WaitCause.YOUNG): 200.0,
+                                            str(WaitCause.GRACE): 60.0}
