@@ -25,8 +25,7 @@ from textual.worker import Worker
 
 from console.engine.client import RemoteError, unsupported
 from console.messages import EngineDown, EngineUp, RequestFailed, Unsupported
-from console.screens.dialog import fleetdeck_app
-from console.screens.host import ConsoleHost
+from console.screens.dialog import OnFleetdeck
 from console.widgets.keyed_table import KeyedTable
 from console.widgets.summary import SummaryBar
 
@@ -51,7 +50,7 @@ class FilterInput(Input):
             screen.focus_main()
 
 
-class FleetdeckScreen(Screen[None]):
+class FleetdeckScreen(OnFleetdeck, Screen[None]):
     """Base of the console's screens."""
 
     TITLE_TEXT: ClassVar[str] = ""
@@ -75,10 +74,6 @@ class FleetdeckScreen(Screen[None]):
         self.polls_done = 0  # complete polls (tests wait on it)
         self.refreshed_at: float | None = None  # app clock of the last complete poll
         self._refreshed_mono: float | None = None  # monotonic: staleness, whatever the clock
-
-    @property
-    def fd(self) -> ConsoleHost:
-        return fleetdeck_app(self.app)
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:

@@ -20,14 +20,18 @@ from textual.widgets.button import ButtonVariant
 from console.screens.host import ConsoleHost
 
 if TYPE_CHECKING:
-    from textual.app import App
+    from textual.screen import Screen
 
 ResultT = TypeVar("ResultT")
 
 
-def fleetdeck_app(app: App[object]) -> ConsoleHost:
-    """`app` as the ConsoleHost every fleetdeck screen runs under (FleetdeckApp)."""
-    return cast(ConsoleHost, app)
+class OnFleetdeck:
+    """`fd`: the running app as the ConsoleHost every fleetdeck screen runs under
+    (FleetdeckApp), for screens and dialogs alike."""
+
+    @property
+    def fd(self) -> ConsoleHost:
+        return cast(ConsoleHost, cast("Screen[object]", self).app)
 
 
 def dialog_buttons(yes: str, variant: ButtonVariant) -> Horizontal:
@@ -36,7 +40,7 @@ def dialog_buttons(yes: str, variant: ButtonVariant) -> Horizontal:
                       classes="dialog-buttons")
 
 
-class DialogScreen(ModalScreen[ResultT | None]):
+class DialogScreen(OnFleetdeck, ModalScreen[ResultT | None]):
     """A modal dialog answering a `ResultT`, or None when cancelled."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
@@ -45,10 +49,6 @@ class DialogScreen(ModalScreen[ResultT | None]):
     def on_mount(self) -> None:
         if self.FOCUS:
             self.query_one(self.FOCUS, Input).focus()
-
-    @property
-    def fd(self) -> ConsoleHost:
-        return fleetdeck_app(self.app)
 
     def action_confirm(self) -> None:
         """Answer (subclasses decide what)."""
