@@ -233,8 +233,8 @@ class SubmitScreen(DialogScreen[list[int]]):
             yield Static("", id="form-error")
             yield Static("preview: fill in a command", id="preview")
             with Horizontal(id="submit-buttons"):
-                yield Button("Submit", variant="primary", id="do-submit")
-                yield Button("Cancel", id="do-cancel")
+                yield Button("Submit", variant="primary", id="yes")
+                yield Button("Cancel", id="no")
 
     def on_mount(self) -> None:
         for key in ALL_KEYS:
@@ -410,14 +410,6 @@ class SubmitScreen(DialogScreen[list[int]]):
             box.update(f"preview: [yellow]would wait: {r.get('reason') or 'no room now'}[/]")
 
     # -- submit ----------------------------------------------------------------------------
-    @on(Button.Pressed, "#do-submit")
-    def _submit_button(self) -> None:
-        self.action_submit()
-
-    @on(Button.Pressed, "#do-cancel")
-    def _cancel_button(self) -> None:
-        self.action_cancel()
-
     def action_submit(self) -> None:
         """Validate and queue the job."""
         spec = self.revalidate(final=True)
@@ -463,5 +455,5 @@ class SubmitScreen(DialogScreen[list[int]]):
         self.dismiss(message.ids)
 
     def action_confirm(self) -> None:
-        """Validate and queue the job (Enter in a field)."""
+        """Validate and queue the job (Enter in a field, the Submit button)."""
         self.action_submit()
