@@ -26,7 +26,9 @@ BoolArray = npt.NDArray[np.bool_]
 _G = TypeVar("_G", bound=np.generic)
 _RECENT = 200  # a new node state is scored for the shapes queried in this many latest selects
 _BATCH_SHAPES = 32  # at most this many of them
-_SCORE_LIMIT = 1 << 21  # table cells (state ids x request shapes) kept at most
+# table cells (state ids x request shapes) kept at most: 12 bytes each, and the table lives
+# as long as the policy (an engine's whole run)
+_SCORE_LIMIT = 1 << 20
 _NO_COL = np.full(1, -1, dtype=np.intp)
 
 
@@ -197,8 +199,8 @@ class ScoreTable:
         self.shapes = ShapeSet(static)
         self.mix = mix  # scores hold for this workload mix
         self.score = np.zeros((0, 0))  # +inf: not scored yet
-        self.col = np.zeros((0, 0), dtype=np.intp)  # chosen GPU column (shares), -1 none
-        self.val = np.zeros((0, 0), dtype=np.int64)  # free milli of the chosen GPU (shares)
+        self.col = np.zeros((0, 0), dtype=np.int16)  # chosen GPU column (shares), -1 none
+        self.val = np.zeros((0, 0), dtype=np.int16)  # free milli of the chosen GPU (shares)
         self.clock = 0  # queries so far
         self.last = np.zeros(0, dtype=np.int64)  # per shape: clock of its latest query
         self.n_ids = 0  # state ids in use when last checked against the size bound
@@ -229,8 +231,8 @@ class ScoreTable:
     def clear(self) -> None:
         """Forget all scores (the shapes stay)."""
         self.score = np.zeros((0, 0))
-        self.col = np.zeros((0, 0), dtype=np.intp)
-        self.val = np.zeros((0, 0), dtype=np.int64)
+        self.col = np.zeros((0, 0), dtype=np.int16)
+        self.val = np.zeros((0, 0), dtype=np.int16)
 
     def reserve(self, n_shapes: int, n_ids: int) -> None:
         rows, cols = self.score.shape
