@@ -104,7 +104,7 @@ def serve_demo(args: argparse.Namespace) -> int:
 
 def running_config_or_exit() -> Path:
     """The running demo's config, for `fleetdeck --demo COMMAND`; none running is an error."""
-    from console.demo.session import running_config
+    from console.demo.pointer import running_config
 
     path = running_config()
     if path is None:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -48,6 +47,7 @@ from console.demo.history_tables import (
     write_rollups,
     write_small,
 )
+from console.demo.pointer import announce, withdraw
 from console.demo.workload import drive, engine_submit
 from console.engine.client import EngineClient
 from console.engine.host import EmbeddedEngine
@@ -67,36 +67,6 @@ def embedded_store_runner(engine: EmbeddedEngine) -> StoreRunner:
 
 def _append(table: str, frame: pa.Table, store: Store) -> int:
     return store.append(table, frame)
-
-
-def pointer_path() -> Path:
-    """Where the running demo of this user says where its config is (one per user)."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"fleetdeck-demo-{os.getuid()}.path"
-
-
-def announce(config: Path) -> None:
-    """Point `fleetdeck --demo COMMAND` at this demo's config (the latest demo wins)."""
-    tmp = pointer_path().with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(str(config) + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(pointer_path())
-
-
-def withdraw(config: Path) -> None:
-    """Remove the pointer if it still names this demo's config."""
-    with contextlib.suppress(OSError):
-        if pointer_path().read_text().strip() == str(config):
-            pointer_path().unlink()
-
-
-def running_config() -> Path | None:
-    """The config of the demo running now, if any (its pointer names an existing file)."""
-    try:
-        path = Path(pointer_path().read_text().strip())
-    except OSError:
-        return None
-    return path if path.is_file() else None
 
 
 def pinned(loaded: Loaded, root: Path) -> Loaded:
