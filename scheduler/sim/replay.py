@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.fit import FleetState, WorkloadMix, make_policy
+from scheduler.fit import FitPolicy, FleetState, WorkloadMix, make_policy
 from scheduler.models import Assignment, FleetSnapshot, GpuSlot, NodeCapacity, RunningAllocation
 from scheduler.placement import QueuedTask, plan
 from scheduler.sim.traces import TraceJob
@@ -132,14 +132,7 @@ def run_replay(
     runnable.sort(key=lambda j: j.submit_time_s)  # stable: file order breaks ties
     submit = [j.submit_time_s * time_scale for j in runnable]
     t0 = time.perf_counter()
-
     fleet = _ReplayFleet(state, runnable, submit)
-    events, holds, launch = fleet.events, fleet.holds, fleet.launch
-    waiting: list[int] = []  # FIFO by submit time
-    first = submit[0] if submit else 0.0
-    trace_t: list[float] = [first]
-    trace_alloc: list[float] = [0.0]
-    snap = SimSnapshots(snapshot, state)
     tasks = [
         QueuedTask(
             id=str(k),
@@ -151,40 +144,8 @@ def run_replay(
         )
         for k, j in enumerate(runnable)
     ]
-
-    while events:
-        now = events[0][0]
-        arrived: list[int] = []
-        released = False
-        while events and events[0][0] == now:
-            _, kind, k = heapq.heappop(events)
-            if kind == 0:
-                fleet.finish(k)
-                released = True
-            else:
-                arrived.append(k)
-        if not waiting:
-            # nobody waits: arrivals go straight to the policy, in order, until one waits
-            for n, k in enumerate(arrived):
-                picked = pol.select(state, runnable[k].request)
-                if picked is None:
-                    waiting.extend(arrived[n:])
-                    break
-                launch(k, picked, now)
-        else:
-            waiting.extend(arrived)
-            # Without a release only a newcomer that fits now could start (by backfill).
-            if released or any(state.feasible(runnable[k].request).any() for k in arrived):
-                queue = [tasks[k] for k in waiting]
-                result = plan(snap.build(holds), queue, policy=pol, now=now)
-                started = set()
-                for task_id, a in result.assignments:
-                    k = int(task_id)
-                    launch(k, a, now)
-                    started.add(k)
-                waiting = [k for k in waiting if k not in started]
-        trace_t.append(now)
-        trace_alloc.append(fleet.used_milli * 100.0 / capacity)
+    first = submit[0] if submit else 0.0
+    trace_t, trace_alloc = fleet.run(pol, tasks, SimSnapshots(snapshot, state), first, capacity)
     elapsed = time.perf_counter() - t0
     return _replay_run(pol.name, seed, runnable, submit, fleet.start, skipped, len(never),
                        trace_t, trace_alloc, elapsed)
@@ -205,6 +166,62 @@ class _ReplayFleet:
         self.holds: dict[int, RunningAllocation] = {}
         self.start = np.full(len(runnable), np.nan)
         self.used_milli = 0
+
+    def run(self, pol: FitPolicy, tasks: Sequence[QueuedTask], snap: SimSnapshots, first: float,
+            capacity_milli: int) -> tuple[list[float], list[float]]:
+        """Every event in time order; the allocation % after each instant (and at `first`)."""
+        waiting: list[int] = []  # FIFO by submit time
+        trace_t: list[float] = [first]
+        trace_alloc: list[float] = [0.0]
+        while self.events:
+            now = self.events[0][0]
+            arrived, released = self.due(now)
+            if not waiting:
+                waiting = self.start_arrivals(pol, arrived, now)
+            else:
+                waiting.extend(arrived)
+                # Without a release only a newcomer that fits now could start (by backfill).
+                if released or any(self.state.feasible(self.runnable[k].request).any()
+                                   for k in arrived):
+                    waiting = self.start_planned(pol, waiting, tasks, snap, now)
+            trace_t.append(now)
+            trace_alloc.append(self.used_milli * 100.0 / capacity_milli)
+        return trace_t, trace_alloc
+
+    def due(self, now: float) -> tuple[list[int], bool]:
+        """The events at `now`: completions release their GPUs; the arrivals, and whether
+        anything was released."""
+        arrived: list[int] = []
+        released = False
+        while self.events and self.events[0][0] == now:
+            _, kind, k = heapq.heappop(self.events)
+            if kind == 0:
+                self.finish(k)
+                released = True
+            else:
+                arrived.append(k)
+        return arrived, released
+
+    def start_arrivals(self, pol: FitPolicy, arrived: list[int], now: float) -> list[int]:
+        """Nobody waits: arrivals go straight to the policy, in order, until one does not fit;
+        it and those after it wait."""
+        for n, k in enumerate(arrived):
+            picked = pol.select(self.state, self.runnable[k].request)
+            if picked is None:
+                return arrived[n:]
+            self.launch(k, picked, now)
+        return []
+
+    def start_planned(self, pol: FitPolicy, waiting: list[int], tasks: Sequence[QueuedTask],
+                      snap: SimSnapshots, now: float) -> list[int]:
+        """One placement cycle over the waiting jobs; those still waiting."""
+        result = plan(snap.build(self.holds), [tasks[k] for k in waiting], policy=pol, now=now)
+        started = set()
+        for task_id, a in result.assignments:
+            k = int(task_id)
+            self.launch(k, a, now)
+            started.add(k)
+        return [k for k in waiting if k not in started]
 
     def launch(self, k: int, a: Assignment, now: float) -> None:
         self.state.apply(a)
