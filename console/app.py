@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, overload
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -33,6 +33,15 @@ from collectors.private_files import enter_private_umask
 from collectors.store import StoreLockedError
 from console.commands.common import loaded_config, me_line
 from console.config import Loaded
+from console.engine.api.methods import BY_REQUEST
+from console.engine.api.requests import (
+    CordonRequest,
+    Request,
+    SnoozeRequest,
+    StatusQuery,
+    StopRequest,
+    UncordonRequest,
+)
 from console.engine.client import EngineClient, NoEngine, RemoteError, unsupported
 from console.engine.host import EmbeddedEngine
 from console.engine.protocol import ErrorCode
@@ -45,6 +54,7 @@ JUMP_S = 8.0  # how long Enter opens a job just submitted (its toast shows as lo
 ME_POLL_S = 30.0
 NAMES_FRESH_S = 15.0  # the palette asks the engine for names at most this often
 LIMITED_ROLES = ("member", "viewer")
+R = TypeVar("R")
 # changing keys a member has (on their own jobs); the rest (cordon, drain...) are not offered
 MEMBER_ACTIONS = frozenset({"submit", "stop", "snooze"})
 
@@ -77,10 +87,19 @@ class Remote:
             self._clients[channel] = client
         return client
 
-    async def call(self, method: str, *, channel: str = "main", **params: Any) -> Any:
+    @overload
+    async def call(self, request: Request[R], /, *, channel: str = "main") -> R: ...
+
+    @overload
+    async def call(self, request: str, /, *, channel: str = "main", **params: Any) -> Any: ...
+
+    async def call(self, request: Request[Any] | str, /, *, channel: str = "main",
+                   **params: Any) -> Any:
+        """A typed call (`call(StopRequest(job=3))` answers a `JobInfo`) or, by method name,
+        plain JSON (the screens' polls)."""
         client = await self._client(channel)
         try:
-            return await client.call(method, **params)
+            return await client.call(request, **params)
         except RemoteError:
             raise
         except (EngineError, OSError, ValueError):
@@ -263,9 +282,9 @@ class FleetdeckApp(App[int]):
     @work(exclusive=True, group="identity")
     async def load_identity(self) -> None:
         with contextlib.suppress(Exception):
-            status = await self.remote.call("status", channel="summary")
-            if isinstance(status, dict) and status.get("caller"):
-                self.user = str(status["caller"])
+            status = await self.remote.call(StatusQuery(), channel="summary")
+            if status.caller:
+                self.user = status.caller
 
     def bars(self) -> Iterable[SummaryBar]:
         for screen in self.screen_stack:
@@ -406,8 +425,9 @@ class FleetdeckApp(App[int]):
 
         def done(reason: str | None) -> None:
             if reason is not None:
-                self.run_action_call("stop", f"stopped job {job_id}", job=job_id,
-                                     reason=reason or "stopped from the console")
+                self.run_action_call(StopRequest(job=job_id,
+                                                 reason=reason or "stopped from the console"),
+                                     f"stopped job {job_id}")
 
         self.push_screen(ConfirmScreen(
             f"Stop job {job_id} ({name})?",
@@ -423,7 +443,7 @@ class FleetdeckApp(App[int]):
         if cordoned:
             def undo(reason: str | None) -> None:
                 if reason is not None:
-                    self.run_action_call("uncordon", f"uncordoned {node}", node=node)
+                    self.run_action_call(UncordonRequest(node=node), f"uncordoned {node}")
 
             self.push_screen(ConfirmScreen(f"Uncordon {node}?", "New jobs may be placed there.",
                                            confirm="Uncordon"), undo)
@@ -431,8 +451,8 @@ class FleetdeckApp(App[int]):
 
         def do(reason: str | None) -> None:
             if reason is not None:
-                self.run_action_call("cordon", f"cordoned {node}", node=node,
-                                     reason=reason or "cordoned from the console")
+                self.run_action_call(CordonRequest(
+                    node=node, reason=reason or "cordoned from the console"), f"cordoned {node}")
 
         self.push_screen(ConfirmScreen(
             f"Cordon {node}?", "No new jobs will be placed there; running jobs keep running.",
@@ -447,15 +467,16 @@ class FleetdeckApp(App[int]):
         def done(result: tuple[float, str] | None) -> None:
             if result is not None:
                 hours, reason = result
-                self.run_action_call("snooze", f"snoozed job {job_id} for {hours:g}h",
-                                     job=job_id, hours=hours, reason=reason)
+                self.run_action_call(SnoozeRequest(job=job_id, hours=hours, reason=reason),
+                                     f"snoozed job {job_id} for {hours:g}h")
 
         self.push_screen(SnoozeScreen(job_id, name), done)
 
     @work(group="actions")
-    async def run_action_call(self, method: str, text: str, **params: Any) -> None:
+    async def run_action_call(self, request: Request[Any], text: str) -> None:
+        method = BY_REQUEST[type(request)].name
         try:
-            result = await self.remote.call(method, channel="actions", **params)
+            result = await self.remote.call(request, channel="actions")
         except RemoteError as e:
             note = (f"engine does not support {method} yet" if unsupported(e) else str(e))
             self.post_message(RequestFailed(method, e.code, note))

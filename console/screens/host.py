@@ -8,17 +8,24 @@ reach it as `self.fd`. Textual's own App methods (push_screen, screen_stack) sta
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, overload
 
 from textual.message import Message
 
 from console.config import Loaded
+from console.engine.api.requests import Request
+
+R = TypeVar("R")
 
 
 class EngineCalls(Protocol):
     """The console's engine connections (one per channel)."""
 
-    async def call(self, method: str, *, channel: str = "main", **params: Any) -> Any: ...
+    @overload
+    async def call(self, request: Request[R], /, *, channel: str = "main") -> R: ...
+
+    @overload
+    async def call(self, request: str, /, *, channel: str = "main", **params: Any) -> Any: ...
 
     def stream(self, method: str, **params: Any) -> AsyncIterator[Any]: ...
 
@@ -83,5 +90,5 @@ class ConsoleHost(Protocol):
 
     def ask_snooze(self, job_id: int, name: str) -> None: ...
 
-    def run_action_call(self, method: str, text: str, **params: Any) -> object:
+    def run_action_call(self, request: Request[Any], text: str) -> object:
         """Call a changing method in the background; the app reports done or failed."""

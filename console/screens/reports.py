@@ -15,6 +15,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from console.engine.api.requests import ExportRequest
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets.bar_chart import BarChart
 
@@ -279,9 +280,10 @@ class ReportsScreen(FleetdeckScreen):
         def done(answer: tuple[str, str] | None) -> None:
             if answer is not None:
                 path, fmt_name = answer
-                self.fd.run_action_call("export", f"exported {self.report_name} to {path}",
-                                        name=self.report_name, by=self.by, format=fmt_name,
-                                        path=path, **{"from": start, "to": end})
+                self.fd.run_action_call(
+                    ExportRequest(name=self.report_name, by=self.by, format=fmt_name,
+                                  path=path, start=start, end=end),
+                    f"exported {self.report_name} to {path}")
 
         self.app.push_screen(ExportScreen(f"fleetdeck-{self.report_name}-{stamp}.csv"), done)
 
