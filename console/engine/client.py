@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import errno
 import itertools
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -146,14 +145,14 @@ class EngineClient:
         if isinstance(request, str):
             return await self._result(request, params)
         method = BY_REQUEST[type(request)]
-        raw = await self._result(method.name, msgspec.to_builtins(request))
-        return msgspec.convert(raw, method.reply, strict=False)
+        return await self._result(method.name, msgspec.to_builtins(request), method.reply)
 
-    async def _result(self, method: str, params: Mapping[str, Any]) -> Any:
+    async def _result(self, method: str, params: Mapping[str, Any], tp: Any = Any) -> Any:
+        """The method's result, decoded straight into `tp` (Any: plain JSON)."""
         async with contextlib.aclosing(self._exchange(method, params)) as replies:
             async for kind, payload in replies:
                 if kind == "result":
-                    return payload
+                    return _decoded(payload, tp)
         raise EngineError(f"engine closed the connection during {method}")
 
     @overload
@@ -167,18 +166,18 @@ class EngineClient:
         """Events of a streaming method (typed for a request, as `call`); closing early
         drops the connection's stream."""
         if isinstance(request, str):
-            name, event_type, sent = request, None, params
+            name, event_type, sent = request, Any, params
         else:
             method = BY_REQUEST[type(request)]
             name, event_type, sent = method.name, method.reply, msgspec.to_builtins(request)
         async with contextlib.aclosing(self._exchange(name, sent)) as replies:
             async for kind, payload in replies:
                 if kind == "event":
-                    yield (payload if event_type is None
-                           else msgspec.convert(payload, event_type, strict=False))
+                    yield _decoded(payload, event_type)
 
-    async def _exchange(self, method: str,
-                        params: Mapping[str, Any]) -> AsyncGenerator[tuple[str, Any], None]:
+    async def _exchange(self, method: str, params: Mapping[str, Any],
+                        ) -> AsyncGenerator[tuple[str, msgspec.Raw], None]:
+        """("event" | "result", the payload still encoded) for one request."""
         async with self._lock:
             rid = next(self._ids)
             try:
@@ -196,18 +195,43 @@ class EngineClient:
                                       f"({type(e).__name__})") from None
                 if not line:
                     raise EngineError(f"engine closed the connection during {method}")
-                msg = json.loads(line)
-                if msg.get("id") not in (rid, None):
+                try:
+                    msg = _ANSWER.decode(line)
+                except msgspec.DecodeError as e:
+                    raise EngineError(f"engine answered {method} with malformed JSON "
+                                      f"({e})") from None
+                if msg.id not in (rid, None):
                     continue
-                if "error" in msg:
-                    err = msg["error"]
-                    raise RemoteError(str(err.get("code", "failed")),
-                                      str(err.get("message", "error")))
-                if "event" in msg:
-                    yield "event", msg["event"]
+                if msg.error is not None:
+                    raise RemoteError(str(msg.error.get("code", "failed")),
+                                      str(msg.error.get("message", "error")))
+                if not isinstance(msg.event, msgspec.UnsetType):
+                    yield "event", msg.event
                     continue
-                yield "result", msg.get("result")
+                yield "result", (msg.result if not isinstance(msg.result, msgspec.UnsetType)
+                                 else _NULL)
                 return
+
+
+class _Answer(msgspec.Struct):
+    """One message from the engine; result and event stay encoded until their type is
+    known (decoding straight into a reply type skips building plain dicts first)."""
+
+    id: Any = None
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    event: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    error: dict[str, Any] | None = None
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+_NULL = msgspec.Raw(b"null")
+
+
+def _decoded(payload: msgspec.Raw, tp: Any) -> Any:
+    try:
+        return msgspec.json.decode(payload, type=tp, strict=False)
+    except msgspec.ValidationError as e:  # an engine of another version: say which part
+        raise EngineError(f"engine answer does not fit {tp}: {e}") from None
 
 
 async def live_engine(path: Path, timeout: float = 3.0) -> LiveEngine | None:

@@ -73,6 +73,11 @@ def encode(msg: Any) -> bytes:
     return _ENCODER.encode(msg) + b"\n"
 
 
+def encode_raw(value: Any) -> msgspec.Raw:
+    """A value encoded once, to embed as-is in messages (`encode` copies it)."""
+    return msgspec.Raw(_ENCODER.encode(value))
+
+
 class RequestError(Exception):
     """Raised by a handler to answer with an error code instead of a result."""
 

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,13 @@ from console import __version__
 from console.engine.access import Caller, Peer, no_role_message, peer_of
 from console.engine.api.methods import BY_NAME, Method, Role, conforms
 from console.engine.api.requests import Hello, Request
-from console.engine.protocol import PROTOCOL_VERSION, ErrorCode, RequestError, encode
+from console.engine.protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    RequestError,
+    encode,
+    encode_raw,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,32 @@ class ErrorTally:
         self._last = time.monotonic() if now is None else now
 
 
+class WireCache:
+    """Large answers a service shares between callers (the fleet, rebuilt at most once a
+    second, is the same list object for every caller who may see all of it) are encoded
+    once: by identity, holding the object so its id cannot be reused. Shared answers are
+    read-only by contract (`svc_fleet.FleetAnswer`)."""
+
+    MIN_ITEMS = 64  # small answers cost less to encode than to look up
+    KEEP = 8
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[int, tuple[object, msgspec.Raw]] = OrderedDict()
+
+    def raw(self, value: Any) -> Any:
+        if not isinstance(value, list) or len(value) < self.MIN_ITEMS:
+            return value
+        hit = self._entries.get(id(value))
+        if hit is not None and hit[0] is value:
+            self._entries.move_to_end(id(value))
+            return hit[1]
+        raw = encode_raw(value)
+        self._entries[id(value)] = (value, raw)
+        while len(self._entries) > self.KEEP:
+            self._entries.popitem(last=False)
+        return raw
+
+
 class ControlServer:
     """Serves the table's request/reply `handlers` and `streams` (events, then a reply)."""
 
@@ -103,6 +135,7 @@ class ControlServer:
         self.errors = ErrorTally()
         self.per_uid: Counter[int] = Counter()
         self.bad_replies: set[str] = set()  # methods that answered off their reply type
+        self.wire = WireCache()
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
 
@@ -242,6 +275,8 @@ class ControlServer:
             await writer.drain()
             return
         async for msg in self.handle(peer, caller, env.method, env.params or {}, env.id):
+            if "result" in msg:
+                msg["result"] = self.wire.raw(msg["result"])
             writer.write(encode(msg))
             await writer.drain()
 

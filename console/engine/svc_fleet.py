@@ -136,8 +136,11 @@ class FleetService(BaseService):
             stored = await self.engine.reads.run(stored_fleet)
             return [n for n in stored if req.node in (None, n.name)]
         rows, _ = await self.active()
-        nodes = [n for n in self._live_nodes(rows) if req.node in (None, n.name)]
-        if caller.role < Role.OPERATOR:  # others' command lines stay theirs
+        nodes = self._live_nodes(rows)  # the shared list: the server encodes it once
+        if req.node is not None:
+            nodes = [n for n in nodes if n.name == req.node]
+        if caller.role < Role.OPERATOR and any(n.processes for n in nodes):
+            # others' command lines stay theirs
             own = {r.id for r in rows if r.user == caller.user}
             nodes = [msgspec.structs.replace(n, processes=[
                 p if p.get("job_id") in own else {**p, "command": HIDDEN}
