@@ -25,7 +25,7 @@ from collectors.store.audit import AuditEntry
 from collectors.store.audit_kinds import ActionKind
 from collectors.transport.base import Transport, TransportError
 from scheduler import journal, slurm_pool, stop_journal
-from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, Status
+from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, RunState, Status
 from scheduler.executors.identity import engine_user, job_identity
 from scheduler.fairshare import FairShare, decayed_gpu_hours
 from scheduler.fit import FitPolicy
@@ -496,7 +496,7 @@ class JobRunner:
             else:
                 self.stops.resume(row, intent)
             return
-        if status.state == "exited":
+        if status.state == RunState.EXITED:
             ok = status.exit_code == 0
             to = JobState.SUCCEEDED if ok else JobState.FAILED
             reason = f"exited with code {status.exit_code}" + (
@@ -505,7 +505,7 @@ class JobRunner:
             with contextlib.suppress(journal.TransitionError, NotFoundError):
                 await self._tx(row.id, to, reason=reason, actor="scheduler",
                                exit_code=status.exit_code, ended_at=ended)
-        elif status.state == "missing":
+        elif status.state == RunState.MISSING:
             await self.mark_lost(row, f"node {row.node} has no trace of it")
         elif status.deadline_at is not None and now > status.deadline_at:
             with contextlib.suppress(FleetdeckError, journal.TransitionError):
@@ -558,7 +558,7 @@ class JobRunner:
             except (ExecutorError, TransportError):
                 return
             if status.finished:
-                counts["finished" if status.state == "exited" else "lost"] += 1
+                counts["finished" if status.state == RunState.EXITED else "lost"] += 1
             else:
                 counts["adopted"] += 1
             await self._settle(row, status)

@@ -19,19 +19,29 @@ import re
 import shlex
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal, Protocol
 
 from collectors.errors import FleetdeckError
 from collectors.transport.base import CommandResult, Transport
 
 ExecutorKind = Literal["docker", "process", "slurm"]
-# a job's run as its executor sees it (not the engine's `scheduler.states.JobState`)
-RunState = Literal["pending", "running", "exited", "missing"]
 
 # Set in a job's environment: the file that appears when the job is preempted (checkpoint
 # now; SIGTERM follows and the forced kill after the grace), and "1" when resuming after one.
 PREEMPT_FILE_ENV = "FLEETDECK_PREEMPT_FILE"
 RESUME_ENV = "FLEETDECK_RESUME"
+
+
+
+class RunState(StrEnum):
+    """A job's run as its executor sees it (not the engine's `scheduler.states.JobState`)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    EXITED = "exited"
+    MISSING = "missing"
+
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -170,7 +180,7 @@ class Status:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("exited", "missing")
+        return self.state in (RunState.EXITED, RunState.MISSING)
 
 
 @dataclass(frozen=True, slots=True)

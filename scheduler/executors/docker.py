@@ -47,6 +47,7 @@ from scheduler.executors.base import (
     ExecutorKind,
     Handle,
     Launch,
+    RunState,
     Status,
     check,
 )
@@ -155,15 +156,16 @@ def status_of(attrs: dict[str, Any]) -> Status:
         with contextlib.suppress(ValueError):
             deadline = started + float(limit)
     if docker_state == "created":
-        return Status("pending", detail="created", deadline_at=None)
+        return Status(RunState.PENDING, detail="created", deadline_at=None)
     if docker_state in ("running", "paused", "restarting"):
-        return Status("running", None, started, None, detail=docker_state, deadline_at=deadline)
+        return Status(RunState.RUNNING, None, started, None, detail=docker_state,
+                      deadline_at=deadline)
     code = state.get("ExitCode")
     detail = "oom-killed" if state.get("OOMKilled") else docker_state
     if state.get("Error"):
         detail = f"{detail}: {state['Error']}"
     return Status(
-        "exited", int(code) if code is not None else None, started, ended, detail=detail
+        RunState.EXITED, int(code) if code is not None else None, started, ended, detail=detail
     )
 
 
@@ -271,7 +273,7 @@ class DockerExecutor:
             try:
                 c = client.containers.get(handle.external_id)
             except docker.errors.NotFound:
-                return Status("missing", detail=f"no container {handle.external_id[:12]}")
+                return Status(RunState.MISSING, detail=f"no container {handle.external_id[:12]}")
             return status_of(c.attrs)
 
         result: Status = await self._call(transport, "container status", get)

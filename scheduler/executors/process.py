@@ -35,6 +35,7 @@ from scheduler.executors.base import (
     ExecutorKind,
     Handle,
     Launch,
+    RunState,
     ShellLogs,
     Status,
     jobs_dir_expr,
@@ -203,11 +204,11 @@ def _status_from(fields: list[str]) -> Status:
     started = float(st) if st.strip().isdigit() else None
     ended = float(en) if en.strip().isdigit() else None
     if ec.strip().lstrip("-").isdigit():
-        return Status("exited", int(ec), started, ended, detail="exited")
+        return Status(RunState.EXITED, int(ec), started, ended, detail="exited")
     if alive == "1":
-        return Status("running", None, started, None, detail="running")
+        return Status(RunState.RUNNING, None, started, None, detail="running")
     return Status(
-        "exited",
+        RunState.EXITED,
         None,
         started,
         ended,
@@ -252,7 +253,7 @@ class ProcessExecutor(ShellLogs):
                                 timeout=self.command_timeout_s)
         line = res.text().rstrip("\n")
         if not line:
-            return Status("missing", detail=f"no directory for job {tag} on the node")
+            return Status(RunState.MISSING, detail=f"no directory for job {tag} on the node")
         return _status_from(line.split("\t"))
 
     async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
@@ -304,7 +305,7 @@ class ProcessExecutor(ShellLogs):
 
     async def cleanup(self, handle: Handle, transport: Transport) -> None:
         status = await self.status(handle, transport)
-        if status.state == "running":
+        if status.state == RunState.RUNNING:
             raise ExecutorError(
                 f"node {transport.node.name}: job {handle.job_id}-{handle.attempt} still runs; "
                 "stop it before cleaning up"

@@ -36,6 +36,7 @@ from scheduler.executors.base import (
     ExecutorKind,
     Handle,
     Launch,
+    RunState,
     ShellLogs,
     Status,
     jobs_dir_expr,
@@ -209,14 +210,14 @@ def status_from_report(report: str) -> Status:
     state = qstate.split("+")[0].strip()  # "CANCELLED+" and "CANCELLED by 0" forms
     state = state.split(" ")[0]
     if state in PENDING_STATES:
-        return Status("pending", detail=state)
+        return Status(RunState.PENDING, detail=state)
     if state in RUNNING_STATES:
-        return Status("running", None, started, None, detail=state)
+        return Status(RunState.RUNNING, None, started, None, detail=state)
     code = _int(fcode)
     if state:
         if code is None and c:
             code = _exit_from_scontrol(c)
-        return Status("exited", code, started, ended, detail=state)
+        return Status(RunState.EXITED, code, started, ended, detail=state)
     if a:  # sacct: State|ExitCode|Start|End
         parts = a.split("|")
         if len(parts) >= 4:
@@ -224,19 +225,19 @@ def status_from_report(report: str) -> Status:
             ec, _, sig = parts[1].partition(":")
             acode = 128 + int(sig) if sig.isdigit() and int(sig) else _int(ec)
             if astate in PENDING_STATES:
-                return Status("pending", detail=astate)
+                return Status(RunState.PENDING, detail=astate)
             if astate in RUNNING_STATES:
-                return Status("running", None, _slurm_time(parts[2]), None, detail=astate)
+                return Status(RunState.RUNNING, None, _slurm_time(parts[2]), None, detail=astate)
             return Status(
-                "exited",
+                RunState.EXITED,
                 code if code is not None else acode,
                 _slurm_time(parts[2]),
                 _slurm_time(parts[3]),
                 detail=astate,
             )
     if code is not None:
-        return Status("exited", code, started, ended, detail="exited")
-    return Status("missing", detail="Slurm no longer knows the job and it left no exit code")
+        return Status(RunState.EXITED, code, started, ended, detail="exited")
+    return Status(RunState.MISSING, detail="Slurm no longer knows the job and it left no exit code")
 
 
 @dataclass
@@ -390,7 +391,7 @@ class SlurmExecutor(ShellLogs):
                 continue
             handle = Handle("slurm", transport.node.name, sid, key[0], key[1])
             status = status_from_report(f"Q|{q}\nF|{f}" if q else f"F|{f}")
-            if status.state in ("exited", "missing") and status.exit_code is None:
+            if status.state in (RunState.EXITED, RunState.MISSING) and status.exit_code is None:
                 with contextlib.suppress(ExecutorError):
                     status = await self.status(handle, transport)
             found.append(Discovered(handle, status))
@@ -398,7 +399,7 @@ class SlurmExecutor(ShellLogs):
 
     async def cleanup(self, handle: Handle, transport: Transport) -> None:
         status = await self.status(handle, transport)
-        if status.state in ("pending", "running"):
+        if status.state in (RunState.PENDING, RunState.RUNNING):
             raise ExecutorError(
                 f"node {transport.node.name}: Slurm job {handle.external_id} is still "
                 f"{status.detail}; stop it before cleaning up"
