@@ -18,6 +18,7 @@ import numpy as np
 import console.demo.fleet as fleet
 from collectors.transport.sim import gpu_uuid
 from console.demo.history import KIND_INDEX, Packed
+from scheduler.policies.spend import InstanceLifecycle
 
 US = 1_000_000
 
@@ -59,7 +60,7 @@ def bursts(hours: int, start_hour: int, rng: np.random.Generator) -> Bursts:
             "instance_type": "p5.48xlarge", "market": "on-demand",
             "gpu_model": fleet.H100.gpu_model, "gpu_count": 8, "node": name,
             "pool": fleet.BURST_POOL, "team": fleet.TEAMS[team][0], "project": project,
-            "price_per_hour": fleet.BURST_PRICE_PER_HOUR, "state": "terminated",
+            "price_per_hour": fleet.BURST_PRICE_PER_HOUR, "state": InstanceLifecycle.TERMINATED,
             "launched_at": dt(start_hour, float(t0)), "ready_at": dt(start_hour, ready),
             "terminated_at": dt(start_hour, term), "cost": cost, "request_id": rid})
         day0 = int((start_hour + t0) // 24)

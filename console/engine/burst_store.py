@@ -18,12 +18,12 @@ from scheduler import journal
 from scheduler.jobspec import JobSpec
 from scheduler.models import ResourceRequest
 from scheduler.policies.burst import ProvisionDecision
-from scheduler.policies.spend import period_starts
+from scheduler.policies.spend import ACTIVE_LIFECYCLE, InstanceLifecycle, period_starts
 from scheduler.providers.base import Instance, Offer
 from scheduler.runner import epoch
 from scheduler.states import ACTIVE
 
-ACTIVE_STATES = ("provisioning", "ready", "terminating")
+ACTIVE_STATES = ACTIVE_LIFECYCLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ def read_pass(store: Store, now: float, known: set[tuple[int, int]],
     # down, and jobs left on lost nodes
     needed = any(r["state"] in ACTIVE_STATES for r in rows) or any(
         now - q.waiting_since >= wait_threshold_s for q in queued)
-    lost = [str(r["node"]) for r in rows if r["state"] == "lost" and r["node"]]
+    lost = [str(r["node"]) for r in rows if r["state"] == InstanceLifecycle.LOST and r["node"]]
     if lost and not needed:
         needed = bool(store.con.execute(
             "SELECT count(*) FROM jobs WHERE state IN ('starting', 'running') AND "
@@ -99,7 +99,8 @@ def read_pass(store: Store, now: float, known: set[tuple[int, int]],
                 "GROUP BY node", [nodes]).fetchall():
             if ended is not None:
                 last_end[str(node)] = epoch(ended) or 0.0
-        joined = [str(r["node"]) for r in rows if r["node"] and r["state"] == "ready"]
+        joined = [str(r["node"]) for r in rows
+                  if r["node"] and r["state"] == InstanceLifecycle.READY]
         if joined and any(j.node in joined and not j.burst for j in active):
             store.con.execute("UPDATE jobs SET burst = true WHERE list_contains(?, node) AND "
                               "state IN ('starting', 'running') AND NOT burst", [joined])
@@ -123,8 +124,8 @@ def instance_row(inst: Instance, d: ProvisionDecision, *, launched_at: float) ->
             "offer": o.name, "instance_type": o.instance_type, "market": inst.market,
             "gpu_model": o.gpu_model, "gpu_count": o.gpu_count, "node": None, "pool": o.pool,
             "team": d.team, "project": d.project, "price_per_hour": inst.price_per_hour,
-            "state": "provisioning", "launched_at": utc(launched_at), "ready_at": None,
-            "terminated_at": None, "cost": 0.0}
+            "state": InstanceLifecycle.PROVISIONING, "launched_at": utc(launched_at),
+            "ready_at": None, "terminated_at": None, "cost": 0.0}
 
 
 def insert_instance(store: Store, row: dict[str, Any], *,

@@ -67,6 +67,7 @@ from scheduler.policies.burst import (
 from scheduler.policies.events import budget_events, burst_ended, burst_started
 from scheduler.policies.spend import (
     BurstInstance,
+    InstanceLifecycle,
     accrue_spend,
     budget_use,
     instance_cost,
@@ -301,8 +302,9 @@ class BurstManager:
             o = d.offer
             out.append(BurstInstance(
                 instance_id=rid, provider=o.provider, offer=o.name,
-                price_per_hour=o.price_per_hour, launched_at=at, state="provisioning",
-                request_id=rid, team=d.team, project=d.project, pool=o.pool,
+                price_per_hour=o.price_per_hour, launched_at=at,
+                state=InstanceLifecycle.PROVISIONING, request_id=rid, team=d.team,
+                project=d.project, pool=o.pool,
                 gpu_model=o.gpu_model, gpu_count=o.gpu_count, market=o.market))
         return out
 
@@ -342,7 +344,8 @@ class BurstManager:
             provider = self.providers.get(str(r["provider"]))
             if provider is None:
                 continue
-            if r["state"] == "terminating":  # a terminate cut short (restart): finish it
+            # a terminate cut short (restart): finish it
+            if r["state"] == InstanceLifecycle.TERMINATING:
                 k.busy = True
                 self._spawn(self._terminate(None, r), f"burst-terminate-{iid}")
                 continue
@@ -362,7 +365,8 @@ class BurstManager:
                 self._spawn(self._join(r, st.host, st.port, st.user),
                             f"burst-join-{iid}")
             elif st.state in (InstanceState.LOST, InstanceState.TERMINATED):
-                await self._ended(r, "lost", st.reason or f"{st.state.value} outside fleetdeck")
+                await self._ended(r, InstanceLifecycle.LOST,
+                                  st.reason or f"{st.state.value} outside fleetdeck")
 
     async def _provision(self, d: ProvisionDecision) -> None:
         provider = self.providers.get(d.offer.provider)
@@ -452,7 +456,7 @@ class BurstManager:
             if provider is None:
                 raise ProviderError(f'provider "{r["provider"]}" is unavailable')
             await provider.terminate(iid)
-            await self._ended(r, "terminated", t.reason if t else "terminated")
+            await self._ended(r, InstanceLifecycle.TERMINATED, t.reason if t else "terminated")
         except ProviderError as e:
             log.warning("terminating burst instance %s failed (retried): %s", iid, e)
         finally:
@@ -464,7 +468,7 @@ class BurstManager:
         if node and node in self.telemetry.collector.nodes:
             await self.telemetry.collector.remove_node(str(node))
 
-    async def _ended(self, r: Mapping[str, Any], state: str, reason: str) -> None:
+    async def _ended(self, r: Mapping[str, Any], state: InstanceLifecycle, reason: str) -> None:
         """The instance is gone (terminated by us, or lost): final cost and spend rows."""
         await self._leave(r)
         now = self.engine.clock()
@@ -476,7 +480,7 @@ class BurstManager:
         start = self.accrued.get(iid, inst.launched_at)
         spend = [s.store_row() for s in accrue_spend([inst], start, now + 1e-3,
                                                      min_billed_hours=mbh)]
-        lost = state == "lost"
+        lost = state == InstanceLifecycle.LOST
 
         def write(store: Store) -> None:
             with store.transaction() as con:

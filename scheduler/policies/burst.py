@@ -30,7 +30,14 @@ from collectors.formatting import duration_text
 from collectors.store.audit_kinds import ActionKind, TargetKind
 from scheduler.models import FleetSnapshot, NodeCapacity, ResourceRequest
 from scheduler.policies.audit import BURST_ACTOR, Action
-from scheduler.policies.spend import BudgetUse, BurstInstance, Period, ScopeKey, budget_use
+from scheduler.policies.spend import (
+    BudgetUse,
+    BurstInstance,
+    InstanceLifecycle,
+    Period,
+    ScopeKey,
+    budget_use,
+)
 from scheduler.providers.base import Offer
 from scheduler.providers.config import ProviderConfig
 
@@ -481,7 +488,7 @@ def _slots(active: Sequence[BurstInstance], snapshot: FleetSnapshot,
            offers: Mapping[str, Offer]) -> list[_Slot]:
     slots = []
     for i in active:
-        if i.state == "terminating":
+        if i.state == InstanceLifecycle.TERMINATING:
             continue
         offer = offers.get(i.offer)
         model = i.gpu_model or (offer.gpu_model if offer else "")
@@ -528,11 +535,12 @@ def _teardown(active: Sequence[BurstInstance], instances: Sequence[BurstInstance
         ev: dict[str, Any] = {"provider": i.provider, "offer": i.offer, "node": i.node,
                               "launched_at": i.launched_at}
         joined = i.node is not None and snapshot.node(i.node) is not None
-        if i.state == "provisioning" or (i.state == "ready" and not joined):
+        ready = i.state == InstanceLifecycle.READY
+        if i.state == InstanceLifecycle.PROVISIONING or (ready and not joined):
             if now - i.launched_at > config.ready_timeout_s:
                 reason = (f"not ready {duration_text(now - i.launched_at)} after launch "
                           f"(ready_timeout_s {config.ready_timeout_s:g})")
-        elif i.state == "ready" and i.node not in busy_nodes and i.instance_id not in awaited:
+        elif ready and i.node not in busy_nodes and i.instance_id not in awaited:
             idle_since = max(i.ready_at or i.launched_at, i.last_job_ended_at or 0.0)
             ev["idle_since"] = idle_since
             if now - idle_since >= config.idle_teardown_s:
@@ -545,7 +553,7 @@ def _teardown(active: Sequence[BurstInstance], instances: Sequence[BurstInstance
             out.append(TerminateDecision(i.instance_id, i.provider, reason, act))
     requeues: list[Action] = []
     for i in instances:
-        if i.state != "lost" or not i.node:
+        if i.state != InstanceLifecycle.LOST or not i.node:
             continue
         for r in snapshot.running:
             if r.assignment.node == i.node:

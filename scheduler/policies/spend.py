@@ -11,12 +11,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from scheduler.policies.audit import to_epoch_s
 
-InstanceLifecycle = Literal["provisioning", "ready", "terminating", "terminated", "lost"]
-ENDED = ("terminated", "lost")
+
+class InstanceLifecycle(StrEnum):
+    """A burst instance in fleetdeck's store (`burst_instances.state`)."""
+
+    PROVISIONING = "provisioning"
+    READY = "ready"  # the provider says it runs; it joins the fleet
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    LOST = "lost"  # gone without fleetdeck ending it (spot interruption)
+
+
+ACTIVE_LIFECYCLE = (InstanceLifecycle.PROVISIONING, InstanceLifecycle.READY,
+                    InstanceLifecycle.TERMINATING)
+ENDED = (InstanceLifecycle.TERMINATED, InstanceLifecycle.LOST)
 Period = Literal["daily", "monthly"]
 
 
