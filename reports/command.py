@@ -145,9 +145,7 @@ def build_reports(
     narrows a chargeback to that user's jobs."""
     if name not in NAMES:
         raise InputError(SOURCE, "NAME", "one of " + ", ".join(NAMES), got=name)
-    if user is not None and name != "chargeback":
-        raise InputError(SOURCE, "--user", "no --user (it narrows a chargeback only)",
-                         got=user)
+    _check_user(name, user)
     if by is not None and by not in KEYS:
         raise InputError(SOURCE, "--by", "one of " + ", ".join(KEYS), got=by)
     if every not in EVERY:
@@ -264,9 +262,16 @@ def check_flags(args: argparse.Namespace, *, now: datetime
     """The flags checked before any store is opened: (--from, --to, --months, --ceiling)."""
     if args.output is not None:
         check_output_path(user_path(args.output, source="-o"), flag="-o")
+    _check_user(args.name, getattr(args, "user", None))
     start = parse_when(args.start, now=now, flag="--from") if args.start is not None else None
     end = parse_when(args.end, now=now, flag="--to", is_end=True) if args.end is not None else None
     return start, end, _int(args.months, "--months"), _float(args.ceiling, "--ceiling")
+
+
+def _check_user(name: str, user: str | None) -> None:
+    if user is not None and name != "chargeback":
+        raise InputError(SOURCE, "--user", "no --user (it narrows a chargeback only)",
+                         got=user)
 
 
 def _int(text: str, flag: str) -> int:

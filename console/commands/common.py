@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import duckdb
@@ -159,8 +160,9 @@ def engine_or_store(loaded: Loaded, request: Request[R], local: Callable[[Store]
 
 
 def plain(reply: Any) -> Any:
-    """A reply as plain JSON data, for `--format json` and the table printer."""
-    return msgspec.to_builtins(reply)
+    """A reply as plain data for `--format json` and the table printer (times stay
+    datetimes: the printers format them)."""
+    return msgspec.to_builtins(reply, builtin_types=(datetime,))
 
 
 def me_line(me: WhoAmI | Mapping[str, Any]) -> str:

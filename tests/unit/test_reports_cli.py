@@ -60,6 +60,7 @@ def test_parse_when() -> None:
     (("forecast", "--ceiling", "180"), "--ceiling"),
     (("usage", "--from", "2024-03-05", "--to", "2024-03-01"), "--from"),
     (("all", "--format", "csv"), "--format"),
+    (("usage", "--user", "alice"), "--user"),
 ])
 def test_bad_flags_raise_one_line_input_errors(store_path: Path, argv: tuple[str, ...],
                                                flag: str) -> None:
@@ -68,6 +69,16 @@ def test_bad_flags_raise_one_line_input_errors(store_path: Path, argv: tuple[str
     msg = str(e.value)
     assert msg.startswith(f"fleetdeck report: {flag}: expected ") and "\n" not in msg
     assert e.value.exit_code == 2
+
+
+def test_user_narrows_a_chargeback_to_their_jobs(store_path: Path) -> None:
+    mine = _run(store_path, "chargeback", "--from", "2024-03-01", "--to", "2024-03-03",
+                "--user", "alice", "--format", "csv")
+    everyone = _run(store_path, "chargeback", "--from", "2024-03-01", "--to", "2024-03-03",
+                    "--format", "csv")
+    users = {line.split(",")[0] for line in everyone.splitlines()[1:]}
+    assert "alice" in users and len(users - {"Total"}) > 1
+    assert {line.split(",")[0] for line in mine.splitlines()[1:]} == {"alice", "Total"}
 
 
 def test_table_markdown_json_csv_parquet(store_path: Path, tmp_path: Path) -> None:
