@@ -42,7 +42,13 @@ from console.engine.api.requests import (
     StopRequest,
     UncordonRequest,
 )
-from console.engine.client import EngineClient, NoEngine, RemoteError, unsupported
+from console.engine.client import (
+    EngineClient,
+    NoEngine,
+    RemoteError,
+    failure_text,
+    missing_text,
+)
 from console.engine.host import EmbeddedEngine
 from console.engine.protocol import ErrorCode
 from console.messages import ActionDone, EngineDown, EngineUp, RequestFailed, SummaryLoaded
@@ -303,7 +309,7 @@ class FleetdeckApp(App[int]):
     @on(RequestFailed)
     def _request_failed(self, message: RequestFailed) -> None:
         if message.method == "summary":
-            note = ("engine does not support summary yet"
+            note = (missing_text("summary")
                     if message.code == ErrorCode.UNKNOWN_METHOD else f"summary: {message.text}")
             for bar in self.bars():
                 bar.notice = note
@@ -478,7 +484,7 @@ class FleetdeckApp(App[int]):
         try:
             result = await self.remote.call(request, channel="actions")
         except RemoteError as e:
-            note = (f"engine does not support {method} yet" if unsupported(e) else str(e))
+            note = failure_text(e, method)
             self.post_message(RequestFailed(method, e.code, note))
             return
         except Exception as e:

@@ -51,6 +51,16 @@ def unsupported(err: BaseException) -> bool:
     return isinstance(err, RemoteError) and err.code is ErrorCode.UNKNOWN_METHOD
 
 
+def missing_text(method: str) -> str:
+    """What the console says where an older engine lacks `method`."""
+    return f"engine does not support {method} yet"
+
+
+def failure_text(err: BaseException, method: str) -> str:
+    """One line for a failed call of `method`: that the engine lacks it, or the error."""
+    return missing_text(method) if unsupported(err) else str(err)
+
+
 @dataclass(frozen=True, slots=True)
 class LiveEngine:
     pid: int
