@@ -23,7 +23,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker
 
-from console.engine.client import RemoteError, unsupported
+from console.engine.client import RemoteError, missing_text, unsupported
 from console.messages import EngineDown, EngineUp, RequestFailed, Unsupported
 from console.screens.dialog import OnFleetdeck
 from console.widgets.keyed_table import KeyedTable
@@ -265,7 +265,7 @@ class FleetdeckScreen(OnFleetdeck, Screen[None]):
     @on(Unsupported)
     def _unsupported(self, message: Unsupported) -> None:
         message.stop()
-        self.show_notice(f"engine does not support {message.method} yet")
+        self.show_notice(missing_text(message.method))
 
     @on(RequestFailed)
     def _failed(self, message: RequestFailed) -> None:

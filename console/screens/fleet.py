@@ -12,6 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Static
 
+from console.engine.client import missing_text
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
 from console.widgets.heatmap import GpuHeatmap, HeatCell, HeatRow
@@ -138,7 +139,7 @@ class FleetScreen(FleetdeckScreen):
         if message.full:
             self.show_notice("")
         else:
-            self.show_notice("engine does not support fleet yet: showing the node inventory")
+            self.show_notice(missing_text("fleet") + ": showing the node inventory")
         self.nodes = {str(n["name"]): n for n in message.nodes}
         self.fd.last_fleet = message.nodes
         self.render_view()

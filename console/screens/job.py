@@ -15,7 +15,7 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
-from console.engine.client import unsupported
+from console.engine.client import failure_text
 from console.screens.base import MISSING, FilterInput, FleetdeckScreen
 from console.screens.jobs import job_gpus, runtime
 from console.widgets import fmt
@@ -204,7 +204,7 @@ class JobScreen(FleetdeckScreen):
                                                      follow=follow):
                 self.post_message(self.LogChunk(str(chunk)))
         except Exception as e:
-            text = "engine does not support logs yet" if unsupported(e) else str(e)
+            text = failure_text(e, "logs")
             self.post_message(self.LogChunk(f"[{text}]\n"))
         self.post_message(self.LogEnded())
 

@@ -26,7 +26,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from collectors.errors import InputError
 from collectors.formatting import bytes_exact, duration_exact
-from console.engine.client import RemoteError, unsupported
+from console.engine.client import RemoteError, failure_text
 from console.messages import JobsSubmitted
 from console.screens.dialog import DialogScreen
 from scheduler.jobspec import EXECUTORS, KINDS, JobSpec
@@ -383,8 +383,7 @@ class SubmitScreen(DialogScreen[list[int]]):
         try:
             result = await self.fd.remote.call("preview", channel="submit", spec=spec)
         except RemoteError as e:
-            note = ("engine does not support preview yet" if unsupported(e)
-                    else str(e))
+            note = failure_text(e, "preview")
             self.post_message(self.Previewed(spec, None, note))
             return
         except Exception as e:
@@ -425,8 +424,7 @@ class SubmitScreen(DialogScreen[list[int]]):
         try:
             result = await self.fd.remote.call("submit", channel="actions", spec=spec)
         except RemoteError as e:
-            text = ("engine does not support submit yet" if unsupported(e)
-                    else str(e))
+            text = failure_text(e, "submit")
             self.post_message(self.Rejected(text))
             return
         except Exception as e:
