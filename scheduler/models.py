@@ -96,30 +96,20 @@ class RequestShape:
 
     @classmethod
     def of(cls, req: ResourceRequest) -> RequestShape:
-        return cls(
-            req.cpu_milli,
-            req.mem_bytes,
-            req.gpu_count,
-            req.gpu_milli if req.gpu_count else 0,
-            req.gpu_models,
-            req.min_gpu_mem_bytes,
-            req.pool,
-            req.node,
-            tuple(sorted(req.labels.items())) if req.labels else (),
-        )
+        labels = tuple(sorted(req.labels.items())) if req.labels else ()
+        return cls(*_demand(req), req.pool, req.node, labels)
 
     @classmethod
     def demand_of(cls, req: ResourceRequest) -> RequestShape:
         """What decides a node's score for `req` given the node's state (no pool, node or
         labels: a node mask handles those)."""
-        return cls(
-            req.cpu_milli,
-            req.mem_bytes,
-            req.gpu_count,
-            req.gpu_milli if req.gpu_count else 0,
-            req.gpu_models,
-            req.min_gpu_mem_bytes,
-        )
+        return cls(*_demand(req))
+
+
+def _demand(req: ResourceRequest) -> tuple[int, int, int, int, frozenset[str], int]:
+    """The fields of a `RequestShape` that say what a task takes."""
+    return (req.cpu_milli, req.mem_bytes, req.gpu_count, req.gpu_milli if req.gpu_count else 0,
+            req.gpu_models, req.min_gpu_mem_bytes)
 
 
 @dataclass(frozen=True, slots=True)
