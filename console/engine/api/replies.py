@@ -180,7 +180,9 @@ class JobUsage(Reply):
     gpu_indices: list[int] | None
 
 
-class Explanation(Reply):
+class Explanation(Reply, omit_defaults=True):
+    """Keys the runner and the policies had nothing for are left out, as before."""
+
     id: int
     name: str | None
     state: str
