@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from console.screens.base import MISSING, FleetdeckScreen
-from console.screens.jobs_window import FULL_EVERY, LIVE_STATES, ids_to_ask, merge
+from console.screens.jobs_window import FULL_EVERY, LIVE_STATES, ids_ahead, ids_to_ask, merge
 from console.widgets import fmt
 from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
 from scheduler.job_match import engine_part
@@ -233,7 +233,8 @@ class JobsScreen(FleetdeckScreen):
         ask = ids_to_ask(shown, live)
         if ask is None:
             return await self.fetch("jobs", **params)
-        found = await self.fetch("jobs", ids=ask, match=params.get("match")) if ask else []
+        ids = [*ask, *ids_ahead(shown, live)]
+        found = await self.fetch("jobs", ids=ids, match=params.get("match"))
         if found is MISSING:
             return MISSING
         return merge(shown, live, ask, found, JOBS_PAGE)

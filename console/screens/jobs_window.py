@@ -3,8 +3,10 @@
 A full page (the newest 2,000 jobs) is read from the store; most polls need not: finished jobs
 do not change. So most polls ask only for the live jobs (queued and holding: the engine keeps
 them in memory) plus, by id (the store's key), the jobs that left the live set since the last
-poll and any newer ids the live set skipped (a job born and ended in between). A full page
-comes every FULL_EVERY polls, on Ctrl+R and when that list of ids would be long.
+poll, any newer ids the live set skipped (a job born and ended in between) and the next AHEAD
+ids after the newest known one (short jobs submitted and ended since the last poll, newer
+than every live job). A full page comes every FULL_EVERY polls, on Ctrl+R and when that list
+of ids would be long.
 Pure: rows in, ids and rows out.
 """
 
@@ -16,8 +18,9 @@ from typing import Any
 from scheduler.states import HOLDING, JobState
 
 LIVE_STATES: tuple[JobState, ...] = (JobState.QUEUED, *HOLDING)
-FULL_EVERY = 10  # polls (20 s at 2 s): also catches a short job newer than every live one
+FULL_EVERY = 10  # polls (20 s at 2 s)
 MAX_IDS = 500  # more ids than this to ask by key: ask for a full page instead
+AHEAD = 64  # ids after the newest known one, asked by key on every live-only poll
 
 Job = dict[str, Any]
 
@@ -37,6 +40,14 @@ def ids_to_ask(shown: Mapping[str, Job], live: Sequence[Job]) -> list[int] | Non
     born = [i for i in range(top + 1, newest) if i not in now_live] if top else []
     ask = sorted(gone | set(born))
     return ask if len(ask) <= MAX_IDS else None
+
+
+def ids_ahead(shown: Mapping[str, Job], live: Sequence[Job]) -> list[int]:
+    """The AHEAD ids after the newest job shown or live: a job submitted and ended between
+    two polls, newer than every live job, shows at the next poll, not the next full page
+    (ids a store never gave are simply not found)."""
+    newest = max((*(int(k) for k in shown), *(int(j["id"]) for j in live)), default=0)
+    return list(range(newest + 1, newest + 1 + AHEAD))
 
 
 def merge(shown: Mapping[str, Job], live: Sequence[Job], asked: Sequence[int],

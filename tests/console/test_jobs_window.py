@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from console.screens.jobs_window import MAX_IDS, ids_to_ask, merge
+from console.screens.jobs_window import AHEAD, MAX_IDS, ids_ahead, ids_to_ask, merge
 
 
 def job(i: int, state: str) -> dict[str, Any]:
@@ -31,3 +31,15 @@ def test_an_id_asked_and_not_found_leaves_and_too_many_ask_for_a_page() -> None:
     assert [j["id"] for j in merged] == [1]
     assert ids_to_ask(shown, [job(2, "running")]) == []
     assert ids_to_ask(shown, [job(MAX_IDS + 10, "queued")]) is None
+
+
+def test_ids_after_the_newest_are_asked_so_a_short_new_job_shows_at_the_next_poll() -> None:
+    shown = {"3": job(3, "running"), "2": job(2, "succeeded")}
+    live = [job(3, "running")]
+    ahead = ids_ahead(shown, live)
+    assert ahead == list(range(4, 4 + AHEAD))
+    assert ids_ahead({}, [job(9, "queued")])[0] == 10
+    # 4 was submitted and ended between polls; 5 onwards do not exist yet
+    merged = merge(shown, live, ids_to_ask(shown, live) or [], [job(4, "succeeded")], page=10)
+    assert [(j["id"], j["state"]) for j in merged] == [
+        (4, "succeeded"), (3, "running"), (2, "succeeded")]
