@@ -32,6 +32,7 @@ from console.engine.api.requests import (
 from console.engine.client import EngineClient
 from console.engine.services import list_actions
 from scheduler import journal
+from scheduler.job_match import FIELDS, JobMatch, parse_match
 from scheduler.jobspec import CLI_FLAGS, JobSpec
 from scheduler.policies.idle import verdict_numbers
 from scheduler.states import STATES
@@ -86,6 +87,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--state", action="append", choices=STATES,
                    help="only jobs in this state (repeat for several)")
     p.add_argument("--user")
+    p.add_argument("--match", metavar="TEXT",
+                   help="as the console's filter: words every job must contain in some field, "
+                        "or FIELD:word (id, name, user, project, team, state, node, pool, "
+                        "reason); case-insensitive")
     p.add_argument("--limit", type=arg_int(1, 1_000_000), default=200)
     add_format(p)
     p.set_defaults(func=jobs_cmd)
@@ -193,20 +198,33 @@ JOB_COLUMNS = ["id", "name", "state", "user", "project", "gpus", "node", "gpu_in
 
 
 def jobs_cmd(args: argparse.Namespace) -> int:
+    match = _match_flag(args.match)  # a bad field fails here, before any engine or store work
     loaded = loaded_config(args)
     states = args.state or []
 
     def local(store: Any) -> list[dict[str, Any]]:
         return [r.to_json() for r in journal.list_jobs(
-            store, states=states, user=args.user, limit=args.limit, newest_first=True)]
+            store, states=states, user=args.user, limit=args.limit, newest_first=True,
+            match=match)]
 
     rows = plain(engine_or_store(
-        loaded, JobsQuery(states=states, user=args.user, limit=args.limit), local))
+        loaded, JobsQuery(states=states, user=args.user, limit=args.limit, match=args.match),
+        local))
     if args.format == "json":
         print_json([_job_json(r) for r in rows])
     else:
         print_table(rows, JOB_COLUMNS)
     return 0
+
+
+def _match_flag(text: str | None) -> JobMatch | None:
+    if text is None:
+        return None
+    try:
+        return parse_match(text)
+    except ValueError:  # a FIELD:word whose field is not a job field
+        raise InputError("--match", None, "words or FIELD:word with FIELD one of "
+                         + ", ".join(FIELDS), got=text) from None
 
 
 def _job_json(row: dict[str, Any]) -> dict[str, Any]:

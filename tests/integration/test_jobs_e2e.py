@@ -41,6 +41,28 @@ def test_process_job_reports_exit_code_and_logs(ssh_nodes: NodeFactory, tmp_path
         assert re.search(rf"^\s*{job}\s+sh\s+failed\b", table.stdout, re.M), table.stdout
 
 
+
+def test_jobs_match_finds_jobs_by_words_and_fields_from_engine_and_store(
+        ssh_nodes: NodeFactory, tmp_path: Path) -> None:
+    """`fleetdeck jobs --match` filters as the console's filter box does: through the engine
+    while it serves, from the store when it does not; a field that is no job field is one
+    line and exit 2."""
+    node = ssh_nodes(1)[0]
+    fleet = Fleet(tmp_path, fleet_toml([node]))
+    with fleet.serving():
+        [ok] = fleet.submit("--executor", "process", "--name", "prep-data", "--", "true")
+        [bad] = fleet.submit("--executor", "process", "--name", "train-big", "--", "false")
+        fleet.wait_done([ok, bad])
+        assert [r["id"] for r in fleet.jobs("--match", "train")] == [bad]
+        assert [r["id"] for r in fleet.jobs("--match", "state:succeeded PREP")] == [ok]
+        assert {r["id"] for r in fleet.jobs("--match", f"node:{node.name}")} == {ok, bad}
+        assert fleet.jobs("--match", "state:succeeded train") == []
+    # no engine: the store answers the same
+    assert [r["id"] for r in fleet.jobs("--match", "state:failed")] == [bad]
+    res = fleet.run("jobs", "--match", "gpus:4")
+    assert res.returncode == 2
+    assert one_line_error(res).startswith("--match: expected words or FIELD:word"), res.stderr
+
 def test_docker_job_reports_exit_code_and_logs(ssh_nodes: NodeFactory,
                                                docker_image: ImageLoader,
                                                tmp_path: Path) -> None:
