@@ -8,10 +8,7 @@ method filters every job, not just a loaded page.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from scheduler.journal import JobRow
+from typing import Any
 
 # the fields a `key:word` term may name: JobRow attributes and store columns alike
 FIELDS = ("id", "name", "user", "project", "team", "state", "node", "pool", "reason")
@@ -24,7 +21,8 @@ class JobMatch:
 
     terms: tuple[tuple[str | None, str], ...]
 
-    def matches(self, row: JobRow) -> bool:
+    def matches(self, row: object) -> bool:
+        """`row`: a `journal.JobRow` (read by field name; no import, journal imports us)."""
         for field, word in self.terms:
             fields = (field,) if field else ANY_FIELDS
             if not any(word in str(getattr(row, f) or "").lower() for f in fields):
