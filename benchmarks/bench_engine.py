@@ -2,16 +2,20 @@
 
 The real `fleetdeck serve` (collection and scheduling running) against simulated SSH nodes in
 their own process (`simnodes.py`), its store seeded with `--jobs` jobs (`fleetbench`). Then
-`--clients` clients connect at once (connections refused or failing are counted) and each
-calls, every `--period` seconds, the next of `status`, `fleet`, `jobs` (first page of 50),
-`job` (a random id), `explain` (a random id) and `policies`, for `--duration` seconds. It
-prints p50/p99 per method as the clients saw them. Target (#16): p99 under 50 ms for each.
+`--clients` clients, spread over `--procs` processes so that no client process is the
+bottleneck (`benchclients.py`), connect at once (connections refused or failing are counted)
+and each calls, every `--period` seconds, the next of `status`, `fleet` (what changed since
+its last answer, `fleet_delta`, where the engine has it; `--no-deltas`: the whole fleet),
+`jobs` (first page of 50), `job` (a random id), `explain` (a random id) and `policies`, for
+`--duration` seconds. It prints p50/p99 per method as the clients saw them, connections
+refused, and the engine's CPU by thread while the clients ran (the loop thread's share is how
+busy the event loop was). Target (#16): p99 under 50 ms for each; (#12) 0 refused.
 
 An engine without the `job` method (older code) is asked `jobs` with `ids=[N]`, as the
 console did then; its lines say `job*`.
 
 Usage: .venv/bin/python benchmarks/bench_engine.py [--nodes 1000] [--jobs 100000]
-       [--clients 200] [--period 2] [--duration 60]
+       [--clients 200] [--procs 4] [--period 2] [--duration 60] [--no-deltas]
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ import sys
 import time
 from pathlib import Path
 
+from benchclients import engine_clients, has_delta
 from fleetbench import (
     Serve,
-    engine_clients,
+    cpu_by_role,
     engine_lines,
     fleet_args,
     has_method,
     run_bench,
     seed_jobs,
     sim_nodes,
+    thread_roles,
     write_config,
 )
 
@@ -53,18 +59,39 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
                 await asyncio.sleep(2)
             up_s = time.monotonic() - t0
             job_method = await has_method(probe, "job", job=1)
-            await probe.close()
+            deltas = args.deltas and await has_delta(probe)
+            stats_ok = await has_method(probe, "ingest_stats")
+            assert serve.proc is not None
+            roles = thread_roles(serve.proc.pid, (await probe.call("ingest_stats"))["threads"]
+                                 if stats_ok else [])
+            marks: list[tuple[dict[int, float], float]] = []
+
+            def mark() -> None:
+                marks.append((serve.thread_cpu_s(), time.monotonic()))
+
             lat, refused = await engine_clients(
                 serve.socket, clients=args.clients, period_s=args.period,
-                duration_s=args.duration, jobs=args.jobs, job_method=job_method)
+                duration_s=args.duration, jobs=args.jobs, job_method=job_method,
+                deltas=deltas, procs=args.procs, on_start=mark)
+            mark()  # the clients' processes are done: a few seconds past the calls' end
             rss = serve.rss_mib()
+            await probe.close()
         finally:
             serve.stop()
     out = [f"bench_engine: {args.nodes} nodes x {args.gpus} GPUs collected every "
            f"{args.interval:g} s, {args.jobs:,} jobs in the store ({args.queued} queued, "
            f"scheduling on); all nodes up after {up_s:.0f} s"]
     out.extend(engine_lines(lat, refused, clients=args.clients, period_s=args.period,
-                            duration_s=args.duration, job_method=job_method))
+                            duration_s=args.duration, job_method=job_method,
+                            procs=min(args.procs, args.clients), deltas=deltas))
+    (cpu0, wall0), (cpu1, wall1) = marks[0], marks[-1]
+    wall = wall1 - wall0
+    by_role = cpu_by_role(cpu0, cpu1, roles, serve.proc.pid,
+                          unknown="duckdb" if stats_ok else "other threads")
+    out.append(f"engine CPU while the clients ran: {100 * sum(by_role.values()) / wall:.0f} % "
+               "of one core; " + ", ".join(f"{k} {100 * v / wall:.0f} %" for k, v in sorted(
+                   by_role.items(), key=lambda kv: -kv[1]))
+               + " (loop: the event loop thread, busy that share of the time)")
     out.append(f"engine RSS {rss:.0f} MiB; machine: {os.cpu_count()} cores, load avg "
                f"{os.getloadavg()[0]:.2f} (simulator and clients on the same machine)")
     return out
@@ -73,9 +100,15 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
 def main() -> int:
     ap = fleet_args(__doc__ or "", duration_s=60.0, clients=200)
     ap.add_argument("--period", type=float, default=2.0, help="seconds between a client's calls")
+    ap.add_argument("--procs", type=int, default=4, help="client processes")
+    ap.add_argument("--deltas", action=argparse.BooleanOptionalAction, default=True,
+                    help="fleet clients ask fleet_delta where the engine has it")
     args = ap.parse_args()
     if args.period <= 0:
         print("bench_engine: --period: expected seconds > 0", file=sys.stderr)
+        return 2
+    if not 1 <= args.procs <= 64:
+        print("bench_engine: --procs: expected 1..64 client processes", file=sys.stderr)
         return 2
     return run_bench("bench_engine", args, run)
 

@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchclients import engine_clients, has_delta
 from fleetbench import (
     Latencies,
     Serve,
     cpu_by_role,
-    engine_clients,
     engine_lines,
     fleet_args,
     has_method,
@@ -113,15 +113,17 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
             engine_out: list[str] = []
             if args.engine_clients:  # bench_engine's load on the same engine, afterwards
                 job_method = await has_method(probe, "job", job=1)
+                deltas = await has_delta(probe)
                 elat, refused = await engine_clients(
                     serve.socket, clients=args.engine_clients, period_s=args.poll,
-                    duration_s=args.engine_duration, jobs=args.jobs, job_method=job_method)
+                    duration_s=args.engine_duration, jobs=args.jobs, job_method=job_method,
+                    deltas=deltas)
                 engine_out = ["then, bench_engine's load on this engine: " + line
                               if i == 0 else line
                               for i, line in enumerate(engine_lines(
                                   elat, refused, clients=args.engine_clients,
                                   period_s=args.poll, duration_s=args.engine_duration,
-                                  job_method=job_method))]
+                                  job_method=job_method, procs=4, deltas=deltas))]
                 peak = serve.peak_rss_mib()
             await probe.close()
         finally:

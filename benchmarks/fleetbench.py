@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from collectors.store import Store  # noqa: E402
+from console.engine.api.methods import BY_REQUEST  # noqa: E402
+from console.engine.api.requests import Request  # noqa: E402
 from console.engine.client import EngineClient, RemoteError  # noqa: E402
 
 TICK_S = os.sysconf("SC_CLK_TCK")
@@ -277,13 +279,15 @@ class Latencies:
     by_method: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
 
-    async def time(self, client: EngineClient, method: str, *, label: str | None = None,
-                   **params: Any) -> Any:
-        """Call `method`; its latency is kept under `label` (default: the method)."""
-        key = label or method
+    async def time(self, client: EngineClient, method: str | Request[Any], *,
+                   label: str | None = None, **params: Any) -> Any:
+        """Call `method` (a name, or a typed request); its latency is kept under `label`
+        (default: the method's name)."""
+        key = label or (method if isinstance(method, str) else BY_REQUEST[type(method)].name)
         t0 = time.perf_counter()
         try:
-            out = await client.call(method, **params)
+            out = await (client.call(method, **params) if isinstance(method, str)
+                         else client.call(method))
         except RemoteError as e:
             if e.code != "not_found":  # a random id may be missing: still an answer
                 self.errors[f"{key}:{e.code}"] = self.errors.get(f"{key}:{e.code}", 0) + 1
@@ -312,67 +316,14 @@ async def has_method(client: EngineClient, method: str, **params: Any) -> bool:
     return True
 
 
-METHODS = ("status", "fleet", "jobs", "job", "explain", "policies")
-
-
-async def _engine_client(sock: Path, lat: Latencies, *, period_s: float, jobs: int,
-                         job_method: bool, stop: asyncio.Event, refused: list[str],
-                         seed: int) -> None:
-    rng = random.Random(seed)
-    try:
-        client = await EngineClient.connect(sock, timeout=30)
-    except Exception as e:  # counted, not fatal: that is what is measured
-        refused.append(type(e).__name__)
-        return
-    try:
-        k = rng.randrange(len(METHODS))
-        await asyncio.sleep(rng.uniform(0, period_s))
-        while not stop.is_set():
-            t0 = time.monotonic()
-            method = METHODS[k % len(METHODS)]
-            k += 1
-            job = rng.randint(1, jobs)
-            if method == "jobs":
-                await lat.time(client, "jobs", limit=50)
-            elif method == "job":
-                if job_method:
-                    await lat.time(client, "job", job=job)
-                else:
-                    await lat.time(client, "jobs", label="job*", ids=[job], limit=50)
-            elif method == "explain":
-                await lat.time(client, "explain", job=job)
-            else:
-                await lat.time(client, method)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(),
-                                       max(0.0, period_s - (time.monotonic() - t0)))
-    finally:
-        await client.close()
-
-
-async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_s: float,
-                         jobs: int, job_method: bool) -> tuple[Latencies, list[str]]:
-    """`clients` concurrent clients, each calling the next of `METHODS` every `period_s`
-    (random job ids for `job` and `explain`) for `duration_s`; latencies and refusals."""
-    lat = Latencies()
-    stop = asyncio.Event()
-    refused: list[str] = []
-    tasks = [asyncio.create_task(_engine_client(sock, lat, period_s=period_s, jobs=jobs,
-                                                job_method=job_method, stop=stop,
-                                                refused=refused, seed=i))
-             for i in range(clients)]
-    await asyncio.sleep(duration_s)
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return lat, refused
-
-
 def engine_lines(lat: Latencies, refused: list[str], *, clients: int, period_s: float,
-                 duration_s: float, job_method: bool) -> list[str]:
-    out = [f"{clients} concurrent clients, one call each every {period_s:g} s for "
-           f"{duration_s:.0f} s; connections refused or failed: {len(refused)}"
-           + (f" ({', '.join(sorted(set(refused)))})" if refused else ""),
-           "per method (target p99 < 50 ms)"
+                 duration_s: float, job_method: bool, procs: int, deltas: bool) -> list[str]:
+    out = [f"{clients} concurrent clients in {procs} processes, one call each every "
+           f"{period_s:g} s for {duration_s:.0f} s; connections refused or failed: "
+           f"{len(refused)}" + (f" ({', '.join(sorted(set(refused)))})" if refused else ""),
+           "per method (target p99 < 50 ms; fleet: "
+           + ("changes since the client's last answer, fleet_delta" if deltas
+              else "the whole fleet each time") + ")"
            + ("" if job_method else "; older engine: 'job' asked as jobs ids=[N]") + ":"]
     return out + lat.lines()
 

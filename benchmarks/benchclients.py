@@ -1,0 +1,173 @@
+"""Many engine clients spread over several processes, for `bench_engine.py` and `bench_serve.py`.
+
+One Python process cannot decode what 200 clients receive (a fleet answer at 1,000 x 8 GPUs is
+megabytes of JSON): its own queue would be measured instead of the engine. So the clients are
+split over `procs` processes (spawned); each connects its clients, waits at a start barrier
+shared with the parent, calls for `duration_s` and sends its raw latencies back; the parent
+merges them. Each client calls, every `period_s`, the next of `METHODS` (typed requests, as
+the console sends them): a random job id for `job` and `explain`, the first page of 50 for
+`jobs`, and for `fleet` only what changed since its last answer (`fleet_delta`) where the
+engine has that method, else the whole fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleetbench import Latencies
+
+from console.engine.api import requests as rq
+from console.engine.client import EngineClient, RemoteError
+
+METHODS = ("status", "fleet", "jobs", "job", "explain", "policies")
+
+
+@dataclass
+class FleetMirror:
+    """A client's copy of the fleet, kept by `fleet_delta` answers (docs/PROTOCOL.md)."""
+
+    cursor: int | None = None
+    nodes: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, delta: Any) -> None:
+        if delta.full:
+            self.nodes = {}
+        for name in delta.removed:
+            self.nodes.pop(name, None)
+        for n in delta.nodes:
+            self.nodes[n.name] = n
+        self.cursor = delta.cursor
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every client of a run does."""
+
+    sock: Path
+    period_s: float
+    duration_s: float
+    jobs: int
+    job_method: bool
+    deltas: bool
+
+
+async def _call(client: EngineClient, lat: Latencies, plan: Plan, method: str,
+                rng: random.Random, mirror: FleetMirror) -> None:
+    job = rng.randint(1, plan.jobs)
+    if method == "status":
+        await lat.time(client, rq.StatusQuery())
+    elif method == "fleet":
+        await lat.time(client, rq.FleetQuery())
+    elif method == "jobs":
+        await lat.time(client, rq.JobsQuery(limit=50))
+    elif method == "job" and plan.job_method:
+        await lat.time(client, rq.JobQuery(job=job))
+    elif method == "job":  # an older engine: the console asked jobs ids=[N]
+        await lat.time(client, rq.JobsQuery(ids=[job], limit=50), label="job*")
+    elif method == "explain":
+        await lat.time(client, rq.ExplainRequest(job=job))
+    else:
+        await lat.time(client, rq.PoliciesQuery())
+
+
+async def _client(client: EngineClient, lat: Latencies, plan: Plan, stop: asyncio.Event,
+                  seed: int) -> None:
+    rng = random.Random(seed)
+    mirror = FleetMirror()
+    k = rng.randrange(len(METHODS))
+    await asyncio.sleep(rng.uniform(0, plan.period_s))
+    while not stop.is_set():
+        t0 = time.monotonic()
+        await _call(client, lat, plan, METHODS[k % len(METHODS)], rng, mirror)
+        k += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, plan.period_s - (time.monotonic() - t0)))
+
+
+async def _one_process(plan: Plan, seeds: range, barrier: Any) -> tuple[Latencies, list[str]]:
+    refused: list[str] = []
+    clients: list[EngineClient] = []
+
+    async def connect() -> None:
+        try:
+            clients.append(await EngineClient.connect(plan.sock, timeout=30))
+        except Exception as e:  # counted, not fatal: that is what is measured
+            refused.append(type(e).__name__)
+
+    await asyncio.gather(*(connect() for _ in seeds))
+    await asyncio.to_thread(barrier.wait)  # every process connected: start together
+    lat = Latencies()
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(_client(c, lat, plan, stop, seed))
+             for c, seed in zip(clients, seeds, strict=False)]
+    await asyncio.sleep(plan.duration_s)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for c in clients:
+        await c.close()
+    return lat, refused
+
+
+def _process_main(plan: Plan, seeds: range, barrier: Any, out: Any) -> None:
+    try:
+        lat, refused = asyncio.run(_one_process(plan, seeds, barrier))
+        out.put((lat.by_method, lat.errors, refused))
+    except BaseException as e:
+        barrier.abort()
+        out.put(({}, {f"client process: {type(e).__name__}: {e}": 1}, []))
+
+
+async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_s: float,
+                         jobs: int, job_method: bool, deltas: bool, procs: int = 4,
+                         on_start: Callable[[], None] | None = None,
+                         ) -> tuple[Latencies, list[str]]:
+    """`clients` clients over `procs` processes (see the module docstring); the merged
+    latencies and refused connections. `on_start` runs when every client is connected and the
+    calls begin (the caller reads the engine's CPU there)."""
+    ctx = mp.get_context("spawn")
+    procs = max(1, min(procs, clients))
+    barrier = ctx.Barrier(procs + 1)
+    out = ctx.Queue()
+    plan = Plan(sock=sock, period_s=period_s, duration_s=duration_s, jobs=jobs,
+                job_method=job_method, deltas=deltas)
+    workers = [ctx.Process(target=_process_main, args=(plan, range(i, clients, procs),
+                                                      barrier, out), daemon=True)
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    lat, refused = Latencies(), []
+    try:
+        await asyncio.to_thread(barrier.wait, 600)
+        if on_start is not None:
+            on_start()
+        for _ in workers:
+            by_method, errors, refused_one = await asyncio.to_thread(
+                out.get, True, duration_s + 600)
+            for m, values in by_method.items():
+                lat.by_method.setdefault(m, []).extend(values)
+            for k, n in errors.items():
+                lat.errors[k] = lat.errors.get(k, 0) + n
+            refused.extend(refused_one)
+    finally:
+        for w in workers:
+            w.join(30)
+            if w.is_alive():
+                w.kill()
+    return lat, refused
+
+
+async def has_delta(client: EngineClient) -> bool:
+    """Whether the engine answers `fleet_delta` (older code: the whole fleet each time)."""
+    try:
+        await client.call("fleet_delta")
+    except RemoteError as e:
+        return e.code.value not in ("unknown_method", "bad_request")
+    return True
