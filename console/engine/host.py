@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import msgspec
@@ -37,6 +37,11 @@ from console.engine.api.requests import DbInfoQuery, Request, Shutdown, StatusQu
 from console.engine.banner import start_line
 from console.engine.faults import Faults, QuietFaults, watch_store
 from console.engine.server import ControlServer, Handler, Limits, StreamHandler
+from console.engine.service_base import Service
+
+if TYPE_CHECKING:
+    from console.engine.hosting import NotifyCounts, PolicyReads
+    from scheduler.runner import JobRunner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,7 +139,8 @@ class StoreReader:
 
 
 class Engine:
-    """The headless core. `await engine.start()`, then `await engine.wait_stopped()`."""
+    """The headless core. `await engine.start()`, then `await engine.wait_stopped()`.
+    Its services see it as a `console.engine.hosting.Host`."""
 
     def __init__(self, loaded: Loaded, *, clock: Callable[[], float] = time.time) -> None:
         self.loaded = loaded
@@ -150,12 +156,12 @@ class Engine:
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[Callable[[], Any]] = []
-        self.services: list[Any] = []  # console.engine.service_base.Service, in start order
+        self.services: list[Service] = []  # in start order
         # extra `status` keys from services (notify, metrics): name -> async () -> value
         self.status_parts: dict[str, Callable[[], Any]] = {}
-        self.runner: Any = None  # the scheduler's JobRunner, once attached
-        self.policies: Any = None  # the policy service, once attached
-        self.notify: Any = None  # the notify service, once attached
+        self.runner: JobRunner | None = None  # the scheduler's, once attached
+        self.policies: PolicyReads | None = None  # the policy service, once attached
+        self.notify: NotifyCounts | None = None  # the notify service, once attached
         self.fleet_id = ""  # the store's id, scoping job names on nodes
         self.handlers.update(status=self._status, db_info=self._db_info, shutdown=self._shutdown)
 

@@ -12,7 +12,7 @@ from scheduler.journal import JobRow
 from scheduler.states import JobState
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
     from scheduler.runner import JobRunner
 
 
@@ -28,7 +28,7 @@ class JobFilter:
     match: JobMatch | None = None
 
 
-async def find_jobs(engine: Engine, runner: JobRunner, q: JobFilter) -> list[JobRow]:
+async def find_jobs(engine: Host, runner: JobRunner, q: JobFilter) -> list[JobRow]:
     """Answer a job query from the runner's live set where it covers it, else the store."""
     live = runner.live
     if q.ids is not None:

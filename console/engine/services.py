@@ -20,13 +20,13 @@ from console.engine.service_base import BaseService
 from scheduler.executors.identity import engine_user, job_identity
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
 
 
 class InventoryService(BaseService):
     """Configured nodes recorded in the store; the `nodes` and `audit` questions."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Host) -> None:
         self.engine = engine
 
     def handlers(self) -> Mapping[str, Handler]:

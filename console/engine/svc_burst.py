@@ -85,7 +85,7 @@ from scheduler.runner import allocations, snapshot
 from scheduler.states import ACTIVE, JobState
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
     from console.engine.svc_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class _Known:
 class BurstManager:
     """Drives `evaluate_burst` and the providers for one engine."""
 
-    def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
+    def __init__(self, engine: Host, telemetry: Telemetry) -> None:
         self.engine = engine
         self.telemetry = telemetry
         self.cfg = engine.config.policies.burst

@@ -21,7 +21,7 @@ from scheduler.journal import JobRow
 from scheduler.states import ACTIVE, JobState
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
     from console.engine.svc_telemetry import Telemetry
 
 
@@ -102,7 +102,7 @@ class FleetAnswer:
 class FleetService(BaseService):
     """`fleet` (every node, live) and `summary` (header totals)."""
 
-    def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
+    def __init__(self, engine: Host, telemetry: Telemetry) -> None:
         self.engine = engine
         self.telemetry = telemetry
         self.answer = FleetAnswer()

@@ -47,7 +47,7 @@ from scheduler.quota import Quota, QuotaBook
 from scheduler.runner import JobRunner, RunnerSettings, allocations, choose_executor, snapshot
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
     from console.engine.svc_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def redacted(row: JobRow, caller: Caller) -> JobInfo:
 class JobService(BaseService):
     """The job runner's loops and the submit/jobs/stop/logs/explain/preview/suggest methods."""
 
-    def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
+    def __init__(self, engine: Host, telemetry: Telemetry) -> None:
         self.engine = engine
         self.telemetry = telemetry
         cfg = engine.config

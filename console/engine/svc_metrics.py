@@ -30,7 +30,7 @@ from console.config import parse_listen
 from console.engine.metrics import EngineMetrics, MetricsState, RunningJob, engine_metrics
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
     from console.engine.svc_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def metrics_handler(exposition: Exposition) -> type[BaseHTTPRequestHandler]:
 class MetricsServer:
     """The HTTP server thread plus the loop task publishing snapshots."""
 
-    def __init__(self, engine: Engine, telemetry: Telemetry, host: str, port: int) -> None:
+    def __init__(self, engine: Host, telemetry: Telemetry, host: str, port: int) -> None:
         self.engine = engine
         self.telemetry = telemetry
         self.metrics = engine_metrics()
@@ -254,7 +254,7 @@ def read_jobs(store: Store, started_after: float) -> tuple[
     return counts, running, spend, [float(r[0]) for r in rows], newest
 
 
-async def attach(engine: Engine, telemetry: Telemetry) -> MetricsServer | None:
+async def attach(engine: Host, telemetry: Telemetry) -> MetricsServer | None:
     listen = engine.config.engine.metrics_listen
     if not listen:
         return None

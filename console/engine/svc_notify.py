@@ -35,7 +35,7 @@ from console.engine.server import Handler, StreamHandler
 from console.engine.service_base import BaseService
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
 
 log = logging.getLogger(__name__)
 HISTORY_MAX = 10_000  # events `fleetdeck events` may ask for at once
@@ -46,7 +46,7 @@ PRUNE_EVERY_S = 3600.0
 class NotifyService(BaseService):
     """Routes events, delivers messages, serves the event stream."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Host) -> None:
         self.engine = engine
         self.cfg = engine.config.notify
         self.people = Directory({u.name: Person(u.name, u.email, u.notify)

@@ -16,13 +16,13 @@ from reports.personal import user_day
 from scheduler import journal
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
 
 
 class PeopleService(BaseService):
     """`whoami`: the caller's user, role, GPUs in use of their quota and spend today."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Host) -> None:
         self.engine = engine
 
     def handlers(self) -> Mapping[str, Handler]:

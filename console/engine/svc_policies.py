@@ -72,11 +72,11 @@ from scheduler.policies.idle import (
     evaluate_idle,
     restore_idle_state,
 )
-from scheduler.runner import allocations, epoch, snapshot
+from scheduler.runner import JobRunner, allocations, epoch, snapshot
 from scheduler.states import ACTIVE, JobState
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
     from console.engine.svc_telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def job_rows(store: Store, actions: Iterable[Action]) -> dict[int, JobRow]:
 class PolicyService(BaseService):
     """Runs the idle and health policies, owns the burst manager, answers policy requests."""
 
-    def __init__(self, engine: Engine, telemetry: Telemetry) -> None:
+    def __init__(self, engine: Host, telemetry: Telemetry) -> None:
         self.engine = engine
         self.telemetry = telemetry
         self.cfg = engine.config.policies
@@ -136,6 +136,12 @@ class PolicyService(BaseService):
         if burst.cfg.providers == config.policies.burst.providers:
             burst.cfg = config.policies.burst
             burst.offers = {o.name: o for o in config.policies.burst.offers}
+
+    @property
+    def runner(self) -> JobRunner:
+        """The job service's runner: wiring starts that service before this one."""
+        assert self.engine.runner is not None, "the job service starts before the policies"
+        return self.engine.runner
 
     # -- what other services read ------------------------------------------------------------
     def idle_job_ids(self) -> set[int]:
@@ -241,7 +247,7 @@ class PolicyService(BaseService):
         try:
             row = await self.engine.db.run(lambda st: journal.get(st, int(a.target)))
             told = idle_event(a, row)
-            await self.engine.runner.stop(
+            await self.runner.stop(
                 int(a.target), actor=IDLE_ACTOR, reason=a.reason, action=ActionKind.IDLE_STOP,
                 evidence=json.loads(a.audit_row()["evidence"]), requeue=s.requeue,
                 grace_s=s.stop_timeout_s, events=[told] if told is not None else [])
@@ -332,7 +338,7 @@ class PolicyService(BaseService):
         for job_id in result.requeue:
             a = by_job.get(job_id)
             try:
-                await self.engine.runner.stop(
+                await self.runner.stop(
                     int(job_id), actor=a.actor if a else HEALTH_ACTOR,
                     reason=a.reason if a else "GPU unhealthy", action=ActionKind.HEALTH_REQUEUE,
                     evidence=dict(a.evidence) if a else {}, requeue=True)

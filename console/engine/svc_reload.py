@@ -24,7 +24,7 @@ from console.engine.server import Handler
 from console.engine.service_base import BaseService
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
 
 LIVE = ("policies", "users", "projects", "teams", "scheduler", "rates", "access")
 RESTART = ("store", "collect", "ssh", "engine", "nodes", "pools", "notify")
@@ -40,7 +40,7 @@ def diff(old: Config, new: Config) -> tuple[list[str], list[str]]:
 class ReloadService(BaseService):
     """`config reload` (and SIGHUP): every service gets the new config."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Host) -> None:
         self.engine = engine
 
     def handlers(self) -> Mapping[str, Handler]:
@@ -50,7 +50,7 @@ class ReloadService(BaseService):
         return await reload_config(self.engine, actor=caller.user)
 
 
-async def reload_config(engine: Engine, *, actor: str) -> Reloaded:
+async def reload_config(engine: Host, *, actor: str) -> Reloaded:
     if engine.loaded.embedded and engine.loaded.source == "embedded default":
         raise RequestError(ErrorCode.REFUSED, "the engine runs on the embedded default; "
                                       "there is no config file to reload")
@@ -78,7 +78,7 @@ async def reload_config(engine: Engine, *, actor: str) -> Reloaded:
     return Reloaded(applied=live, needs_restart=restart, reason=reason)
 
 
-def _apply(engine: Engine, new: Config) -> None:
+def _apply(engine: Host, new: Config) -> None:
     """Each service takes what it can apply live, then the engine holds the new config."""
     for svc in engine.services:
         svc.reconfigure(new)

@@ -35,7 +35,7 @@ from reports.model import Report
 from scheduler.sim import whatif as sim_whatif
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
 
 
 def report_json(report: Report) -> ReportData:
@@ -92,7 +92,7 @@ class ReportService(BaseService):
     """Reports and what-ifs: they read through a cursor on the store thread and return data
     (or a rendered document); the CLI and the screens show it."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Host) -> None:
         self.engine = engine
 
     def handlers(self) -> Mapping[str, Handler]:

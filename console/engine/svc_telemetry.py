@@ -36,7 +36,7 @@ from console.engine.telemetry_stats import IngestStats
 from scheduler.models import GpuSlot, NodeCapacity
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
 
 log = logging.getLogger(__name__)
 ROLLUP_EVERY_S = 60.0
@@ -50,7 +50,7 @@ MAX_HELD_ROWS = 400_000  # per table, for rows sources add (containers, Slurm)
 class Telemetry(BaseService):
     """Owns the collector and the ingest loop; answers fleet questions from its view."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Host) -> None:
         self.engine = engine
         cfg = engine.config
         self.buffer = IngestBuffer()

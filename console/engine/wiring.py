@@ -17,10 +17,10 @@ from console.engine.svc_reports import ReportService
 from console.engine.svc_telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from console.engine.host import Engine
+    from console.engine.hosting import Host
 
 
-async def attach_all(engine: Engine) -> None:
+async def attach_all(engine: Host) -> None:
     async def add(svc: Service) -> None:
         await svc.start()
         engine.services.append(svc)
