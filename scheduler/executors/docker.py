@@ -40,17 +40,8 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from collectors.transport.base import Transport
-from scheduler.executors.base import (
-    PREEMPT_FILE_ENV,
-    Discovered,
-    ExecutorError,
-    ExecutorKind,
-    Handle,
-    Launch,
-    RunState,
-    Status,
-    check,
-)
+from scheduler.executors import base
+from scheduler.executors.base import Discovered, ExecutorError, Handle, Launch, RunState, Status
 from scheduler.executors.identity import engine_user, job_identity, resolve_owner_sh
 
 LABEL_JOB = "fleetdeck.job"
@@ -73,7 +64,7 @@ def create_kwargs(launch: Launch, *, gpu_runtime: bool, init: bool = True,
     if not launch.image:
         raise ValueError(f"job {launch.tag}: a docker job needs an image")
     gpus = ",".join(str(i) for i in launch.gpu_indices)
-    extra: dict[str, str] = {PREEMPT_FILE_ENV: CONTAINER_PREEMPT_FILE}
+    extra: dict[str, str] = {base.PREEMPT_FILE_ENV: CONTAINER_PREEMPT_FILE}
     mode = "none"
     device_requests: list[DeviceRequest] = []
     if launch.gpu_indices:
@@ -182,7 +173,7 @@ class DockerExecutor:
     fleet: str = ""  # the store's fleet id: names and discovery are scoped to it
     api_timeout_s: float = 60.0
     adopt_wait_s: float = 3.0
-    kind: ExecutorKind = field(default="docker", init=False)
+    kind: base.ExecutorKind = field(default="docker", init=False)
     _clients: dict[str, docker.DockerClient] = field(default_factory=dict, repr=False)
 
     async def _client(self, transport: Transport) -> docker.DockerClient:
@@ -292,7 +283,7 @@ class DockerExecutor:
             if notice and c.status == "running":
                 # best effort: an image without sh still gets the SIGTERM
                 with contextlib.suppress(docker.errors.APIError):
-                    c.exec_run(["sh", "-c", f': > "${PREEMPT_FILE_ENV}"'], detach=False)
+                    c.exec_run(["sh", "-c", f': > "${base.PREEMPT_FILE_ENV}"'], detach=False)
             if c.status in ("running", "paused", "restarting"):
                 c.stop(timeout=math.ceil(grace_s))
                 c.wait(timeout=int(self.api_timeout_s))
@@ -379,8 +370,8 @@ async def owner_ids(user: str, transport: Transport, timeout_s: float) -> dict[s
     one line when the node has no such account."""
     script = (resolve_owner_sh(user, transport.node.name)
               + f'\necho "$uid $gid $(id -G -- {shlex.quote(user)})"')
-    res = check(await transport.run_shell(script, timeout=timeout_s), transport,
-                f"run as {user}")
+    res = base.check(await transport.run_shell(script, timeout=timeout_s), transport,
+                     f"run as {user}")
     uid, gid, *groups = res.text().split()
     return {"user": f"{uid}:{gid}", "group_add": [g for g in groups if g != gid]}
 

@@ -28,23 +28,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from collectors.transport.base import Transport
-from scheduler.executors.base import (
-    PREEMPT_FILE_ENV,
-    Discovered,
-    ExecutorError,
-    ExecutorKind,
-    Handle,
-    Launch,
-    RunState,
-    ShellLogs,
-    Status,
-    jobs_dir_expr,
-    parse_tag,
-    run_checked,
-    sh_exports,
-    sh_words,
-    started_handle,
-)
+from scheduler.executors import base
+from scheduler.executors.base import Discovered, ExecutorError, Handle, Launch, RunState, Status
 from scheduler.executors.identity import engine_user, job_identity, resolve_owner_sh
 
 DEFAULT_JOBS_DIR = "~/.fleetdeck/jobs"
@@ -98,14 +83,14 @@ def runner_script(launch: Launch, *, kill_after_s: float = 10.0,
             'd=$1',
             'echo "$$" > "$d/runner_pid"',
             'date +%s > "$d/started_at"',
-            sh_exports(env),
+            base.sh_exports(env),
             'if [ -n "$4" ]; then export HOME="$4"; fi',
             'if [ -e "$d/secret_env" ]; then . "$d/secret_env"; fi',
             # the job dir is 0700: a job run as its owner gets its notice file in its own home
             'if [ -n "$2" ]; then f="$4/.fleetdeck/preempt/$(basename "${d%/*}")-${d##*/}"; '
             'echo "$2 $3 $f" > "$d/notice_to"; else f="$d/preempt"; fi',
-            f'export {PREEMPT_FILE_ENV}="$f"',
-            f'({cd}exec {prefix}{sh_words(cmd)}) > "$d/output.log" 2>&1 < /dev/null &',
+            f'export {base.PREEMPT_FILE_ENV}="$f"',
+            f'({cd}exec {prefix}{base.sh_words(cmd)}) > "$d/output.log" 2>&1 < /dev/null &',
             "pid=$!",
             'echo "$pid" > "$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"',
             'rm -f -- "$d/secret_env"',
@@ -143,7 +128,7 @@ def start_script(
         [
             "trap '' HUP",
             *owner,
-            f"base={jobs_dir_expr(jobs_dir)}",
+            f"base={base.jobs_dir_expr(jobs_dir)}",
             'mkdir -p -- "$base" || exit 3',
             f'd="$base"/{launch.tag}',
             'if mkdir -m 700 -- "$d" 2>/dev/null; then',
@@ -180,7 +165,7 @@ def stop_script(jobs_dir: str, tag: str, grace_s: float, *, notice: bool = False
     ticks = max(0, math.ceil(grace_s * 10))
     return "\n".join(
         [
-            f'd={jobs_dir_expr(jobs_dir)}/{shlex.quote(tag)}',
+            f'd={base.jobs_dir_expr(jobs_dir)}/{shlex.quote(tag)}',
             'pid=$(cat "$d/pid" 2>/dev/null)',
             '[ -n "$pid" ] || exit 0',
             '[ -e "$d/exit_code" ] && exit 0',
@@ -218,7 +203,7 @@ def _status_from(fields: list[str]) -> Status:
 
 
 @dataclass
-class ProcessExecutor(ShellLogs):
+class ProcessExecutor(base.ShellLogs):
     """`Executor` for plain processes over SSH. See the module docstring for the layout."""
 
     jobs_dir: str = DEFAULT_JOBS_DIR
@@ -226,13 +211,13 @@ class ProcessExecutor(ShellLogs):
     start_wait_s: float = 10.0
     command_timeout_s: float = 30.0
     poll_s: float = 0.5
-    kind: ExecutorKind = field(default="process", init=False)
+    kind: base.ExecutorKind = field(default="process", init=False)
 
     def __post_init__(self) -> None:
-        jobs_dir_expr(self.jobs_dir)  # validates
+        base.jobs_dir_expr(self.jobs_dir)  # validates
 
     def _dir(self, tag: str) -> str:
-        return f"{jobs_dir_expr(self.jobs_dir)}/{shlex.quote(tag)}"
+        return f"{base.jobs_dir_expr(self.jobs_dir)}/{shlex.quote(tag)}"
 
     async def start(self, launch: Launch, transport: Transport) -> Handle:
         run_as = job_identity(transport.node, engine_user()).run_as(launch.user)
@@ -240,17 +225,17 @@ class ProcessExecutor(ShellLogs):
             launch, self.jobs_dir, kill_after_s=self.kill_after_s, wait_s=self.start_wait_s,
             run_as=run_as, node=transport.node.name,
         )
-        secrets = sh_exports(launch.secret_env).encode() + b"\n" if launch.secret_env else None
+        secrets = base.sh_exports(launch.secret_env).encode() + b"\n" if launch.secret_env else None
         what = f"start job {launch.tag}"
-        res = await run_checked(transport, script, what, input=secrets,
-                                timeout=self.start_wait_s + self.command_timeout_s)
-        return started_handle("process", res, transport, launch, what)
+        res = await base.run_checked(transport, script, what, input=secrets,
+                                     timeout=self.start_wait_s + self.command_timeout_s)
+        return base.started_handle("process", res, transport, launch, what)
 
     async def status(self, handle: Handle, transport: Transport) -> Status:
         tag = f"{handle.job_id}-{handle.attempt}"
         script = f'{_DESCRIBE}\nd={self._dir(tag)}\n[ -d "$d" ] && describe "$d"\nexit 0'
-        res = await run_checked(transport, script, f"status of job {tag}",
-                                timeout=self.command_timeout_s)
+        res = await base.run_checked(transport, script, f"status of job {tag}",
+                                     timeout=self.command_timeout_s)
         line = res.text().rstrip("\n")
         if not line:
             return Status(RunState.MISSING, detail=f"no directory for job {tag} on the node")
@@ -260,8 +245,8 @@ class ProcessExecutor(ShellLogs):
                    notice: bool = False) -> None:
         tag = f"{handle.job_id}-{handle.attempt}"
         script = stop_script(self.jobs_dir, tag, grace_s, notice=notice)
-        await run_checked(transport, script, f"stop job {tag}",
-                          timeout=grace_s + self.command_timeout_s)
+        await base.run_checked(transport, script, f"stop job {tag}",
+                               timeout=grace_s + self.command_timeout_s)
 
     def log_scripts(self, handle: Handle, tail: str) -> tuple[str, str, str]:
         tag = f"{handle.job_id}-{handle.attempt}"
@@ -284,19 +269,19 @@ class ProcessExecutor(ShellLogs):
         script = "\n".join(
             [
                 _DESCRIBE,
-                f"base={jobs_dir_expr(self.jobs_dir)}",
+                f"base={base.jobs_dir_expr(self.jobs_dir)}",
                 'for d in "$base"/*-*; do [ -d "$d" ] && describe "$d"; done',
                 "exit 0",
             ]
         )
-        res = await run_checked(transport, script, "discover process jobs",
-                                timeout=self.command_timeout_s)
+        res = await base.run_checked(transport, script, "discover process jobs",
+                                     timeout=self.command_timeout_s)
         found = []
         for line in res.text().splitlines():
             fields = line.split("\t")
             if len(fields) != 6:
                 continue
-            key = parse_tag(fields[0])
+            key = base.parse_tag(fields[0])
             if key is None:
                 continue
             handle = Handle("process", transport.node.name, fields[1], key[0], key[1])
@@ -311,5 +296,5 @@ class ProcessExecutor(ShellLogs):
                 "stop it before cleaning up"
             )
         tag = f"{handle.job_id}-{handle.attempt}"
-        await run_checked(transport, f"rm -rf -- {self._dir(tag)}", f"clean up job {tag}",
-                          timeout=self.command_timeout_s)
+        await base.run_checked(transport, f"rm -rf -- {self._dir(tag)}", f"clean up job {tag}",
+                               timeout=self.command_timeout_s)

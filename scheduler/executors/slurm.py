@@ -29,23 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from collectors.transport.base import Transport
-from scheduler.executors.base import (
-    PREEMPT_FILE_ENV,
-    Discovered,
-    ExecutorError,
-    ExecutorKind,
-    Handle,
-    Launch,
-    RunState,
-    ShellLogs,
-    Status,
-    jobs_dir_expr,
-    parse_tag,
-    run_checked,
-    sh_exports,
-    sh_words,
-    started_handle,
-)
+from scheduler.executors import base
+from scheduler.executors.base import Discovered, ExecutorError, Handle, Launch, RunState, Status
 
 DEFAULT_JOBS_DIR = "~/.fleetdeck/slurm"
 PENDING_STATES = frozenset(
@@ -104,10 +89,10 @@ def batch_script(launch: Launch) -> str:
             'd=$FLEETDECK_JOB_DIR',
             "trap 'fd_term=1' TERM",
             'date +%s > "$d/started_at"',
-            sh_exports(launch.merged_env()),
-            sh_exports(launch.secret_env),  # the script reaches sbatch on stdin
-            f'export {PREEMPT_FILE_ENV}="$d/preempt"',
-            sh_words(list(launch.command)) + " < /dev/null",
+            base.sh_exports(launch.merged_env()),
+            base.sh_exports(launch.secret_env),  # the script reaches sbatch on stdin
+            f'export {base.PREEMPT_FILE_ENV}="$d/preempt"',
+            base.sh_words(list(launch.command)) + " < /dev/null",
             "rc=$?",
             'date +%s > "$d/ended_at"',
             'echo "$rc" > "$d/exit_code.tmp" && mv -f "$d/exit_code.tmp" "$d/exit_code"',
@@ -130,11 +115,11 @@ def start_script(
     Prints `1 ID` (submitted now) or `0 ID` (adopted).
     """
     ticks = max(1, math.ceil(wait_s * 10))
-    sbatch = sh_words(sbatch_argv(launch, partition=partition, account=account))
+    sbatch = base.sh_words(sbatch_argv(launch, partition=partition, account=account))
     return "\n".join(
         [
             "trap '' HUP",
-            f"base={jobs_dir_expr(jobs_dir)}",
+            f"base={base.jobs_dir_expr(jobs_dir)}",
             'mkdir -p -- "$base" || exit 3',
             f'd="$base"/{launch.tag}',
             f"name={job_name(launch)}",
@@ -241,7 +226,7 @@ def status_from_report(report: str) -> Status:
 
 
 @dataclass
-class SlurmExecutor(ShellLogs):
+class SlurmExecutor(base.ShellLogs):
     """`Executor` for Slurm, through a transport to the pool's login node.
 
     `partition` and `account` are defaults a `Launch` may override.
@@ -253,13 +238,13 @@ class SlurmExecutor(ShellLogs):
     start_wait_s: float = 10.0
     command_timeout_s: float = 30.0
     poll_s: float = 1.0
-    kind: ExecutorKind = field(default="slurm", init=False)
+    kind: base.ExecutorKind = field(default="slurm", init=False)
 
     def __post_init__(self) -> None:
-        jobs_dir_expr(self.jobs_dir)
+        base.jobs_dir_expr(self.jobs_dir)
 
     def _dir(self, handle: Handle) -> str:
-        return f"{jobs_dir_expr(self.jobs_dir)}/{handle.job_id}-{handle.attempt}"
+        return f"{base.jobs_dir_expr(self.jobs_dir)}/{handle.job_id}-{handle.attempt}"
 
     def _id(self, handle: Handle) -> str:
         if not handle.external_id.isdigit():
@@ -275,9 +260,9 @@ class SlurmExecutor(ShellLogs):
             wait_s=self.start_wait_s,
         )
         what = f"sbatch job {launch.tag}"
-        res = await run_checked(transport, script, what, input=batch_script(launch).encode(),
-                                timeout=self.start_wait_s + self.command_timeout_s)
-        return started_handle("slurm", res, transport, launch, what)
+        res = await base.run_checked(transport, script, what, input=batch_script(launch).encode(),
+                                     timeout=self.start_wait_s + self.command_timeout_s)
+        return base.started_handle("slurm", res, transport, launch, what)
 
     async def status(self, handle: Handle, transport: Transport) -> Status:
         jid = self._id(handle)
@@ -299,8 +284,8 @@ class SlurmExecutor(ShellLogs):
                 "exit 0",
             ]
         )
-        res = await run_checked(transport, script, f"status of Slurm job {jid}",
-                                timeout=self.command_timeout_s)
+        res = await base.run_checked(transport, script, f"status of Slurm job {jid}",
+                                     timeout=self.command_timeout_s)
         return status_from_report(res.text())
 
     async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
@@ -332,8 +317,8 @@ class SlurmExecutor(ShellLogs):
                 "exit 0",
             ]
         )
-        await run_checked(transport, script, f"scancel {jid}",
-                          timeout=grace_s + self.command_timeout_s + 20.0)
+        await base.run_checked(transport, script, f"scancel {jid}",
+                               timeout=grace_s + self.command_timeout_s + 20.0)
 
     def log_scripts(self, handle: Handle, tail: str) -> tuple[str, str, str]:
         jid = self._id(handle)
@@ -357,7 +342,7 @@ class SlurmExecutor(ShellLogs):
             [
                 "squeue -h -t all -u \"$(id -un)\" -o '%i|%j|%T|%S|%e' 2>/dev/null"
                 " | sed 's/^/Q|/'",
-                f"base={jobs_dir_expr(self.jobs_dir)}",
+                f"base={base.jobs_dir_expr(self.jobs_dir)}",
                 'for d in "$base"/*-*; do',
                 '  [ -d "$d" ] || continue',
                 "  printf 'D|%s|%s|%s|%s|%s\\n' \"${d##*/}\" \"$(cat \"$d/slurm_id\" 2>/dev/null)\""
@@ -367,8 +352,8 @@ class SlurmExecutor(ShellLogs):
                 "exit 0",
             ]
         )
-        res = await run_checked(transport, script, "discover Slurm jobs",
-                                timeout=self.command_timeout_s)
+        res = await base.run_checked(transport, script, "discover Slurm jobs",
+                                     timeout=self.command_timeout_s)
         queued: dict[tuple[int, int], tuple[str, str]] = {}  # key -> (slurm id, Q report)
         dirs: dict[tuple[int, int], tuple[str, str]] = {}  # key -> (slurm id, F report)
         for line in res.text().splitlines():
@@ -379,7 +364,7 @@ class SlurmExecutor(ShellLogs):
                     key = (int(m.group(1)), int(m.group(2)))
                     queued[key] = (parts[1], "|".join(parts[3:]))
             elif parts[0] == "D" and len(parts) == 6:
-                tag = parse_tag(parts[1])
+                tag = base.parse_tag(parts[1])
                 if tag is not None:
                     dirs[tag] = (parts[2].strip(), "|".join(parts[3:]))
         found = []
@@ -404,7 +389,7 @@ class SlurmExecutor(ShellLogs):
                 f"node {transport.node.name}: Slurm job {handle.external_id} is still "
                 f"{status.detail}; stop it before cleaning up"
             )
-        await run_checked(transport, f"rm -rf -- {self._dir(handle)}",
-                          f"clean up Slurm job {handle.external_id}",
-                          timeout=self.command_timeout_s)
+        await base.run_checked(transport, f"rm -rf -- {self._dir(handle)}",
+                               f"clean up Slurm job {handle.external_id}",
+                               timeout=self.command_timeout_s)
 
