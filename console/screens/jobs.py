@@ -21,6 +21,7 @@ from console.screens.jobs_window import FULL_EVERY, LIVE_STATES, ids_ahead, ids_
 from console.widgets import fmt
 from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
 from scheduler.job_match import engine_part
+from scheduler.placement.reasons import WAITING_PREFIX
 from scheduler.states import ACTIVE, TERMINAL, JobState
 
 VIEWS: dict[str, tuple[JobState, ...]] = {
@@ -29,7 +30,6 @@ VIEWS: dict[str, tuple[JobState, ...]] = {
     "running": ACTIVE,
     "finished": TERMINAL,
 }
-WAITING_PREFIX = "waiting: "  # of a queued job's reason (scheduler/placement/plan.py)
 JOBS_LIMIT = 10_000
 # one poll asks for the newest page only: 2,000 rows every 2 s keep the console light on a
 # store with months of history (the engine pages; the palette knows older jobs by name)

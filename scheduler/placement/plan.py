@@ -45,6 +45,7 @@ from scheduler.placement.preemption import (
     victim_text,
 )
 from scheduler.placement.reasons import (
+    WAITING_PREFIX,
     WaitKind,
     WaitReason,
     capacity_reason,
@@ -337,7 +338,7 @@ class _Cycle:
             )
         for tid in self.stopped:
             pending[tid] = WaitReason(
-                WaitKind.BEHIND, f"waiting: behind job {self.head} (backfill is off)"
+                WaitKind.BEHIND, f"{WAITING_PREFIX}behind job {self.head} (backfill is off)"
             )
         pending.update(self.preempting)
         return PlacementPlan(self.assignments, pending, reservations, reserved,
@@ -358,7 +359,7 @@ def _waiting_for(claim: Claim, rules: PreemptionRules | None) -> WaitReason:
     grace = f" (grace {duration_rounded(rules.grace_s)})" if rules is not None else ""
     return WaitReason(
         WaitKind.PREEMPTING,
-        f"waiting: preempting {jobs} on node {claim.node} ({claim.kind}){grace}; "
+        f"{WAITING_PREFIX}preempting {jobs} on node {claim.node} ({claim.kind}){grace}; "
         "starts when they leave",
     )
 
@@ -398,16 +399,17 @@ def _reasons(
         k = RequestShape.of(req)
         why = memo.get(k)
         if why is None:
-            why = memo[k] = WaitReason(WaitKind.CAPACITY, "waiting: " + capacity_reason(state, req))
+            why = memo[k] = WaitReason(WaitKind.CAPACITY,
+                                       WAITING_PREFIX + capacity_reason(state, req))
         pending[tid] = why
     for tid, text in quota_why.items():
-        pending[tid] = WaitReason(WaitKind.QUOTA, "waiting: " + text)
+        pending[tid] = WaitReason(WaitKind.QUOTA, WAITING_PREFIX + text)
     return pending
 
 
 def _behind_reason(res: Reservation, task: QueuedTask, now: float) -> WaitReason:
     left = res.start - now
-    text = f"waiting: behind reservation for job {res.task_id} (starts {eta_text(left)})"
+    text = f"{WAITING_PREFIX}behind reservation for job {res.task_id} (starts {eta_text(left)})"
     if left >= 60 and (task.max_runtime_s is None or task.max_runtime_s > left):
         text += f"; with a max runtime under {duration_rounded(left)} it could start now"
     return WaitReason(WaitKind.BEHIND, text)

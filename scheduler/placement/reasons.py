@@ -11,6 +11,8 @@ from scheduler.fit import FleetState
 from scheduler.models import ResourceRequest
 from scheduler.quota import gpus_text
 
+WAITING_PREFIX = "waiting: "  # starts every reason but `never fits` (the console drops it)
+
 
 class WaitKind(StrEnum):
     """What a task waits for."""
