@@ -64,6 +64,10 @@ async def _call(client: EngineClient, lat: Latencies, plan: Plan, method: str,
     job = rng.randint(1, plan.jobs)
     if method == "status":
         await lat.time(client, rq.StatusQuery())
+    elif method == "fleet" and plan.deltas:
+        delta = await lat.time(client, rq.FleetDeltaQuery(since=mirror.cursor), label="fleet")
+        if delta is not None:
+            mirror.apply(delta)
     elif method == "fleet":
         await lat.time(client, rq.FleetQuery())
     elif method == "jobs":

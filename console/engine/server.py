@@ -26,6 +26,7 @@ import msgspec
 from console import __version__
 from console.engine.access import Caller, Peer, no_role_message, peer_of
 from console.engine.api.methods import BY_NAME, Method, Role, conforms
+from console.engine.api.replies import FleetDelta
 from console.engine.api.requests import Hello, Request
 from console.engine.protocol import (
     PROTOCOL_VERSION,
@@ -96,9 +97,10 @@ class ErrorTally:
 
 class WireCache:
     """Large answers a service shares between callers (the fleet, rebuilt at most once a
-    second, is the same list object for every caller who may see all of it) are encoded
-    once: by identity, holding the object so its id cannot be reused. Shared answers are
-    read-only by contract (`svc_fleet.FleetAnswer`)."""
+    second, is the same list object for every caller who may see all of it; a fleet delta the
+    same object for every caller with that cursor) are encoded once: by identity, holding
+    the object so its id cannot be reused. Shared answers are read-only by contract
+    (`svc_fleet.FleetAnswer`)."""
 
     MIN_ITEMS = 64  # small answers cost less to encode than to look up
     KEEP = 8
@@ -107,7 +109,8 @@ class WireCache:
         self._entries: OrderedDict[int, tuple[object, msgspec.Raw]] = OrderedDict()
 
     def raw(self, value: Any) -> Any:
-        if not isinstance(value, list) or len(value) < self.MIN_ITEMS:
+        items = value.nodes if isinstance(value, FleetDelta) else value
+        if not isinstance(items, list) or len(items) < self.MIN_ITEMS:
             return value
         hit = self._entries.get(id(value))
         if hit is not None and hit[0] is value:

@@ -10,8 +10,8 @@ import msgspec
 from collectors.store import Store
 from console.engine.access import Caller
 from console.engine.api.methods import Role
-from console.engine.api.replies import FleetNode, Summary
-from console.engine.api.requests import FleetQuery, SummaryQuery
+from console.engine.api.replies import FleetDelta, FleetNode, Summary
+from console.engine.api.requests import FleetDeltaQuery, FleetQuery, SummaryQuery
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
 from console.engine.svc_jobs import HIDDEN
@@ -78,17 +78,28 @@ def summarize(nodes: list[FleetNode], rows: list[JobRow], queued: int, *,
 
 
 FLEET_TTL_S = 1.0
+MAX_REMOVED = 4096  # names of removed nodes kept for deltas; older cursors get the whole fleet
+MAX_DELTAS = 16  # delta answers kept per version (one per cursor clients hold)
 
 
 class FleetAnswer:
     """The live fleet's answer, built at most once per `FLEET_TTL_S`: the samples change once
     per interval, and 20 consoles polling 1,000 x 8 GPUs would otherwise each rebuild it (the
-    loop's largest cost at that size). Callers treat the list as read-only."""
+    loop's largest cost at that size). Callers treat the list as read-only.
 
-    def __init__(self) -> None:
+    Each build that changes anything is a new version (one counter per engine, started at the
+    engine's start time in microseconds, so a cursor from an earlier run is older than all of
+    this run's); each node is stamped with the version it last changed in, each removed node's
+    name with the version it went in, so `delta(since)` answers only what changed."""
+
+    def __init__(self, start_version: int = 0) -> None:
         self._built_at = float("-inf")
         self._key: object = None
         self._nodes: list[FleetNode] = []
+        self.version = self.floor = start_version  # cursors below floor: the whole fleet
+        self._stamps: dict[str, tuple[int, FleetNode]] = {}
+        self._removed: dict[str, int] = {}  # name -> version it went in (oldest first)
+        self._deltas: dict[int | None, FleetDelta] = {}  # since -> answer, this version
 
     def get(self, now: float, key: object,
             build: Callable[[], list[FleetNode]]) -> list[FleetNode]:
@@ -96,7 +107,58 @@ class FleetAnswer:
         idle warnings) changed or it is older than the TTL."""
         if key != self._key or not 0 <= now - self._built_at < FLEET_TTL_S:
             self._nodes, self._built_at, self._key = build(), now, key
+            self._stamp(self._nodes)
         return self._nodes
+
+    def _stamp(self, nodes: list[FleetNode]) -> None:
+        version = self.version + 1
+        changed = False
+        for n in nodes:
+            old = self._stamps.get(n.name)
+            if old is None or old[1] != n:
+                self._stamps[n.name] = (version, n)
+                self._removed.pop(n.name, None)
+                changed = True
+        names = {n.name for n in nodes}
+        for name in [k for k in self._stamps if k not in names]:
+            del self._stamps[name]
+            self._removed[name] = version
+            changed = True
+        while len(self._removed) > MAX_REMOVED:
+            self.floor = self._removed.pop(next(iter(self._removed)))
+        if changed:
+            self.version = version
+            self._deltas.clear()
+
+    def delta(self, since: int | None) -> FleetDelta:
+        """What changed after `since` (the same object for every caller with that cursor
+        until the next change, so the server encodes it once)."""
+        key = since if since is not None and self.floor <= since <= self.version else None
+        hit = self._deltas.get(key)
+        if hit is None:
+            if key is None:
+                hit = FleetDelta(cursor=self.version, full=True, nodes=self._nodes)
+            else:
+                hit = FleetDelta(
+                    cursor=self.version, full=False,
+                    nodes=[n for v, n in self._stamps.values() if v > key],
+                    removed=[name for name, v in self._removed.items() if v > key])
+            if len(self._deltas) >= MAX_DELTAS:
+                self._deltas.pop(next(iter(self._deltas)))
+            self._deltas[key] = hit
+        return hit
+
+
+def _for_caller(caller: Caller, rows: list[JobRow],
+                nodes: list[FleetNode]) -> list[FleetNode]:
+    """`nodes` as the caller may see them: others' command lines stay theirs below operator
+    (the same list when nothing is hidden)."""
+    if caller.role >= Role.OPERATOR or not any(n.processes for n in nodes):
+        return nodes
+    own = {r.id for r in rows if r.user == caller.user}
+    return [msgspec.structs.replace(n, processes=[
+        p if p.get("job_id") in own else {**p, "command": HIDDEN}
+        for p in n.processes]) if n.processes else n for n in nodes]
 
 
 class FleetService(BaseService):
@@ -105,7 +167,7 @@ class FleetService(BaseService):
     def __init__(self, engine: Host, telemetry: Telemetry) -> None:
         self.engine = engine
         self.telemetry = telemetry
-        self.answer = FleetAnswer()
+        self.answer = FleetAnswer(start_version=int(engine.clock() * 1_000_000))
 
     def _live_nodes(self, rows: list[JobRow]) -> list[FleetNode]:
         """The live fleet (shared, read-only: copy what a caller's answer changes)."""
@@ -116,7 +178,7 @@ class FleetService(BaseService):
         return self.answer.get(self.engine.clock(), key, lambda: fleet_json(t, rows, idle))
 
     def handlers(self) -> Mapping[str, Handler]:
-        return {"fleet": self.fleet, "summary": self.summary}
+        return {"fleet": self.fleet, "fleet_delta": self.fleet_delta, "summary": self.summary}
 
     def _idle_jobs(self) -> set[int]:
         policies = self.engine.policies
@@ -139,13 +201,18 @@ class FleetService(BaseService):
         nodes = self._live_nodes(rows)  # the shared list: the server encodes it once
         if req.node is not None:
             nodes = [n for n in nodes if n.name == req.node]
-        if caller.role < Role.OPERATOR and any(n.processes for n in nodes):
-            # others' command lines stay theirs
-            own = {r.id for r in rows if r.user == caller.user}
-            nodes = [msgspec.structs.replace(n, processes=[
-                p if p.get("job_id") in own else {**p, "command": HIDDEN}
-                for p in n.processes]) if n.processes else n for n in nodes]
-        return nodes
+        return _for_caller(caller, rows, nodes)
+
+    async def fleet_delta(self, caller: Caller, req: FleetDeltaQuery) -> FleetDelta:
+        """`fleet`, as what changed since the caller's cursor (docs/PROTOCOL.md)."""
+        if not self.engine.config.engine.collect:  # stored data: no versions, always whole
+            return FleetDelta(cursor=0, full=True,
+                              nodes=await self.engine.reads.run(stored_fleet))
+        rows, _ = await self.active()
+        self._live_nodes(rows)  # rebuilt (and stamped) when due
+        delta = self.answer.delta(req.since)  # shared: the server encodes it once
+        nodes = _for_caller(caller, rows, delta.nodes)
+        return delta if nodes is delta.nodes else msgspec.structs.replace(delta, nodes=nodes)
 
     async def summary(self, caller: Caller, req: SummaryQuery) -> Summary:
         engine = self.engine

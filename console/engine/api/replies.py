@@ -291,6 +291,17 @@ class FleetNode(Reply):
     last_seen: float | None = None  # epoch seconds
 
 
+class FleetDelta(Reply):
+    """What changed in the live fleet since a client's cursor (`fleet_delta`): the nodes whose
+    record changed, in full, and the names of nodes gone. `full`: `nodes` is the whole fleet
+    (no cursor, or one too old or from another engine run): replace, do not merge."""
+
+    cursor: int  # pass as `since` next time
+    full: bool
+    nodes: list[FleetNode]
+    removed: list[str] = []
+
+
 class Summary(Reply):
     gpus_total: int
     gpus_allocated: float

@@ -42,6 +42,10 @@ class FleetQuery(Request[list[rp.FleetNode]], frozen=True):
     node: Name | None = None  # only this node
 
 
+class FleetDeltaQuery(Request[rp.FleetDelta], frozen=True):
+    since: Annotated[int, msgspec.Meta(ge=0)] | None = None  # the last answer's cursor
+
+
 class AuditQuery(Request[list[rp.AuditRow]], frozen=True):
     since: Text | None = None  # ISO timestamp: rows at or after it
     limit: Count = 1000
