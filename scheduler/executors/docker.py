@@ -39,8 +39,8 @@ import docker.errors
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
+import scheduler.executors.base as base
 from collectors.transport.base import Transport
-from scheduler.executors import base
 from scheduler.executors.base import Discovered, ExecutorError, Handle, Launch, RunState, Status
 from scheduler.executors.identity import engine_user, job_identity, resolve_owner_sh
 

@@ -27,8 +27,8 @@ import math
 import shlex
 from dataclasses import dataclass, field
 
+import scheduler.executors.base as base
 from collectors.transport.base import Transport
-from scheduler.executors import base
 from scheduler.executors.base import Discovered, ExecutorError, Handle, Launch, RunState, Status
 from scheduler.executors.identity import engine_user, job_identity, resolve_owner_sh
 

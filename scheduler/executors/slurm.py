@@ -28,8 +28,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import scheduler.executors.base as base
 from collectors.transport.base import Transport
-from scheduler.executors import base
 from scheduler.executors.base import Discovered, ExecutorError, Handle, Launch, RunState, Status
 
 DEFAULT_JOBS_DIR = "~/.fleetdeck/slurm"

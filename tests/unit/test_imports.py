@@ -86,7 +86,8 @@ def dependencies(name: str, path: Path, *, type_only: bool = False) -> set[str]:
         base = absolute(node, name, path.name == "__init__.py")
         for alias in node.names:
             sub = f"{base}.{alias.name}"
-            out.add(sub if sub in MODULES else base)
+            # `from pkg import mod` runs pkg/__init__.py too
+            out.update((sub, base) if sub in MODULES else (base,))
     return {m for m in out if m in MODULES and m != name}
 
 
