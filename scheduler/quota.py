@@ -138,6 +138,7 @@ class QuotaLedger:
 
     __slots__ = (
         "_book",
+        "_capped",
         "_empty",
         "_guaranteed",
         "_limits",
@@ -167,6 +168,11 @@ class QuotaLedger:
         for level, name, g in book.guarantees():
             self._guaranteed[LEVELS.index(level)][name] = g
         self._limits: tuple[dict[str, Quota | None], ...] = ({}, {}, {})
+        # levels (indices) where some quota has a limit: only those can refuse a request
+        self._capped = tuple(
+            li for li, level in enumerate(LEVELS)
+            if any(q.limit_milli is not None for q in book.table(level).values())
+        )
         self._unused_total = sum(
             max(0, g - self._used[li].get(name, 0))
             for li in range(3)
@@ -225,11 +231,24 @@ class QuotaLedger:
         own = self._unused(0, user) + self._unused(1, project) + self._unused(2, team)
         return self.idle_milli - (self._unused_total - own)
 
+    def guarantee_room(self, user: str, project: str, team: str) -> int:
+        """The most milli a job of these entities may add and stay within the guarantee of
+        one of them (-1 when none has a guarantee): `under_guarantee` is not None exactly
+        when 0 < milli <= this."""
+        room = -1
+        for li, name in enumerate((user, project, team)):
+            g = self._guaranteed[li].get(name, 0) if name else 0
+            if g > 0:
+                room = max(room, g - self._used[li].get(name, 0))
+        return room
+
     def check(self, user: str, project: str, team: str, milli: int) -> str | None:
         """`None` when a request of `milli` fits the quotas, else why not."""
         if milli <= 0 or self._empty:
             return None
-        for li, name in enumerate((user, project, team)):
+        names = (user, project, team)
+        for li in self._capped:
+            name = names[li]
             if not name:
                 continue
             limits = self._limits[li]
@@ -241,6 +260,10 @@ class QuotaLedger:
             assert limit is not None
             if used + milli <= limit:
                 continue
+            free = (self.borrowable_milli(user, project, team) if self._book.may_borrow(q)
+                    else None)
+            if free is not None and milli <= free:
+                continue  # borrows idle capacity
             level = LEVELS[li]
             if used >= limit:
                 why = f"{level} {name} over quota {gpus_text(used)}/{gpus_text(limit)} GPUs"
@@ -249,14 +272,12 @@ class QuotaLedger:
                     f"{level} {name} would exceed quota: {gpus_text(used)}/"
                     f"{gpus_text(limit)} GPUs in use, asks {gpus_text(milli)}"
                 )
-            if not self._book.may_borrow(q):
+            if free is None:
                 return why
-            free = self.borrowable_milli(user, project, team)
-            if milli > free:
-                return (
-                    f"{why}; cannot borrow: {gpus_text(max(0, free))} idle GPUs"
-                    + ("" if self.lend else " not guaranteed to others")
-                )
+            return (
+                f"{why}; cannot borrow: {gpus_text(max(0, free))} idle GPUs"
+                + ("" if self.lend else " not guaranteed to others")
+            )
         return None
 
     def charge(self, user: str, project: str, team: str, milli: int) -> None:

@@ -28,7 +28,7 @@ written once per shape at the end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -135,9 +135,15 @@ def queue_order(queue: Sequence[QueuedTask], ledger: QuotaLedger | None,
     if not guarantees_first or ledger is None:
         return sorted(queue, key=_order_key)
 
+    rooms: dict[tuple[str, str, str], int] = {}  # the ledger does not change meanwhile
+
     def key(t: QueuedTask) -> tuple[int, bool, int, float, float, str]:
         milli = t.request.gpu_count * t.request.gpu_milli
-        beyond = milli <= 0 or ledger.under_guarantee(t.user, t.project, t.team, milli) is None
+        e = (t.user, t.project, t.team)
+        room = rooms.get(e)
+        if room is None:
+            room = rooms[e] = ledger.guarantee_room(*e)
+        beyond = milli <= 0 or milli > room  # as ledger.under_guarantee(...) is None
         return (-t.class_priority, beyond, -t.priority, -t.fair_share, t.submitted_at, t.id)
 
     return sorted(queue, key=key)
@@ -188,10 +194,11 @@ class _Cycle:
         self.unestimated: list[str] = []  # blocked, no start estimate
         self.preempting: dict[str, WaitReason] = {}  # waits for the jobs it preempts
         # Per request shape: nothing is released during a cycle, so a failure stands.
-        self.shapes: dict[int, RequestShape] = {}  # id(request) -> its shape
-        self.never_fits: dict[RequestShape, bool] = {}
-        self.fail_now: set[RequestShape] = set()
-        self.fail_long: set[RequestShape] = set()  # also with the reservation's nodes held
+        self.shapes: dict[int, int] = {}  # id(request) -> its shape's number
+        self.shape_ids: dict[RequestShape, int] = {}
+        self.never_fits: set[int] = set()  # shapes that fit nowhere even on an empty fleet
+        self.fail_now: set[int] = set()
+        self.fail_long: set[int] = set()  # also with the reservation's nodes held
         self.ends: list[tuple[float, Assignment]] = []  # expected ends of this cycle's placements
         self.res: Reservation | None = None
         self.head: str | None = None  # first task blocked for capacity
@@ -199,16 +206,19 @@ class _Cycle:
     def consider(self, t: QueuedTask, backfill: bool) -> None:
         """Place `t` now, or record why it waits."""
         req = t.request
-        k = self.shape_of(req)
-        if self.never_fits_at_all(k, req):
+        k = self.shapes.get(id(req))
+        if k is None:
+            k = self.shape_of(req)
+        if k in self.never_fits:
             self.never[t.id] = req
             return
         if self.head is not None and not backfill:
             self.stopped.append(t.id)
             return
         milli = req.gpu_count * req.gpu_milli
-        if self.ledger is not None:
-            why = self.ledger.check(t.user, t.project, t.team, milli)
+        ledger = self.ledger
+        if ledger is not None:
+            why = ledger.check(t.user, t.project, t.team, milli)
             if why is not None:
                 self.quota_why[t.id] = why
                 return
@@ -221,20 +231,20 @@ class _Cycle:
         if a is not None:
             self.placed(t, a, milli)
 
-    def shape_of(self, req: ResourceRequest) -> RequestShape:
+    def shape_of(self, req: ResourceRequest) -> int:
+        """The number of `req`'s shape in this cycle (requests of equal shapes share it)."""
         k = self.shapes.get(id(req))
         if k is None:
-            k = self.shapes[id(req)] = RequestShape.of(req)
+            shape = RequestShape.of(req)
+            k = self.shape_ids.get(shape)
+            if k is None:
+                k = self.shape_ids[shape] = len(self.shape_ids)
+                if not self.state.can_ever_fit(req):
+                    self.never_fits.add(k)
+            self.shapes[id(req)] = k
         return k
 
-    def never_fits_at_all(self, k: RequestShape, req: ResourceRequest) -> bool:
-        """Whether `req` fits nowhere even on an empty fleet (memoized per shape)."""
-        nf = self.never_fits.get(k)
-        if nf is None:
-            nf = self.never_fits[k] = not self.state.can_ever_fit(req)
-        return nf
-
-    def place_free(self, t: QueuedTask, k: RequestShape, milli: int) -> Assignment | None:
+    def place_free(self, t: QueuedTask, k: int, milli: int) -> Assignment | None:
         """No reservation yet: place `t` where the policy picks, or block it."""
         a = self.policy.select(self.state, t.request)
         if a is None:
@@ -254,7 +264,7 @@ class _Cycle:
         if self.res is None:
             self.unestimated.append(t.id)
 
-    def backfill(self, t: QueuedTask, k: RequestShape, milli: int,
+    def backfill(self, t: QueuedTask, k: int, milli: int,
                  res: Reservation) -> Assignment | None:
         """Place `t` ahead of the reservation only where it cannot delay it."""
         short = t.max_runtime_s is not None and self.now + t.max_runtime_s <= res.start
@@ -290,10 +300,10 @@ class _Cycle:
         if t.max_runtime_s is not None and self.res is None:
             self.ends.append((self.now + t.max_runtime_s, a))
 
-    def try_preempt(self, t: QueuedTask, k: RequestShape, milli: int) -> bool:
+    def try_preempt(self, t: QueuedTask, k: int, milli: int) -> bool:
         """Whether preemption makes room for `t` (recorded in `preemptions`)."""
         search, ledger = self.search, self.ledger
-        if search is None:
+        if search is None or search.exhausted:
             return False
         kind = search.kind_for(t.user, t.project, t.team, milli, t.class_priority)
         if kind is None:
@@ -319,7 +329,7 @@ class _Cycle:
 
     def outcome(self) -> PlacementPlan:
         """The plan, with one reason per waiting task."""
-        pending = _reasons(self.state, self.never, self.waiting, self.quota_why)
+        pending = _reasons(self.state, self.shape_of, self.never, self.waiting, self.quota_why)
         reservations: dict[str, float] = {}
         reserved: dict[str, Assignment] = {}
         res, now = self.res, self.now
@@ -330,8 +340,12 @@ class _Cycle:
             pending[res.task_id] = pending[res.task_id].noted(
                 f"reserved on node {res.assignment.node}, starts {eta}"
             )
+            behind: dict[float | None, WaitReason] = {}  # by max runtime
             for tid, task in self.behind.items():
-                pending[tid] = _behind_reason(res, task, now)
+                why = behind.get(task.max_runtime_s)
+                if why is None:
+                    why = behind[task.max_runtime_s] = _behind_reason(res, task, now)
+                pending[tid] = why
         for tid in self.unestimated:
             pending[tid] = pending[tid].noted(
                 "no start estimate (what it needs is held by jobs without a max runtime)"
@@ -382,28 +396,33 @@ def _try_reserve(
 
 def _reasons(
     state: FleetState,
+    shape_of: Callable[[ResourceRequest], int],
     never: dict[str, ResourceRequest],
     waiting: dict[str, ResourceRequest],
     quota_why: dict[str, str],
 ) -> dict[str, WaitReason]:
     pending: dict[str, WaitReason] = {}
-    memo: dict[RequestShape, WaitReason] = {}
+    memo: dict[int, WaitReason] = {}
     for tid, req in never.items():
-        k = RequestShape.of(req)
+        k = shape_of(req)
         why = memo.get(k)
         if why is None:
             why = memo[k] = WaitReason(WaitKind.NEVER_FITS, never_reason(state, req))
         pending[tid] = why
     memo.clear()
     for tid, req in waiting.items():
-        k = RequestShape.of(req)
+        k = shape_of(req)
         why = memo.get(k)
         if why is None:
             why = memo[k] = WaitReason(WaitKind.CAPACITY,
                                        WAITING_PREFIX + capacity_reason(state, req))
         pending[tid] = why
+    texts: dict[str, WaitReason] = {}
     for tid, text in quota_why.items():
-        pending[tid] = WaitReason(WaitKind.QUOTA, WAITING_PREFIX + text)
+        why = texts.get(text)
+        if why is None:
+            why = texts[text] = WaitReason(WaitKind.QUOTA, WAITING_PREFIX + text)
+        pending[tid] = why
     return pending
 
 

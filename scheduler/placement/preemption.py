@@ -150,6 +150,11 @@ class VictimSearch:
         self._lowest = min((lst[0].class_priority for lst in self._cands.values()),
                            default=None)
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether this cycle's searches are used up (`find` answers None from now on)."""
+        return self.searches >= MAX_SEARCHES_PER_CYCLE
+
     def victim_key(self, r: RunningAllocation) -> tuple[int, float, int]:
         """Lowest priority first, then least work lost (shortest runtime), then fewest GPUs."""
         return (r.class_priority, self._now - r.started_at, r.milli)
