@@ -231,16 +231,15 @@ class QuotaLedger:
         own = self._unused(0, user) + self._unused(1, project) + self._unused(2, team)
         return self.idle_milli - (self._unused_total - own)
 
-    def guarantee_room(self, user: str, project: str, team: str) -> int:
-        """The most milli a job of these entities may add and stay within the guarantee of
-        one of them (-1 when none has a guarantee): `under_guarantee` is not None exactly
-        when 0 < milli <= this."""
-        room = -1
-        for li, name in enumerate((user, project, team)):
-            g = self._guaranteed[li].get(name, 0) if name else 0
-            if g > 0:
-                room = max(room, g - self._used[li].get(name, 0))
-        return room
+    def guarantee_rooms(self) -> tuple[dict[str, int], ...]:
+        """Per level (user, project, team): name -> the most milli a job of that entity may
+        add and stay within its guarantee, for entities with one. A job's
+        `under_guarantee(..., milli)` is not None exactly when 0 < milli <= the largest of
+        its entities' rooms (until the next charge)."""
+        return tuple(
+            {name: g - self._used[li].get(name, 0) for name, g in gd.items() if g > 0 and name}
+            for li, gd in enumerate(self._guaranteed)
+        )
 
     def check(self, user: str, project: str, team: str, milli: int) -> str | None:
         """`None` when a request of `milli` fits the quotas, else why not."""

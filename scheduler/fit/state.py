@@ -343,8 +343,9 @@ class FleetState:
         self.mem_free[i] = mem
         self.node_version[i] += 1
         self._keys[i] = None
-        self._sid[i] = -1
-        self._dirty.append(i)
+        if self._sid.item(i) >= 0:  # else it is in _dirty already
+            self._sid[i] = -1
+            self._dirty.append(i)
         if cols:
             if a.gpu_milli > 0:
                 self._count_affinity(i, a, -sign)

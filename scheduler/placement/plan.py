@@ -135,14 +135,11 @@ def queue_order(queue: Sequence[QueuedTask], ledger: QuotaLedger | None,
     if not guarantees_first or ledger is None:
         return sorted(queue, key=_order_key)
 
-    rooms: dict[tuple[str, str, str], int] = {}  # the ledger does not change meanwhile
+    users, projects, teams = ledger.guarantee_rooms()  # the ledger does not change meanwhile
 
     def key(t: QueuedTask) -> tuple[int, bool, int, float, float, str]:
         milli = t.request.gpu_count * t.request.gpu_milli
-        e = (t.user, t.project, t.team)
-        room = rooms.get(e)
-        if room is None:
-            room = rooms[e] = ledger.guarantee_room(*e)
+        room = max(users.get(t.user, -1), projects.get(t.project, -1), teams.get(t.team, -1))
         beyond = milli <= 0 or milli > room  # as ledger.under_guarantee(...) is None
         return (-t.class_priority, beyond, -t.priority, -t.fair_share, t.submitted_at, t.id)
 

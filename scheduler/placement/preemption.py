@@ -109,8 +109,8 @@ def _entities(r: RunningAllocation) -> tuple[tuple[Level, str], ...]:
 class VictimSearch:
     """Candidates per node for one cycle; `find` picks the victims for one task."""
 
-    __slots__ = ("_cands", "_failed", "_held_gpus", "_leaving", "_ledger", "_lowest", "_nodes",
-                 "_now", "_state", "removed", "searches", "taken")
+    __slots__ = ("_below", "_cands", "_failed", "_held_gpus", "_leaving", "_ledger", "_lowest",
+                 "_nodes", "_now", "_state", "removed", "searches", "taken")
 
     def __init__(
         self,
@@ -126,6 +126,7 @@ class VictimSearch:
         self._cands: dict[int, list[RunningAllocation]] = {}
         self._leaving: dict[int, list[RunningAllocation]] = {}
         self._failed: set[tuple[object, ...]] = set()
+        self._below: dict[tuple[int, int], int] = {}  # (node, class priority) -> GPUs
         self.removed: Usage = {}  # GPU on its way out: leaving jobs and this cycle's victims
         self.taken: set[str] = set()  # job ids claimed or chosen this cycle
         self.searches = 0
@@ -149,6 +150,17 @@ class VictimSearch:
                                    for g in r.assignment.gpu_indices}) for i in self._nodes}
         self._lowest = min((lst[0].class_priority for lst in self._cands.values()),
                            default=None)
+
+    def _gpus_below(self, i: int, class_priority: int) -> int:
+        """GPUs on node `i` held by leaving jobs or candidates of a lower class (memoized)."""
+        key = (i, class_priority)
+        n = self._below.get(key)
+        if n is None:
+            n = self._below[key] = len({
+                g for r in (*self._leaving.get(i, ()), *self._cands.get(i, ()))
+                if r.leaving or r.class_priority < class_priority
+                for g in r.assignment.gpu_indices})
+        return n
 
     @property
     def exhausted(self) -> bool:
@@ -199,6 +211,9 @@ class VictimSearch:
                 continue
             if free is not None and free[i] + self._held_gpus[i] < req.gpu_count:
                 continue
+            if (free is not None and kind is PreemptKind.PRIORITY
+                    and free[i] + self._gpus_below(i, class_priority) < req.gpu_count):
+                continue  # too few GPUs held by jobs it outranks (or leaving ones)
             claim = self._on_node(i, req, kind, class_priority)
             if claim is None:
                 continue
