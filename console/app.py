@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, TypeVar
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -34,13 +34,18 @@ from collectors.store import StoreLockedError
 from console.commands.common import loaded_config, me_line
 from console.config import Loaded
 from console.engine.api.methods import BY_REQUEST
+from console.engine.api.replies import FleetNode, JobInfo, Summary
 from console.engine.api.requests import (
     CordonRequest,
+    FleetQuery,
+    JobsQuery,
     Request,
     SnoozeRequest,
     StatusQuery,
     StopRequest,
+    SummaryQuery,
     UncordonRequest,
+    WhoAmIQuery,
 )
 from console.engine.client import (
     EngineClient,
@@ -93,19 +98,12 @@ class Remote:
             self._clients[channel] = client
         return client
 
-    @overload
-    async def call(self, request: Request[R], /, *, channel: str = "main") -> R: ...
-
-    @overload
-    async def call(self, request: str, /, *, channel: str = "main", **params: Any) -> Any: ...
-
-    async def call(self, request: Request[Any] | str, /, *, channel: str = "main",
-                   **params: Any) -> Any:
-        """A typed call (`call(StopRequest(job=3))` answers a `JobInfo`) or, by method name,
-        plain JSON (the screens' polls)."""
+    async def call(self, request: Request[R], /, *, channel: str = "main") -> R:
+        """`call(StopRequest(job=3))` answers a `JobInfo`: the reply type the method table
+        declares for the request's type."""
         client = await self._client(channel)
         try:
-            return await client.call(request, **params)
+            return await client.call(request)
         except RemoteError:
             raise
         except (EngineError, OSError, ValueError):
@@ -114,10 +112,10 @@ class Remote:
                 await client.close()
             raise
 
-    async def stream(self, method: str, **params: Any) -> AsyncIterator[Any]:
+    async def stream(self, request: Request[R], /) -> AsyncIterator[R]:
         client = await EngineClient.connect(self.socket_path, readonly=self.readonly)
         try:
-            async for event in client.stream(method, **params):
+            async for event in client.stream(request):
                 yield event
         finally:
             await client.close()
@@ -192,14 +190,14 @@ class FleetdeckApp(App[int]):
         self.link = link
         self.clock = clock
         self.remote = Remote(link.loaded.config.socket_path, readonly=link.readonly)
-        self.summary: dict[str, Any] | None = None
+        self.summary: Summary | None = None
         self.engine_down: str = ""
         self.user = user or link.user or getpass.getuser()
         self._user_fixed = user is not None
         self.role = link.role
         self.me_text = ""  # a member's quota use and spend today, for the header
-        self.last_fleet: list[dict[str, Any]] = []
-        self.last_jobs: list[dict[str, Any]] = []
+        self.last_fleet: list[FleetNode] = []
+        self.last_jobs: list[JobInfo] = []
         self.known_users: tuple[str, ...] = ()
         self.jump_to_job: int | None = None  # Enter opens it (just submitted)
         self._jump_screen: Screen[Any] | None = None
@@ -247,7 +245,7 @@ class FleetdeckApp(App[int]):
     async def poll_me(self) -> None:
         """A member's own numbers for the header: GPUs in use of their quota, spend today."""
         try:
-            me = await self.remote.call("whoami", channel="summary")
+            me = await self.remote.call(WhoAmIQuery(), channel="summary")
         except Exception:  # an older engine, or it is down: the header simply omits it
             return
         self.me_text = me_line(me)
@@ -258,14 +256,14 @@ class FleetdeckApp(App[int]):
     @work(exclusive=True, group="summary")
     async def poll_summary(self) -> None:
         try:
-            summary = await self.remote.call("summary", channel="summary")
+            summary = await self.remote.call(SummaryQuery(), channel="summary")
         except RemoteError as e:
             self.post_message(RequestFailed("summary", e.code, str(e)))
             return
         except Exception as e:  # the engine may be gone; show it, keep the UI alive
             self.post_message(EngineDown(str(e)))
             return
-        self.post_message(SummaryLoaded(summary or {}))
+        self.post_message(SummaryLoaded(summary))
 
     def refresh_names(self) -> None:
         """Bring the palette's names (nodes, jobs, users) up to date in the background when
@@ -279,11 +277,11 @@ class FleetdeckApp(App[int]):
     async def _load_names(self) -> None:
         self._names_at = self.clock()
         with contextlib.suppress(Exception):
-            self.last_fleet = list(await self.remote.call("fleet", channel="palette") or [])
+            self.last_fleet = await self.remote.call(FleetQuery(), channel="palette")
         with contextlib.suppress(Exception):
-            jobs = list(await self.remote.call("jobs", channel="palette", limit=10_000) or [])
+            jobs = await self.remote.call(JobsQuery(limit=10_000), channel="palette")
             self.last_jobs = jobs
-            self.known_users = tuple(sorted({str(j["user"]) for j in jobs if j.get("user")}))
+            self.known_users = tuple(sorted({j.user for j in jobs if j.user}))
 
     @work(exclusive=True, group="identity")
     async def load_identity(self) -> None:
@@ -530,9 +528,10 @@ async def open_link(loaded: Loaded, *, readonly: bool = False,
             raise
     else:
         await client.close()
-        info = client.engine_info
-        return EngineLink(loaded, None, readonly, role=str(info.get("role") or "admin"),
-                          user=info.get("user"))
+        hello = client.engine_info
+        if hello is None:  # connect() returns only once hello answered
+            raise EngineError("engine did not answer hello")
+        return EngineLink(loaded, None, readonly, role=hello.role or "admin", user=hello.user)
     embedded = EmbeddedEngine(loaded)
     try:
         await asyncio.to_thread(embedded.start)

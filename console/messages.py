@@ -9,11 +9,13 @@ from typing import Any
 
 from textual.message import Message
 
+from console.engine.api.replies import Summary
+
 
 class SummaryLoaded(Message):
     """The engine answered a `summary` poll (the header's numbers)."""
 
-    def __init__(self, summary: dict[str, Any]) -> None:
+    def __init__(self, summary: Summary) -> None:
         super().__init__()
         self.summary = summary
 

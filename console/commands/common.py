@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -165,12 +165,10 @@ def plain(reply: Any) -> Any:
     return msgspec.to_builtins(reply, builtin_types=(datetime,))
 
 
-def me_line(me: WhoAmI | Mapping[str, Any]) -> str:
-    """`you: 2 of 4 GPUs · 12.40 USD today` from a `whoami` reply (CLI and console header;
-    the console still passes the plain JSON)."""
-    d = msgspec.to_builtins(me) if isinstance(me, WhoAmI) else me
-    used = number_text(float(d.get("gpus_in_use") or 0.0))
-    quota = d.get("gpu_quota")
+def me_line(me: WhoAmI) -> str:
+    """`you: 2 of 4 GPUs · 12.40 USD today` from a `whoami` reply (CLI and console header)."""
+    used = number_text(float(me.gpus_in_use or 0.0))
+    quota = me.gpu_quota
     gpus = f"{used} of {number_text(float(quota))} GPUs" if quota is not None else f"{used} GPUs"
-    spend = grouped(float(d.get("spend_today") or 0.0))
-    return f"you: {gpus} · {spend} {d.get('currency') or ''}".rstrip() + " today"
+    spend = grouped(float(me.spend_today or 0.0))
+    return f"you: {gpus} · {spend} {me.currency or ''}".rstrip() + " today"

@@ -18,7 +18,8 @@ import msgspec
 from collectors.errors import EngineError, FleetdeckError
 from console import __version__
 from console.engine.api.methods import BY_REQUEST
-from console.engine.api.requests import Request, StatusQuery
+from console.engine.api.replies import HelloReply
+from console.engine.api.requests import Hello, Request, StatusQuery
 from console.engine.protocol import (
     ERROR_EXIT_CODES,
     MAX_LINE_BYTES,
@@ -93,14 +94,14 @@ async def _open(path: Path, timeout: float) -> tuple[asyncio.StreamReader,
 
 
 class EngineClient:
-    """`async with await EngineClient.connect(path) as c: await c.call("status")`."""
+    """`async with await EngineClient.connect(path) as c: await c.call(StatusQuery())`."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
-        self.engine_info: dict[str, Any] = {}
+        self.engine_info: HelloReply | None = None  # the hello reply, once connected
 
     @classmethod
     async def connect(cls, path: Path, *, timeout: float = 5.0,
@@ -109,9 +110,9 @@ class EngineClient:
         reader, writer = await _open(path, timeout)
         client = cls(reader, writer)
         try:
-            client.engine_info = await asyncio.wait_for(client._result("hello", {
-                "protocol": PROTOCOL_VERSION, "client": f"fleetdeck {__version__}",
-                "readonly": readonly}), timeout)
+            client.engine_info = await asyncio.wait_for(client.call(Hello(
+                protocol=PROTOCOL_VERSION, client=f"fleetdeck {__version__}",
+                readonly=readonly)), timeout)
         except TimeoutError:
             await client.close()
             raise EngineError(f"engine at {path} did not answer within {timeout:.0f}s "
@@ -127,7 +128,7 @@ class EngineClient:
 
     @property
     def role(self) -> str:
-        return str(self.engine_info.get("role", "admin"))
+        return self.engine_info.role if self.engine_info is not None else "admin"
 
     async def close(self) -> None:
         self._writer.close()
@@ -150,8 +151,8 @@ class EngineClient:
     async def call(self, request: Request[Any] | str, /, **params: Any) -> Any:
         """`call(JobsQuery(user="mia"))` answers the method's reply type (`list[JobInfo]`);
         the method is the one the table declares for the request's type.
-        `call("jobs", user="mia")` is the untyped path (plain JSON), kept for the console's
-        screens until they switch."""
+        `call("jobs", user="mia")` is the untyped path (plain JSON), for scripts and tests
+        that speak the wire protocol; the CLI and the console call typed."""
         if isinstance(request, str):
             return await self._result(request, params)
         method = BY_REQUEST[type(request)]

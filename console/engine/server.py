@@ -26,7 +26,7 @@ import msgspec
 from console import __version__
 from console.engine.access import Caller, Peer, no_role_message, peer_of
 from console.engine.api.methods import BY_NAME, Method, Role, conforms
-from console.engine.api.replies import FleetDelta
+from console.engine.api.replies import FleetDelta, HelloReply
 from console.engine.api.requests import Hello, Request
 from console.engine.protocol import (
     PROTOCOL_VERSION,
@@ -262,9 +262,9 @@ class ControlServer:
             return None
         caller = Caller(uid=peer.uid, pid=peer.pid, user=peer.user, role=role,
                         readonly=hello.readonly)
-        writer.write(encode({"id": rid, "result": {
-            "protocol": PROTOCOL_VERSION, "engine": __version__, "pid": os.getpid(),
-            "readonly": hello.readonly, "user": peer.user, "role": role.label}}))
+        writer.write(encode({"id": rid, "result": HelloReply(
+            protocol=PROTOCOL_VERSION, engine=__version__, pid=os.getpid(),
+            readonly=hello.readonly, user=peer.user, role=role.label)}))
         await writer.drain()
         return caller
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -14,6 +13,8 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Static
 
+from console.engine.api.replies import AuditRow
+from console.engine.api.requests import AuditQuery
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
 from console.widgets.keyed_table import Column, KeyedTable, Row
@@ -26,29 +27,28 @@ COLUMNS = (
 )
 
 
-def audit_row(a: Mapping[str, Any]) -> Row:
-    action = str(a.get("action") or "")
+def audit_row(a: AuditRow) -> Row:
+    action = a.action or ""
     style = "bold red" if "stop" in action else ("yellow" if "warn" in action else "")
     return (
-        str(a.get("id")), fmt.clock_text(fmt.epoch(a.get("ts"))), str(a.get("actor") or ""),
-        Text(action, style=style), f"{a.get('target_kind') or ''}:{a.get('target') or ''}",
-        "yes" if a.get("dry_run") else "", str(a.get("reason") or ""),
+        str(a.id), fmt.clock_text(fmt.epoch(a.ts)), a.actor or "",
+        Text(action, style=style), f"{a.target_kind or ''}:{a.target or ''}",
+        "yes" if a.dry_run else "", a.reason or "",
     )
 
 
-def evidence_text(a: Mapping[str, Any]) -> Text:
-    ev = a.get("evidence")
+def evidence_text(a: AuditRow) -> Text:
+    ev: Any = a.evidence
     if isinstance(ev, str):
         try:
             ev = json.loads(ev)
         except ValueError:
             pass
     t = Text()
-    t.append(f"#{a.get('id')} {a.get('action')} {a.get('target_kind')}:{a.get('target')}",
-             style="bold")
-    t.append(f" by {a.get('actor')}")
-    if a.get("reason"):
-        t.append(f": {a['reason']}")
+    t.append(f"#{a.id} {a.action} {a.target_kind}:{a.target}", style="bold")
+    t.append(f" by {a.actor}")
+    if a.reason:
+        t.append(f": {a.reason}")
     if ev:
         t.append("\nevidence ", style="bold")
         t.append(json.dumps(ev, sort_keys=True) if not isinstance(ev, str) else ev,
@@ -69,13 +69,13 @@ class AuditScreen(FleetdeckScreen):
     class AuditLoaded(Message):
         """The engine's `audit` rows."""
 
-        def __init__(self, rows: list[dict[str, Any]]) -> None:
+        def __init__(self, rows: list[AuditRow]) -> None:
             super().__init__()
             self.rows = rows
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, AuditRow] = {}
 
     def compose_body(self) -> ComposeResult:
         yield KeyedTable(COLUMNS, id="audit-table")
@@ -86,15 +86,15 @@ class AuditScreen(FleetdeckScreen):
         self.query_one(KeyedTable).focus()
 
     async def poll_once(self) -> None:
-        rows = await self.fetch("audit", limit=AUDIT_LIMIT)
+        rows = await self.fetch(AuditQuery(limit=AUDIT_LIMIT))
         if rows is not MISSING:
-            self.post_message(self.AuditLoaded(list(rows or [])))
+            self.post_message(self.AuditLoaded(rows))
 
     @on(AuditLoaded)
     def show(self, message: AuditLoaded) -> None:
         self.show_notice("")
-        ordered = sorted(message.rows, key=lambda a: -int(a.get("id") or 0))
-        self.rows = {str(a.get("id")): a for a in ordered}
+        ordered = sorted(message.rows, key=lambda a: -a.id)
+        self.rows = {str(a.id): a for a in ordered}
         self.query_one(KeyedTable).sync({k: audit_row(a) for k, a in self.rows.items()})
         self._detail()
 
@@ -113,7 +113,7 @@ class AuditScreen(FleetdeckScreen):
         a = self.rows.get(key) if key is not None else None
         if a is None:
             return
-        kind, target = a.get("target_kind"), str(a.get("target") or "")
+        kind, target = a.target_kind, a.target or ""
         if kind == "job" and target.isdigit():
             self.fd.open_job(int(target))
         elif kind == "node" and target:

@@ -12,7 +12,8 @@ header shows when the data was last refreshed and marks it stale past two interv
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from enum import Enum
+from typing import ClassVar, Final, TypeVar
 
 from textual import events, on
 from textual.app import ComposeResult
@@ -23,13 +24,24 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker
 
+from console.engine.api.methods import BY_REQUEST
+from console.engine.api.requests import Request
 from console.engine.client import RemoteError, missing_text, unsupported
 from console.messages import EngineDown, EngineUp, RequestFailed, Unsupported
 from console.screens.dialog import OnFleetdeck
 from console.widgets.keyed_table import KeyedTable
 from console.widgets.summary import SummaryBar
 
-MISSING: Any = object()
+R = TypeVar("R")
+
+
+class Missing(Enum):
+    """What `fetch` answers when the call failed (it already said why)."""
+
+    MISSING = "missing"
+
+
+MISSING: Final = Missing.MISSING
 MIN_SIZE = (60, 12)  # below this the console shows a note instead of its screens
 
 
@@ -222,13 +234,14 @@ class FleetdeckScreen(OnFleetdeck, Screen[None]):
         bar.refreshed_at = self.refreshed_at
         bar.stale_s = (age if age is not None and age > 2 * self.POLL_S else None)
 
-    async def fetch(self, method: str, *, channel: str | None = None, **params: Any) -> Any:
+    async def fetch(self, request: Request[R], *, channel: str | None = None) -> R | Missing:
         """Call the engine from a worker (on this screen's connection, or `channel` to ask
         side by side). On failure posts a message and returns MISSING."""
         try:
-            return await self.fd.remote.call(method, channel=channel or self.CHANNEL, **params)
+            return await self.fd.remote.call(request, channel=channel or self.CHANNEL)
         except RemoteError as e:
             self._poll_failed = True
+            method = BY_REQUEST[type(request)].name
             if unsupported(e):
                 self.post_message(Unsupported(method))
             else:
@@ -238,24 +251,6 @@ class FleetdeckScreen(OnFleetdeck, Screen[None]):
             self._poll_failed = True
             self.post_message(EngineDown(str(e)))
             return MISSING
-
-    async def fetch_fleet(self, *, channel: str | None = None, **params: Any) -> Any:
-        """(nodes, True) from `fleet`; from an engine without it, (inventory rows, False).
-        `params` may narrow the reply (`node=NAME`); callers still filter what comes back."""
-        channel = channel or self.CHANNEL
-        try:
-            return await self.fd.remote.call("fleet", channel=channel, **params), True
-        except RemoteError as e:
-            if not unsupported(e):
-                self._poll_failed = True
-                self.post_message(RequestFailed("fleet", e.code, str(e)))
-                return MISSING
-        except Exception as e:
-            self._poll_failed = True
-            self.post_message(EngineDown(str(e)))
-            return MISSING
-        nodes = await self.fetch("nodes", channel=channel)
-        return MISSING if nodes is MISSING else (nodes, False)
 
     def show_notice(self, text: str) -> None:
         notice = self.query_one("#notice", Static)

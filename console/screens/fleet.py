@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on
@@ -12,7 +11,8 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Static
 
-from console.engine.client import missing_text
+from console.engine.api.replies import FleetNode
+from console.engine.api.requests import FleetQuery
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
 from console.widgets.heatmap import GpuHeatmap, HeatCell, HeatRow
@@ -38,58 +38,49 @@ LEGEND = ("[b]GPU heatmap[/b]  colour = utilization  "
           "▪ allocated   [b #ffd54a]![/] allocated but idle   [b white on #b00020]✕[/] unhealthy")
 
 
-def node_state(n: Mapping[str, Any]) -> Text:
-    state = str(n.get("state") or "unknown")
-    extra = " ⊘" if n.get("cordoned") else (" ⚕" if n.get("drained_reason") else "")
-    return fmt.state_text(state, extra)
+def node_state(n: FleetNode) -> Text:
+    extra = " ⊘" if n.cordoned else (" ⚕" if n.drained_reason else "")
+    return fmt.state_text(n.state or "unknown", extra)
 
 
 LIVE_COLUMNS = ("cpu", "mem", "util", "gpumem", "power", "seen")
 
 
-def node_row(n: Mapping[str, Any]) -> Row:
-    """One Fleet table row from a `fleet` node (or an inventory `nodes` row); the live
-    columns (which move on every sample) are placeholders, see `node_live`."""
-    gpus: Sequence[Mapping[str, Any]] = n.get("gpus") or []
-    count = len(gpus) or int(n.get("gpu_count") or 0)
-    alloc = sum(float(g.get("alloc_milli") or 0) for g in gpus) / 1000
+def node_row(n: FleetNode) -> Row:
+    """One Fleet table row from a `fleet` node; the live columns (which move on every
+    sample) are placeholders, see `node_live`."""
+    count = len(n.gpus)
+    alloc = sum(float(g.alloc_milli) for g in n.gpus) / 1000
     return (
-        str(n["name"]), node_state(n), str(n.get("pool") or ""),
-        fmt.labels_text(n.get("labels")), "", "",
+        n.name, node_state(n), n.pool or "",
+        fmt.labels_text(n.labels), "", "",
         f"{fmt.num(alloc)}/{count}" if count else "-", "", "", "",
-        str(len(n.get("jobs") or [])), "",
+        str(len(n.jobs)), "",
     )
 
 
-def node_live(n: Mapping[str, Any], now: float) -> tuple[Cell, ...]:
+def node_live(n: FleetNode, now: float) -> tuple[Cell, ...]:
     """CPU %, memory, GPU utilization blocks, GPU memory, power and last seen."""
-    gpus: Sequence[Mapping[str, Any]] = n.get("gpus") or []
-    mem_used = sum(int(g.get("mem_used_bytes") or 0) for g in gpus)
-    mem_total = sum(int(g.get("mem_total_bytes") or 0) for g in gpus)
-    power = sum(float(g.get("power_w") or 0) for g in gpus)
-    limit = sum(float(g.get("power_limit_w") or 0) for g in gpus)
-    last_seen = fmt.epoch(n.get("last_seen"))
+    gpus = n.gpus
+    mem_used = sum(g.mem_used_bytes or 0 for g in gpus)
+    mem_total = sum(g.mem_total_bytes or 0 for g in gpus)
+    power = sum(float(g.power_w or 0) for g in gpus)
+    limit = sum(float(g.power_limit_w or 0) for g in gpus)
+    last_seen = n.last_seen
     return (
-        fmt.pct_text(n.get("cpu_util_pct")),
-        f"{fmt.size(n.get('mem_used_bytes'))}/{fmt.size(n.get('mem_total_bytes'))}",
-        fmt.gpu_spark([g.get("util_pct") for g in gpus]) if gpus else "-",
+        fmt.pct_text(n.cpu_util_pct),
+        f"{fmt.size(n.mem_used_bytes)}/{fmt.size(n.mem_total_bytes)}",
+        fmt.gpu_spark([g.util_pct for g in gpus]) if gpus else "-",
         f"{fmt.size(mem_used)}/{fmt.size(mem_total)}" if gpus else "-",
         f"{power:.0f}/{limit:.0f}W" if gpus else "-",
         fmt.duration(now - last_seen) if last_seen is not None else "-",
     )
 
 
-def heat_row(n: Mapping[str, Any]) -> HeatRow:
-    cells = tuple(
-        HeatCell(
-            util_pct=g.get("util_pct"),
-            allocated=bool(g.get("alloc_milli")),
-            idle=bool(g.get("idle")),
-            healthy=g.get("healthy", True) is not False,
-        )
-        for g in n.get("gpus") or []
-    )
-    return HeatRow(str(n["name"]), str(n.get("state") or "unknown"), cells)
+def heat_row(n: FleetNode) -> HeatRow:
+    cells = tuple(HeatCell(util_pct=g.util_pct, allocated=bool(g.alloc_milli), idle=g.idle,
+                           healthy=g.healthy) for g in n.gpus)
+    return HeatRow(n.name, n.state or "unknown", cells)
 
 
 class FleetScreen(FleetdeckScreen):
@@ -105,16 +96,15 @@ class FleetScreen(FleetdeckScreen):
     ]
 
     class FleetLoaded(Message):
-        """The engine's `fleet` (or, from an older engine, `nodes`) reply."""
+        """The engine's `fleet` reply."""
 
-        def __init__(self, nodes: list[dict[str, Any]], full: bool) -> None:
+        def __init__(self, nodes: list[FleetNode]) -> None:
             super().__init__()
             self.nodes = nodes
-            self.full = full
 
     def __init__(self) -> None:
         super().__init__()
-        self.nodes: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, FleetNode] = {}
         self.heatmap_mode = False
 
     def compose_body(self) -> ComposeResult:
@@ -130,17 +120,14 @@ class FleetScreen(FleetdeckScreen):
         self.query_one(KeyedTable).focus()
 
     async def poll_once(self) -> None:
-        nodes = await self.fetch_fleet()
+        nodes = await self.fetch(FleetQuery())
         if nodes is not MISSING:
-            self.post_message(self.FleetLoaded(nodes[0], nodes[1]))
+            self.post_message(self.FleetLoaded(nodes))
 
     @on(FleetLoaded)
     def show_fleet(self, message: FleetLoaded) -> None:
-        if message.full:
-            self.show_notice("")
-        else:
-            self.show_notice(missing_text("fleet") + ": showing the node inventory")
-        self.nodes = {str(n["name"]): n for n in message.nodes}
+        self.show_notice("")
+        self.nodes = {n.name: n for n in message.nodes}
         self.fd.last_fleet = message.nodes
         self.render_view()
 
@@ -161,8 +148,7 @@ class FleetScreen(FleetdeckScreen):
         node = self.nodes.get(key)
         if column != "util" or node is None:
             return None
-        utils = [float(g["util_pct"]) for g in node.get("gpus") or []
-                 if g.get("util_pct") is not None]
+        utils = [g.util_pct for g in node.gpus if g.util_pct is not None]
         return sum(utils) / len(utils) if utils else None
 
     def current_node(self) -> str | None:
@@ -206,4 +192,5 @@ class FleetScreen(FleetdeckScreen):
         """Cordon the node under the cursor (or uncordon it), with a reason."""
         node = self.current_node()
         if node is not None:
-            self.fd.ask_cordon(node, bool(self.nodes.get(node, {}).get("cordoned")))
+            shown = self.nodes.get(node)
+            self.fd.ask_cordon(node, shown is not None and shown.cordoned)

@@ -8,11 +8,12 @@ reach it as `self.fd`. Textual's own App methods (push_screen, screen_stack) sta
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, Protocol, TypeVar
 
 from textual.message import Message
 
 from console.config import Loaded
+from console.engine.api.replies import FleetNode, JobInfo, Summary
 from console.engine.api.requests import Request
 
 R = TypeVar("R")
@@ -21,13 +22,11 @@ R = TypeVar("R")
 class EngineCalls(Protocol):
     """The console's engine connections (one per channel)."""
 
-    @overload
-    async def call(self, request: Request[R], /, *, channel: str = "main") -> R: ...
+    async def call(self, request: Request[R], /, *, channel: str = "main") -> R:
+        """The method the table declares for the request's type, answering its reply type."""
 
-    @overload
-    async def call(self, request: str, /, *, channel: str = "main", **params: Any) -> Any: ...
-
-    def stream(self, method: str, **params: Any) -> AsyncIterator[Any]: ...
+    def stream(self, request: Request[R], /) -> AsyncIterator[R]:
+        """The events of a streaming method, on a connection of their own."""
 
 
 class LinkInfo(Protocol):
@@ -41,10 +40,10 @@ class LinkInfo(Protocol):
 class ConsoleHost(Protocol):
     """The app as screens see it: the engine, shared caches, and the actions they ask for."""
 
-    last_fleet: list[dict[str, Any]]
-    last_jobs: list[dict[str, Any]]
+    last_fleet: list[FleetNode]
+    last_jobs: list[JobInfo]
     known_users: tuple[str, ...]
-    summary: dict[str, Any] | None
+    summary: Summary | None
     engine_down: str
     user: str
 

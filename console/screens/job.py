@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import msgspec
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -15,8 +16,10 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
+from console.engine.api.replies import Explanation, JobInfo
+from console.engine.api.requests import ExplainRequest, JobsQuery, LogsRequest
 from console.engine.client import failure_text
-from console.screens.base import MISSING, FilterInput, FleetdeckScreen
+from console.screens.base import MISSING, FilterInput, FleetdeckScreen, Missing
 from console.screens.jobs import job_gpus, runtime
 from console.widgets import fmt
 from console.widgets.keyed_table import Column, KeyedTable, Row
@@ -59,10 +62,10 @@ def event_row(e: Mapping[str, Any]) -> Row:
             str(e.get("reason") or ""))
 
 
-def where_text(info: Mapping[str, Any], now: float) -> Text:
+def where_text(info: Explanation, now: float) -> Text:
     """Placement for a placed job; the pending reason (and reserved start) for a waiting one."""
     t = Text()
-    placement = info.get("placement")
+    placement = info.placement
     if placement:
         t.append("placed on ", style="bold")
         t.append(f"{placement.get('node')}", style="bold cyan")
@@ -74,26 +77,25 @@ def where_text(info: Mapping[str, Any], now: float) -> Text:
                 t.append(f" ({fmt.num(int(milli) / 1000)} of a GPU)")
         if placement.get("executor"):
             t.append(f"  via {placement['executor']}")
-    if info.get("reason"):
+    if info.reason:
         if t:
             t.append("   ")
-        t.append(str(info["reason"]), style="yellow" if not placement else "dim")
-    reserved = fmt.epoch(info.get("reserved_start"))
+        t.append(info.reason, style="yellow" if not placement else "dim")
+    reserved = info.reserved_start
     if reserved is not None:
         t.append(f"   reserved start in {fmt.duration(reserved - now)}", style="cyan")
-    usage = info.get("usage")
+    usage = info.usage
     if usage:
-        cpu = usage.get("cpu_util_pct")
+        cpu = usage.cpu_util_pct
         t.append("\nprocesses ", style="bold").append(
-            f"{usage.get('procs')} on {usage.get('node')}  CPU "
-            f"{'-' if cpu is None else f'{float(cpu):.0f}%'}  "
-            f"RSS {fmt.size(usage.get('rss_bytes'))}")
-    idle = info.get("idle")
+            f"{usage.procs} on {usage.node}  CPU "
+            f"{'-' if cpu is None else f'{cpu:.0f}%'}  "
+            f"RSS {fmt.size(usage.rss_bytes)}")
+    idle = info.idle
     if idle:
         t.append("\nidle policy ", style="bold").append(
-            str(idle.get("summary") or ""),
-            style="yellow" if idle.get("status") in ("idle", "no_data") else "")
-        numbers = verdict_numbers(idle)
+            idle.summary or "", style="yellow" if idle.status in ("idle", "no_data") else "")
+        numbers = verdict_numbers(msgspec.to_builtins(idle))
         if numbers:
             t.append(f"\n  {numbers}", style="dim")
     return t
@@ -120,14 +122,14 @@ class JobScreen(FleetdeckScreen):
     class Explained(Message):
         """The engine's `explain` for this job."""
 
-        def __init__(self, info: dict[str, Any]) -> None:
+        def __init__(self, info: Explanation) -> None:
             super().__init__()
             self.info = info
 
     class RowLoaded(Message):
         """The job's row from `jobs` (spec, user, GPUs...)."""
 
-        def __init__(self, row: dict[str, Any] | None) -> None:
+        def __init__(self, row: JobInfo | None) -> None:
             super().__init__()
             self.row = row
 
@@ -145,8 +147,8 @@ class JobScreen(FleetdeckScreen):
         super().__init__()
         self.job_id = job_id
         self.section = section
-        self.row: dict[str, Any] | None = None
-        self.info: dict[str, Any] = {}
+        self.row: JobInfo | None = None
+        self.info: Explanation | None = None
         self._logs_started = False
         self._streaming = False
 
@@ -167,7 +169,7 @@ class JobScreen(FleetdeckScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        cached = next((j for j in self.fd.last_jobs if int(j["id"]) == self.job_id), None)
+        cached = next((j for j in self.fd.last_jobs if j.id == self.job_id), None)
         if cached is not None:
             self.post_message(self.RowLoaded(cached))
         else:
@@ -177,32 +179,35 @@ class JobScreen(FleetdeckScreen):
     # -- data ------------------------------------------------------------------------------
     async def poll_once(self) -> None:
         """`explain` and, while the job is live, its row: side by side on two connections."""
-        live = self.row is None or self.row.get("state") in (JobState.QUEUED, *ACTIVE)
-        calls = [self.fetch("explain", job=self.job_id)]
+        live = self.row is None or self.row.state in (JobState.QUEUED, *ACTIVE)
+        explain = self.fetch(ExplainRequest(job=self.job_id))
         if live:
-            calls.append(self.fetch("jobs", channel=f"{self.CHANNEL}-row", ids=[self.job_id],
-                                    limit=1))
-        info, *rest = await asyncio.gather(*calls)
-        if info is not MISSING and isinstance(info, dict):
+            info, rows = await asyncio.gather(explain, self._rows(f"{self.CHANNEL}-row"))
+        else:
+            info, rows = await explain, MISSING
+        if info is not MISSING:
             self.post_message(self.Explained(info))
-        rows = rest[0] if rest else MISSING
         if rows is not MISSING:
-            self.post_message(self.RowLoaded(
-                next((j for j in rows if int(j["id"]) == self.job_id), None)))
+            self.post_message(self.RowLoaded(next((j for j in rows if j.id == self.job_id),
+                                                  None)))
+
+    async def _rows(self, channel: str | None = None) -> list[JobInfo] | Missing:
+        """The job's row from `jobs` (a list of one, or none)."""
+        return await self.fetch(JobsQuery(ids=[self.job_id], limit=1), channel=channel)
 
     @work(exclusive=True, group="job-row")
     async def load_row(self) -> None:
-        rows = await self.fetch("jobs", ids=[self.job_id], limit=1)
+        rows = await self._rows()
         if rows is not MISSING:
-            self.post_message(self.RowLoaded(
-                next((j for j in rows if int(j["id"]) == self.job_id), None)))
+            self.post_message(self.RowLoaded(next((j for j in rows if j.id == self.job_id),
+                                                  None)))
 
     @work(exclusive=True, group="job-logs")
     async def stream_logs(self, follow: bool) -> None:
         try:
-            async for chunk in self.fd.remote.stream("logs", job=self.job_id, tail=LOG_TAIL,
-                                                     follow=follow):
-                self.post_message(self.LogChunk(str(chunk)))
+            async for chunk in self.fd.remote.stream(LogsRequest(job=self.job_id, tail=LOG_TAIL,
+                                                                 follow=follow)):
+                self.post_message(self.LogChunk(chunk))
         except Exception as e:
             text = failure_text(e, "logs")
             self.post_message(self.LogChunk(f"[{text}]\n"))
@@ -212,11 +217,10 @@ class JobScreen(FleetdeckScreen):
     def show_explain(self, message: Explained) -> None:
         self.info = message.info
         self.query_one("#job-where", Static).update(where_text(message.info, self.fd.clock()))
-        events = message.info.get("events") or []
         self.query_one("#events-table", KeyedTable).sync(
-            {str(i): event_row(e) for i, e in enumerate(events)})
-        if self.row is not None and message.info.get("state"):
-            self.row = {**self.row, "state": message.info["state"]}
+            {str(i): event_row(e) for i, e in enumerate(message.info.events)})
+        if self.row is not None and message.info.state:
+            self.row = msgspec.structs.replace(self.row, state=message.info.state)
             self._show_head()
 
     @on(RowLoaded)
@@ -227,22 +231,24 @@ class JobScreen(FleetdeckScreen):
             return
         self.row = message.row
         self._show_head()
-        self.query_one("#job-spec", Static).update(spec_text(message.row.get("spec") or {}))
+        self.query_one("#job-spec", Static).update(spec_text(message.row.spec))
 
     def _show_head(self) -> None:
-        j = self.row or {}
+        j = self.row
+        if j is None:
+            return
         t = Text()
-        t.append(f"job {self.job_id} ", style="bold").append(str(j.get("name") or ""))
-        t.append("  ").append_text(fmt.state_text(str(j.get("state") or "")))
-        t.append(f"   {j.get('user') or '-'}/{j.get('project') or '-'}")
+        t.append(f"job {self.job_id} ", style="bold").append(j.name or "")
+        t.append("  ").append_text(fmt.state_text(j.state or ""))
+        t.append(f"   {j.user or '-'}/{j.project or '-'}")
         t.append(f"   GPUs {job_gpus(j)}")
-        if j.get("node"):
-            t.append(f" on {j['node']}")
-            if j.get("gpu_indices"):
-                t.append(f" [{','.join(str(i) for i in j['gpu_indices'])}]")
+        if j.node:
+            t.append(f" on {j.node}")
+            if j.gpu_indices:
+                t.append(f" [{','.join(str(i) for i in j.gpu_indices)}]")
         t.append("   runtime ").append_text(runtime(j, self.fd.clock()))
-        if j.get("exit_code") is not None:
-            t.append(f"   exit {j['exit_code']}", style="bold")
+        if j.exit_code is not None:
+            t.append(f"   exit {j.exit_code}", style="bold")
         self.query_one("#job-head", Static).update(t)
 
     @on(LogChunk)
@@ -334,5 +340,6 @@ class JobScreen(FleetdeckScreen):
 
     def action_stop(self) -> None:
         """Stop this job (asks first)."""
-        name = str((self.row or self.info).get("name") or "")
+        shown = self.row or self.info
+        name = (shown.name or "") if shown is not None else ""
         self.fd.ask_stop(self.job_id, name)

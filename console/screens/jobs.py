@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Coroutine, Mapping
 from functools import lru_cache
 from itertools import pairwise
-from operator import itemgetter
-from typing import Any, ClassVar
+from operator import attrgetter
+from typing import Any, ClassVar, TypeVar
 
+import msgspec
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -16,7 +17,9 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Static
 
-from console.screens.base import MISSING, FleetdeckScreen
+from console.engine.api.replies import FleetNode, JobInfo, PoliciesReply
+from console.engine.api.requests import FleetQuery, JobsQuery, PoliciesQuery, Request
+from console.screens.base import MISSING, FleetdeckScreen, Missing
 from console.screens.jobs_window import FULL_EVERY, LIVE_STATES, ids_ahead, ids_to_ask, merge
 from console.widgets import fmt
 from console.widgets.keyed_table import Cell, Column, KeyedTable, Row
@@ -46,21 +49,22 @@ COLUMNS = (
     Column("idle", "Idle", 8, priority=2), Column("reason", "Reason", 16, priority=7, grow=True),
 )
 GpuUtil = Mapping[tuple[str, int], float]
+R = TypeVar("R")
 
 
-def runtime(job: Mapping[str, Any], now: float) -> Text:
+def runtime(job: JobInfo, now: float) -> Text:
     """Running: time since start; finished: start to end; waiting: time queued (dim)."""
     text, waiting = runtime_text(job, now)
     return _runtime_cell(text, waiting) if waiting else Text(text)
 
 
-def runtime_text(job: Mapping[str, Any], now: float) -> tuple[str, bool]:
+def runtime_text(job: JobInfo, now: float) -> tuple[str, bool]:
     """(runtime, waiting): waiting means the time since submission of a job not started."""
-    started = fmt.epoch(job.get("started_at"))
-    ended = fmt.epoch(job.get("ended_at"))
+    started = fmt.epoch(job.started_at)
+    ended = fmt.epoch(job.ended_at)
     if started is not None:  # the node's end can precede the engine's start: a short job
         return fmt.duration(max(0.0, (ended if ended is not None else now) - started)), False
-    submitted = fmt.epoch(job.get("submitted_at"))
+    submitted = fmt.epoch(job.submitted_at)
     if submitted is not None and ended is None:
         return fmt.duration(now - submitted), True
     return "-", False
@@ -76,55 +80,49 @@ def _idle_cell(warn: str) -> Text:
     return Text("⚠ " + warn, style=fmt.STATE_STYLE.get(warn, "yellow")) if warn else Text("")
 
 
-def job_util(job: Mapping[str, Any], util: GpuUtil) -> float | None:
-    node = str(job.get("node") or "")
-    indices = job.get("gpu_indices") or []
-    values = [util[(node, int(i))] for i in indices if (node, int(i)) in util]
+def job_util(job: JobInfo, util: GpuUtil) -> float | None:
+    node = job.node or ""
+    values = [util[(node, i)] for i in job.gpu_indices if (node, i) in util]
     return sum(values) / len(values) if values else None
 
 
-def job_gpus(job: Mapping[str, Any]) -> str:
-    gpus = job.get("gpus")
-    if gpus is None:
-        count = int(job.get("gpu_count") or 0)
-        milli = int(job.get("gpu_milli") or 1000)
-        gpus = count * milli / 1000
-    return fmt.num(float(gpus)) if gpus else "-"
+def job_gpus(job: JobInfo) -> str:
+    return fmt.num(job.gpus) if job.gpus else "-"
 
 
 LIVE_COLUMNS = ("runtime", "util")
 # what job_row reads: equal values, equal row
-SHOWN_FIELDS = itemgetter("state", "name", "user", "project", "gpus", "gpu_count", "gpu_milli",
-                          "node", "pool", "reason", "exit_code")
+SHOWN_FIELDS = attrgetter("state", "name", "user", "project", "gpus", "node", "pool", "reason",
+                          "exit_code")
 
 
-def job_row(job: Mapping[str, Any], idle: Mapping[str, str]) -> Row:
+def job_row(job: JobInfo, idle: Mapping[str, str]) -> Row:
     """The job's row; its live cells (runtime, util) are placeholders, see `live_cells`."""
-    state = str(job.get("state") or "")
-    reason = str(job.get("reason") or "")
-    code = job.get("exit_code")
+    state = job.state or ""
+    reason = job.reason or ""
+    code = job.exit_code
     ended = state in (JobState.SUCCEEDED, JobState.FAILED)
     if ended and code is not None and reason != f"exit {code}":
         reason = f"exit {code}" + (f": {reason}" if reason else "")
     elif state == JobState.QUEUED:
         reason = reason.removeprefix(WAITING_PREFIX)  # the State column says it waits
-    return (str(job["id"]), str(job.get("name") or ""), str(job.get("user") or ""),
-            str(job.get("project") or ""), fmt.state_text(state), job_gpus(job),
-            str(job.get("node") or "-"), str(job.get("pool") or ""), "", "",
-            _idle_cell(idle.get(str(job.get("id")), "")), reason)
+    key = str(job.id)
+    return (key, job.name or "", job.user or "", job.project or "", fmt.state_text(state),
+            job_gpus(job), job.node or "-", job.pool or "", "", "",
+            _idle_cell(idle.get(key, "")), reason)
 
 
-def live_cells(job: Mapping[str, Any], now: float, util: GpuUtil) -> tuple[Cell, Cell]:
+def live_cells(job: JobInfo, now: float, util: GpuUtil) -> tuple[Cell, Cell]:
     """Runtime and GPU utilization: change on every refresh, drawn only when on screen."""
     text, waiting = runtime_text(job, now)
-    u = job_util(job, util) if job.get("state") == JobState.RUNNING else None
+    u = job_util(job, util) if job.state == JobState.RUNNING else None
     return (_runtime_cell(text, waiting) if waiting else text,
             fmt.pct_text(u) if u is not None else "-")
 
 
-def gpu_util_index(nodes: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
-    return {(str(n.get("name")), int(g.get("index", 0))): float(g.get("util_pct") or 0)
-            for n in nodes for g in n.get("gpus") or [] if g.get("util_pct") is not None}
+def gpu_util_index(nodes: list[FleetNode]) -> dict[tuple[str, int], float]:
+    return {(n.name, g.index): g.util_pct for n in nodes for g in n.gpus
+            if g.util_pct is not None}
 
 
 class JobsScreen(FleetdeckScreen):
@@ -144,7 +142,7 @@ class JobsScreen(FleetdeckScreen):
     class JobsLoaded(Message):
         """`jobs` rows, plus GPU utilization and idle warnings when the engine has them."""
 
-        def __init__(self, jobs: list[dict[str, Any]], util: dict[tuple[str, int], float],
+        def __init__(self, jobs: list[JobInfo], util: dict[tuple[str, int], float],
                      idle: dict[str, str], view: str, match: str = "", *,
                      full: bool = True) -> None:
             super().__init__()
@@ -162,7 +160,7 @@ class JobsScreen(FleetdeckScreen):
         self.match = ""  # the filter's terms the engine matches (every job, not a page)
         self._polls = 0  # polls of this screen: every FULL_EVERY-th asks for a whole page
         self._full_next = True  # the next poll asks for a whole page (Ctrl+R, a new filter)
-        self.jobs: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, JobInfo] = {}
         self._util: dict[tuple[str, int], float] = {}
         self._idle: dict[str, str] = {}
         # last shown fields, idle state and row per job: an unchanged job reuses its row
@@ -193,64 +191,65 @@ class JobsScreen(FleetdeckScreen):
         """`jobs` for the view; while jobs run, GPU utilization (`fleet`) and idle warnings
         (`policies`) too, asked side by side on connections of their own."""
         view, match = self.view, self.match
-        params: dict[str, Any] = {"limit": JOBS_PAGE}
-        if VIEWS[view]:
-            params["states"] = list(VIEWS[view])
-        if match:
-            params["match"] = match
+        query = JobsQuery(limit=JOBS_PAGE, states=list(VIEWS[view]), match=match or None)
         full = view != "all" or self._full_next or self._polls % FULL_EVERY == 0
         self._full_next = False  # asked again while this poll runs: the next one is full
         self._polls += 1
-        running = any(j.get("state") == JobState.RUNNING for j in self.jobs.values())
+        running = any(j.state == JobState.RUNNING for j in self.jobs.values())
         jobs, fleet, policies = await asyncio.gather(
-            self.fetch("jobs", **params) if full else self._live_jobs(params),
-            self._extra(running, self.fetch_fleet(
-                channel=f"{self.CHANNEL}-fleet")),
-            self._extra(running, self.fetch_quiet("policies",
-                                                  channel=f"{self.CHANNEL}-policies")))
+            self._page(query) if full else self._live_jobs(query),
+            self._extra(running, self._fleet()), self._extra(running, self._policies()))
         if jobs is MISSING:
             return
-        if fleet is MISSING and any(j.get("state") == JobState.RUNNING for j in jobs):
-            fleet, policies = await asyncio.gather(
-                self.fetch_fleet(channel=f"{self.CHANNEL}-fleet"),
-                self.fetch_quiet("policies", channel=f"{self.CHANNEL}-policies"))
+        if fleet is MISSING and any(j.state == JobState.RUNNING for j in jobs):
+            fleet, policies = await asyncio.gather(self._fleet(), self._policies())
         util: dict[tuple[str, int], float] = {}
         idle: dict[str, str] = {}
-        if fleet is not MISSING and fleet[1]:
-            util = gpu_util_index(fleet[0])
-        if isinstance(policies, dict):
-            idle = {str(w.get("job")): str(w.get("state") or "warned")
-                    for w in policies.get("idle") or []}
+        if fleet is not MISSING:
+            util = gpu_util_index(fleet)
+        if policies is not MISSING:
+            idle = {str(w.job): w.state or "warned" for w in policies.idle}
         self.post_message(self.JobsLoaded(jobs, util, idle, view, match, full=full))
 
-    async def _live_jobs(self, params: dict[str, Any]) -> Any:
+    async def _page(self, query: JobsQuery) -> list[JobInfo] | Missing:
+        return await self.fetch(query)
+
+    async def _fleet(self) -> list[FleetNode] | Missing:
+        """GPU utilization for the Util column, on a connection of its own."""
+        return await self.fetch(FleetQuery(), channel=f"{self.CHANNEL}-fleet")
+
+    async def _policies(self) -> PoliciesReply | Missing:
+        """Idle warnings for the Idle column, on a connection of its own."""
+        return await self.fetch_quiet(PoliciesQuery(), channel=f"{self.CHANNEL}-policies")
+
+    async def _live_jobs(self, query: JobsQuery) -> list[JobInfo] | Missing:
         """The "all" view between full pages (jobs_window.py): the live jobs, and by id the
         ones that left the live set or were born and ended since the last poll."""
         shown = self.jobs
-        live = await self.fetch("jobs", **params, states=list(LIVE_STATES))
+        live = await self.fetch(msgspec.structs.replace(query, states=list(LIVE_STATES)))
         if live is MISSING:
             return MISSING
         ask = ids_to_ask(shown, live)
         if ask is None:
-            return await self.fetch("jobs", **params)
+            return await self.fetch(query)
         ids = [*ask, *ids_ahead(shown, live)]
-        found = await self.fetch("jobs", ids=ids, match=params.get("match"))
+        found = await self.fetch(JobsQuery(ids=ids, match=query.match))
         if found is MISSING:
             return MISSING
         return merge(shown, live, ask, found, JOBS_PAGE)
 
     @staticmethod
-    async def _extra(wanted: bool, call: Coroutine[Any, Any, Any]) -> Any:
+    async def _extra(wanted: bool, call: Coroutine[Any, Any, R | Missing]) -> R | Missing:
         """Await `call` only when `wanted` (else close it unstarted): MISSING when not."""
         if wanted:
             return await call
         call.close()
         return MISSING
 
-    async def fetch_quiet(self, method: str, *, channel: str, **params: Any) -> Any:
-        """Like fetch, but an engine without `method` just means no data for that column."""
+    async def fetch_quiet(self, request: Request[R], *, channel: str) -> R | Missing:
+        """Like fetch, but an engine without the method just means no data for that column."""
         try:
-            return await self.fd.remote.call(method, channel=channel, **params)
+            return await self.fd.remote.call(request, channel=channel)
         except Exception:
             return MISSING
 
@@ -263,9 +262,9 @@ class JobsScreen(FleetdeckScreen):
             self.capped = not self.capped
             self.query_one("#job-views", Static).update(self._tabs_text())
         ordered = message.jobs  # the engine answers newest first; sort only if not
-        if any(a["id"] < b["id"] for a, b in pairwise(ordered)):
-            ordered = sorted(ordered, key=lambda j: -int(j["id"]))
-        self.jobs = {str(j["id"]): j for j in ordered}
+        if any(a.id < b.id for a, b in pairwise(ordered)):
+            ordered = sorted(ordered, key=lambda j: -j.id)
+        self.jobs = {str(j.id): j for j in ordered}
         if not message.match:  # the palette's names: the newest jobs, unfiltered
             self.fd.last_jobs = ordered
         self._util, self._idle = message.util, message.idle
@@ -282,10 +281,7 @@ class JobsScreen(FleetdeckScreen):
         for key, job in self.jobs.items():
             hit = old.get(key)
             warn = idle.get(key, "")
-            try:
-                shown = SHOWN_FIELDS(job)
-            except KeyError:  # a row from an engine missing a field: compare it all
-                shown = tuple(sorted(job.items(), key=lambda kv: kv[0]))
+            shown = SHOWN_FIELDS(job)
             if hit is not None and hit[1] == warn and hit[0] == shown:
                 new[key] = hit
             else:
@@ -326,7 +322,7 @@ class JobsScreen(FleetdeckScreen):
     def timed_refresh(self) -> None:
         super().refresh_data()
 
-    def current(self) -> dict[str, Any] | None:
+    def current(self) -> JobInfo | None:
         key = self.query_one(KeyedTable).current_key
         return self.jobs.get(key) if key is not None else None
 
@@ -334,7 +330,7 @@ class JobsScreen(FleetdeckScreen):
         """Open the job under the cursor (spec, events, logs)."""
         job = self.current()
         if job is not None:
-            self.fd.open_job(job["id"])
+            self.fd.open_job(job.id)
 
     @on(KeyedTable.Drill)
     def _drill(self, message: KeyedTable.Drill) -> None:
@@ -344,16 +340,16 @@ class JobsScreen(FleetdeckScreen):
         """Open the job's live logs."""
         job = self.current()
         if job is not None:
-            self.fd.open_job(job["id"], section="logs")
+            self.fd.open_job(job.id, section="logs")
 
     def action_explain(self) -> None:
         """Why the job is where it is: events, placement or pending reason."""
         job = self.current()
         if job is not None:
-            self.fd.open_job(job["id"], section="events")
+            self.fd.open_job(job.id, section="events")
 
     def action_stop(self) -> None:
         """Stop the job under the cursor (asks first)."""
         job = self.current()
         if job is not None:
-            self.fd.ask_stop(int(job["id"]), str(job.get("name") or ""))
+            self.fd.ask_stop(job.id, job.name or "")

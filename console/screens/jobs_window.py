@@ -13,8 +13,8 @@ Pure: rows in, ids and rows out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
+from console.engine.api.replies import JobInfo
 from scheduler.states import HOLDING, JobState
 
 LIVE_STATES: tuple[JobState, ...] = (JobState.QUEUED, *HOLDING)
@@ -22,18 +22,18 @@ FULL_EVERY = 10  # polls (20 s at 2 s)
 MAX_IDS = 500  # more ids than this to ask by key: ask for a full page instead
 AHEAD = 64  # ids after the newest known one, asked by key on every live-only poll
 
-Job = dict[str, Any]
+Job = JobInfo
 
 
 def live_ids(jobs: Iterable[Job]) -> set[int]:
-    return {int(j["id"]) for j in jobs if j.get("state") in LIVE_STATES}
+    return {j.id for j in jobs if j.state in LIVE_STATES}
 
 
 def ids_to_ask(shown: Mapping[str, Job], live: Sequence[Job]) -> list[int] | None:
     """Ids to read by key after a live-only poll: the jobs shown live that are no longer
     live (ended, or filtered out), and ids newer than every shown job that the live set skips.
     None: too many, ask for a full page."""
-    now_live = {int(j["id"]) for j in live}
+    now_live = {j.id for j in live}
     gone = live_ids(shown.values()) - now_live
     top = max((int(k) for k in shown), default=0)
     newest = max(now_live, default=0)
@@ -46,7 +46,7 @@ def ids_ahead(shown: Mapping[str, Job], live: Sequence[Job]) -> list[int]:
     """The AHEAD ids after the newest job shown or live: a job submitted and ended between
     two polls, newer than every live job, shows at the next poll, not the next full page
     (ids a store never gave are simply not found)."""
-    newest = max((*(int(k) for k in shown), *(int(j["id"]) for j in live)), default=0)
+    newest = max((*(int(k) for k in shown), *(j.id for j in live)), default=0)
     return list(range(newest + 1, newest + 1 + AHEAD))
 
 
@@ -59,5 +59,5 @@ def merge(shown: Mapping[str, Job], live: Sequence[Job], asked: Sequence[int],
     for i in asked:
         out.pop(i, None)
     for j in (*live, *found):
-        out[int(j["id"])] = j
+        out[j.id] = j
     return [out[i] for i in sorted(out, reverse=True)[:page]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -13,6 +13,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Label, Sparkline, Static
 
+from console.engine.api.replies import FleetNode, GpuInfo, NodeHistory
+from console.engine.api.requests import FleetQuery, NodeHistoryQuery
 from console.screens.base import MISSING, FleetdeckScreen
 from console.screens.fleet import node_state
 from console.widgets import fmt
@@ -38,26 +40,25 @@ CONTAINER_COLUMNS = (
 )
 
 
-def gpu_row(g: Mapping[str, Any]) -> Row:
-    util = g.get("util_pct")
+def gpu_row(g: GpuInfo) -> Row:
+    util = g.util_pct
     util_cell = fmt.bar((util or 0) / 100, 8)
     util_cell.append(f" {fmt.pct(util, 4)}", style="")
-    healthy = g.get("healthy", True) is not False
-    health = Text("ok", style="green") if healthy else Text("UNHEALTHY", style="bold red")
-    if healthy and g.get("idle"):
+    health = Text("ok", style="green") if g.healthy else Text("UNHEALTHY", style="bold red")
+    if g.healthy and g.idle:
         health = Text("idle ⚠", style="bold yellow")
-    ecc = int(g.get("ecc_uncorrected") or 0)
+    ecc = g.ecc_uncorrected or 0
     return (
-        str(g.get("index")),
-        str(g.get("model") or ""),
+        str(g.index),
+        g.model or "",
         util_cell,
-        f"{fmt.size(g.get('mem_used_bytes'))}/{fmt.size(g.get('mem_total_bytes'))}",
-        "-" if g.get("temp_c") is None else f"{float(g['temp_c']):.0f}°C",
-        f"{float(g.get('power_w') or 0):.0f}/{float(g.get('power_limit_w') or 0):.0f}W",
+        f"{fmt.size(g.mem_used_bytes)}/{fmt.size(g.mem_total_bytes)}",
+        "-" if g.temp_c is None else f"{g.temp_c:.0f}°C",
+        f"{float(g.power_w or 0):.0f}/{float(g.power_limit_w or 0):.0f}W",
         Text(str(ecc), style="bold red" if ecc else "dim"),
         health,
-        fmt.num(float(g.get("alloc_milli") or 0) / 1000),
-        ",".join(str(j) for j in g.get("jobs") or []),
+        fmt.num(g.alloc_milli / 1000),
+        ",".join(str(j) for j in g.jobs),
     )
 
 
@@ -78,26 +79,25 @@ def container_row(c: Mapping[str, Any]) -> Row:
             str(c.get("image") or ""))
 
 
-def info_text(n: Mapping[str, Any], now: float) -> Text:
+def info_text(n: FleetNode, now: float) -> Text:
     t = Text()
-    t.append(str(n.get("name")), style="bold").append("  ")
+    t.append(n.name, style="bold").append("  ")
     t.append_text(node_state(n))
-    if n.get("state_reason"):
-        t.append(f" ({n['state_reason']})", style="dim")
-    if n.get("cordoned"):
+    if n.state_reason:
+        t.append(f" ({n.state_reason})", style="dim")
+    if n.cordoned:
         t.append("  cordoned", style="bold yellow")
-    if n.get("drained_reason"):
-        t.append(f"  drained: {n['drained_reason']}", style="bold red")
-    t.append(f"   pool {n.get('pool') or '-'}")
-    labels = fmt.labels_text(n.get("labels"))
+    if n.drained_reason:
+        t.append(f"  drained: {n.drained_reason}", style="bold red")
+    t.append(f"   pool {n.pool or '-'}")
+    labels = fmt.labels_text(n.labels)
     if labels:
         t.append(f"   labels {labels}")
     t.append("\n")
-    t.append(f"CPU {n.get('cpu_count') or '-'} cores at {fmt.pct(n.get('cpu_util_pct'))}")
-    t.append(f"   load {n.get('load1') if n.get('load1') is not None else '-'}")
-    t.append(f"   memory {fmt.size(n.get('mem_used_bytes'))}/"
-             f"{fmt.size(n.get('mem_total_bytes'))}")
-    t.append(f"   seen {fmt.ago(fmt.epoch(n.get('last_seen')), now)}")
+    t.append(f"CPU {n.cpu_count or '-'} cores at {fmt.pct(n.cpu_util_pct)}")
+    t.append(f"   load {n.load1 if n.load1 is not None else '-'}")
+    t.append(f"   memory {fmt.size(n.mem_used_bytes)}/{fmt.size(n.mem_total_bytes)}")
+    t.append(f"   seen {fmt.ago(n.last_seen, now)}")
     return t
 
 
@@ -116,21 +116,21 @@ class NodeScreen(FleetdeckScreen):
     class NodeLoaded(Message):
         """The node's entry from `fleet` (None: no such node)."""
 
-        def __init__(self, node: dict[str, Any] | None) -> None:
+        def __init__(self, node: FleetNode | None) -> None:
             super().__init__()
             self.node = node
 
     class HistoryLoaded(Message):
         """`node_history`: per-GPU and CPU samples for the last minutes."""
 
-        def __init__(self, history: dict[str, Any]) -> None:
+        def __init__(self, history: NodeHistory) -> None:
             super().__init__()
             self.history = history
 
     def __init__(self, node: str) -> None:
         super().__init__()
         self.node_name = node
-        self.node: dict[str, Any] | None = None
+        self.node: FleetNode | None = None
         self._history_timer: Any = None
 
     def compose_body(self) -> ComposeResult:
@@ -167,18 +167,17 @@ class NodeScreen(FleetdeckScreen):
             self._history_timer.pause()
 
     async def poll_once(self) -> None:
-        found = await self.fetch_fleet(node=self.node_name)
-        if found is MISSING:
+        nodes = await self.fetch(FleetQuery(node=self.node_name))
+        if nodes is MISSING:
             return
-        nodes, _full = found
-        match = next((n for n in nodes if n.get("name") == self.node_name), None)
+        match = next((n for n in nodes if n.name == self.node_name), None)
         self.post_message(self.NodeLoaded(match))
 
     @work(exclusive=True, group="node-history")
     async def poll_history(self) -> None:
-        history = await self.fetch("node_history", node=self.node_name,
-                                   minutes=HISTORY_MINUTES)
-        if history is not MISSING and isinstance(history, dict):
+        history = await self.fetch(NodeHistoryQuery(node=self.node_name,
+                                                    minutes=HISTORY_MINUTES))
+        if history is not MISSING:
             self.post_message(self.HistoryLoaded(history))
 
     @on(NodeLoaded)
@@ -189,21 +188,20 @@ class NodeScreen(FleetdeckScreen):
             return
         self.node = n
         self.query_one("#node-info", Static).update(info_text(n, self.fd.clock()))
-        gpus: Sequence[Mapping[str, Any]] = n.get("gpus") or []
-        self.query_one("#gpus", KeyedTable).sync({str(g.get("index")): gpu_row(g) for g in gpus})
+        self.query_one("#gpus", KeyedTable).sync({str(g.index): gpu_row(g) for g in n.gpus})
         self.query_one("#procs", KeyedTable).sync(
-            {proc_key(p): proc_row(p) for p in n.get("processes") or []})
+            {proc_key(p): proc_row(p) for p in n.processes})
         self.query_one("#containers", KeyedTable).sync(
-            {str(c.get("id")): container_row(c) for c in n.get("containers") or []})
+            {str(c.get("id")): container_row(c) for c in n.containers})
 
     @on(HistoryLoaded)
     def show_history(self, message: HistoryLoaded) -> None:
         box = self.query_one("#history", Vertical)
         series: list[tuple[str, str, list[float]]] = []
-        cpu = message.history.get("cpu") or []
+        cpu = message.history.cpu
         if cpu:
             series.append(("cpu", "CPU util", [float(s[1] or 0) for s in cpu]))
-        gpus: Mapping[str, Any] = message.history.get("gpus") or {}
+        gpus = message.history.gpus
         for index in sorted(gpus, key=lambda k: int(k)):
             samples = gpus[index]
             series.append((f"gpu{index}", f"GPU {index} util",
@@ -225,11 +223,11 @@ class NodeScreen(FleetdeckScreen):
         table = self.main_table()
         if table is None or table.id == "gpus":
             key = table.current_key if table is not None else None
-            jobs = []
+            jobs: list[int] = []
             if key is not None and self.node is not None:
-                for g in self.node.get("gpus") or []:
-                    if str(g.get("index")) == key:
-                        jobs = list(g.get("jobs") or [])
+                for g in self.node.gpus:
+                    if str(g.index) == key:
+                        jobs = list(g.jobs)
             if jobs:
                 self.fd.open_job(jobs[0])
             return
@@ -247,5 +245,5 @@ class NodeScreen(FleetdeckScreen):
 
     def action_cordon(self) -> None:
         """Cordon this node (or uncordon it), with a reason."""
-        cordoned = bool(self.node and self.node.get("cordoned"))
+        cordoned = self.node is not None and self.node.cordoned
         self.fd.ask_cordon(self.node_name, cordoned)

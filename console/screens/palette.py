@@ -43,14 +43,13 @@ def _command(app: ConsoleHost, c: Candidate) -> Callable[[], Any]:
 def _candidates(app: ConsoleHost) -> Iterator[Candidate]:
     """Nodes, the newest jobs first, then users; lazily, so discovery takes only a few."""
     for n in app.last_fleet:
-        name = str(n.get("name"))
-        yield Candidate(f"node {name}", "node", name, "open the node")
+        yield Candidate(f"node {n.name}", "node", n.name, "open the node")
     for j in app.last_jobs:  # the Jobs screen keeps them newest first
-        yield Candidate(f"job {j['id']} {j.get('name') or ''}", "job", str(j["id"]),
-                        f"open the job ({j.get('state') or ''})")
+        yield Candidate(f"job {j.id} {j.name or ''}", "job", str(j.id),
+                        f"open the job ({j.state or ''})")
     users = set(app.known_users)
     users.update(u.name for u in app.link.loaded.config.users)
-    users.update(str(j["user"]) for j in app.last_jobs if j.get("user"))
+    users.update(j.user for j in app.last_jobs if j.user)
     for user in sorted(users):
         yield Candidate(f"user {user}", "user", user, "show this user's jobs")
 

@@ -13,6 +13,8 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Label, Static
 
+from console.engine.api.replies import IdleEntry, PoliciesReply
+from console.engine.api.requests import PoliciesQuery
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
 from console.widgets.keyed_table import Column, KeyedTable, Row
@@ -32,12 +34,12 @@ CORDON_COLUMNS = (Column("node", "Node", 18), Column("state", "State", 9),
                   Column("reason", "Reason"))
 
 
-def idle_row(w: Mapping[str, Any], now: float) -> Row:
-    ev: Mapping[str, Any] = w.get("evidence") or {}
-    since = fmt.epoch(w.get("since"))
+def idle_row(w: IdleEntry, now: float) -> Row:
+    ev: Mapping[str, Any] = w.evidence or {}
+    since = w.since
     return (
-        str(w.get("job")), str(w.get("name") or ""), str(w.get("user") or ""),
-        str(w.get("node") or ""), fmt.state_text(str(w.get("state") or "warned")),
+        str(w.job), w.name or "", w.user or "",
+        w.node or "", fmt.state_text(w.state or "warned"),
         fmt.duration(now - since) if since is not None else "-",
         fmt.duration(ev.get("window_s")), fmt.pct(ev.get("mean_util_pct"), 4),
         fmt.pct(ev.get("max_util_pct"), 4), fmt.size(ev.get("mem_held_bytes")),
@@ -74,13 +76,13 @@ class PoliciesScreen(FleetdeckScreen):
     class PoliciesLoaded(Message):
         """The engine's `policies` reply."""
 
-        def __init__(self, policies: dict[str, Any]) -> None:
+        def __init__(self, policies: PoliciesReply) -> None:
             super().__init__()
             self.policies = policies
 
     def __init__(self) -> None:
         super().__init__()
-        self.idle: dict[str, dict[str, Any]] = {}
+        self.idle: dict[str, IdleEntry] = {}
         self.burst: dict[str, dict[str, Any]] = {}
 
     def compose_body(self) -> ComposeResult:
@@ -116,8 +118,8 @@ class PoliciesScreen(FleetdeckScreen):
         box.display = bool(t)
 
     async def poll_once(self) -> None:
-        data = await self.fetch("policies")
-        if data is not MISSING and isinstance(data, dict):
+        data = await self.fetch(PoliciesQuery())
+        if data is not MISSING:
             self.post_message(self.PoliciesLoaded(data))
 
     @on(PoliciesLoaded)
@@ -125,27 +127,24 @@ class PoliciesScreen(FleetdeckScreen):
         self.show_notice("")
         p = message.policies
         now = self.fd.clock()
-        self.idle = {str(w.get("job")): w for w in p.get("idle") or []}
-        self.burst = {str(b.get("instance_id") or b.get("request_id")): b
-                      for b in p.get("burst") or []}
+        self.idle = {str(w.job): w for w in p.idle}
+        self.burst = {str(b.get("instance_id") or b.get("request_id")): b for b in p.burst}
         self.query_one("#idle", KeyedTable).sync(
             {k: idle_row(w, now) for k, w in self.idle.items()})
-        self._show_unjudged(p.get("idle_note"), p.get("idle_unjudged") or [])
+        self._show_unjudged(p.idle_note, p.idle_unjudged)
         self.query_one("#burst", KeyedTable).sync(
             {k: burst_row(b, now) for k, b in self.burst.items()})
         nodes: dict[str, Row] = {}
-        for c in p.get("cordoned") or []:
-            nodes[str(c.get("node"))] = (str(c.get("node")), Text("cordoned", style="yellow"),
-                                         str(c.get("reason") or ""))
-        for d in p.get("drained") or []:
+        for c in p.cordoned:
+            nodes[c.node] = (c.node, Text("cordoned", style="yellow"), c.reason or "")
+        for d in p.drained:
             gpus = ",".join(str(g) for g in d.get("gpus") or [])
             reason = str(d.get("reason") or "") + (f" (GPUs {gpus})" if gpus else "")
             nodes[str(d.get("node"))] = (str(d.get("node")), Text("drained", style="bold red"),
                                          reason)
         self.query_one("#cordoned", KeyedTable).sync(nodes)
-        snoozed = [f"job {z.get('job')} by {z.get('user')} until "
-                   f"{fmt.clock_text(fmt.epoch(z.get('until')))} ({z.get('reason')})"
-                   for z in p.get("snoozed") or []]
+        snoozed = [f"job {z.job} by {z.user} until "
+                   f"{fmt.clock_text(fmt.epoch(z.until))} ({z.reason})" for z in p.snoozed]
         box = self.query_one("#snoozed", Static)
         box.update("snoozed: " + "; ".join(snoozed) if snoozed else "")
         box.display = bool(snoozed)
@@ -184,7 +183,7 @@ class PoliciesScreen(FleetdeckScreen):
         if key is None:
             self.notify("select an idle job first", timeout=3)
             return
-        self.fd.ask_snooze(int(key), str(self.idle.get(key, {}).get("name") or ""))
+        self.fd.ask_snooze(int(key), self._idle_name(key))
 
     def action_stop(self) -> None:
         """Stop the idle job under the cursor now (asks first)."""
@@ -192,7 +191,11 @@ class PoliciesScreen(FleetdeckScreen):
         if key is None:
             self.notify("select an idle job first", timeout=3)
             return
-        self.fd.ask_stop(int(key), str(self.idle.get(key, {}).get("name") or ""))
+        self.fd.ask_stop(int(key), self._idle_name(key))
+
+    def _idle_name(self, key: str) -> str:
+        w = self.idle.get(key)
+        return (w.name or "") if w is not None else ""
 
     def action_uncordon(self) -> None:
         """Uncordon a node: the one under the cursor of the cordoned table, focused or not."""

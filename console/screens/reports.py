@@ -3,7 +3,7 @@ export to a file in any format (w asks for the path)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -15,7 +15,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from console.engine.api.requests import ExportRequest
+from console.engine.api.replies import ReportData, ReportTable, WhatifReply
+from console.engine.api.requests import ExportRequest, ReportQuery, WhatifRequest
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets.bar_chart import BarChart
 
@@ -53,16 +54,11 @@ def cell(v: Any, kind: Kind | None = None) -> str | Text:
 PARTIAL_MARK = " *"  # a period the report's end cuts short: a short bar, not a drop
 
 
-def chart_from(report: Mapping[str, Any]) -> tuple[str, list[tuple[str, float]]]:
-    """A bar chart for the preview: the report's own bar chart if it has one, else its first
-    numeric column by its first text column."""
-    for chart in report.get("charts") or []:
-        if isinstance(chart, dict) and chart.get("labels") and chart.get("values"):
-            pairs = [(str(lab), float(v or 0))
-                     for lab, v in zip(chart["labels"], chart["values"], strict=False)]
-            return str(chart.get("title") or ""), pairs
-    columns: Sequence[str] = report.get("columns") or []
-    rows: Sequence[Sequence[Any]] = report.get("rows") or []
+def chart_from(table: ReportTable) -> tuple[str, list[tuple[str, float]]]:
+    """A bar chart for the preview: the table's first numeric column by its first text
+    column."""
+    columns: Sequence[str] = table.columns
+    rows: Sequence[Sequence[Any]] = table.rows
     if not rows:
         return "", []
     label_i = next((i for i, v in enumerate(rows[0]) if isinstance(v, str)), None)
@@ -86,31 +82,32 @@ def chart_from(report: Mapping[str, Any]) -> tuple[str, list[tuple[str, float]]]
     return title, pairs
 
 
-def whatif_report(result: dict[str, Any]) -> dict[str, Any]:
+def whatif_report(result: WhatifReply) -> ReportData:
     """The engine's `whatif` answer as a one-table report for the preview."""
-    cur, new = result["current"], result["changed"]
-    seen = result.get("observed") or {}
-    rows = []
+    cur, new = result.current, result.changed
+    seen = result.observed or {}
+    rows: list[list[Any]] = []
     for key, label in (("gpus", "GPUs"), ("mean_queue_delay_s", "mean queue wait (s)"),
                        ("p95_queue_delay_s", "p95 queue wait (s)"),
                        ("mean_alloc_pct", "GPU allocation (%)"),
                        ("burst_gpu_h", "burst GPU-hours"), ("burst_cost", "burst cost")):
-        a, b = cur.get(key), new.get(key)
+        a, b = getattr(cur, key), getattr(new, key)
         delta = None if a is None or b is None else round(b - a, 2)
         rows.append([label, seen.get(key), a, b, delta])
-    notes = [f"what if {result['what_if']}: {result['jobs']} jobs of the last "
-             f"{result['days']:g} days replayed on the current and the changed fleet"]
+    notes = [f"what if {result.what_if}: {result.jobs} jobs of the last "
+             f"{result.days:g} days replayed on the current and the changed fleet"]
     if seen:
         notes.append(
             f"observed: {seen.get('jobs_submitted', 0)} jobs submitted in the window, "
             f"{seen.get('jobs_started', 0)} started. The replay re-places every job at once "
             "on a fleet that is always up, without quotas or priorities: compare its "
             "'current' column with 'observed' before trusting the change.")
-        if seen.get("jobs_started", 0) > result["jobs"] * 1.2 + 10:
+        if seen.get("jobs_started", 0) > result.jobs * 1.2 + 10:
             notes.append("fewer jobs replayed than started: some specs could not be read")
-    return {"name": "what-if", "title": f"What if {result['what_if']}",
-            "columns": ["measure", "observed", "current (replay)", "changed (replay)",
-                        "change"], "rows": rows, "notes": notes}
+    return ReportData(name="what-if", title=f"What if {result.what_if}", period=None,
+                      currency=None, columns=["measure", "observed", "current (replay)",
+                                              "changed (replay)", "change"],
+                      rows=rows, tables=[], notes=notes)
 
 
 class ReportsScreen(FleetdeckScreen):
@@ -131,7 +128,7 @@ class ReportsScreen(FleetdeckScreen):
     class ReportLoaded(Message):
         """The engine's `report` reply for the current choice."""
 
-        def __init__(self, key: tuple[str, str, int], report: dict[str, Any]) -> None:
+        def __init__(self, key: tuple[str, str, int], report: ReportData) -> None:
             super().__init__()
             self.key = key
             self.report = report
@@ -147,7 +144,7 @@ class ReportsScreen(FleetdeckScreen):
         self.by = self.by_keys[0]
         self.days = 30
         self.loaded_key: tuple[str, str, int] | None = None
-        self.report: dict[str, Any] = {}
+        self.report: ReportData | None = None
         self.table_i = 0
 
     def compose_body(self) -> ComposeResult:
@@ -198,9 +195,10 @@ class ReportsScreen(FleetdeckScreen):
     @work(exclusive=True, group="report")
     async def load(self, key: tuple[str, str, int], start: str, end: str) -> None:
         name, by, _days = key
-        period = {"to": end} if name == "forecast" else {"from": start, "to": end}
-        report = await self.fetch("report", name=name, by=by, **period)
-        if report is not MISSING and isinstance(report, dict):
+        query = ReportQuery(name=name, by=by, start=None if name == "forecast" else start,
+                            end=end)
+        report = await self.fetch(query)
+        if report is not MISSING:
             self.post_message(self.ReportLoaded(key, report))
 
     @on(ReportLoaded)
@@ -211,41 +209,46 @@ class ReportsScreen(FleetdeckScreen):
         self.table_i = 0
         self._choice()
         self.show_table()
-        notes = Text("\n".join(str(n) for n in self.report.get("notes") or []), style="dim")
-        if self.report.get("headline"):
-            notes = Text(str(self.report["headline"]), style="bold yellow").append("\n").append(
-                notes)
+        report = message.report
+        notes = Text("\n".join(str(n) for n in report.notes), style="dim")
+        if report.headline:
+            notes = Text(report.headline, style="bold yellow").append("\n").append(notes)
         self.query_one("#report-notes", Static).update(notes)
 
-    def tables(self) -> list[dict[str, Any]]:
-        tables = [t for t in self.report.get("tables") or [] if isinstance(t, dict)]
-        return tables or [self.report]
+    def tables(self) -> list[ReportTable]:
+        r = self.report
+        if r is None:
+            return []
+        return r.tables or [ReportTable(name=r.name, title=r.title, columns=r.columns,
+                                        rows=r.rows)]
 
     def show_table(self) -> None:
         """Show table `table_i` of the report and its chart (a new report replaces columns)."""
         tables = self.tables()
+        if not tables:
+            return
         current = tables[self.table_i % len(tables)]
         table = self.query_one("#report-table", DataTable)
         with self.app.batch_update():
             table.clear(columns=True)
-            columns = [str(c) for c in current.get("columns") or []]
-            titles = current.get("titles") or columns
-            col_kinds = current.get("kinds") or [None] * len(columns)
+            columns = [str(c) for c in current.columns]
+            titles = current.titles or columns
+            col_kinds: Sequence[Any] = current.kinds or [None] * len(columns)
             for col, text in zip(columns, titles, strict=False):
                 table.add_column(str(text), key=col)
-            for i, row in enumerate(current.get("rows") or []):
+            for i, row in enumerate(current.rows):
                 table.add_row(*(cell(v, k) for v, k in zip(row, col_kinds, strict=False)),
                               key=str(i))
-            if current.get("totals"):
+            if current.totals:
                 table.add_row(*(Text(str(v), style="bold") if j == 0 else cell(v, k)
-                                for j, (v, k) in enumerate(zip(current["totals"], col_kinds,
+                                for j, (v, k) in enumerate(zip(current.totals, col_kinds,
                                                                strict=False))), key="total")
-        title, pairs = chart_from({**current, "charts": self.report.get("charts")})
+        title, pairs = chart_from(current)
         chart = self.query_one(BarChart)
         chart.title = title
         chart.bars = tuple(pairs)
         if len(tables) > 1:
-            name = current.get("title") or current.get("name") or ""
+            name = current.title or current.name or ""
             self._choice(extra=f"table {self.table_i % len(tables) + 1}/{len(tables)}: {name}")
 
     def action_next_table(self) -> None:
@@ -300,8 +303,8 @@ class ReportsScreen(FleetdeckScreen):
 
     @work(exclusive=True, group="report")
     async def what_if(self, change: str, days: int) -> None:
-        result = await self.fetch("whatif", changes=[change], days=days)
-        if result is MISSING or not isinstance(result, dict):
+        result = await self.fetch(WhatifRequest(changes=[change], days=days))
+        if result is MISSING:
             return
         self.post_message(self.ReportLoaded(("what-if", change, days), whatif_report(result)))
 

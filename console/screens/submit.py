@@ -26,6 +26,8 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from collectors.errors import InputError
 from collectors.formatting import bytes_exact, duration_exact
+from console.engine.api.replies import Preview, Suggestion
+from console.engine.api.requests import JobsQuery, PreviewRequest, SubmitRequest, SuggestQuery
 from console.engine.client import RemoteError, failure_text
 from console.messages import JobsSubmitted
 from console.screens.dialog import DialogScreen
@@ -175,7 +177,7 @@ class SubmitScreen(DialogScreen[list[int]]):
     class Defaults(Message):
         """The user's last submission (spec) and the engine's GPU suggestion."""
 
-        def __init__(self, last: dict[str, Any] | None, suggestion: dict[str, Any] | None,
+        def __init__(self, last: dict[str, Any] | None, suggestion: Suggestion | None,
                      ) -> None:
             super().__init__()
             self.last = last
@@ -184,7 +186,7 @@ class SubmitScreen(DialogScreen[list[int]]):
     class Previewed(Message):
         """Where the job would be placed now (`preview`), or why it is not shown."""
 
-        def __init__(self, spec: dict[str, Any] | None, result: dict[str, Any] | None,
+        def __init__(self, spec: dict[str, Any] | None, result: Preview | None,
                      note: str = "") -> None:
             super().__init__()
             self.spec = spec  # what was previewed: a reply for an older edit is dropped
@@ -200,7 +202,7 @@ class SubmitScreen(DialogScreen[list[int]]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.suggestion: dict[str, Any] | None = None
+        self.suggestion: Suggestion | None = None
         self._preview_timer: Timer | None = None
         self._spec: JobSpec | None = None
         self._busy = False
@@ -297,18 +299,18 @@ class SubmitScreen(DialogScreen[list[int]]):
     @work(exclusive=True, group="submit-defaults")
     async def load_defaults(self) -> None:
         last: dict[str, Any] | None = None
-        suggestion: dict[str, Any] | None = None
+        suggestion: Suggestion | None = None
         try:
-            rows = await self.fd.remote.call("jobs", channel="submit", user=self.fd.user,
-                                             limit=200)
-            mine = [r for r in rows or [] if r.get("spec")]
+            rows = await self.fd.remote.call(JobsQuery(user=self.fd.user, limit=200),
+                                             channel="submit")
+            mine = [r for r in rows if r.spec]
             if mine:
-                last = dict(max(mine, key=lambda r: int(r["id"]))["spec"])
+                last = dict(max(mine, key=lambda r: r.id).spec)
         except Exception:
             last = None
         try:
-            suggestion = await self.fd.remote.call("suggest", channel="submit",
-                                                   user=self.fd.user)
+            suggestion = await self.fd.remote.call(SuggestQuery(user=self.fd.user),
+                                                   channel="submit")
         except Exception:
             suggestion = None
         self.post_message(self.Defaults(last, suggestion))
@@ -320,12 +322,11 @@ class SubmitScreen(DialogScreen[list[int]]):
             self._set_defaults(message.last)
             if command.has_focus:
                 command.select_all()  # typing replaces the last command
-        self.suggestion = message.suggestion if isinstance(message.suggestion, dict) else None
+        self.suggestion = s = message.suggestion
         box = self.query_one("#suggestion", Static)
-        s = self.suggestion
-        if s and s.get("gpus") is not None:
-            model = f" x {s['gpu_model']}" if s.get("gpu_model") else ""
-            box.update(f"From your history: [b]{s['gpus']:g} GPU{model}[/b]  "
+        if s is not None:
+            model = f" x {s.gpu_model}" if s.gpu_model else ""
+            box.update(f"From your history: [b]{s.gpus:g} GPU{model}[/b]  "
                        "[dim](ctrl+g applies it)[/]")
         else:
             box.update("[dim]No GPU suggestion from your history yet.[/]")
@@ -336,9 +337,9 @@ class SubmitScreen(DialogScreen[list[int]]):
         if not s:
             self.notify("no suggestion from your history yet", timeout=3)
             return
-        values = {"gpus": f"{float(s.get('gpus') or 0):g}"}
-        if s.get("gpu_model"):
-            values["gpu_models"] = str(s["gpu_model"])
+        values = {"gpus": f"{float(s.gpus or 0):g}"}
+        if s.gpu_model:
+            values["gpu_models"] = s.gpu_model
         self.set_values(values)
 
     # -- validation and preview --------------------------------------------------------------
@@ -381,7 +382,7 @@ class SubmitScreen(DialogScreen[list[int]]):
     @work(group="submit-preview")
     async def run_preview(self, spec: dict[str, Any]) -> None:
         try:
-            result = await self.fd.remote.call("preview", channel="submit", spec=spec)
+            result = await self.fd.remote.call(PreviewRequest(spec=spec), channel="submit")
         except RemoteError as e:
             note = failure_text(e, "preview")
             self.post_message(self.Previewed(spec, None, note))
@@ -389,7 +390,7 @@ class SubmitScreen(DialogScreen[list[int]]):
         except Exception as e:
             self.post_message(self.Previewed(spec, None, f"engine unreachable: {e}"))
             return
-        self.post_message(self.Previewed(spec, result if isinstance(result, dict) else None))
+        self.post_message(self.Previewed(spec, result))
 
     @on(Previewed)
     def _previewed(self, message: Previewed) -> None:
@@ -399,14 +400,14 @@ class SubmitScreen(DialogScreen[list[int]]):
         r = message.result
         if r is None:
             box.update(f"preview: [dim]{message.note}[/]")
-        elif r.get("placeable"):
-            idx = ",".join(str(i) for i in r.get("gpu_indices") or [])
-            box.update(f"preview: [green]would start now on [b]{r.get('node')}[/b][/]"
+        elif r.placeable:
+            idx = ",".join(str(i) for i in r.gpu_indices)
+            box.update(f"preview: [green]would start now on [b]{r.node}[/b][/]"
                        + (f" GPUs {idx}" if idx else ""))
-        elif str(r.get("reason") or "").startswith("never fits"):
-            box.update(f"preview: [bold red]refused: {r['reason']}[/] (change the request)")
+        elif (r.reason or "").startswith("never fits"):
+            box.update(f"preview: [bold red]refused: {r.reason}[/] (change the request)")
         else:
-            box.update(f"preview: [yellow]would wait: {r.get('reason') or 'no room now'}[/]")
+            box.update(f"preview: [yellow]would wait: {r.reason or 'no room now'}[/]")
 
     # -- submit ----------------------------------------------------------------------------
     def action_submit(self) -> None:
@@ -422,7 +423,7 @@ class SubmitScreen(DialogScreen[list[int]]):
     @work(exclusive=True, group="submit-send")
     async def run_submit(self, spec: dict[str, Any]) -> None:
         try:
-            result = await self.fd.remote.call("submit", channel="actions", spec=spec)
+            result = await self.fd.remote.call(SubmitRequest(spec=spec), channel="actions")
         except RemoteError as e:
             text = failure_text(e, "submit")
             self.post_message(self.Rejected(text))
@@ -430,8 +431,7 @@ class SubmitScreen(DialogScreen[list[int]]):
         except Exception as e:
             self.post_message(self.Rejected(f"engine unreachable: {e}"))
             return
-        ids = [int(i) for i in (result or {}).get("ids", [])]
-        self.post_message(JobsSubmitted(ids))
+        self.post_message(JobsSubmitted(result.ids))
 
     @on(Rejected)
     def _rejected(self, message: Rejected) -> None:

@@ -80,11 +80,13 @@ def util_style(pct: float | None) -> str:
 
 
 def epoch(value: object) -> float | None:
-    """Epoch seconds from an ISO string (naive means UTC), a number, or None."""
+    """Epoch seconds from a datetime or ISO string (naive means UTC), a number, or None."""
     if value is None or value == "":
         return None
     if isinstance(value, int | float):
         return float(value)
+    if isinstance(value, datetime):
+        return _utc(value).timestamp()
     if isinstance(value, str):
         return _iso_epoch(value)
     return None
@@ -93,12 +95,13 @@ def epoch(value: object) -> float | None:
 @lru_cache(maxsize=65536)
 def _iso_epoch(value: str) -> float | None:
     try:
-        dt = datetime.fromisoformat(value)
+        return _utc(datetime.fromisoformat(value)).timestamp()
     except ValueError:
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 def bar(fraction: float | None, width: int, style: str = "") -> Text:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from console.engine.api.replies import Summary
 from console.widgets import fmt
 
 BAR_W = 10
@@ -27,7 +26,7 @@ class SummaryBar(Widget):
     SummaryBar { height: 2; background: $panel; color: $text; padding: 0 1; }
     """
 
-    summary: reactive[dict[str, Any] | None] = reactive(None, layout=False)
+    summary: reactive[Summary | None] = reactive(None, layout=False)
     where: reactive[str] = reactive("")
     mode: reactive[str] = reactive("")
     notice: reactive[str] = reactive("")
@@ -48,12 +47,12 @@ class SummaryBar(Widget):
             if not self.notice:
                 status.append((9, Text("waiting for the engine...", style="dim")))
         else:
-            head.append((5, self._resource("GPU", s.get("gpus_total"), s.get("gpus_allocated"),
-                                           s.get("gpu_util_pct"))))
-            head.append((3, self._resource("CPU", s.get("cpus_total"), s.get("cpus_allocated"),
-                                           s.get("cpu_util_pct"))))
+            head.append((5, self._resource("GPU", s.gpus_total, s.gpus_allocated,
+                                           s.gpu_util_pct)))
+            head.append((3, self._resource("CPU", s.cpus_total, s.cpus_allocated,
+                                           s.cpu_util_pct)))
             if not self.notice:
-                status.extend((9, Text(f, style="bold red")) for f in s.get("faults") or ())
+                status.extend((9, Text(f, style="bold red")) for f in s.faults)
                 status.extend(self._status(s))
         if self.me:
             status.append((7, Text(self.me, style="bold")))
@@ -72,28 +71,28 @@ class SummaryBar(Widget):
         return []
 
     @staticmethod
-    def _status(s: dict[str, Any]) -> list[Part]:
+    def _status(s: Summary) -> list[Part]:
         nodes = Text("nodes ")
-        nodes.append(f"{s.get('nodes_up', 0)} up", style="green")
+        nodes.append(f"{s.nodes_up} up", style="green")
         nodes.append(" · ")
-        nodes.append(f"{s.get('nodes_degraded', 0)} degraded",
-                     style="yellow" if s.get("nodes_degraded") else "dim")
+        nodes.append(f"{s.nodes_degraded} degraded",
+                     style="yellow" if s.nodes_degraded else "dim")
         nodes.append(" · ")
-        nodes.append(f"{s.get('nodes_unreachable', 0)} unreachable",
-                     style="bold red" if s.get("nodes_unreachable") else "dim")
-        queue = Text(f"queue {s.get('queue_len', 0)} · running {s.get('running_jobs', 0)}")
-        spend = s.get("burst_spend_today")
-        budget = s.get("burst_budget_today")
+        nodes.append(f"{s.nodes_unreachable} unreachable",
+                     style="bold red" if s.nodes_unreachable else "dim")
+        queue = Text(f"queue {s.queue_len} · running {s.running_jobs}")
+        spend = s.burst_spend_today
+        budget = s.burst_budget_today
         burst = Text("burst today ")
-        over = budget is not None and spend is not None and spend >= budget
+        over = budget is not None and spend >= budget
         burst.append(fmt.money(spend or 0.0), style="bold red" if over else "")
         burst.append(" / " + (fmt.money(budget) if budget is not None else "no budget"),
                      style="dim")
-        idle = int(s.get("idle_warnings") or 0)
+        idle = s.idle_warnings
         idle_text = Text("idle GPUs ")
         idle_text.append(f"⚠ {idle}" if idle else "0", style="bold yellow" if idle else "dim")
         parts: list[Part] = [(7, nodes), (9, queue), (4, burst), (5, idle_text)]
-        failed = int(s.get("notify_failed") or 0)
+        failed = s.notify_failed
         if failed:  # notifications given up on: `fleetdeck notify status` says which
             parts.append((6, Text(f"notify ✗ {failed} failed", style="bold red")))
         return parts

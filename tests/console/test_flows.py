@@ -156,7 +156,7 @@ async def test_fleet_node_cordon_policies_audit(live_link: EngineLink) -> None:
         await pilot.press(*"swap the fan", "enter")
         screen = app.screen
         assert isinstance(screen, NodeScreen)
-        await wait_for(pilot, lambda: bool(screen.node and screen.node.get("cordoned")),
+        await wait_for(pilot, lambda: bool(screen.node and screen.node.cordoned),
                        what="the node cordoned")
 
         # back on Fleet the row shows it; h toggles the heatmap and back

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from console.app import EngineLink, FleetdeckApp
 from console.commands.common import me_line
+from console.engine.api.replies import WhoAmI
 from console.screens.fleet import FleetScreen
 from console.screens.jobs import JobsScreen
 from console.widgets.keyed_table import KeyedTable
@@ -62,7 +63,9 @@ async def test_admin_console_is_unchanged(fixed_link: EngineLink) -> None:
 
 
 def test_me_line() -> None:
-    assert me_line({"gpus_in_use": 2, "gpu_quota": 4, "spend_today": 12.4,
-                    "currency": "USD"}) == "you: 2 of 4 GPUs · 12.40 USD today"
-    assert me_line({"gpus_in_use": 0.5, "gpu_quota": None, "spend_today": 0,
-                    "currency": "EUR"}) == "you: 0.5 GPUs · 0.00 EUR today"
+    me = WhoAmI(user="bob", role="member", gpus_in_use=2, gpu_quota=4, gpu_h_today=1.0,
+                spend_today=12.4, currency="USD")
+    assert me_line(me) == "you: 2 of 4 GPUs · 12.40 USD today"
+    me = WhoAmI(user="bob", role="member", gpus_in_use=0.5, gpu_quota=None, gpu_h_today=0.0,
+                spend_today=0, currency="EUR")
+    assert me_line(me) == "you: 0.5 GPUs · 0.00 EUR today"

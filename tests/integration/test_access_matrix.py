@@ -253,7 +253,8 @@ async def test_the_client_answers_each_method_in_its_reply_type(engine: Engine) 
     async with await EngineClient.connect(engine.config.socket_path) as c:
         [job] = (await c.call(rq.SubmitRequest(spec={"name": "t", "command": ["true"]}))).ids
         status = await c.call(rq.StatusQuery())
-        assert isinstance(status, rp.StatusReply) and status.caller == c.engine_info["user"]
+        assert isinstance(status, rp.StatusReply) and c.engine_info is not None
+        assert status.caller == c.engine_info.user
         jobs = await c.call(rq.JobsQuery(limit=5))
         assert [type(j) for j in jobs] == [rp.JobInfo] and jobs[0].id == job
         assert isinstance(jobs[0].submitted_at, datetime)
@@ -264,5 +265,5 @@ async def test_the_client_answers_each_method_in_its_reply_type(engine: Engine) 
         assert all(isinstance(n, rp.FleetNode) for n in await c.call(rq.FleetQuery()))
         events = [e async for e in c.stream(rq.EventsQuery(limit=5))]
         assert all(isinstance(e, dict) for e in events)
-        raw = await c.call("jobs", limit=5)  # the console screens' path, until they switch
+        raw = await c.call("jobs", limit=5)  # the wire protocol's plain JSON, for scripts
         assert raw[0]["id"] == job and isinstance(raw[0]["submitted_at"], str)
