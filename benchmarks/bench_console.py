@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -24,7 +23,9 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,6 +33,7 @@ from textual.command import CommandList, CommandPalette
 
 from console.app import EngineLink, FleetdeckApp
 from console.config import load
+from console.engine.api.replies import FleetNode, JobInfo, Summary
 from console.messages import SummaryLoaded
 from console.screens.fleet import FleetScreen
 from console.screens.jobs import JobsScreen
@@ -39,6 +41,7 @@ from console.widgets.heatmap import GpuHeatmap
 from console.widgets.keyed_table import KeyedTable
 
 GIB = 2**30
+T = TypeVar("T")
 T0 = datetime(2024, 5, 1, 12, tzinfo=UTC).timestamp()
 
 
@@ -88,7 +91,7 @@ def make_jobs(n_jobs: int, n_nodes: int) -> list[dict[str, Any]]:
             state == "queued" else "started",
             "started_at": iso(T0 - 3600 - j) if state != "queued" else None,
             "ended_at": iso(T0 - 60) if state == "succeeded" else None,
-            "exit_code": 0 if state == "succeeded" else None, "spec": {}})
+            "exit_code": 0 if state == "succeeded" else None, "attempt": 1, "spec": {}})
     return jobs
 
 
@@ -121,9 +124,9 @@ def churn_jobs(jobs: list[dict[str, Any]], now: float, rng: random.Random) -> No
             job.update(state="succeeded", ended_at=iso(now), exit_code=0, reason="exit 0")
 
 
-def decoded(data: Any) -> Any:
-    """What the poll worker hands over: fresh objects decoded from the engine's JSON."""
-    return json.loads(json.dumps(data))
+def decoded(data: Any, tp: type[T]) -> T:
+    """What the poll worker hands over: fresh reply Structs decoded from the engine's JSON."""
+    return msgspec.json.decode(msgspec.json.encode(data), type=tp, strict=False)
 
 
 def frame(app: FleetdeckApp) -> None:
@@ -159,8 +162,8 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
 
         # first paint with data: the first fleet reply, rendered
         t0 = time.perf_counter()
-        app.post_message(SummaryLoaded(summary(nodes, jobs)))
-        fleet.post_message(FleetScreen.FleetLoaded(decoded(nodes), True))
+        app.post_message(SummaryLoaded(decoded(summary(nodes, jobs), Summary)))
+        fleet.post_message(FleetScreen.FleetLoaded(decoded(nodes, list[FleetNode])))
         while table.row_count < n_nodes:
             await pilot.pause(0)
         await pilot.pause()
@@ -174,7 +177,7 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
         for _ in range(refreshes):
             churn(nodes, rng)
             clock.now += 2
-            msg = FleetScreen.FleetLoaded(decoded(nodes), True)
+            msg = FleetScreen.FleetLoaded(decoded(nodes, list[FleetNode]))
             c0, t0 = time.process_time(), time.perf_counter()
             fleet.show_fleet(msg)
             t1 = time.perf_counter()
@@ -193,7 +196,7 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
         heat_cpu: list[float] = []
         for _ in range(refreshes):
             churn(nodes, rng)
-            msg = FleetScreen.FleetLoaded(decoded(nodes), True)
+            msg = FleetScreen.FleetLoaded(decoded(nodes, list[FleetNode]))
             c0, t0 = time.process_time(), time.perf_counter()
             fleet.show_fleet(msg)
             frame(app)
@@ -209,7 +212,7 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
         assert isinstance(js, JobsScreen)
         jtable = js.query_one(KeyedTable)
         t0 = time.perf_counter()
-        js.post_message(JobsScreen.JobsLoaded(decoded(jobs), util, {}, "all"))
+        js.post_message(JobsScreen.JobsLoaded(decoded(jobs, list[JobInfo]), util, {}, "all"))
         while jtable.row_count < n_jobs:
             await pilot.pause(0)
         await pilot.pause()
@@ -224,7 +227,7 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
             util = {(n["name"], g["index"]): g["util_pct"] for n in nodes for g in n["gpus"]}
             clock.now += 2
             churn_jobs(jobs, clock.now, rng)
-            jmsg = JobsScreen.JobsLoaded(decoded(jobs), util, {}, "all")
+            jmsg = JobsScreen.JobsLoaded(decoded(jobs, list[JobInfo]), util, {}, "all")
             c0, t0 = time.process_time(), time.perf_counter()
             js.show_jobs(jmsg)
             frame(app)

@@ -79,10 +79,10 @@ async def with_ui(link, demo):
     async with app.run_test(size=(160, 50)) as pilot:
         mark("ui_mounted")
         while True:
-            s = app.summary or {}
-            if s.get("nodes_up") == NODES:
+            s = app.summary
+            if s is not None and s.nodes_up == NODES:
                 mark("ui_all_nodes_up")
-            if (s.get("running_jobs") or 0) > 0:
+            if s is not None and s.running_jobs > 0:
                 mark("ui_first_job_running")
             if "ui_all_nodes_up" in marks and "ui_first_job_running" in marks:
                 break
