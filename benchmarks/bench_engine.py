@@ -29,6 +29,7 @@ from pathlib import Path
 
 from benchclients import engine_clients, has_delta
 from fleetbench import (
+    TICK_S,
     Serve,
     cpu_by_role,
     engine_lines,
@@ -64,12 +65,14 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
             assert serve.proc is not None
             roles = thread_roles(serve.proc.pid, (await probe.call("ingest_stats"))["threads"]
                                  if stats_ok else [])
-            marks: list[tuple[dict[int, float], float]] = []
+            marks: list[tuple[dict[int, float], float, dict[str, float]]] = []
+            sched: list[tuple[float, float]] = []
 
             def mark() -> None:
-                marks.append((serve.thread_cpu_s(), time.monotonic()))
+                marks.append((serve.thread_cpu_s(), time.monotonic(), children_cpu_s()))
+                sched.append(serve.loop_sched_s())
 
-            lat, refused = await engine_clients(
+            lat, refused, totals = await engine_clients(
                 serve.socket, clients=args.clients, period_s=args.period,
                 duration_s=args.duration, jobs=args.jobs, job_method=job_method,
                 deltas=deltas, procs=args.procs, on_start=mark)
@@ -84,16 +87,44 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
     out.extend(engine_lines(lat, refused, clients=args.clients, period_s=args.period,
                             duration_s=args.duration, job_method=job_method,
                             procs=min(args.procs, args.clients), deltas=deltas))
-    (cpu0, wall0), (cpu1, wall1) = marks[0], marks[-1]
+    (cpu0, wall0, kids0), (cpu1, wall1, kids1) = marks[0], marks[-1]
     wall = wall1 - wall0
     by_role = cpu_by_role(cpu0, cpu1, roles, serve.proc.pid,
                           unknown="duckdb" if stats_ok else "other threads")
     out.append(f"engine CPU while the clients ran: {100 * sum(by_role.values()) / wall:.0f} % "
                "of one core; " + ", ".join(f"{k} {100 * v / wall:.0f} %" for k, v in sorted(
                    by_role.items(), key=lambda kv: -kv[1]))
-               + " (loop: the event loop thread, busy that share of the time)")
+               + " (loop: the event loop thread)")
+    (run0, wait0), (run1, wait1) = sched[0], sched[-1]
+    out.append(f"engine loop thread: on a CPU {100 * (run1 - run0) / wall:.0f} % of the time, "
+               f"runnable but waiting for a CPU {100 * (wait1 - wait0) / wall:.0f} %")
+    fleet_nodes, fleet_answers = totals.get("fleet_nodes", 0.0), totals.get("fleet_answers", 0.0)
+    kids1["client processes"] = kids0.get("client processes", 0.0) + totals.get(
+        "client_cpu_s", 0.0)
+    out.append("meanwhile, of one core: " + ", ".join(
+        f"{k} {100 * (kids1.get(k, 0.0) - kids0.get(k, 0.0)) / wall:.0f} %"
+        for k in sorted(kids1) if k != "engine")
+        + f"; fleet answers carried {fleet_nodes / max(1.0, fleet_answers):.0f} nodes on "
+        f"average ({fleet_answers:.0f} answers)")
     out.append(f"engine RSS {rss:.0f} MiB; machine: {os.cpu_count()} cores, load avg "
                f"{os.getloadavg()[0]:.2f} (simulator and clients on the same machine)")
+    return out
+
+
+def children_cpu_s() -> dict[str, float]:
+    """CPU seconds so far of this bench's child processes, by kind: the simulator, the client
+    processes (still running ones only), the engine (serve)."""
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            kind = ("simulator" if b"simnodes.py" in cmd else "client processes"
+                    if b"multiprocessing" in cmd else "engine" if b"serve" in cmd else "other")
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / TICK_S
     return out
 
 

@@ -114,7 +114,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
             if args.engine_clients:  # bench_engine's load on the same engine, afterwards
                 job_method = await has_method(probe, "job", job=1)
                 deltas = await has_delta(probe)
-                elat, refused = await engine_clients(
+                elat, refused, _ = await engine_clients(
                     serve.socket, clients=args.engine_clients, period_s=args.poll,
                     duration_s=args.engine_duration, jobs=args.jobs, job_method=job_method,
                     deltas=deltas)

@@ -28,6 +28,7 @@ from console.engine.api import requests as rq
 from console.engine.client import EngineClient, RemoteError
 
 METHODS = ("status", "fleet", "jobs", "job", "explain", "policies")
+_COUNTS: dict[str, float] = {}  # this process's: fleet answers and the nodes they carried
 
 
 @dataclass
@@ -68,8 +69,10 @@ async def _call(client: EngineClient, lat: Latencies, plan: Plan, method: str,
         delta = await lat.time(client, rq.FleetDeltaQuery(since=mirror.cursor), label="fleet")
         if delta is not None:
             mirror.apply(delta)
+            _count(len(delta.nodes))
     elif method == "fleet":
-        await lat.time(client, rq.FleetQuery())
+        nodes = await lat.time(client, rq.FleetQuery())
+        _count(len(nodes or ()))
     elif method == "jobs":
         await lat.time(client, rq.JobsQuery(limit=50))
     elif method == "job" and plan.job_method:
@@ -80,6 +83,11 @@ async def _call(client: EngineClient, lat: Latencies, plan: Plan, method: str,
         await lat.time(client, rq.ExplainRequest(job=job))
     else:
         await lat.time(client, rq.PoliciesQuery())
+
+
+def _count(nodes: int) -> None:
+    _COUNTS["fleet_answers"] = _COUNTS.get("fleet_answers", 0) + 1
+    _COUNTS["fleet_nodes"] = _COUNTS.get("fleet_nodes", 0) + nodes
 
 
 async def _client(client: EngineClient, lat: Latencies, plan: Plan, stop: asyncio.Event,
@@ -96,7 +104,8 @@ async def _client(client: EngineClient, lat: Latencies, plan: Plan, stop: asynci
             await asyncio.wait_for(stop.wait(), max(0.0, plan.period_s - (time.monotonic() - t0)))
 
 
-async def _one_process(plan: Plan, seeds: range, barrier: Any) -> tuple[Latencies, list[str]]:
+async def _one_process(plan: Plan, seeds: range,
+                       barrier: Any) -> tuple[Latencies, list[str], float]:
     refused: list[str] = []
     clients: list[EngineClient] = []
 
@@ -108,6 +117,7 @@ async def _one_process(plan: Plan, seeds: range, barrier: Any) -> tuple[Latencie
 
     await asyncio.gather(*(connect() for _ in seeds))
     await asyncio.to_thread(barrier.wait)  # every process connected: start together
+    cpu0 = time.process_time()
     lat = Latencies()
     stop = asyncio.Event()
     tasks = [asyncio.create_task(_client(c, lat, plan, stop, seed))
@@ -115,27 +125,30 @@ async def _one_process(plan: Plan, seeds: range, barrier: Any) -> tuple[Latencie
     await asyncio.sleep(plan.duration_s)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
+    cpu_s = time.process_time() - cpu0
     for c in clients:
         await c.close()
-    return lat, refused
+    return lat, refused, cpu_s
 
 
 def _process_main(plan: Plan, seeds: range, barrier: Any, out: Any) -> None:
     try:
-        lat, refused = asyncio.run(_one_process(plan, seeds, barrier))
-        out.put((lat.by_method, lat.errors, refused))
+        lat, refused, cpu_s = asyncio.run(_one_process(plan, seeds, barrier))
+        out.put((lat.by_method, lat.errors, refused, {**_COUNTS, "client_cpu_s": cpu_s}))
     except BaseException as e:
         barrier.abort()
-        out.put(({}, {f"client process: {type(e).__name__}: {e}": 1}, []))
+        out.put(({}, {f"client process: {type(e).__name__}: {e}": 1}, [], {}))
 
 
 async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_s: float,
                          jobs: int, job_method: bool, deltas: bool, procs: int = 4,
                          on_start: Callable[[], None] | None = None,
-                         ) -> tuple[Latencies, list[str]]:
+                         ) -> tuple[Latencies, list[str], dict[str, float]]:
     """`clients` clients over `procs` processes (see the module docstring); the merged
-    latencies and refused connections. `on_start` runs when every client is connected and the
-    calls begin (the caller reads the engine's CPU there)."""
+    latencies, refused connections, and totals: `client_cpu_s` (the client processes' CPU
+    while calling), `fleet_answers` and `fleet_nodes` (nodes they carried). `on_start` runs
+    when every client is connected and the calls begin (the caller reads the engine's CPU
+    there)."""
     ctx = mp.get_context("spawn")
     procs = max(1, min(procs, clients))
     barrier = ctx.Barrier(procs + 1)
@@ -147,14 +160,16 @@ async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_
                for i in range(procs)]
     for w in workers:
         w.start()
-    lat, refused = Latencies(), []
+    lat, refused, totals = Latencies(), [], dict[str, float]()
     try:
         await asyncio.to_thread(barrier.wait, 600)
         if on_start is not None:
             on_start()
         for _ in workers:
-            by_method, errors, refused_one = await asyncio.to_thread(
+            by_method, errors, refused_one, counts = await asyncio.to_thread(
                 out.get, True, duration_s + 600)
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0.0) + v
             for m, values in by_method.items():
                 lat.by_method.setdefault(m, []).extend(values)
             for k, n in errors.items():
@@ -165,7 +180,7 @@ async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_
             w.join(30)
             if w.is_alive():
                 w.kill()
-    return lat, refused
+    return lat, refused, totals
 
 
 async def has_delta(client: EngineClient) -> bool:

@@ -232,6 +232,13 @@ class Serve:
     def peak_rss_mib(self) -> float:
         return self.rss_mib("VmHWM")
 
+    def loop_sched_s(self) -> tuple[float, float]:
+        """The main (event loop) thread's seconds on a CPU and runnable but waiting for one,
+        so far (/proc schedstat): together, how busy the loop was on a crowded machine."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/schedstat").read_text().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+
     def thread_cpu_s(self) -> dict[int, float]:
         """CPU seconds so far of each thread (native id) of the serve process."""
         assert self.proc is not None

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from collectors.events import node_state_event
 from collectors.fleet import FleetCollector
 from collectors.health import FleetView, NodeView
@@ -237,9 +239,9 @@ def capacity(v: NodeView, *, schedulable: bool,
 def _update_nodes(store: Store, states: Mapping[str, tuple[str, str | None]],
                   inventory: Mapping[str, Mapping[str, Any]],
                   seen: Mapping[str, float], *, now: float) -> None:
-    """Node facts and states; a state change worth telling (unreachable, recovered) is an
-    event in the same transaction, judged against the stored state so a restart repeats
-    none."""
+    """Node facts and states, one UPDATE for every node of the flush (`node_updates`); a
+    state change worth telling (unreachable, recovered) is an event in the same transaction,
+    judged against the stored state so a restart repeats none."""
     if not (states or inventory or seen):
         return
     with store.transaction() as con:
@@ -250,20 +252,43 @@ def _update_nodes(store: Store, states: Mapping[str, tuple[str, str | None]],
             outbox.append(con, [e for name, (state, reason) in states.items()
                                 if (e := node_state_event(name, stored.get(name), state,
                                                           reason, now)) is not None])
-        for name, (state, reason) in states.items():
-            con.execute("UPDATE nodes SET state = ?, state_reason = ? WHERE name = ?",
-                        [state, reason, name])
-        for name, inv in inventory.items():
-            cols = [k for k in inv if k in _NODE_FACTS]
-            if cols:
-                con.execute(f"UPDATE nodes SET {', '.join(f'{c} = ?' for c in cols)} "
-                            "WHERE name = ?", [*(inv[c] for c in cols), name])
-        for name, ts in seen.items():
-            con.execute("UPDATE nodes SET last_seen = ? WHERE name = ?", [utc(ts), name])
+        table, columns = node_updates(states, inventory, seen)
+        con.register("_fd_nodes", table)
+        try:
+            con.execute("UPDATE nodes SET " + ", ".join(
+                f"{c} = CASE WHEN u.set_{c} THEN u.{c} ELSE nodes.{c} END" for c in columns)
+                + " FROM _fd_nodes AS u WHERE nodes.name = u.name")
+        finally:
+            con.unregister("_fd_nodes")
 
 
-_NODE_FACTS = ("hostname", "kernel", "cpu_model", "cpu_count", "mem_total_bytes", "gpu_count",
-               "gpu_model", "driver_version")
+_NODE_FACTS: dict[str, pa.DataType] = {
+    "hostname": pa.string(), "kernel": pa.string(), "cpu_model": pa.string(),
+    "cpu_count": pa.int32(), "mem_total_bytes": pa.int64(), "gpu_count": pa.int32(),
+    "gpu_model": pa.string(), "driver_version": pa.string()}
+
+
+def node_updates(states: Mapping[str, tuple[str, str | None]],
+                 inventory: Mapping[str, Mapping[str, Any]],
+                 seen: Mapping[str, float]) -> tuple[pa.Table, list[str]]:
+    """One row per node of the flush: for each column some node sets, its value and a
+    `set_<column>` flag (false: the node keeps its stored value); and those columns."""
+    names = sorted({*states, *inventory, *seen})
+    values: dict[str, tuple[pa.DataType, dict[str, Any]]] = {
+        "state": (pa.string(), {n: s[0] for n, s in states.items()}),
+        "state_reason": (pa.string(), {n: s[1] for n, s in states.items()}),
+        "last_seen": (pa.timestamp("us"), {n: utc(ts) for n, ts in seen.items()}),
+    }
+    for col, tp in _NODE_FACTS.items():
+        values[col] = (tp, {n: inv[col] for n, inv in inventory.items() if col in inv})
+    arrays: dict[str, pa.Array] = {"name": pa.array(names, pa.string())}
+    columns = []
+    for col, (tp, by_name) in values.items():
+        if by_name:
+            columns.append(col)
+            arrays[col] = pa.array([by_name.get(n) for n in names], tp)
+            arrays[f"set_{col}"] = pa.array([n in by_name for n in names], pa.bool_())
+    return pa.table(arrays), columns
 
 
 def node_json(v: NodeView, *, cordoned: str | None, drained: str | None,
