@@ -528,9 +528,7 @@ async def open_link(loaded: Loaded, *, readonly: bool = False,
             raise
     else:
         await client.close()
-        hello = client.engine_info
-        if hello is None:  # connect() returns only once hello answered
-            raise EngineError("engine did not answer hello")
+        hello = client.hello
         return EngineLink(loaded, None, readonly, role=hello.role or "admin", user=hello.user)
     embedded = EmbeddedEngine(loaded)
     try:

@@ -127,6 +127,14 @@ class EngineClient:
         return client
 
     @property
+    def hello(self) -> HelloReply:
+        """The engine's answer to hello: the caller's user and role (`connect` returns only
+        once it came)."""
+        if self.engine_info is None:
+            raise EngineError("no hello answered on this connection yet")
+        return self.engine_info
+
+    @property
     def role(self) -> str:
         return self.engine_info.role if self.engine_info is not None else "admin"
 

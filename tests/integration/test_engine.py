@@ -111,7 +111,7 @@ def test_readonly_session_is_refused_changes(config: Path, tmp_path: Path) -> No
     async def talk() -> None:
         client = await EngineClient.connect(tmp_path / "store.duckdb.sock", readonly=True)
         try:
-            assert client.engine_info is not None and client.engine_info.readonly is True
+            assert client.hello.readonly is True
             spec = {"name": "x", "command": ["true"]}
             with pytest.raises(RemoteError) as e:
                 await client.call("submit", spec=spec)
