@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 
 from collectors.errors import FleetdeckError, InputError, clip
 from console import __version__
-from console.commands import common, core, fleet, jobs, notify, policies
+from console.commands import common
 from console.engine.client import RemoteError
 from console.engine.protocol import ErrorCode
 
@@ -23,13 +24,31 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="fleetdeck",
-        description="Keyboard-driven operations console for GPU/CPU fleets. "
-                    "With no command, opens the console.",
-    )
-    parser.add_argument("--version", action="version", version=f"fleetdeck {__version__}")
+# Each command and the module of console.commands that registers it, in `--help` order: a
+# command imports only its own module (the reports, the simulator and the engine stay unloaded
+# for `status`); `--help` and an unknown command load them all.
+COMMANDS: dict[str, str] = {
+    "config": "core", "db": "core", "serve": "core", "status": "core", "whoami": "core",
+    "api": "core",
+    "submit": "jobs", "jobs": "jobs", "stop": "jobs", "logs": "jobs", "explain": "jobs",
+    "audit": "jobs",
+    "collect": "fleet", "nodes": "fleet", "report": "fleet", "simulate": "fleet",
+    "cordon": "policies", "uncordon": "policies", "snooze": "policies", "policies": "policies",
+    "notify": "notify", "events": "notify",
+}
+
+
+class NotParsed(Exception):
+    """The first look at the command line found it wrong: the full parser says how."""
+
+
+class FirstLook(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise NotParsed(message)
+
+
+def add_top_options(parser: argparse.ArgumentParser) -> None:
+    """The options before the command."""
     parser.add_argument("--config", metavar="PATH",
                         help="config file (default: $FLEETDECK_CONFIG, then "
                              "~/.config/fleetdeck/config.toml, else the embedded default)")
@@ -42,18 +61,47 @@ def build_parser() -> argparse.ArgumentParser:
                         help="open the console (or `serve`) on a simulated 48-node fleet with "
                              "live work and six months of history, in a temporary store")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+
+
+def modules_for(argv: Sequence[str]) -> list[str]:
+    """The command modules a command line needs: its command's; none for the console; every
+    one for `--help` before the command, an unknown command or a line the first look cannot
+    read (the full parser lists the commands or says what is wrong)."""
+    everything = list(dict.fromkeys(COMMANDS.values()))
+    first = FirstLook(add_help=False)
+    add_top_options(first)
+    first.add_argument("rest", nargs=argparse.REMAINDER)
+    try:
+        ns, before = first.parse_known_args(argv)
+    except NotParsed:
+        return everything
+    if any(a in ("-h", "--help") for a in before):
+        return everything
+    if not ns.rest:
+        return []
+    module = COMMANDS.get(ns.rest[0])
+    return [module] if module is not None else everything
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default: every command, as `fleetdeck --help` lists them)."""
+    parser = Parser(
+        prog="fleetdeck",
+        description="Keyboard-driven operations console for GPU/CPU fleets. "
+                    "With no command, opens the console.",
+    )
+    parser.add_argument("--version", action="version", version=f"fleetdeck {__version__}")
+    add_top_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    core.register(sub)  # type: ignore[arg-type]
-    jobs.register(sub)  # type: ignore[arg-type]
-    fleet.register(sub)  # type: ignore[arg-type]
-    policies.register(sub)  # type: ignore[arg-type]
-    notify.register(sub)  # type: ignore[arg-type]
+    names = list(dict.fromkeys(COMMANDS.values())) if argv is None else modules_for(argv)
+    for name in names:
+        importlib.import_module(f"console.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    line = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(line).parse_args(line)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

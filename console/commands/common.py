@@ -9,22 +9,23 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import duckdb
 import msgspec
 
 from collectors.errors import InputError
 from collectors.formatting import grouped, number_text
-from collectors.store import Store
-from collectors.store.db import StoreError, first_line
 from collectors.validate import check_store_path, user_path
 from console.config import Loaded, load
 from console.engine.api.methods import BY_REQUEST, conforms
 from console.engine.api.replies import WhoAmI
 from console.engine.api.requests import Request
 from console.engine.client import EngineClient, NoEngine
-from console.remote import ENGINE_ENV, SshEngineTunnel, parse_engine_address
+from console.engine_address import ENGINE_ENV, parse_engine_address
+
+if TYPE_CHECKING:  # the store (DuckDB, Arrow) and SSH load only where a command needs them
+    from collectors.store import Store
+    from console.remote import SshEngineTunnel
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -83,6 +84,8 @@ def open_engine_address(args: argparse.Namespace) -> SshEngineTunnel | None:
     if not address.is_ssh:
         args.engine_socket = address.socket
         return None
+    from console.remote import SshEngineTunnel
+
     tunnel = SshEngineTunnel(address, loaded_config(args).config.ssh)
     args.engine_socket = tunnel.open()
     return tunnel
@@ -149,6 +152,11 @@ def engine_or_store(loaded: Loaded, request: Request[R], local: Callable[[Store]
     try:
         return ask_engine(loaded, request)
     except NoEngine:
+        import duckdb
+
+        from collectors.store import Store
+        from collectors.store.db import StoreError, first_line
+
         with Store.open(loaded.config.store.path, read_only=True) as store:
             try:
                 data = local(store)

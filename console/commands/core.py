@@ -23,7 +23,6 @@ from console.commands.common import (
 from console.config import Config
 from console.engine.api.requests import DbInfoQuery, ReloadConfig, StatusQuery, WhoAmIQuery
 from console.engine.client import NoEngine
-from console.engine.host import db_info, serve
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,6 +116,8 @@ def _show(v: Any) -> str:
 
 
 def db_info_cmd(args: argparse.Namespace) -> int:
+    from console.engine.host import db_info
+
     loaded = loaded_config(args)
     info = engine_or_store(loaded, DbInfoQuery(), db_info)
     if args.format == "json":
@@ -130,6 +131,8 @@ def db_info_cmd(args: argparse.Namespace) -> int:
 
 
 def serve_cmd(args: argparse.Namespace) -> int:
+    from console.engine.host import serve  # the engine: DuckDB, the collectors, the scheduler
+
     loaded = loaded_config(args)
     return asyncio.run(serve(loaded))
 

@@ -30,11 +30,8 @@ from console.engine.api.requests import (
     SubmitRequest,
 )
 from console.engine.client import EngineClient
-from console.engine.services import list_actions
-from scheduler import journal
 from scheduler.job_match import FIELDS, JobMatch, parse_match
 from scheduler.jobspec import CLI_FLAGS, JobSpec
-from scheduler.policies.idle import verdict_numbers
 from scheduler.states import STATES
 
 SOURCE = "command line"
@@ -202,7 +199,9 @@ def jobs_cmd(args: argparse.Namespace) -> int:
     loaded = loaded_config(args)
     states = args.state or []
 
-    def local(store: Any) -> list[dict[str, Any]]:
+    def local(store: Any) -> list[dict[str, Any]]:  # no engine: the store (DuckDB) itself
+        from scheduler import journal
+
         return [r.to_json() for r in journal.list_jobs(
             store, states=states, user=args.user, limit=args.limit, newest_first=True,
             match=match)]
@@ -285,6 +284,8 @@ def explain_cmd(args: argparse.Namespace) -> int:
     for e in info.get("burst", []):
         print(f"  burst: {e}")
     if info.get("idle"):
+        from scheduler.policies.idle import verdict_numbers  # numpy: not for the other commands
+
         print(f"  idle: {info['idle']['summary']}")
         numbers = verdict_numbers(info["idle"])
         if numbers:
@@ -295,6 +296,8 @@ def explain_cmd(args: argparse.Namespace) -> int:
 
 
 def audit_cmd(args: argparse.Namespace) -> int:
+    from console.engine.services import list_actions
+
     loaded = loaded_config(args)
     rows = plain(engine_or_store(
         loaded, AuditQuery(since=args.since, limit=args.limit),

@@ -21,7 +21,8 @@ from typing import Any
 from collectors.store import Store
 from collectors.store.audit import utc
 from scheduler.journal import JobRow
-from scheduler.policies.idle import IdleJob, IdleStatus, IdleVerdict
+from scheduler.policies.idle import IdleStatus, IdleVerdict
+from scheduler.policies.idle_config import IdleJob
 from scheduler.runner import epoch
 
 log = logging.getLogger(__name__)

@@ -64,7 +64,6 @@ from scheduler.policies.audit import HEALTH_ACTOR, IDLE_ACTOR, Action, Snooze, s
 from scheduler.policies.events import events_of, idle_event
 from scheduler.policies.idle import (
     IdleJobState,
-    IdleSettings,
     IdleState,
     IdleStatus,
     IdleVerdict,
@@ -72,6 +71,7 @@ from scheduler.policies.idle import (
     evaluate_idle,
     restore_idle_state,
 )
+from scheduler.policies.idle_config import IdleSettings
 from scheduler.runner import JobRunner, allocations, epoch, snapshot
 from scheduler.states import ACTIVE, JobState
 

@@ -19,21 +19,16 @@ place.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from scheduler.fit.baselines import (
-    BestFit,
-    DotProduct,
-    FirstFit,
-    GpuClustering,
-    GpuPacking,
-    RandomFit,
-)
-from scheduler.fit.fgd import FGD
-from scheduler.fit.fleetdeck import Fleetdeck
-from scheduler.fit.state import FleetState
-from scheduler.fit.workload import TaskShape, WorkloadMix
-from scheduler.models import Assignment, ResourceRequest
+from collectors import lazy
+
+if TYPE_CHECKING:
+    from scheduler.fit.fgd import FGD
+    from scheduler.fit.fleetdeck import Fleetdeck
+    from scheduler.fit.state import FleetState
+    from scheduler.fit.workload import TaskShape, WorkloadMix
+    from scheduler.models import Assignment, ResourceRequest
 
 __all__ = [
     "FGD",
@@ -45,6 +40,12 @@ __all__ = [
     "WorkloadMix",
     "make_policy",
 ]
+# the policies and the state load numpy on first use (`collectors.lazy`): `POLICY_NAMES`
+# alone, for the config schema, stays light
+if not TYPE_CHECKING:  # so mypy still checks every imported name
+    __getattr__ = lazy.exports(__name__, {
+        "FGD": "fgd", "Fleetdeck": "fleetdeck", "FleetState": "state",
+        "TaskShape": "workload", "WorkloadMix": "workload"})
 
 
 class FitPolicy(Protocol):
@@ -70,21 +71,25 @@ def make_policy(
 ) -> FitPolicy:
     """A policy by name (see `POLICY_NAMES`); `seed` drives random choices and tie-breaks,
     `workload` is the task mix fragmentation-aware policies optimize for."""
+    from scheduler.fit import baselines
+    from scheduler.fit.fgd import FGD
+    from scheduler.fit.fleetdeck import Fleetdeck
+
     key = name.strip().lower()
     if key == "first-fit":
-        return FirstFit()
+        return baselines.FirstFit()
     if key == "random-fit":
-        return RandomFit(seed)
+        return baselines.RandomFit(seed)
     if key == "fleetdeck":
         return Fleetdeck(seed, workload)
     if key == "best-fit":
-        return BestFit(seed)
+        return baselines.BestFit(seed)
     if key == "dot-product":
-        return DotProduct(seed)
+        return baselines.DotProduct(seed)
     if key == "gpu-packing":
-        return GpuPacking(seed)
+        return baselines.GpuPacking(seed)
     if key == "gpu-clustering":
-        return GpuClustering(seed)
+        return baselines.GpuClustering(seed)
     if key == "fgd":
         return FGD(seed, workload)
     raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}")

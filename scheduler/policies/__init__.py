@@ -10,12 +10,19 @@ more than a row) with the state to pass next time. No I/O: the engine executes a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from collectors import lazy
 from collectors.config_schema import doc
 from scheduler.policies.audit import Action, Snooze, snooze_action
 from scheduler.policies.burst import BudgetLimits, BurstConfig, BurstState, evaluate_burst
 from scheduler.policies.health import HealthConfig, HealthState, evaluate_health
-from scheduler.policies.idle import IdleConfig, IdleRule, IdleState, evaluate_idle
+from scheduler.policies.idle_config import IdleConfig, IdleRule
+
+if TYPE_CHECKING:
+    from scheduler.policies.idle import IdleState, evaluate_idle
+else:  # the idle policy loads numpy: on first use (`collectors.lazy`), not for the config
+    __getattr__ = lazy.exports(__name__, {"IdleState": "idle", "evaluate_idle": "idle"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,12 @@ import pytest
 
 from scheduler.policies.audit import Action, Snooze, snooze_action
 from scheduler.policies.idle import (
-    IdleConfig,
-    IdleJob,
-    IdleRule,
     IdleState,
     build_usage_windows,
     evaluate_idle,
     restore_idle_state,
 )
+from scheduler.policies.idle_config import IdleConfig, IdleJob, IdleRule
 
 GIB = 1024**3
 STEP_S = 10.0  # sample interval

@@ -12,13 +12,8 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.policies.idle import (
-    IdleConfig,
-    IdleJob,
-    IdleState,
-    build_usage_windows,
-    evaluate_idle,
-)
+from scheduler.policies.idle import IdleState, build_usage_windows, evaluate_idle
+from scheduler.policies.idle_config import IdleConfig, IdleJob
 
 WINDOW_S = 600.0
 STOP_AFTER_S = 600.0

@@ -8,14 +8,12 @@ from scheduler.policies.audit import Snooze
 from scheduler.policies.idle import (
     MEM_GROWTH_TOLERANCE_BYTES,
     GpuSeries,
-    IdleConfig,
-    IdleJob,
-    IdleRule,
     IdleState,
     IdleStatus,
     JobUsageWindow,
     evaluate_idle,
 )
+from scheduler.policies.idle_config import IdleConfig, IdleJob, IdleRule
 
 GIB = 1024**3
 NOW = 10_000.0
