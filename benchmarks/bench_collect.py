@@ -31,12 +31,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import asyncssh
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fleetbench import free_port_block, pct  # noqa: E402
+from fleetbench import pct, sim_nodes  # noqa: E402
 
 from collectors.fleet import FleetCollector  # noqa: E402
 from collectors.health import Backoff  # noqa: E402
@@ -89,42 +87,9 @@ class Sweeps:
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    host_key.write_private_key(str(work / "host_key"))
-    client_key.write_private_key(str(work / "client_key"))
-    (work / "authorized_keys").write_bytes(client_key.export_public_key())
-    base = free_port_block(args.nodes)
-    public = host_key.export_public_key().decode().strip()
-    (work / "known_hosts").write_text(
-        "".join(f"[127.0.0.1]:{base + i} {public}\n" for i in range(args.nodes)))
-    ready = work / "ready"
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, str(REPO / "benchmarks" / "simnodes.py"), "--nodes", str(args.nodes),
-        "--base-port", str(base), "--interval", str(args.interval), "--gpus", str(args.gpus),
-        "--host-key", str(work / "host_key"), "--authorized-keys",
-        str(work / "authorized_keys"), "--ready", str(ready), "--stats", str(work / "sim.json"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        t0 = time.monotonic()
-        while not ready.exists():
-            if sim.returncode is not None:
-                err = await sim.stderr.read() if sim.stderr else b""
-                raise RuntimeError(f"simnodes exited: {err.decode()[-2000:]}")
-            if time.monotonic() - t0 > 120:
-                raise RuntimeError("simnodes did not start within 120 s")
-            await asyncio.sleep(0.2)
+    async with sim_nodes(work, args.nodes, args.interval, args.gpus,
+                         stats=work / "sim.json") as base:
         result = await measure(args, work, base)
-    finally:
-        if sim.returncode is None:
-            sim.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await sim.wait()
-            except TimeoutError:
-                sim.kill()
-                await sim.wait()
     write_s = json.loads((work / "sim.json").read_text())["write_s"] if (
         work / "sim.json").exists() else []
     tail = write_s[-args.sweeps:]

@@ -76,8 +76,10 @@ def free_port_block(n: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def sim_nodes(work: Path, nodes: int, interval_s: float, gpus: int) -> AsyncIterator[int]:
-    """Start `simnodes.py` (own process); yields the first node's port."""
+async def sim_nodes(work: Path, nodes: int, interval_s: float, gpus: int,
+                    stats: Path | None = None) -> AsyncIterator[int]:
+    """Start `simnodes.py` (own process); yields the first node's port. With `stats`, the
+    simulator writes its own timings there (`write_s`) when it stops."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     host_key.write_private_key(str(work / "host_key"))
@@ -93,6 +95,7 @@ async def sim_nodes(work: Path, nodes: int, interval_s: float, gpus: int) -> Asy
         "--base-port", str(base), "--interval", str(interval_s), "--gpus", str(gpus),
         "--host-key", str(work / "host_key"), "--authorized-keys",
         str(work / "authorized_keys"), "--ready", str(ready),
+        *(["--stats", str(stats)] if stats is not None else []),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         t0 = time.monotonic()

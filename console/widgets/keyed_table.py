@@ -69,6 +69,19 @@ class SyncStats:
     rebuilt: bool = False
 
 
+class RowMessage(Message):
+    """A message about one row of a `KeyedTable`: the table and the row's key."""
+
+    def __init__(self, table: KeyedTable, key: str) -> None:
+        super().__init__()
+        self.table = table
+        self.key = key
+
+    @property
+    def control(self) -> KeyedTable:
+        return self.table
+
+
 class KeyedTable(ScrollView, can_focus=True):
     """Rows keyed by id; `sync(rows)` applies a refresh incrementally."""
 
@@ -97,29 +110,11 @@ class KeyedTable(ScrollView, can_focus=True):
 
     cursor_row: reactive[int] = reactive(0, init=False)
 
-    class Drill(Message):
+    class Drill(RowMessage):
         """Enter (or a double click) on a row: the screen opens what the row stands for."""
 
-        def __init__(self, table: KeyedTable, key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
-
-        @property
-        def control(self) -> KeyedTable:
-            return self.table
-
-    class Highlighted(Message):
+    class Highlighted(RowMessage):
         """The cursor moved to the row `key`."""
-
-        def __init__(self, table: KeyedTable, key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
-
-        @property
-        def control(self) -> KeyedTable:
-            return self.table
 
     def __init__(self, columns: Sequence[Column], *, id: str | None = None,
                  classes: str | None = None, live_columns: Sequence[str] = (),

@@ -29,6 +29,7 @@ from scheduler.providers.base import (
     Market,
     Offer,
     ProviderError,
+    RequestLocks,
 )
 from scheduler.providers.config import AwsSettings
 
@@ -69,7 +70,7 @@ class AwsProvider:
             retries={"max_attempts": 3, "mode": "standard"})
         self._ec2: Any = session.client("ec2", region_name=settings.region,
                                         endpoint_url=settings.endpoint_url, config=cfg)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._provisioning = RequestLocks(name)
         self._released: set[str] = set()
 
     def offers(self) -> list[Offer]:
@@ -77,10 +78,7 @@ class AwsProvider:
 
     async def provision(self, offer: Offer, *, request_id: str,
                         tags: Mapping[str, str]) -> Instance:
-        if not request_id:
-            raise ProviderError(f'provider "{self.name}": provision needs a request id')
-        lock = self._locks.setdefault(request_id, asyncio.Lock())
-        async with lock:
+        async with self._provisioning.lock(request_id):
             found = await self._call("describe_instances", Filters=[
                 {"Name": "tag:fleetdeck:request", "Values": [request_id]},
                 {"Name": "tag:fleetdeck:managed", "Values": ["true"]},

@@ -18,6 +18,7 @@ Errors a person should read (bad script output, cloud refusal, timeout) are `Pro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -129,6 +130,20 @@ class Provider(Protocol):
     async def terminate(self, instance_id: str) -> None:
         """Release an instance; a no-op when it is already gone."""
         ...
+
+
+class RequestLocks:
+    """One provision at a time per request id: a retried request waits for the first and
+    then finds its instance instead of renting a second."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, request_id: str) -> asyncio.Lock:
+        if not request_id:
+            raise ProviderError(f'provider "{self.provider}": provision needs a request id')
+        return self._locks.setdefault(request_id, asyncio.Lock())
 
 
 def fleetdeck_tags(request_id: str, *, team: str | None = None, project: str | None = None,

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from collectors.private_files import PRIVATE_FILE_MODE, describe, private_folder, tighten_files
-from scheduler.providers.base import Instance, InstanceState, InstanceStatus, Offer, ProviderError
+from scheduler.providers.base import (
+    Instance,
+    InstanceState,
+    InstanceStatus,
+    Offer,
+    ProviderError,
+    RequestLocks,
+)
 from scheduler.providers.config import CommandSettings
 
 log = logging.getLogger(__name__)
@@ -57,7 +64,7 @@ class CommandProvider:
         self._clock = clock
         self._by_request: dict[str, Instance] = {}
         self._terminated: set[str] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._provisioning = RequestLocks(name)
         if settings.state_dir is not None:
             d = settings.state_dir
             if note := describe(private_folder(d) + tighten_files(d.glob("*.json"))):
@@ -68,10 +75,7 @@ class CommandProvider:
 
     async def provision(self, offer: Offer, *, request_id: str,
                         tags: Mapping[str, str]) -> Instance:
-        if not request_id:
-            raise ProviderError(f'provider "{self.name}": provision needs a request id')
-        lock = self._locks.setdefault(request_id, asyncio.Lock())
-        async with lock:
+        async with self._provisioning.lock(request_id):
             known = self._by_request.get(request_id) or self._load(request_id)
             if known is not None:
                 self._by_request[request_id] = known
