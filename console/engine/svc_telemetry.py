@@ -141,7 +141,7 @@ class Telemetry(BaseService):
             except IngestError as e:
                 written.update(e.written)
                 log.warning("ingest: %s", e)
-            _update_nodes(store, changed, inventory, seen, now=self.engine.clock())
+            update_nodes(store, changed, inventory, seen, now=self.engine.clock())
 
         try:
             await self.engine.db.run(write)
@@ -236,7 +236,7 @@ def capacity(v: NodeView, *, schedulable: bool,
                         labels=dict(v.labels), schedulable=schedulable)
 
 
-def _update_nodes(store: Store, states: Mapping[str, tuple[str, str | None]],
+def update_nodes(store: Store, states: Mapping[str, tuple[str, str | None]],
                   inventory: Mapping[str, Mapping[str, Any]],
                   seen: Mapping[str, float], *, now: float) -> None:
     """Node facts and states, one UPDATE for every node of the flush (`node_updates`); a

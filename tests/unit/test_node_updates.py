@@ -1,4 +1,4 @@
-"""The flush's node updates are one statement for every node (`svc_telemetry._update_nodes`):
+"""The flush's node updates are one statement for every node (`svc_telemetry.update_nodes`):
 each node gets exactly what the flush says of it (state, facts, last seen) and keeps every
 other column; a state change worth telling is an outbox event; an unknown name changes
 nothing."""
@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from collectors.store import Store
-from console.engine.svc_telemetry import _update_nodes
+from console.engine.svc_telemetry import update_nodes
 
 COLS = ("name, state, state_reason, hostname, kernel, cpu_model, cpu_count, mem_total_bytes, "
         "gpu_count, gpu_model, last_seen, cordoned, pool")
@@ -31,7 +31,7 @@ def test_each_node_gets_what_the_flush_says_of_it(tmp_path: Path) -> None:
         inv = {"hostname": "h-b", "kernel": "6.1", "cpu_model": "EPYC", "cpu_count": 64,
                "mem_total_bytes": 2**40, "gpu_count": 8, "gpu_model": None,
                "name": "b", "last_seen": t0}  # not facts: left to `seen`
-        _update_nodes(store, {"a": ("unreachable", "connection refused")},
+        update_nodes(store, {"a": ("unreachable", "connection refused")},
                       {"b": inv, "c": {"cpu_count": 16}},
                       {"b": 1_767_225_600.0, "zz": 1_767_225_600.0}, now=1_767_225_600.0)
         got = rows(store)
