@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -32,8 +32,15 @@ def _active(store: Store) -> tuple[list[JobRow], int]:
     return rows, queued
 
 
-def fleet_json(telemetry: Telemetry, rows: list[JobRow],
-               idle_jobs: set[int]) -> list[FleetNode]:
+NodeInputs = tuple[Any, ...]  # what one node's answer is built from (`fleet_json`)
+
+
+def fleet_json(telemetry: Telemetry, rows: list[JobRow], idle_jobs: set[int],
+               built: dict[str, tuple[NodeInputs, FleetNode]] | None = None,
+               ) -> list[FleetNode]:
+    """Every node's answer. With `built` (the previous call's, updated in place) a node whose
+    inputs did not change since (the same `NodeView` object, which the collector replaces on
+    every change, and equal flags, allocations and jobs) keeps its answer object."""
     alloc: dict[str, dict[int, int]] = {}
     by_gpu: dict[str, dict[int, list[int]]] = {}
     by_node: dict[str, list[int]] = {}
@@ -45,11 +52,25 @@ def fleet_json(telemetry: Telemetry, rows: list[JobRow],
             alloc.setdefault(r.node, {})[i] = alloc.get(r.node, {}).get(i, 0) + r.gpu_milli
             by_gpu.setdefault(r.node, {}).setdefault(i, []).append(r.id)
     view = telemetry.view()
-    return [node_json(v, cordoned=telemetry.cordoned.get(name),
-                      drained=telemetry.drained.get(name), alloc=alloc.get(name, {}),
-                      jobs_by_gpu=by_gpu.get(name, {}), node_jobs=by_node.get(name, []),
-                      idle_jobs=idle_jobs)
-            for name, v in sorted(view.nodes.items())]
+    out: list[FleetNode] = []
+    fresh: dict[str, tuple[NodeInputs, FleetNode]] = {}
+    for name, v in sorted(view.nodes.items()):
+        node_jobs = by_node.get(name, [])
+        inputs = (v, telemetry.cordoned.get(name), telemetry.drained.get(name),
+                  alloc.get(name, {}), by_gpu.get(name, {}), node_jobs,
+                  frozenset(j for j in node_jobs if j in idle_jobs))
+        old = built.get(name) if built is not None else None
+        if old is not None and old[0][0] is v and old[0][1:] == inputs[1:]:
+            node = old[1]
+        else:
+            node = node_json(v, cordoned=inputs[1], drained=inputs[2], alloc=inputs[3],
+                             jobs_by_gpu=inputs[4], node_jobs=node_jobs, idle_jobs=idle_jobs)
+        fresh[name] = (inputs, node)
+        out.append(node)
+    if built is not None:
+        built.clear()
+        built.update(fresh)
+    return out
 
 
 def summarize(nodes: list[FleetNode], rows: list[JobRow], queued: int, *,
@@ -115,7 +136,7 @@ class FleetAnswer:
         changed = False
         for n in nodes:
             old = self._stamps.get(n.name)
-            if old is None or old[1] != n:
+            if old is None or (old[1] is not n and old[1] != n):
                 self._stamps[n.name] = (version, n)
                 self._removed.pop(n.name, None)
                 changed = True
@@ -168,6 +189,7 @@ class FleetService(BaseService):
         self.engine = engine
         self.telemetry = telemetry
         self.answer = FleetAnswer(start_version=int(engine.clock() * 1_000_000))
+        self._built: dict[str, tuple[NodeInputs, FleetNode]] = {}  # per node, last build
 
     def _live_nodes(self, rows: list[JobRow]) -> list[FleetNode]:
         """The live fleet (shared, read-only: copy what a caller's answer changes)."""
@@ -175,7 +197,8 @@ class FleetService(BaseService):
         t = self.telemetry
         key = (tuple((r.id, r.state, r.node) for r in rows), tuple(t.cordoned.items()),
                tuple(t.drained.items()), frozenset(idle))
-        return self.answer.get(self.engine.clock(), key, lambda: fleet_json(t, rows, idle))
+        return self.answer.get(self.engine.clock(), key,
+                               lambda: fleet_json(t, rows, idle, self._built))
 
     def handlers(self) -> Mapping[str, Handler]:
         return {"fleet": self.fleet, "fleet_delta": self.fleet_delta, "summary": self.summary}
