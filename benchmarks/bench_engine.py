@@ -7,15 +7,19 @@ bottleneck (`benchclients.py`), connect at once (connections refused or failing 
 and each calls, every `--period` seconds, the next of `status`, `fleet` (what changed since
 its last answer, `fleet_delta`, where the engine has it; `--no-deltas`: the whole fleet),
 `jobs` (first page of 50), `job` (a random id), `explain` (a random id) and `policies`, for
-`--duration` seconds. It prints p50/p99 per method as the clients saw them, connections
-refused, and the engine's CPU by thread while the clients ran (the loop thread's share is how
-busy the event loop was). Target (#16): p99 under 50 ms for each; (#12) 0 refused.
+`--duration` seconds (`--fleet-clients N`: N of them instead ask only `fleet` every
+`--period`, as a console on the Fleet screen does; lines `fleet-screen`). It prints p50/p99
+per method as the clients saw them, connections refused, the engine's CPU by thread while the
+clients ran and its loop thread's time on a CPU and waiting for one, the client processes'
+and the simulator's CPU, and how many nodes a fleet answer carried on average. Target (#16):
+p99 under 50 ms for each; (#12) 0 refused.
 
 An engine without the `job` method (older code) is asked `jobs` with `ids=[N]`, as the
 console did then; its lines say `job*`.
 
 Usage: .venv/bin/python benchmarks/bench_engine.py [--nodes 1000] [--jobs 100000]
-       [--clients 200] [--procs 4] [--period 2] [--duration 60] [--no-deltas]
+       [--clients 200] [--procs 4] [--period 2] [--duration 60] [--fleet-clients 0]
+       [--no-deltas]
 """
 
 from __future__ import annotations
@@ -75,7 +79,8 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
             lat, refused, totals = await engine_clients(
                 serve.socket, clients=args.clients, period_s=args.period,
                 duration_s=args.duration, jobs=args.jobs, job_method=job_method,
-                deltas=deltas, procs=args.procs, on_start=mark)
+                deltas=deltas, procs=args.procs, fleet_clients=args.fleet_clients,
+                on_start=mark)
             mark()  # the clients' processes are done: a few seconds past the calls' end
             rss = serve.rss_mib()
             await probe.close()
@@ -132,11 +137,17 @@ def main() -> int:
     ap = fleet_args(__doc__ or "", duration_s=60.0, clients=200)
     ap.add_argument("--period", type=float, default=2.0, help="seconds between a client's calls")
     ap.add_argument("--procs", type=int, default=4, help="client processes")
+    ap.add_argument("--fleet-clients", type=int, default=0,
+                    help="of the clients, this many ask only fleet every --period, as a "
+                    "console on the Fleet screen (their lines say fleet-screen)")
     ap.add_argument("--deltas", action=argparse.BooleanOptionalAction, default=True,
                     help="fleet clients ask fleet_delta where the engine has it")
     args = ap.parse_args()
     if args.period <= 0:
         print("bench_engine: --period: expected seconds > 0", file=sys.stderr)
+        return 2
+    if not 0 <= args.fleet_clients <= args.clients:
+        print("bench_engine: --fleet-clients: expected 0..--clients", file=sys.stderr)
         return 2
     if not 1 <= args.procs <= 64:
         print("bench_engine: --procs: expected 1..64 client processes", file=sys.stderr)

@@ -58,20 +58,22 @@ class Plan:
     jobs: int
     job_method: bool
     deltas: bool
+    fleet_clients: int = 0  # the first this many ask only `fleet`, as a Fleet screen does
 
 
 async def _call(client: EngineClient, lat: Latencies, plan: Plan, method: str,
-                rng: random.Random, mirror: FleetMirror) -> None:
+                rng: random.Random, mirror: FleetMirror, fleet_label: str = "fleet") -> None:
     job = rng.randint(1, plan.jobs)
     if method == "status":
         await lat.time(client, rq.StatusQuery())
     elif method == "fleet" and plan.deltas:
-        delta = await lat.time(client, rq.FleetDeltaQuery(since=mirror.cursor), label="fleet")
+        delta = await lat.time(client, rq.FleetDeltaQuery(since=mirror.cursor),
+                               label=fleet_label)
         if delta is not None:
             mirror.apply(delta)
             _count(len(delta.nodes))
     elif method == "fleet":
-        nodes = await lat.time(client, rq.FleetQuery())
+        nodes = await lat.time(client, rq.FleetQuery(), label=fleet_label)
         _count(len(nodes or ()))
     elif method == "jobs":
         await lat.time(client, rq.JobsQuery(limit=50))
@@ -95,10 +97,14 @@ async def _client(client: EngineClient, lat: Latencies, plan: Plan, stop: asynci
     rng = random.Random(seed)
     mirror = FleetMirror()
     k = rng.randrange(len(METHODS))
+    screen = seed < plan.fleet_clients
     await asyncio.sleep(rng.uniform(0, plan.period_s))
     while not stop.is_set():
         t0 = time.monotonic()
-        await _call(client, lat, plan, METHODS[k % len(METHODS)], rng, mirror)
+        if screen:
+            await _call(client, lat, plan, "fleet", rng, mirror, fleet_label="fleet-screen")
+        else:
+            await _call(client, lat, plan, METHODS[k % len(METHODS)], rng, mirror)
         k += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, plan.period_s - (time.monotonic() - t0)))
@@ -142,6 +148,7 @@ def _process_main(plan: Plan, seeds: range, barrier: Any, out: Any) -> None:
 
 async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_s: float,
                          jobs: int, job_method: bool, deltas: bool, procs: int = 4,
+                         fleet_clients: int = 0,
                          on_start: Callable[[], None] | None = None,
                          ) -> tuple[Latencies, list[str], dict[str, float]]:
     """`clients` clients over `procs` processes (see the module docstring); the merged
@@ -154,7 +161,7 @@ async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_
     barrier = ctx.Barrier(procs + 1)
     out = ctx.Queue()
     plan = Plan(sock=sock, period_s=period_s, duration_s=duration_s, jobs=jobs,
-                job_method=job_method, deltas=deltas)
+                job_method=job_method, deltas=deltas, fleet_clients=fleet_clients)
     workers = [ctx.Process(target=_process_main, args=(plan, range(i, clients, procs),
                                                       barrier, out), daemon=True)
                for i in range(procs)]

@@ -310,7 +310,7 @@ class Latencies:
         out = []
         for method, values in sorted(self.by_method.items()):
             p50, p99 = 1000 * statistics.median(values), 1000 * pct(values, 99)
-            out.append(f"  {method:<10} n={len(values):<6} p50 {p50:7.1f} ms   "
+            out.append(f"  {method:<12} n={len(values):<6} p50 {p50:7.1f} ms   "
                        f"p99 {p99:7.1f} ms   max {1000 * max(values):7.1f} ms")
         for key, n in sorted(self.errors.items()):
             out.append(f"  error {key}: {n}")
