@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,13 +36,29 @@ def small_disk(path: Path, size_mb: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * (256 * 1024))
-            f.flush()
-    return filler
+class Filler(threading.Thread):
+    """Keeps the disk full until stopped: the engine's checkpoints truncate its WAL and free
+    space, which the filler takes back at once (a disk filled once would not stay full)."""
+
+    def __init__(self, disk: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = disk / "filler"
+        self.full = threading.Event()  # set once the first write met ENOSPC
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with self.path.open("wb", buffering=0) as f:
+            while not self.halt.is_set():
+                try:
+                    f.write(b"\0" * (64 * 1024))
+                except OSError:
+                    self.full.set()
+                    self.halt.wait(0.02)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+        self.path.unlink()
 
 
 def wait_for(what: str, cond: object, timeout: float = 120) -> object:
@@ -72,14 +89,24 @@ def test_store_on_a_full_disk(tmp_path: Path) -> None:
         with log_path.open("w") as log:
             engine = subprocess.Popen([*FLEETDECK, "--config", str(config), "serve"], cwd=REPO,
                                       stdout=log, stderr=subprocess.STDOUT)
+        filler = Filler(disk)
         try:
             wait_for("the engine", lambda: cli("--config", str(config), "status").returncode == 0)
             wait_for("samples", lambda: cli("--config", str(config), "db", "info", "--format",
                                             "json").stdout.count('"node_samples": 0') == 0)
-            filler = fill(disk)
+            filler.start()
+            assert filler.full.wait(60), "the filler never met a full disk"
             failing_from = datetime.now(UTC).replace(tzinfo=None)
-            res = cli("--config", str(config), "submit", "--cpus", "0.1", "--", "true")
-            assert res.returncode == 1, res
+
+            def refused() -> subprocess.CompletedProcess[str] | None:
+                # a submit that got in before the space freed by a checkpoint was taken back
+                # was stored: it is no fault; the next one meets the full disk
+                r = cli("--config", str(config), "submit", "--cpus", "0.1", "--", "true")
+                assert r.returncode in (0, 1), r
+                return r if r.returncode == 1 else None
+
+            res = wait_for("a submit refused on the full disk", refused)
+            assert isinstance(res, subprocess.CompletedProcess)
             line = one_line_error(res)
             assert line == (f"fleetdeck: store write failed: no space left on device at {store}; "
                             "nothing was queued"), line
@@ -95,11 +122,12 @@ def test_store_on_a_full_disk(tmp_path: Path) -> None:
             assert "no space left on device" in res.stderr.lower(), res.stderr
             time.sleep(3)  # several collection intervals on a full disk
             failing_to = datetime.now(UTC).replace(tzinfo=None)
-            filler.unlink()
+            filler.stop()
             wait_for("the store fault to clear", lambda: not status(config).get("faults"))
             wait_for("the held telemetry",
                      lambda: "held while the store failed is written" in log_path.read_text())
         finally:
+            filler.halt.set()  # a failed assertion must not leave it writing
             engine.terminate()
             engine.wait(30)
         text = log_path.read_text()
