@@ -502,9 +502,15 @@ class JobRunner:
             reason = f"exited with code {status.exit_code}" + (
                 f" ({status.detail})" if status.detail else "")
             ended = journal.utc(status.ended_at) if status.ended_at else journal.utc(now)
+            times: dict[str, Any] = {"ended_at": ended}
+            if row.started_at is not None and row.started_at > ended:
+                # stamped when start() returned, after a short job had already ended by the
+                # node's clock: take the node's start, so the record runs forward (and bills)
+                node_start = status.started_at if status.started_at is not None else now
+                times["started_at"] = min(journal.utc(node_start), ended)
             with contextlib.suppress(journal.TransitionError, NotFoundError):
                 await self._tx(row.id, to, reason=reason, actor="scheduler",
-                               exit_code=status.exit_code, ended_at=ended)
+                               exit_code=status.exit_code, **times)
         elif status.state == RunState.MISSING:
             await self.mark_lost(row, f"node {row.node} has no trace of it")
         elif status.deadline_at is not None and now > status.deadline_at:

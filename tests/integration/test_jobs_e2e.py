@@ -42,6 +42,20 @@ def test_process_job_reports_exit_code_and_logs(ssh_nodes: NodeFactory, tmp_path
 
 
 
+def test_a_job_ended_before_its_start_returned_still_runs_forward(ssh_nodes: NodeFactory,
+                                                                 tmp_path: Path) -> None:
+    """`true` ends (by the node's whole-second clock) before the engine's start call returns:
+    the record must not end before it starts, or the chargeback bills it nothing."""
+    node = ssh_nodes(1)[0]
+    fleet = Fleet(tmp_path, fleet_toml([node]))
+    with fleet.serving():
+        jobs = [j for _ in range(4) for j in fleet.submit("--executor", "process", "--", "true")]
+        for job, row in fleet.wait_done(jobs).items():
+            assert row["state"] == "succeeded", row
+            assert row["started_at"] and row["ended_at"], row
+            assert row["started_at"] <= row["ended_at"], (job, row["started_at"], row["ended_at"])
+
+
 def test_jobs_match_finds_jobs_by_words_and_fields_from_engine_and_store(
         ssh_nodes: NodeFactory, tmp_path: Path) -> None:
     """`fleetdeck jobs --match` filters as the console's filter box does: through the engine
