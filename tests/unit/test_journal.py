@@ -80,8 +80,8 @@ def test_newest_first_pages_match_a_full_sort_across_windows(store: Store) -> No
     users = ["alice"] * 3 + ["bob"]
     for i in range(1200):
         journal.submit(store, spec(user=users[i % 4], name=f"j{i}"), actor="x", now=float(i))
-    # bob's jobs are every 4th; carol has only the three oldest
-    for i in range(3):
+    # bob has every 4th job; carol only three, with ids below all others
+    for _ in range(3):
         journal.submit(store, spec(user="carol"), actor="x", now=0.5)
     store.con.execute("UPDATE jobs SET id = -id WHERE user = 'carol'")  # ids below all others
     everyone = journal.list_jobs(store)
