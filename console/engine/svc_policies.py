@@ -412,7 +412,7 @@ class PolicyService(BaseService):
         now = self.engine.clock()
         ids = [int(j) for j in self.idle_state.jobs]
         rows = {r.id: r for r in await self.engine.reads.run(
-            lambda s: journal.list_jobs(s, ids=ids))}
+            lambda s: journal.list_jobs(s, ids=ids))} if ids else {}
         idle = []
         for job_id, st in sorted(self.idle_state.jobs.items(), key=lambda kv: int(kv[0])):
             entry = idle_entry(job_id, st, rows.get(int(job_id)), now)
