@@ -20,7 +20,7 @@ console did then; its lines say `job*`.
 
 Usage: .venv/bin/python benchmarks/bench_engine.py [--nodes 1000] [--jobs 100000]
        [--clients 200] [--procs 4] [--period 2] [--duration 60] [--fleet-clients 0]
-       [--no-deltas] [--aligned]
+       [--no-deltas] [--aligned] [--nice 19]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from console.engine.client import EngineClient
 
 async def run(args: argparse.Namespace, work: Path) -> list[str]:
     async with sim_nodes(work, args.nodes, args.interval, args.gpus,
-                         aligned=args.aligned) as base:
+                         aligned=args.aligned, nice=args.nice) as base:
         config = write_config(work, base_port=base, nodes=args.nodes, interval_s=args.interval)
         seed_jobs(work / "store.duckdb", total=args.jobs, queued=args.queued, nodes=args.nodes)
         serve = Serve(config, work / "engine.sock")
@@ -82,7 +82,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
                 serve.socket, clients=args.clients, period_s=args.period,
                 duration_s=args.duration, jobs=args.jobs, job_method=job_method,
                 deltas=deltas, procs=args.procs, fleet_clients=args.fleet_clients,
-                on_start=mark)
+                nice=args.nice, on_start=mark)
             mark()  # the clients' processes are done: a few seconds past the calls' end
             rss = serve.rss_mib()
             await probe.close()
@@ -92,7 +92,8 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
            f"{args.interval:g} s, {args.jobs:,} jobs in the store ({args.queued} queued, "
            f"scheduling on); all nodes up after {up_s:.0f} s; nodes sample "
            + ("all at the same moment (--aligned)" if args.aligned
-              else "on the probe's cadence from when they connected")]
+              else "on the probe's cadence from when they connected")
+           + (f"; simulator and clients at nice {args.nice}" if args.nice else "")]
     out.extend(engine_lines(lat, refused, clients=args.clients, period_s=args.period,
                             duration_s=args.duration, job_method=job_method,
                             procs=min(args.procs, args.clients), deltas=deltas))

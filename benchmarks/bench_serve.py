@@ -16,7 +16,7 @@ interval, reads p99 under 50 ms, RSS under 500 MB. An engine without the `ingest
 method (older code) leaves sweep / lag / rollup and the thread split out.
 
 Usage: .venv/bin/python benchmarks/bench_serve.py [--nodes 1000] [--interval 5]
-       [--duration 300] [--clients 20] [--jobs 100000] [--queued 200] [--aligned]
+       [--duration 300] [--clients 20] [--jobs 100000] [--queued 200] [--aligned] [--nice 19]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def fmt_ms(v: Any) -> str:
 async def run(args: argparse.Namespace, work: Path) -> list[str]:
     out: list[str] = []
     async with sim_nodes(work, args.nodes, args.interval, args.gpus,
-                         aligned=args.aligned) as base:
+                         aligned=args.aligned, nice=args.nice) as base:
         config = write_config(work, base_port=base, nodes=args.nodes, interval_s=args.interval)
         seed_jobs(work / "store.duckdb", total=args.jobs, queued=args.queued, nodes=args.nodes)
         serve = Serve(config, work / "engine.sock")
@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
                 elat, refused, _ = await engine_clients(
                     serve.socket, clients=args.engine_clients, period_s=args.poll,
                     duration_s=args.engine_duration, jobs=args.jobs, job_method=job_method,
-                    deltas=deltas)
+                    deltas=deltas, nice=args.nice)
                 engine_out = ["then, bench_engine's load on this engine: " + line
                               if i == 0 else line
                               for i, line in enumerate(engine_lines(

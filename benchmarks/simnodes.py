@@ -206,9 +206,12 @@ def main() -> None:
     p.add_argument("--authorized-keys", required=True)
     p.add_argument("--ready", required=True)
     p.add_argument("--stats", help="write per-tick write times (JSON) here on exit")
+    p.add_argument("--nice", type=int, default=0, help="run at this niceness")
     p.add_argument("--aligned", action="store_true",
                    help="every node samples at the same wall-clock moment (worst case)")
     args = p.parse_args()
+    if args.nice:
+        os.nice(args.nice)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.nodes + 256)), hard))
     asyncio.run(serve(args))
