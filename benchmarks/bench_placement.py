@@ -23,6 +23,7 @@ import argparse
 import random
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 
 from scheduler.fit import FitPolicy, FleetState, WorkloadMix, make_policy
@@ -183,6 +184,18 @@ class TimedPolicy:
         self.name = inner.name
         self.spent_s = 0.0
         self.calls = 0
+
+    def prepare(self, state: FleetState, requests: Iterable[ResourceRequest]) -> None:
+        """Forwarded as `plan` calls it (fleetdeck scores the snapshot's states up front);
+        counted as selection."""
+        prepare = getattr(self.inner, "prepare", None)
+        if prepare is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            prepare(state, requests)
+        finally:
+            self.spent_s += time.perf_counter() - t0
 
     def select(self, state: FleetState, req: ResourceRequest) -> Assignment | None:
         t0 = time.perf_counter()

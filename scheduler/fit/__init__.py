@@ -12,7 +12,9 @@ it goes: one node and concrete GPU indices. Policies are pure with respect to th
 
 "fgd" memoizes per-node scores on the state; "fleetdeck" keeps one score table per request
 shape and node state in the policy (nodes in equal states share it): keep one policy object
-across placement cycles.
+across placement cycles. A policy may also have `prepare(state, requests)`, which `plan` calls
+once per cycle with the queue's requests in order before any select: fleetdeck scores the
+snapshot's node states for them there, in a few wide numpy passes (decisions do not change).
 Without `workload`, "fleetdeck" and "fgd" learn the mix from the requests they are asked to
 place.
 """

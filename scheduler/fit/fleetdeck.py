@@ -2,22 +2,27 @@
 
 Scores by (request shape, node state id) are kept in the policy (`ScoreTable`): nodes in
 equal states (`FleetState.state_ids`) score equally, a select gathers its shape's row over the
-fleet's state ids, and a state not seen before is scored in one numpy pass for the shapes
-asked for lately (`fragmentation.shape_candidates`), not once per shape. The table outlives a
-placement cycle: the next cycle's snapshot of the same fleet adopts its state numbering, so
-states scored in earlier cycles cost a lookup.
+fleet's state ids, and a state not seen before is scored in one numpy pass
+(`state_scores.score_states`) for the shapes asked for lately, not once per shape. `prepare`
+(called by `plan` with the cycle's queue) scores the snapshot's states for the queue's first
+shapes up front, in a few wide passes. The table outlives a placement cycle: the next cycle's
+snapshot of the same fleet adopts its state numbering, so states scored in earlier cycles cost
+a lookup.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from scheduler.fit.frag_policy import MEMO_LIMIT, FragPolicy
-from scheduler.fit.fragmentation import FragModel, ShapeSet, best_per_row, shape_candidates
+from scheduler.fit.fragmentation import FragModel
 from scheduler.fit.state import FleetState, FleetStatic
+from scheduler.fit.state_scores import ShapeSet, score_states
 from scheduler.fit.workload import WorkloadMix
 from scheduler.models import Assignment, RequestShape, ResourceRequest
 
@@ -26,10 +31,12 @@ BoolArray = npt.NDArray[np.bool_]
 _G = TypeVar("_G", bound=np.generic)
 _RECENT = 200  # a new node state is scored for the shapes queried in this many latest selects
 _BATCH_SHAPES = 32  # at most this many of them
+_FEW_STATES = 8  # new states scored for those shapes at most (else for the asking shape only)
+_PREPARE_SCAN = 1024  # queued requests `prepare` reads at most
+_PREPARE_CELLS = 2048  # table cells per numpy pass of `prepare` (bounds its arrays)
 # table cells (state ids x request shapes) kept at most: 12 bytes each, and the table lives
 # as long as the policy (an engine's whole run)
 _SCORE_LIMIT = 1 << 20
-_NO_COL = np.full(1, -1, dtype=np.intp)
 
 
 class Fleetdeck(FragPolicy):
@@ -89,18 +96,7 @@ class Fleetdeck(FragPolicy):
             q = table.shapes.add(RequestShape.demand_of(req), req)
             info = self._reqs[id(req)] = (req, q, None if mask.all() else ~mask)
         _, q, off = info
-        sid = state.all_state_ids()
-        n_ids = len(state.static.state_ids)
-        if n_ids != table.n_ids:  # new states: bound the table, make room
-            if len(table.shapes) * n_ids > _SCORE_LIMIT and n_ids > 2 * state.n_nodes:
-                # too many states to keep scores for (long runs): number them afresh
-                state.static.reset_state_ids()
-                table.clear()
-                sid = state.all_state_ids()
-                n_ids = len(state.static.state_ids)
-            table.n_ids = n_ids
-        if n_ids > table.score.shape[1] or q >= table.score.shape[0]:
-            table.reserve(len(table.shapes), n_ids)
+        sid = _sync(state, table)
         table.touch(q)
         score = table.score[q].take(sid)
         if off is not None:
@@ -122,6 +118,39 @@ class Fleetdeck(FragPolicy):
                 score[off] = -np.inf
             best = float(score.max())
         return score, best, table, q, sid
+
+    def prepare(self, state: FleetState, requests: Iterable[ResourceRequest]) -> None:
+        """Score the node states of `state` for the shapes of `requests` (a cycle's queue, in
+        order; the first `_BATCH_SHAPES` distinct request objects among the first
+        `_PREPARE_SCAN`) in a few wide numpy passes, before selects ask one shape at a time:
+        a shape's first select would score every state of the snapshot for it alone. Only
+        with a given workload mix (a learned one changes while the first requests are
+        observed)."""
+        if self._fixed_mix is None:
+            return
+        seen: dict[int, ResourceRequest] = {}  # queues share request objects per shape
+        for r in itertools.islice(requests, _PREPARE_SCAN):
+            seen.setdefault(id(r), r)
+            if len(seen) >= _BATCH_SHAPES:
+                break
+        reqs = list(seen.values())
+        if not reqs:
+            return
+        model = self.model_for(state, reqs[0])
+        table = self._table
+        if table is None or table.mix is not model.mix or table.shapes.static is not state.static:
+            table = self._table_for(state.static, model.mix)
+        qs = np.unique([table.shapes.add(RequestShape.demand_of(r), r) for r in reqs])
+        sid = _sync(state, table)
+        ids, reps = np.unique(sid[state.static.schedulable], return_index=True)
+        reps = np.flatnonzero(state.static.schedulable)[reps]
+        lack = table.score[qs[:, None], ids[None, :]] == np.inf
+        keep = lack.any(axis=0)
+        ids, reps = ids[keep], reps[keep]
+        qs = qs[lack.any(axis=1)]
+        step = max(1, _PREPARE_CELLS // max(qs.size, 1))
+        for k in range(0, ids.size, step):
+            self._score_states(model, state, table, qs, reps[k : k + step], ids[k : k + step])
 
     def _share_col(
         self, state: FleetState, req: ResourceRequest, table: ScoreTable, q: int, i: int, sid: int
@@ -172,19 +201,12 @@ class Fleetdeck(FragPolicy):
         ids: npt.NDArray[np.int64],
     ) -> None:
         """Score shapes `qs` on the node states `ids` (held by nodes `reps`) into `table`."""
-        shapes = table.shapes
-        c = shape_candidates(model, state, shapes, qs, reps, self.fill_weight)
-        nq, nr = qs.size, reps.size
-        best, arg = best_per_row(nq * nr, c.pair, np.round(-c.delta, 6))
-        cand_col = np.concatenate((c.cand_col, _NO_COL))  # arg -1: no candidate
-        col = cand_col[arg].reshape(nq, nr)
-        free0 = state.gpu_free[reps]
+        best, col, held = score_states(model, state, table.shapes, qs, reps, self.fill_weight)
+        shape = (qs.size, reps.size)
         at = (qs[:, None], ids[None, :])
-        table.score[at] = best.reshape(nq, nr)
-        table.col[at] = col
-        if free0.shape[1]:
-            held = free0[np.arange(nr)[None, :], np.maximum(col, 0)]
-            table.val[at] = np.where(col >= 0, held, -1)
+        table.score[at] = best.reshape(shape)
+        table.col[at] = col.reshape(shape)
+        table.val[at] = held.reshape(shape)
 
 
 class ScoreTable:
@@ -217,9 +239,13 @@ class ScoreTable:
         self.last[q] = self.clock
 
     def shapes_to_score(self, q: int, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-        """Shapes to score on new states `ids`: `q`, and the shapes queried lately that lack
-        any of them (they will likely ask for these states soon)."""
-        n = len(self.shapes)
+        """Shapes to score on new states `ids`: `q`, and, when the states are few (the nodes
+        placed on lately), the shapes queried lately that lack any of them (they will likely
+        ask for these states soon). Many states are a shape's first look at a snapshot: the
+        other shapes have scored nearly all of them already."""
+        if ids.size > _FEW_STATES:
+            return np.full(1, q, dtype=np.intp)
+        n = min(len(self.shapes), self.last.size)  # shapes past `last` were never asked for
         recent = self.last[:n] > self.clock - _RECENT
         recent &= (self.score[:n][:, ids] == np.inf).any(axis=1)
         recent[q] = True
@@ -254,6 +280,22 @@ class ScoreTable:
         self.score = grown(self.score, np.inf)
         self.col = grown(self.col, -1)
         self.val = grown(self.val, -1)
+
+
+def _sync(state: FleetState, table: ScoreTable) -> npt.NDArray[np.int64]:
+    """Each node's state id, with `table` bounded and grown to hold every id."""
+    sid = state.all_state_ids()
+    n_ids = len(state.static.state_ids)
+    if n_ids != table.n_ids:  # new states: bound the table, make room
+        if len(table.shapes) * n_ids > _SCORE_LIMIT and n_ids > 2 * state.n_nodes:
+            # too many states to keep scores for (long runs): number them afresh
+            state.static.reset_state_ids()
+            table.clear()
+            sid = state.all_state_ids()
+            n_ids = len(state.static.state_ids)
+        table.n_ids = n_ids
+    table.reserve(len(table.shapes), n_ids)
+    return sid
 
 
 def _tie(state: FleetState, req: ResourceRequest, rows: npt.NDArray[np.intp]) -> FloatArray:

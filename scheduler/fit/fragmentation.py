@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from scheduler.fit.state import FleetState, FleetStatic
 from scheduler.fit.workload import WorkloadMix
-from scheduler.models import MILLI_PER_GPU, RequestShape, ResourceRequest
+from scheduler.models import ResourceRequest
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -83,7 +83,8 @@ class FragModel:
         self._stack()
 
     def _stack(self) -> None:
-        """All groups side by side, for `frag_all`: shapes and (group, demand) pairs."""
+        """All groups side by side, for `state_scores.frag_columns`: shapes and (group,
+        demand) pairs."""
         gs = self.groups
         self.ok_all = np.stack([g.ok for g in gs]) if gs else np.zeros((0, 0, 0), np.bool_)
         u_group: list[int] = []
@@ -108,50 +109,10 @@ class FragModel:
         self.s_mem1 = np.maximum(self.s_mem, 1)[:, None]
         self.s_used = (self.u_milli[self.s_uidx] * self.s_cnt)[:, None]  # milli per copy
         self.u_milli_f = self.u_milli.astype(np.float64)[:, None, None]
-
-    def frag_all(
-        self,
-        rows: npt.NDArray[np.intp],
-        cpu: IntArray,
-        mem: IntArray,
-        free: IntArray,
-        fill_weight: float = 0.0,
-    ) -> FloatArray:
-        """`frag` with all groups in one numpy pass (fewer, larger operations: for many small
-        batches). Equal to `frag` up to floating point summation order."""
-        tot = free.sum(axis=1).astype(np.float64)
-        out = (self.w_no_gpu * (1.0 + fill_weight)) * tot
-        if not self.groups:
-            return out
-        ok = self.ok_all[:, rows]  # (K, C, G)
-        fe = np.where(ok, free[None, :, :], -1)
-        # sums over the (short) GPU axis: einsum is several times faster than .sum(axis=2)
-        elig = np.einsum("kcg->kc", np.where(ok, free[None, :, :], 0))  # (K, C)
-        inel = tot[None, :] - elig
-        feu = fe[self.u_group]  # (U, C, G)
-        milli = self.u_milli[:, None, None]
-        cmp = feu >= milli
-        ge = np.einsum("ucg->uc", cmp.view(np.int8))
-        small = elig[self.u_group] - np.einsum("ucg->uc", np.where(cmp, feu, 0))  # (U, C)
-        uidx = self.s_uidx
-        fits = ge[uidx] >= self.s_cnt[:, None]
-        fits &= cpu[None, :] >= self.s_cpu[:, None]
-        if self.s_use_mem:
-            fits &= mem[None, :] >= self.s_mem[:, None]
-        f = np.where(fits, small[uidx] + inel[self.s_group], tot[None, :])
-        if fill_weight:
-            # whole copies per GPU: float division of integers <= 1000 floors exactly
-            per_gpu = np.floor(np.maximum(feu, 0) / self.u_milli_f)
-            slots = np.einsum("ucg->uc", per_gpu).astype(np.int64)  # (U, C)
-            copies = slots[uidx] // self.s_cnt[:, None]
-            copies = np.minimum(copies, cpu[None, :] // self.s_cpu1)
-            if self.s_use_mem:
-                copies = np.minimum(copies, mem[None, :] // self.s_mem1)
-            f = f + fill_weight * (tot[None, :] - copies * self.s_used)
-        # On a node without a GPU a group may use, no shape of it fits and no copy does: f is
-        # all free GPU (times 1 + fill_weight), as in `frag`.
-        out += self.s_weight @ f
-        return out
+        self.u_milli3 = self.u_milli[:, None, None]
+        self.s_cpu_col = self.s_cpu[:, None]
+        self.s_mem_col = self.s_mem[:, None]
+        self.s_cnt_col = self.s_cnt[:, None]
 
     def frag(
         self,
@@ -312,106 +273,3 @@ def best_per_row(
     best[cand_row[pick]] = values[pick]
     arg[cand_row[pick]] = pick
     return best, arg
-
-
-class ShapeSet:
-    """Request shapes scored together: per shape its demands and GPU class, as arrays, so
-    one numpy pass places every shape on a few node states at once (see `shape_candidates`)."""
-
-    def __init__(self, static: FleetStatic) -> None:
-        self.static = static
-        self.index: dict[RequestShape, int] = {}
-        self.cpu_milli = np.zeros(0, dtype=np.int64)
-        self.mem_bytes = np.zeros(0, dtype=np.int64)
-        self.gpu_count = np.zeros(0, dtype=np.int64)
-        self.gpu_milli = np.zeros(0, dtype=np.int64)  # per GPU; 0 without GPUs
-        self.fractional = np.zeros(0, dtype=np.bool_)
-        self.cls = np.zeros(0, dtype=np.intp)  # index into class_ok
-        self._class_keys: dict[tuple[frozenset[str], int], int] = {}
-        self.class_ok = np.zeros((0, *static.gpu_exists.shape), dtype=np.bool_)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def rebind(self, static: FleetStatic) -> None:
-        """Move to another snapshot of the fleet (same shapes and numbering, its GPU masks)."""
-        self.static = static
-        oks = [static.gpu_ok(ck) for ck in self._class_keys]
-        self.class_ok = np.stack(oks) if oks else np.zeros((0, *static.gpu_exists.shape), bool)
-
-    def add(self, key: RequestShape, req: ResourceRequest) -> int:
-        """Index of the shape `key` (of `req`), added if new."""
-        q = self.index.get(key)
-        if q is not None:
-            return q
-        ck = (req.gpu_models, req.min_gpu_mem_bytes)
-        c = self._class_keys.get(ck)
-        if c is None:
-            c = self._class_keys[ck] = len(self._class_keys)
-            ok = self.static.gpu_ok(ck)
-            self.class_ok = np.concatenate([self.class_ok, ok[None]])
-        q = self.index[key] = len(self.index)
-        gpu = req.gpu_count > 0
-        self.cpu_milli = np.append(self.cpu_milli, req.cpu_milli)
-        self.mem_bytes = np.append(self.mem_bytes, req.mem_bytes)
-        self.gpu_count = np.append(self.gpu_count, req.gpu_count)
-        self.gpu_milli = np.append(self.gpu_milli, req.gpu_milli if gpu else 0)
-        self.fractional = np.append(self.fractional, gpu and req.fractional)
-        self.cls = np.append(self.cls, c)
-        return q
-
-
-@dataclass(frozen=True, slots=True)
-class ShapeCandidates:
-    """Placements of several shapes on several node states; a pair (shape k of the batch,
-    node row r) is numbered k * len(rows) + r."""
-
-    pair: npt.NDArray[np.intp]  # (C,) pair of each candidate
-    cand_col: npt.NDArray[np.intp]  # (C,) GPU column for shares, -1 otherwise
-    delta: FloatArray  # (C,) fragmentation increase
-
-
-def shape_candidates(
-    model: FragModel,
-    state: FleetState,
-    shapes: ShapeSet,
-    qs: npt.NDArray[np.intp],
-    rows: npt.NDArray[np.intp],
-    fill_weight: float = 0.0,
-) -> ShapeCandidates:
-    """Every way to place each shape `qs` on each node `rows` (placement constraints aside:
-    the caller masks nodes). Like `candidates`: whole GPUs are the lowest-indexed fully free
-    eligible ones, a share may go on any eligible GPU with room."""
-    n = rows.size
-    free0 = state.gpu_free[rows]  # (R, G)
-    cpu0 = state.cpu_free[rows]
-    mem0 = state.mem_free[rows]
-    s_cpu = shapes.cpu_milli[qs]
-    s_mem = shapes.mem_bytes[qs]
-    s_cnt = shapes.gpu_count[qs]
-    s_milli = shapes.gpu_milli[qs]
-    ok = shapes.class_ok[shapes.cls[qs][:, None], rows[None, :]]  # (Q, R, G)
-    fits = (cpu0[None, :] >= s_cpu[:, None]) & (mem0[None, :] >= s_mem[:, None])  # (Q, R)
-    frac = shapes.fractional[qs]
-    # shares: one candidate per eligible GPU with room
-    room = ok & (free0[None, :, :] >= s_milli[:, None, None]) & (fits & frac[:, None])[:, :, None]
-    fq, fr, fc = np.nonzero(room)
-    free_f = free0[fr]
-    free_f[np.arange(fq.size), fc] -= s_milli[fq]
-    # whole GPUs (or none): one candidate per node
-    full = ok & (free0[None, :, :] >= MILLI_PER_GPU)
-    whole = fits & ~frac[:, None] & (full.sum(axis=2) >= s_cnt[:, None])
-    wq, wr = np.nonzero(whole)
-    take = (full & (np.cumsum(full, axis=2) <= s_cnt[:, None, None]))[wq, wr]
-    free_w = np.where(take, 0, free0[wr])
-    cq = np.concatenate([fq, wq])
-    cr = np.concatenate([fr, wr])
-    f = model.frag_all(
-        np.concatenate([rows, rows[cr]]),
-        np.concatenate([cpu0, cpu0[cr] - s_cpu[cq]]),
-        np.concatenate([mem0, mem0[cr] - s_mem[cq]]),
-        np.concatenate([free0, free_f, free_w]),
-        fill_weight,
-    )
-    cols = np.concatenate([fc, np.full(wq.size, -1, dtype=np.intp)])
-    return ShapeCandidates(cq * n + cr, cols, f[n:] - f[:n][cr])

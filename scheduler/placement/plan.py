@@ -158,7 +158,11 @@ def plan(
 ) -> PlacementPlan:
     """Decide which of `queue` start now and where; see the module docstring."""
     cycle = _Cycle(snapshot, policy, quotas, now, preemption)
-    for t in queue_order(queue, cycle.ledger, cycle.search is not None):
+    order = queue_order(queue, cycle.ledger, cycle.search is not None)
+    prepare = getattr(policy, "prepare", None)
+    if prepare is not None:  # optional: e.g. fleetdeck scores the snapshot's node states
+        prepare(cycle.state, (t.request for t in order))
+    for t in order:
         cycle.consider(t, backfill)
     return cycle.outcome()
 
