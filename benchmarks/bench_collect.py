@@ -87,7 +87,7 @@ class Sweeps:
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
-    async with sim_nodes(work, args.nodes, args.interval, args.gpus,
+    async with sim_nodes(work, args.nodes, args.interval, args.gpus, aligned=True,
                          stats=work / "sim.json") as base:
         result = await measure(args, work, base)
     write_s = json.loads((work / "sim.json").read_text())["write_s"] if (

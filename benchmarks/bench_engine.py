@@ -1,25 +1,26 @@
 """Benchmark: engine reads under many concurrent clients, on a store with many jobs.
 
 The real `fleetdeck serve` (collection and scheduling running) against simulated SSH nodes in
-their own process (`simnodes.py`), its store seeded with `--jobs` jobs (`fleetbench`). Then
-`--clients` clients, spread over `--procs` processes so that no client process is the
-bottleneck (`benchclients.py`), connect at once (connections refused or failing are counted)
-and each calls, every `--period` seconds, the next of `status`, `fleet` (what changed since
-its last answer, `fleet_delta`, where the engine has it; `--no-deltas`: the whole fleet),
-`jobs` (first page of 50), `job` (a random id), `explain` (a random id) and `policies`, for
-`--duration` seconds (`--fleet-clients N`: N of them instead ask only `fleet` every
-`--period`, as a console on the Fleet screen does; lines `fleet-screen`). It prints p50/p99
-per method as the clients saw them, connections refused, the engine's CPU by thread while the
-clients ran and its loop thread's time on a CPU and waiting for one, the client processes'
-and the simulator's CPU, and how many nodes a fleet answer carried on average. Target (#16):
-p99 under 50 ms for each; (#12) 0 refused.
+their own process (`simnodes.py`; each node samples on the probe's cadence from when it
+connected, or with `--aligned` all at the same moment, the worst case), its store seeded with
+`--jobs` jobs (`fleetbench`). Then `--clients` clients, spread over `--procs` processes so that
+no client process is the bottleneck (`benchclients.py`), connect at once (connections refused or
+failing are counted) and each calls, every `--period` seconds, the next of `status`, `fleet`
+(what changed since its last answer, `fleet_delta`, where the engine has it; `--no-deltas`: the
+whole fleet), `jobs` (first page of 50), `job` (a random id), `explain` (a random id) and
+`policies`, for `--duration` seconds (`--fleet-clients N`: N of them instead ask only `fleet`
+every `--period`, as a console on the Fleet screen does; lines `fleet-screen`). It prints
+p50/p99 per method as the clients saw them, connections refused, the engine's CPU by thread
+while the clients ran and its loop thread's time on a CPU and waiting for one, the client
+processes' and the simulator's CPU, and how many nodes a fleet answer carried on average. Target
+(#16): p99 under 50 ms for each; (#12) 0 refused.
 
 An engine without the `job` method (older code) is asked `jobs` with `ids=[N]`, as the
 console did then; its lines say `job*`.
 
 Usage: .venv/bin/python benchmarks/bench_engine.py [--nodes 1000] [--jobs 100000]
        [--clients 200] [--procs 4] [--period 2] [--duration 60] [--fleet-clients 0]
-       [--no-deltas]
+       [--no-deltas] [--aligned] [--nice 19]
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from console.engine.client import EngineClient
 
 
 async def run(args: argparse.Namespace, work: Path) -> list[str]:
-    async with sim_nodes(work, args.nodes, args.interval, args.gpus) as base:
+    async with sim_nodes(work, args.nodes, args.interval, args.gpus,
+                         aligned=args.aligned, nice=args.nice) as base:
         config = write_config(work, base_port=base, nodes=args.nodes, interval_s=args.interval)
         seed_jobs(work / "store.duckdb", total=args.jobs, queued=args.queued, nodes=args.nodes)
         serve = Serve(config, work / "engine.sock")
@@ -80,7 +82,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
                 serve.socket, clients=args.clients, period_s=args.period,
                 duration_s=args.duration, jobs=args.jobs, job_method=job_method,
                 deltas=deltas, procs=args.procs, fleet_clients=args.fleet_clients,
-                on_start=mark)
+                nice=args.nice, on_start=mark)
             mark()  # the clients' processes are done: a few seconds past the calls' end
             rss = serve.rss_mib()
             await probe.close()
@@ -88,7 +90,10 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
             serve.stop()
     out = [f"bench_engine: {args.nodes} nodes x {args.gpus} GPUs collected every "
            f"{args.interval:g} s, {args.jobs:,} jobs in the store ({args.queued} queued, "
-           f"scheduling on); all nodes up after {up_s:.0f} s"]
+           f"scheduling on); all nodes up after {up_s:.0f} s; nodes sample "
+           + ("all at the same moment (--aligned)" if args.aligned
+              else "on the probe's cadence from when they connected")
+           + (f"; simulator and clients at nice {args.nice}" if args.nice else "")]
     out.extend(engine_lines(lat, refused, clients=args.clients, period_s=args.period,
                             duration_s=args.duration, job_method=job_method,
                             procs=min(args.procs, args.clients), deltas=deltas))

@@ -1,11 +1,11 @@
 """Benchmark: the real `fleetdeck serve` at fleet scale.
 
 The engine process (collector, store writer, rollups, scheduler with a queue, policies) runs
-against simulated SSH nodes in their own process (`simnodes.py`, N GPUs each, every node
-sampling on the same aligned tick), with a store seeded with jobs (`fleetbench.seed_jobs`:
-finished ones plus a queue that every placement cycle plans). Clients poll `status`, `fleet`
-and the first page of `jobs` every `--poll` seconds. After every node is up and one interval
-of warm-up, it measures for `--duration` seconds and prints:
+against simulated SSH nodes in their own process (`simnodes.py`, N GPUs each, each node on the
+probe's cadence from when it connected; `--aligned`: all on the same tick), with a store seeded
+with jobs (`fleetbench.seed_jobs`: finished ones plus a queue that every placement cycle plans).
+Clients poll `status`, `fleet` and the first page of `jobs` every `--poll` seconds. After every
+node is up and one interval of warm-up, it measures for `--duration` seconds and prints:
 
   engine CPU % of one core, by thread (loop, store writer, readers, DuckDB's threads, other
   Python threads), CPU per node sample, sweep p50/p99, store write lag p99, rollup time per
@@ -16,7 +16,7 @@ interval, reads p99 under 50 ms, RSS under 500 MB. An engine without the `ingest
 method (older code) leaves sweep / lag / rollup and the thread split out.
 
 Usage: .venv/bin/python benchmarks/bench_serve.py [--nodes 1000] [--interval 5]
-       [--duration 300] [--clients 20] [--jobs 100000] [--queued 200]
+       [--duration 300] [--clients 20] [--jobs 100000] [--queued 200] [--aligned] [--nice 19]
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def fmt_ms(v: Any) -> str:
 
 async def run(args: argparse.Namespace, work: Path) -> list[str]:
     out: list[str] = []
-    async with sim_nodes(work, args.nodes, args.interval, args.gpus) as base:
+    async with sim_nodes(work, args.nodes, args.interval, args.gpus,
+                         aligned=args.aligned, nice=args.nice) as base:
         config = write_config(work, base_port=base, nodes=args.nodes, interval_s=args.interval)
         seed_jobs(work / "store.duckdb", total=args.jobs, queued=args.queued, nodes=args.nodes)
         serve = Serve(config, work / "engine.sock")
@@ -117,7 +118,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
                 elat, refused, _ = await engine_clients(
                     serve.socket, clients=args.engine_clients, period_s=args.poll,
                     duration_s=args.engine_duration, jobs=args.jobs, job_method=job_method,
-                    deltas=deltas)
+                    deltas=deltas, nice=args.nice)
                 engine_out = ["then, bench_engine's load on this engine: " + line
                               if i == 0 else line
                               for i, line in enumerate(engine_lines(
@@ -136,7 +137,9 @@ async def run(args: argparse.Namespace, work: Path) -> list[str]:
     out.append(f"bench_serve: {args.nodes} nodes x {args.gpus} GPUs every {args.interval:g} s, "
                f"{args.jobs:,} jobs in the store ({args.queued} queued), {args.clients} clients "
                f"polling status/fleet/jobs every {args.poll:g} s; measured {wall:.0f} s "
-               f"(all nodes up after {up_s:.0f} s)")
+               f"(all nodes up after {up_s:.0f} s; "
+               + ("all sampling at the same moment, --aligned)" if args.aligned
+                  else "each sampling on the probe's cadence from when it connected)"))
     out.append(f"engine CPU          {100 * total / wall:.1f} % of one core (target < 30 %)")
     split = ", ".join(f"{k} {100 * v / wall:.1f} %" for k, v in sorted(
         by_role.items(), key=lambda kv: -kv[1]))

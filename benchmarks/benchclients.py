@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 import random
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ class Plan:
     job_method: bool
     deltas: bool
     fleet_clients: int = 0  # the first this many ask only `fleet`, as a Fleet screen does
+    nice: int = 0  # the client processes' niceness (>0: they yield the CPU to the engine)
 
 
 async def _call(client: EngineClient, lat: Latencies, plan: Plan, method: str,
@@ -138,6 +140,8 @@ async def _one_process(plan: Plan, seeds: range,
 
 
 def _process_main(plan: Plan, seeds: range, barrier: Any, out: Any) -> None:
+    if plan.nice:
+        os.nice(plan.nice)
     try:
         lat, refused, cpu_s = asyncio.run(_one_process(plan, seeds, barrier))
         out.put((lat.by_method, lat.errors, refused, {**_COUNTS, "client_cpu_s": cpu_s}))
@@ -148,20 +152,21 @@ def _process_main(plan: Plan, seeds: range, barrier: Any, out: Any) -> None:
 
 async def engine_clients(sock: Path, *, clients: int, period_s: float, duration_s: float,
                          jobs: int, job_method: bool, deltas: bool, procs: int = 4,
-                         fleet_clients: int = 0,
+                         fleet_clients: int = 0, nice: int = 0,
                          on_start: Callable[[], None] | None = None,
                          ) -> tuple[Latencies, list[str], dict[str, float]]:
     """`clients` clients over `procs` processes (see the module docstring); the merged
     latencies, refused connections, and totals: `client_cpu_s` (the client processes' CPU
     while calling), `fleet_answers` and `fleet_nodes` (nodes they carried). `on_start` runs
     when every client is connected and the calls begin (the caller reads the engine's CPU
-    there)."""
+    there). `nice` > 0 runs the clients at that niceness: on one machine, they then take
+    the CPU the engine leaves, as clients on other hosts would."""
     ctx = mp.get_context("spawn")
     procs = max(1, min(procs, clients))
     barrier = ctx.Barrier(procs + 1)
     out = ctx.Queue()
     plan = Plan(sock=sock, period_s=period_s, duration_s=duration_s, jobs=jobs,
-                job_method=job_method, deltas=deltas, fleet_clients=fleet_clients)
+                job_method=job_method, deltas=deltas, fleet_clients=fleet_clients, nice=nice)
     workers = [ctx.Process(target=_process_main, args=(plan, range(i, clients, procs),
                                                       barrier, out), daemon=True)
                for i in range(procs)]

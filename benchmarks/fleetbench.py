@@ -77,9 +77,12 @@ def free_port_block(n: int) -> int:
 
 @contextlib.asynccontextmanager
 async def sim_nodes(work: Path, nodes: int, interval_s: float, gpus: int,
-                    stats: Path | None = None) -> AsyncIterator[int]:
+                    stats: Path | None = None, *, aligned: bool = False,
+                    nice: int = 0) -> AsyncIterator[int]:
     """Start `simnodes.py` (own process); yields the first node's port. With `stats`, the
-    simulator writes its own timings there (`write_s`) when it stops."""
+    simulator writes its own timings there (`write_s`) when it stops. `aligned`: every node
+    samples at the same wall-clock moment (else each on the probe's own cadence); `nice`: the
+    simulator's niceness."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     host_key.write_private_key(str(work / "host_key"))
@@ -96,6 +99,7 @@ async def sim_nodes(work: Path, nodes: int, interval_s: float, gpus: int,
         "--host-key", str(work / "host_key"), "--authorized-keys",
         str(work / "authorized_keys"), "--ready", str(ready),
         *(["--stats", str(stats)] if stats is not None else []),
+        *(["--aligned"] if aligned else []), *(["--nice", str(nice)] if nice else []),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         t0 = time.monotonic()
@@ -349,6 +353,13 @@ def fleet_args(doc: str, *, duration_s: float, clients: int) -> argparse.Argumen
     ap.add_argument("--clients", type=int, default=clients)
     ap.add_argument("--duration", type=float, default=duration_s, help="seconds measured")
     ap.add_argument("--up-timeout", type=float, default=900.0)
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness of the simulator and the client processes (e.g. 19: they "
+                    "take only the CPU the engine leaves, as on other hosts); default 0")
+    ap.add_argument("--aligned", action="store_true",
+                    help="every simulated node samples at the same wall-clock moment (the "
+                    "worst case for the engine's loop); default: each on the probe's own "
+                    "cadence from when it connected")
     return ap
 
 

@@ -2,12 +2,16 @@
 
 Node i listens on 127.0.0.1:(base_port + i) and accepts the bench's client key. Any exec
 request is treated as the probe launcher: the server reads (and discards) the probe payload on
-stdin, writes a probe `hello` line, then one probe-format `sample` line per interval, aligned to
-wall-clock multiples of the interval with `ts` = the tick time, so the collector can measure
-each sweep's latency from the tick. Samples carry `--gpus` GPUs each.
+stdin, writes a probe `hello` line, then one probe-format `sample` line per interval with `ts` =
+the tick time, so the collector can measure each line's latency from its tick. Samples carry
+`--gpus` GPUs each. By default each session keeps the real probe's cadence
+(`collectors/probe/node.py`): its first sample min(interval, 1 s) after the session starts, then
+one per interval from there, so the fleet's lines spread over the interval as the nodes
+connected. `--aligned` instead ticks every session on the same wall-clock multiples of the
+interval: the whole fleet's lines at one moment, the worst case for the collector's loop.
 
 Usage: python benchmarks/simnodes.py --nodes N --base-port P --interval S --host-key FILE
-       --authorized-keys FILE --ready FILE [--stats FILE]
+       --authorized-keys FILE --ready FILE [--stats FILE] [--aligned]
 """
 
 from __future__ import annotations
@@ -71,35 +75,68 @@ def sample_template(node: int, gpus: int, rng: random.Random) -> str:
 
 
 class Fleet:
-    """Ticks once per interval and writes every live session's next line at the same moment."""
+    """Writes every live session's next line on its tick: all at the same wall-clock moment
+    (`aligned`), or each on its own cadence from its start, as the real probe does."""
 
-    def __init__(self, interval_s: float, gpus: int) -> None:
+    def __init__(self, interval_s: float, gpus: int, *, aligned: bool = False) -> None:
         self.interval_s = interval_s
         self.gpus = gpus
+        self.aligned = aligned
         self.sessions: dict[int, tuple[asyncssh.SSHServerProcess[bytes], str]] = {}
         self.seq: dict[int, int] = {}
         self.write_s: list[float] = []  # per tick: tick -> last line handed to SSH
         self._rng = random.Random(42)
+        self._cadences: set[asyncio.Task[None]] = set()
 
     def add(self, node: int, process: asyncssh.SSHServerProcess[bytes]) -> None:
         template = sample_template(node, self.gpus, self._rng).replace(
             '"interval_s":0', f'"interval_s":{self.interval_s:g}')
         self.sessions[node] = (process, template)
+        if not self.aligned:
+            task = asyncio.get_running_loop().create_task(self._cadence(node, process))
+            self._cadences.add(task)
+            task.add_done_callback(self._cadences.discard)
+
+    def _write(self, node: int, tick: float) -> None:
+        entry = self.sessions.get(node)
+        if entry is None:
+            return
+        process, template = entry
+        seq = self.seq.get(node, 0) + 1
+        self.seq[node] = seq
+        try:
+            process.stdout.write((template % {"seq": seq, "ts": tick}).encode())
+        except (OSError, asyncssh.Error):
+            self.sessions.pop(node, None)
+
+    async def _cadence(self, node: int, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        """The probe's timing: first sample after min(interval, 1 s), then a fixed cadence; a
+        late tick is skipped, never bunched."""
+        tick = time.time() + min(self.interval_s, 1.0)
+        while self.sessions.get(node, (None,))[0] is process:
+            await asyncio.sleep(max(0.0, tick - time.time()))
+            self._write(node, tick)
+            self.write_s.append(time.time() - tick)
+            tick += self.interval_s
+            now = time.time()
+            if tick <= now:
+                tick = now + self.interval_s - ((now - tick) % self.interval_s)
 
     async def run(self) -> None:
+        if not self.aligned:
+            return
         while True:
             now = time.time()
             tick = (math.floor(now / self.interval_s) + 1) * self.interval_s
             await asyncio.sleep(tick - now)
-            for node, (process, template) in list(self.sessions.items()):
-                seq = self.seq.get(node, 0) + 1
-                self.seq[node] = seq
-                try:
-                    process.stdout.write((template % {"seq": seq, "ts": tick}).encode())
-                except (OSError, asyncssh.Error):
-                    self.sessions.pop(node, None)
+            for node in list(self.sessions):
+                self._write(node, tick)
             if self.sessions:
                 self.write_s.append(time.time() - tick)
+
+    def close(self) -> None:
+        for task in list(self._cadences):
+            task.cancel()
 
 
 def hello_line(node: int, interval_s: float) -> bytes:
@@ -111,7 +148,7 @@ def hello_line(node: int, interval_s: float) -> bytes:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    fleet = Fleet(args.interval, args.gpus)
+    fleet = Fleet(args.interval, args.gpus, aligned=args.aligned)
 
     def make_handler(node: int) -> Any:
         async def handle(process: asyncssh.SSHServerProcess[bytes]) -> None:
@@ -144,6 +181,7 @@ async def serve(args: argparse.Namespace) -> None:
     ticker = loop.create_task(fleet.run())
     await stop.wait()
     ticker.cancel()
+    fleet.close()
     for s in servers:
         s.close()
     if args.stats:
@@ -168,7 +206,12 @@ def main() -> None:
     p.add_argument("--authorized-keys", required=True)
     p.add_argument("--ready", required=True)
     p.add_argument("--stats", help="write per-tick write times (JSON) here on exit")
+    p.add_argument("--nice", type=int, default=0, help="run at this niceness")
+    p.add_argument("--aligned", action="store_true",
+                   help="every node samples at the same wall-clock moment (worst case)")
     args = p.parse_args()
+    if args.nice:
+        os.nice(args.nice)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.nodes + 256)), hard))
     asyncio.run(serve(args))

@@ -121,15 +121,29 @@ class FleetAnswer:
         self._stamps: dict[str, tuple[int, FleetNode]] = {}
         self._removed: dict[str, int] = {}  # name -> version it went in (oldest first)
         self._deltas: dict[int | None, FleetDelta] = {}  # since -> answer, this version
+        self._light: list[FleetNode] = []  # `_nodes` without processes and containers
+        self._light_of: dict[str, tuple[FleetNode, FleetNode]] = {}  # name -> (full, light)
 
-    def get(self, now: float, key: object,
-            build: Callable[[], list[FleetNode]]) -> list[FleetNode]:
+    def get(self, now: float, key: object, build: Callable[[], list[FleetNode]], *,
+            detail: bool = True) -> list[FleetNode]:
         """The cached answer unless `key` (what a caller's change touches: jobs, cordons,
-        idle warnings) changed or it is older than the TTL."""
+        idle warnings) changed or it is older than the TTL; without `detail`, its nodes
+        without processes and containers (a third of a node's bytes, most of its decoding)."""
         if key != self._key or not 0 <= now - self._built_at < FLEET_TTL_S:
             self._nodes, self._built_at, self._key = build(), now, key
+            self._light = [self._lighten(n) for n in self._nodes]
+            self._light_of = {n.name: self._light_of[n.name] for n in self._nodes}
             self._stamp(self._nodes)
-        return self._nodes
+        return self._nodes if detail else self._light
+
+    def _lighten(self, n: FleetNode) -> FleetNode:
+        """`n` without processes and containers: the same object while `n` is."""
+        hit = self._light_of.get(n.name)
+        if hit is None or hit[0] is not n:
+            hit = (n, msgspec.structs.replace(n, processes=[], containers=[])
+                   if n.processes or n.containers else n)
+            self._light_of[n.name] = hit
+        return hit[1]
 
     def _stamp(self, nodes: list[FleetNode]) -> None:
         version = self.version + 1
@@ -158,11 +172,12 @@ class FleetAnswer:
         hit = self._deltas.get(key)
         if hit is None:
             if key is None:
-                hit = FleetDelta(cursor=self.version, full=True, nodes=self._nodes)
+                hit = FleetDelta(cursor=self.version, full=True, nodes=self._light)
             else:
                 hit = FleetDelta(
                     cursor=self.version, full=False,
-                    nodes=[n for v, n in self._stamps.values() if v > key],
+                    nodes=[self._light_of[n.name][1] for v, n in self._stamps.values()
+                           if v > key],
                     removed=[name for name, v in self._removed.items() if v > key])
             if len(self._deltas) >= MAX_DELTAS:
                 self._deltas.pop(next(iter(self._deltas)))
@@ -191,14 +206,14 @@ class FleetService(BaseService):
         self.answer = FleetAnswer(start_version=int(engine.clock() * 1_000_000))
         self._built: dict[str, tuple[NodeInputs, FleetNode]] = {}  # per node, last build
 
-    def _live_nodes(self, rows: list[JobRow]) -> list[FleetNode]:
+    def _live_nodes(self, rows: list[JobRow], *, detail: bool = True) -> list[FleetNode]:
         """The live fleet (shared, read-only: copy what a caller's answer changes)."""
         idle = self._idle_jobs()
         t = self.telemetry
         key = (tuple((r.id, r.state, r.node) for r in rows), tuple(t.cordoned.items()),
                tuple(t.drained.items()), frozenset(idle))
         return self.answer.get(self.engine.clock(), key,
-                               lambda: fleet_json(t, rows, idle, self._built))
+                               lambda: fleet_json(t, rows, idle, self._built), detail=detail)
 
     def handlers(self) -> Mapping[str, Handler]:
         return {"fleet": self.fleet, "fleet_delta": self.fleet_delta, "summary": self.summary}
@@ -217,11 +232,12 @@ class FleetService(BaseService):
         return await engine.reads.run(_active)
 
     async def fleet(self, caller: Caller, req: FleetQuery) -> list[FleetNode]:
-        if not self.engine.config.engine.collect:
+        if not self.engine.config.engine.collect:  # stored nodes carry no processes
             stored = await self.engine.reads.run(stored_fleet)
             return [n for n in stored if req.node in (None, n.name)]
         rows, _ = await self.active()
-        nodes = self._live_nodes(rows)  # the shared list: the server encodes it once
+        # the shared list: the server encodes it once
+        nodes = self._live_nodes(rows, detail=req.detail or req.node is not None)
         if req.node is not None:
             nodes = [n for n in nodes if n.name == req.node]
         return _for_caller(caller, rows, nodes)
@@ -241,7 +257,7 @@ class FleetService(BaseService):
         engine = self.engine
         rows, queued = await self.active()
         nodes = (await engine.reads.run(stored_fleet) if not engine.config.engine.collect
-                 else self._live_nodes(rows))
+                 else self._live_nodes(rows, detail=False))
         burst = engine.policies.burst_summary() if engine.policies else {}
         return summarize(
             nodes, rows, queued, burst_spend_today=burst.get("burst_spend_today", 0.0),

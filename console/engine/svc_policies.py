@@ -279,11 +279,12 @@ class PolicyService(BaseService):
             floor = now - HEALTH_LOOKBACK_S
             s_since = max(floor, self._samples_seen - self._lag_s)
             e_since = max(floor, self._events_seen - self._lag_s)
-            sample_rows, event_rows = await self.engine.reads.run(
-                lambda s: health_rows(s, s_since, e_since))
-            samples = [x for x in hp.samples_from_rows(sample_rows)
+            # rows become samples on the reader thread: a fleet's interval is thousands
+            all_samples, all_events = await self.engine.reads.run(
+                lambda s: _health_inputs(s, s_since, e_since))
+            samples = [x for x in all_samples
                        if x.ts > self._sample_marks.get(x.node, self._start_mark)]
-            events = [e for e in hp.events_from_rows(event_rows)
+            events = [e for e in all_events
                       if e.ts > self._event_marks.get(e.node, NEG_INF)]
             if not samples and not events:
                 return
@@ -411,7 +412,7 @@ class PolicyService(BaseService):
         now = self.engine.clock()
         ids = [int(j) for j in self.idle_state.jobs]
         rows = {r.id: r for r in await self.engine.reads.run(
-            lambda s: journal.list_jobs(s, ids=ids))}
+            lambda s: journal.list_jobs(s, ids=ids))} if ids else {}
         idle = []
         for job_id, st in sorted(self.idle_state.jobs.items(), key=lambda kv: int(kv[0])):
             entry = idle_entry(job_id, st, rows.get(int(job_id)), now)
@@ -466,13 +467,20 @@ def _snooze_entry(sn: Snooze) -> SnoozeEntry:
 
 def health_rows(store: Store, samples_since: float, events_since: float,
                 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    samples = store.con.execute(
-        "SELECT node, gpu_index, ts, uuid, ecc_uncorrected, retired_pending, remap_failure "
-        "FROM gpu_samples WHERE ts > ? ORDER BY ts", [utc(samples_since)]).fetchall()
+    samples = store.con.execute(  # epoch in SQL: no datetime per row in Python
+        "SELECT node, gpu_index, epoch(ts), uuid, ecc_uncorrected, retired_pending, "
+        "remap_failure FROM gpu_samples WHERE ts > ? ORDER BY ts",
+        [utc(samples_since)]).fetchall()
     events = store.con.execute(
         "SELECT ts, node, gpu_index, uuid, kind, code, detail FROM gpu_events WHERE ts > ? "
         "ORDER BY ts", [utc(events_since)]).fetchall()
     return samples, events
+
+
+def _health_inputs(store: Store, samples_since: float, events_since: float,
+                   ) -> tuple[list[hp.GpuHealthSample], list[hp.GpuEvent]]:
+    sample_rows, event_rows = health_rows(store, samples_since, events_since)
+    return hp.samples_from_rows(sample_rows), hp.events_from_rows(event_rows)
 
 
 def _restore(store: Store) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class Telemetry(BaseService):
         self.cordoned: dict[str, str] = {}  # node -> reason (manual cordon)
         self.drained: dict[str, str] = {}  # node -> reason (health)
         self.unhealthy_gpus: set[tuple[str, int]] = set()
+        # inventory(): node -> (record, schedulable, shape, capacity), valid for these GPUs
+        self._capacities: dict[str, tuple[ProbeRecord, bool, tuple[Any, ...], NodeCapacity]] = {}
+        self._unhealthy_seen: frozenset[tuple[str, int]] = frozenset()
         slurm = {p.name: p.login_node for p in cfg.pools if p.kind == "slurm" and p.login_node}
         ssh = SshOptions(known_hosts=cfg.ssh.known_hosts, config_file=cfg.ssh.config_file,
                          use_agent=cfg.ssh.use_agent, keepalive_s=cfg.ssh.keepalive_s,
@@ -211,14 +214,34 @@ class Telemetry(BaseService):
         return t
 
     def inventory(self) -> list[NodeCapacity]:
-        """Capacity of every node the probe has described, without allocations."""
+        """Capacity of every node the probe has described, without allocations. Asked
+        several times a cycle (placement, health, burst, submit checks) while each node's
+        record changes once an interval, and its capacity far less often: a node keeps its
+        `NodeCapacity` while its record is the same object, or its shape is unchanged."""
+        unhealthy = frozenset(self.unhealthy_gpus)
+        if unhealthy != self._unhealthy_seen:
+            self._capacities.clear()
+            self._unhealthy_seen = unhealthy
         out = []
         for name, v in self.collector.view().nodes.items():
-            if v.record is None:
+            rec = v.record
+            if rec is None:
                 continue
-            out.append(capacity(v, schedulable=v.health.state != "unreachable"
-                                and name not in self.cordoned and name not in self.drained,
-                                unhealthy=self.unhealthy_gpus))
+            schedulable = (v.health.state != "unreachable" and name not in self.cordoned
+                           and name not in self.drained)
+            hit = self._capacities.get(name)
+            if hit is not None and hit[0] is rec and hit[1] == schedulable:
+                out.append(hit[3])
+                continue
+            shape = (v.pool, tuple(v.labels.items()), rec.host.cpu_count,
+                     rec.host.mem_total_bytes,
+                     tuple((g.gpu_index, g.model, g.mem_total_bytes) for g in rec.gpus))
+            if hit is not None and hit[1] == schedulable and hit[2] == shape:
+                cap = hit[3]
+            else:
+                cap = capacity(v, schedulable=schedulable, unhealthy=unhealthy)
+            self._capacities[name] = (rec, schedulable, shape, cap)
+            out.append(cap)
         return out
 
 

@@ -4,6 +4,8 @@ names kept, or from an earlier engine run, gets the whole fleet."""
 
 from __future__ import annotations
 
+import msgspec
+
 from console.engine import svc_fleet
 from console.engine.api.replies import FleetNode
 from console.engine.svc_fleet import FleetAnswer
@@ -54,3 +56,24 @@ def test_old_or_foreign_cursor_gets_the_whole_fleet(monkeypatch) -> None:  # typ
     assert answer.delta(whole.cursor + 5).full  # nor one this engine never gave
     recent = answer.delta(whole.cursor - 1)
     assert not recent.full and recent.removed == ["d"]
+
+
+def test_list_answers_and_deltas_leave_out_processes_and_containers() -> None:
+    """The Fleet screen's answers (a list without `detail`, every delta) carry no processes
+    or containers; `detail` (the Node screen) does. A light node is the same object while
+    its node is, so the server's encoded copy is reused."""
+    proc = {"pid": 7, "gpu_index": 0, "gpu_mem_used_bytes": 1, "command": "python train.py",
+            "container_id": None, "job_id": None}
+    busy = msgspec.structs.replace(node("a"), processes=[proc])
+    answer = FleetAnswer(start_version=1000)
+    answer.get(0.0, "k", lambda: [busy, node("b")])
+    light = answer.get(0.5, "k", lambda: [], detail=False)
+    assert [(n.name, n.processes) for n in light] == [("a", []), ("b", [])]
+    assert answer.get(0.6, "k", lambda: [])[0].processes == [proc]
+    first = answer.delta(None)
+    assert first.nodes == light and first.nodes[0] is light[0]
+    answer.get(2.0, "k", lambda: [busy, node("b", util=9.0)])  # a unchanged, b changed
+    again = answer.get(2.1, "k", lambda: [], detail=False)
+    assert again[0] is light[0] and again[1].cpu_util_pct == 9.0
+    assert [n.name for n in answer.delta(first.cursor).nodes] == ["b"]
+    assert answer.delta(first.cursor).nodes[0].processes == []

@@ -71,3 +71,23 @@ def test_pending_reasons_only_touch_queued_jobs(store: Store) -> None:
     journal.set_reasons(store, {a: "waiting: needs 2 GPUs", b: "should not apply"})
     assert journal.get(store, a).reason == "waiting: needs 2 GPUs"
     assert journal.get(store, b).reason == "placed"
+
+
+def test_newest_first_pages_match_a_full_sort_across_windows(store: Store) -> None:
+    """Newest-first pages are searched in widening windows of the newest ids; every page,
+    filtered or not, must equal the plain sort of the whole table, also when the matching
+    rows are rare and old (the window widens until it holds the page, or covers all)."""
+    users = ["alice"] * 3 + ["bob"]
+    for i in range(1200):
+        journal.submit(store, spec(user=users[i % 4], name=f"j{i}"), actor="x", now=float(i))
+    # bob has every 4th job; carol only three, with ids below all others
+    for _ in range(3):
+        journal.submit(store, spec(user="carol"), actor="x", now=0.5)
+    store.con.execute("UPDATE jobs SET id = -id WHERE user = 'carol'")  # ids below all others
+    everyone = journal.list_jobs(store)
+    for user in (None, "bob", "carol", "nobody"):
+        want = sorted((r.id for r in everyone if user is None or r.user == user), reverse=True)
+        for limit, offset in ((50, 0), (50, 300), (7, 290), (500, 0), (50, 1190)):
+            got = [r.id for r in journal.list_jobs(store, user=user, newest_first=True,
+                                                   limit=limit, offset=offset)]
+            assert got == want[offset:offset + limit], (user, limit, offset)

@@ -75,10 +75,11 @@ TABLE: tuple[Method, ...] = (
     Method("nodes", rq.NodesQuery, list[rp.NodeRow], V, False,
            "configured and discovered nodes as the store knows them"),
     Method("fleet", rq.FleetQuery, list[rp.FleetNode], V, False,
-           "every node live: GPUs, allocations, jobs, containers, processes"),
+           "every node live: GPUs, allocations, jobs; its processes and containers with "
+           "`node` or `detail`"),
     Method("fleet_delta", rq.FleetDeltaQuery, rp.FleetDelta, V, False,
-           "what changed in `fleet` since a cursor: changed nodes, removed names, the next "
-           "cursor (the whole fleet without one)"),
+           "what changed in `fleet` since a cursor: changed nodes (as `fleet` without "
+           "`detail`), removed names, the next cursor (the whole fleet without one)"),
     Method("summary", rq.SummaryQuery, rp.Summary, V, False,
            "fleet totals for the console header"),
     Method("ingest_stats", rq.IngestStatsQuery, rp.IngestStatsReply, OP, False,

@@ -284,7 +284,10 @@ class FleetNode(Reply):
     mem_total_bytes: int | None
     gpus: list[GpuInfo]
     jobs: list[int]
-    processes: list[dict[str, Any]]  # command lines of others' jobs hidden below operator
+    # filled for `fleet` with `node` or `detail` only (the Node screen); empty in a list
+    # answer and in deltas, which the Fleet screen polls. Command lines of others' jobs are
+    # hidden below operator
+    processes: list[dict[str, Any]]
     containers: list[dict[str, Any]]
     labels: dict[str, str] = {}
     load1: float | None = None

@@ -40,6 +40,7 @@ class Hello(Request[rp.HelloReply], frozen=True):
 
 class FleetQuery(Request[list[rp.FleetNode]], frozen=True):
     node: Name | None = None  # only this node
+    detail: bool = False  # each node's processes and containers (always with `node`)
 
 
 class FleetDeltaQuery(Request[rp.FleetDelta], frozen=True):
