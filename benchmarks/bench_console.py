@@ -8,7 +8,8 @@ real poll interferes (they fail fast and change nothing).
 
     .venv/bin/python benchmarks/bench_console.py [--nodes 1000] [--jobs 10000] [--refreshes 20]
 
-Targets (issue #7): first paint under 1 s; under 50 ms of main-loop time per refresh.
+Targets (issue #7): first paint under 1 s; under 50 ms of main-loop time per refresh; (issue
+#16) the `:` palette drawn with its list under 200 ms after the key press.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from textual import events
 from textual.command import CommandList, CommandPalette
 
 from console.app import EngineLink, FleetdeckApp
@@ -137,6 +139,31 @@ def frame(app: FleetdeckApp) -> None:
     screen._compositor.render_full_update()
 
 
+async def open_palette(app: FleetdeckApp) -> tuple[float, float]:
+    """Press `:` and wait for the first frame that draws the palette's list; returns the
+    press's (perf_counter, process_time)."""
+    drawn = asyncio.Event()
+    display = app._display
+
+    def watch(screen: Any, update: Any) -> None:
+        if (isinstance(screen, CommandPalette) and screen.query(CommandList)
+                and screen.query_one(CommandList).option_count > 0):
+            drawn.set()
+        display(screen, update)
+
+    app._display = watch  # type: ignore[method-assign,assignment]
+    key = events.Key("colon", ":")
+    key.set_sender(app)
+    assert app._driver is not None
+    t0, c0 = time.perf_counter(), time.process_time()
+    app._driver.send_message(key)
+    try:
+        await drawn.wait()
+    finally:
+        app._display = display  # type: ignore[method-assign]
+    return t0, c0
+
+
 def pctl(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
@@ -237,21 +264,20 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
             await pilot.pause()
         rebuilt = jtable.last_sync.rebuilt or table.last_sync.rebuilt
 
-        # the `:` palette with every node and job loaded: key press to its first hits shown
+        # the `:` palette with every node and job loaded: the key as the terminal driver
+        # delivers it, to the first frame drawn with the palette's list (the frame the app
+        # would write to the terminal); the app settles between openings
         palette_ms: list[float] = []
         palette_cpu: list[float] = []
-        for _ in range(5):
-            c0, t0 = time.process_time(), time.perf_counter()
-            await pilot.press("colon")
-            while not (isinstance(app.screen, CommandPalette)
-                       and app.screen.query(CommandList)
-                       and app.screen.query_one(CommandList).option_count > 0):
-                await pilot.pause(0)
+        for _ in range(7):
+            t0, c0 = await open_palette(app)
             palette_ms.append((time.perf_counter() - t0) * 1e3)
             palette_cpu.append((time.process_time() - c0) * 1e3)
             await pilot.press("escape")
             while isinstance(app.screen, CommandPalette):
                 await pilot.pause(0)
+            await pilot.pause(0.3)
+        palette_ms, palette_cpu = palette_ms[1:], palette_cpu[1:]  # the first imports it
         await pilot.press("q")
 
     loadavg = os.getloadavg()[0]
@@ -269,7 +295,7 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
         if cpu is not None:
             line += f"   CPU p50 {statistics.median(cpu):6.1f} ms  p95 {pctl(cpu, 0.95):6.1f} ms"
         print(line)
-    print(f"  palette (`:` -> first hits shown, {n_nodes} nodes + {n_jobs} jobs known): "
+    print(f"  palette (`:` -> first frame with its list, {n_nodes} nodes + {n_jobs} jobs): "
           f"wall p50 {statistics.median(palette_ms):.0f} ms, max {max(palette_ms):.0f} ms; "
           f"CPU p50 {statistics.median(palette_cpu):.0f} ms (target: under 200 ms)")
     print(f"  cells updated per refresh: fleet {cells / refreshes:.0f}, jobs "

@@ -52,6 +52,7 @@ from scheduler.stopping import Stopper
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FAIR_SHARE_REFRESH_S = 60.0
+STATUS_BATCH = 64  # jobs per status call: one node's poll stays well within its timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,25 +466,41 @@ class JobRunner:
             await self._tx(row.id, to, reason=reason, actor="scheduler", **extra)
 
     async def poll(self) -> None:
-        """Ask executors about running jobs; record ends with exit codes."""
-        rows = await self.db.run(lambda s: journal.list_jobs(s, states=(JobState.RUNNING,)))
-        await asyncio.gather(*(self._poll_one(row) for row in rows))
+        """Ask executors about running jobs (one call per node and executor, in batches of
+        `STATUS_BATCH`); record ends with exit codes. The running jobs come from memory once
+        a cycle has loaded them (the store otherwise)."""
+        if self.live.loaded:
+            rows = self.live.rows((JobState.RUNNING,))
+        else:
+            rows = await self.db.run(lambda s: journal.list_jobs(s, states=(JobState.RUNNING,)))
+        by_node: dict[tuple[str, str], list[tuple[JobRow, Handle]]] = {}
+        for row in rows:
+            handle = handle_of(row)
+            if handle is None or row.id in self._launching or row.id in self.stops.stopping:
+                continue
+            by_node.setdefault((handle.node, row.executor or ""), []).append((row, handle))
+        await asyncio.gather(*(
+            self._poll_node(node, kind, jobs[i:i + STATUS_BATCH])
+            for (node, kind), jobs in by_node.items()
+            for i in range(0, len(jobs), STATUS_BATCH)))
 
-    async def _poll_one(self, row: JobRow) -> None:
-        handle = handle_of(row)
-        if handle is None or row.id in self._launching or row.id in self.stops.stopping:
-            return
-        transport = await self.transport(handle.node)
+    async def _poll_node(self, node: str, kind: str,
+                         jobs: Sequence[tuple[JobRow, Handle]]) -> None:
+        transport = await self.transport(node)
         if transport is None:
             return  # unreachable: health decides when it is lost
         try:
-            async with self._slot(handle.node):
-                status = await self.executors[row.executor].status(handle, transport)
+            async with self._slot(node):
+                statuses = await self.executors[kind].status_many(
+                    [h for _, h in jobs], transport)
         except (ExecutorError, TransportError) as e:
-            log.warning("status of job %s: %s", row.id, e)
+            log.warning("status of jobs %s on %s: %s",
+                        ", ".join(str(r.id) for r, _ in jobs), node, e)
             return
-        if row.id not in self.stops.stopping:  # a stop began meanwhile: it records the end
-            await self._settle(row, status)
+        # a stop that began meanwhile records the end itself
+        await asyncio.gather(*(self._settle(row, status)
+                               for (row, _), status in zip(jobs, statuses, strict=True)
+                               if row.id not in self.stops.stopping))
 
     async def _settle(self, row: JobRow, status: Status) -> None:
         now = self.clock()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -223,6 +223,13 @@ class Executor(Protocol):
 
     async def status(self, handle: Handle, transport: Transport) -> Status:
         """The job's state, exit code and times now."""
+        ...
+
+    async def status_many(self, handles: Sequence[Handle],
+                          transport: Transport) -> list[Status]:
+        """`status` of several jobs on the transport's node, in the order of `handles`, in one
+        round trip (one shell, one API session) whatever their number: a poll costs one call
+        per node, not one per job."""
         ...
 
     async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,

@@ -29,7 +29,7 @@ import math
 import re
 import shlex
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -260,14 +260,24 @@ class DockerExecutor:
         return str(container.id)
 
     async def status(self, handle: Handle, transport: Transport) -> Status:
-        def get(client: docker.DockerClient) -> Status:
-            try:
-                c = client.containers.get(handle.external_id)
-            except docker.errors.NotFound:
-                return Status(RunState.MISSING, detail=f"no container {handle.external_id[:12]}")
-            return status_of(c.attrs)
+        return (await self.status_many([handle], transport))[0]
 
-        result: Status = await self._call(transport, "container status", get)
+    async def status_many(self, handles: Sequence[Handle],
+                          transport: Transport) -> list[Status]:
+        """Every container inspected in one worker thread, over one client."""
+        def get(client: docker.DockerClient) -> list[Status]:
+            out = []
+            for h in handles:
+                try:
+                    out.append(status_of(client.containers.get(h.external_id).attrs))
+                except docker.errors.NotFound:
+                    out.append(Status(RunState.MISSING,
+                                      detail=f"no container {h.external_id[:12]}"))
+            return out
+
+        if not handles:
+            return []
+        result: list[Status] = await self._call(transport, "container status", get)
         return result
 
     async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import scheduler.executors.base as base
@@ -35,13 +36,16 @@ from scheduler.executors.identity import engine_user, job_identity, resolve_owne
 DEFAULT_JOBS_DIR = "~/.fleetdeck/jobs"
 
 # Prints one tab-separated line per job directory: tag, pid, exit code, alive, started, ended.
+# Only shell builtins (`read`, `kill`, `printf`): no process per file, so a poll of every job
+# on a node is one shell (`status_many`).
 _DESCRIBE = r"""
-boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
+rd() { r=; { read -r r < "$1"; } 2>/dev/null; }
+rd /proc/sys/kernel/random/boot_id; boot=$r
 describe() {
   d=$1
-  pid=$(cat "$d/pid" 2>/dev/null); rp=$(cat "$d/runner_pid" 2>/dev/null)
-  ec=$(cat "$d/exit_code" 2>/dev/null); b=$(cat "$d/boot_id" 2>/dev/null)
-  st=$(cat "$d/started_at" 2>/dev/null); en=$(cat "$d/ended_at" 2>/dev/null)
+  rd "$d/pid"; pid=$r; rd "$d/runner_pid"; rp=$r
+  rd "$d/exit_code"; ec=$r; rd "$d/boot_id"; b=$r
+  rd "$d/started_at"; st=$r; rd "$d/ended_at"; en=$r
   alive=0
   if [ -z "$ec" ] && [ "$b" = "$boot" ]; then
     if [ -n "$rp" ] && kill -0 "$rp" 2>/dev/null; then alive=1
@@ -51,7 +55,6 @@ describe() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${d##*/}" "$pid" "$ec" "$alive" "$st" "$en"
 }
 """
-
 
 def runner_script(launch: Launch, *, kill_after_s: float = 10.0,
                   run_as: str | None = None) -> str:
@@ -232,14 +235,30 @@ class ProcessExecutor(base.ShellLogs):
         return base.started_handle("process", res, transport, launch, what)
 
     async def status(self, handle: Handle, transport: Transport) -> Status:
-        tag = f"{handle.job_id}-{handle.attempt}"
-        script = f'{_DESCRIBE}\nd={self._dir(tag)}\n[ -d "$d" ] && describe "$d"\nexit 0'
-        res = await base.run_checked(transport, script, f"status of job {tag}",
-                                     timeout=self.command_timeout_s)
-        line = res.text().rstrip("\n")
-        if not line:
-            return Status(RunState.MISSING, detail=f"no directory for job {tag} on the node")
-        return _status_from(line.split("\t"))
+        return (await self.status_many([handle], transport))[0]
+
+    async def status_many(self, handles: Sequence[Handle],
+                          transport: Transport) -> list[Status]:
+        """Every job's directory described by one shell on the node."""
+        if not handles:
+            return []
+        tags = [f"{h.job_id}-{h.attempt}" for h in handles]
+        script = "\n".join([
+            _DESCRIBE,
+            f"base={base.jobs_dir_expr(self.jobs_dir)}",
+            f'for t in {base.sh_words(tags)}; do d="$base/$t"; [ -d "$d" ] && describe "$d"; done',
+            "exit 0",
+        ])
+        what = f"status of job {tags[0]}" if len(tags) == 1 else f"status of {len(tags)} jobs"
+        res = await base.run_checked(transport, script, what, timeout=self.command_timeout_s)
+        found = {}
+        for line in res.text().splitlines():
+            fields = line.split("\t")
+            if len(fields) == 6:
+                found[fields[0]] = _status_from(fields)
+        return [found.get(tag) or Status(RunState.MISSING,
+                                         detail=f"no directory for job {tag} on the node")
+                for tag in tags]
 
     async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
                    notice: bool = False) -> None:

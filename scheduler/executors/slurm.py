@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -264,10 +265,11 @@ class SlurmExecutor(base.ShellLogs):
                                      timeout=self.start_wait_s + self.command_timeout_s)
         return base.started_handle("slurm", res, transport, launch, what)
 
-    async def status(self, handle: Handle, transport: Transport) -> Status:
+    def _status_script(self, handle: Handle) -> str:
+        """Prints the `Q|`, `F|`, `C|`, `A|` lines `status_from_report` reads."""
         jid = self._id(handle)
         active = "|".join(sorted(PENDING_STATES | RUNNING_STATES))
-        script = "\n".join(
+        return "\n".join(
             [
                 f"id={jid}; d={self._dir(handle)}",
                 "q=$(squeue -h -t all -j \"$id\" -o '%T|%S|%e' 2>/dev/null | head -n 1)",
@@ -284,9 +286,32 @@ class SlurmExecutor(base.ShellLogs):
                 "exit 0",
             ]
         )
-        res = await base.run_checked(transport, script, f"status of Slurm job {jid}",
+
+    async def status(self, handle: Handle, transport: Transport) -> Status:
+        res = await base.run_checked(transport, self._status_script(handle),
+                                     f"status of Slurm job {self._id(handle)}",
                                      timeout=self.command_timeout_s)
         return status_from_report(res.text())
+
+    async def status_many(self, handles: Sequence[Handle],
+                          transport: Transport) -> list[Status]:
+        """Each job's status script in a subshell of one shell, its report after an `@|`
+        line."""
+        if not handles:
+            return []
+        script = "\n".join(f'echo "@|{i}"\n(\n{self._status_script(h)}\n)'
+                           for i, h in enumerate(handles))
+        res = await base.run_checked(transport, script + "\nexit 0",
+                                     f"status of {len(handles)} Slurm jobs",
+                                     timeout=self.command_timeout_s)
+        reports = [""] * len(handles)
+        at = -1
+        for line in res.text().splitlines():
+            if line.startswith("@|") and line[2:].isdigit():
+                at = int(line[2:])
+            elif 0 <= at < len(reports):
+                reports[at] += line + "\n"
+        return [status_from_report(r) for r in reports]
 
     async def stop(self, handle: Handle, transport: Transport, *, grace_s: float,
                    notice: bool = False) -> None:

@@ -1,7 +1,8 @@
 """The executor contract, one suite for every executor (process, docker, slurm; a new executor
-adds a `kit` branch): exit codes, env, workdir and logs; arguments reach the program verbatim;
-start is idempotent; a fresh executor discovers jobs and cleans them up; output streams while a
-job runs; stop is TERM, a grace, then KILL; a preempted job gets its notice and resumes.
+adds a `kit` branch): exit codes, env, workdir and logs; the status of many jobs in one call;
+arguments reach the program verbatim; start is idempotent; a fresh executor discovers jobs and
+cleans them up; output streams while a job runs; stop is TERM, a grace, then KILL; a preempted
+job gets its notice and resumes.
 
 What only one executor has (Docker labels, limits and device requests, Slurm resources and
 pending jobs, process max runtimes and SSH drops, logins as job owners) stays in
@@ -193,6 +194,35 @@ async def test_exit_codes_env_and_logs(kit: Kit) -> None:
     assert await read_logs(ex, bad, t) == b"failing\n"
     # follow on a finished job prints the log and ends
     assert await read_logs(ex, bad, t, follow=True) == b"failing\n"
+
+
+async def test_status_many_answers_like_status_one_by_one(kit: Kit) -> None:
+    """The poll's batch: one call for a running, a succeeded, a failed and an unknown job
+    gives, in order, what `status` gives for each."""
+    ex, t = kit.executor, kit.transport
+    running = await ex.start(kit.launch(("sleep", "60")), t)
+    ok = await ex.start(kit.launch(("true",)), t)
+    bad = await ex.start(kit.launch(("sh", "-c", "exit 3")), t)
+    unknown = dataclasses.replace(bad, job_id=next(_IDS),
+                                  external_id="9" * (64 if kit.kind == "docker" else 9))
+    try:
+        assert (await wait_done(ex, ok, t)).exit_code == 0
+        assert (await wait_done(ex, bad, t)).exit_code == 3
+        await wait_state(ex, running, t, "running")
+        handles = [running, ok, bad, unknown]
+        many = await ex.status_many(handles, t)
+        one_by_one = [await ex.status(h, t) for h in handles]
+
+        def seen(st: Any) -> tuple[Any, ...]:
+            return st.state, st.exit_code, st.started_at, st.ended_at
+
+        assert [seen(s) for s in many] == [seen(s) for s in one_by_one]
+        assert [(s.state, s.exit_code) for s in many[:3]] == [
+            ("running", None), ("exited", 0), ("exited", 3)]
+        assert many[3].state != "running"
+        assert await ex.status_many([], t) == []
+    finally:
+        await ex.stop(running, t, grace_s=1.0)
 
 
 async def test_hostile_arguments_cannot_inject(kit: Kit) -> None:
