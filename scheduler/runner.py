@@ -117,6 +117,9 @@ def snapshot(inventory: Sequence[NodeCapacity], running: Sequence[RunningAllocat
     nodes = []
     for n in inventory:
         held = by_node.get(n.name, [])
+        if not held and all(g.alloc_milli <= 1000 for g in n.gpus):
+            nodes.append(n)  # nothing to apply: most of a fleet, 9 copies a node saved
+            continue
         gpu_alloc: dict[int, int] = {}
         for r in held:
             for i in r.assignment.gpu_indices:
