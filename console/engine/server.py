@@ -26,7 +26,7 @@ import msgspec
 from console import __version__
 from console.engine.access import Caller, Peer, no_role_message, peer_of
 from console.engine.api.methods import BY_NAME, Method, Role, conforms
-from console.engine.api.replies import FleetDelta, HelloReply
+from console.engine.api.replies import FleetDelta, FleetNode, HelloReply
 from console.engine.api.requests import Hello, Request
 from console.engine.protocol import (
     PROTOCOL_VERSION,
@@ -100,13 +100,16 @@ class WireCache:
     second, is the same list object for every caller who may see all of it; a fleet delta the
     same object for every caller with that cursor) are encoded once: by identity, holding
     the object so its id cannot be reused. Shared answers are read-only by contract
-    (`svc_fleet.FleetAnswer`)."""
+    (`svc_fleet.FleetAnswer`). A fleet node is encoded once too, while it is the same object:
+    deltas for different cursors, and the fleet from one rebuild to the next, share most
+    nodes, so an answer is mostly a join of encoded nodes."""
 
     MIN_ITEMS = 64  # small answers cost less to encode than to look up
     KEEP = 8
 
     def __init__(self) -> None:
         self._entries: OrderedDict[int, tuple[object, msgspec.Raw]] = OrderedDict()
+        self._nodes: dict[int, tuple[FleetNode, bytes]] = {}
 
     def raw(self, value: Any) -> Any:
         items = value.nodes if isinstance(value, FleetDelta) else value
@@ -116,11 +119,35 @@ class WireCache:
         if hit is not None and hit[0] is value:
             self._entries.move_to_end(id(value))
             return hit[1]
-        raw = encode_raw(value)
+        raw = self._encode(value, items)
         self._entries[id(value)] = (value, raw)
         while len(self._entries) > self.KEEP:
             self._entries.popitem(last=False)
         return raw
+
+    def _encode(self, value: Any, items: list[Any]) -> msgspec.Raw:
+        if not isinstance(items[0], FleetNode):
+            return encode_raw(value)
+        body = b"[" + b",".join(self._node_bytes(items)) + b"]"
+        if not isinstance(value, FleetDelta):
+            return msgspec.Raw(body)
+        # the delta's other fields, with the nodes spliced in (strings in it are escaped,
+        # so only the field itself reads "nodes":[] unescaped)
+        rest = encode_raw(msgspec.structs.replace(value, nodes=[]))
+        return msgspec.Raw(bytes(rest).replace(b'"nodes":[]', b'"nodes":' + body, 1))
+
+    def _node_bytes(self, nodes: list[FleetNode]) -> list[bytes]:
+        cache = self._nodes
+        out = []
+        for n in nodes:
+            hit = cache.get(id(n))
+            if hit is None or hit[0] is not n:
+                hit = (n, bytes(encode_raw(n)))
+                cache[id(n)] = hit
+            out.append(hit[1])
+        if len(cache) > 4 * len(nodes) + 256:  # keep only the nodes of the newest answer
+            self._nodes = {id(n): cache[id(n)] for n in nodes}
+        return out
 
 
 class ControlServer:
