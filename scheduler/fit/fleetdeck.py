@@ -34,9 +34,9 @@ _BATCH_SHAPES = 32  # at most this many of them
 _FEW_STATES = 8  # new states scored for those shapes at most (else for the asking shape only)
 _PREPARE_SCAN = 1024  # queued requests `prepare` reads at most
 _PREPARE_CELLS = 2048  # table cells per numpy pass of `prepare` (bounds its arrays)
-# table cells (state ids x request shapes) kept at most: 12 bytes each, and the table lives
+# table cells (state ids x request shapes) kept at most: 20 bytes each, and the table lives
 # as long as the policy (an engine's whole run)
-_SCORE_LIMIT = 1 << 20
+_SCORE_LIMIT = 600_000
 
 
 class Fleetdeck(FragPolicy):
@@ -74,6 +74,7 @@ class Fleetdeck(FragPolicy):
             if prev is static or static.adopt_numbering(prev):
                 if prev is not static:
                     old.shapes.rebind(static)
+                    old.retie(_tie_scale(static))
                 old.mix = mix
                 return old
         table = self._table = ScoreTable(static, mix)
@@ -180,7 +181,7 @@ class Fleetdeck(FragPolicy):
             return None
         top = (score == best).nonzero()[0]
         if top.size > 1:
-            tie = _tie(state, req, top)
+            tie = table.tie[q].take(sid[top])  # as `_tie`, kept per state
             top = top[tie == tie.max()]
         i = int(top[0] if top.size == 1 else top[self.rng.integers(top.size)])
         if req.gpu_count == 0:
@@ -207,6 +208,14 @@ class Fleetdeck(FragPolicy):
         table.score[at] = best.reshape(shape)
         table.col[at] = col.reshape(shape)
         table.val[at] = held.reshape(shape)
+        # `_tie` of each shape on each state, the same arithmetic element by element
+        shapes, (cpu_scale, gpu_scale) = table.shapes, table.tie_scale
+        cpu_left = (state.cpu_free[reps] - shapes.cpu_milli[qs][:, None]) / cpu_scale
+        total = shapes.gpu_count[qs] * shapes.gpu_milli[qs]
+        gpu_left = (state.gpu_sum[reps] - total[:, None]) / gpu_scale
+        table.tie[at] = -(cpu_left + gpu_left)
+        table.state_cpu[ids] = state.cpu_free[reps]
+        table.state_gpu[ids] = state.gpu_sum[reps]
 
 
 class ScoreTable:
@@ -215,7 +224,8 @@ class ScoreTable:
     reaches a state seen before costs a lookup, and a new state is scored for all shapes in
     one numpy pass. Kept across snapshots of one fleet (`FleetStatic.adopt_numbering`)."""
 
-    __slots__ = ("clock", "col", "last", "mix", "n_ids", "score", "shapes", "val")
+    __slots__ = ("clock", "col", "last", "mix", "n_ids", "score", "shapes", "state_cpu",
+                 "state_gpu", "tie", "tie_scale", "val")
 
     def __init__(self, static: FleetStatic, mix: WorkloadMix) -> None:
         self.shapes = ShapeSet(static)
@@ -223,6 +233,11 @@ class ScoreTable:
         self.score = np.zeros((0, 0))  # +inf: not scored yet
         self.col = np.zeros((0, 0), dtype=np.int16)  # chosen GPU column (shares), -1 none
         self.val = np.zeros((0, 0), dtype=np.int16)  # free milli of the chosen GPU (shares)
+        self.tie = np.zeros((0, 0))  # the tie-break (`_tie`) where scored
+        self.tie_scale = _tie_scale(static)  # its divisors
+        # per state id: free CPU and GPU milli (what `tie` reads of a state)
+        self.state_cpu = np.zeros(0, dtype=np.int64)
+        self.state_gpu = np.zeros(0, dtype=np.int64)
         self.clock = 0  # queries so far
         self.last = np.zeros(0, dtype=np.int64)  # per shape: clock of its latest query
         self.n_ids = 0  # state ids in use when last checked against the size bound
@@ -254,11 +269,27 @@ class ScoreTable:
             qs = qs[np.argpartition(-self.last[qs], _BATCH_SHAPES - 1)[:_BATCH_SHAPES]]
         return qs
 
+    def retie(self, scale: tuple[int, int]) -> None:
+        """Recompute every tie-break for another fleet's divisors (`_tie_scale`)."""
+        if scale == self.tie_scale:
+            return
+        self.tie_scale = cpu_scale, gpu_scale = scale
+        rows, cols = self.tie.shape
+        s = self.shapes
+        n = min(rows, len(s))
+        total = s.gpu_count[:n] * s.gpu_milli[:n]
+        cpu_left = (self.state_cpu[None, :cols] - s.cpu_milli[:n, None]) / cpu_scale
+        gpu_left = (self.state_gpu[None, :cols] - total[:, None]) / gpu_scale
+        self.tie[:n] = -(cpu_left + gpu_left)
+
     def clear(self) -> None:
         """Forget all scores (the shapes stay)."""
         self.score = np.zeros((0, 0))
         self.col = np.zeros((0, 0), dtype=np.int16)
         self.val = np.zeros((0, 0), dtype=np.int16)
+        self.tie = np.zeros((0, 0))
+        self.state_cpu = np.zeros(0, dtype=np.int64)
+        self.state_gpu = np.zeros(0, dtype=np.int64)
 
     def reserve(self, n_shapes: int, n_ids: int) -> None:
         rows, cols = self.score.shape
@@ -280,6 +311,12 @@ class ScoreTable:
         self.score = grown(self.score, np.inf)
         self.col = grown(self.col, -1)
         self.val = grown(self.val, -1)
+        self.tie = grown(self.tie, 0.0)
+        for name in ("state_cpu", "state_gpu"):
+            old: npt.NDArray[np.int64] = getattr(self, name)
+            new = np.zeros(new_cols, dtype=np.int64)
+            new[: old.size] = old[:new_cols]
+            setattr(self, name, new)
 
 
 def _sync(state: FleetState, table: ScoreTable) -> npt.NDArray[np.int64]:
@@ -298,10 +335,15 @@ def _sync(state: FleetState, table: ScoreTable) -> npt.NDArray[np.int64]:
     return sid
 
 
+def _tie_scale(static: FleetStatic) -> tuple[int, int]:
+    """The divisors of `_tie` on this fleet: the most CPU and GPU milli of one node."""
+    return max(static.max_cpu_milli, 1), max(static.max_gpus * 1000, 1)
+
+
 def _tie(state: FleetState, req: ResourceRequest, rows: npt.NDArray[np.intp]) -> FloatArray:
     """Fleetdeck's tie-break: higher for less free capacity left after placing `req`."""
-    s = state.static
-    cpu_left = (state.cpu_free[rows] - req.cpu_milli) / max(s.max_cpu_milli, 1)
-    gpu_left = (state.gpu_sum[rows] - req.total_gpu_milli) / max(s.max_gpus * 1000, 1)
+    cpu_scale, gpu_scale = _tie_scale(state.static)
+    cpu_left = (state.cpu_free[rows] - req.cpu_milli) / cpu_scale
+    gpu_left = (state.gpu_sum[rows] - req.total_gpu_milli) / gpu_scale
     tie: FloatArray = -(cpu_left + gpu_left)
     return tie

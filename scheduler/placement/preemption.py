@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from collectors.formatting import duration_rounded
@@ -204,7 +204,7 @@ class VictimSearch:
         mask = state.static_mask(req)
         # a node whose free GPUs plus all its candidates' GPUs are too few is skipped unread
         free = state.gpu_class(req).n_full if req.gpu_count and not req.fractional else None
-        best: tuple[tuple[float, float, int, int], Claim] | None = None
+        best: tuple[tuple[float, float, int, int], Claim, int] | None = None
         found = 0
         for i in self._nodes:
             if not mask[i]:
@@ -219,14 +219,16 @@ class VictimSearch:
                 continue
             cost = self._cost(claim)
             if best is None or cost < best[0]:
-                best = (cost, claim)
+                best = (cost, claim, i)
             found += 1
             if found >= NODES_COMPARED:
                 break
         if best is None:
             self._failed.add(key)
             return None
-        claim = best[1]
+        _, claim, i = best
+        # the room to hold, for the chosen node only (leaving jobs came first in its pool)
+        claim = replace(claim, hold=self._hold(i, req, (*claim.leaving, *claim.victims)))
         for r in (*claim.victims, *claim.leaving):
             self.taken.add(r.job_id)
         for r in claim.victims:
@@ -250,13 +252,20 @@ class VictimSearch:
         chosen: list[RunningAllocation] = []
         removed: Usage = dict(self.removed)
         fits = False
+        state = self._state
+        row = state.gpu_free[i].tolist()  # free on the node with `chosen` gone
+        cpu = int(state.cpu_free[i])
+        mem = int(state.mem_free[i])
+        pos = state.static.pos[i]
+        ok = state.gpu_class(req).gpu_ok[i].tolist()
         for r in pool:
             if not r.leaving and not self._keeps_guarantee(r, removed):
                 continue
             chosen.append(r)
             if not r.leaving:
                 self._remove(r, removed)
-            if self._fits(i, req, chosen):
+            cpu, mem = _give_back(r.assignment, pos, row, cpu, mem)
+            if _fits_free(req, ok, row, cpu, mem):
                 fits = True
                 break
         if not fits:
@@ -266,10 +275,9 @@ class VictimSearch:
             rest = [c for c in chosen if c is not r]
             if self._fits(i, req, rest):
                 chosen = rest
-        hold = self._hold(i, req, chosen)
         return Claim(self._state.static.names[i], kind,
                      tuple(r for r in chosen if not r.leaving),
-                     tuple(r for r in chosen if r.leaving), hold)
+                     tuple(r for r in chosen if r.leaving), None)  # hold: see `find`
 
     def _freed(self, i: int, freed: Sequence[RunningAllocation]) -> tuple[list[int], int, int]:
         state = self._state
@@ -278,13 +286,7 @@ class VictimSearch:
         mem = int(state.mem_free[i])
         pos = state.static.pos[i]
         for r in freed:
-            a = r.assignment
-            cpu += a.cpu_milli
-            mem += a.mem_bytes
-            for idx in a.gpu_indices:
-                j = pos.get(idx)
-                if j is not None:
-                    row[j] = min(MILLI_PER_GPU, row[j] + a.gpu_milli)
+            cpu, mem = _give_back(r.assignment, pos, row, cpu, mem)
         return row, cpu, mem
 
     def _gpu_cols(self, i: int, req: ResourceRequest, row: list[int]) -> list[int]:
@@ -323,6 +325,28 @@ class VictimSearch:
             node=state.static.names[i],
             gpu_indices=state.gpu_indices(i, cols) if gpu else (),
             gpu_milli=need if gpu else 0, cpu_milli=max(0, cpu), mem_bytes=max(0, mem))
+
+
+def _give_back(a: Assignment, pos: dict[int, int], row: list[int], cpu: int,
+               mem: int) -> tuple[int, int]:
+    """Add what `a` holds to a node's free GPU `row` (in place), CPU and memory."""
+    for idx in a.gpu_indices:
+        j = pos.get(idx)
+        if j is not None:
+            row[j] = min(MILLI_PER_GPU, row[j] + a.gpu_milli)
+    return cpu + a.cpu_milli, mem + a.mem_bytes
+
+
+def _fits_free(req: ResourceRequest, ok: list[bool], row: list[int], cpu: int,
+               mem: int) -> bool:
+    """Whether `req` fits a node with free GPU `row`, CPU and memory (`ok`: its GPUs the
+    request may use), as `VictimSearch._fits` decides."""
+    if cpu < req.cpu_milli or mem < req.mem_bytes:
+        return False
+    if req.gpu_count == 0:
+        return True
+    need = req.gpu_milli if req.fractional else MILLI_PER_GPU
+    return sum(1 for good, v in zip(ok, row, strict=True) if good and v >= need) >= req.gpu_count
 
 
 def reclaim_why(ledger: QuotaLedger, user: str, project: str, team: str, milli: int) -> str:

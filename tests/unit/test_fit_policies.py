@@ -222,4 +222,8 @@ def test_fleetdeck_scores_carry_over_to_the_next_snapshot(
             assert np.array_equal(ours["score"], fresh["score"])
             can = fresh["score"] > -np.inf  # the GPU a share takes, where it may go
             assert np.array_equal(ours["col"][can], fresh["col"][can])
+            # the tie-breaks kept per state (rescaled for another fleet) read as computed
+            q = kept._reqs[id(req)][1]
+            kept_tie = kept._table.tie[q].take(nxt.all_state_ids())
+            assert np.array_equal(kept_tie[can], fresh["tie"][can])
     assert kept._table is table  # kept, not rebuilt
