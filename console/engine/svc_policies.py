@@ -280,10 +280,9 @@ class PolicyService(BaseService):
             s_since = max(floor, self._samples_seen - self._lag_s)
             e_since = max(floor, self._events_seen - self._lag_s)
             # rows become samples on the reader thread: a fleet's interval is thousands
-            all_samples, all_events = await self.engine.reads.run(
-                lambda s: _health_inputs(s, s_since, e_since))
-            samples = [x for x in all_samples
-                       if x.ts > self._sample_marks.get(x.node, self._start_mark)]
+            marks, start = dict(self._sample_marks), self._start_mark
+            samples, all_events = await self.engine.reads.run(
+                lambda s: _health_inputs(s, s_since, e_since, marks, start))
             events = [e for e in all_events
                       if e.ts > self._event_marks.get(e.node, NEG_INF)]
             if not samples and not events:
@@ -465,21 +464,32 @@ def _snooze_entry(sn: Snooze) -> SnoozeEntry:
 
 # -- store reads (on the store thread) ---------------------------------------------------------
 
-def health_rows(store: Store, samples_since: float, events_since: float,
-                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    samples = store.con.execute(  # epoch in SQL: no datetime per row in Python
-        "SELECT node, gpu_index, epoch(ts), uuid, ecc_uncorrected, retired_pending, "
-        "remap_failure FROM gpu_samples WHERE ts > ? ORDER BY ts",
-        [utc(samples_since)]).fetchall()
-    events = store.con.execute(
+def _health_inputs(store: Store, samples_since: float, events_since: float,
+                   marks: Mapping[str, float], start_mark: float,
+                   ) -> tuple[list[hp.GpuHealthSample], list[hp.GpuEvent]]:
+    """GPU samples after `samples_since` that are newer than their node's mark (the newest
+    handled; `start_mark` for a node without one), and GPU events after `events_since`. The
+    window reaches back for late commits, so most of it was handled: the marks are joined in
+    SQL and only new rows become samples (on the reader thread; epoch in SQL, no datetime
+    per row)."""
+    import pyarrow as pa
+
+    con = store.con
+    con.register("_fd_health_marks", pa.table({
+        "node": pa.array(list(marks), pa.string()),
+        "mark": pa.array(list(marks.values()), pa.float64())}))
+    try:
+        sample_rows = con.execute(
+            "SELECT g.node, g.gpu_index, epoch(g.ts), g.uuid, g.ecc_uncorrected, "
+            "g.retired_pending, g.remap_failure FROM gpu_samples g "
+            "LEFT JOIN _fd_health_marks m ON m.node = g.node "
+            "WHERE g.ts > ? AND epoch(g.ts) > coalesce(m.mark, ?) ORDER BY g.ts",
+            [utc(samples_since), start_mark]).fetchall()
+    finally:
+        con.unregister("_fd_health_marks")
+    event_rows = con.execute(
         "SELECT ts, node, gpu_index, uuid, kind, code, detail FROM gpu_events WHERE ts > ? "
         "ORDER BY ts", [utc(events_since)]).fetchall()
-    return samples, events
-
-
-def _health_inputs(store: Store, samples_since: float, events_since: float,
-                   ) -> tuple[list[hp.GpuHealthSample], list[hp.GpuEvent]]:
-    sample_rows, event_rows = health_rows(store, samples_since, events_since)
     return hp.samples_from_rows(sample_rows), hp.events_from_rows(event_rows)
 
 
