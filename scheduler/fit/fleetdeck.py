@@ -5,7 +5,9 @@ equal states (`FleetState.state_ids`) score equally, a select gathers its shape'
 fleet's state ids, and a state not seen before is scored in one numpy pass
 (`state_scores.score_states`) for the shapes asked for lately, not once per shape. `prepare`
 (called by `plan` with the cycle's queue) scores the snapshot's states for the queue's first
-shapes up front, in a few wide passes. The table outlives a placement cycle: the next cycle's
+shapes up front, in a few wide passes. States are keyed with free memory capped at the most
+a scored shape asks (`_fit_key_mem`): scores read memory only through that, and nodes that
+differ in memory alone are one state. The table outlives a placement cycle: the next cycle's
 snapshot of the same fleet adopts its state numbering, so states scored in earlier cycles cost
 a lookup.
 """
@@ -95,6 +97,7 @@ class Fleetdeck(FragPolicy):
                 self._reqs.clear()
             mask = state.static.node_mask(req)
             q = table.shapes.add(RequestShape.demand_of(req), req)
+            _fit_key_mem(state.static, model, table)
             info = self._reqs[id(req)] = (req, q, None if mask.all() else ~mask)
         _, q, off = info
         sid = _sync(state, table)
@@ -142,6 +145,7 @@ class Fleetdeck(FragPolicy):
         if table is None or table.mix is not model.mix or table.shapes.static is not state.static:
             table = self._table_for(state.static, model.mix)
         qs = np.unique([table.shapes.add(RequestShape.demand_of(r), r) for r in reqs])
+        _fit_key_mem(state.static, model, table)
         sid = _sync(state, table)
         ids, reps = np.unique(sid[state.static.schedulable], return_index=True)
         reps = np.flatnonzero(state.static.schedulable)[reps]
@@ -317,6 +321,23 @@ class ScoreTable:
             new = np.zeros(new_cols, dtype=np.int64)
             new[: old.size] = old[:new_cols]
             setattr(self, name, new)
+
+
+def _fit_key_mem(static: FleetStatic, model: FragModel, table: ScoreTable) -> None:
+    """Key node memory no finer than the scores read it: a state's scores read free memory
+    only as "at least what the shape asks" (unless the workload mix carries memory), so free
+    memory above the most any shape in the table asks is all one (`set_key_mem_cap`). The
+    cap only grows (numbering afresh and forgetting the scores each time)."""
+    cur = static.key_mem_cap
+    if model.s_use_mem:
+        want = None
+    else:
+        want = int(table.shapes.mem_bytes.max(initial=0))
+        if cur is not None and want <= cur:
+            return
+    if want != cur:
+        static.set_key_mem_cap(want)
+        table.clear()
 
 
 def _sync(state: FleetState, table: ScoreTable) -> npt.NDArray[np.int64]:

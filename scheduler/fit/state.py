@@ -116,11 +116,22 @@ class FleetStatic:
         # node_key -> small integer id, shared by all copies of states over this fleet
         self.state_ids: dict[tuple[int, ...], int] = {}
         self.state_epoch = 0  # bumped when the numbering starts over
+        # node keys hold free memory up to this (None: exact); see `set_key_mem_cap`
+        self.key_mem_cap: int | None = None
 
     def reset_state_ids(self) -> None:
         """Start the state numbering over (states renumber their nodes on next use)."""
         self.state_ids = {}
         self.state_epoch += 1
+
+    def set_key_mem_cap(self, cap: int | None) -> None:
+        """Key nodes' free memory as min(free, `cap`) (None: exactly), numbering afresh: nodes
+        that differ only in memory above `cap` then share a state, which is sound for a
+        numbering user whose every request asks at most `cap` and whose scores read memory
+        only through that (fleetdeck's, unless its workload mix carries memory)."""
+        if cap != self.key_mem_cap:
+            self.key_mem_cap = cap
+            self.reset_state_ids()
 
     def adopt_numbering(self, prev: FleetStatic) -> bool:
         """Number GPU layouts and node states as `prev` (an earlier snapshot of the fleet)
@@ -135,6 +146,7 @@ class FleetStatic:
         self.sig = remap[self.sig] if remap.size else self.sig
         self.layouts = layouts
         self.state_ids = prev.state_ids
+        self.key_mem_cap = prev.key_mem_cap
         self.state_epoch += 1  # states re-key their nodes (keys hold the signature)
         return True
 
@@ -445,17 +457,20 @@ class FleetState:
         return self.gpu_class(_ANY_GPU).n_full
 
     def node_key(self, i: int) -> tuple[int, ...]:
-        """Hashable free state of node `i`: layout signature, CPU and memory free, free milli
-        per GPU column (sorted when the node's GPUs are all alike). Nodes with equal keys
-        score equally for any request."""
+        """Hashable free state of node `i`: layout signature, CPU and memory free (at most
+        `FleetStatic.key_mem_cap`), free milli per GPU column (sorted when the node's GPUs are
+        all alike). Nodes with equal keys score equally for any request (asking at most the
+        memory cap)."""
         k = self._keys[i]
         if k is None:
             free = self.gpu_free[i].tolist()
             if self._s.uniform[i]:
                 free.sort()
-            k = self._keys[i] = (
-                self._s.sig.item(i), self.cpu_free.item(i), self.mem_free.item(i), *free
-            )
+            mem = self.mem_free.item(i)
+            cap = self._s.key_mem_cap
+            if cap is not None and mem > cap:
+                mem = cap
+            k = self._keys[i] = (self._s.sig.item(i), self.cpu_free.item(i), mem, *free)
         return k
 
     def all_state_ids(self) -> IntArray:

@@ -151,3 +151,16 @@ def test_node_versions_track_changes() -> None:
     st.release(a)
     assert st.node_version.tolist() == [0, 2]
     assert np.array_equal(st.feasible(ResourceRequest(gpu_count=4)), [True, True])
+
+
+def test_state_ids_key_memory_up_to_the_cap() -> None:
+    """Nodes alike but for free memory share a state id where both hold at least the cap
+    (`FleetStatic.key_mem_cap`), and not below it or without a cap."""
+    s = state(node("a", mem=256 * GIB), node("b", mem=512 * GIB), node("c", mem=32 * GIB))
+    a, b, c = s.all_state_ids().tolist()
+    assert len({a, b, c}) == 3  # exact memory by default
+    s.static.set_key_mem_cap(64 * GIB)
+    a, b, c = s.all_state_ids().tolist()
+    assert a == b != c
+    s.apply(Assignment("b", (), 0, 0, 480 * GIB))  # 32 GiB left: below the cap now
+    assert s.all_state_ids().tolist()[1] == c
