@@ -7,8 +7,9 @@ audit row, so a crash leaves either all of them or none.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -118,11 +119,36 @@ def _row(values: Sequence[Any]) -> JobRow:
     return JobRow(**d)
 
 
+_jobs_writes = 0  # commits to the jobs table in this process (`jobs_writes`)
+
+
+def jobs_writes() -> int:
+    """A number that grows with every commit that changed the jobs table in this process:
+    an answer read while it held its value is still the answer (the engine's read cache)."""
+    return _jobs_writes
+
+
+def jobs_changed() -> None:
+    """Say that the jobs table changed (after the commit): for writers outside this module."""
+    global _jobs_writes
+    _jobs_writes += 1
+
+
+@contextlib.contextmanager
+def _writing(store: Store) -> Iterator[Any]:
+    """A transaction that changes jobs; `jobs_writes()` grows once it has committed."""
+    try:
+        with store.transaction() as con:
+            yield con
+    finally:
+        jobs_changed()  # also after a failed commit: a cached answer is only ever redone
+
+
 def submit(store: Store, spec: JobSpec, *, actor: str, now: float) -> list[int]:
     """Queue a job (an array makes one row per task) with events and one audit row."""
     tasks = expand_array(spec)
     ts = utc(now)
-    with store.transaction() as con:
+    with _writing(store) as con:
         first = int(con.execute("SELECT nextval('job_id_seq')").fetchall()[0][0])
         ids = [first]
         if len(tasks) > 1:
@@ -204,7 +230,7 @@ def transition_many(store: Store, changes: Sequence[Change], *,
     ts = utc(now)
     ids = sorted({c.job_id for c in changes})
     out: list[JobRow | NotFoundError | TransitionError] = []
-    with store.transaction() as con:
+    with _writing(store) as con:
         before = {r.id: r for r in (_row(v) for v in con.execute(
             f"SELECT {_select()} FROM jobs WHERE id IN (SELECT unnest(?::BIGINT[]))",
             [ids]).fetchall())}
@@ -410,7 +436,7 @@ def set_reasons(store: Store, reasons: Mapping[int, str]) -> None:
     """Store pending reasons of queued jobs (one batch; no events: a reason is not a state)."""
     if not reasons:
         return
-    with store.transaction() as con:
+    with _writing(store) as con:
         con.register("_fd_reasons", _reason_frame(reasons))
         try:
             con.execute("UPDATE jobs SET reason = r.reason FROM _fd_reasons r "

@@ -31,6 +31,7 @@ from console.demo.history import SAMPLES_PER_HOUR, GpuHours, Packed, gpu_hours, 
 from console.demo.history import pack as pack_jobs
 from console.demo.history_extra import Bursts, broken_gpus, bursts, dt
 from console.demo.history_jobs import dict_array, job_tables, ts_array
+from scheduler import journal
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ def write_small(store: Store, tables: dict[str, pa.Table]) -> None:
     with store.transaction():
         for table, frame in tables.items():
             store.append(table, frame)
+    journal.jobs_changed()  # the history's jobs: the engine's cached job pages are old
 
 
 def rollup_tables(h: History) -> dict[str, pa.Table]:
@@ -137,6 +139,7 @@ def write_rollups(store: Store, tables: dict[str, pa.Table]) -> None:
     with store.transaction():
         for table, frame in tables.items():
             store.append(table, frame)
+    journal.jobs_changed()  # the history's jobs: the engine's cached job pages are old
 
 
 def write_history(store: Store, now: float, *, days: int = 182, seed: int = 7) -> HistoryStats:

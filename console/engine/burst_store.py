@@ -104,6 +104,7 @@ def read_pass(store: Store, now: float, known: set[tuple[int, int]],
         if joined and any(j.node in joined and not j.burst for j in active):
             store.con.execute("UPDATE jobs SET burst = true WHERE list_contains(?, node) AND "
                               "state IN ('starting', 'running') AND NOT burst", [joined])
+            journal.jobs_changed()
     return BurstPass(rows, queued, requests, active, last_end)
 
 

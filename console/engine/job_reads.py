@@ -28,8 +28,32 @@ class JobFilter:
     match: JobMatch | None = None
 
 
-async def find_jobs(engine: Host, runner: JobRunner, q: JobFilter) -> list[JobRow]:
-    """Answer a job query from the runner's live set where it covers it, else the store."""
+class StorePages:
+    """Pages the store answered, kept while no commit changed the jobs table since the read
+    began (`journal.jobs_writes`): consoles poll the same first page every few seconds, and
+    ended jobs change only when a job does. Shared rows are read-only."""
+
+    KEEP = 32  # distinct queries (filters and page) kept between two job commits
+
+    def __init__(self) -> None:
+        self._at = -1
+        self._pages: dict[JobFilter, list[JobRow]] = {}
+
+    def get(self, q: JobFilter, at: int) -> list[JobRow] | None:
+        if at != self._at:
+            self._pages.clear()
+            self._at = at
+        return self._pages.get(q)
+
+    def put(self, q: JobFilter, at: int, rows: list[JobRow]) -> None:
+        if at == self._at and (q in self._pages or len(self._pages) < self.KEEP):
+            self._pages[q] = rows
+
+
+async def find_jobs(engine: Host, runner: JobRunner, q: JobFilter,
+                    pages: StorePages | None = None) -> list[JobRow]:
+    """Answer a job query from the runner's live set where it covers it, else the store
+    (through `pages` when given)."""
     live = runner.live
     if q.ids is not None:
         found = {i: r for i in q.ids if (r := live.get(i)) is not None}
@@ -45,6 +69,13 @@ async def find_jobs(engine: Host, runner: JobRunner, q: JobFilter) -> list[JobRo
         return rows[q.offset:q.offset + q.limit] if q.limit else rows[q.offset:]
     if live.covers(q.states):
         return live.page(q.states, user=q.user, limit=q.limit, offset=q.offset, match=q.match)
-    return await engine.reads.run(lambda s: journal.list_jobs(
+    at = journal.jobs_writes()  # before the read: a commit during it makes the page old
+    hit = pages.get(q, at) if pages is not None else None
+    if hit is not None:
+        return hit
+    rows = await engine.reads.run(lambda s: journal.list_jobs(
         s, states=q.states, user=q.user, limit=q.limit, offset=q.offset, newest_first=True,
         match=q.match))
+    if pages is not None:
+        pages.put(q, at, rows)
+    return rows

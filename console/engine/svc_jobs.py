@@ -29,7 +29,7 @@ from console.engine.api.requests import (
     SubmitRequest,
     SuggestQuery,
 )
-from console.engine.job_reads import JobFilter, find_jobs
+from console.engine.job_reads import JobFilter, StorePages, find_jobs
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler, StreamHandler
 from console.engine.service_base import BaseService
@@ -238,6 +238,7 @@ class JobService(BaseService):
         self.cycle_s = cfg.scheduler.cycle_s
         self.kick = asyncio.Event()
         self.workload: WorkloadMix | None = None
+        self.pages = StorePages()  # the store's job pages, until a job changes
         self.runner = JobRunner(
             db=engine.db, executors=self.executors.by_kind(), transport=telemetry.transport,
             inventory=telemetry.inventory, policy=make_policy(cfg.scheduler.policy),
@@ -352,7 +353,7 @@ class JobService(BaseService):
         query = JobFilter(states=tuple(req.states), user=req.user,
                          ids=tuple(req.ids) if req.ids is not None else None,
                          limit=req.limit or None, offset=req.offset, match=match)
-        rows = await find_jobs(self.engine, self.runner, query)
+        rows = await find_jobs(self.engine, self.runner, query, self.pages)
         return [redacted(r, caller) for r in rows]
 
     async def job(self, caller: Caller, req: JobQuery) -> JobInfo:

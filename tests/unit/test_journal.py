@@ -91,3 +91,15 @@ def test_newest_first_pages_match_a_full_sort_across_windows(store: Store) -> No
             got = [r.id for r in journal.list_jobs(store, user=user, newest_first=True,
                                                    limit=limit, offset=offset)]
             assert got == want[offset:offset + limit], (user, limit, offset)
+
+
+def test_jobs_writes_grows_with_every_jobs_commit(store: Store) -> None:
+    """The engine's job page cache keys on `jobs_writes()`: submit, transitions and
+    reasons each move it once they committed."""
+    before = journal.jobs_writes()
+    (jid,) = journal.submit(store, spec(), actor="alice", now=1.0)
+    after_submit = journal.jobs_writes()
+    journal.set_reasons(store, {jid: "waiting: needs 2 GPUs"})
+    after_reasons = journal.jobs_writes()
+    journal.transition(store, jid, "stopped", reason="x", actor="alice", now=2.0)
+    assert before < after_submit < after_reasons < journal.jobs_writes()
