@@ -277,7 +277,7 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
             while isinstance(app.screen, CommandPalette):
                 await pilot.pause(0)
             await pilot.pause(0.3)
-        palette_ms, palette_cpu = palette_ms[1:], palette_cpu[1:]  # the first imports it
+        first_palette_ms, first_palette_cpu = palette_ms.pop(0), palette_cpu.pop(0)
         await pilot.press("q")
 
     loadavg = os.getloadavg()[0]
@@ -297,7 +297,8 @@ async def run(n_nodes: int, n_jobs: int, refreshes: int) -> None:
         print(line)
     print(f"  palette (`:` -> first frame with its list, {n_nodes} nodes + {n_jobs} jobs): "
           f"wall p50 {statistics.median(palette_ms):.0f} ms, max {max(palette_ms):.0f} ms; "
-          f"CPU p50 {statistics.median(palette_cpu):.0f} ms (target: under 200 ms)")
+          f"CPU p50 {statistics.median(palette_cpu):.0f} ms; the first opening "
+          f"{first_palette_ms:.0f} ms, CPU {first_palette_cpu:.0f} ms (target: under 200 ms)")
     print(f"  cells updated per refresh: fleet {cells / refreshes:.0f}, jobs "
           f"{jcells / refreshes:.0f} (+ the live columns of the visible rows, drawn fresh); "
           f"full rebuilds: {'yes' if rebuilt else 'none'}")

@@ -12,7 +12,6 @@ from console.engine.api.replies import WhoAmI
 from console.engine.api.requests import WhoAmIQuery
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
-from reports.personal import user_day
 from scheduler import journal
 
 if TYPE_CHECKING:
@@ -29,6 +28,8 @@ class PeopleService(BaseService):
         return {"whoami": self.whoami}
 
     async def whoami(self, caller: Caller, req: WhoAmIQuery) -> WhoAmI:
+        from reports.personal import user_day  # polars loads with the first report
+
         cfg, user = self.engine.config, caller.user
         quota = next((u.gpu_quota for u in cfg.users if u.name == user), None)
         holding = await self.engine.reads.run(

@@ -28,19 +28,20 @@ from console.engine.api.requests import ExportRequest, ReportQuery, ReportRun, W
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
-from reports.command import ReportArgs, parse_when, render_args, render_report
-from reports.command import build_reports as build
-from reports.export.columns import kinds, title, totals_row
-from reports.model import Report
 from scheduler.sim import whatif as sim_whatif
 
+# `reports` (polars, some 35 MB) loads with the first report, not with the engine
 if TYPE_CHECKING:
     from console.engine.hosting import Host
+    from reports.command import ReportArgs
+    from reports.model import Report
 
 
 def report_json(report: Report) -> ReportData:
     """The first table as columns and rows, plus notes, for the console's preview; each
     table also has its columns' titles for people and kinds, and its totals row if any."""
+    from reports.export.columns import kinds, title, totals_row
+
     tables = []
     for t in report.tables:
         rows = [[_cell(v) for v in row] for row in t.frame.iter_rows()]
@@ -77,6 +78,8 @@ def whatif_prices(cfg: Config) -> tuple[float, float]:
 
 
 def run_args(req: ReportRun) -> ReportArgs:
+    from reports.command import ReportArgs
+
     return ReportArgs(name=req.name, start=req.start, end=req.end, by=req.by, every=req.every,
                       months=req.months, ceiling=req.ceiling, fmt=req.format, user=req.user)
 
@@ -101,11 +104,15 @@ class ReportService(BaseService):
 
     def _period(self, start: str | None, end: str | None,
                 ) -> tuple[datetime | None, datetime | None]:
+        from reports.command import parse_when
+
         now = datetime.fromtimestamp(self.engine.clock())
         return (parse_when(start, now=now, flag="--from") if start else None,
                 parse_when(end, now=now, flag="--to", is_end=True) if end else None)
 
     async def report_run(self, caller: Caller, req: ReportRun) -> ReportOutput:
+        from reports.command import render_args
+
         engine = self.engine
         try:
             result = await engine.db.run(lambda s: render_args(
@@ -115,6 +122,8 @@ class ReportService(BaseService):
         return rendered(result, req.format)
 
     async def report(self, caller: Caller, req: ReportQuery) -> ReportData:
+        from reports.command import build_reports as build
+
         engine = self.engine
         try:
             start, end = self._period(req.start, req.end)
@@ -129,6 +138,8 @@ class ReportService(BaseService):
             raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
 
     async def export(self, caller: Caller, req: ExportRequest) -> Exported:
+        from reports.command import render_report
+
         engine = self.engine
         path = Path(req.path)
         if not path.is_absolute():
