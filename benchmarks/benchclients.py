@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +27,10 @@ from fleetbench import Latencies
 
 from console.engine.api import requests as rq
 from console.engine.client import EngineClient, RemoteError
+from console.fleet_mirror import FleetMirror
 
 METHODS = ("status", "fleet", "jobs", "job", "explain", "policies")
 _COUNTS: dict[str, float] = {}  # this process's: fleet answers and the nodes they carried
-
-
-@dataclass
-class FleetMirror:
-    """A client's copy of the fleet, kept by `fleet_delta` answers (docs/PROTOCOL.md)."""
-
-    cursor: int | None = None
-    nodes: dict[str, Any] = field(default_factory=dict)
-
-    def apply(self, delta: Any) -> None:
-        if delta.full:
-            self.nodes = {}
-        for name in delta.removed:
-            self.nodes.pop(name, None)
-        for n in delta.nodes:
-            self.nodes[n.name] = n
-        self.cursor = delta.cursor
 
 
 @dataclass(frozen=True)

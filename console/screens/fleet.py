@@ -12,7 +12,8 @@ from textual.message import Message
 from textual.widgets import Static
 
 from console.engine.api.replies import FleetNode
-from console.engine.api.requests import FleetQuery
+from console.engine.api.requests import FleetDeltaQuery
+from console.fleet_mirror import FleetMirror
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
 from console.widgets.heatmap import GpuHeatmap, HeatCell, HeatRow
@@ -105,6 +106,7 @@ class FleetScreen(FleetdeckScreen):
     def __init__(self) -> None:
         super().__init__()
         self.nodes: dict[str, FleetNode] = {}
+        self.mirror = FleetMirror()  # the engine's fleet, kept by deltas
         self.heatmap_mode = False
 
     def compose_body(self) -> ComposeResult:
@@ -120,9 +122,11 @@ class FleetScreen(FleetdeckScreen):
         self.query_one(KeyedTable).focus()
 
     async def poll_once(self) -> None:
-        nodes = await self.fetch(FleetQuery())
-        if nodes is not MISSING:
-            self.post_message(self.FleetLoaded(nodes))
+        """Only what changed since the last answer (`fleet_delta`), merged into the copy."""
+        delta = await self.fetch(FleetDeltaQuery(since=self.mirror.cursor))
+        if delta is not MISSING:
+            self.mirror.apply(delta)
+            self.post_message(self.FleetLoaded(self.mirror.by_name()))
 
     @on(FleetLoaded)
     def show_fleet(self, message: FleetLoaded) -> None:

@@ -9,6 +9,7 @@ import msgspec
 from console.engine import svc_fleet
 from console.engine.api.replies import FleetNode
 from console.engine.svc_fleet import FleetAnswer
+from console.fleet_mirror import FleetMirror
 
 
 def node(name: str, util: float = 0.0) -> FleetNode:
@@ -77,3 +78,20 @@ def test_list_answers_and_deltas_leave_out_processes_and_containers() -> None:
     assert again[0] is light[0] and again[1].cpu_util_pct == 9.0
     assert [n.name for n in answer.delta(first.cursor).nodes] == ["b"]
     assert answer.delta(first.cursor).nodes[0].processes == []
+
+
+def test_a_mirror_follows_the_engine_through_deltas_and_a_full_answer() -> None:
+    """The Fleet screen's copy (`FleetMirror`): merged by name, removed names dropped, and a
+    `full` answer (a new engine run) replacing it; it reads like `fleet`, by name."""
+    answer = FleetAnswer(start_version=1000)
+    mirror = FleetMirror()
+    answer.get(0.0, 0, lambda: [node("b"), node("a"), node("c")])
+    mirror.apply(answer.delta(mirror.cursor))
+    answer.get(2.0, 1, lambda: [node("a", util=5.0), node("c"), node("d")])
+    mirror.apply(answer.delta(mirror.cursor))
+    assert [(n.name, n.cpu_util_pct) for n in mirror.by_name()] == [
+        ("a", 5.0), ("c", 0.0), ("d", 0.0)]
+    restarted = FleetAnswer(start_version=2000)
+    restarted.get(0.0, 0, lambda: [node("z")])
+    mirror.apply(restarted.delta(mirror.cursor))
+    assert [n.name for n in mirror.by_name()] == ["z"]
