@@ -384,12 +384,19 @@ class JobService(BaseService):
             raise RequestError(ErrorCode.FAILED, str(e)) from None
 
     async def explain(self, caller: Caller, req: ExplainRequest) -> Explanation:
+        policies = self.engine.policies  # burst verdicts and decisions, the idle verdict
+        extra = (asyncio.ensure_future(policies.explain(req.job)) if policies is not None
+                 else None)  # asked beside the runner's reads, not after them
         try:
             out = await self.runner.explain(req.job)
-        except NotFoundError as e:
-            raise RequestError(ErrorCode.NOT_FOUND, str(e)) from None
-        if self.engine.policies is not None:  # burst verdicts and decisions, the idle verdict
-            out.update(await self.engine.policies.explain(req.job))
+        except BaseException as e:
+            if extra is not None:
+                extra.cancel()
+            if isinstance(e, NotFoundError):
+                raise RequestError(ErrorCode.NOT_FOUND, str(e)) from None
+            raise
+        if extra is not None:
+            out.update(await extra)
         return msgspec.convert(out, Explanation)  # the runner (core) answers plain data
 
     async def place_now(self, spec: JobSpec, *, empty_fleet: bool = False) -> PlacementPlan:

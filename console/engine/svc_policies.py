@@ -154,12 +154,14 @@ class PolicyService(BaseService):
 
     async def explain(self, job_id: int) -> dict[str, Any]:
         """Extra `fleetdeck explain` lines: burst verdicts and decisions, the idle verdict."""
-        out: dict[str, Any] = {"burst": await self.burst.explain_lines(job_id)}
+        since = self.engine.clock() - max(60.0, 3 * self.interval_s)
+        burst, usage = await asyncio.gather(  # two reader threads side by side
+            self.burst.explain_lines(job_id),
+            self.engine.reads.run(lambda s: latest_job_usage(s, job_id, since)))
+        out: dict[str, Any] = {"burst": burst, "usage": usage}
         v = self.idle_verdicts.get(str(job_id))
         if v is not None:
             out["idle"] = v.to_json()
-        since = self.engine.clock() - max(60.0, 3 * self.interval_s)
-        out["usage"] = await self.engine.reads.run(lambda s: latest_job_usage(s, job_id, since))
         return out
 
     # -- lifetime -----------------------------------------------------------------------------
