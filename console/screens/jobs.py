@@ -18,7 +18,8 @@ from textual.message import Message
 from textual.widgets import Static
 
 from console.engine.api.replies import FleetNode, JobInfo, PoliciesReply
-from console.engine.api.requests import FleetQuery, JobsQuery, PoliciesQuery, Request
+from console.engine.api.requests import FleetDeltaQuery, JobsQuery, PoliciesQuery, Request
+from console.fleet_mirror import FleetMirror
 from console.screens.base import MISSING, FleetdeckScreen, Missing
 from console.screens.jobs_window import FULL_EVERY, LIVE_STATES, ids_ahead, ids_to_ask, merge
 from console.widgets import fmt
@@ -161,6 +162,7 @@ class JobsScreen(FleetdeckScreen):
         self._polls = 0  # polls of this screen: every FULL_EVERY-th asks for a whole page
         self._full_next = True  # the next poll asks for a whole page (Ctrl+R, a new filter)
         self.jobs: dict[str, JobInfo] = {}
+        self.fleet_copy = FleetMirror()  # for the Util column, kept by deltas
         self._util: dict[tuple[str, int], float] = {}
         self._idle: dict[str, str] = {}
         # last shown fields, idle state and row per job: an unchanged job reuses its row
@@ -215,8 +217,14 @@ class JobsScreen(FleetdeckScreen):
         return await self.fetch(query)
 
     async def _fleet(self) -> list[FleetNode] | Missing:
-        """GPU utilization for the Util column, on a connection of its own."""
-        return await self.fetch(FleetQuery(), channel=f"{self.CHANNEL}-fleet")
+        """GPU utilization for the Util column, on a connection of its own: what changed
+        since the last poll (`fleet_delta`), merged into this screen's copy."""
+        delta = await self.fetch(FleetDeltaQuery(since=self.fleet_copy.cursor),
+                                 channel=f"{self.CHANNEL}-fleet")
+        if delta is MISSING:
+            return MISSING
+        self.fleet_copy.apply(delta)
+        return self.fleet_copy.by_name()
 
     async def _policies(self) -> PoliciesReply | Missing:
         """Idle warnings for the Idle column, on a connection of its own."""
