@@ -1,9 +1,10 @@
 """The queued and holding (starting, running, preempted) jobs in memory, by id: what the
 engine's reads answer from.
 
-The store stays the truth: the runner replaces the whole set from the store on every
-placement cycle (it lists these jobs anyway) and applies each row it writes in between, so a
-read is never older than one cycle. Jobs that reach a terminal state leave the set.
+The store stays the truth: the runner replaces the whole set from the store on a placement
+cycle after any commit changed the jobs table (`journal.jobs_writes`) and applies each row it
+writes in between, so a read is never older than one cycle. Jobs that reach a terminal state
+leave the set.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from scheduler.job_match import JobMatch
-from scheduler.journal import HOLDING, JobRow
+from scheduler.journal import HOLDING, JobRow, jobs_writes
 from scheduler.states import JobState
 
 LIVE_STATES = frozenset((JobState.QUEUED, *HOLDING))
@@ -23,11 +24,19 @@ class LiveJobs:
     def __init__(self) -> None:
         self._rows: dict[int, JobRow] = {}
         self.loaded = False
+        self._writes: int | None = None  # `jobs_writes()` when the set was read
 
-    def replace(self, rows: Iterable[JobRow]) -> None:
-        """The whole set, as just read from the store."""
+    def replace(self, rows: Iterable[JobRow], writes: int | None = None) -> None:
+        """The whole set, as just read from the store; `writes`: `journal.jobs_writes()`
+        taken before that read."""
         self._rows = {r.id: r for r in rows if r.state in LIVE_STATES}
         self.loaded = True
+        self._writes = writes
+
+    def current(self) -> bool:
+        """True while no commit has changed the jobs table since the set was read (so it is
+        what the store holds: every change in between came with a commit)."""
+        return self._writes is not None and self._writes == jobs_writes()
 
     def apply(self, rows: Iterable[object]) -> None:
         """Rows just written (anything not a `JobRow`, e.g. a refused change, is skipped)."""

@@ -281,9 +281,11 @@ class JobRunner:
         """One placement cycle: plan, mark `starting`, launch in the background."""
         async with self._cycle_lock:
             now = self.clock()
-            rows = await self.db.run(lambda s: journal.list_jobs(
-                s, states=(JobState.QUEUED, *journal.HOLDING)))
-            self.live.replace(rows)
+            if not self.live.current():  # read again only once a commit changed jobs
+                at = journal.jobs_writes()  # before the read: a commit during it makes it old
+                self.live.replace(await self.db.run(lambda s: journal.list_jobs(
+                    s, states=(JobState.QUEUED, *journal.HOLDING))), at)
+            rows = self.live.rows()
             active = [r for r in rows if r.state in journal.ACTIVE]
             rules = self.settings.preemption
             self.preempter.resume(rows, rules)  # after a restart: finish what was begun
@@ -469,13 +471,10 @@ class JobRunner:
             await self._tx(row.id, to, reason=reason, actor="scheduler", **extra)
 
     async def poll(self) -> None:
-        """Ask executors about running jobs (one call per node and executor, in batches of
-        `STATUS_BATCH`); record ends with exit codes. The running jobs come from memory once
-        a cycle has loaded them (the store otherwise)."""
-        if self.live.loaded:
-            rows = self.live.rows((JobState.RUNNING,))
-        else:
-            rows = await self.db.run(lambda s: journal.list_jobs(s, states=(JobState.RUNNING,)))
+        """Ask executors about running jobs (from memory once a cycle loaded them), one call
+        per node and executor (`STATUS_BATCH` jobs at most); record ends with exit codes."""
+        rows = self.live.rows((JobState.RUNNING,)) if self.live.loaded else await self.db.run(
+            lambda s: journal.list_jobs(s, states=(JobState.RUNNING,)))
         by_node: dict[tuple[str, str], list[tuple[JobRow, Handle]]] = {}
         for row in rows:
             handle = handle_of(row)
@@ -494,11 +493,9 @@ class JobRunner:
             return  # unreachable: health decides when it is lost
         try:
             async with self._slot(node):
-                statuses = await self.executors[kind].status_many(
-                    [h for _, h in jobs], transport)
+                statuses = await self.executors[kind].status_many([h for _, h in jobs], transport)
         except (ExecutorError, TransportError) as e:
-            log.warning("status of jobs %s on %s: %s",
-                        ", ".join(str(r.id) for r, _ in jobs), node, e)
+            log.warning("status of jobs %s on %s: %s", [r.id for r, _ in jobs], node, e)
             return
         # a stop that began meanwhile records the end itself
         await asyncio.gather(*(self._settle(row, status)

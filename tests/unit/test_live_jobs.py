@@ -64,3 +64,18 @@ def test_a_text_match_answers_alike_from_memory_and_the_store(store: Store) -> N
     with pytest.raises(ValueError, match="unknown field 'gpus'"):
         parse_match("gpus:4")
     assert engine_part("gpus:4 Ann node:gpu-a01") == "ann node:gpu-a01"
+
+
+def test_current_until_a_commit_changes_the_jobs_table(store: Store) -> None:
+    """The placement cycle reads the store again only when `current` is false."""
+    submit(store, 2)
+    live = LiveJobs()
+    assert not live.current()  # never read
+    at = journal.jobs_writes()
+    live.replace(journal.list_jobs(store, states=("queued", *journal.HOLDING)), at)
+    assert live.current()
+    assert [r.id for r in live.rows()] == [r.id for r in journal.list_jobs(store)]
+    journal.set_reasons(store, {live.rows()[0].id: "waiting"})
+    assert not live.current()
+    live.replace(journal.list_jobs(store, states=("queued",)))  # read without its count
+    assert not live.current()
