@@ -83,6 +83,8 @@ def thread_cpu_s(tid):
 
 async def with_ui(link, demo):
     from console.app import FleetdeckApp
+    from console.engine.gc_tuning import tune_gc
+    tune_gc()  # as `fleetdeck --demo` does before its console runs
     app = FleetdeckApp(link)
     async with app.run_test(size=(160, 50)) as pilot:
         mark("ui_mounted")

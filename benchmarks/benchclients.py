@@ -27,6 +27,7 @@ from fleetbench import Latencies
 
 from console.engine.api import requests as rq
 from console.engine.client import EngineClient, RemoteError
+from console.engine.gc_tuning import tune_gc
 from console.fleet_mirror import FleetMirror
 
 METHODS = ("status", "fleet", "jobs", "job", "explain", "policies")
@@ -126,6 +127,7 @@ async def _one_process(plan: Plan, seeds: range,
 def _process_main(plan: Plan, seeds: range, barrier: Any, out: Any) -> None:
     if plan.nice:
         os.nice(plan.nice)
+    tune_gc()  # as the console does: rare, short collections while decoding large answers
     try:
         lat, refused, cpu_s = asyncio.run(_one_process(plan, seeds, barrier))
         out.put((lat.by_method, lat.errors, refused, {**_COUNTS, "client_cpu_s": cpu_s}))

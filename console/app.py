@@ -54,6 +54,7 @@ from console.engine.client import (
     failure_text,
     missing_text,
 )
+from console.engine.gc_tuning import tune_gc
 from console.engine.host import EmbeddedEngine
 from console.engine.protocol import ErrorCode
 from console.messages import ActionDone, EngineDown, EngineUp, RequestFailed, SummaryLoaded
@@ -545,6 +546,7 @@ def run_console(args: argparse.Namespace) -> int:
     link = asyncio.run(open_link(loaded, readonly=bool(getattr(args, "readonly", False)),
                                  embed=getattr(args, "engine_socket", None) is None))
     try:
+        tune_gc()  # see console/engine/gc_tuning.py
         FleetdeckApp(link).run()
     finally:
         if link.embedded is not None:

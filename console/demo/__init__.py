@@ -62,7 +62,9 @@ def run_demo(args: argparse.Namespace) -> int:
         link, engine = start_demo(demo, readonly=bool(getattr(args, "readonly", False)))
         try:
             from console.app import FleetdeckApp
+            from console.engine.gc_tuning import tune_gc
 
+            tune_gc()  # see console/engine/gc_tuning.py
             FleetdeckApp(link).run()
         finally:
             demo.stop_workload()

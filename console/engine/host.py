@@ -36,7 +36,7 @@ from console.engine.api.replies import DbInfo, StatusReply, Stopping
 from console.engine.api.requests import DbInfoQuery, Request, Shutdown, StatusQuery
 from console.engine.banner import start_line
 from console.engine.faults import Faults, QuietFaults, watch_store
-from console.engine.gc_tuning import tune_for_engine
+from console.engine.gc_tuning import tune_gc
 from console.engine.server import ControlServer, Handler, Limits, StreamHandler
 from console.engine.service_base import Service
 
@@ -342,7 +342,7 @@ async def serve(loaded: Loaded) -> int:
     raise_fd_limit()
     engine = Engine(loaded)
     await engine.start()
-    tune_for_engine()  # rare, short full collections: see gc_tuning
+    tune_gc()  # rare, short full collections: see gc_tuning
     sys.stdout.write(start_line(loaded.config) + "\n")
     sys.stdout.flush()
     loop = asyncio.get_running_loop()
