@@ -374,6 +374,10 @@ def run_bench(name: str, args: argparse.Namespace,
               "--duration 0..86400, --clients 1..2000, 0 <= --queued < --jobs <= 10000000",
               file=sys.stderr)
         return 2
+    if not 0 <= args.nice <= 19:
+        print(f"{name}: --nice: expected 0..19 (the clients' and simulator's niceness)",
+              file=sys.stderr)
+        return 2
     raise_nofile(4 * args.nodes + 4 * args.clients + 256)
     work = Path(tempfile.mkdtemp(prefix=f"fd{name}-"))
     try:

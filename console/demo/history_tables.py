@@ -109,9 +109,7 @@ def small_tables(h: History) -> dict[str, pa.Table]:
 
 def write_small(store: Store, tables: dict[str, pa.Table]) -> None:
     """The small tables, in one transaction (after `reserve`)."""
-    with store.transaction():
-        for table, frame in tables.items():
-            store.append(table, frame)
+    write_rollups(store, tables)
     journal.jobs_changed()  # the history's jobs: the engine's cached job pages are old
 
 
@@ -136,10 +134,10 @@ def rollup_tables(h: History) -> dict[str, pa.Table]:
 
 
 def write_rollups(store: Store, tables: dict[str, pa.Table]) -> None:
+    """`tables` appended in one transaction."""
     with store.transaction():
         for table, frame in tables.items():
             store.append(table, frame)
-    journal.jobs_changed()  # the history's jobs: the engine's cached job pages are old
 
 
 def write_history(store: Store, now: float, *, days: int = 182, seed: int = 7) -> HistoryStats:

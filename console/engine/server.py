@@ -109,7 +109,7 @@ class WireCache:
 
     def __init__(self) -> None:
         self._entries: OrderedDict[int, tuple[object, msgspec.Raw]] = OrderedDict()
-        self._nodes: dict[int, tuple[FleetNode, bytes]] = {}
+        self._nodes: dict[int, tuple[FleetNode, msgspec.Raw]] = {}
 
     def raw(self, value: Any) -> Any:
         items = value.nodes if isinstance(value, FleetDelta) else value
@@ -136,13 +136,13 @@ class WireCache:
         rest = encode_raw(msgspec.structs.replace(value, nodes=[]))
         return msgspec.Raw(bytes(rest).replace(b'"nodes":[]', b'"nodes":' + body, 1))
 
-    def _node_bytes(self, nodes: list[FleetNode]) -> list[bytes]:
+    def _node_bytes(self, nodes: list[FleetNode]) -> list[msgspec.Raw]:
         cache = self._nodes
         out = []
         for n in nodes:
             hit = cache.get(id(n))
             if hit is None or hit[0] is not n:
-                hit = (n, bytes(encode_raw(n)))
+                hit = (n, encode_raw(n))
                 cache[id(n)] = hit
             out.append(hit[1])
         if len(cache) > 4 * len(nodes) + 256:  # keep only the nodes of the newest answer
