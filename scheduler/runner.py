@@ -26,10 +26,10 @@ from collectors.store.audit_kinds import ActionKind
 from collectors.transport.base import Transport, TransportError
 from scheduler import journal, slurm_pool, stop_journal
 from scheduler.executors.base import Executor, ExecutorError, Handle, Launch, RunState, Status
-from scheduler.executors.identity import engine_user, job_identity
 from scheduler.fairshare import FairShare, decayed_gpu_hours
 from scheduler.fit import FitPolicy
 from scheduler.group_commit import GroupCommit
+from scheduler.job_explain import explanation, job_record
 from scheduler.jobspec import ARRAY_COUNT_ENV, ARRAY_INDEX_ENV, JobSpec
 from scheduler.journal import JobRow, handle_of
 from scheduler.live import LiveJobs
@@ -251,30 +251,13 @@ class JobRunner:
                 handle, transport, tail_lines=tail_lines, follow=follow):
             yield chunk
 
-    async def explain(self, job_id: int) -> dict[str, Any]:
-        row, events, preemptions = await self.reads.run(lambda s: (
-            journal.get(s, job_id), journal.events(s, job_id),
-            journal.preemption_audit(s, job_id)))
-        cls = self.settings.classes.resolve(row.spec.priority_class)
-        fair = await self._fair_share()
-        out: dict[str, Any] = {"id": row.id, "name": row.name, "state": row.state,
-                               "reason": row.reason, "events": events,
-                               "priority_class": {"name": cls.name, "priority": cls.priority,
-                                                  "preemptible": cls.preemptible},
-                               "fair_share": round(fair.factor(row.user, row.project or ""), 4),
-                               "preemptions": preemptions}
-        if row.state in journal.HOLDING or row.state in journal.TERMINAL:
-            out["placement"] = {"node": row.node, "gpu_indices": list(row.gpu_indices),
-                                "gpu_milli": row.gpu_milli, "executor": row.executor}
-            transport = await self.transport(row.node) if row.node else None
-            if transport is not None:
-                ident = job_identity(transport.node, engine_user())
-                out["placement"]["runs_as"] = ident.job_runs_as(row.user, row.executor or "")
-        elif self.last_plan is not None:
-            key = str(job_id)
-            if key in self.last_plan.reservations:
-                out["reserved_start"] = self.last_plan.reservations[key]
-        return out
+    async def explain(self, job_id: int, also: Callable[[Store], T]) -> tuple[dict[str, Any], T]:
+        """The job's `explain` (plain data; raises `NotFoundError`) and `also(store)`, the
+        caller's own reads of it, asked in the same reader call: one thread hop."""
+        record, extra = await self.reads.run(lambda s: (job_record(s, job_id), also(s)))
+        return await explanation(record, classes=self.settings.classes,
+                                 fair=await self._fair_share(), transport=self.transport,
+                                 last_plan=self.last_plan), extra
 
     # -- the loop -----------------------------------------------------------------------
     async def cycle(self) -> PlacementPlan:

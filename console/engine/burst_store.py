@@ -17,6 +17,7 @@ from console.config import NodeConfig
 from scheduler import journal
 from scheduler.jobspec import JobSpec
 from scheduler.models import ResourceRequest
+from scheduler.policies.audit import BURST_ACTOR
 from scheduler.policies.burst import ProvisionDecision
 from scheduler.policies.spend import ACTIVE_LIFECYCLE, InstanceLifecycle, period_starts
 from scheduler.providers.base import Instance, Offer
@@ -61,6 +62,30 @@ def instance_rows(store: Store, *, since: float) -> list[dict[str, Any]]:
     return dict_rows(store, "SELECT * FROM burst_instances WHERE state IN ('provisioning', "
                      "'ready', 'terminating') OR launched_at >= ? OR terminated_at >= ? "
                      "ORDER BY launched_at", [utc(since), utc(since)])
+
+
+def instances_since(rows: Sequence[dict[str, Any]], since: float) -> list[dict[str, Any]]:
+    """Of `instance_rows(since=earlier)`, those `instance_rows(since=since)` answers."""
+    at = utc(since)
+    return [r for r in rows if r["state"] in ACTIVE_STATES
+            or (r["launched_at"] is not None and r["launched_at"] >= at)
+            or (r["terminated_at"] is not None and r["terminated_at"] >= at)]
+
+
+def explain_lines(store: Store, job_id: int, lines: list[str]) -> list[str]:
+    """`lines` (the job's burst verdict), then the burst decisions about the job and the
+    instances rented for it, oldest first, each once."""
+    prefix = f"fd-{job_id}-"
+    rows = store.con.execute(
+        "SELECT ts, action, target, reason FROM actions WHERE actor = ? AND "
+        "((target_kind = 'job' AND target = ?) OR (target_kind = 'instance' AND "
+        "starts_with(target, ?))) ORDER BY id", [BURST_ACTOR, str(job_id), prefix]).fetchall()
+    out = list(lines)
+    for ts, action, target, reason in rows:
+        line = f"{ts:%Y-%m-%d %H:%M:%S} {action} {target}: {reason}"
+        if line not in out:
+            out.append(line)
+    return out
 
 
 def read_pass(store: Store, now: float, known: set[tuple[int, int]],

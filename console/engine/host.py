@@ -101,11 +101,11 @@ class StoreReader:
     the writer connection's lock while holding the GIL, which deadlocks against a writer
     query that needs the GIL (an Arrow scan)."""
 
-    def __init__(self, worker: StoreWorker, threads: int = 2) -> None:
+    def __init__(self, worker: StoreWorker, threads: int = 2, *,
+                 name: str = "fleetdeck-read") -> None:
         self._worker = worker
         self._threads = threads
-        self._pool = ThreadPoolExecutor(max_workers=threads,
-                                        thread_name_prefix="fleetdeck-read")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self._local = threading.local()
         self._free: list[Store] = []
         self._all: list[Store] = []
@@ -151,6 +151,8 @@ class Engine:
         self.faults = Faults(clock)
         self.db = StoreWorker(self.faults)
         self.reads = StoreReader(self.db)  # client reads, apart from the writer
+        # the engine's own timed reads (policy ticks): never ahead of a client's in a queue
+        self.tick_reads = StoreReader(self.db, 1, name="fleetdeck-tick-read")
         self.handlers: dict[str, Handler] = {}
         self.streams: dict[str, StreamHandler] = {}
         self._server: ControlServer | None = None
@@ -178,6 +180,7 @@ class Engine:
         if note := describe_private(store.made_private):
             log.warning("%s", note)
         await self.reads.open()
+        await self.tick_reads.open()
         try:
             other = await live_engine(path)
             if other is not None:
@@ -278,7 +281,11 @@ class Engine:
                 if asyncio.iscoroutine(res):
                     await res
         if self.db.store is not None:  # cursors closed on the thread that made them
-            await self.db.run(lambda _store: self.reads.close())
+            def close_readers(_store: Store) -> None:
+                self.reads.close()
+                self.tick_reads.close()
+
+            await self.db.run(close_readers)
         await self.db.close()
 
     # -- built-in handlers ------------------------------------------------------------------

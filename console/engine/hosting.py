@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # types only: importing this module costs nothing
+    from collectors.store import Store
     from console.config import Config, Loaded
     from console.engine.faults import Faults
     from console.engine.server import Handler, StreamHandler
@@ -28,7 +29,8 @@ class PolicyReads(Protocol):
 
     def burst_summary(self) -> dict[str, Any]: ...
 
-    async def explain(self, job_id: int) -> dict[str, Any]: ...
+    def explain_read(self, job_id: int) -> Callable[[Store], dict[str, Any]]:
+        """Extra `explain` lines of a job, as a read to run on a reader thread."""
 
 
 class NotifyCounts(Protocol):
@@ -62,7 +64,12 @@ class Host(Protocol):
 
     @property
     def reads(self) -> StoreRunner:
-        """Read-only store questions, apart from the writer."""
+        """Read-only store questions of clients, apart from the writer."""
+
+    @property
+    def tick_reads(self) -> StoreRunner:
+        """Read-only store questions of the engine's periodic work (policy ticks), on their
+        own thread so that a client's read never queues behind one."""
 
     @property
     def services(self) -> list[Service]: ...

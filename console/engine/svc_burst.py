@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,9 +46,11 @@ from console.engine.burst_store import (
     BurstPass,
     QueuedJob,
     accrued_until,
+    explain_lines,
     insert_instance,
     instance_row,
     instance_rows,
+    instances_since,
     mark_joined,
     read_pass,
 )
@@ -123,6 +125,10 @@ class BurstManager:
         self._requests: dict[tuple[int, int], ResourceRequest] = {}  # (job, attempt) -> request
         self._hour_mark = 0.0
         self._changed = False  # an instance changed state during this pass
+        # the last pass's instance rows (this month's and the active ones) and the count of
+        # instance writes when that read began: current while no write came since
+        self._rows: tuple[list[dict[str, Any]], int] | None = None
+        self._instance_writes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._budget_told: set[str] = set()  # budget.threshold keys told (evidence.key)
         self._summary: dict[str, Any] = {"burst_spend_today": 0.0,
@@ -178,27 +184,19 @@ class BurstManager:
     def summary(self) -> dict[str, Any]:
         return dict(self._summary)
 
-    async def explain_lines(self, job_id: int) -> list[str]:
-        lines = []
+    def explain_read(self, job_id: int) -> Callable[[Store], list[str]]:
+        """The job's burst lines as a read for a reader thread: its verdict (taken now), then
+        the decisions about it from the store."""
         v = self.verdicts.get(str(job_id))
-        if v is not None:
-            lines.append(v.reason)
-        prefix = f"fd-{job_id}-"
-        rows = await self.engine.reads.run(lambda s: s.con.execute(
-            "SELECT ts, action, target, reason FROM actions WHERE actor = ? AND "
-            "((target_kind = 'job' AND target = ?) OR (target_kind = 'instance' AND "
-            "starts_with(target, ?))) ORDER BY id", [BURST_ACTOR, str(job_id), prefix]
-        ).fetchall())
-        for ts, action, target, reason in rows:
-            line = f"{ts:%Y-%m-%d %H:%M:%S} {action} {target}: {reason}"
-            if line not in lines:
-                lines.append(line)
-        return lines
+        verdict = [v.reason] if v is not None else []
+        return lambda s: explain_lines(s, job_id, verdict)
 
     async def instances_json(self) -> list[dict[str, Any]]:
         now = self.engine.clock()
         day = period_starts(now)["daily"]
-        rows = await self.engine.reads.run(lambda s: instance_rows(s, since=day))
+        rows = self._today(day)
+        if rows is None:  # no pass read them, or an instance changed since
+            rows = await self.engine.reads.run(lambda s: instance_rows(s, since=day))
         out = []
         for r in rows:
             inst = BurstInstance.from_row(r, request_id=r.get("request_id") or "")
@@ -220,6 +218,20 @@ class BurstManager:
                         "project": d.project})
         return out
 
+    def _today(self, day: float) -> list[dict[str, Any]] | None:
+        """`instance_rows(since=day)` from the last pass's rows (a month's: all of today's)
+        while no instance was written since that read; None otherwise."""
+        if self._rows is None or self._rows[1] != self._instance_writes:
+            return None
+        return instances_since(self._rows[0], day)
+
+    async def _write_instances(self, fn: Callable[[Store], Any]) -> None:
+        """A write to `burst_instances`: the last pass's rows are old once it is done."""
+        try:
+            await self.engine.db.run(fn)
+        finally:
+            self._instance_writes += 1
+
     # -- one pass -----------------------------------------------------------------------------
     async def tick(self) -> None:
         now = self.engine.clock()
@@ -231,10 +243,13 @@ class BurstManager:
         def read(s: Store) -> BurstPass:
             return read_pass(s, now, known, wait_s)
 
+        at = self._instance_writes
         data = await self.engine.db.run(read)
         await self._poll(data.rows, now)
         if self._changed:
+            at = self._instance_writes
             data = await self.engine.db.run(read)
+        self._rows = (data.rows, at)
         self._requests.update(data.requests)
         keys = {(q.id, q.attempt) for q in data.queued}
         self._requests = {k: v for k, v in self._requests.items() if k in keys}
@@ -393,7 +408,7 @@ class BurstManager:
         told = burst_started(inst.instance_id, d.offer.name, d.team, d.project,
                              d.offer.price_per_hour, self.engine.clock())
         try:
-            await self.engine.db.run(lambda s: insert_instance(s, row, events=[told]))
+            await self._write_instances(lambda s: insert_instance(s, row, events=[told]))
         finally:
             self.pending.pop(d.request_id, None)
             self._changed = True
@@ -436,7 +451,7 @@ class BurstManager:
             if node.name not in self.telemetry.collector.nodes:
                 await self.telemetry.collector.add_node(node)
             now = self.engine.clock()
-            await self.engine.db.run(lambda s: mark_joined(s, iid, node, now))
+            await self._write_instances(lambda s: mark_joined(s, iid, node, now))
             log.info("burst instance %s joined the fleet as %s", iid, node.name)
         except (TransportError, asyncssh.Error, FleetdeckError, ValueError, OSError) as e:
             log.info("burst instance %s not reachable yet: %s", iid, e)
@@ -448,7 +463,7 @@ class BurstManager:
         iid = str(r["instance_id"])
         k = self.known.setdefault(iid, _Known())
         try:
-            await self.engine.db.run(lambda s: s.con.execute(
+            await self._write_instances(lambda s: s.con.execute(
                 "UPDATE burst_instances SET state = 'terminating' WHERE instance_id = ?",
                 [iid]))
             await self._leave(r)
@@ -499,7 +514,7 @@ class BurstManager:
                         {"node": r.get("node"), "provider": r.get("provider"),
                          "market": r.get("market")}).audit_row()])
 
-        await self.engine.db.run(write)
+        await self._write_instances(write)
         self.accrued[iid] = now
         self._changed = True
 
@@ -552,4 +567,4 @@ class BurstManager:
                 con.executemany("UPDATE burst_instances SET cost = ? WHERE instance_id = ? "
                                 "AND terminated_at IS NULL", costs)
 
-        await self.engine.db.run(write)
+        await self._write_instances(write)

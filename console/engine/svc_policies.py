@@ -22,7 +22,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ from console.engine.idle_inputs import (
     running_gpu_jobs,
     usage_rows,
 )
+from console.engine.job_reads import JobFilter, find_jobs
 from console.engine.protocol import ErrorCode, RequestError
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
@@ -152,17 +153,23 @@ class PolicyService(BaseService):
     def burst_summary(self) -> dict[str, Any]:
         return self.burst.summary()
 
-    async def explain(self, job_id: int) -> dict[str, Any]:
-        """Extra `fleetdeck explain` lines: burst verdicts and decisions, the idle verdict."""
+    def explain_read(self, job_id: int) -> Callable[[Store], dict[str, Any]]:
+        """Extra `fleetdeck explain` lines (burst verdicts and decisions, the job's latest
+        usage, the idle verdict) as one read for a reader thread: what memory holds is taken
+        now, the store's part when the read runs."""
         since = self.engine.clock() - max(60.0, 3 * self.interval_s)
-        burst, usage = await asyncio.gather(  # two reader threads side by side
-            self.burst.explain_lines(job_id),
-            self.engine.reads.run(lambda s: latest_job_usage(s, job_id, since)))
-        out: dict[str, Any] = {"burst": burst, "usage": usage}
+        burst = self.burst.explain_read(job_id)
         v = self.idle_verdicts.get(str(job_id))
-        if v is not None:
-            out["idle"] = v.to_json()
-        return out
+        idle = v.to_json() if v is not None else None
+
+        def read(store: Store) -> dict[str, Any]:
+            out: dict[str, Any] = {"burst": burst(store),
+                                   "usage": latest_job_usage(store, job_id, since)}
+            if idle is not None:
+                out["idle"] = idle
+            return out
+
+        return read
 
     # -- lifetime -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -216,7 +223,7 @@ class PolicyService(BaseService):
             gpu, cpu = usage_rows(store, enabled, since) if enabled else ([], [])
             return jobs, gpu, cpu
 
-        jobs, gpu_rows, cpu_rows = await self.engine.reads.run(read)
+        jobs, gpu_rows, cpu_rows = await self.engine.tick_reads.run(read)
         settings = {j.job_id: cfg.settings_for(j)[0] for j in jobs}
         windows = build_usage_windows(jobs, gpu_rows, cpu_rows, since=since)
         result = evaluate_idle(jobs, windows, cfg, self.idle_state, now, self.snoozes)
@@ -283,7 +290,7 @@ class PolicyService(BaseService):
             e_since = max(floor, self._events_seen - self._lag_s)
             # rows become samples on the reader thread: a fleet's interval is thousands
             marks, start = dict(self._sample_marks), self._start_mark
-            samples, all_events = await self.engine.reads.run(
+            samples, all_events = await self.engine.tick_reads.run(
                 lambda s: _health_inputs(s, s_since, e_since, marks, start))
             events = [e for e in all_events
                       if e.ts > self._event_marks.get(e.node, NEG_INF)]
@@ -301,7 +308,14 @@ class PolicyService(BaseService):
             await self._apply_health(result)
 
     async def _snapshot(self, now: float) -> FleetSnapshot:
-        rows = await self.engine.reads.run(lambda s: journal.list_jobs(s, states=ACTIVE))
+        """The fleet with its active jobs: the runner's live set while it is what the store
+        holds (no job commit since it was read), else the store on the ticks' reader."""
+        live = self.engine.runner.live if self.engine.runner is not None else None
+        if live is not None and live.loaded and live.current():
+            rows = live.rows(ACTIVE)
+        else:
+            rows = await self.engine.tick_reads.run(
+                lambda s: journal.list_jobs(s, states=ACTIVE))
         return snapshot(self.telemetry.inventory(), allocations(rows), now)
 
     async def _apply_health(self, result: hp.HealthResult, *,
@@ -409,11 +423,17 @@ class PolicyService(BaseService):
         self.snoozes[sn.job_id] = sn
         return _snooze_entry(sn)
 
+    async def _jobs(self, ids: tuple[int, ...]) -> list[JobRow]:
+        """Jobs by id: the runner's live ones from memory, the others from the store."""
+        runner = self.engine.runner
+        if runner is None:
+            return await self.engine.reads.run(lambda s: journal.list_jobs(s, ids=ids))
+        return await find_jobs(self.engine, runner, JobFilter(ids=ids))
+
     async def policies(self, caller: Caller, req: PoliciesQuery) -> PoliciesReply:
         now = self.engine.clock()
-        ids = [int(j) for j in self.idle_state.jobs]
-        rows = {r.id: r for r in await self.engine.reads.run(
-            lambda s: journal.list_jobs(s, ids=ids))} if ids else {}
+        ids = tuple(int(j) for j in self.idle_state.jobs)
+        rows = {r.id: r for r in await self._jobs(ids)} if ids else {}
         idle = []
         for job_id, st in sorted(self.idle_state.jobs.items(), key=lambda kv: int(kv[0])):
             entry = idle_entry(job_id, st, rows.get(int(job_id)), now)

@@ -1,0 +1,121 @@
+"""The engine's reads apart from the writer: the ticks' reader never holds up a client's, the
+burst instances answered from a pass's rows are the store's, and `explain`'s store part read
+in one call is what the separate reads answered (all on a real DuckDB store)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from collectors.errors import NotFoundError
+from collectors.store import Store
+from collectors.store.audit import utc
+from collectors.store.db import insert_rows
+from console.engine.burst_store import explain_lines, instance_rows, instances_since
+from console.engine.host import StoreReader, StoreWorker
+from scheduler import journal
+from scheduler.job_explain import job_record
+from scheduler.jobspec import JobSpec
+from scheduler.policies.audit import BURST_ACTOR
+from scheduler.policies.spend import period_starts
+
+NOW = datetime(2026, 1, 16, 13, tzinfo=UTC).timestamp()  # mid-month, mid-day
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "fd.duckdb")
+    yield s
+    s.close()
+
+
+def test_a_client_read_is_answered_while_a_tick_read_runs(tmp_path: Path) -> None:
+    async def main() -> None:
+        db = StoreWorker()
+        await db.open(tmp_path / "fd.duckdb")
+        reads, ticks = StoreReader(db), StoreReader(db, 1, name="fleetdeck-tick-read")
+        await reads.open()
+        await ticks.open()
+        inside, release = threading.Event(), threading.Event()
+
+        def slow_tick(s: Store) -> str:
+            inside.set()
+            release.wait()
+            return threading.current_thread().name
+
+        tick = asyncio.ensure_future(ticks.run(slow_tick))
+        await asyncio.to_thread(inside.wait)
+        for _ in range(4):  # more client reads than client threads: none waits on the tick
+            assert await reads.run(lambda s: s.con.execute("SELECT 1").fetchone()) == (1,)
+        assert not tick.done()
+        release.set()
+        assert (await tick).startswith("fleetdeck-tick-read")
+
+        def close(_s: Store) -> None:
+            reads.close()
+            ticks.close()
+
+        await db.run(close)
+        await db.close()
+
+    asyncio.run(main())
+
+
+def test_todays_instances_from_a_months_rows_are_the_stores(store: Store) -> None:
+    day, month = period_starts(NOW)["daily"], period_starts(NOW)["monthly"]
+
+    def inst(iid: str, state: str, launched: float, ended: float | None) -> dict[str, object]:
+        return {"instance_id": iid, "provider": "p", "offer": "o", "state": state,
+                "launched_at": utc(launched), "cost": 1.0,
+                "terminated_at": utc(ended) if ended is not None else None}
+
+    store.append_rows("burst_instances", [
+        inst("old-ended", "terminated", month - 5 * 86_400, month - 4 * 86_400),
+        inst("old-running", "ready", month - 3 * 86_400, None),
+        inst("month-ended", "terminated", month + 3600, day - 3600),
+        inst("ended-today", "lost", day - 7200, day + 60),
+        inst("launched-today", "terminated", day + 120, day + 3600),
+        inst("provisioning", "provisioning", day + 600, None),
+        inst("terminating", "terminating", month + 7200, None),
+    ])
+    month_rows = instance_rows(store, since=month)
+    assert {r["instance_id"] for r in month_rows} >= {"month-ended", "old-running"}
+    today = instances_since(month_rows, day)
+    assert today == instance_rows(store, since=day)
+    assert {r["instance_id"] for r in today} == {
+        "old-running", "ended-today", "launched-today", "provisioning", "terminating"}
+
+
+def test_explains_store_part_in_one_read(store: Store) -> None:
+    spec = JobSpec.from_dict({"name": "train", "command": ["true"], "user": "ana", "gpus": 1})
+    (job,) = journal.submit(store, spec, actor="ana", now=NOW)
+    journal.transition(store, job, "starting", reason="placed", actor="scheduler", now=NOW + 1)
+    rec = job_record(store, job)
+    assert rec.row == journal.get(store, job)
+    assert rec.events == journal.events(store, job)
+    assert [e["to_state"] for e in rec.events] == ["queued", "starting"]
+    assert rec.preemptions == journal.preemption_audit(store, job) == []
+    with pytest.raises(NotFoundError):
+        job_record(store, job + 1)
+
+    def action(kind: str, target_kind: str, target: str, ts: float) -> dict[str, object]:
+        return {"ts": utc(ts), "actor": BURST_ACTOR, "action": kind, "target_kind": target_kind,
+                "target": target, "reason": f"{kind} reason", "evidence": "{}",
+                "dry_run": False}
+
+    with store.transaction() as con:
+        insert_rows(con, "actions", [
+            action("burst_refused", "job", str(job), NOW + 2),
+            action("burst_refused", "job", str(job), NOW + 2),  # the same line once
+            action("burst_provision", "instance", f"fd-{job}-1", NOW + 3),
+            action("burst_provision", "instance", f"fd-{job}1-1", NOW + 4),  # another job's
+            action("burst_refused", "job", str(job + 10), NOW + 5)])
+    lines = explain_lines(store, job, ["waits for capacity"])
+    assert lines == ["waits for capacity",
+                     "2026-01-16 13:00:02 burst_refused " f"{job}: burst_refused reason",
+                     "2026-01-16 13:00:03 burst_provision " f"fd-{job}-1: burst_provision reason"]
