@@ -32,10 +32,16 @@ class PeopleService(BaseService):
 
         cfg, user = self.engine.config, caller.user
         quota = next((u.gpu_quota for u in cfg.users if u.name == user), None)
-        holding = await self.engine.reads.run(
-            lambda s: journal.list_jobs(s, states=journal.HOLDING, user=user))
-        day = await self.engine.reads.run(
-            lambda s: user_day(s.con, user, now=self.engine.clock(), rates=cfg.rates))
+        now = self.engine.clock()
+        live = self.engine.runner.live if self.engine.runner is not None else None
+        if live is not None and live.loaded:  # the jobs holding GPUs are in memory
+            holding = live.page(journal.HOLDING, user=user)
+            day = await self.engine.reads.run(
+                lambda s: user_day(s.con, user, now=now, rates=cfg.rates))
+        else:  # one reader call for both
+            holding, day = await self.engine.reads.run(lambda s: (
+                journal.list_jobs(s, states=journal.HOLDING, user=user),
+                user_day(s.con, user, now=now, rates=cfg.rates)))
         return WhoAmI(user=user, role=caller.role.label,
                       gpus_in_use=round(sum(r.spec.gpus for r in holding), 3),
                       gpu_quota=quota, gpu_h_today=round(day.gpu_h_today, 3),

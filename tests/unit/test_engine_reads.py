@@ -21,6 +21,7 @@ from console.engine.host import StoreReader, StoreWorker
 from scheduler import journal
 from scheduler.job_explain import job_record
 from scheduler.jobspec import JobSpec
+from scheduler.live import LiveJobs
 from scheduler.policies.audit import BURST_ACTOR
 from scheduler.policies.spend import period_starts
 
@@ -119,3 +120,18 @@ def test_explains_store_part_in_one_read(store: Store) -> None:
     assert lines == ["waits for capacity",
                      "2026-01-16 13:00:02 burst_refused " f"{job}: burst_refused reason",
                      "2026-01-16 13:00:03 burst_provision " f"fd-{job}-1: burst_provision reason"]
+
+
+def test_whoamis_holding_jobs_from_memory_are_the_stores(store: Store) -> None:
+    ids = []
+    for user in ("ana", "ana", "bo", "ana"):
+        spec = JobSpec.from_dict({"name": "j", "command": ["true"], "user": user, "gpus": 2})
+        ids += journal.submit(store, spec, actor=user, now=NOW)
+    live = LiveJobs()
+    live.replace(journal.list_jobs(store, states=("queued", *journal.HOLDING)))
+    for job_id, to in ((ids[0], "starting"), (ids[2], "starting"), (ids[3], "starting"),
+                       (ids[3], "running"), (ids[3], "preempted")):
+        live.apply([journal.transition(store, job_id, to, reason="t", actor="t", now=NOW)])
+    for user in ("ana", "bo", "cy"):
+        want = journal.list_jobs(store, states=journal.HOLDING, user=user)
+        assert sorted(live.page(journal.HOLDING, user=user), key=lambda r: r.id) == want
