@@ -371,6 +371,10 @@ def list_jobs(store: Store, *, states: Sequence[JobState] = (), user: str | None
         return _newest_page(store, sql, where, args, page, int(limit))
     if where:
         sql += " WHERE " + " AND ".join(where)
+    if ids is not None:  # a few rows by key: sorted and paged here (a SQL sort costs more)
+        found = sorted((_row(r) for r in store.con.execute(sql, args).fetchall()),
+                       key=lambda r: r.id, reverse=newest_first)
+        return found[offset:offset + limit] if limit else found[offset:]
     sql += (" ORDER BY id DESC" if newest_first else " ORDER BY id") + page
     return [_row(r) for r in store.con.execute(sql, args).fetchall()]
 
@@ -397,11 +401,12 @@ def _newest_page(store: Store, sql: str, where: list[str], args: list[Any], page
 
 
 def events(store: Store, job_id: int) -> list[dict[str, Any]]:
-    cur = store.con.execute(
-        "SELECT ts, from_state, to_state, reason, actor FROM job_events WHERE job_id = ? "
-        "ORDER BY ts, rowid", [job_id])
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    cur = store.con.execute(  # sorted here: a SQL sort costs more than the few rows
+        "SELECT ts, from_state, to_state, reason, actor, rowid FROM job_events "
+        "WHERE job_id = ?", [job_id])
+    cols = [d[0] for d in cur.description][:-1]
+    rows = sorted(cur.fetchall(), key=lambda r: (r[0], r[-1]))
+    return [dict(zip(cols, r[:-1], strict=True)) for r in rows]
 
 
 def preemption_audit(store: Store, job_id: int) -> list[dict[str, Any]]:

@@ -135,3 +135,25 @@ def test_whoamis_holding_jobs_from_memory_are_the_stores(store: Store) -> None:
     for user in ("ana", "bo", "cy"):
         want = journal.list_jobs(store, states=journal.HOLDING, user=user)
         assert sorted(live.page(journal.HOLDING, user=user), key=lambda r: r.id) == want
+
+
+def test_jobs_by_key_are_sorted_and_paged_as_sql_would(store: Store) -> None:
+    ids = []
+    for i in range(6):
+        spec = JobSpec.from_dict({"name": f"j{i}", "command": ["true"], "user": "ana"})
+        ids += journal.submit(store, spec, actor="ana", now=NOW + i)
+    journal.transition(store, ids[1], "starting", reason="placed", actor="t", now=NOW + 9)
+    ask = [ids[4], ids[0], ids[5], ids[1], ids[3] + 100]
+    sel = f"SELECT id FROM jobs WHERE id IN ({', '.join('?' for _ in ask)})"
+    for newest, limit, offset in ((False, None, 0), (True, None, 0), (True, 2, 1), (False, 3, 2),
+                                  (False, None, 3)):
+        page = (f" LIMIT {limit}" if limit else "") + (f" OFFSET {offset}" if offset else "")
+        want = [r[0] for r in store.con.execute(
+            sel + (" ORDER BY id DESC" if newest else " ORDER BY id") + page, ask).fetchall()]
+        got = journal.list_jobs(store, ids=ask, newest_first=newest, limit=limit, offset=offset)
+        assert [r.id for r in got] == want, (newest, limit, offset)
+    assert [r.id for r in journal.list_jobs(store, ids=ask, states=("queued",))] == sorted(
+        [ids[0], ids[4], ids[5]])
+    events = journal.events(store, ids[1])
+    assert [e["to_state"] for e in events] == ["queued", "starting"]
+    assert list(events[0]) == ["ts", "from_state", "to_state", "reason", "actor"]
