@@ -54,7 +54,7 @@ async def _call(client: EngineClient, lat: Latencies, plan: Plan, method: str,
     if method == "status":
         await lat.time(client, rq.StatusQuery())
     elif method == "fleet" and plan.deltas:
-        delta = await lat.time(client, rq.FleetDeltaQuery(since=mirror.cursor),
+        delta = await lat.time(client, mirror.query(),
                                label=fleet_label)
         if delta is not None:
             mirror.apply(delta)

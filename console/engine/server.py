@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,54 +100,64 @@ class WireCache:
     second, is the same list object for every caller who may see all of it; a fleet delta the
     same object for every caller with that cursor) are encoded once: by identity, holding
     the object so its id cannot be reused. Shared answers are read-only by contract
-    (`svc_fleet.FleetAnswer`). A fleet node is encoded once too, while it is the same object:
-    deltas for different cursors, and the fleet from one rebuild to the next, share most
-    nodes, so an answer is mostly a join of encoded nodes."""
+    (`svc_fleet.FleetAnswer`). A fleet node (or a node's readings) is encoded once too, while
+    it is the same object: deltas for different cursors, and the fleet from one rebuild to
+    the next, share most nodes, so an answer is mostly a join of encoded nodes."""
 
     MIN_ITEMS = 64  # small answers cost less to encode than to look up
     KEEP = 8
 
     def __init__(self) -> None:
         self._entries: OrderedDict[int, tuple[object, msgspec.Raw]] = OrderedDict()
-        self._nodes: dict[int, tuple[FleetNode, msgspec.Raw]] = {}
+        self._items: dict[int, tuple[msgspec.Struct, msgspec.Raw]] = {}
 
     def raw(self, value: Any) -> Any:
-        items = value.nodes if isinstance(value, FleetDelta) else value
-        if not isinstance(items, list) or len(items) < self.MIN_ITEMS:
+        if isinstance(value, FleetDelta):
+            size = len(value.nodes) + len(value.readings)
+        else:
+            size = len(value) if isinstance(value, list) else 0
+        if size < self.MIN_ITEMS:
             return value
         hit = self._entries.get(id(value))
         if hit is not None and hit[0] is value:
             self._entries.move_to_end(id(value))
             return hit[1]
-        raw = self._encode(value, items)
+        raw = self._encode(value)
         self._entries[id(value)] = (value, raw)
         while len(self._entries) > self.KEEP:
             self._entries.popitem(last=False)
         return raw
 
-    def _encode(self, value: Any, items: list[Any]) -> msgspec.Raw:
-        if not isinstance(items[0], FleetNode):
+    def _encode(self, value: Any) -> msgspec.Raw:
+        if isinstance(value, FleetDelta):
+            # the delta's other fields, with the lists spliced in (strings in it are
+            # escaped, so only the fields themselves read "nodes":[] and "readings":[])
+            rest = bytes(encode_raw(msgspec.structs.replace(value, nodes=[], readings=[])))
+            for name, items in ((b"nodes", value.nodes), (b"readings", value.readings)):
+                rest = rest.replace(b'"%s":[]' % name, b'"%s":%s' % (name, self._join(items)), 1)
+            self._trim([*value.nodes, *value.readings])
+            return msgspec.Raw(rest)
+        if not isinstance(value[0], FleetNode):
             return encode_raw(value)
-        body = b"[" + b",".join(self._node_bytes(items)) + b"]"
-        if not isinstance(value, FleetDelta):
-            return msgspec.Raw(body)
-        # the delta's other fields, with the nodes spliced in (strings in it are escaped,
-        # so only the field itself reads "nodes":[] unescaped)
-        rest = encode_raw(msgspec.structs.replace(value, nodes=[]))
-        return msgspec.Raw(bytes(rest).replace(b'"nodes":[]', b'"nodes":' + body, 1))
+        body = self._join(value)
+        self._trim(value)
+        return msgspec.Raw(body)
 
-    def _node_bytes(self, nodes: list[FleetNode]) -> list[msgspec.Raw]:
-        cache = self._nodes
+    def _join(self, items: Sequence[msgspec.Struct]) -> bytes:
+        cache = self._items
         out = []
-        for n in nodes:
+        for n in items:
             hit = cache.get(id(n))
             if hit is None or hit[0] is not n:
                 hit = (n, encode_raw(n))
                 cache[id(n)] = hit
             out.append(hit[1])
-        if len(cache) > 4 * len(nodes) + 256:  # keep only the nodes of the newest answer
-            self._nodes = {id(n): cache[id(n)] for n in nodes}
-        return out
+        return b"[" + b",".join(out) + b"]"
+
+    def _trim(self, items: Sequence[msgspec.Struct]) -> None:
+        """Keep only this answer's encoded items once older ones outnumber them 4 to 1."""
+        if len(self._items) > 4 * len(items) + 256:
+            self._items = {id(n): self._items[id(n)] for n in items}
 
 
 class ControlServer:

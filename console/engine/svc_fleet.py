@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -10,7 +12,16 @@ import msgspec
 from collectors.store import Store
 from console.engine.access import Caller
 from console.engine.api.methods import Role
-from console.engine.api.replies import FleetDelta, FleetNode, Summary
+from console.engine.api.replies import (
+    GPU_READINGS,
+    NODE_READINGS,
+    FleetDelta,
+    FleetNode,
+    GpuInfo,
+    GpuReadings,
+    NodeReadings,
+    Summary,
+)
 from console.engine.api.requests import FleetDeltaQuery, FleetQuery, SummaryQuery
 from console.engine.server import Handler
 from console.engine.service_base import BaseService
@@ -103,6 +114,38 @@ MAX_REMOVED = 4096  # names of removed nodes kept for deltas; older cursors get 
 MAX_DELTAS = 16  # delta answers kept per version (one per cursor clients hold)
 
 
+# a node's record apart from its readings (and processes and containers, which no list answer
+# or delta carries): any other field, present or added later, makes a change whole
+_NODE_SHAPE = operator.itemgetter(*(
+    i for i, f in enumerate(FleetNode.__struct_fields__)
+    if f not in (*NODE_READINGS, "gpus", "processes", "containers")))
+_GPU_SHAPE = operator.itemgetter(*(
+    i for i, f in enumerate(GpuInfo.__struct_fields__) if f not in GPU_READINGS))
+
+
+def shape(n: FleetNode) -> tuple[Any, ...]:
+    """`n` without its readings: equal shapes, and a delta may carry `readings_of(n)`."""
+    return (_NODE_SHAPE(msgspec.structs.astuple(n)),
+            tuple(_GPU_SHAPE(msgspec.structs.astuple(g)) for g in n.gpus))
+
+
+def readings_of(n: FleetNode) -> NodeReadings:
+    return NodeReadings(name=n.name, **{f: getattr(n, f) for f in NODE_READINGS},
+                        gpus=[GpuReadings(**{f: getattr(g, f) for f in GPU_READINGS})
+                              for g in n.gpus])
+
+
+@dataclass(slots=True)
+class _Stamp:
+    """A node's last change (`version`), last change beyond its readings (`shape_version`)."""
+
+    version: int
+    shape_version: int
+    node: FleetNode
+    shape: tuple[Any, ...]
+    readings: NodeReadings | None = None  # of `node`, made when a delta first needs it
+
+
 class FleetAnswer:
     """The live fleet's answer, built at most once per `FLEET_TTL_S`: the samples change once
     per interval, and 20 consoles polling 1,000 x 8 GPUs would otherwise each rebuild it (the
@@ -110,17 +153,19 @@ class FleetAnswer:
 
     Each build that changes anything is a new version (one counter per engine, started at the
     engine's start time in microseconds, so a cursor from an earlier run is older than all of
-    this run's); each node is stamped with the version it last changed in, each removed node's
-    name with the version it went in, so `delta(since)` answers only what changed."""
+    this run's); each node is stamped with the version it last changed in and the version its
+    record last changed in beyond its readings, each removed node's name with the version it
+    went in, so `delta(since)` answers only what changed (and, asked for `readings`, a node
+    that only took a new sample as those readings)."""
 
     def __init__(self, start_version: int = 0) -> None:
         self._built_at = float("-inf")
         self._key: object = None
         self._nodes: list[FleetNode] = []
         self.version = self.floor = start_version  # cursors below floor: the whole fleet
-        self._stamps: dict[str, tuple[int, FleetNode]] = {}
+        self._stamps: dict[str, _Stamp] = {}
         self._removed: dict[str, int] = {}  # name -> version it went in (oldest first)
-        self._deltas: dict[int | None, FleetDelta] = {}  # since -> answer, this version
+        self._deltas: dict[tuple[int | None, bool], FleetDelta] = {}  # this version's answers
         self._light: list[FleetNode] = []  # `_nodes` without processes and containers
         self._light_of: dict[str, tuple[FleetNode, FleetNode]] = {}  # name -> (full, light)
 
@@ -150,9 +195,14 @@ class FleetAnswer:
         changed = False
         for n in nodes:
             old = self._stamps.get(n.name)
-            if old is None or (old[1] is not n and old[1] != n):
-                self._stamps[n.name] = (version, n)
+            if old is None:
+                self._stamps[n.name] = _Stamp(version, version, n, shape(n))
                 self._removed.pop(n.name, None)
+                changed = True
+            elif old.node is not n and old.node != n:
+                now_shape = shape(n)
+                shape_version = old.shape_version if now_shape == old.shape else version
+                self._stamps[n.name] = _Stamp(version, shape_version, n, now_shape)
                 changed = True
         names = {n.name for n in nodes}
         for name in [k for k in self._stamps if k not in names]:
@@ -165,24 +215,35 @@ class FleetAnswer:
             self.version = version
             self._deltas.clear()
 
-    def delta(self, since: int | None) -> FleetDelta:
+    def delta(self, since: int | None, *, readings: bool = False) -> FleetDelta:
         """What changed after `since` (the same object for every caller with that cursor
-        until the next change, so the server encodes it once)."""
+        until the next change, so the server encodes it once); with `readings`, a node
+        whose record changed only in its readings since then as `NodeReadings`."""
         key = since if since is not None and self.floor <= since <= self.version else None
-        hit = self._deltas.get(key)
+        hit = self._deltas.get((key, readings))
         if hit is None:
-            if key is None:
-                hit = FleetDelta(cursor=self.version, full=True, nodes=self._light)
-            else:
-                hit = FleetDelta(
-                    cursor=self.version, full=False,
-                    nodes=[self._light_of[n.name][1] for v, n in self._stamps.values()
-                           if v > key],
-                    removed=[name for name, v in self._removed.items() if v > key])
+            hit = self._delta(key, readings)
             if len(self._deltas) >= MAX_DELTAS:
                 self._deltas.pop(next(iter(self._deltas)))
-            self._deltas[key] = hit
+            self._deltas[(key, readings)] = hit
         return hit
+
+    def _delta(self, key: int | None, readings: bool) -> FleetDelta:
+        if key is None:
+            return FleetDelta(cursor=self.version, full=True, nodes=self._light)
+        changed = [st for st in self._stamps.values() if st.version > key]
+        whole = [st for st in changed if st.shape_version > key] if readings else changed
+        if readings:
+            for st in changed:
+                if st.shape_version <= key and st.readings is None:
+                    st.readings = readings_of(st.node)
+        return FleetDelta(
+            cursor=self.version, full=False,
+            nodes=[self._light_of[st.node.name][1] for st in whole],
+            removed=[name for name, v in self._removed.items() if v > key],
+            readings=[st.readings for st in changed
+                      if st.shape_version <= key and st.readings is not None]
+            if readings else [])
 
 
 def _for_caller(caller: Caller, rows: list[JobRow],
@@ -249,7 +310,7 @@ class FleetService(BaseService):
                               nodes=await self.engine.reads.run(stored_fleet))
         rows, _ = await self.active()
         self._live_nodes(rows)  # rebuilt (and stamped) when due
-        delta = self.answer.delta(req.since)  # shared: the server encodes it once
+        delta = self.answer.delta(req.since, readings=req.readings)  # shared: encoded once
         nodes = _for_caller(caller, rows, delta.nodes)
         return delta if nodes is delta.nodes else msgspec.structs.replace(delta, nodes=nodes)
 

@@ -12,7 +12,6 @@ from textual.message import Message
 from textual.widgets import Static
 
 from console.engine.api.replies import FleetNode
-from console.engine.api.requests import FleetDeltaQuery
 from console.fleet_mirror import FleetMirror
 from console.screens.base import MISSING, FleetdeckScreen
 from console.widgets import fmt
@@ -123,7 +122,7 @@ class FleetScreen(FleetdeckScreen):
 
     async def poll_once(self) -> None:
         """Only what changed since the last answer (`fleet_delta`), merged into the copy."""
-        delta = await self.fetch(FleetDeltaQuery(since=self.mirror.cursor))
+        delta = await self.fetch(self.mirror.query())
         if delta is not MISSING:
             self.mirror.apply(delta)
             self.post_message(self.FleetLoaded(self.mirror.by_name()))

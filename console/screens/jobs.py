@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from console.engine.api.replies import FleetNode, JobInfo, PoliciesReply
-from console.engine.api.requests import FleetDeltaQuery, JobsQuery, PoliciesQuery, Request
+from console.engine.api.requests import JobsQuery, PoliciesQuery, Request
 from console.fleet_mirror import FleetMirror
 from console.screens.base import MISSING, FleetdeckScreen, Missing
 from console.screens.jobs_window import FULL_EVERY, LIVE_STATES, ids_ahead, ids_to_ask, merge
@@ -219,7 +219,7 @@ class JobsScreen(FleetdeckScreen):
     async def _fleet(self) -> list[FleetNode] | Missing:
         """GPU utilization for the Util column, on a connection of its own: what changed
         since the last poll (`fleet_delta`), merged into this screen's copy."""
-        delta = await self.fetch(FleetDeltaQuery(since=self.fleet_copy.cursor),
+        delta = await self.fetch(self.fleet_copy.query(),
                                  channel=f"{self.CHANNEL}-fleet")
         if delta is MISSING:
             return MISSING

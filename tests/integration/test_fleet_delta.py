@@ -1,6 +1,7 @@
 """`fleet_delta` on a real engine over two bed sshd nodes: the first call is the whole fleet;
 after one node is cordoned the delta from that cursor carries that node only; a cursor from
-before this engine run gets the whole fleet again. (Removal is covered in
+before this engine run gets the whole fleet again; asked with `readings`, a node that only took
+a new sample comes as its readings, and a copy kept so reads as the whole fleet. (Removal is covered in
 tests/unit/test_fleet_delta.py: nodes leave the config only across a restart.)"""
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from typing import Any
 
 import pytest
 
+import msgspec
+
+from console.engine.api.replies import FleetDelta
+from console.fleet_mirror import FleetMirror
 from tests.bed.fake_nvml import FakeGpu
 from tests.integration.policies_bed import Engine, node_toml
 
@@ -41,3 +46,34 @@ def test_delta_after_a_cordon_carries_that_node_only(ssh_nodes: Any, tmp_path: P
         old = eng.call("fleet_delta", since=1)  # a cursor from before this engine run
         assert old["full"] and old["cursor"] == delta["cursor"]
         assert sorted(n["name"] for n in old["nodes"]) == sorted([a.name, b.name])
+
+
+def test_new_samples_come_as_readings(ssh_nodes: Any, tmp_path: Path) -> None:
+    a, b = ssh_nodes(2, fake_nvml={0: [FakeGpu()] * 2, 1: [FakeGpu()]})
+    eng = Engine(tmp_path, node_toml(a) + node_toml(b), known_hosts=a.known_hosts,
+                 interval_s=1)
+    mirror = FleetMirror()
+
+    def poll() -> FleetDelta:
+        d = msgspec.convert(eng.call("fleet_delta", since=mirror.cursor, readings=True),
+                            FleetDelta)
+        mirror.apply(d)
+        return d
+
+    with eng.serving():
+        eng.wait("a sample of each node", lambda: (d := poll()) and len(mirror.nodes) == 2
+                 and all(n.last_seen and n.gpus for n in mirror.nodes.values()) and d)
+        seen = {n.name: n.last_seen for n in mirror.nodes.values()}
+        d = eng.wait("a later sample as readings", lambda: (
+            d := poll()) and not d.full and d.readings and d)
+        assert d.nodes == [] and {r.name for r in d.readings} <= {a.name, b.name}
+        for r in d.readings:
+            assert r.last_seen is not None and r.last_seen > (seen[r.name] or 0)
+            assert len(r.gpus) == len(mirror.nodes[r.name].gpus)
+
+        def same_as_whole() -> bool:
+            poll()
+            whole = msgspec.convert(eng.call("fleet_delta"), FleetDelta)
+            return whole.cursor == mirror.cursor and whole.nodes == mirror.by_name()
+
+        eng.wait("the copy reads as the whole fleet", same_as_whole)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from console.engine.api.replies import FleetDelta, FleetNode, GpuInfo, Submitted
+from console.engine.svc_fleet import readings_of
 from console.engine.protocol import encode
 from console.engine.server import WireCache
 
@@ -45,6 +46,21 @@ def test_fleet_answers_are_joined_from_nodes_encoded_once() -> None:
     raw = cache.raw(delta)
     assert encode({"id": 2, "result": raw}) == encode({"id": 2, "result": delta})
     assert msgspec.json.decode(bytes(raw), type=FleetDelta) == delta
-    first = cache._nodes[id(nodes[0])][1]
+    first = cache._items[id(nodes[0])][1]
     cache.raw(FleetDelta(cursor=8, full=True, nodes=nodes2))
-    assert cache._nodes[id(nodes[0])][1] is first  # reused, not encoded again
+    assert cache._items[id(nodes[0])][1] is first  # reused, not encoded again
+
+
+def test_a_delta_with_readings_reads_as_encoded_whole() -> None:
+    """A delta's `readings` (nodes that only took a new sample) are spliced in beside its
+    `nodes`: it decodes to the same delta; a small one goes as it is."""
+    cache = WireCache()
+    nodes = [_node(i, util=float(i)) for i in range(WireCache.MIN_ITEMS)]
+    delta = FleetDelta(cursor=9, full=False, nodes=nodes[:2], removed=['"readings":[]'],
+                       readings=[readings_of(n) for n in nodes[2:]])
+    raw = cache.raw(delta)
+    assert isinstance(raw, msgspec.Raw)
+    assert encode({"id": 3, "result": raw}) == encode({"id": 3, "result": delta})
+    assert msgspec.json.decode(bytes(raw), type=FleetDelta) == delta
+    small = FleetDelta(cursor=9, full=False, nodes=[], readings=[readings_of(nodes[0])])
+    assert cache.raw(small) is small

@@ -66,6 +66,32 @@ def _reply_struct(tp: Any) -> Any:
     return None
 
 
+def _structs_in(tp: Any) -> list[type[msgspec.Struct]]:
+    """The struct types a type names, through lists, unions and Annotated."""
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return [tp]
+    return [s for a in get_args(tp) for s in _structs_in(a)]
+
+
+def nested_types() -> list[type[msgspec.Struct]]:
+    """Struct types inside replies (`FleetNode.gpus` is `list[GpuInfo]`), by name."""
+    seen: dict[str, type[msgspec.Struct]] = {}
+    todo = [s for m in TABLE for s in _structs_in(m.reply)]
+    tops = {s.__name__ for s in todo}
+    while todo:
+        struct = todo.pop()
+        for hint in typing.get_type_hints(struct).values():
+            for inner in _structs_in(hint):
+                if inner.__name__ not in seen and inner.__name__ not in tops:
+                    seen[inner.__name__] = inner
+                    todo.append(inner)
+    return [seen[k] for k in sorted(seen)]
+
+
+def _doc_of(struct: type) -> str:
+    return " ".join((struct.__doc__ or "").split())
+
+
 def method_json(m: Method) -> dict[str, Any]:
     return {"name": m.name, "role": m.role.label, "changes": m.changes, "stream": m.stream,
             "others": m.others.label if m.others is not None else None, "doc": m.doc,
@@ -79,7 +105,9 @@ def table_json() -> dict[str, Any]:
             "roles": [r.label for r in sorted(Role)],
             "errors": [{"code": c.value, "exit": ERROR_EXIT_CODES[c],
                         "meaning": _ERROR_MEANING[c]} for c in ErrorCode],
-            "methods": [method_json(m) for m in TABLE]}
+            "methods": [method_json(m) for m in TABLE],
+            "types": [{"name": t.__name__, "doc": _doc_of(t), "fields": _fields(t)}
+                      for t in nested_types()]}
 
 
 def _cell(text: str) -> str:
@@ -137,6 +165,13 @@ def table_markdown() -> str:
         lines += ["", f"Reply: `{_cell(j['reply'])}`"
                   + (": " + ", ".join(f"`{f['name']}` ({_cell(f['type'])})"
                                       for f in j["reply_fields"]) if j["reply_fields"] else "")]
+    lines += ["", "## Types inside replies"]
+    for t in nested_types():
+        lines += ["", f"### `{t.__name__}`", ""]
+        if _doc_of(t):
+            lines += [_doc_of(t), ""]
+        lines.append("Fields: " + ", ".join(f"`{f['name']}` ({_cell(f['type'])})"
+                                            for f in _fields(t)))
     return "\n".join(lines) + "\n"
 
 

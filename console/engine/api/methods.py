@@ -79,7 +79,8 @@ TABLE: tuple[Method, ...] = (
            "`node` or `detail`"),
     Method("fleet_delta", rq.FleetDeltaQuery, rp.FleetDelta, V, False,
            "what changed in `fleet` since a cursor: changed nodes (as `fleet` without "
-           "`detail`), removed names, the next cursor (the whole fleet without one)"),
+           "`detail`), removed names, the next cursor (the whole fleet without one); with "
+           "`readings`, a node whose only change is a new sample as its new readings"),
     Method("summary", rq.SummaryQuery, rp.Summary, V, False,
            "fleet totals for the console header"),
     Method("ingest_stats", rq.IngestStatsQuery, rp.IngestStatsReply, OP, False,

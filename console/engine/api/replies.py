@@ -294,15 +294,43 @@ class FleetNode(Reply):
     last_seen: float | None = None  # epoch seconds
 
 
+class GpuReadings(Reply):
+    """One GPU's live readings in a `NodeReadings`: what a new sample changes."""
+
+    util_pct: float | None = None
+    mem_used_bytes: int | None = None
+    temp_c: float | None = None
+    power_w: float | None = None
+
+
+class NodeReadings(Reply):
+    """A node whose record changed only in its live readings since the cursor: these fields
+    replace the copy's, and `gpus[i]` its `gpus[i]`'s (same count and order). About a quarter
+    of the node's bytes: every node takes a new sample each interval, little else changes."""
+
+    name: str
+    cpu_util_pct: float | None = None
+    mem_used_bytes: int | None = None
+    load1: float | None = None
+    last_seen: float | None = None
+    gpus: list[GpuReadings] = []
+
+
+NODE_READINGS = ("cpu_util_pct", "mem_used_bytes", "load1", "last_seen")  # a node's, in
+GPU_READINGS = GpuReadings.__struct_fields__  # `NodeReadings`, and each GPU's
+
+
 class FleetDelta(Reply):
     """What changed in the live fleet since a client's cursor (`fleet_delta`): the nodes whose
     record changed, in full, and the names of nodes gone. `full`: `nodes` is the whole fleet
-    (no cursor, or one too old or from another engine run): replace, do not merge."""
+    (no cursor, or one too old or from another engine run): replace, do not merge. Asked with
+    `readings`, a node whose only change is a new sample is in `readings`, not `nodes`."""
 
     cursor: int  # pass as `since` next time
     full: bool
     nodes: list[FleetNode]
     removed: list[str] = []
+    readings: list[NodeReadings] = []
 
 
 class Summary(Reply):

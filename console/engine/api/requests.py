@@ -45,6 +45,7 @@ class FleetQuery(Request[list[rp.FleetNode]], frozen=True):
 
 class FleetDeltaQuery(Request[rp.FleetDelta], frozen=True):
     since: Annotated[int, msgspec.Meta(ge=0)] | None = None  # the last answer's cursor
+    readings: bool = False  # a node whose only change is a new sample as `NodeReadings`
 
 
 class AuditQuery(Request[list[rp.AuditRow]], frozen=True):
