@@ -1,17 +1,17 @@
 """`fleet_delta` on a real engine over two bed sshd nodes: the first call is the whole fleet;
 after one node is cordoned the delta from that cursor carries that node only; a cursor from
-before this engine run gets the whole fleet again; asked with `readings`, a node that only took
-a new sample comes as its readings, and a copy kept so reads as the whole fleet. (Removal is covered in
-tests/unit/test_fleet_delta.py: nodes leave the config only across a restart.)"""
+before this engine run gets the whole fleet again; asked with `readings`, a node that only
+took a new sample comes as its readings, and a copy kept so reads as the whole fleet.
+(Removal is covered in tests/unit/test_fleet_delta.py: nodes leave the config only across a
+restart.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import msgspec
+import pytest
 
 from console.engine.api.replies import FleetDelta
 from console.fleet_mirror import FleetMirror

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 
 from console.engine.api.replies import FleetDelta, FleetNode, GpuInfo, Submitted
-from console.engine.svc_fleet import readings_of
 from console.engine.protocol import encode
 from console.engine.server import WireCache
+from console.engine.svc_fleet import readings_of
 
 
 def test_a_shared_list_is_encoded_once_and_reads_the_same() -> None:
