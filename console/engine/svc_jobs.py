@@ -433,6 +433,13 @@ class JobService(BaseService):
             a = result.assignments[0][1]
             return Preview(placeable=True, node=a.node, gpu_indices=list(a.gpu_indices),
                            reason=f"would start now on {a.node}")
+        why = result.pending.get("preview")
+        if why is not None and why.kind is WaitKind.NEVER_FITS:
+            # the current fleet has no node for it; "never" only if no known node, up and
+            # free, could take it (nodes not collected yet or down come back)
+            never = await self.never_fits(spec)
+            return Preview(placeable=False, node=None, gpu_indices=[], reason=never or
+                           "no node that could take it is up now")
         return Preview(placeable=False, node=None, gpu_indices=[],
                        reason=result.explain("preview") or "would wait")
 

@@ -7,7 +7,8 @@ with the docker executor). Enter in any field, or ctrl+s, submits; Esc cancels.
 
 The last command is pre-filled selected, so typing replaces it; keys typed before the form
 is ready go into the command; the preview follows every edit (a reply for an older edit is
-dropped) and says when a field is red or the job can never fit, which the engine refuses.
+dropped) and the fleet (asked again every few seconds), and says when a field is red or the
+job can never fit, which the engine refuses.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from scheduler.jobspec import EXECUTORS, KINDS, JobSpec
 
 SOURCE = "form"
 PREVIEW_DELAY_S = 0.4
+PREVIEW_REFRESH_S = 3.0  # the preview follows the fleet too, not only edits
 # (key, label, placeholder); order is the form's order
 TEXT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("command", "Command", "python train.py --lr 0.1"),
@@ -208,6 +210,8 @@ class SubmitScreen(DialogScreen[list[int]]):
         self._busy = False
         self._typed = ""  # keys typed before the command field had focus
         self._touched = False  # the user changed the command: defaults never overwrite it
+        self._edited = False  # an edit's preview is due (the refresh leaves it to that)
+        self._asking = False  # a preview is in flight
 
     def compose(self) -> ComposeResult:
         with Vertical(id="submit-dialog"):
@@ -249,6 +253,7 @@ class SubmitScreen(DialogScreen[list[int]]):
             command.insert_text_at_cursor(self._typed)
             self._typed = ""
         self.load_defaults()
+        self.set_interval(PREVIEW_REFRESH_S, self._refresh_preview)
 
     def on_key(self, event: events.Key) -> None:
         """Keys that arrive before the form has focus go into the command, not lost."""
@@ -370,14 +375,22 @@ class SubmitScreen(DialogScreen[list[int]]):
         if spec is not None:
             box.update("preview: [dim]asking the engine...[/]")
             self._preview_timer = self.set_timer(PREVIEW_DELAY_S, self.preview)
+            self._edited = True
         else:
             box.update("preview: [red]the form is invalid: fix the fields in red[/]"
                        if errors or general else "preview: fill in a command")
         return spec
 
     def preview(self) -> None:
+        self._edited = False
         if self._spec is not None:
+            self._asking = True
             self.run_preview(self._spec.to_dict())
+
+    def _refresh_preview(self) -> None:
+        """Ask again for an unchanged form (nodes come up, jobs end); one ask at a time."""
+        if not self._asking and not self._edited:
+            self.preview()
 
     @work(group="submit-preview")
     async def run_preview(self, spec: dict[str, Any]) -> None:
@@ -394,6 +407,7 @@ class SubmitScreen(DialogScreen[list[int]]):
 
     @on(Previewed)
     def _previewed(self, message: Previewed) -> None:
+        self._asking = False
         if self._spec is None or message.spec != self._spec.to_dict():
             return  # the form changed since: its own preview is on its way
         box = self.query_one("#preview", Static)

@@ -14,6 +14,7 @@ import pytest
 from console.engine.client import EngineClient, RemoteError
 from console.engine.protocol import ErrorCode, encode
 from tests.helpers import FLEETDECK, REPO, cli, one_line_error, serve, write_config
+from tests.integration.policies_bed import Engine
 
 
 @pytest.fixture
@@ -188,3 +189,17 @@ def test_jobs_by_id_and_by_page(config: Path, tmp_path: Path) -> None:
 
     with serve(config):
         asyncio.run(talk())
+
+
+def test_preview_while_no_node_is_up_waits_not_never(tmp_path: Path) -> None:
+    """A node not reached yet (or down) comes back: the preview says the job would wait, not
+    that it never fits, and the engine takes the job."""
+    eng = Engine(tmp_path, '[[nodes]]\nname = "gone"\nhost = "127.0.0.1"\nport = 1\n')
+    spec = {"command": ["true"], "executor": "process"}
+    with eng.serving():
+        seen = eng.wait("the node tried", lambda: eng.call("fleet"))
+        assert seen[0]["name"] == "gone" and seen[0]["state"] != "up", seen
+        answer = eng.call("preview", spec=spec)
+        assert not answer["placeable"], answer
+        assert answer["reason"] == "no node that could take it is up now", answer
+        assert eng.call("submit", spec=spec)["ids"]
